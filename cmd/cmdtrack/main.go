@@ -1,0 +1,19 @@
+// Command cmdtrack records IoTDA device command lifecycles in PostgreSQL.
+// See `cmdtrack -h` and the README.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/cmdtrack/cmdtrack/daemon"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	code := daemon.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,98 @@
+// Package consumer moves notifications from the AMQP queue into the store:
+//
+//	broker (amqp.go) -> decode and batch (batcher.go: collect)
+//	  -> write (batcher.go: write, store.Apply) -> settle (batcher.go: settle)
+//
+// A message is accepted on the broker only after the transaction holding its
+// effect has committed. Everything in between is bounded by link credit.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+// Applier stores the effect of a batch; *store.Store is one.
+type Applier interface {
+	Apply(ctx context.Context, items []store.Item) error
+}
+
+// Consumer runs the pipeline from broker to store.
+type Consumer struct {
+	broker *Broker
+	store  Applier
+	batch  BatchConfig
+	log    *slog.Logger
+	m      *Metrics
+
+	dbHealthy atomic.Bool
+}
+
+// New assembles a consumer; nothing runs until Run.
+func New(broker *Broker, st Applier, cfg BatchConfig, log *slog.Logger, m *Metrics) *Consumer {
+	if cfg.Size < 1 {
+		cfg.Size = 1
+	}
+	c := &Consumer{broker: broker, store: st, batch: cfg, log: log, m: m}
+	c.dbHealthy.Store(true)
+	return c
+}
+
+// Ready reports whether the consumer is connected to the broker and its last
+// database write did not fail.
+func (c *Consumer) Ready() error {
+	if !c.broker.Connected() {
+		return errors.New("not connected to the broker")
+	}
+	if !c.dbHealthy.Load() {
+		return errors.New("database writes are failing")
+	}
+	return nil
+}
+
+// Run consumes until ctx ends, then drains: it stops taking messages,
+// writes and settles those in hand, and closes the connection.
+//
+// The drain may take up to grace after ctx ends (say, while the database is
+// down); past that, what is not stored is left unsettled for the broker to
+// redeliver, and Run returns an error saying so.
+func (c *Consumer) Run(ctx context.Context, grace time.Duration) error {
+	drainCtx, cancelDrain := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelDrain(nil)
+	stopGrace := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(grace, func() {
+			cancelDrain(fmt.Errorf("shutdown grace period of %s ran out", grace))
+		})
+		context.AfterFunc(drainCtx, func() { t.Stop() })
+	})
+	defer stopGrace()
+
+	var (
+		deliveries = make(chan *delivery)
+		batches    = make(chan *batch, 1)
+		stored     = make(chan *batch, 1)
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	// Intake ends with ctx (or a fatal error); the stages after it end when
+	// their input is closed, which is what drains them.
+	g.Go(func() error { return c.broker.Run(gctx, deliveries) })
+	g.Go(func() error { return c.collect(drainCtx, deliveries, batches) })
+	g.Go(func() error { return c.write(drainCtx, batches, stored) })
+	g.Go(func() error { return c.settle(stored) })
+	err := g.Wait()
+
+	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if cerr := c.broker.Close(closeCtx); cerr != nil {
+		c.log.Debug("closing broker connection", "err", cerr)
+	}
+	return err
+}

@@ -1,0 +1,136 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Config is everything cmdtrack reads from the environment, each field as
+// CMDTRACK_<split_words>. `cmdtrack -h` prints them all with defaults.
+type Config struct {
+	DatabaseURL      string `split_words:"true" required:"true" desc:"PostgreSQL URL (postgres://user:pass@host:5432/db)"`
+	DatabaseMaxConns int32  `split_words:"true" default:"4" desc:"connections in the pool"`
+	MigrateOnStart   bool   `split_words:"true" default:"true" desc:"apply migrations when the worker starts"`
+
+	AmqpURL        string   `split_words:"true" required:"true" desc:"amqps://HOST:5671 for IoTDA, amqp://user:pass@host:5672 for a local broker"`
+	AmqpQueue      []string `split_words:"true" default:"DefaultQueue" desc:"queue(s) to consume, comma-separated (RabbitMQ: /queue/NAME)"`
+	AmqpAccessKey  string   `split_words:"true" desc:"IoTDA access key; set it to use IoTDA authentication"`
+	AmqpAccessCode string   `split_words:"true" desc:"IoTDA access code (the SASL password)"`
+	AmqpInstanceID string   `split_words:"true" desc:"IoTDA instance id"`
+	AmqpCAFile     string   `split_words:"true" desc:"extra CA certificates (PEM) to trust for amqps"`
+	AmqpCredit     int      `split_words:"true" default:"256" desc:"most unsettled messages per queue"`
+
+	AmqpIdleTimeout  time.Duration `split_words:"true" default:"8s" desc:"heartbeat: drop a connection silent this long"`
+	AmqpDialTimeout  time.Duration `split_words:"true" default:"10s" desc:"limit for connecting and authenticating"`
+	AmqpReconnectMin time.Duration `split_words:"true" default:"500ms" desc:"first reconnect delay (doubles, with jitter)"`
+	AmqpReconnectMax time.Duration `split_words:"true" default:"30s" desc:"longest reconnect delay"`
+
+	BatchSize    int           `split_words:"true" default:"256" desc:"most messages written in one transaction"`
+	BatchWait    time.Duration `split_words:"true" default:"20ms" desc:"longest a message waits for its batch to fill"`
+	MaxBodyBytes int           `split_words:"true" default:"1048576" desc:"larger messages are dead-lettered"`
+	DBRetryMin   time.Duration `split_words:"true" default:"200ms" desc:"first delay before retrying a failed write"`
+	DBRetryMax   time.Duration `split_words:"true" default:"10s" desc:"longest delay between write retries"`
+
+	ShutdownGrace time.Duration `split_words:"true" default:"20s" desc:"how long SIGTERM may take to store and settle messages in hand"`
+	OpsAddr       string        `split_words:"true" default:"127.0.0.1:9464" desc:"address for /metrics, /healthz, /readyz (empty: off)"`
+	LogFormat     string        `split_words:"true" default:"json" desc:"json or text"`
+	LogLevel      string        `split_words:"true" default:"info" desc:"debug, info, warn or error"`
+}
+
+const envPrefix = "CMDTRACK"
+
+// loadConfig reads and checks the environment. Its errors are one line.
+func loadConfig() (*Config, error) {
+	var c Config
+	if err := envconfig.Process(envPrefix, &c); err != nil {
+		return nil, configError(err)
+	}
+	return &c, c.validate()
+}
+
+// configError rewords envconfig's errors into one line that names the
+// variable, and never repeats the value (it may be a secret).
+func configError(err error) error {
+	var perr *envconfig.ParseError
+	if errors.As(err, &perr) {
+		return fmt.Errorf("%s: cannot parse as %s", perr.KeyName, perr.TypeName)
+	}
+	return errors.New(strings.Replace(err.Error(), "required key ", "", 1))
+}
+
+func (c *Config) validate() error {
+	var problems []string
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			problems = append(problems, fmt.Sprintf(format, args...))
+		}
+	}
+	check(c.DatabaseMaxConns >= 1, "CMDTRACK_DATABASE_MAX_CONNS must be at least 1")
+	check(c.AmqpCredit >= 2 && c.AmqpCredit <= 100000, "CMDTRACK_AMQP_CREDIT must be between 2 and 100000")
+	check(len(c.AmqpQueue) >= 1 && len(c.AmqpQueue) <= 10, "CMDTRACK_AMQP_QUEUE must name 1 to 10 queues")
+	for _, q := range c.AmqpQueue {
+		check(strings.TrimSpace(q) != "", "CMDTRACK_AMQP_QUEUE has an empty queue name")
+	}
+	check(c.BatchSize >= 1 && c.BatchSize <= 10000, "CMDTRACK_BATCH_SIZE must be between 1 and 10000")
+	check(c.BatchWait > 0, "CMDTRACK_BATCH_WAIT must be positive")
+	check(c.MaxBodyBytes >= 1024, "CMDTRACK_MAX_BODY_BYTES must be at least 1024")
+	check(c.AmqpReconnectMin > 0 && c.AmqpReconnectMax >= c.AmqpReconnectMin, "CMDTRACK_AMQP_RECONNECT_MIN must be positive and at most CMDTRACK_AMQP_RECONNECT_MAX")
+	check(c.DBRetryMin > 0 && c.DBRetryMax >= c.DBRetryMin, "CMDTRACK_DB_RETRY_MIN must be positive and at most CMDTRACK_DB_RETRY_MAX")
+	check(c.AmqpDialTimeout > 0, "CMDTRACK_AMQP_DIAL_TIMEOUT must be positive")
+	check(c.ShutdownGrace > 0, "CMDTRACK_SHUTDOWN_GRACE must be positive")
+	check(c.LogFormat == "json" || c.LogFormat == "text", "CMDTRACK_LOG_FORMAT must be json or text")
+	var lvl slog.Level
+	check(lvl.UnmarshalText([]byte(c.LogLevel)) == nil, "CMDTRACK_LOG_LEVEL must be debug, info, warn or error")
+	if c.AmqpAccessKey != "" {
+		check(c.AmqpAccessCode != "", "CMDTRACK_AMQP_ACCESS_CODE is required with CMDTRACK_AMQP_ACCESS_KEY")
+		check(c.AmqpInstanceID != "", "CMDTRACK_AMQP_INSTANCE_ID is required with CMDTRACK_AMQP_ACCESS_KEY")
+	}
+	if c.AmqpCAFile != "" {
+		_, err := os.Stat(c.AmqpCAFile)
+		check(err == nil, "CMDTRACK_AMQP_CA_FILE: %v", err)
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// printUsage lists every variable with its default, as `cmdtrack -h` shows.
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, `cmdtrack keeps IoTDA device command lifecycles in PostgreSQL.
+
+Usage:
+  cmdtrack [run]     consume the AMQP queue(s) until SIGTERM or SIGINT
+  cmdtrack migrate   apply database migrations and exit
+  cmdtrack replay    re-decode dead letters; apply and remove those that now succeed
+  cmdtrack version   print version and build information
+
+Configuration (environment):
+`)
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  VARIABLE\tDEFAULT\tDESCRIPTION")
+	_ = envconfig.Usagef(envPrefix, &Config{}, tw,
+		`{{range .}}  {{usage_key .}}{{if usage_required .}} (required){{end}}`+"\t"+`{{usage_default .}}`+"\t"+`{{usage_description .}}
+{{end}}`)
+	_ = tw.Flush()
+	fmt.Fprint(w, `
+Exit status: 0 on success (including a clean shutdown), 1 on a runtime
+failure, 2 on a usage or configuration error.
+`)
+}
+
+// logValue lists the settings worth logging at startup; secrets never are.
+func (c *Config) logAttrs() []any {
+	return []any{
+		"queues", c.AmqpQueue, "credit", c.AmqpCredit, "batch_size", c.BatchSize,
+		"batch_wait", c.BatchWait, "iotda_auth", c.AmqpAccessKey != "", "ops_addr", c.OpsAddr,
+	}
+}

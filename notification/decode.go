@@ -1,0 +1,287 @@
+package notification
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Resource names of the command status notification. The API reference's
+// own example misspells it, so both are accepted.
+const (
+	ResourceCommandStatus           = "device.command.status"
+	resourceCommandStatusMisspelled = "device.commmad.status"
+	eventUpdate                     = "update"
+)
+
+// Class groups dead-letter reasons for metrics and queries.
+type Class string
+
+// Reason classes, one per way a message can be unusable.
+const (
+	ClassTooLarge      Class = "too_large"
+	ClassEmpty         Class = "empty"
+	ClassNotUTF8       Class = "not_utf8"
+	ClassInvalidJSON   Class = "invalid_json"
+	ClassNotNotify     Class = "not_notification"
+	ClassUnknownEvent  Class = "unknown_event"
+	ClassInvalidField  Class = "invalid_field"
+	ClassMissingField  Class = "missing_field"
+	ClassUnknownStatus Class = "unknown_status"
+	ClassInvalidTime   Class = "invalid_time"
+	ClassUnstorable    Class = "unstorable"
+	// ClassRejected is set by the store, not the decoder: PostgreSQL refused a
+	// value the decoder let through.
+	ClassRejected Class = "rejected_by_database"
+)
+
+// Error says why a message cannot be used. Such messages are dead-lettered.
+type Error struct {
+	Class  Class
+	Reason string
+}
+
+func (e *Error) Error() string { return string(e.Class) + ": " + e.Reason }
+
+func errorf(c Class, format string, args ...any) *Error {
+	return &Error{Class: c, Reason: fmt.Sprintf(format, args...)}
+}
+
+// SkipError reports a well-formed notification about something other than
+// command status (device.property, device.message, ...), which shares the
+// queue with ours. Such messages are settled and counted, not stored.
+type SkipError struct {
+	Resource string
+	Event    string
+}
+
+func (e *SkipError) Error() string {
+	return fmt.Sprintf("not a command status notification (resource %q, event %q)", e.Resource, e.Event)
+}
+
+// Timestamps outside this window are typos or garbage, not command history;
+// bounding them also keeps every value inside PostgreSQL's range.
+var (
+	minTime = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxTime = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// envelope is the part common to every IoTDA push notification.
+type envelope struct {
+	Resource    string          `json:"resource"`
+	Event       string          `json:"event"`
+	EventTime   string          `json:"event_time"`
+	EventTimeMS string          `json:"event_time_ms"`
+	RequestID   string          `json:"request_id"`
+	NotifyData  json.RawMessage `json:"notify_data"`
+}
+
+type commandStatusData struct {
+	Header struct {
+		AppID     string          `json:"app_id"`
+		DeviceID  string          `json:"device_id"`
+		NodeID    string          `json:"node_id"`
+		ProductID string          `json:"product_id"`
+		GatewayID string          `json:"gateway_id"`
+		Tags      json.RawMessage `json:"tags"`
+	} `json:"header"`
+	Body *struct {
+		CommandID     string          `json:"command_id"`
+		CreatedTime   string          `json:"created_time"`
+		SentTime      string          `json:"sent_time"`
+		DeliveredTime string          `json:"delivered_time"`
+		ResponseTime  string          `json:"response_time"`
+		Status        string          `json:"status"`
+		Result        json.RawMessage `json:"result"`
+	} `json:"body"`
+}
+
+// Decode parses a v5 `device.command.status` / `update` notification.
+//
+// It returns a *SkipError for a valid notification of another resource and
+// an *Error for anything that cannot be stored as it is. The returned
+// Notification's Payload aliases body.
+func Decode(body []byte) (Notification, error) {
+	var n Notification
+	if len(bytes.TrimSpace(body)) == 0 {
+		return n, errorf(ClassEmpty, "empty body")
+	}
+	if !utf8.Valid(body) {
+		return n, errorf(ClassNotUTF8, "body is not valid UTF-8")
+	}
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return n, jsonError(err)
+	}
+	switch {
+	case env.Resource == "":
+		return n, errorf(ClassNotNotify, "no \"resource\": not an IoTDA push notification")
+	case env.Resource != ResourceCommandStatus && env.Resource != resourceCommandStatusMisspelled:
+		return n, &SkipError{Resource: env.Resource, Event: env.Event}
+	case env.Event != eventUpdate:
+		return n, errorf(ClassUnknownEvent, "resource %s with event %q, want %q", env.Resource, env.Event, eventUpdate)
+	}
+	if len(env.NotifyData) == 0 || string(env.NotifyData) == "null" {
+		return n, errorf(ClassMissingField, "notify_data is missing")
+	}
+	var data commandStatusData
+	if err := json.Unmarshal(env.NotifyData, &data); err != nil {
+		return n, jsonError(prefixField(err, "notify_data"))
+	}
+	b := data.Body
+	if b == nil {
+		return n, errorf(ClassMissingField, "notify_data.body is missing")
+	}
+	if b.CommandID == "" {
+		return n, errorf(ClassMissingField, "notify_data.body.command_id is missing")
+	}
+	if b.Status == "" {
+		return n, errorf(ClassMissingField, "notify_data.body.status is missing")
+	}
+	n.Status = Status(strings.ToUpper(b.Status))
+	if _, ok := n.Status.Rank(); !ok {
+		return n, errorf(ClassUnknownStatus, "unknown command status %q", b.Status)
+	}
+	n.CommandID = b.CommandID
+	n.RequestID = env.RequestID
+
+	var err error
+	// event_time_ms carries milliseconds, event_time only seconds; the finer
+	// one orders notifications of the same second.
+	switch {
+	case env.EventTimeMS != "":
+		n.EventTime, err = parseTime("event_time_ms", env.EventTimeMS)
+	case env.EventTime != "":
+		n.EventTime, err = parseTime("event_time", env.EventTime)
+	default:
+		err = errorf(ClassMissingField, "event_time is missing")
+	}
+	if err != nil {
+		return n, err
+	}
+	for _, f := range []struct {
+		name string
+		in   string
+		out  *time.Time
+	}{
+		{"created_time", b.CreatedTime, &n.CreatedTime},
+		{"sent_time", b.SentTime, &n.SentTime},
+		{"delivered_time", b.DeliveredTime, &n.DeliveredTime},
+		{"response_time", b.ResponseTime, &n.ResponseTime},
+	} {
+		if f.in == "" {
+			continue
+		}
+		if *f.out, err = parseTime("notify_data.body."+f.name, f.in); err != nil {
+			return n, err
+		}
+	}
+
+	h := &data.Header
+	n.DeviceID, n.ProductID, n.AppID, n.GatewayID, n.NodeID = h.DeviceID, h.ProductID, h.AppID, h.GatewayID, h.NodeID
+	if n.Tags = nullToNil(h.Tags); n.Tags != nil && n.Tags[0] != '[' {
+		return n, errorf(ClassInvalidField, "notify_data.header.tags: want an array")
+	}
+	n.Result = nullToNil(b.Result)
+	n.Payload = body
+
+	// PostgreSQL's text and jsonb cannot hold NUL; catching it here gives a
+	// clear reason instead of a database error.
+	if hasNUL(body) {
+		return n, errorf(ClassUnstorable, "a string contains NUL (\\u0000), which PostgreSQL cannot store")
+	}
+	return n, nil
+}
+
+// ParseTime accepts the two formats IoTDA uses: yyyyMMdd'T'HHmmss'Z' and
+// ISO-8601 (yyyy-MM-dd'T'HH:mm:ss.SSS'Z', or any RFC 3339 time).
+// PostgreSQL keeps microseconds, so finer digits are dropped here to keep the
+// stored time and the notification's key in step.
+func ParseTime(s string) (time.Time, error) {
+	var t time.Time
+	var err error
+	if len(s) == len("20060102T150405Z") && s[8] == 'T' {
+		t, err = time.Parse("20060102T150405Z", s)
+	} else {
+		t, err = time.Parse(time.RFC3339Nano, s)
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither yyyyMMddTHHmmssZ nor ISO-8601", s)
+	}
+	t = t.UTC().Truncate(time.Microsecond)
+	if t.Before(minTime) || !t.Before(maxTime) {
+		return time.Time{}, fmt.Errorf("%q is outside %d..%d", s, minTime.Year(), maxTime.Year()-1)
+	}
+	return t, nil
+}
+
+func parseTime(field, s string) (time.Time, error) {
+	t, err := ParseTime(s)
+	if err != nil {
+		return t, errorf(ClassInvalidTime, "%s: %v", field, err)
+	}
+	return t, nil
+}
+
+func nullToNil(raw json.RawMessage) json.RawMessage {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	return raw
+}
+
+// hasNUL reports whether a JSON text holds the escape \u0000 (a raw NUL byte
+// is already invalid JSON). An escaped backslash before "u0000" is text, not
+// an escape, so the backslashes in front are counted.
+func hasNUL(body []byte) bool {
+	for i := 0; ; {
+		j := bytes.Index(body[i:], []byte(`u0000`))
+		if j < 0 {
+			return false
+		}
+		j += i
+		k := j - 1
+		for k >= 0 && body[k] == '\\' {
+			k--
+		}
+		if (j-1-k)%2 == 1 {
+			return true
+		}
+		i = j + 1
+	}
+}
+
+func jsonError(err error) *Error {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		field := typeErr.Field
+		if field == "" {
+			return errorf(ClassInvalidJSON, "body is a JSON %s, want an object", typeErr.Value)
+		}
+		return errorf(ClassInvalidField, "%s: want %s, got %s", field, typeErr.Type, typeErr.Value)
+	}
+	var syntaxErr *json.SyntaxError
+	if errors.As(err, &syntaxErr) {
+		return errorf(ClassInvalidJSON, "invalid JSON at byte %d: %v", syntaxErr.Offset, syntaxErr)
+	}
+	return errorf(ClassInvalidJSON, "invalid JSON: %v", err)
+}
+
+// prefixField qualifies a type error from a nested decode with the path of
+// the object it was decoded from.
+func prefixField(err error, prefix string) error {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		if typeErr.Field == "" {
+			typeErr.Field = prefix
+		} else {
+			typeErr.Field = prefix + "." + typeErr.Field
+		}
+	}
+	return err
+}

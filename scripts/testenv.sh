@@ -1,0 +1,529 @@
+#!/usr/bin/env bash
+# testenv.sh: provision and drive the local services that cmdtrack's integration tests need:
+# PostgreSQL (a throw-away cluster under /var/tmp) and RabbitMQ with its AMQP 1.0 plugin, both on loopback only.
+#
+# Usage: scripts/testenv.sh COMMAND
+#   up                  install (if missing), start and wait for both; prints `export ...` lines on stdout,
+#                       so a Makefile can do: eval "$(scripts/testenv.sh up)"
+#   env                 print the export lines only (provisions nothing)
+#   down                stop both
+#   pg-stop, pg-start   stop / start PostgreSQL only (simulated database outage)
+#   rabbit-stop, rabbit-start
+#                       stop / start the whole RabbitMQ node (Erlang VM included; ~5 s to start)
+#   rabbit-stop-app, rabbit-start-app, rabbit-restart-app
+#                       stop / start / bounce only the RabbitMQ application inside a running node
+#                       (rabbitmqctl stop_app / start_app): the listener goes away and comes back, much faster
+#   status              show what is running (on stderr)
+# Every command is idempotent and returns only once the service is really up (or really down).
+# Only the export lines go to stdout; all progress and diagnostics go to stderr.
+#
+# Environment:
+#   CMDTRACK_TESTENV_PG_PORT   PostgreSQL TCP port on 127.0.0.1 (default 54329)
+#
+# Needs root (it installs packages, edits /etc/rabbitmq and runs the services as their own users).
+set -euo pipefail
+
+SCRIPT_PATH=$(readlink -f "${BASH_SOURCE[0]}")
+readonly SCRIPT_PATH
+# The services must not inherit the caller's cwd (the postgres user may not be able to enter it), and the
+# sbin directories hold rabbitmq-server/rabbitmqctl and runuser even when a Makefile runs us with a thin PATH.
+cd /
+export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:${PATH:-}"
+# libpq environment from the caller (PGHOST, PGDATABASE, PGOPTIONS, ...) must not redirect our own psql calls.
+unset PGHOST PGHOSTADDR PGPORT PGDATABASE PGUSER PGPASSWORD PGOPTIONS PGSERVICE PGSSLMODE
+
+readonly BASE_DIR=/var/tmp/cmdtrack-testenv
+readonly PGDATA_DIR="$BASE_DIR/pg"
+readonly PG_LOG="$BASE_DIR/postgresql.log"
+readonly PG_CONF_NAME=cmdtrack-testenv.conf
+readonly PG_PORT="${CMDTRACK_TESTENV_PG_PORT:-54329}"
+readonly PG_DB=cmdtrack
+readonly AMQP_PORT=5672
+readonly RABBIT_ENV_CONF=/etc/rabbitmq/rabbitmq-env.conf
+readonly RABBIT_PLUGINS_FILE=/etc/rabbitmq/enabled_plugins
+readonly RABBIT_START_LOG="$BASE_DIR/rabbitmq-start.log"
+readonly RABBIT_PLUGIN=rabbitmq_amqp1_0
+readonly MARK_BEGIN='# >>> cmdtrack-testenv (managed by scripts/testenv.sh) >>>'
+readonly MARK_END='# <<< cmdtrack-testenv <<<'
+# Upper bounds for waits; a healthy start takes ~1 s (PostgreSQL) and ~5 s (RabbitMQ).
+readonly START_TIMEOUT=90
+
+if ! [[ "$PG_PORT" =~ ^[0-9]+$ ]] || ((PG_PORT < 1 || PG_PORT > 65535)); then
+	echo "testenv: CMDTRACK_TESTENV_PG_PORT must be a TCP port number, got '$PG_PORT'" >&2
+	exit 2
+fi
+
+log() { printf 'testenv: %s\n' "$*" >&2; }
+die() {
+	log "ERROR: $*"
+	exit 1
+}
+
+print_env() {
+	# Single quotes: the '?' in the URL is a glob character for whoever evals this.
+	printf "export CMDTRACK_TEST_DATABASE_URL='postgres://postgres@127.0.0.1:%s/%s?sslmode=disable'\n" "$PG_PORT" "$PG_DB"
+	printf "export CMDTRACK_TEST_AMQP_URL='amqp://guest:guest@127.0.0.1:%s/'\n" "$AMQP_PORT"
+}
+
+require_root() {
+	[[ $EUID -eq 0 ]] || die "must run as root (installs packages, edits /etc/rabbitmq, switches to service users)"
+}
+
+APT_UPDATED=0
+apt_install() {
+	if ((APT_UPDATED == 0)); then
+		log "apt-get update"
+		apt-get update >&2
+		APT_UPDATED=1
+	fi
+	log "apt-get install $*"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >&2
+}
+
+# True if something listens on TCP port $1 on an address other than loopback (127.0.0.0/8 or ::1).
+# Reads /proc directly because ss/netstat are not guaranteed to be installed.
+listens_beyond_loopback() {
+	local port_hex
+	port_hex=$(printf '%04X' "$1")
+	awk -v p="$port_hex" '
+		FNR > 1 && $4 == "0A" {
+			split($2, a, ":")
+			if (a[2] != p) next
+			addr = a[1]
+			if (length(addr) == 8 && substr(addr, 7, 2) == "7F") next   # 127.x.x.x, little-endian
+			if (addr == "00000000000000000000000001000000") next          # ::1
+			found = 1
+		}
+		END { exit found ? 0 : 1 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# True if something listens on 127.0.0.1:$1 (or on a wildcard address, which also covers it).
+listens_on() {
+	local port_hex
+	port_hex=$(printf '%04X' "$1")
+	awk -v p="$port_hex" '
+		FNR > 1 && $4 == "0A" { split($2, a, ":"); if (a[2] == p) found = 1 }
+		END { exit found ? 0 : 1 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------------------------------------------
+
+PGBIN=''
+PSQL=''
+
+find_pg_bin() {
+	local d
+	if command -v pg_ctl >/dev/null && command -v initdb >/dev/null; then
+		PGBIN=$(dirname "$(command -v pg_ctl)")
+	else
+		# Debian keeps the server binaries off PATH, one directory per major version: take the newest.
+		for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
+			if [[ -x "$d/pg_ctl" && -x "$d/initdb" ]]; then
+				PGBIN=$d
+				break
+			fi
+		done
+	fi
+	[[ -n "$PGBIN" ]] || return 1
+	if command -v psql >/dev/null; then
+		PSQL=$(command -v psql)
+	elif [[ -x "$PGBIN/psql" ]]; then
+		PSQL="$PGBIN/psql"
+	else
+		return 1
+	fi
+}
+
+ensure_pg_installed() {
+	[[ -n "$PGBIN" ]] && return 0
+	if ! find_pg_bin; then
+		log "PostgreSQL server binaries not found; installing Debian's postgresql"
+		apt_install postgresql
+		find_pg_bin || die "initdb/pg_ctl still not found after installing postgresql"
+	fi
+	# The package creates this user; a hand-installed server may not have it, and initdb refuses to run as root.
+	if ! id -u postgres >/dev/null 2>&1; then
+		log "creating system user postgres"
+		useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+	fi
+}
+
+as_postgres() {
+	runuser -u postgres -- "$@"
+}
+
+pg_ctl_() {
+	as_postgres "$PGBIN/pg_ctl" -D "$PGDATA_DIR" "$@"
+}
+
+pg_running() {
+	[[ -s "$PGDATA_DIR/PG_VERSION" ]] || return 1
+	# Exit 0: running; 3: not running; 4: no usable data directory.
+	pg_ctl_ status >/dev/null 2>&1
+}
+
+pg_psql() {
+	"$PSQL" -X -q -v ON_ERROR_STOP=1 -h "$BASE_DIR" -p "$PG_PORT" -U postgres "$@"
+}
+
+pg_settings() {
+	# Durability is traded for speed: this cluster holds nothing but test data and is rebuilt at will.
+	cat <<EOF
+# Managed by scripts/testenv.sh; rewritten on every 'up'.
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$BASE_DIR'
+max_connections = 300
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+EOF
+}
+
+# Writes the settings file; returns 0 if it changed (so a running server must restart to pick it up).
+pg_write_settings() {
+	local conf="$PGDATA_DIR/$PG_CONF_NAME" want
+	want=$(pg_settings)
+	# An include keeps initdb's postgresql.conf pristine and lets us rewrite our part wholesale.
+	if ! grep -qxF "include_if_exists = '$PG_CONF_NAME'" "$PGDATA_DIR/postgresql.conf"; then
+		printf "\ninclude_if_exists = '%s'\n" "$PG_CONF_NAME" >>"$PGDATA_DIR/postgresql.conf"
+	fi
+	if [[ -f "$conf" ]] && [[ "$(cat "$conf")" == "$want" ]]; then
+		return 1
+	fi
+	printf '%s\n' "$want" >"$conf"
+	chown postgres:postgres "$conf"
+	return 0
+}
+
+pg_init() {
+	install -d -o postgres -g postgres -m 0755 "$BASE_DIR"
+	[[ -s "$PGDATA_DIR/PG_VERSION" ]] && return 0
+	if [[ -e "$PGDATA_DIR" ]]; then
+		# A data directory without PG_VERSION is the leftover of an interrupted initdb; initdb refuses non-empty dirs.
+		log "removing incomplete data directory $PGDATA_DIR"
+		rm -rf "$PGDATA_DIR"
+	fi
+	log "initdb $PGDATA_DIR"
+	# --no-sync: nothing here needs to survive a power cut, and syncing costs seconds.
+	as_postgres "$PGBIN/initdb" -D "$PGDATA_DIR" --auth=trust -U postgres --encoding=UTF8 --locale=C --no-sync >&2
+}
+
+pg_start_server() {
+	log "starting PostgreSQL on 127.0.0.1:$PG_PORT (log: $PG_LOG)"
+	# -l sends the server's output to the log, so it never holds our stdout/stderr (a caller's $(...) would hang).
+	if ! pg_ctl_ -l "$PG_LOG" -w -t "$START_TIMEOUT" start </dev/null >&2; then
+		tail -n 30 "$PG_LOG" >&2 || true
+		die "PostgreSQL did not start"
+	fi
+}
+
+pg_up() {
+	ensure_pg_installed
+	pg_init
+	local changed=0
+	pg_write_settings && changed=1
+	if pg_running; then
+		if ((changed)); then
+			log "PostgreSQL settings changed; restarting"
+			pg_ctl_ -m fast -w -t "$START_TIMEOUT" -l "$PG_LOG" restart </dev/null >&2 ||
+				{
+					tail -n 30 "$PG_LOG" >&2 || true
+					die "PostgreSQL did not restart"
+				}
+		else
+			log "PostgreSQL already running"
+		fi
+	else
+		pg_start_server
+	fi
+	if [[ "$(pg_psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'")" != 1 ]]; then
+		log "creating database $PG_DB"
+		pg_psql -d postgres -c "CREATE DATABASE $PG_DB"
+	fi
+}
+
+pg_down() {
+	find_pg_bin || {
+		log "PostgreSQL not installed; nothing to stop"
+		return 0
+	}
+	if pg_running; then
+		log "stopping PostgreSQL"
+		# -m fast: disconnect clients right away (that is the outage the fault-injection tests want).
+		pg_ctl_ -m fast -w -t "$START_TIMEOUT" stop >&2
+	else
+		log "PostgreSQL not running"
+	fi
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# RabbitMQ
+# ---------------------------------------------------------------------------------------------------------------
+
+# Every rabbitmqctl/rabbitmq-plugins call boots an Erlang VM (~1 s), so calls are kept few. The Debian wrappers
+# switch to the rabbitmq user themselves. timeout(1) guards against a wedged node hanging the caller forever.
+rmqctl() { timeout 120 rabbitmqctl "$@"; }
+
+ensure_rabbit_installed() {
+	if ! command -v rabbitmq-server >/dev/null || ! command -v rabbitmqctl >/dev/null; then
+		log "rabbitmq-server not installed; installing"
+		apt_install rabbitmq-server
+	fi
+}
+
+# Is the host name (which Erlang distribution uses to reach the node) resolving to loopback? Only then can epmd
+# and the distribution port be bound to loopback without locking the CLI tools out.
+hostname_is_loopback() {
+	local ip
+	ip=$(getent ahostsv4 "$(hostname -s)" 2>/dev/null | awk 'NR == 1 { print $1 }')
+	[[ "$ip" == 127.* ]]
+}
+
+rabbit_env_block() {
+	echo "$MARK_BEGIN"
+	echo "# AMQP listener on loopback only."
+	echo "NODE_IP_ADDRESS=127.0.0.1"
+	if hostname_is_loopback; then
+		echo "# epmd (port 4369) and Erlang distribution (port 25672) on loopback too."
+		echo "ERL_EPMD_ADDRESS=127.0.0.1"
+		echo 'SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"'
+	fi
+	echo "$MARK_END"
+}
+
+# Puts our block into rabbitmq-env.conf; returns 0 if the file changed (a running node must restart).
+rabbit_write_env_conf() {
+	local want current='' rest=''
+	want=$(rabbit_env_block)
+	if [[ -f "$RABBIT_ENV_CONF" ]]; then
+		# Exact-line matching on the markers (awk, not sed: the markers are full of regex characters).
+		current=$(awk -v b="$MARK_BEGIN" -v e="$MARK_END" '$0 == b { on = 1 } on { print } $0 == e { on = 0 }' "$RABBIT_ENV_CONF")
+		rest=$(awk -v b="$MARK_BEGIN" -v e="$MARK_END" '$0 == b { on = 1 } !on { print } $0 == e { on = 0 }' "$RABBIT_ENV_CONF")
+	fi
+	[[ "$current" == "$want" ]] && return 1
+	log "writing loopback settings to $RABBIT_ENV_CONF"
+	mkdir -p "$(dirname "$RABBIT_ENV_CONF")"
+	# Our block goes last: the file is sourced by sh, so the last assignment wins over any earlier one.
+	# Rewriting through '>' keeps the file's owner and mode.
+	if [[ -n "$rest" ]]; then
+		printf '%s\n%s\n' "$rest" "$want" >"$RABBIT_ENV_CONF"
+	else
+		printf '%s\n' "$want" >"$RABBIT_ENV_CONF"
+	fi
+	return 0
+}
+
+rabbit_plugin_in_file() {
+	[[ -f "$RABBIT_PLUGINS_FILE" ]] && grep -q "\\b$RABBIT_PLUGIN\\b" "$RABBIT_PLUGINS_FILE"
+}
+
+# Prints the node's state in one CLI call: "down", or "<rabbit app running> <AMQP 1.0 plugin running>",
+# e.g. "true true". rabbitmqctl exits 69 (EX_UNAVAILABLE) when it cannot reach the node.
+rabbit_state() {
+	local out
+	if out=$(rmqctl -q eval \
+		'io:format("~s ~s~n", [rabbit:is_running(), lists:keymember(rabbitmq_amqp1_0, 1, application:which_applications())]).' \
+		2>/dev/null); then
+		# eval prints the io:format line, then the return value (ok).
+		head -n 1 <<<"$out"
+	else
+		echo down
+	fi
+}
+
+rabbit_await_app() {
+	if ! rmqctl -q await_startup --timeout "$START_TIMEOUT" >&2; then
+		die "RabbitMQ application did not start; see /var/log/rabbitmq/"
+	fi
+}
+
+rabbit_start_node() {
+	# An epmd started earlier (e.g. by a CLI call before our env file existed) keeps listening on all
+	# addresses; with no node registered it is safe to stop, and the node starts a loopback one.
+	if listens_beyond_loopback 4369 && hostname_is_loopback; then
+		log "restarting epmd on loopback"
+		epmd -kill >/dev/null 2>&1 || true
+	fi
+	install -d -m 0755 "$BASE_DIR"
+	log "starting RabbitMQ node (log: /var/log/rabbitmq/)"
+	# -detached: no systemd here. The VM's output goes to a file so it never holds a caller's pipe open.
+	rabbitmq-server -detached </dev/null >>"$RABBIT_START_LOG" 2>&1
+	# await_startup fails at once while the node has not registered with epmd yet, so poll until a deadline.
+	local deadline=$((SECONDS + START_TIMEOUT))
+	until rmqctl -q await_startup --timeout "$START_TIMEOUT" >/dev/null 2>&1; do
+		if ((SECONDS >= deadline)); then
+			tail -n 20 "$RABBIT_START_LOG" >&2 || true
+			die "RabbitMQ did not start within ${START_TIMEOUT}s; see /var/log/rabbitmq/"
+		fi
+		sleep 1
+	done
+}
+
+rabbit_stop_node() {
+	log "stopping RabbitMQ node"
+	# shutdown waits for the Erlang VM to exit, without needing the PID file path.
+	rmqctl -q shutdown >&2
+}
+
+rabbit_up() {
+	ensure_rabbit_installed
+	local conf_changed=0 state
+	rabbit_write_env_conf && conf_changed=1
+	if ! rabbit_plugin_in_file; then
+		log "enabling $RABBIT_PLUGIN"
+		# --offline only edits enabled_plugins; a running node is handled below.
+		rabbitmq-plugins enable --offline "$RABBIT_PLUGIN" >&2
+	fi
+	state=$(rabbit_state)
+	if [[ "$state" != down ]]; then
+		# A node started before our env file (e.g. by apt's postinst) listens on every address: restart it.
+		if ((conf_changed)) || listens_beyond_loopback "$AMQP_PORT"; then
+			log "RabbitMQ is running with other network settings; restarting it"
+			rabbit_stop_node
+			state=down
+		fi
+	fi
+	if [[ "$state" == down ]]; then
+		rabbit_start_node
+		state=$(rabbit_state)
+	fi
+	if [[ "$state" == "false "* ]]; then
+		log "RabbitMQ node up but application stopped; start_app"
+		rmqctl -q start_app >&2
+		rabbit_await_app
+		state=$(rabbit_state)
+	fi
+	if [[ "$state" != *" true" ]]; then
+		log "activating $RABBIT_PLUGIN on the running node"
+		rabbitmq-plugins -q enable "$RABBIT_PLUGIN" >&2
+		state=$(rabbit_state)
+	fi
+	[[ "$state" == "true true" ]] || die "RabbitMQ not ready (state: $state)"
+	listens_on "$AMQP_PORT" || die "RabbitMQ is up but nothing listens on port $AMQP_PORT"
+	if listens_beyond_loopback "$AMQP_PORT"; then
+		die "port $AMQP_PORT listens beyond loopback; check $RABBIT_ENV_CONF"
+	fi
+	log "RabbitMQ ready on 127.0.0.1:$AMQP_PORT"
+}
+
+rabbit_down() {
+	if ! command -v rabbitmqctl >/dev/null; then
+		log "RabbitMQ not installed; nothing to stop"
+		return 0
+	fi
+	if [[ "$(rabbit_state)" == down ]]; then
+		log "RabbitMQ not running"
+	else
+		rabbit_stop_node
+	fi
+	# The CLI and the node leave epmd behind; once no Erlang node is registered it serves nothing.
+	if command -v epmd >/dev/null && ! epmd -names 2>/dev/null | grep -q '^name '; then
+		epmd -kill >/dev/null 2>&1 || true
+	fi
+}
+
+rabbit_stop_app() {
+	local state
+	state=$(rabbit_state)
+	case "$state" in
+	down) log "RabbitMQ node not running" ;;
+	"false "*) log "RabbitMQ application already stopped" ;;
+	*)
+		log "rabbitmqctl stop_app"
+		# stop_app returns once the application (and its listeners) are stopped.
+		rmqctl -q stop_app >&2
+		;;
+	esac
+}
+
+rabbit_start_app() {
+	local state
+	state=$(rabbit_state)
+	case "$state" in
+	down) rabbit_up ;;
+	"false "*)
+		log "rabbitmqctl start_app"
+		rmqctl -q start_app >&2
+		rabbit_await_app
+		;;
+	*) log "RabbitMQ application already running" ;;
+	esac
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+
+status() {
+	if find_pg_bin && pg_running; then
+		log "PostgreSQL: running on 127.0.0.1:$PG_PORT ($PGDATA_DIR)"
+	else
+		log "PostgreSQL: not running"
+	fi
+	if command -v rabbitmqctl >/dev/null; then
+		log "RabbitMQ (app running, amqp1_0 running): $(rabbit_state)"
+	else
+		log "RabbitMQ: not installed"
+	fi
+}
+
+usage() {
+	sed -n '2,/^set -euo/p' "$SCRIPT_PATH" | sed '$d' | sed 's/^# \{0,1\}//' >&2
+}
+
+main() {
+	local cmd="${1:-}"
+	case "$cmd" in
+	env)
+		print_env
+		return 0
+		;;
+	help | -h | --help)
+		usage
+		return 0
+		;;
+	'')
+		usage
+		return 2
+		;;
+	esac
+	require_root
+	# Everything but the export lines goes to stderr, including whatever the tools print.
+	case "$cmd" in
+	up)
+		{
+			pg_up
+			rabbit_up
+		} >&2
+		print_env
+		;;
+	down)
+		{
+			pg_down
+			rabbit_down
+		} >&2
+		;;
+	pg-start) pg_up >&2 ;;
+	pg-stop) pg_down >&2 ;;
+	rabbit-start) rabbit_up >&2 ;;
+	rabbit-stop) rabbit_down >&2 ;;
+	rabbit-start-app) rabbit_start_app >&2 ;;
+	rabbit-stop-app) rabbit_stop_app >&2 ;;
+	rabbit-restart-app)
+		{
+			rabbit_stop_app
+			rabbit_start_app
+		} >&2
+		;;
+	status) status ;;
+	*)
+		log "unknown command: $cmd"
+		usage
+		return 2
+		;;
+	esac
+}
+
+main "$@"

@@ -1,0 +1,107 @@
+// Package store keeps command lifecycles in PostgreSQL: the schema
+// (migrations), the merge upsert, the history, and the dead letters.
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/tern/v2/migrate"
+
+	"github.com/cmdtrack/cmdtrack/migrations"
+)
+
+// versionTable is tern's bookkeeping table; unqualified, so it lives in the
+// connection's search_path like the rest of the schema.
+const versionTable = "cmdtrack_schema_version"
+
+// Store writes to one PostgreSQL database through a connection pool.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// Options tune the connection pool.
+type Options struct {
+	MaxConns int32
+	// Schema, when set, is put first in search_path. Tests use it to give
+	// each test its own schema; deployments normally leave it empty.
+	Schema string
+}
+
+// Open parses url and creates the pool. It does not wait for the database:
+// the worker must start (and report not-ready) while PostgreSQL is away.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx's parse errors can echo the URL, password included.
+		return nil, fmt.Errorf("invalid database URL: %w", redactedError{err})
+	}
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	}
+	if opts.Schema != "" {
+		cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{opts.Schema}.Sanitize()
+	}
+	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "cmdtrack"
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	cfg.HealthCheckPeriod = 10 * time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create database pool: %w", err)
+	}
+	return &Store{pool: pool}, nil
+}
+
+// Close waits for connections in use to be returned and closes them.
+func (s *Store) Close() { s.pool.Close() }
+
+// Pool exposes the pool to tests and to tools that query the schema.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Ping checks that a connection can be had and used. ctx bounds the wait.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.pool.Ping(ctx)
+}
+
+// Migrate applies every migration not yet applied. tern holds an advisory
+// lock meanwhile, so replicas starting together apply each migration once.
+// ctx bounds the whole run.
+func (s *Store) Migrate(ctx context.Context) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer conn.Release()
+	m, err := migrate.NewMigrator(ctx, conn.Conn(), versionTable)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if err := m.LoadMigrations(migrations.FS); err != nil {
+		return fmt.Errorf("migrate: load: %w", err)
+	}
+	if err := m.Migrate(ctx); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// SchemaVersion returns the applied and the latest known migration numbers;
+// readiness wants them equal.
+func (s *Store) SchemaVersion(ctx context.Context) (applied, latest int32, err error) {
+	names, err := migrate.FindMigrations(migrations.FS)
+	if err != nil {
+		return 0, 0, err
+	}
+	err = s.pool.QueryRow(ctx, "SELECT version FROM "+versionTable).Scan(&applied)
+	if err != nil {
+		return 0, int32(len(names)), fmt.Errorf("read schema version: %w", err)
+	}
+	return applied, int32(len(names)), nil
+}
