@@ -1,0 +1,140 @@
+package consumer_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cmdtrack/cmdtrack/consumer"
+	"github.com/cmdtrack/cmdtrack/internal/simulate"
+	"github.com/cmdtrack/cmdtrack/internal/testenv"
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+type fixture struct {
+	st    *store.Store
+	queue string
+	pub   *testenv.Publisher
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	st, _, _ := testenv.Schema(t)
+	q := testenv.Queue(t)
+	return &fixture{st: st, queue: q, pub: testenv.NewPublisher(t, q)}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("CMDTRACK_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// start runs a consumer on the fixture's queue until the test ends, and
+// returns a function that stops it and returns Run's error.
+func (f *fixture) start(t *testing.T, batch consumer.BatchConfig, credit int) (stop func() error) {
+	t.Helper()
+	log := testLogger(t)
+	m := consumer.NewMetrics(nil)
+	b, err := consumer.NewBroker(consumer.BrokerConfig{
+		URL: testenv.AMQPURL(t), Queues: []string{f.queue}, Credit: credit,
+		IdleTimeout: 8 * time.Second, DialTimeout: 10 * time.Second,
+		ReconnectMin: 100 * time.Millisecond, ReconnectMax: time.Second,
+	}, log, m)
+	require.NoError(t, err)
+	if batch.Size == 0 {
+		batch = consumer.BatchConfig{Size: 256, Wait: 20 * time.Millisecond}
+	}
+	if batch.MaxBodyBytes == 0 {
+		batch.MaxBodyBytes = 1 << 20
+	}
+	if batch.RetryMin == 0 {
+		batch.RetryMin, batch.RetryMax = 50*time.Millisecond, time.Second
+	}
+	c := consumer.New(b, f.st, batch, log, m)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(ctx, 10*time.Second) }()
+	stopped := false
+	stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-errc:
+			return err
+		case <-time.After(30 * time.Second):
+			t.Fatal("consumer did not stop within 30s of cancellation")
+			return nil
+		}
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+func (f *fixture) count(t *testing.T, query string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, f.st.Pool().QueryRow(context.Background(), query).Scan(&n))
+	return n
+}
+
+// waitFor polls until the history and dead letters hold what the stream
+// must produce.
+func (f *fixture) waitFor(t *testing.T, s *simulate.Stream, within time.Duration) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		return f.count(t, `SELECT count(*) FROM device_command_events`) >= s.Events &&
+			f.count(t, `SELECT count(*) FROM dead_letters`) >= s.Poison
+	}, within, 50*time.Millisecond, "the worker did not store the stream in time")
+}
+
+func (f *fixture) verify(t *testing.T, s *simulate.Stream) {
+	t.Helper()
+	bad, err := simulate.Verify(context.Background(), f.st.Pool(), s.Commands)
+	require.NoError(t, err)
+	require.Empty(t, bad, "rows differ from the expected final state (first of %d shown)", len(bad))
+	require.Equal(t, len(s.Commands), f.count(t, `SELECT count(*) FROM device_commands`))
+	require.Equal(t, s.Events, f.count(t, `SELECT count(*) FROM device_command_events`))
+	require.Equal(t, s.Poison, f.count(t, `SELECT count(*) FROM dead_letters`))
+}
+
+func bodies(s *simulate.Stream) [][]byte {
+	out := make([][]byte, len(s.Messages))
+	for i, m := range s.Messages {
+		out[i] = m.Body
+	}
+	return out
+}
+
+// TestEndToEnd publishes a few thousand shuffled, duplicated notifications
+// with poison and foreign messages mixed in, runs the consumer, and checks
+// every command's final row, the history and the dead letters.
+func TestEndToEnd(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	s := simulate.Generate(simulate.Config{
+		Commands: 1000, Seed: 7, OutOfOrder: 1, Duplicate: 0.15, Poison: 0.02, Foreign: 0.03,
+	})
+	require.Greater(t, len(s.Messages), 4000)
+	f.pub.SendAll(t, bodies(s))
+
+	start := time.Now()
+	stop := f.start(t, consumer.BatchConfig{}, 256)
+	f.waitFor(t, s, 2*time.Minute)
+	elapsed := time.Since(start)
+	require.NoError(t, stop())
+	f.verify(t, s)
+	testenv.RequireQueueEmpty(t, f.queue)
+	t.Logf("%d messages (%d commands, %d distinct notifications, %d poison) stored in %s: %.0f msg/s",
+		len(s.Messages), len(s.Commands), s.Events, s.Poison, elapsed.Round(time.Millisecond),
+		float64(len(s.Messages))/elapsed.Seconds())
+}

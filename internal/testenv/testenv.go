@@ -1,0 +1,261 @@
+// Package testenv gives tests a real PostgreSQL and a real AMQP 1.0 broker.
+//
+// It uses, in this order: the services named by CMDTRACK_TEST_DATABASE_URL
+// and CMDTRACK_TEST_AMQP_URL (`make test` provisions them on loopback with
+// scripts/testenv.sh), or containers started through testcontainers-go where
+// a Docker engine answers. With neither, tests fail: they never skip.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/Azure/go-amqp"
+	"github.com/stretchr/testify/require"
+	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/wait"
+
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+const (
+	envDatabaseURL = "CMDTRACK_TEST_DATABASE_URL"
+	envAMQPURL     = "CMDTRACK_TEST_AMQP_URL"
+	howToRun       = "run the tests with `make test`, which provisions PostgreSQL and RabbitMQ on loopback, " +
+		"or set " + envDatabaseURL + " and " + envAMQPURL + ", or run where a Docker engine answers"
+)
+
+var (
+	pgOnce   sync.Once
+	pgURL    string
+	pgErr    error
+	amqpOnce sync.Once
+	amqpURL  string
+	amqpErr  error
+)
+
+// DatabaseURL returns the URL of a PostgreSQL server for tests.
+func DatabaseURL(t testing.TB) string {
+	t.Helper()
+	pgOnce.Do(func() {
+		if pgURL = os.Getenv(envDatabaseURL); pgURL != "" {
+			return
+		}
+		pgURL, pgErr = startContainer(testcontainers.ContainerRequest{
+			Image:        "postgres:15-alpine",
+			Env:          map[string]string{"POSTGRES_PASSWORD": "test", "POSTGRES_DB": "cmdtrack"},
+			ExposedPorts: []string{"5432/tcp"},
+			Cmd:          []string{"postgres", "-c", "fsync=off", "-c", "max_connections=300"},
+			WaitingFor:   wait.ForLog("database system is ready to accept connections").WithOccurrence(2).WithStartupTimeout(2 * time.Minute),
+		}, "5432/tcp", "postgres://postgres:test@%s/cmdtrack?sslmode=disable")
+	})
+	require.NoError(t, pgErr, "no PostgreSQL for tests: %s", howToRun)
+	return pgURL
+}
+
+// AMQPURL returns the URL of an AMQP 1.0 broker (RabbitMQ) for tests.
+func AMQPURL(t testing.TB) string {
+	t.Helper()
+	amqpOnce.Do(func() {
+		if amqpURL = os.Getenv(envAMQPURL); amqpURL != "" {
+			return
+		}
+		amqpURL, amqpErr = startContainer(testcontainers.ContainerRequest{
+			// 3.13 is the last line whose AMQP 1.0 plugin behaves like
+			// Debian's 3.10 that `make test` installs.
+			Image:        "rabbitmq:3.13",
+			ExposedPorts: []string{"5672/tcp"},
+			Entrypoint:   []string{"sh", "-c", "rabbitmq-plugins enable --offline rabbitmq_amqp1_0 && exec docker-entrypoint.sh rabbitmq-server"},
+			WaitingFor:   wait.ForLog("Server startup complete").WithStartupTimeout(2 * time.Minute),
+		}, "5672/tcp", "amqp://guest:guest@%s/")
+	})
+	require.NoError(t, amqpErr, "no AMQP broker for tests: %s", howToRun)
+	return amqpURL
+}
+
+func startContainer(req testcontainers.ContainerRequest, port, urlFormat string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	// Containers live as long as the test binary; testcontainers' reaper
+	// removes them when it exits.
+	c, err := testcontainers.GenericContainer(ctx, testcontainers.GenericContainerRequest{ContainerRequest: req, Started: true})
+	if err != nil {
+		return "", fmt.Errorf("start %s: %w", req.Image, err)
+	}
+	endpoint, err := c.PortEndpoint(ctx, port, "")
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf(urlFormat, endpoint), nil
+}
+
+// Name returns a short random name with prefix, unique across test runs.
+func Name(prefix string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// Schema creates an empty schema for one test, migrated to the latest
+// version, and drops it when the test ends. The returned URL connects with
+// that schema as search_path, for running the real binary against it.
+func Schema(t testing.TB) (st *store.Store, schema, url string) {
+	t.Helper()
+	ctx := context.Background()
+	base := DatabaseURL(t)
+	schema = Name("t_")
+	admin, err := store.Open(ctx, base, store.Options{MaxConns: 1})
+	require.NoError(t, err)
+	defer admin.Close()
+	_, err = admin.Pool().Exec(ctx, "CREATE SCHEMA "+schema)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		admin, err := store.Open(context.Background(), base, store.Options{MaxConns: 1})
+		if err == nil {
+			_, _ = admin.Pool().Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+			admin.Close()
+		}
+	})
+	st, err = store.Open(ctx, base, store.Options{MaxConns: 8, Schema: schema})
+	require.NoError(t, err)
+	t.Cleanup(st.Close)
+	require.NoError(t, st.Migrate(ctx))
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	return st, schema, base + sep + "search_path=" + schema
+}
+
+// Queue returns a fresh RabbitMQ queue address for one test. The queue is
+// declared (durable) by attaching to it, so messages published before the
+// worker starts are kept.
+func Queue(t testing.TB) string {
+	t.Helper()
+	name := Name("cmdtrack-test-")
+	addr := "/queue/" + name
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := amqp.Dial(ctx, AMQPURL(t), nil)
+	require.NoError(t, err)
+	defer conn.Close()
+	sess, err := conn.NewSession(ctx, nil)
+	require.NoError(t, err)
+	r, err := sess.NewReceiver(ctx, addr, &amqp.ReceiverOptions{Credit: -1, SourceDurability: amqp.DurabilityUnsettledState})
+	require.NoError(t, err)
+	_ = r // closing the connection detaches it; RabbitMQ may never answer a detach
+	t.Cleanup(func() {
+		// Best effort: the queue is empty when a test passes.
+		if path, err := exec.LookPath("rabbitmqctl"); err == nil && os.Getenv(envAMQPURL) != "" {
+			_ = exec.Command(path, "delete_queue", name).Run()
+		}
+	})
+	return addr
+}
+
+// Publisher sends test messages to a queue over one connection.
+type Publisher struct {
+	conn   *amqp.Conn
+	sender *amqp.Sender
+}
+
+// NewPublisher opens a sender to addr; it is closed when the test ends.
+func NewPublisher(t testing.TB, addr string) *Publisher {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := amqp.Dial(ctx, AMQPURL(t), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	sess, err := conn.NewSession(ctx, nil)
+	require.NoError(t, err)
+	// The durability must match the receiver's, or RabbitMQ refuses the
+	// attach (PRECONDITION_FAILED) for a /queue/NAME address.
+	sender, err := sess.NewSender(ctx, addr, &amqp.SenderOptions{TargetDurability: amqp.DurabilityUnsettledState})
+	require.NoError(t, err)
+	return &Publisher{conn: conn, sender: sender}
+}
+
+// Send publishes each body as a durable message with a Data section.
+func (p *Publisher) Send(t testing.TB, bodies ...[]byte) {
+	t.Helper()
+	for _, b := range bodies {
+		p.SendMessage(t, amqp.NewMessage(b))
+	}
+}
+
+// SendAll publishes bodies in order of submission but with many sends in
+// flight at once, which is how a platform pushes and much faster than one
+// at a time.
+func (p *Publisher) SendAll(t testing.TB, bodies [][]byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	work := make(chan []byte)
+	errc := make(chan error, 32)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for b := range work {
+				msg := amqp.NewMessage(b)
+				msg.Header = &amqp.MessageHeader{Durable: true}
+				if err := p.sender.Send(ctx, msg, nil); err != nil {
+					select {
+					case errc <- err:
+					default:
+					}
+					cancel() // the rest fail fast; keep draining work
+				}
+			}
+		})
+	}
+	for _, b := range bodies {
+		work <- b
+	}
+	close(work)
+	wg.Wait()
+	close(errc)
+	require.NoError(t, <-errc)
+}
+
+// SendMessage publishes msg as it is, made durable.
+func (p *Publisher) SendMessage(t testing.TB, msg *amqp.Message) {
+	t.Helper()
+	if msg.Header == nil {
+		msg.Header = &amqp.MessageHeader{}
+	}
+	msg.Header.Durable = true
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, p.sender.Send(ctx, msg, nil))
+}
+
+// RequireQueueEmpty fails the test if addr still holds a message, which
+// would mean one was never settled.
+func RequireQueueEmpty(t testing.TB, addr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := amqp.Dial(ctx, AMQPURL(t), nil)
+	require.NoError(t, err)
+	defer conn.Close()
+	sess, err := conn.NewSession(ctx, nil)
+	require.NoError(t, err)
+	r, err := sess.NewReceiver(ctx, addr, &amqp.ReceiverOptions{Credit: -1, SourceDurability: amqp.DurabilityUnsettledState})
+	require.NoError(t, err)
+	require.NoError(t, r.IssueCredit(1))
+	rctx, rcancel := context.WithTimeout(ctx, time.Second)
+	defer rcancel()
+	msg, err := r.Receive(rctx, nil)
+	if err == nil {
+		t.Fatalf("queue %s still holds a message: %q", addr, msg.GetData())
+	}
+}

@@ -1,0 +1,304 @@
+package store_test
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cmdtrack/cmdtrack/internal/testenv"
+	"github.com/cmdtrack/cmdtrack/notification"
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+func setup(t *testing.T) *store.Store {
+	t.Helper()
+	st, _, _ := testenv.Schema(t)
+	return st
+}
+
+// row is a device_commands row as the tests compare it. CommandID and
+// LastEventKey are left out where commands are compared with each other.
+type row struct {
+	CommandID                                          string
+	DeviceID, ProductID, AppID, GatewayID, NodeID      *string
+	Tags, Result                                       *string
+	Status                                             string
+	StatusRank                                         int16
+	CreatedTime, SentTime, DeliveredTime, ResponseTime *time.Time
+	LastEventTime                                      time.Time
+	LastRequestID                                      *string
+	LastEventKey                                       []byte
+}
+
+func readRow(t *testing.T, st *store.Store, id string) row {
+	t.Helper()
+	var r row
+	err := st.Pool().QueryRow(context.Background(), `
+		SELECT command_id, device_id, product_id, app_id, gateway_id, node_id, tags::text, result::text,
+		       status, status_rank, created_time, sent_time, delivered_time, response_time,
+		       last_event_time, last_request_id, last_event_key
+		FROM device_commands WHERE command_id = $1`, id).Scan(
+		&r.CommandID, &r.DeviceID, &r.ProductID, &r.AppID, &r.GatewayID, &r.NodeID, &r.Tags, &r.Result,
+		&r.Status, &r.StatusRank, &r.CreatedTime, &r.SentTime, &r.DeliveredTime, &r.ResponseTime,
+		&r.LastEventTime, &r.LastRequestID, &r.LastEventKey)
+	require.NoError(t, err)
+	for _, p := range []**time.Time{&r.CreatedTime, &r.SentTime, &r.DeliveredTime, &r.ResponseTime} {
+		if *p != nil {
+			u := (*p).UTC()
+			*p = &u
+		}
+	}
+	r.LastEventTime = r.LastEventTime.UTC()
+	return r
+}
+
+func count(t *testing.T, st *store.Store, query string, args ...any) int {
+	t.Helper()
+	var n int
+	require.NoError(t, st.Pool().QueryRow(context.Background(), query, args...).Scan(&n))
+	return n
+}
+
+// lifecycle makes a plausible, messy set of notifications for one command:
+// the usual PENDING -> SENT -> DELIVERED -> terminal path, plus a second
+// terminal status, a tie on (status, time), headers and timestamps that
+// some notifications omit or contradict.
+func lifecycle(rng *rand.Rand, id string) []notification.Notification {
+	base := time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC).Add(time.Duration(rng.IntN(1e6)) * time.Second)
+	at := func(sec int) time.Time { return base.Add(time.Duration(sec) * time.Second) }
+	maybe := func(s string) string {
+		if rng.IntN(4) == 0 {
+			return ""
+		}
+		return s
+	}
+	mk := func(st notification.Status, sec int, result string) notification.Notification {
+		n := notification.Notification{
+			CommandID: id, Status: st, EventTime: at(sec), RequestID: fmt.Sprintf("req-%d", rng.IntN(3)),
+			DeviceID: maybe("dev-" + id), ProductID: maybe("prod-1"), AppID: maybe("app-1"),
+			GatewayID: maybe("gw-" + id), NodeID: maybe("node-" + id),
+			CreatedTime: at(0),
+		}
+		if rng.IntN(3) == 0 {
+			n.Tags = json.RawMessage(fmt.Sprintf(`[{"tag_key":"k","tag_value":"v%d"}]`, rng.IntN(2)))
+		}
+		if st != notification.Pending {
+			n.SentTime = at(1 + rng.IntN(2)) // contradicting sent times: earliest must win
+		}
+		if r, _ := st.Rank(); r >= 2 {
+			n.DeliveredTime = at(3)
+		}
+		if r, _ := st.Rank(); r == 3 {
+			n.ResponseTime = at(sec)
+		}
+		if result != "" {
+			n.Result = json.RawMessage(result)
+		}
+		n.Payload, _ = json.Marshal(map[string]any{"command_id": id, "status": st, "sec": sec, "result": n.Result})
+		return n
+	}
+	notes := []notification.Notification{
+		mk(notification.Pending, 0, ""),
+		mk(notification.Sent, 1, ""),
+		mk(notification.Delivered, 3, ""),
+		mk(notification.Successful, 5, `{"code":0}`),
+		mk(notification.Failed, 5, `{"code":1}`), // same rank, same time: the key decides
+		mk(notification.Timeout, 4, ""),
+	}
+	// Late straggler with an older event time than the terminal ones.
+	notes = append(notes, mk(notification.Sent, 2, ""))
+	return notes
+}
+
+// expected computes the row from the merge rule as the README states it,
+// independently of the SQL.
+func expected(notes []notification.Notification) row {
+	win := slices.MaxFunc(notes, func(a, b notification.Notification) int {
+		return cmp.Or(cmp.Compare(a.Rank(), b.Rank()), a.EventTime.Compare(b.EventTime), bytes.Compare(a.Key(), b.Key()))
+	})
+	least := func(get func(n notification.Notification) string) *string {
+		var out *string
+		for _, n := range notes {
+			if v := get(n); v != "" && (out == nil || v < *out) {
+				out = &v
+			}
+		}
+		return out
+	}
+	earliest := func(get func(n notification.Notification) time.Time) *time.Time {
+		var out *time.Time
+		for _, n := range notes {
+			if v := get(n); !v.IsZero() && (out == nil || v.Before(*out)) {
+				out = &v
+			}
+		}
+		return out
+	}
+	r := row{
+		CommandID:     win.CommandID,
+		DeviceID:      least(func(n notification.Notification) string { return n.DeviceID }),
+		ProductID:     least(func(n notification.Notification) string { return n.ProductID }),
+		AppID:         least(func(n notification.Notification) string { return n.AppID }),
+		GatewayID:     least(func(n notification.Notification) string { return n.GatewayID }),
+		NodeID:        least(func(n notification.Notification) string { return n.NodeID }),
+		Status:        string(win.Status),
+		StatusRank:    win.Rank(),
+		CreatedTime:   earliest(func(n notification.Notification) time.Time { return n.CreatedTime }),
+		SentTime:      earliest(func(n notification.Notification) time.Time { return n.SentTime }),
+		DeliveredTime: earliest(func(n notification.Notification) time.Time { return n.DeliveredTime }),
+		ResponseTime:  earliest(func(n notification.Notification) time.Time { return n.ResponseTime }),
+		LastEventTime: win.EventTime,
+		LastEventKey:  win.Key(),
+	}
+	if win.RequestID != "" {
+		r.LastRequestID = &win.RequestID
+	}
+	return r
+}
+
+// TestMergeOrderIndependent feeds random permutations of a command's
+// notifications, with duplicates, split into random batches, and requires
+// the stored row to be the same every time and equal to the rule's answer.
+func TestMergeOrderIndependent(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(1, 2))
+
+	const commands, perms = 20, 12
+	for c := range commands {
+		template := lifecycle(rng, "")
+		var first *row
+		id := fmt.Sprintf("cmd-%d", c)
+		for p := range perms {
+			// Same command each time, from scratch: the key (and so the
+			// tie-break) depends on the command id.
+			_, err := st.Pool().Exec(ctx, `DELETE FROM device_commands WHERE command_id = $1`, id)
+			require.NoError(t, err)
+			_, err = st.Pool().Exec(ctx, `DELETE FROM device_command_events WHERE command_id = $1`, id)
+			require.NoError(t, err)
+			notes := slices.Clone(template)
+			for i := range notes {
+				notes[i].CommandID = id
+				notes[i].DeviceID = strings(notes[i].DeviceID, id)
+			}
+			// Duplicates, then a shuffle, then random batch boundaries.
+			for range rng.IntN(4) {
+				notes = append(notes, notes[rng.IntN(len(notes))])
+			}
+			rng.Shuffle(len(notes), func(i, j int) { notes[i], notes[j] = notes[j], notes[i] })
+			for len(notes) > 0 {
+				k := 1 + rng.IntN(len(notes))
+				items := make([]store.Item, k)
+				for i := range k {
+					items[i] = store.Item{Source: "test", Notification: &notes[i]}
+				}
+				require.NoError(t, st.Apply(ctx, items))
+				notes = notes[k:]
+			}
+
+			got := readRow(t, st, id)
+			want := expected(withID(template, id))
+			require.Equal(t, want.Status, got.Status, "command %s", id)
+			require.Equal(t, want.LastEventKey, got.LastEventKey, "command %s", id)
+			require.Equal(t, want.LastEventTime, got.LastEventTime, "command %s", id)
+			require.Equal(t, want.CreatedTime, got.CreatedTime)
+			require.Equal(t, want.SentTime, got.SentTime)
+			require.Equal(t, want.DeliveredTime, got.DeliveredTime)
+			require.Equal(t, want.ResponseTime, got.ResponseTime)
+			require.Equal(t, want.ProductID, got.ProductID)
+			require.Equal(t, len(template), count(t, st, `SELECT count(*) FROM device_command_events WHERE command_id = $1`, id),
+				"history must hold each distinct notification once")
+
+			if first == nil {
+				first = &got
+				continue
+			}
+			require.Equal(t, *first, got, "permutation %d of command %d differs", p, c)
+		}
+	}
+}
+
+func strings(v, id string) string {
+	if v == "" {
+		return ""
+	}
+	return "dev-" + id
+}
+
+func withID(notes []notification.Notification, id string) []notification.Notification {
+	out := slices.Clone(notes)
+	for i := range out {
+		out[i].CommandID = id
+		out[i].DeviceID = strings(out[i].DeviceID, id)
+	}
+	return out
+}
+
+// TestStatusNeverMovesBack applies a terminal status, then older ones.
+func TestStatusNeverMovesBack(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	n := func(s notification.Status, sec int) store.Item {
+		return store.Item{Source: "test", Notification: &notification.Notification{
+			CommandID: "c1", Status: s, EventTime: at.Add(time.Duration(sec) * time.Second), Payload: []byte(`{}`)}}
+	}
+	require.NoError(t, st.Apply(ctx, []store.Item{n(notification.Successful, 10)}))
+	// A later event time does not lift a lower rank over a higher one.
+	require.NoError(t, st.Apply(ctx, []store.Item{n(notification.Sent, 20), n(notification.Pending, 30)}))
+	r := readRow(t, st, "c1")
+	require.Equal(t, "SUCCESSFUL", r.Status)
+	require.Equal(t, at.Add(10*time.Second), r.LastEventTime)
+	require.Equal(t, 3, count(t, st, `SELECT count(*) FROM device_command_events`))
+}
+
+// TestDataErrorPoisonsOnlyItsMessage sends a batch where PostgreSQL rejects
+// one payload and requires the rest to be stored and the bad one
+// dead-lettered with PostgreSQL's reason.
+func TestDataErrorPoisonsOnlyItsMessage(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var items []store.Item
+	for i := range 9 {
+		payload := []byte(`{"ok":true}`)
+		if i == 4 {
+			payload = []byte(`{"bad":"\ud800"}`) // lone surrogate: jsonb refuses it
+		}
+		items = append(items, store.Item{Source: "test", Notification: &notification.Notification{
+			CommandID: fmt.Sprintf("c%d", i), Status: notification.Sent, EventTime: at, Payload: payload}})
+	}
+	require.NoError(t, st.Apply(ctx, items))
+	require.Equal(t, 8, count(t, st, `SELECT count(*) FROM device_commands`))
+	require.Nil(t, items[4].Notification)
+	require.Equal(t, notification.ClassRejected, items[4].DeadLetter.Class)
+	var reason string
+	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT reason FROM dead_letters WHERE reason_class = 'rejected_by_database'`).Scan(&reason))
+	require.Contains(t, reason, "invalid input syntax for type json")
+}
+
+// TestDeadLettersAreIdempotent stores the same poison body twice.
+func TestDeadLettersAreIdempotent(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	dl := func() store.Item {
+		return store.Item{Source: "test", DeadLetter: &store.DeadLetter{
+			Class: notification.ClassInvalidJSON, Reason: "bad", Body: []byte("{nope"),
+			Properties: map[string]string{"message_id": "m\x00\xff1"}}}
+	}
+	require.NoError(t, st.Apply(ctx, []store.Item{dl(), dl()}))
+	require.NoError(t, st.Apply(ctx, []store.Item{dl()}))
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM dead_letters`))
+}
