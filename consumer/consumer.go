@@ -83,7 +83,13 @@ func (c *Consumer) Run(ctx context.Context, grace time.Duration) error {
 	g, gctx := errgroup.WithContext(ctx)
 	// Intake ends with ctx (or a fatal error); the stages after it end when
 	// their input is closed, which is what drains them.
-	g.Go(func() error { return c.broker.Run(gctx, deliveries) })
+	g.Go(func() error {
+		err := c.broker.Run(gctx, deliveries)
+		if ctx.Err() != nil {
+			c.log.Info("shutdown requested; draining messages in hand", "grace", grace)
+		}
+		return err
+	})
 	g.Go(func() error { return c.collect(drainCtx, deliveries, batches) })
 	g.Go(func() error { return c.write(drainCtx, batches, stored) })
 	g.Go(func() error { return c.settle(stored) })

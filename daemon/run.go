@@ -169,10 +169,6 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		}
 		return err
 	})
-	go func() {
-		<-ctx.Done()
-		log.Info("shutdown requested; draining", "grace", cfg.ShutdownGrace)
-	}()
 	return g.Wait()
 }
 

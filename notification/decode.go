@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -142,7 +141,7 @@ func Decode(body []byte) (Notification, error) {
 	if b.Status == "" {
 		return n, errorf(ClassMissingField, "notify_data.body.status is missing")
 	}
-	n.Status = Status(strings.ToUpper(b.Status))
+	n.Status = Status(asciiUpper(b.Status))
 	if _, ok := n.Status.Rank(); !ok {
 		return n, errorf(ClassUnknownStatus, "unknown command status %q", b.Status)
 	}
@@ -189,10 +188,11 @@ func Decode(body []byte) (Notification, error) {
 	n.Result = nullToNil(b.Result)
 	n.Payload = body
 
-	// PostgreSQL's text and jsonb cannot hold NUL; catching it here gives a
-	// clear reason instead of a database error.
-	if hasNUL(body) {
-		return n, errorf(ClassUnstorable, "a string contains NUL (\\u0000), which PostgreSQL cannot store")
+	// Catching what PostgreSQL would refuse here gives a clear reason
+	// instead of a database error. (Numbers beyond numeric's range are left
+	// to the store, which isolates and dead-letters them.)
+	if reason := unstorableEscape(body); reason != "" {
+		return n, errorf(ClassUnstorable, "%s", reason)
 	}
 	return n, nil
 }
@@ -227,6 +227,18 @@ func parseTime(field, s string) (time.Time, error) {
 	return t, nil
 }
 
+// asciiUpper upper-cases ASCII letters only: strings.ToUpper would also
+// turn look-alikes such as "ſent" into "SENT".
+func asciiUpper(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'a' <= c && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}
+
 func nullToNil(raw json.RawMessage) json.RawMessage {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
@@ -235,25 +247,63 @@ func nullToNil(raw json.RawMessage) json.RawMessage {
 	return raw
 }
 
-// hasNUL reports whether a JSON text holds the escape \u0000 (a raw NUL byte
-// is already invalid JSON). An escaped backslash before "u0000" is text, not
-// an escape, so the backslashes in front are counted.
-func hasNUL(body []byte) bool {
-	for i := 0; ; {
-		j := bytes.Index(body[i:], []byte(`u0000`))
-		if j < 0 {
-			return false
-		}
-		j += i
-		k := j - 1
-		for k >= 0 && body[k] == '\\' {
-			k--
-		}
-		if (j-1-k)%2 == 1 {
-			return true
-		}
-		i = j + 1
+// unstorableEscape finds a \u escape that PostgreSQL's text and jsonb
+// refuse: NUL, or a UTF-16 surrogate that is not part of a pair. body must be
+// valid JSON, where a backslash only ever starts an escape inside a string.
+func unstorableEscape(body []byte) string {
+	if bytes.IndexByte(body, '\\') < 0 {
+		return ""
 	}
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' {
+			continue
+		}
+		if i+1 >= len(body) || body[i+1] != 'u' {
+			i++ // a two-character escape such as \\ or \"
+			continue
+		}
+		cp, ok := hex4(body, i+2)
+		if !ok {
+			return ""
+		}
+		switch {
+		case cp == 0:
+			return "a string contains NUL (\\u0000), which PostgreSQL cannot store"
+		case cp >= 0xD800 && cp <= 0xDBFF:
+			low, ok := hex4(body, i+8)
+			if !ok || body[i+6] != '\\' || body[i+7] != 'u' || low < 0xDC00 || low > 0xDFFF {
+				return "a string holds a lone UTF-16 surrogate escape, which PostgreSQL cannot store"
+			}
+			i += 11
+		case cp >= 0xDC00 && cp <= 0xDFFF:
+			return "a string holds a lone UTF-16 surrogate escape, which PostgreSQL cannot store"
+		default:
+			i += 5
+		}
+	}
+	return ""
+}
+
+// hex4 reads the four hex digits of a \u escape at body[at:].
+func hex4(body []byte, at int) (rune, bool) {
+	if at+4 > len(body) {
+		return 0, false
+	}
+	var cp rune
+	for _, c := range body[at : at+4] {
+		cp <<= 4
+		switch {
+		case '0' <= c && c <= '9':
+			cp |= rune(c - '0')
+		case 'a' <= c && c <= 'f':
+			cp |= rune(c - 'a' + 10)
+		case 'A' <= c && c <= 'F':
+			cp |= rune(c - 'A' + 10)
+		default:
+			return 0, false
+		}
+	}
+	return cp, true
 }
 
 func jsonError(err error) *Error {

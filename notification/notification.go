@@ -6,6 +6,7 @@
 package notification
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -111,11 +112,31 @@ func (n *Notification) Key() []byte {
 	str(n.AppID)
 	str(n.GatewayID)
 	str(n.NodeID)
-	raw(n.Tags)
+	raw(canonical(n.Tags))
 	ts(n.CreatedTime)
 	ts(n.SentTime)
 	ts(n.DeliveredTime)
 	ts(n.ResponseTime)
-	raw(n.Result)
+	raw(canonical(n.Result))
 	return h.Sum(nil)
+}
+
+// canonical re-encodes a JSON value with sorted keys and no insignificant
+// white space, so that formatting does not change a notification's key.
+// Numbers keep their text (UseNumber), so distinct values stay distinct.
+func canonical(raw json.RawMessage) []byte {
+	if len(raw) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return raw
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		return raw
+	}
+	return out
 }

@@ -1,0 +1,354 @@
+package main_test
+
+// These tests drive the real cmdtrack binary as a separate process against
+// the real PostgreSQL and RabbitMQ: they kill it, cut its connections and
+// run several at once, then check the database against the stream's
+// expected final state.
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cmdtrack/cmdtrack/internal/simulate"
+	"github.com/cmdtrack/cmdtrack/internal/testenv"
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+type fixture struct {
+	st      *store.Store
+	dbURL   string
+	amqpURL string
+	queue   string
+	pub     *testenv.Publisher
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	st, _, dbURL := testenv.Schema(t)
+	q := testenv.Queue(t)
+	return &fixture{st: st, dbURL: dbURL, amqpURL: testenv.AMQPURL(t), queue: q, pub: testenv.NewPublisher(t, q)}
+}
+
+// env is the worker's environment; overrides replace or add variables.
+func (f *fixture) env(overrides ...string) map[string]string {
+	e := map[string]string{
+		"CMDTRACK_DATABASE_URL":       f.dbURL,
+		"CMDTRACK_AMQP_URL":           f.amqpURL,
+		"CMDTRACK_AMQP_QUEUE":         f.queue,
+		"CMDTRACK_AMQP_RECONNECT_MIN": "100ms",
+		"CMDTRACK_AMQP_RECONNECT_MAX": "2s",
+		"CMDTRACK_DB_RETRY_MIN":       "100ms",
+		"CMDTRACK_DB_RETRY_MAX":       "3s",
+		"CMDTRACK_SHUTDOWN_GRACE":     "10s",
+	}
+	for i := 0; i+1 < len(overrides); i += 2 {
+		e[overrides[i]] = overrides[i+1]
+	}
+	return e
+}
+
+func (f *fixture) count(t *testing.T, query string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, f.st.Pool().QueryRow(context.Background(), query).Scan(&n))
+	return n
+}
+
+func (f *fixture) waitStored(t *testing.T, s *simulate.Stream, within time.Duration) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		return f.count(t, `SELECT count(*) FROM device_command_events`) >= s.Events &&
+			f.count(t, `SELECT count(*) FROM dead_letters`) >= s.Poison
+	}, within, 100*time.Millisecond, "the stream was not stored in time (events %d of %d)",
+		f.count(t, `SELECT count(*) FROM device_command_events`), s.Events)
+}
+
+// verify requires every command's row to equal its expected final state,
+// one history row per distinct notification, one dead letter per distinct
+// poison message, and nothing left on the queue.
+func (f *fixture) verify(t *testing.T, s *simulate.Stream) {
+	t.Helper()
+	bad, err := simulate.Verify(context.Background(), f.st.Pool(), s.Commands)
+	require.NoError(t, err)
+	require.Empty(t, bad, "%d rows differ from the expected final state", len(bad))
+	require.Equal(t, len(s.Commands), f.count(t, `SELECT count(*) FROM device_commands`))
+	require.Equal(t, s.Events, f.count(t, `SELECT count(*) FROM device_command_events`), "history rows")
+	require.Equal(t, s.Poison, f.count(t, `SELECT count(*) FROM dead_letters`), "dead letters")
+	testenv.RequireQueueEmpty(t, f.queue)
+}
+
+func bodies(msgs []simulate.Message) [][]byte {
+	out := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.Body
+	}
+	return out
+}
+
+// metric reads one sample from the worker's /metrics (0 if absent).
+func metric(t *testing.T, w *testenv.Worker, series string) float64 {
+	t.Helper()
+	code, body := w.Get("/metrics")
+	require.Equal(t, 200, code)
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`)
+	m := re.FindStringSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	require.NoError(t, err)
+	return v
+}
+
+// TestWorkerStoresStreamAndStopsOnSIGTERM is the plain path: a backlog with
+// disorder, duplicates, poison and foreign messages; health endpoints and
+// metrics; a clean exit 0 on SIGTERM with nothing left unsettled.
+func TestWorkerStoresStreamAndStopsOnSIGTERM(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	s := simulate.Generate(simulate.Config{Commands: 600, Seed: 11, OutOfOrder: 1, Duplicate: 0.1, Poison: 0.02, Foreign: 0.02})
+	f.pub.SendAll(t, bodies(s.Messages))
+
+	w := testenv.StartWorker(t, f.env())
+	w.WaitReady(30 * time.Second)
+	code, _ := w.Get("/healthz")
+	require.Equal(t, 200, code)
+	f.waitStored(t, s, time.Minute)
+	require.Eventually(t, func() bool {
+		return metric(t, w, "cmdtrack_messages_applied_total")+metric(t, w, "cmdtrack_messages_skipped_total") >=
+			float64(len(s.Messages)-s.Poison*2) // duplicates of poison count once or twice
+	}, 10*time.Second, 50*time.Millisecond)
+	require.Equal(t, float64(1), metric(t, w, "cmdtrack_broker_connected"))
+
+	w.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w.Wait(20*time.Second), w.Output())
+	require.Contains(t, w.Output(), "shutdown requested")
+	require.Contains(t, w.Output(), "stopped cleanly")
+	require.NotContains(t, w.Output(), "level=ERROR")
+	f.verify(t, s)
+}
+
+// TestCrashKill9 kills the worker with SIGKILL at random moments while a
+// stream is flowing, five times, restarting it each time. Nothing may be
+// lost (a message settled but not stored would be missing for good) and
+// nothing duplicated.
+func TestCrashKill9(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	s := simulate.Generate(simulate.Config{Commands: 1500, Seed: 13, OutOfOrder: 0.3, Duplicate: 0.05, Poison: 0.01})
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		// Publish in slices so that messages keep arriving across the kills.
+		msgs := bodies(s.Messages)
+		for len(msgs) > 0 {
+			n := min(500, len(msgs))
+			f.pub.SendAll(t, msgs[:n])
+			msgs = msgs[n:]
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	rng := rand.New(rand.NewPCG(13, 1))
+	for i := range 5 {
+		w := testenv.StartWorker(t, f.env("CMDTRACK_BATCH_SIZE", "64"))
+		time.Sleep(time.Duration(300+rng.IntN(900)) * time.Millisecond)
+		w.Signal(syscall.SIGKILL)
+		w.Wait(10 * time.Second)
+		t.Logf("kill %d: %d history rows so far", i+1, f.count(t, `SELECT count(*) FROM device_command_events`))
+	}
+	<-published
+	w := testenv.StartWorker(t, f.env())
+	w.WaitReady(30 * time.Second)
+	f.waitStored(t, s, 2*time.Minute)
+	w.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w.Wait(20*time.Second))
+	f.verify(t, s)
+}
+
+// TestBrokerConnectionCut resets the worker's broker connection (as a
+// broker restart or a dead network would) and refuses it for a while: the
+// worker reports not-ready, re-dials with backoff, logs the outage once and
+// its recovery once, and loses nothing.
+func TestBrokerConnectionCut(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	proxy, viaProxy := testenv.NewProxy(t, f.amqpURL)
+	s := simulate.Generate(simulate.Config{Commands: 600, Seed: 17, OutOfOrder: 1, Duplicate: 0.1})
+	half := len(s.Messages) / 2
+	f.pub.SendAll(t, bodies(s.Messages[:half]))
+
+	w := testenv.StartWorker(t, f.env("CMDTRACK_AMQP_URL", viaProxy, "CMDTRACK_BATCH_SIZE", "32"))
+	w.WaitReady(30 * time.Second)
+	require.Eventually(t, func() bool { return f.count(t, `SELECT count(*) FROM device_command_events`) > 0 },
+		30*time.Second, 20*time.Millisecond)
+
+	proxy.Cut()
+	require.Eventually(t, func() bool {
+		code, body := w.Get("/readyz")
+		return code == 503 && strings.Contains(body, "broker")
+	}, 10*time.Second, 50*time.Millisecond, "readiness must report the lost broker")
+	f.pub.SendAll(t, bodies(s.Messages[half:]))
+	time.Sleep(3 * time.Second) // several failed re-dials
+	proxy.Restore(t)
+
+	w.WaitReady(30 * time.Second)
+	f.waitStored(t, s, time.Minute)
+	w.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w.Wait(20*time.Second))
+	out := w.Output()
+	require.Equal(t, 1, strings.Count(out, "broker connection lost"), out)
+	require.Equal(t, 1, strings.Count(out, "broker connection restored"), out)
+	require.GreaterOrEqual(t, strings.Count(out, "broker reconnect failed"), 1)
+	f.verify(t, s)
+}
+
+// TestDatabaseOutage takes PostgreSQL away from the worker for 30 s while
+// notifications keep arriving. The worker must not exit, not spin, not
+// dead-letter good messages and not settle what it could not store; it
+// catches up by itself when the database is back.
+func TestDatabaseOutage(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	proxy, viaProxy := testenv.NewProxy(t, f.dbURL)
+	s := simulate.Generate(simulate.Config{Commands: 800, Seed: 19, OutOfOrder: 1, Duplicate: 0.1, Poison: 0.01})
+	third := len(s.Messages) / 3
+	f.pub.SendAll(t, bodies(s.Messages[:third]))
+
+	w := testenv.StartWorker(t, f.env("CMDTRACK_DATABASE_URL", viaProxy))
+	w.WaitReady(30 * time.Second)
+	require.Eventually(t, func() bool { return f.count(t, `SELECT count(*) FROM device_command_events`) > 0 },
+		30*time.Second, 20*time.Millisecond)
+
+	proxy.Cut()
+	outage := time.Now()
+	f.pub.SendAll(t, bodies(s.Messages[third:]))
+	require.Eventually(t, func() bool { code, _ := w.Get("/readyz"); return code == 503 },
+		15*time.Second, 100*time.Millisecond, "readiness must report the lost database")
+	// Credit holds the flow: no more than the link's credit is in hand.
+	require.Eventually(t, func() bool { return metric(t, w, "cmdtrack_messages_unsettled") > 0 }, 10*time.Second, 50*time.Millisecond)
+	require.LessOrEqual(t, metric(t, w, "cmdtrack_messages_unsettled"), float64(256))
+	time.Sleep(time.Until(outage.Add(30 * time.Second)))
+	require.False(t, w.Exited(), "the worker exited during the database outage")
+	attempts := metric(t, w, `cmdtrack_database_errors_total{class="connection"}`)
+	require.Greater(t, attempts, float64(0))
+	require.Less(t, attempts, float64(40), "backoff must keep the retries few, not spin")
+	proxy.Restore(t)
+
+	f.waitStored(t, s, time.Minute)
+	w.WaitReady(15 * time.Second)
+	w.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w.Wait(20*time.Second))
+	require.Contains(t, w.Output(), "database writes recovered")
+	f.verify(t, s) // includes: no good message was dead-lettered
+}
+
+// TestReplicas runs three workers on one queue; notifications of the same
+// command are spread over them. Rows converge, with no deadlock.
+func TestReplicas(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	s := simulate.Generate(simulate.Config{Commands: 1500, Seed: 23, OutOfOrder: 1, Duplicate: 0.2, Poison: 0.01})
+	var workers []*testenv.Worker
+	for range 3 {
+		w := testenv.StartWorker(t, f.env("CMDTRACK_BATCH_SIZE", "50", "CMDTRACK_AMQP_CREDIT", "100"))
+		workers = append(workers, w)
+	}
+	for _, w := range workers {
+		w.WaitReady(30 * time.Second)
+	}
+	f.pub.SendAll(t, bodies(s.Messages))
+	f.waitStored(t, s, 2*time.Minute)
+	for _, w := range workers {
+		w.Signal(syscall.SIGTERM)
+	}
+	for i, w := range workers {
+		require.Equal(t, 0, w.Wait(20*time.Second))
+		out := w.Output()
+		require.NotContains(t, out, "deadlock", "worker %d", i)
+		require.NotContains(t, out, "database write failed", "worker %d", i)
+	}
+	f.verify(t, s)
+}
+
+// TestShutdownDuringDatabaseOutage sends SIGTERM while PostgreSQL is away:
+// the worker exits within its grace period, reports that it could not store
+// what it held, and settles none of it; a later worker stores everything.
+func TestShutdownDuringDatabaseOutage(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	proxy, viaProxy := testenv.NewProxy(t, f.dbURL)
+	s := simulate.Generate(simulate.Config{Commands: 200, Seed: 29})
+
+	w := testenv.StartWorker(t, f.env("CMDTRACK_DATABASE_URL", viaProxy, "CMDTRACK_SHUTDOWN_GRACE", "2s"))
+	w.WaitReady(30 * time.Second)
+	proxy.Cut()
+	f.pub.SendAll(t, bodies(s.Messages))
+	require.Eventually(t, func() bool { return metric(t, w, "cmdtrack_messages_unsettled") > 0 }, 10*time.Second, 50*time.Millisecond)
+
+	start := time.Now()
+	w.Signal(syscall.SIGTERM)
+	code := w.Wait(15 * time.Second)
+	took := time.Since(start)
+	require.Equal(t, 1, code, "an incomplete drain is a failure")
+	require.Less(t, took, 8*time.Second, "grace 2s, plus closing")
+	require.Contains(t, w.Output(), "shutdown grace period of 2s ran out")
+	require.Zero(t, f.count(t, `SELECT count(*) FROM device_command_events`))
+
+	proxy.Restore(t)
+	w2 := testenv.StartWorker(t, f.env())
+	w2.WaitReady(30 * time.Second)
+	f.waitStored(t, s, time.Minute)
+	w2.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w2.Wait(20*time.Second))
+	f.verify(t, s)
+}
+
+// TestReplay puts dead letters in the table as an older, stricter decoder
+// would have left them, and runs `cmdtrack replay` while a worker runs.
+func TestReplay(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	s := simulate.Generate(simulate.Config{Commands: 20, Seed: 31})
+	ctx := context.Background()
+	for i, m := range s.Messages {
+		_, err := f.st.Pool().Exec(ctx, `INSERT INTO dead_letters (source, reason_class, reason, body, body_sha256)
+			VALUES ('amqp:old', 'unknown_status', 'older decoder', $1, sha256($1))`, m.Body)
+		require.NoError(t, err, "message %d", i)
+	}
+	stillBad := []string{`{"resource":"device.command.status","event":"update"}`, `not json`,
+		`{"resource":"device.property","event":"report","notify_data":{}}`}
+	for _, b := range stillBad {
+		_, err := f.st.Pool().Exec(ctx, `INSERT INTO dead_letters (source, reason_class, reason, body, body_sha256)
+			VALUES ('amqp:old', 'x', 'x', $1::bytea, sha256($1::bytea))`, []byte(b))
+		require.NoError(t, err)
+	}
+	w := testenv.StartWorker(t, f.env())
+	w.WaitReady(30 * time.Second)
+
+	out, err := exec.Command(testenv.Binary(t)).CombinedOutput()
+	require.Error(t, err, "without configuration the worker refuses to start: %s", out)
+
+	cmd := exec.Command(testenv.Binary(t), "replay")
+	cmd.Env = append(cmd.Environ(), "CMDTRACK_DATABASE_URL="+f.dbURL, "CMDTRACK_AMQP_URL=amqp://unused", "CMDTRACK_LOG_FORMAT=text")
+	out, err = cmd.CombinedOutput()
+	require.NoError(t, err, string(out))
+	require.Contains(t, string(out), fmt.Sprintf("%d applied, 1 skipped (other resources), 2 still failing", len(s.Messages)))
+
+	bad, err := simulate.Verify(ctx, f.st.Pool(), s.Commands)
+	require.NoError(t, err)
+	require.Empty(t, bad)
+	require.Equal(t, 2, f.count(t, `SELECT count(*) FROM dead_letters`))
+	require.Equal(t, 2, f.count(t, `SELECT count(*) FROM dead_letters WHERE replay_count = 1 AND reason_class <> 'x'`))
+	w.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w.Wait(20*time.Second))
+}
