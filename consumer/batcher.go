@@ -218,11 +218,20 @@ func (c *Consumer) write(ctx context.Context, in <-chan *batch, out chan<- *batc
 	return nil
 }
 
+// applyTimeout bounds one attempt to write a batch, so that a connection
+// that hangs without failing (a half-open TCP connection) becomes an error to
+// retry rather than a stuck worker.
+const applyTimeout = 30 * time.Second
+
 func (c *Consumer) apply(ctx context.Context, b *batch) error {
 	var failingSince time.Time
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		err := c.store.Apply(ctx, b.items)
+		c.attemptSince.Store(start.UnixNano())
+		actx, cancel := context.WithTimeout(ctx, applyTimeout)
+		err := c.store.Apply(actx, b.items)
+		cancel()
+		c.attemptSince.Store(0)
 		if err == nil {
 			c.m.applySeconds.Observe(time.Since(start).Seconds())
 			if !failingSince.IsZero() {

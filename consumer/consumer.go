@@ -34,6 +34,9 @@ type Consumer struct {
 	m      *Metrics
 
 	dbHealthy atomic.Bool
+	// attemptSince is when the write in progress started (UnixNano), 0
+	// between writes; Stalled reads it.
+	attemptSince atomic.Int64
 }
 
 // New assembles a consumer; nothing runs until Run.
@@ -54,6 +57,20 @@ func (c *Consumer) Ready() error {
 	}
 	if !c.dbHealthy.Load() {
 		return errors.New("database writes are failing")
+	}
+	return nil
+}
+
+// Stalled reports an error when a single write has been in progress far
+// longer than its own timeout allows, which means the pipeline is wedged and
+// the process should be restarted (the systemd watchdog asks this).
+func (c *Consumer) Stalled() error {
+	since := c.attemptSince.Load()
+	if since == 0 {
+		return nil
+	}
+	if d := time.Since(time.Unix(0, since)); d > 2*applyTimeout {
+		return fmt.Errorf("a database write has been in progress for %s", d.Round(time.Second))
 	}
 	return nil
 }

@@ -5,9 +5,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/Azure/go-amqp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/consumer"
@@ -137,4 +139,73 @@ func TestEndToEnd(t *testing.T) {
 	t.Logf("%d messages (%d commands, %d distinct notifications, %d poison) stored in %s: %.0f msg/s",
 		len(s.Messages), len(s.Commands), s.Events, s.Poison, elapsed.Round(time.Millisecond),
 		float64(len(s.Messages))/elapsed.Seconds())
+}
+
+// TestHostileInput sends what a careless or hostile sender might: other
+// body encodings, oversized and deeply nested bodies, wrong types, NUL,
+// SQL-looking strings. Each ends as a stored row or as a dead letter with
+// the right reason; none blocks the stream. (Several Data sections are
+// covered by TestMessageBody: RabbitMQ's AMQP 1.0 plugin keeps only the last.)
+func TestHostileInput(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	valid := func(id, status string) string {
+		return `{"resource":"device.command.status","event":"update","event_time":"20261101T000000Z",` +
+			`"notify_data":{"header":{"device_id":"d1"},"body":{"command_id":"` + id + `","status":"` + status + `"}}}`
+	}
+	cases := []struct {
+		msg   *amqp.Message
+		class string // "" means stored
+		id    string
+	}{
+		{amqp.NewMessage([]byte(valid("data", "SENT"))), "", "data"},
+		{&amqp.Message{Value: valid("value-string", "SENT")}, "", "value-string"},
+		{&amqp.Message{Value: []byte(valid("value-binary", "SENT"))}, "", "value-binary"},
+		{amqp.NewMessage([]byte(valid("x'; DROP TABLE device_commands; --", "DELIVERED"))), "", "x'; DROP TABLE device_commands; --"},
+		{&amqp.Message{Value: int64(42)}, "invalid_json", ""},
+		{amqp.NewMessage([]byte(`{"resource":"device.command.status","event":"update","event_time":"20261101T000000Z","pad":"` + strings.Repeat("x", 8000) + `"}`)), "too_large", ""},
+		{amqp.NewMessage([]byte(strings.Repeat("[", 100000) + strings.Repeat("]", 100000))), "too_large", ""},
+		{amqp.NewMessage([]byte(strings.Repeat(`{"a":`, 600) + "1" + strings.Repeat("}", 600))), "not_notification", ""},
+		{amqp.NewMessage([]byte(strings.Replace(valid("nul", "SENT"), `"d1"`, `"d\u0000"`, 1))), "unstorable", ""},
+		{amqp.NewMessage([]byte(strings.Replace(valid("typed", "SENT"), `"SENT"`, `7`, 1))), "invalid_field", ""},
+		{amqp.NewMessage([]byte(strings.Replace(valid("year", "SENT"), "20261101T000000Z", "99991231T235959Z", 1))), "invalid_time", ""},
+		{amqp.NewMessage([]byte{0xff, 0xfe, '{', '}'}), "not_utf8", ""},
+		{amqp.NewMessage([]byte(valid("unknown", "CANCELED"))), "unknown_status", ""},
+		{amqp.NewMessage([]byte(`{"resource":"device.status","event":"update"}`)), "skipped", ""},
+	}
+	for _, c := range cases {
+		f.pub.SendMessage(t, c.msg)
+	}
+	stop := f.start(t, consumer.BatchConfig{Size: 4, Wait: 10 * time.Millisecond, MaxBodyBytes: 4096}, 16)
+	wantDead := 0
+	for _, c := range cases {
+		if c.class != "" && c.class != "skipped" {
+			wantDead++
+		}
+	}
+	require.Eventually(t, func() bool {
+		return f.count(t, `SELECT count(*) FROM dead_letters`) == wantDead &&
+			f.count(t, `SELECT count(*) FROM device_commands`) == 4
+	}, 30*time.Second, 20*time.Millisecond)
+	require.NoError(t, stop())
+	for _, c := range cases {
+		switch c.class {
+		case "", "skipped":
+			if c.id != "" {
+				require.Equal(t, 1, f.countArgs(t, `SELECT count(*) FROM device_commands WHERE command_id = $1`, c.id), c.id)
+			}
+		default:
+			require.GreaterOrEqual(t, f.countArgs(t, `SELECT count(*) FROM dead_letters WHERE reason_class = $1 AND reason <> ''`, c.class), 1, c.class)
+		}
+	}
+	// Dead letters keep the body byte for byte.
+	require.Equal(t, 1, f.countArgs(t, `SELECT count(*) FROM dead_letters WHERE body = $1`, []byte{0xff, 0xfe, '{', '}'}))
+	testenv.RequireQueueEmpty(t, f.queue)
+}
+
+func (f *fixture) countArgs(t *testing.T, query string, args ...any) int {
+	t.Helper()
+	var n int
+	require.NoError(t, f.st.Pool().QueryRow(context.Background(), query, args...).Scan(&n))
+	return n
 }

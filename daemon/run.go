@@ -163,12 +163,15 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 			}
 		}
 		migrated.Store(true)
+		notify(log, sdReady)
 		err := cons.Run(ctx, cfg.ShutdownGrace)
 		if err == nil {
 			log.Info("cmdtrack stopped cleanly")
 		}
 		return err
 	})
+	g.Go(func() error { watchdog(opsCtx, cons, log); return nil })
+	context.AfterFunc(ctx, func() { notify(log, sdStopping) })
 	return g.Wait()
 }
 

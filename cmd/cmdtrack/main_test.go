@@ -9,7 +9,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -351,4 +353,75 @@ func TestReplay(t *testing.T) {
 	require.Equal(t, 2, f.count(t, `SELECT count(*) FROM dead_letters WHERE replay_count = 1 AND reason_class <> 'x'`))
 	w.Signal(syscall.SIGTERM)
 	require.Equal(t, 0, w.Wait(20*time.Second))
+}
+
+// TestSystemdNotify gives the worker a real NOTIFY_SOCKET (a unix datagram
+// socket) and a watchdog, and reads what it says: READY=1 once it works,
+// WATCHDOG=1 pings, STOPPING=1 on SIGTERM.
+func TestSystemdNotify(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	require.NoError(t, err)
+	defer conn.Close()
+	got := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	w := testenv.StartWorker(t, f.env("NOTIFY_SOCKET", sock, "WATCHDOG_USEC", "300000"))
+	next := func() string {
+		select {
+		case m := <-got:
+			return m
+		case <-time.After(20 * time.Second):
+			t.Fatal("no notify message within 20s")
+			return ""
+		}
+	}
+	require.Equal(t, "READY=1", next())
+	pings := 0
+	for pings < 3 {
+		require.Equal(t, "WATCHDOG=1", next())
+		pings++
+	}
+	w.Signal(syscall.SIGTERM)
+	for {
+		m := next()
+		if m == "WATCHDOG=1" {
+			continue
+		}
+		require.Equal(t, "STOPPING=1", m)
+		break
+	}
+	require.Equal(t, 0, w.Wait(20*time.Second))
+}
+
+// TestSeveralQueues consumes two queues at once, one link each, and stores
+// a stream spread over both.
+func TestSeveralQueues(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	q2 := testenv.Queue(t)
+	pub2 := testenv.NewPublisher(t, q2)
+	s := simulate.Generate(simulate.Config{Commands: 300, Seed: 37, OutOfOrder: 1, Duplicate: 0.1})
+	half := len(s.Messages) / 2
+	f.pub.SendAll(t, bodies(s.Messages[:half]))
+	pub2.SendAll(t, bodies(s.Messages[half:]))
+	w := testenv.StartWorker(t, f.env("CMDTRACK_AMQP_QUEUE", f.queue+","+q2))
+	w.WaitReady(30 * time.Second)
+	f.waitStored(t, s, time.Minute)
+	require.Greater(t, metric(t, w, fmt.Sprintf(`cmdtrack_messages_received_total{queue=%q}`, q2)), float64(0))
+	w.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w.Wait(20*time.Second))
+	f.verify(t, s)
+	testenv.RequireQueueEmpty(t, q2)
 }

@@ -32,7 +32,11 @@ func Binary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "cmdtrack")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/cmdtrack/cmdtrack/cmd/cmdtrack").CombinedOutput()
+		args := []string{"build", "-o", binPath}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, "github.com/cmdtrack/cmdtrack/cmd/cmdtrack")...).CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
