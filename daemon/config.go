@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -39,6 +40,11 @@ type Config struct {
 	DBRetryMin   time.Duration `split_words:"true" default:"200ms" desc:"first delay before retrying a failed write"`
 	DBRetryMax   time.Duration `split_words:"true" default:"10s" desc:"longest delay between write retries"`
 
+	RetentionHistory     Age           `split_words:"true" default:"0" desc:"delete history rows older than this (e.g. 90d; 0 keeps all)"`
+	RetentionDeadLetters Age           `split_words:"true" default:"0" desc:"delete dead letters older than this (0 keeps all)"`
+	RetentionCommands    Age           `split_words:"true" default:"0" desc:"delete commands whose last event is older than this (0 keeps all)"`
+	RetentionInterval    time.Duration `split_words:"true" default:"1h" desc:"how often retention runs"`
+
 	ShutdownGrace time.Duration `split_words:"true" default:"20s" desc:"how long SIGTERM may take to store and settle messages in hand"`
 	OpsAddr       string        `split_words:"true" default:"127.0.0.1:9464" desc:"address for /metrics, /healthz, /readyz (empty: off)"`
 	LogFormat     string        `split_words:"true" default:"json" desc:"json or text"`
@@ -61,7 +67,8 @@ func loadConfig() (*Config, error) {
 func configError(err error) error {
 	var perr *envconfig.ParseError
 	if errors.As(err, &perr) {
-		return fmt.Errorf("%s: cannot parse as %s", perr.KeyName, perr.TypeName)
+		// Only non-string settings fail to parse, and no secret is one.
+		return fmt.Errorf("%s: %v", perr.KeyName, perr.Err)
 	}
 	return errors.New(strings.Replace(err.Error(), "required key ", "", 1))
 }
@@ -73,6 +80,9 @@ func (c *Config) validate() error {
 			problems = append(problems, fmt.Sprintf(format, args...))
 		}
 	}
+	// envconfig accepts a required variable that is set but empty.
+	check(c.DatabaseURL != "", "CMDTRACK_DATABASE_URL is empty")
+	check(c.AmqpURL != "", "CMDTRACK_AMQP_URL is empty")
 	check(c.DatabaseMaxConns >= 1, "CMDTRACK_DATABASE_MAX_CONNS must be at least 1")
 	check(c.AmqpCredit >= 2 && c.AmqpCredit <= 100000, "CMDTRACK_AMQP_CREDIT must be between 2 and 100000")
 	check(len(c.AmqpQueue) >= 1 && len(c.AmqpQueue) <= 10, "CMDTRACK_AMQP_QUEUE must name 1 to 10 queues")
@@ -85,6 +95,7 @@ func (c *Config) validate() error {
 	check(c.AmqpReconnectMin > 0 && c.AmqpReconnectMax >= c.AmqpReconnectMin, "CMDTRACK_AMQP_RECONNECT_MIN must be positive and at most CMDTRACK_AMQP_RECONNECT_MAX")
 	check(c.DBRetryMin > 0 && c.DBRetryMax >= c.DBRetryMin, "CMDTRACK_DB_RETRY_MIN must be positive and at most CMDTRACK_DB_RETRY_MAX")
 	check(c.AmqpDialTimeout > 0, "CMDTRACK_AMQP_DIAL_TIMEOUT must be positive")
+	check(c.RetentionInterval > 0, "CMDTRACK_RETENTION_INTERVAL must be positive")
 	check(c.ShutdownGrace > 0, "CMDTRACK_SHUTDOWN_GRACE must be positive")
 	check(c.LogFormat == "json" || c.LogFormat == "text", "CMDTRACK_LOG_FORMAT must be json or text")
 	var lvl slog.Level
@@ -100,6 +111,28 @@ func (c *Config) validate() error {
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
 	}
+	return nil
+}
+
+// Age is a duration that also accepts whole days ("90d"), as retention
+// periods are usually spoken of.
+type Age time.Duration
+
+// Decode implements envconfig.Decoder.
+func (a *Age) Decode(v string) error {
+	if d, ok := strings.CutSuffix(v, "d"); ok {
+		n, err := strconv.Atoi(d)
+		if err != nil || n < 0 {
+			return fmt.Errorf("invalid number of days %q", v)
+		}
+		*a = Age(time.Duration(n) * 24 * time.Hour)
+		return nil
+	}
+	dur, err := time.ParseDuration(v)
+	if err != nil || dur < 0 {
+		return fmt.Errorf("invalid age %q", v)
+	}
+	*a = Age(dur)
 	return nil
 }
 

@@ -171,8 +171,40 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		return err
 	})
 	g.Go(func() error { watchdog(opsCtx, cons, log); return nil })
+	g.Go(func() error { runRetention(ctx, cfg, st, log); return nil })
 	context.AfterFunc(ctx, func() { notify(log, sdStopping) })
 	return g.Wait()
+}
+
+// runRetention prunes old rows every RetentionInterval until ctx ends. A
+// failed run is logged and tried again at the next tick.
+func runRetention(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logger) {
+	r := store.Retention{
+		History:     time.Duration(cfg.RetentionHistory),
+		DeadLetters: time.Duration(cfg.RetentionDeadLetters),
+		Commands:    time.Duration(cfg.RetentionCommands),
+	}
+	if r == (store.Retention{}) {
+		return
+	}
+	t := time.NewTicker(cfg.RetentionInterval)
+	defer t.Stop()
+	for {
+		res, err := st.Prune(ctx, r, time.Now())
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			log.Warn("retention run failed", "err", err)
+		case res != (store.PruneResult{}):
+			log.Info("retention deleted old rows", "history", res.History, "dead_letters", res.DeadLetters, "commands", res.Commands)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // migrateWithRetry applies migrations, waiting for the database if it is not
