@@ -36,12 +36,25 @@ run: build ## run the worker against local PostgreSQL and RabbitMQ (provisioned 
 	exec $(BIN)/cmdtrack
 
 .PHONY: test
-test: ## run every test, integration included, with the race detector
+test: ## run every test, integration included, with the race detector, then fuzz the decoder for 20s
 	@$(call with_services,$(GO) test -race -count=1 -timeout 20m ./...)
+	$(GO) test ./notification -run '^$$' -fuzz FuzzDecode -fuzztime 20s
 
 .PHONY: test/short
 test/short: ## run the tests without the race detector (faster)
 	@$(call with_services,$(GO) test -count=1 -timeout 20m ./...)
+
+.PHONY: bench
+bench: ## drain limit vs naive peer vs cmdtrack on a 200k backlog, plus latency (BENCH_MESSAGES=20000 for a quick run)
+	@scripts/bench.sh
+
+.PHONY: bench/go
+bench/go: ## Go benchmarks: decoder and upsert path (needs the services, like make test)
+	@$(call with_services,$(GO) test -run '^$$' -bench . -benchmem ./notification/ ./consumer/ ./store/)
+
+.PHONY: fuzz
+fuzz: ## fuzz the decoder (FUZZTIME=1m by default)
+	$(GO) test ./notification -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-1m}
 
 .PHONY: lint
 lint: ## go vet and gofmt

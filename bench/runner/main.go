@@ -1,0 +1,287 @@
+// Command runner times one benchmark contender draining a backlog and
+// reports messages per second, peak RSS and CPU seconds.
+//
+//	runner -name NAME -n N [-metrics URL] [-log FILE] [-out FILE] -- COMMAND [ARGS...]
+//
+// The clock starts when COMMAND is started. Without -metrics the contender
+// is done when it exits (bench/drain and bench/naive exit after N messages),
+// and peak RSS and CPU time come from its rusage. With -metrics (cmdtrack,
+// which runs until told to stop) it is done once the sum of the settled
+// message counters on its /metrics page (applied + skipped + dead-lettered)
+// reaches N (polled every 250 ms, every 20 ms over the last 3%); peak RSS (VmHWM) and CPU time (utime +
+// stime) are read from /proc at that moment, before SIGTERM stops it.
+//
+// It also reports the CPU seconds the broker (processes named beam.smp) and
+// the database (processes named postgres, with their exited children) used
+// over the same span: on a small machine the three share the cores, so
+// CPU per message anywhere lowers the rate. These include whatever else the
+// broker and database served meanwhile.
+//
+// It prints one tab-separated line, also appended to -out: name, messages,
+// seconds, messages per second, peak RSS MiB, CPU seconds, broker CPU
+// seconds, database CPU seconds.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// settledCounters are cmdtrack's counters of settled messages.
+var settledCounters = []string{
+	"cmdtrack_messages_applied_total",
+	"cmdtrack_messages_skipped_total",
+	"cmdtrack_messages_dead_lettered_total",
+}
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat; it
+// is 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+func main() {
+	name := flag.String("name", "", "contender name for the report (required)")
+	n := flag.Int("n", 0, "messages in the backlog (required)")
+	metrics := flag.String("metrics", "", "URL of the contender's Prometheus page; done when the settled counters reach -n")
+	logFile := flag.String("log", "", "file for the contender's stdout and stderr (default: discard)")
+	out := flag.String("out", "", "append the result line to this file")
+	timeout := flag.Duration("timeout", 20*time.Minute, "give up after this long")
+	flag.Parse()
+	if *name == "" || *n < 1 || flag.NArg() == 0 {
+		fmt.Fprintln(os.Stderr, "runner: -name, -n and a command are required")
+		flag.Usage()
+		os.Exit(2)
+	}
+	res, err := run(*name, *n, *metrics, *logFile, *timeout, flag.Args())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "runner:", err)
+		os.Exit(1)
+	}
+	line := fmt.Sprintf("%s\t%d\t%.2f\t%.0f\t%.1f\t%.2f\t%.2f\t%.2f\n", *name, *n, res.seconds, float64(*n)/res.seconds,
+		res.rssMiB, res.cpu, res.brokerCPU, res.dbCPU)
+	fmt.Print(line)
+	if *out != "" {
+		f, err := os.OpenFile(*out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err == nil {
+			_, err = f.WriteString(line)
+			err = errors.Join(err, f.Close())
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "runner:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+type result struct {
+	seconds, rssMiB, cpu float64
+	brokerCPU, dbCPU     float64
+}
+
+func run(name string, n int, metricsURL, logFile string, timeout time.Duration, argv []string) (res result, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	if logFile != "" {
+		f, err := os.Create(logFile)
+		if err != nil {
+			return res, err
+		}
+		defer f.Close()
+		cmd.Stdout, cmd.Stderr = f, f
+	}
+	broker0, db0 := serviceCPU()
+	defer func() {
+		broker1, db1 := serviceCPU()
+		res.brokerCPU, res.dbCPU = broker1-broker0, db1-db0
+	}()
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return res, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	if metricsURL == "" {
+		select {
+		case err := <-exited:
+			res.seconds = time.Since(start).Seconds()
+			if err != nil {
+				return res, fmt.Errorf("%s: %w (see %s)", name, err, logFile)
+			}
+		case <-ctx.Done():
+			_ = cmd.Process.Kill()
+			<-exited
+			return res, fmt.Errorf("%s did not finish within %s", name, timeout)
+		}
+		ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		if !ok {
+			return res, errors.New("no rusage")
+		}
+		res.rssMiB = float64(ru.Maxrss) / 1024 // KiB on Linux
+		res.cpu = tv(ru.Utime) + tv(ru.Stime)
+		return res, nil
+	}
+
+	client := &http.Client{Timeout: 2 * time.Second}
+	// A scrape costs the worker CPU (its Go and process collectors), so it
+	// is polled slowly until the end is near, then every 20 ms.
+	interval := 250 * time.Millisecond
+	for {
+		select {
+		case err := <-exited:
+			return res, fmt.Errorf("%s exited before draining the backlog: %v (see %s)", name, err, logFile)
+		case <-ctx.Done():
+			_ = cmd.Process.Kill()
+			<-exited
+			return res, fmt.Errorf("%s did not drain %d messages within %s", name, n, timeout)
+		case <-time.After(interval):
+		}
+		settled, err := scrape(ctx, client, metricsURL)
+		if err != nil || settled < float64(n) {
+			if err == nil && settled >= 0.97*float64(n) {
+				interval = 20 * time.Millisecond
+			}
+			continue
+		}
+		res.seconds = time.Since(start).Seconds()
+		pid := cmd.Process.Pid
+		if res.rssMiB, err = peakRSS(pid); err != nil {
+			return res, err
+		}
+		if res.cpu, err = cpuSeconds(pid); err != nil {
+			return res, err
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				return res, fmt.Errorf("%s did not stop cleanly: %w (see %s)", name, err, logFile)
+			}
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+			return res, fmt.Errorf("%s did not stop within 30s of SIGTERM", name)
+		}
+		return res, nil
+	}
+}
+
+func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+
+// scrape sums the settled message counters on a Prometheus text page.
+func scrape(ctx context.Context, c *http.Client, url string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		for _, name := range settledCounters {
+			if !strings.HasPrefix(line, name) {
+				continue
+			}
+			rest := line[len(name):]
+			if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+				continue
+			}
+			if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+				sum += v
+			}
+		}
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return sum, sc.Err()
+}
+
+// peakRSS reads VmHWM (the resident set's high-water mark) in MiB.
+func peakRSS(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kib, err := strconv.ParseFloat(f[1], 64)
+			return kib / 1024, err
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc status")
+}
+
+// cpuSeconds reads utime + stime from /proc/PID/stat.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; fields after it are plain.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	utime, err1 := strconv.ParseFloat(f[11], 64) // field 14
+	stime, err2 := strconv.ParseFloat(f[12], 64) // field 15
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return (utime + stime) / clockTicks, nil
+}
+
+// serviceCPU sums utime + stime + cutime + cstime of the broker's and the
+// database's processes.
+func serviceCPU() (broker, db float64) {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		comm := s[open+1 : end]
+		if comm != "beam.smp" && comm != "postgres" {
+			continue
+		}
+		f := strings.Fields(s[end+1:])
+		if len(f) < 15 {
+			continue
+		}
+		var sum float64
+		for _, i := range []int{11, 12, 13, 14} { // utime, stime, cutime, cstime
+			v, _ := strconv.ParseFloat(f[i], 64)
+			sum += v
+		}
+		if comm == "beam.smp" {
+			broker += sum / clockTicks
+		} else {
+			db += sum / clockTicks
+		}
+	}
+	return broker, db
+}
