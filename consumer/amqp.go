@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/Azure/go-amqp"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -109,18 +110,18 @@ func NewBroker(cfg BrokerConfig, log *slog.Logger, m *Metrics) (*Broker, error) 
 // Connected reports whether receiver links are attached right now.
 func (b *Broker) Connected() bool { return b.connected.Load() }
 
-// Run receives until ctx ends, re-dialling with backoff on any failure, and
-// sends every message to out, which it closes on return. It returns nil when
-// ctx ends. The connection is left open then, so that messages in hand can
-// still be settled: call Close once they are.
-func (b *Broker) Run(ctx context.Context, out chan<- *delivery) error {
-	defer close(out)
+// Run keeps receiver links attached until ctx ends, re-dialling with backoff
+// on any failure, and runs handle on each link (one goroutine per link) for
+// as long as its connection lives. It returns nil when ctx ends. The
+// connection is left open then, so that messages in hand can still be
+// settled: call Close once they are.
+func (b *Broker) Run(ctx context.Context, handle func(context.Context, *Link) error) error {
 	var (
 		attempt   int
 		downSince time.Time
 	)
 	for {
-		err := b.session(ctx, out, func() {
+		err := b.session(ctx, handle, func() {
 			if !downSince.IsZero() {
 				b.log.Info("broker connection restored", "down_for", time.Since(downSince).Round(time.Millisecond), "attempts", attempt)
 			} else {
@@ -164,7 +165,7 @@ func backoff(attempt int, lo, hi time.Duration) time.Duration {
 // session dials, attaches one receiver per queue and receives until ctx ends
 // (returning nil, connection left open) or something fails (returning the
 // error, connection closed).
-func (b *Broker) session(ctx context.Context, out chan<- *delivery, onUp func()) (err error) {
+func (b *Broker) session(ctx context.Context, handle func(context.Context, *Link) error, onUp func()) (err error) {
 	conn, err := b.dial(ctx)
 	if err != nil {
 		return err
@@ -205,7 +206,7 @@ func (b *Broker) session(ctx context.Context, out chan<- *delivery, onUp func())
 
 	g, gctx := errgroup.WithContext(ctx)
 	for i, r := range receivers {
-		g.Go(func() error { return b.receive(gctx, r, b.cfg.Queues[i], out) })
+		g.Go(func() error { return handle(gctx, b.newLink(r, b.cfg.Queues[i])) })
 	}
 	err = g.Wait()
 	if ctx.Err() != nil {
@@ -225,48 +226,81 @@ func sourceOptions(queue string) *amqp.ReceiverOptions {
 	return opts
 }
 
-// receive runs one link: it issues credit a window at a time and forwards
-// messages. Each message carries a token of the link's credit, returned
-// when it is settled (or given up), so unsettled messages never exceed
-// Credit.
-func (b *Broker) receive(ctx context.Context, r *amqp.Receiver, queue string, out chan<- *delivery) error {
-	tokens := make(chan struct{}, b.cfg.Credit)
-	window := b.cfg.Credit / 2
-	release := func() {
-		<-tokens
-		b.m.unsettled.Dec()
+// Link is one attached receiver link. Each message it returns carries a
+// token of the link's credit, given back by release when the message is
+// settled or given up, so that unsettled messages never exceed Credit.
+// A Link is used by one goroutine.
+type Link struct {
+	rcv         *amqp.Receiver
+	queue       string
+	tokens      chan struct{}
+	window      int
+	outstanding int // credit issued and not yet used
+	reserved    int // tokens taken for the next window
+	received    prometheus.Counter
+	unsettled   prometheus.Gauge
+	release     func()
+}
+
+func (b *Broker) newLink(r *amqp.Receiver, queue string) *Link {
+	l := &Link{
+		rcv:       r,
+		queue:     queue,
+		tokens:    make(chan struct{}, b.cfg.Credit),
+		window:    b.cfg.Credit / 2,
+		received:  b.m.received.WithLabelValues(queue),
+		unsettled: b.m.unsettled,
 	}
-	outstanding := 0
-	for {
-		if outstanding == 0 {
-			for range window {
-				select {
-				case tokens <- struct{}{}:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-			if err := r.IssueCredit(uint32(window)); err != nil {
-				return fmt.Errorf("issue credit on %q: %w", queue, err)
-			}
-			outstanding = window
-		}
-		msg, err := r.Receive(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("receive from %q: %w", queue, err)
-		}
-		outstanding--
-		b.m.received.WithLabelValues(queue).Inc()
-		b.m.unsettled.Inc()
-		d := &delivery{msg: msg, rcv: r, queue: queue, release: release}
-		select {
-		case out <- d:
-		case <-ctx.Done():
-			// Not settled: the broker gives it to us again.
-			d.done()
-			return ctx.Err()
-		}
+	l.release = func() {
+		<-l.tokens
+		l.unsettled.Dec()
 	}
+	return l
+}
+
+// Next returns the next message, waiting for it as long as ctx allows.
+// Credit is issued a window at a time, once the previous window has fully
+// arrived and enough earlier messages are settled (see Broker).
+func (l *Link) Next(ctx context.Context) (*amqp.Message, error) {
+	if l.outstanding == 0 {
+		// Tokens taken before ctx ended stay reserved for the next call.
+		for l.reserved < l.window {
+			select {
+			case l.tokens <- struct{}{}:
+				l.reserved++
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if err := l.rcv.IssueCredit(uint32(l.window)); err != nil {
+			return nil, fmt.Errorf("issue credit on %q: %w", l.queue, err)
+		}
+		l.outstanding, l.reserved = l.window, 0
+	}
+	msg, err := l.rcv.Receive(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	l.took()
+	return msg, nil
+}
+
+// Prefetched returns a message that has already arrived, or nil at once.
+func (l *Link) Prefetched() *amqp.Message {
+	if l.outstanding == 0 {
+		return nil
+	}
+	msg := l.rcv.Prefetched()
+	if msg != nil {
+		l.took()
+	}
+	return msg
+}
+
+func (l *Link) took() {
+	l.outstanding--
+	l.received.Inc()
+	l.unsettled.Inc()
 }
 
 func (b *Broker) dial(ctx context.Context) (*amqp.Conn, error) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/Azure/go-amqp"
@@ -13,23 +12,35 @@ import (
 	"github.com/cmdtrack/cmdtrack/store"
 )
 
-// delivery is one received message, not yet settled.
+// delivery is one received message, not yet settled. It came either from an
+// AMQP link (msg, rcv, release) or from Submit (reply).
 type delivery struct {
-	msg      *amqp.Message
-	rcv      *amqp.Receiver
-	queue    string
-	release  func() // gives the link's credit token back
-	doneOnce sync.Once
+	msg     *amqp.Message
+	rcv     *amqp.Receiver
+	release func() // gives the link's credit token back
+	reply   chan<- Outcome
+	settled bool
 }
 
-// done marks the delivery finished with, settled or not.
-func (d *delivery) done() { d.doneOnce.Do(d.release) }
+// Outcome is what became of a submitted item.
+type Outcome struct {
+	// Stored is true once the item's effect is committed (as a notification
+	// or as a dead letter); false means nothing was stored, try again later.
+	Stored bool
+	Item   store.Item
+}
 
 // batch is a run of deliveries and, index for index, what they mean.
 type batch struct {
 	deliveries []*delivery
 	items      []store.Item
-	started    time.Time
+}
+
+func (c *Consumer) newBatch() *batch {
+	return &batch{
+		deliveries: make([]*delivery, 0, c.batch.Size),
+		items:      make([]store.Item, 0, c.batch.Size),
+	}
 }
 
 // BatchConfig shapes batches.
@@ -43,11 +54,65 @@ type BatchConfig struct {
 	RetryMin, RetryMax time.Duration
 }
 
-// collect groups deliveries into batches and decodes them, so that the next
-// batch is decoded while the previous one is being written. A batch is
-// handed on when it is full or its first message has waited cfg.Wait.
-func (c *Consumer) collect(ctx context.Context, in <-chan *delivery, out chan<- *batch) error {
-	defer close(out)
+// receive turns one link's messages into batches: it waits for a first
+// message, then takes what has already arrived without waiting, and waits
+// for more only until the batch is full or its first message has waited
+// cfg.Wait. Decoding happens here, so the next batch is decoded while the
+// previous one is being written.
+//
+// intake ends receiving; drain bounds handing the last batch on.
+func (c *Consumer) receive(intake, drain context.Context, l *Link, out chan<- *batch) error {
+	for {
+		msg, err := l.Next(intake)
+		if err != nil {
+			if intake.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("receive from %q: %w", l.queue, err)
+		}
+		b := c.newBatch()
+		c.add(b, l, msg)
+		var waitCtx context.Context
+		cancel := func() {}
+		for len(b.items) < c.batch.Size {
+			if msg := l.Prefetched(); msg != nil {
+				c.add(b, l, msg)
+				continue
+			}
+			if waitCtx == nil {
+				waitCtx, cancel = context.WithTimeout(intake, c.batch.Wait)
+			}
+			msg, err := l.Next(waitCtx)
+			if err != nil {
+				if waitCtx.Err() == nil {
+					// The link failed: what was received will be redelivered.
+					cancel()
+					abandon(b)
+					return fmt.Errorf("receive from %q: %w", l.queue, err)
+				}
+				break // the wait is over (or intake ended): hand on what we have
+			}
+			c.add(b, l, msg)
+		}
+		cancel()
+		select {
+		case out <- b:
+		case <-drain.Done():
+			abandon(b)
+			return fmt.Errorf("batch of %d not written: %w", len(b.items), context.Cause(drain))
+		}
+	}
+}
+
+func (c *Consumer) add(b *batch, l *Link, msg *amqp.Message) {
+	d := &delivery{msg: msg, rcv: l.rcv, release: l.release}
+	b.deliveries = append(b.deliveries, d)
+	b.items = append(b.items, c.decode(d, l.queue))
+}
+
+// collectSubmissions batches items handed to Submit, by size or wait like
+// receive, until in is closed.
+func (c *Consumer) collectSubmissions(drain context.Context, in <-chan *submission, out chan<- *batch) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	var cur *batch
@@ -61,28 +126,24 @@ func (c *Consumer) collect(ctx context.Context, in <-chan *delivery, out chan<- 
 		select {
 		case out <- b:
 			return nil
-		case <-ctx.Done():
+		case <-drain.Done():
 			abandon(b)
-			return fmt.Errorf("batch of %d not written: %w", len(b.deliveries), context.Cause(ctx))
+			return fmt.Errorf("batch of %d not written: %w", len(b.items), context.Cause(drain))
 		}
 	}
 	for {
 		select {
-		case d, ok := <-in:
+		case s, ok := <-in:
 			if !ok {
 				return flush()
 			}
 			if cur == nil {
-				cur = &batch{
-					deliveries: make([]*delivery, 0, c.batch.Size),
-					items:      make([]store.Item, 0, c.batch.Size),
-					started:    time.Now(),
-				}
+				cur = c.newBatch()
 				timer.Reset(c.batch.Wait)
 			}
-			cur.deliveries = append(cur.deliveries, d)
-			cur.items = append(cur.items, c.decode(d))
-			if len(cur.deliveries) >= c.batch.Size {
+			cur.deliveries = append(cur.deliveries, &delivery{reply: s.reply})
+			cur.items = append(cur.items, s.item)
+			if len(cur.items) >= c.batch.Size {
 				if err := flush(); err != nil {
 					return err
 				}
@@ -95,8 +156,8 @@ func (c *Consumer) collect(ctx context.Context, in <-chan *delivery, out chan<- 
 	}
 }
 
-// decode turns a delivery into what must be stored for it.
-func (c *Consumer) decode(d *delivery) store.Item {
+// decode turns a message into what must be stored for it.
+func (c *Consumer) decode(d *delivery, queue string) store.Item {
 	body, err := messageBody(d.msg)
 	if err != nil {
 		var bad *notification.Error
@@ -104,12 +165,12 @@ func (c *Consumer) decode(d *delivery) store.Item {
 		if body == nil {
 			body = []byte{}
 		}
-		return store.Item{Source: "amqp:" + d.queue, DeadLetter: &store.DeadLetter{
-			Class: bad.Class, Reason: bad.Reason, Body: body, Properties: messageProperties(d)}}
+		return store.Item{Source: "amqp:" + queue, DeadLetter: &store.DeadLetter{
+			Class: bad.Class, Reason: bad.Reason, Body: body, Properties: messageProperties(d.msg, queue)}}
 	}
-	it := DecodeItem(body, "amqp:"+d.queue, c.batch.MaxBodyBytes)
+	it := DecodeItem(body, "amqp:"+queue, c.batch.MaxBodyBytes)
 	if it.DeadLetter != nil {
-		it.DeadLetter.Properties = messageProperties(d)
+		it.DeadLetter.Properties = messageProperties(d.msg, queue)
 	}
 	return it
 }
@@ -169,9 +230,9 @@ func messageBody(m *amqp.Message) ([]byte, error) {
 }
 
 // messageProperties keeps what helps trace a dead letter to its sender.
-func messageProperties(d *delivery) map[string]string {
-	p := map[string]string{"queue": d.queue}
-	if props := d.msg.Properties; props != nil {
+func messageProperties(msg *amqp.Message, queue string) map[string]string {
+	p := map[string]string{"queue": queue}
+	if props := msg.Properties; props != nil {
 		if props.MessageID != nil {
 			p["message_id"] = fmt.Sprint(props.MessageID)
 		}
@@ -185,7 +246,7 @@ func messageProperties(d *delivery) map[string]string {
 			p["correlation_id"] = fmt.Sprint(props.CorrelationID)
 		}
 	}
-	for k, v := range d.msg.ApplicationProperties {
+	for k, v := range msg.ApplicationProperties {
 		if len(p) >= 32 {
 			break
 		}
@@ -265,23 +326,31 @@ func (c *Consumer) apply(ctx context.Context, b *batch) error {
 	}
 }
 
-// settle accepts every message of a stored batch. A failure only means the
-// link died since the message arrived: the broker will redeliver it and
-// applying it again changes nothing.
+// settle accepts every message of a stored batch on the broker, or answers
+// its submitter. An accept that fails only means the link died since the
+// message arrived: the broker will redeliver it, and applying it again
+// changes nothing.
 func (c *Consumer) settle(in <-chan *batch) error {
 	for b := range in {
+		// One deadline for the whole batch: in settle mode "first" an accept
+		// waits only for its frame to be handed to the connection.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		var failed int
 		for i, d := range b.deliveries {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			err := d.rcv.AcceptMessage(ctx, d.msg)
-			cancel()
-			d.done()
-			if err != nil {
-				failed++
-				continue
+			if d.reply != nil {
+				d.reply <- Outcome{Stored: true, Item: b.items[i]}
+				d.settled = true
+			} else {
+				err := d.rcv.AcceptMessage(ctx, d.msg)
+				d.done()
+				if err != nil {
+					failed++
+					continue
+				}
 			}
 			c.count(&b.items[i])
 		}
+		cancel()
 		c.m.batches.Inc()
 		c.m.batchSize.Observe(float64(len(b.deliveries)))
 		if failed > 0 {
@@ -290,6 +359,20 @@ func (c *Consumer) settle(in <-chan *batch) error {
 		}
 	}
 	return nil
+}
+
+// done gives back what the delivery holds, once, settled or not.
+func (d *delivery) done() {
+	if d.settled {
+		return
+	}
+	d.settled = true
+	switch {
+	case d.release != nil:
+		d.release()
+	case d.reply != nil:
+		d.reply <- Outcome{Stored: false}
+	}
 }
 
 func (c *Consumer) count(it *store.Item) {
@@ -304,8 +387,8 @@ func (c *Consumer) count(it *store.Item) {
 	}
 }
 
-// abandon gives up on a batch without settling it; the broker keeps the
-// messages and delivers them again.
+// abandon gives up on a batch without storing it: the broker keeps its
+// messages and delivers them again; submitters are told to retry.
 func abandon(b *batch) {
 	for _, d := range b.deliveries {
 		d.done()

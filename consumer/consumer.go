@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +34,14 @@ type Consumer struct {
 	log    *slog.Logger
 	m      *Metrics
 
+	// submissions carries items from Submit (the HTTP receiver) into the
+	// same batches as the broker's messages. stopping closes when intake
+	// ends; subMu guards closing submissions against a concurrent send.
+	submissions chan *submission
+	stopping    chan struct{}
+	subMu       sync.RWMutex
+	subClosed   bool
+
 	dbHealthy atomic.Bool
 	// attemptSince is when the write in progress started (UnixNano), 0
 	// between writes; Stalled reads it.
@@ -44,9 +53,55 @@ func New(broker *Broker, st Applier, cfg BatchConfig, log *slog.Logger, m *Metri
 	if cfg.Size < 1 {
 		cfg.Size = 1
 	}
-	c := &Consumer{broker: broker, store: st, batch: cfg, log: log, m: m}
+	c := &Consumer{broker: broker, store: st, batch: cfg, log: log, m: m,
+		submissions: make(chan *submission), stopping: make(chan struct{})}
 	c.dbHealthy.Store(true)
 	return c
+}
+
+type submission struct {
+	item  store.Item
+	reply chan<- Outcome
+}
+
+// ErrStopping is returned by Submit once the consumer has begun to stop.
+var ErrStopping = errors.New("cmdtrack is stopping")
+
+// Submit hands an already decoded item to the pipeline, to be written in the
+// same batches, under the same rules, as the broker's messages, and waits
+// until its batch is committed (Outcome.Stored) or given up. ctx bounds the
+// wait; an item whose caller gave up may still be stored.
+func (c *Consumer) Submit(ctx context.Context, it store.Item) (Outcome, error) {
+	reply := make(chan Outcome, 1)
+	c.subMu.RLock()
+	if c.subClosed {
+		c.subMu.RUnlock()
+		return Outcome{}, ErrStopping
+	}
+	select {
+	case c.submissions <- &submission{item: it, reply: reply}:
+		c.subMu.RUnlock()
+	case <-c.stopping:
+		c.subMu.RUnlock()
+		return Outcome{}, ErrStopping
+	case <-ctx.Done():
+		c.subMu.RUnlock()
+		return Outcome{}, ctx.Err()
+	}
+	select {
+	case o := <-reply:
+		return o, nil
+	case <-ctx.Done():
+		return Outcome{}, ctx.Err()
+	}
+}
+
+func (c *Consumer) closeSubmissions() {
+	close(c.stopping)
+	c.subMu.Lock()
+	c.subClosed = true
+	close(c.submissions)
+	c.subMu.Unlock()
 }
 
 // Ready reports whether the consumer is connected to the broker and its last
@@ -93,21 +148,33 @@ func (c *Consumer) Run(ctx context.Context, grace time.Duration) error {
 	defer stopGrace()
 
 	var (
-		deliveries = make(chan *delivery)
-		batches    = make(chan *batch, 1)
-		stored     = make(chan *batch, 1)
+		batches = make(chan *batch, 1)
+		stored  = make(chan *batch, 1)
 	)
 	g, gctx := errgroup.WithContext(ctx)
-	// Intake ends with ctx (or a fatal error); the stages after it end when
-	// their input is closed, which is what drains them.
+	// Intake (links and submissions) ends with ctx or a fatal error; the
+	// stages after it end when their input is closed, which drains them.
+	var producers sync.WaitGroup
+	producers.Add(2)
 	g.Go(func() error {
-		err := c.broker.Run(gctx, deliveries)
+		defer producers.Done()
+		err := c.broker.Run(gctx, func(lctx context.Context, l *Link) error {
+			return c.receive(lctx, drainCtx, l, batches)
+		})
 		if ctx.Err() != nil {
 			c.log.Info("shutdown requested; draining messages in hand", "grace", grace)
 		}
 		return err
 	})
-	g.Go(func() error { return c.collect(drainCtx, deliveries, batches) })
+	context.AfterFunc(gctx, c.closeSubmissions)
+	g.Go(func() error {
+		defer producers.Done()
+		return c.collectSubmissions(drainCtx, c.submissions, batches)
+	})
+	go func() {
+		producers.Wait()
+		close(batches)
+	}()
 	g.Go(func() error { return c.write(drainCtx, batches, stored) })
 	g.Go(func() error { return c.settle(stored) })
 	err := g.Wait()
