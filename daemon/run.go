@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -96,6 +97,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logger) error {
+	// The live heap is a few MiB (bounded by credit and batch size) and
+	// garbage is per-message, so collecting less often is cheap CPU back;
+	// the soft memory limit keeps the peak where it was. GOGC and GOMEMLIMIT
+	// still override both.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(48 << 20)
+	}
 	log.Info("cmdtrack starting", append([]any{"version", Version}, cfg.logAttrs()...)...)
 
 	reg := prometheus.NewRegistry()

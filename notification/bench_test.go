@@ -19,3 +19,14 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkKey(b *testing.B) {
+	n, err := notification.Decode(readTestdata(b, "seed000.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = n.Key()
+	}
+}

@@ -69,14 +69,15 @@ var (
 	maxTime = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
 )
 
-// envelope is the part common to every IoTDA push notification.
+// envelope is an IoTDA push notification, decoded in one pass: the fields
+// common to every resource, and notify_data as a command status carries it.
 type envelope struct {
-	Resource    string          `json:"resource"`
-	Event       string          `json:"event"`
-	EventTime   string          `json:"event_time"`
-	EventTimeMS string          `json:"event_time_ms"`
-	RequestID   string          `json:"request_id"`
-	NotifyData  json.RawMessage `json:"notify_data"`
+	Resource    string             `json:"resource"`
+	Event       string             `json:"event"`
+	EventTime   string             `json:"event_time"`
+	EventTimeMS string             `json:"event_time_ms"`
+	RequestID   string             `json:"request_id"`
+	NotifyData  *commandStatusData `json:"notify_data"`
 }
 
 type commandStatusData struct {
@@ -99,12 +100,21 @@ type commandStatusData struct {
 	} `json:"body"`
 }
 
-// Decode parses a v5 `device.command.status` / `update` notification.
+// Decode is DecodeAt with the current time as the receive time.
+func Decode(body []byte) (Notification, error) {
+	return DecodeAt(body, time.Now())
+}
+
+// DecodeAt parses a command status notification in any of the platform's
+// formats: the v5 `device.command.status` / `update` push (AMQP or HTTP),
+// the legacy command status callbacks (v1 and NB-IoT) and the legacy
+// messageConfirm acknowledgment (see legacy.go). receivedAt stands in for
+// the event time of legacy callbacks, which carry none.
 //
 // It returns a *SkipError for a valid notification of another resource and
 // an *Error for anything that cannot be stored as it is. The returned
 // Notification's Payload aliases body.
-func Decode(body []byte) (Notification, error) {
+func DecodeAt(body []byte, receivedAt time.Time) (Notification, error) {
 	var n Notification
 	if len(bytes.TrimSpace(body)) == 0 {
 		return n, errorf(ClassEmpty, "empty body")
@@ -113,24 +123,29 @@ func Decode(body []byte) (Notification, error) {
 		return n, errorf(ClassNotUTF8, "body is not valid UTF-8")
 	}
 	var env envelope
-	if err := json.Unmarshal(body, &env); err != nil {
+	// Unmarshal goes on past a field of the wrong type and reports the first
+	// one; other resources have other notify_data shapes, so such an error
+	// only counts once the resource is known to be ours.
+	err := json.Unmarshal(body, &env)
+	var typeErr *json.UnmarshalTypeError
+	if err != nil && !errors.As(err, &typeErr) {
 		return n, jsonError(err)
 	}
 	switch {
+	case typeErr != nil && typeErr.Field == "resource":
+		return n, jsonError(err)
 	case env.Resource == "":
-		return n, errorf(ClassNotNotify, "no \"resource\": not an IoTDA push notification")
+		return decodeLegacy(body, receivedAt)
 	case env.Resource != ResourceCommandStatus && env.Resource != resourceCommandStatusMisspelled:
 		return n, &SkipError{Resource: env.Resource, Event: env.Event}
 	case env.Event != eventUpdate:
 		return n, errorf(ClassUnknownEvent, "resource %s with event %q, want %q", env.Resource, env.Event, eventUpdate)
-	}
-	if len(env.NotifyData) == 0 || string(env.NotifyData) == "null" {
+	case err != nil:
+		return n, jsonError(err)
+	case env.NotifyData == nil:
 		return n, errorf(ClassMissingField, "notify_data is missing")
 	}
-	var data commandStatusData
-	if err := json.Unmarshal(env.NotifyData, &data); err != nil {
-		return n, jsonError(prefixField(err, "notify_data"))
-	}
+	data := env.NotifyData
 	b := data.Body
 	if b == nil {
 		return n, errorf(ClassMissingField, "notify_data.body is missing")
@@ -142,13 +157,12 @@ func Decode(body []byte) (Notification, error) {
 		return n, errorf(ClassMissingField, "notify_data.body.status is missing")
 	}
 	n.Status = Status(asciiUpper(b.Status))
-	if _, ok := n.Status.Rank(); !ok {
+	if _, ok := v5Statuses[n.Status]; !ok {
 		return n, errorf(ClassUnknownStatus, "unknown command status %q", b.Status)
 	}
 	n.CommandID = b.CommandID
 	n.RequestID = env.RequestID
 
-	var err error
 	// event_time_ms carries milliseconds, event_time only seconds; the finer
 	// one orders notifications of the same second.
 	switch {
@@ -320,18 +334,4 @@ func jsonError(err error) *Error {
 		return errorf(ClassInvalidJSON, "invalid JSON at byte %d: %v", syntaxErr.Offset, syntaxErr)
 	}
 	return errorf(ClassInvalidJSON, "invalid JSON: %v", err)
-}
-
-// prefixField qualifies a type error from a nested decode with the path of
-// the object it was decoded from.
-func prefixField(err error, prefix string) error {
-	var typeErr *json.UnmarshalTypeError
-	if errors.As(err, &typeErr) {
-		if typeErr.Field == "" {
-			typeErr.Field = prefix
-		} else {
-			typeErr.Field = prefix + "." + typeErr.Field
-		}
-	}
-	return err
 }

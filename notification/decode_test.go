@@ -204,7 +204,7 @@ func TestDecodeStatuses(t *testing.T) {
 
 func TestStatusRankUnknown(t *testing.T) {
 	t.Parallel()
-	for _, s := range []notification.Status{"", "CANCELED", "SUCCESS", "FAIL", "successful"} {
+	for _, s := range []notification.Status{"", "CANCELLED", "SUCCESS", "FAIL", "successful"} {
 		t.Run(string(s), func(t *testing.T) {
 			t.Parallel()
 			_, ok := s.Rank()
@@ -238,30 +238,102 @@ func TestDecodeOtherResources(t *testing.T) {
 	}
 }
 
-// The legacy (v1 / OceanConnect) callbacks of seeds 001, 003 and 004 have no
-// "resource": until issue 6 adds legacy support, the decoder dead-letters them
-// as not_notification. The async command request and response of seed 002
-// are JSON from the same pages that must not pass for notifications either.
+// The legacy (v1 / OceanConnect) callbacks of seeds 001, 003 and 004 map
+// onto v5 statuses. The async command request and response of seed 002 are
+// JSON from the same pages that must not pass for notifications.
 func TestDecodeLegacyFormats(t *testing.T) {
 	t.Parallel()
-	for _, file := range []string{
-		"seed001_legacy_cmd_status.json",
-		"seed003_legacy_nb_cmd_status.json",
-		"seed004_legacy_message_confirm.json",
-		"seed002_async_command_request.json",
-		"seed002_async_command_response.json",
+	received := time.Date(2026, 11, 22, 10, 0, 0, 123456789, time.UTC)
+	for _, c := range []struct {
+		file, command, device string
+		status                notification.Status
+		at                    time.Time
+		fromReceipt           bool
+	}{
+		{"seed001_legacy_cmd_status.json", "108a9c71462a48e09426e06e844d47ba", "92d3f8da-200a-4143-8d0d-591a7e11de6c",
+			notification.Sent, received.Truncate(time.Microsecond), true},
+		{"seed003_legacy_nb_cmd_status.json", "***********", "*********",
+			notification.Delivered, received.Truncate(time.Microsecond), true},
+		{"seed004_legacy_message_confirm.json", "***********", "",
+			notification.Delivered, time.Date(2015, 12, 12, 12, 12, 12, 0, time.UTC), false},
 	} {
+		t.Run(c.file, func(t *testing.T) {
+			t.Parallel()
+			body := readTestdata(t, c.file)
+			n, err := notification.DecodeAt(body, received)
+			require.NoError(t, err)
+			require.Equal(t, c.command, n.CommandID)
+			require.Equal(t, c.device, n.DeviceID)
+			require.Equal(t, c.status, n.Status)
+			require.Equal(t, c.at, n.EventTime)
+			require.Equal(t, c.fromReceipt, n.TimeFromReceipt)
+			require.Equal(t, body, n.Payload)
+			if c.fromReceipt {
+				// A redelivered callback is the same notification.
+				again, err := notification.DecodeAt(body, received.Add(time.Minute))
+				require.NoError(t, err)
+				require.Equal(t, n.Key(), again.Key())
+			}
+		})
+	}
+	for _, file := range []string{"seed002_async_command_request.json", "seed002_async_command_response.json"} {
 		t.Run(file, func(t *testing.T) {
 			t.Parallel()
-			body := readTestdata(t, file)
-			require.True(t, json.Valid(body))
-			_, err := notification.Decode(body)
+			_, err := notification.Decode(readTestdata(t, file))
 			var derr *notification.Error
 			require.ErrorAs(t, err, &derr)
 			require.Equal(t, notification.ClassNotNotify, derr.Class)
 			require.Contains(t, derr.Reason, "resource")
 		})
 	}
+}
+
+func TestLegacyCodes(t *testing.T) {
+	t.Parallel()
+	for code, want := range map[string]notification.Status{
+		"SENT": notification.Sent, "DELIVERED": notification.Delivered, "SUCCESS": notification.Successful,
+		"SUCCESSFUL": notification.Successful, "FAIL": notification.Failed, "FAILED": notification.Failed,
+		"TIMEOUT": notification.Timeout, "EXPIRED": notification.Expired, "CANCELED": notification.Canceled,
+		"cancelled": notification.Canceled,
+	} {
+		body := []byte(`{"deviceId":"d","commandId":"c","result":{"resultCode":"` + code + `","resultDetail":{"x":1}}}`)
+		n, err := notification.Decode(body)
+		require.NoError(t, err, code)
+		require.Equal(t, want, n.Status, code)
+		require.JSONEq(t, `{"x":1}`, string(n.Result))
+	}
+	for status, want := range map[string]notification.Status{
+		"sent": notification.Sent, "delivered": notification.Delivered, "executed": notification.Successful,
+	} {
+		body := []byte(`{"notifyType":"messageConfirm","header":{"requestId":"r1","from":"/devices/d9/services/s","to":"app","status":"` +
+			status + `","timestamp":"20240102T030405Z"},"body":{"ok":true}}`)
+		n, err := notification.Decode(body)
+		require.NoError(t, err, status)
+		require.Equal(t, want, n.Status)
+		require.Equal(t, "d9", n.DeviceID)
+		require.Equal(t, "r1", n.CommandID)
+	}
+	for body, class := range map[string]notification.Class{
+		`{"deviceId":"d","commandId":"c","result":{"resultCode":"LOST"}}`:                                           notification.ClassUnknownStatus,
+		`{"deviceId":"d","result":{"resultCode":"SENT"}}`:                                                           notification.ClassMissingField,
+		`{"deviceId":"d","commandId":"c"}`:                                                                          notification.ClassMissingField,
+		`{"notifyType":"messageConfirm","header":{"requestId":"r","status":"sent"}}`:                                notification.ClassMissingField,
+		`{"notifyType":"messageConfirm","header":{"requestId":"r","status":"lost","timestamp":"20240102T030405Z"}}`: notification.ClassUnknownStatus,
+		`{"hello":"world"}`: notification.ClassNotNotify,
+	} {
+		_, err := notification.Decode([]byte(body))
+		var derr *notification.Error
+		require.ErrorAs(t, err, &derr, body)
+		require.Equal(t, class, derr.Class, body)
+	}
+	_, err := notification.Decode([]byte(`{"notifyType":"deviceDataChanged","deviceId":"d"}`))
+	var skip *notification.SkipError
+	require.ErrorAs(t, err, &skip)
+	// A v5 notification never carries CANCELED.
+	_, err = notification.Decode([]byte(`{"resource":"device.command.status","event":"update","event_time":"20240101T000000Z","notify_data":{"body":{"command_id":"c","status":"CANCELED"}}}`))
+	var derr *notification.Error
+	require.ErrorAs(t, err, &derr)
+	require.Equal(t, notification.ClassUnknownStatus, derr.Class)
 }
 
 func TestDecodeDeadLetter(t *testing.T) {

@@ -6,7 +6,6 @@
 package notification
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -25,6 +24,8 @@ const (
 	Failed     Status = "FAILED"
 	Timeout    Status = "TIMEOUT"
 	Expired    Status = "EXPIRED"
+	// Canceled only comes from legacy callbacks; it is terminal.
+	Canceled Status = "CANCELED"
 )
 
 // ranks orders statuses along the lifecycle. A command's stored status never
@@ -37,6 +38,12 @@ var ranks = map[Status]int16{
 	Failed:     3,
 	Timeout:    3,
 	Expired:    3,
+	Canceled:   3,
+}
+
+// v5Statuses are the statuses a v5 notification may carry.
+var v5Statuses = map[Status]struct{}{
+	Pending: {}, Sent: {}, Delivered: {}, Successful: {}, Failed: {}, Timeout: {}, Expired: {},
 }
 
 // Rank reports the status's place in the lifecycle and whether it is known.
@@ -71,6 +78,24 @@ type Notification struct {
 
 	// Payload is the notification as received (UTF-8 JSON), kept in history.
 	Payload []byte
+
+	// TimeFromReceipt is set when the format carries no event time and
+	// EventTime is when cmdtrack received it (legacy callbacks). The key then
+	// leaves the time out, so that a redelivered callback is still
+	// recognised as the same notification.
+	TimeFromReceipt bool
+
+	// Creation holds what only the command's creation knows (cmdtrack send).
+	Creation *Creation
+}
+
+// Creation is what the async-command API answers when a command is created.
+type Creation struct {
+	ServiceID    string
+	CommandName  string
+	Paras        json.RawMessage
+	SendStrategy string
+	ExpireTime   *int
 }
 
 // Rank is the lifecycle rank of the notification's status. Decode only
@@ -105,7 +130,11 @@ func (n *Notification) Key() []byte {
 	}
 	str(n.CommandID)
 	str(string(n.Status))
-	ts(n.EventTime)
+	if n.TimeFromReceipt {
+		ts(time.Time{})
+	} else {
+		ts(n.EventTime)
+	}
 	str(n.RequestID)
 	str(n.DeviceID)
 	str(n.ProductID)
@@ -118,25 +147,14 @@ func (n *Notification) Key() []byte {
 	ts(n.DeliveredTime)
 	ts(n.ResponseTime)
 	raw(canonical(n.Result))
+	if c := n.Creation; c != nil {
+		str(c.ServiceID)
+		str(c.CommandName)
+		raw(canonical(c.Paras))
+		str(c.SendStrategy)
+		if c.ExpireTime != nil {
+			h.Write(buf[:binary.PutVarint(buf[:], int64(*c.ExpireTime))])
+		}
+	}
 	return h.Sum(nil)
-}
-
-// canonical re-encodes a JSON value with sorted keys and no insignificant
-// white space, so that formatting does not change a notification's key.
-// Numbers keep their text (UseNumber), so distinct values stay distinct.
-func canonical(raw json.RawMessage) []byte {
-	if len(raw) == 0 {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return raw
-	}
-	out, err := json.Marshal(v)
-	if err != nil {
-		return raw
-	}
-	return out
 }

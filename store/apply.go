@@ -193,11 +193,13 @@ const upsertCommands = `
 INSERT INTO device_commands AS d (
 	command_id, device_id, product_id, app_id, gateway_id, node_id, tags,
 	created_time, sent_time, delivered_time, response_time,
-	status, status_rank, result, last_event_time, last_event_key, last_request_id)
+	status, status_rank, result, last_event_time, last_event_key, last_request_id,
+	service_id, command_name, paras, send_strategy, expire_time)
 SELECT * FROM unnest(
 	$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[],
 	$8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
-	$12::text[], $13::int2[], $14::jsonb[], $15::timestamptz[], $16::bytea[], $17::text[])
+	$12::text[], $13::int2[], $14::jsonb[], $15::timestamptz[], $16::bytea[], $17::text[],
+	$18::text[], $19::text[], $20::jsonb[], $21::text[], $22::int4[])
 ORDER BY 1
 ON CONFLICT (command_id) DO UPDATE SET
 	device_id      = LEAST(d.device_id, EXCLUDED.device_id),
@@ -210,6 +212,11 @@ ON CONFLICT (command_id) DO UPDATE SET
 	sent_time      = LEAST(d.sent_time, EXCLUDED.sent_time),
 	delivered_time = LEAST(d.delivered_time, EXCLUDED.delivered_time),
 	response_time  = LEAST(d.response_time, EXCLUDED.response_time),
+	service_id     = LEAST(d.service_id, EXCLUDED.service_id),
+	command_name   = LEAST(d.command_name, EXCLUDED.command_name),
+	paras          = LEAST(d.paras, EXCLUDED.paras),
+	send_strategy  = LEAST(d.send_strategy, EXCLUDED.send_strategy),
+	expire_time    = LEAST(d.expire_time, EXCLUDED.expire_time),
 	status          = CASE WHEN ` + wins + ` THEN EXCLUDED.status ELSE d.status END,
 	status_rank     = CASE WHEN ` + wins + ` THEN EXCLUDED.status_rank ELSE d.status_rank END,
 	result          = CASE WHEN ` + wins + ` THEN EXCLUDED.result ELSE d.result END,
@@ -219,13 +226,17 @@ ON CONFLICT (command_id) DO UPDATE SET
 	updated_at      = now()
 WHERE ` + wins + `
 	OR (d.device_id, d.product_id, d.app_id, d.gateway_id, d.node_id, d.tags,
-	    d.created_time, d.sent_time, d.delivered_time, d.response_time)
+	    d.created_time, d.sent_time, d.delivered_time, d.response_time,
+	    d.service_id, d.command_name, d.paras, d.send_strategy, d.expire_time)
 	IS DISTINCT FROM
 	   (LEAST(d.device_id, EXCLUDED.device_id), LEAST(d.product_id, EXCLUDED.product_id),
 	    LEAST(d.app_id, EXCLUDED.app_id), LEAST(d.gateway_id, EXCLUDED.gateway_id),
 	    LEAST(d.node_id, EXCLUDED.node_id), LEAST(d.tags, EXCLUDED.tags),
 	    LEAST(d.created_time, EXCLUDED.created_time), LEAST(d.sent_time, EXCLUDED.sent_time),
-	    LEAST(d.delivered_time, EXCLUDED.delivered_time), LEAST(d.response_time, EXCLUDED.response_time))`
+	    LEAST(d.delivered_time, EXCLUDED.delivered_time), LEAST(d.response_time, EXCLUDED.response_time),
+	    LEAST(d.service_id, EXCLUDED.service_id), LEAST(d.command_name, EXCLUDED.command_name),
+	    LEAST(d.paras, EXCLUDED.paras), LEAST(d.send_strategy, EXCLUDED.send_strategy),
+	    LEAST(d.expire_time, EXCLUDED.expire_time))`
 
 const wins = `(EXCLUDED.status_rank, EXCLUDED.last_event_time, EXCLUDED.last_event_key) > (d.status_rank, d.last_event_time, d.last_event_key)`
 
@@ -241,6 +252,9 @@ func queueUpsert(b *pgx.Batch, rows noteRows) {
 		eventTimes                          = make([]time.Time, n)
 		keys                                = make([][]byte, n)
 		reqs                                = make([]pgtype.Text, n)
+		services, names, strategies         = make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n)
+		paras                               = make([]json.RawMessage, n)
+		expires                             = make([]pgtype.Int4, n)
 	)
 	for i, r := range rows {
 		x := r.n
@@ -249,9 +263,16 @@ func queueUpsert(b *pgx.Batch, rows noteRows) {
 		tags[i], results[i] = x.Tags, x.Result
 		created[i], sent[i], delivered[i], responded[i] = tstz(x.CreatedTime), tstz(x.SentTime), tstz(x.DeliveredTime), tstz(x.ResponseTime)
 		statuses[i], ranks[i], eventTimes[i], keys[i], reqs[i] = string(x.Status), x.Rank(), x.EventTime, r.key, text(x.RequestID)
+		if c := x.Creation; c != nil {
+			services[i], names[i], strategies[i], paras[i] = text(c.ServiceID), text(c.CommandName), text(c.SendStrategy), c.Paras
+			if c.ExpireTime != nil {
+				expires[i] = pgtype.Int4{Int32: int32(*c.ExpireTime), Valid: true}
+			}
+		}
 	}
 	b.Queue(upsertCommands, ids, devices, products, apps, gws, nodes, tags,
-		created, sent, delivered, responded, statuses, ranks, results, eventTimes, keys, reqs)
+		created, sent, delivered, responded, statuses, ranks, results, eventTimes, keys, reqs,
+		services, names, paras, strategies, expires)
 }
 
 const insertDeadLetters = `
