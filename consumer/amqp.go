@@ -247,7 +247,7 @@ func (b *Broker) newLink(r *amqp.Receiver, queue string) *Link {
 		rcv:       r,
 		queue:     queue,
 		tokens:    make(chan struct{}, b.cfg.Credit),
-		window:    b.cfg.Credit / 2,
+		window:    max(1, b.cfg.Credit/4),
 		received:  b.m.received.WithLabelValues(queue),
 		unsettled: b.m.unsettled,
 	}

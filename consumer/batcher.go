@@ -50,6 +50,8 @@ type BatchConfig struct {
 	Wait time.Duration
 	// MaxBodyBytes dead-letters larger bodies unread.
 	MaxBodyBytes int
+	// Writers is how many batches are written at once.
+	Writers int
 	// Backoff between attempts to write a batch while the database fails.
 	RetryMin, RetryMax time.Duration
 }
@@ -175,10 +177,16 @@ func (c *Consumer) decode(d *delivery, queue string) store.Item {
 	return it
 }
 
-// DecodeItem turns a message body into what must be stored for it: a
+// DecodeItem is DecodeItemAt with the current time as the receive time.
+func DecodeItem(body []byte, source string, maxBodyBytes int) store.Item {
+	return DecodeItemAt(body, source, maxBodyBytes, time.Now())
+}
+
+// DecodeItemAt turns a message body into what must be stored for it: a
 // notification, a dead letter, or nothing at all (a notification of another
 // resource). Every channel and `cmdtrack replay` decide this the same way.
-func DecodeItem(body []byte, source string, maxBodyBytes int) store.Item {
+// receivedAt stands in for the event time of formats that carry none.
+func DecodeItemAt(body []byte, source string, maxBodyBytes int, receivedAt time.Time) store.Item {
 	it := store.Item{Source: source}
 	var err error
 	if len(body) > maxBodyBytes {
@@ -186,7 +194,7 @@ func DecodeItem(body []byte, source string, maxBodyBytes int) store.Item {
 			Reason: fmt.Sprintf("body is %d bytes, limit is %d (CMDTRACK_MAX_BODY_BYTES)", len(body), maxBodyBytes)}
 	} else {
 		var n notification.Notification
-		if n, err = notification.Decode(body); err == nil {
+		if n, err = notification.DecodeAt(body, receivedAt); err == nil {
 			it.Notification = &n
 			return it
 		}
@@ -259,10 +267,9 @@ func messageProperties(msg *amqp.Message, queue string) map[string]string {
 // fails, and only then passes the batch on to be settled. While it waits,
 // credit runs out and the broker stops sending: nothing piles up here.
 // ctx is the drain context: it ends only when the shutdown grace runs out.
-func (c *Consumer) write(ctx context.Context, in <-chan *batch, out chan<- *batch) error {
-	defer close(out)
+func (c *Consumer) write(ctx context.Context, w int, in <-chan *batch, out chan<- *batch) error {
 	for b := range in {
-		if err := c.apply(ctx, b); err != nil {
+		if err := c.apply(ctx, w, b); err != nil {
 			abandon(b)
 			for b := range in {
 				abandon(b)
@@ -284,21 +291,23 @@ func (c *Consumer) write(ctx context.Context, in <-chan *batch, out chan<- *batc
 // retry rather than a stuck worker.
 const applyTimeout = 30 * time.Second
 
-func (c *Consumer) apply(ctx context.Context, b *batch) error {
-	var failingSince time.Time
+// apply writes one batch (writer w), retrying with backoff while the
+// database fails. The writers share one "failed"/"recovered" pair of log
+// lines per outage.
+func (c *Consumer) apply(ctx context.Context, w int, b *batch) error {
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		c.attemptSince.Store(start.UnixNano())
+		c.attemptSince[w].Store(start.UnixNano())
 		actx, cancel := context.WithTimeout(ctx, applyTimeout)
 		err := c.store.Apply(actx, b.items)
 		cancel()
-		c.attemptSince.Store(0)
+		c.attemptSince[w].Store(0)
 		if err == nil {
 			c.m.applySeconds.Observe(time.Since(start).Seconds())
-			if !failingSince.IsZero() {
-				c.log.Info("database writes recovered", "failing_for", time.Since(failingSince).Round(time.Millisecond), "attempts", attempt)
-				c.dbHealthy.Store(true)
+			if since := c.failingSince.Swap(0); since != 0 {
+				c.log.Info("database writes recovered", "failing_for", time.Since(time.Unix(0, since)).Round(time.Millisecond))
 			}
+			c.dbHealthy.Store(true)
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -311,12 +320,11 @@ func (c *Consumer) apply(ctx context.Context, b *batch) error {
 			// error here means a dead letter itself could not be stored.
 			return fmt.Errorf("unstorable batch: %w", err)
 		}
-		if failingSince.IsZero() {
-			failingSince = time.Now()
-			c.dbHealthy.Store(false)
+		c.dbHealthy.Store(false)
+		if c.failingSince.CompareAndSwap(0, time.Now().UnixNano()) {
 			c.log.Warn("database write failed; retrying with backoff", "err", err, "class", class, "batch", len(b.items))
 		} else if attempt%20 == 0 {
-			c.log.Warn("database still failing", "failing_for", time.Since(failingSince).Round(time.Second), "attempts", attempt, "err", err)
+			c.log.Warn("database still failing", "attempts", attempt, "err", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -43,9 +43,12 @@ type Consumer struct {
 	subClosed   bool
 
 	dbHealthy atomic.Bool
-	// attemptSince is when the write in progress started (UnixNano), 0
-	// between writes; Stalled reads it.
-	attemptSince atomic.Int64
+	// attemptSince is, per writer, when the write in progress started
+	// (UnixNano), 0 between writes; Stalled reads it.
+	attemptSince []atomic.Int64
+	// failingSince is when database writes began to fail (UnixNano), 0
+	// while they succeed.
+	failingSince atomic.Int64
 }
 
 // New assembles a consumer; nothing runs until Run.
@@ -53,9 +56,13 @@ func New(broker *Broker, st Applier, cfg BatchConfig, log *slog.Logger, m *Metri
 	if cfg.Size < 1 {
 		cfg.Size = 1
 	}
+	if cfg.Writers < 1 {
+		cfg.Writers = 1
+	}
 	c := &Consumer{broker: broker, store: st, batch: cfg, log: log, m: m,
 		submissions: make(chan *submission), stopping: make(chan struct{})}
 	c.dbHealthy.Store(true)
+	c.attemptSince = make([]atomic.Int64, cfg.Writers)
 	return c
 }
 
@@ -120,12 +127,14 @@ func (c *Consumer) Ready() error {
 // longer than its own timeout allows, which means the pipeline is wedged and
 // the process should be restarted (the systemd watchdog asks this).
 func (c *Consumer) Stalled() error {
-	since := c.attemptSince.Load()
-	if since == 0 {
-		return nil
-	}
-	if d := time.Since(time.Unix(0, since)); d > 2*applyTimeout {
-		return fmt.Errorf("a database write has been in progress for %s", d.Round(time.Second))
+	for i := range c.attemptSince {
+		since := c.attemptSince[i].Load()
+		if since == 0 {
+			continue
+		}
+		if d := time.Since(time.Unix(0, since)); d > 2*applyTimeout {
+			return fmt.Errorf("a database write has been in progress for %s", d.Round(time.Second))
+		}
 	}
 	return nil
 }
@@ -175,7 +184,21 @@ func (c *Consumer) Run(ctx context.Context, grace time.Duration) error {
 		producers.Wait()
 		close(batches)
 	}()
-	g.Go(func() error { return c.write(drainCtx, batches, stored) })
+	// Several writers keep PostgreSQL busy while the previous batch commits;
+	// the merge rule makes their order irrelevant, and the fixed row order
+	// keeps them from deadlocking.
+	var writers sync.WaitGroup
+	for w := range c.batch.Writers {
+		writers.Add(1)
+		g.Go(func() error {
+			defer writers.Done()
+			return c.write(drainCtx, w, batches, stored)
+		})
+	}
+	go func() {
+		writers.Wait()
+		close(stored)
+	}()
 	g.Go(func() error { return c.settle(stored) })
 	err := g.Wait()
 

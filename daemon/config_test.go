@@ -53,12 +53,12 @@ func TestConfigDefaultsAndAges(t *testing.T) {
 	t.Setenv("CMDTRACK_AMQP_QUEUE", "/queue/a,/queue/b")
 	t.Setenv("CMDTRACK_RETENTION_HISTORY", "90d")
 	t.Setenv("CMDTRACK_RETENTION_DEAD_LETTERS", "36h")
-	c, err := loadConfig()
+	c, err := loadConfig("run")
 	require.NoError(t, err)
 	require.Equal(t, []string{"/queue/a", "/queue/b"}, c.AmqpQueue)
 	require.Equal(t, Age(90*24*time.Hour), c.RetentionHistory)
 	require.Equal(t, Age(36*time.Hour), c.RetentionDeadLetters)
-	require.Equal(t, 256, c.AmqpCredit)
+	require.Equal(t, 1024, c.AmqpCredit)
 	require.Equal(t, "127.0.0.1:9464", c.OpsAddr, "ops server on loopback unless told otherwise")
 }
 

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cmdtrack/cmdtrack/consumer"
+	"github.com/cmdtrack/cmdtrack/httppush"
 	"github.com/cmdtrack/cmdtrack/ops"
 	"github.com/cmdtrack/cmdtrack/store"
 )
@@ -52,7 +53,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cmd = args[0]
 		args = args[1:]
 	}
-	if len(args) > 0 {
+	if len(args) > 0 && cmd != "send" {
 		return usageError{fmt.Errorf("%s takes no arguments (configuration is read from the environment; see cmdtrack -h)", cmd)}
 	}
 	switch cmd {
@@ -62,12 +63,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return nil
-	case "run", "migrate", "replay":
+	case "run", "migrate", "replay", "send":
 	default:
 		return usageError{fmt.Errorf("unknown command %q (see cmdtrack -h)", cmd)}
 	}
 
-	cfg, err := loadConfig()
+	cfg, err := loadConfig(cmd)
 	if err != nil {
 		return usageError{fmt.Errorf("configuration: %w", err)}
 	}
@@ -86,12 +87,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Info("migrations applied")
 		return nil
 	case "replay":
-		res, err := st.Replay(ctx, func(body []byte, source string) store.Item {
-			return consumer.DecodeItem(body, source, cfg.MaxBodyBytes)
+		res, err := st.Replay(ctx, func(body []byte, source string, receivedAt time.Time) store.Item {
+			return consumer.DecodeItemAt(body, source, cfg.MaxBodyBytes, receivedAt)
 		})
 		fmt.Fprintf(stdout, "replayed dead letters: %d applied, %d skipped (other resources), %d still failing\n",
 			res.Applied, res.Skipped, res.StillFailing)
 		return err
+	case "send":
+		return send(ctx, cfg, st, args, stdout, stderr)
 	}
 	return runWorker(ctx, cfg, st, log)
 }
@@ -131,6 +134,7 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 	}
 	cons := consumer.New(broker, st, consumer.BatchConfig{
 		Size:         cfg.BatchSize,
+		Writers:      cfg.Writers,
 		Wait:         cfg.BatchWait,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		RetryMin:     cfg.DBRetryMin,
@@ -150,6 +154,18 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		}
 		return st.Ping(rctx)
 	}
+	var push *httppush.Server
+	if cfg.HttpAddr != "" {
+		push, err = httppush.Listen(httppush.Config{
+			Addr: cfg.HttpAddr, CertFile: cfg.HttpTLSCert, KeyFile: cfg.HttpTLSKey, ClientCAFile: cfg.HttpClientCA,
+			Token: cfg.HttpToken, MaxBodyBytes: cfg.MaxBodyBytes, Wait: cfg.HttpWait,
+			Decode: func(body []byte) store.Item { return consumer.DecodeItem(body, "http", cfg.MaxBodyBytes) },
+		}, cons, log.With("component", "http"))
+		if err != nil {
+			return usageError{fmt.Errorf("HTTP push receiver: %w", err)}
+		}
+		log.Info("HTTP push receiver listening", "addr", push.Addr(), "tls", cfg.HttpTLSCert != "")
+	}
 	var srv *ops.Server
 	if cfg.OpsAddr != "" {
 		if srv, err = ops.Listen(cfg.OpsAddr, reg, ready, log); err != nil {
@@ -165,6 +181,11 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 	var g errgroup.Group
 	if srv != nil {
 		g.Go(func() error { return srv.Serve(opsCtx) })
+	}
+	if push != nil {
+		// Stops taking pushes with ctx; those in flight get their outcome
+		// from the consumer's drain.
+		g.Go(func() error { return push.Serve(ctx, cfg.ShutdownGrace+5*time.Second) })
 	}
 	g.Go(func() error {
 		defer stopOps()

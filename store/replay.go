@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -24,7 +25,7 @@ type ReplayResult struct {
 // Each dead letter is handled in its own transaction under FOR UPDATE SKIP
 // LOCKED, so Replay is safe while workers run and while another replay runs.
 // ctx bounds the whole replay; what was done before it ended stays done.
-func (s *Store) Replay(ctx context.Context, decode func(body []byte, source string) Item) (ReplayResult, error) {
+func (s *Store) Replay(ctx context.Context, decode func(body []byte, source string, receivedAt time.Time) Item) (ReplayResult, error) {
 	var res ReplayResult
 	var lastID int64
 	for {
@@ -55,7 +56,7 @@ const (
 	replayFailing
 )
 
-func (s *Store) replayOne(ctx context.Context, after int64, decode func([]byte, string) Item) (int64, replayOutcome, error) {
+func (s *Store) replayOne(ctx context.Context, after int64, decode func([]byte, string, time.Time) Item) (int64, replayOutcome, error) {
 	var (
 		id      int64
 		outcome replayOutcome
@@ -64,9 +65,10 @@ func (s *Store) replayOne(ctx context.Context, after int64, decode func([]byte, 
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var source string
 		var body []byte
+		var receivedAt time.Time
 		err := tx.QueryRow(ctx, `
-			SELECT id, source, body FROM dead_letters
-			WHERE id > $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED`, after).Scan(&id, &source, &body)
+			SELECT id, source, body, received_at FROM dead_letters
+			WHERE id > $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED`, after).Scan(&id, &source, &body, &receivedAt)
 		if errors.Is(err, pgx.ErrNoRows) {
 			id = 0
 			return nil
@@ -74,7 +76,7 @@ func (s *Store) replayOne(ctx context.Context, after int64, decode func([]byte, 
 		if err != nil {
 			return err
 		}
-		it := decode(body, source)
+		it := decode(body, source, receivedAt)
 		b := &pgx.Batch{}
 		switch {
 		case it.Notification != nil:

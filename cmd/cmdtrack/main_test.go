@@ -7,14 +7,28 @@ package main_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"io"
+	"math/big"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -238,7 +252,7 @@ func TestDatabaseOutage(t *testing.T) {
 		15*time.Second, 100*time.Millisecond, "readiness must report the lost database")
 	// Credit holds the flow: no more than the link's credit is in hand.
 	require.Eventually(t, func() bool { return metric(t, w, "cmdtrack_messages_unsettled") > 0 }, 10*time.Second, 50*time.Millisecond)
-	require.LessOrEqual(t, metric(t, w, "cmdtrack_messages_unsettled"), float64(256))
+	require.LessOrEqual(t, metric(t, w, "cmdtrack_messages_unsettled"), float64(1024))
 	time.Sleep(time.Until(outage.Add(30 * time.Second)))
 	require.False(t, w.Exited(), "the worker exited during the database outage")
 	attempts := metric(t, w, `cmdtrack_database_errors_total{class="connection"}`)
@@ -424,4 +438,179 @@ func TestSeveralQueues(t *testing.T) {
 	require.Equal(t, 0, w.Wait(20*time.Second))
 	f.verify(t, s)
 	testenv.RequireQueueEmpty(t, q2)
+}
+
+// TestHTTPPush runs the HTTPS push receiver with a token: v5 and legacy
+// notifications are stored and answered 200 after the commit, malformed ones
+// dead-lettered and answered 400, oversized ones 413, and requests without
+// the token 401.
+func TestHTTPPush(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	certFile, keyFile, pool := selfSignedCert(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	w := testenv.StartWorker(t, f.env("CMDTRACK_HTTP_ADDR", addr, "CMDTRACK_HTTP_TLS_CERT", certFile,
+		"CMDTRACK_HTTP_TLS_KEY", keyFile, "CMDTRACK_HTTP_TOKEN", "s3cret", "CMDTRACK_MAX_BODY_BYTES", "4096"))
+	w.WaitReady(30 * time.Second)
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	post := func(body string, token string) (int, string) {
+		req, err := http.NewRequest(http.MethodPost, "https://"+addr+"/v1.0.0/messageReceiver/cmd", strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	seed := func(name string) string {
+		b, err := os.ReadFile(filepath.Join("..", "..", "notification", "testdata", name))
+		require.NoError(t, err)
+		return string(b)
+	}
+	code, _ := post(seed("seed000.json"), "s3cret")
+	require.Equal(t, 200, code)
+	code, _ = post(seed("seed001_legacy_cmd_status.json"), "s3cret")
+	require.Equal(t, 200, code)
+	code, _ = post(`{"notifyType":"messageConfirm","header":{"requestId":"108a9c71462a48e09426e06e844d47ba","from":"/devices/92d3f8da-200a-4143-8d0d-591a7e11de6c","to":"app","status":"executed","timestamp":"20261122T101010Z"},"body":{}}`, "s3cret")
+	require.Equal(t, 200, code)
+	code, body := post(`{"resource":"device.command.status","event":"update"`, "s3cret")
+	require.Equal(t, 400, code)
+	require.Contains(t, body, "invalid_json")
+	code, _ = post(`{"pad":"`+strings.Repeat("x", 5000)+`"}`, "s3cret")
+	require.Equal(t, 413, code)
+	code, _ = post(seed("seed000.json"), "")
+	require.Equal(t, 401, code)
+	code, _ = post(seed("seed000.json"), "wrong")
+	require.Equal(t, 401, code)
+	resp, err := client.Get("https://" + addr + "/")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 405, resp.StatusCode)
+
+	var status string
+	require.NoError(t, f.st.Pool().QueryRow(context.Background(), `SELECT status FROM device_commands WHERE command_id = 'id'`).Scan(&status))
+	require.Equal(t, "SUCCESSFUL", status)
+	// The v1 callback said SENT, the later acknowledgment "executed".
+	require.NoError(t, f.st.Pool().QueryRow(context.Background(),
+		`SELECT status FROM device_commands WHERE command_id = '108a9c71462a48e09426e06e844d47ba'`).Scan(&status))
+	require.Equal(t, "SUCCESSFUL", status)
+	require.Equal(t, 3, f.count(t, `SELECT count(*) FROM device_command_events WHERE source = 'http'`))
+	require.Equal(t, 1, f.count(t, `SELECT count(*) FROM dead_letters WHERE source = 'http'`))
+	w.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w.Wait(20*time.Second))
+	require.NotContains(t, w.Output(), "s3cret")
+}
+
+func selfSignedCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600))
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// TestSendCommandLifecycle sends a command with `cmdtrack send` against a
+// local server that plays IoTDA's API, then lets status notifications
+// complete the same row, arriving before and after the creation record.
+func TestSendCommandLifecycle(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	var mu sync.Mutex
+	var gotPath, gotInstance, gotToken string
+	var gotBody map[string]any
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		gotPath, gotInstance, gotToken = r.URL.Path, r.Header.Get("Instance-Id"), r.Header.Get("X-Auth-Token")
+		_ = json.NewDecoder(r.Body).Decode(&gotBody)
+		if strings.Contains(r.URL.Path, "/devices/missing/") {
+			w.WriteHeader(404)
+			_, _ = w.Write([]byte(`{"error_code":"IOTDA.014000","error_msg":"The device does not exist."}`))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"device_id":"dev-1","command_id":"cmd-sent-1","service_id":"Switch","command_name":"ON_OFF",
+			"send_strategy":"immediately","paras":{"value":"ON"},"expire_time":0,"status":"SENT","created_time":"20261122T101010Z"}`))
+	}))
+	defer api.Close()
+
+	// A notification that overtakes the creation record.
+	note := func(status, at string, extra string) []byte {
+		return []byte(`{"resource":"device.command.status","event":"update","event_time":"` + at + `",
+			"notify_data":{"header":{"device_id":"dev-1","product_id":"prod-9"},"body":{"command_id":"cmd-sent-1",
+			"status":"` + status + `","created_time":"20261122T101010Z"` + extra + `}}}`)
+	}
+	f.pub.Send(t, note("DELIVERED", "20261122T101012Z", `,"sent_time":"20261122T101011Z","delivered_time":"20261122T101012Z"`))
+	w := testenv.StartWorker(t, f.env())
+	w.WaitReady(30 * time.Second)
+	require.Eventually(t, func() bool { return f.count(t, `SELECT count(*) FROM device_commands`) == 1 }, 20*time.Second, 20*time.Millisecond)
+
+	run := func(args ...string) (string, int) {
+		cmd := exec.Command(testenv.Binary(t), append([]string{"send"}, args...)...)
+		cmd.Env = append(cmd.Environ(), "CMDTRACK_DATABASE_URL="+f.dbURL, "CMDTRACK_API_ENDPOINT="+api.URL,
+			"CMDTRACK_API_PROJECT_ID=proj1", "CMDTRACK_API_INSTANCE_ID=inst1", "CMDTRACK_API_TOKEN=tok", "CMDTRACK_LOG_FORMAT=text")
+		out, _ := cmd.CombinedOutput()
+		return string(out), cmd.ProcessState.ExitCode()
+	}
+	out, code := run("-device", "dev-1", "-service", "Switch", "-command", "ON_OFF", "-paras", `{"value":"ON"}`)
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "command cmd-sent-1 SENT on device dev-1")
+	mu.Lock()
+	require.Equal(t, "/v5/iot/proj1/devices/dev-1/async-commands", gotPath)
+	require.Equal(t, "inst1", gotInstance)
+	require.Equal(t, "tok", gotToken)
+	require.Equal(t, "immediately", gotBody["send_strategy"])
+	mu.Unlock()
+
+	out, code = run("-device", "missing", "-paras", `{"value":"ON"}`)
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "404")
+	out, code = run("-device", "bad id!", "-paras", `{"value":"ON"}`)
+	require.Equal(t, 2, code, out)
+	out, code = run("-device", "dev-1")
+	require.Equal(t, 2, code, out)
+
+	f.pub.Send(t, note("SUCCESSFUL", "20261122T101015Z", `,"response_time":"20261122T101015Z","result":{"ok":true}`))
+	require.Eventually(t, func() bool {
+		return f.count(t, `SELECT count(*) FROM device_commands WHERE status = 'SUCCESSFUL'`) == 1
+	}, 20*time.Second, 20*time.Millisecond)
+	var service, name, strategy, product string
+	var paras string
+	var sent, delivered time.Time
+	require.NoError(t, f.st.Pool().QueryRow(context.Background(), `SELECT service_id, command_name, send_strategy, paras::text,
+		product_id, sent_time, delivered_time FROM device_commands WHERE command_id = 'cmd-sent-1'`).
+		Scan(&service, &name, &strategy, &paras, &product, &sent, &delivered))
+	require.Equal(t, []string{"Switch", "ON_OFF", "immediately", `{"value": "ON"}`, "prod-9"}, []string{service, name, strategy, paras, product})
+	require.Equal(t, time.Date(2026, 11, 22, 10, 10, 11, 0, time.UTC), sent.UTC())
+	require.Equal(t, 3, f.count(t, `SELECT count(*) FROM device_command_events WHERE command_id = 'cmd-sent-1'`))
+	w.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w.Wait(20*time.Second))
 }

@@ -1,0 +1,102 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/cmdtrack/cmdtrack/iotdaapi"
+	"github.com/cmdtrack/cmdtrack/notification"
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+// send delivers an asynchronous command through IoTDA's API and records it
+// in device_commands through the merge rule, with what only creation knows,
+// so that status notifications complete the same row in any order.
+func send(ctx context.Context, cfg *Config, st *store.Store, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("send", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	device := fs.String("device", "", "device id (required)")
+	paras := fs.String("paras", "", `command parameters, a JSON object (required), e.g. '{"value":"ON"}'`)
+	service := fs.String("service", "", "service id from the product model")
+	command := fs.String("command", "", "command name from the product model")
+	strategy := fs.String("strategy", iotdaapi.SendImmediately, "immediately or delay")
+	expire := fs.Int("expire", -1, "seconds the platform caches the command (delay only)")
+	timeout := fs.Duration("timeout", 30*time.Second, "limit for the API call")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("send: unexpected argument %q", fs.Arg(0))}
+	}
+	if *device == "" || *paras == "" {
+		return usageError{errors.New("send: -device and -paras are required")}
+	}
+	client, err := iotdaapi.New(iotdaapi.Config{
+		Endpoint: cfg.ApiEndpoint, ProjectID: cfg.ApiProjectID, InstanceID: cfg.ApiInstanceID,
+		AccessKey: cfg.ApiAccessKey, SecretKey: cfg.ApiSecretKey, Token: cfg.ApiToken,
+	})
+	if err != nil {
+		return usageError{fmt.Errorf("send: %w", err)}
+	}
+	req := iotdaapi.AsyncCommandRequest{
+		ServiceID: *service, CommandName: *command, Paras: json.RawMessage(*paras), SendStrategy: *strategy,
+	}
+	if *expire >= 0 {
+		req.ExpireTime = expire
+	}
+	callCtx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	resp, err := client.SendAsyncCommand(callCtx, *device, req)
+	var verr *iotdaapi.ValidationError
+	if errors.As(err, &verr) {
+		return usageError{fmt.Errorf("send: %w", err)}
+	}
+	if err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+
+	n, err := createdNotification(resp)
+	if err != nil {
+		return fmt.Errorf("send: command %s was created, but: %w", resp.CommandID, err)
+	}
+	if err := st.Apply(ctx, []store.Item{{Source: "api", Notification: n}}); err != nil {
+		return fmt.Errorf("send: command %s was created, but recording it failed (its notifications will still create the row): %w", resp.CommandID, err)
+	}
+	fmt.Fprintf(stdout, "command %s %s on device %s\n", resp.CommandID, n.Status, resp.DeviceID)
+	return nil
+}
+
+// createdNotification turns the API's answer into a notification of the
+// command's creation, at its created_time.
+func createdNotification(resp *iotdaapi.AsyncCommandResponse) (*notification.Notification, error) {
+	created, err := resp.Created()
+	if err != nil {
+		return nil, fmt.Errorf("created_time: %w", err)
+	}
+	status := notification.Status(resp.Status)
+	if _, ok := status.Rank(); !ok {
+		return nil, fmt.Errorf("the API answered status %q, which cmdtrack does not know", resp.Status)
+	}
+	payload, err := json.Marshal(resp)
+	if err != nil {
+		return nil, err
+	}
+	expire := resp.ExpireTime
+	return &notification.Notification{
+		CommandID:   resp.CommandID,
+		Status:      status,
+		EventTime:   created.UTC(),
+		DeviceID:    resp.DeviceID,
+		CreatedTime: created.UTC(),
+		Payload:     payload,
+		Creation: &notification.Creation{
+			ServiceID: resp.ServiceID, CommandName: resp.CommandName, Paras: resp.Paras,
+			SendStrategy: resp.SendStrategy, ExpireTime: &expire,
+		},
+	}, nil
+}

@@ -1,0 +1,180 @@
+// Package httppush receives the notifications IoTDA can push over HTTP(S)
+// instead of AMQP: the v5 `device.command.status` push and the legacy
+// command callbacks. Each request is answered only once its effect is
+// committed, so that the platform retries whatever was not stored.
+package httppush
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cmdtrack/cmdtrack/consumer"
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+// Submitter stores an item and reports its outcome; *consumer.Consumer is one.
+type Submitter interface {
+	Submit(ctx context.Context, it store.Item) (consumer.Outcome, error)
+}
+
+// Config configures the listener.
+type Config struct {
+	Addr string
+	// TLS: serve HTTPS with this certificate and key.
+	CertFile, KeyFile string
+	// ClientCAFile, when set, requires client certificates signed by it.
+	ClientCAFile string
+	// Token, when set, must be presented as "Authorization: Bearer <token>".
+	Token        string
+	MaxBodyBytes int
+	// Wait bounds how long a request waits for its commit before 503.
+	Wait time.Duration
+	// Decode turns a body into what must be stored (consumer.DecodeItem).
+	Decode func(body []byte) store.Item
+}
+
+// Server is the push receiver.
+type Server struct {
+	cfg Config
+	sub Submitter
+	log *slog.Logger
+	srv *http.Server
+	ln  net.Listener
+	tls bool
+}
+
+// Listen binds the address now, so that a bad address or certificate fails
+// at startup.
+func Listen(cfg Config, sub Submitter, log *slog.Logger) (*Server, error) {
+	s := &Server{cfg: cfg, sub: sub, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", s.handle)
+	s.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      cfg.Wait + 30*time.Second,
+		IdleTimeout:       90 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	if cfg.CertFile != "" || cfg.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("HTTP push TLS: %w", err)
+		}
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		if cfg.ClientCAFile != "" {
+			pem, err := os.ReadFile(cfg.ClientCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("HTTP push client CA: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("HTTP push client CA %s holds no PEM certificate", cfg.ClientCAFile)
+			}
+			tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+		}
+		s.srv.TLSConfig = tc
+		s.tls = true
+	} else if cfg.ClientCAFile != "" {
+		return nil, errors.New("HTTP push: a client CA needs TLS (certificate and key)")
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, err
+	}
+	s.ln = ln
+	return s, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Serve answers requests until ctx ends, then stops taking new ones and
+// waits up to grace for those in flight to get their outcome.
+func (s *Server) Serve(ctx context.Context, grace time.Duration) error {
+	errc := make(chan error, 1)
+	go func() {
+		if s.tls {
+			errc <- s.srv.ServeTLS(s.ln, "", "")
+		} else {
+			errc <- s.srv.Serve(s.ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := s.srv.Shutdown(shutCtx); err != nil {
+		_ = s.srv.Close()
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "POST a notification", http.StatusMethodNotAllowed)
+		return
+	}
+	if s.cfg.Token != "" && !s.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="cmdtrack"`)
+		http.Error(w, "missing or wrong token", http.StatusUnauthorized)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxBodyBytes)))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			http.Error(w, fmt.Sprintf("body larger than %d bytes", s.cfg.MaxBodyBytes), http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "could not read the body", http.StatusBadRequest)
+		return
+	}
+	it := s.cfg.Decode(body)
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Wait)
+	defer cancel()
+	out, err := s.sub.Submit(ctx, it)
+	if err != nil || !out.Stored {
+		// Not stored: the platform should push it again later.
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "not stored yet; retry", http.StatusServiceUnavailable)
+		return
+	}
+	if dl := out.Item.DeadLetter; dl != nil {
+		// Stored as a dead letter: retrying will not help.
+		http.Error(w, string(dl.Class)+": "+shorten(dl.Reason, 200), http.StatusBadRequest)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.Token)) == 1
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
