@@ -36,8 +36,11 @@ run: build ## run the worker against local PostgreSQL and RabbitMQ (provisioned 
 	exec $(BIN)/cmdtrack
 
 .PHONY: test
-test: ## run every test, integration included, with the race detector, then fuzz the decoder for 20s
+test: ## every test with the race detector; then the service-restart tests (serial); then 20s of fuzzing
 	@$(call with_services,$(GO) test -race -count=1 -timeout 20m ./...)
+	@# Restarting the shared services would disturb the parallel tests above,
+	@# so these run alone. They drive scripts/testenv.sh's services.
+	@eval "$$($(TESTENV) up)"; $(GO) test -race -count=1 -timeout 10m -tags restart -run 'TestRestart' ./cmd/cmdtrack/
 	$(GO) test ./notification -run '^$$' -fuzz FuzzDecode -fuzztime 20s
 
 .PHONY: test/short

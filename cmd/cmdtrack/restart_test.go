@@ -1,0 +1,82 @@
+//go:build restart
+
+package main_test
+
+// These tests restart the shared PostgreSQL and RabbitMQ themselves (through
+// scripts/testenv.sh), so they cannot run beside other tests: `make test`
+// runs them in a separate, serial step with -tags restart. They need the
+// services that scripts/testenv.sh provisions and fail without them.
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cmdtrack/cmdtrack/internal/simulate"
+	"github.com/cmdtrack/cmdtrack/internal/testenv"
+)
+
+func testenvScript(t *testing.T, cmd string) {
+	t.Helper()
+	require.NotEmpty(t, os.Getenv("CMDTRACK_TEST_DATABASE_URL"), "restart tests drive the services of scripts/testenv.sh: run them with `make test`")
+	script, err := filepath.Abs(filepath.Join("..", "..", "scripts", "testenv.sh"))
+	require.NoError(t, err)
+	out, err := exec.Command("bash", script, cmd).CombinedOutput()
+	require.NoError(t, err, "testenv.sh %s: %s", cmd, out)
+}
+
+// TestRestartBroker stops and starts the RabbitMQ application while a stream
+// flows: durable messages survive, unsettled ones come back, the worker
+// re-dials by itself and loses nothing.
+func TestRestartBroker(t *testing.T) {
+	f := setup(t)
+	s := simulate.Generate(simulate.Config{Commands: 1000, Seed: 41, OutOfOrder: 1, Duplicate: 0.1, Poison: 0.01})
+	half := len(s.Messages) / 2
+	f.pub.SendAll(t, bodies(s.Messages[:half]))
+	w := testenv.StartWorker(t, f.env("CMDTRACK_BATCH_SIZE", "32"))
+	w.WaitReady(30 * time.Second)
+	require.Eventually(t, func() bool { return f.count(t, `SELECT count(*) FROM device_command_events`) > 0 },
+		30*time.Second, 10*time.Millisecond)
+
+	testenvScript(t, "rabbit-stop-app")
+	require.Eventually(t, func() bool { code, _ := w.Get("/readyz"); return code == 503 }, 15*time.Second, 50*time.Millisecond)
+	time.Sleep(2 * time.Second)
+	testenvScript(t, "rabbit-start-app")
+
+	w.WaitReady(60 * time.Second)
+	pub := testenv.NewPublisher(t, f.queue) // the old publisher's connection died with the broker
+	pub.SendAll(t, bodies(s.Messages[half:]))
+	f.waitStored(t, s, 2*time.Minute)
+	w.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w.Wait(20*time.Second))
+	require.Contains(t, w.Output(), "broker connection restored")
+	f.verify(t, s)
+}
+
+// TestRestartDatabase stops PostgreSQL (admin shutdown, then connection
+// refused) for ten seconds mid-stream and starts it again.
+func TestRestartDatabase(t *testing.T) {
+	f := setup(t)
+	s := simulate.Generate(simulate.Config{Commands: 1000, Seed: 43, OutOfOrder: 1, Duplicate: 0.1, Poison: 0.01})
+	f.pub.SendAll(t, bodies(s.Messages))
+	w := testenv.StartWorker(t, f.env("CMDTRACK_BATCH_SIZE", "16", "CMDTRACK_WRITERS", "1"))
+	w.WaitReady(30 * time.Second)
+	require.Eventually(t, func() bool { return f.count(t, `SELECT count(*) FROM device_command_events`) > 0 },
+		30*time.Second, 10*time.Millisecond)
+
+	testenvScript(t, "pg-stop")
+	time.Sleep(10 * time.Second)
+	require.False(t, w.Exited(), "the worker exited while the database was down")
+	testenvScript(t, "pg-start")
+
+	f.waitStored(t, s, 2*time.Minute)
+	w.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w.Wait(20*time.Second))
+	require.Contains(t, w.Output(), "database writes recovered")
+	f.verify(t, s)
+}
