@@ -36,7 +36,7 @@ type Config struct {
 
 	BatchSize    int           `split_words:"true" default:"256" desc:"most messages written in one transaction"`
 	Writers      int           `default:"2" desc:"batches written at once, each on its own connection"`
-	BatchWait    time.Duration `split_words:"true" default:"20ms" desc:"longest a message waits for its batch to fill"`
+	BatchWait    time.Duration `split_words:"true" default:"10ms" desc:"longest a message waits for its batch to fill"`
 	MaxBodyBytes int           `split_words:"true" default:"1048576" desc:"larger messages are dead-lettered"`
 	DBRetryMin   time.Duration `split_words:"true" default:"200ms" desc:"first delay before retrying a failed write"`
 	DBRetryMax   time.Duration `split_words:"true" default:"10s" desc:"longest delay between write retries"`

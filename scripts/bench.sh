@@ -20,7 +20,7 @@
 #   BENCH_SEED              stream seed (default 1)
 #   BENCH_STREAM            stream shape flags for iotda-sim publish
 #                           (default "-out-of-order 0.1 -duplicate 0.02 -poison 0.001")
-#   BENCH_DRAIN_WINDOW      credit window of drain and naive (default: CMDTRACK_AMQP_CREDIT/2, as cmdtrack issues)
+#   BENCH_DRAIN_WINDOW      credit window of drain and naive (default: CMDTRACK_AMQP_CREDIT/4, as cmdtrack issues)
 #   BENCH_KEEP=1            keep the work directory, schemas and queues for inspection
 #   BENCH_RESULTS           where to write the table (default bench/results/latest.txt)
 #   CMDTRACK_*              worker settings (batch size, credit, pool size, ...) pass through to cmdtrack, except
@@ -38,8 +38,8 @@ LAT_RATE=${BENCH_LATENCY_RATE:-1000}
 LAT_SECONDS=${BENCH_LATENCY_SECONDS:-30}
 SEED=${BENCH_SEED:-1}
 STREAM=${BENCH_STREAM:--out-of-order 0.1 -duplicate 0.02 -poison 0.001}
-CREDIT=${CMDTRACK_AMQP_CREDIT:-256}
-WINDOW=${BENCH_DRAIN_WINDOW:-$((CREDIT / 2))}
+CREDIT=${CMDTRACK_AMQP_CREDIT:-1024}
+WINDOW=${BENCH_DRAIN_WINDOW:-$((CREDIT / 4))}
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/results/latest.txt}
 for v in N NAIVE_N LAT_RATE LAT_SECONDS SEED WINDOW; do
 	[[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || {

@@ -2,7 +2,7 @@
 // notification is handed to the AMQP link by `iotda-sim publish -sent-log`
 // to the moment its history row is committed and visible in PostgreSQL.
 //
-// It polls device_command_events (new ids only) every -poll, noting for
+// It polls device_command_events (recent ids) every -poll, noting for
 // each row the time the query that first saw it was sent. A row visible to
 // a query was committed before that query took its snapshot, so this time
 // is an upper bound of the commit time, late by at most one poll interval
@@ -40,7 +40,7 @@ func main() {
 	dbURL := flag.String("database-url", os.Getenv("CMDTRACK_DATABASE_URL"), "PostgreSQL URL of the worker's schema (with search_path)")
 	sentLog := flag.String("sent", "", "sent log written by iotda-sim publish -sent-log (required)")
 	n := flag.Int("n", 0, "history rows to wait for (required)")
-	poll := flag.Duration("poll", 2*time.Millisecond, "poll interval")
+	poll := flag.Duration("poll", 5*time.Millisecond, "poll interval")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up after this long")
 	out := flag.String("out", "", "append the result line to this file")
 	flag.Parse()
@@ -65,6 +65,11 @@ func run(ctx context.Context, dbURL, sentLog string, n int, poll time.Duration, 
 	defer db.Close(context.Background())
 
 	rows := make([]seen, 0, n)
+	// Several writers commit concurrently, so ids become visible out of
+	// order: each poll looks back over the last lookback ids and skips the
+	// ones already seen.
+	const lookback = 1024
+	seenIDs := make(map[int64]bool, n)
 	var last int64
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
@@ -76,15 +81,21 @@ func run(ctx context.Context, dbURL, sentLog string, n int, poll time.Duration, 
 		}
 		qstart := time.Now()
 		r, err := db.Query(ctx, `SELECT id, coalesce(request_id, ''), received_at FROM device_command_events
-			WHERE id > $1 ORDER BY id LIMIT 10000`, last)
+			WHERE id > $1 ORDER BY id LIMIT 20000`, last-lookback)
 		if err != nil {
 			return err
 		}
 		for r.Next() {
 			var s seen
-			if err := r.Scan(&last, &s.requestID, &s.started); err != nil {
+			var id int64
+			if err := r.Scan(&id, &s.requestID, &s.started); err != nil {
 				return err
 			}
+			last = max(last, id)
+			if seenIDs[id] {
+				continue
+			}
+			seenIDs[id] = true
 			s.observed = qstart
 			rows = append(rows, s)
 		}
