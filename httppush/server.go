@@ -150,6 +150,13 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	it := s.cfg.Decode(body)
+	if it.DeadLetter != nil {
+		// What helps find the sender of a bad push later.
+		it.DeadLetter.Properties = map[string]string{
+			"remote_addr": r.RemoteAddr, "path": r.URL.Path,
+			"content_type": r.Header.Get("Content-Type"), "user_agent": r.UserAgent(),
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Wait)
 	defer cancel()
 	out, err := s.sub.Submit(ctx, it)
