@@ -519,7 +519,7 @@ func selfSignedCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IsCA:         true, BasicConstraintsValid: true,
 	}
 	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -611,6 +611,40 @@ func TestSendCommandLifecycle(t *testing.T) {
 	require.Equal(t, []string{"Switch", "ON_OFF", "immediately", `{"value": "ON"}`, "prod-9"}, []string{service, name, strategy, paras, product})
 	require.Equal(t, time.Date(2026, 11, 22, 10, 10, 11, 0, time.UTC), sent.UTC())
 	require.Equal(t, 3, f.count(t, `SELECT count(*) FROM device_command_events WHERE command_id = 'cmd-sent-1'`))
+	w.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w.Wait(20*time.Second))
+}
+
+// TestHTTPPushClientCertificate requires client certificates signed by a
+// configured CA: a client without one cannot even complete the handshake.
+func TestHTTPPushClientCertificate(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	certFile, keyFile, serverPool := selfSignedCert(t)
+	clientCert, clientKey, _ := selfSignedCert(t) // its own CA: the client certificate is self-signed
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	w := testenv.StartWorker(t, f.env("CMDTRACK_HTTP_ADDR", addr, "CMDTRACK_HTTP_TLS_CERT", certFile,
+		"CMDTRACK_HTTP_TLS_KEY", keyFile, "CMDTRACK_HTTP_CLIENT_CA", clientCert))
+	w.WaitReady(30 * time.Second)
+	body, err := os.ReadFile(filepath.Join("..", "..", "notification", "testdata", "seed000.json"))
+	require.NoError(t, err)
+
+	anonymous := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: serverPool}}}
+	_, err = anonymous.Post("https://"+addr+"/", "application/json", strings.NewReader(string(body)))
+	require.Error(t, err, "a client without a certificate must be refused")
+
+	pair, err := tls.LoadX509KeyPair(clientCert, clientKey)
+	require.NoError(t, err)
+	withCert := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: serverPool, Certificates: []tls.Certificate{pair}}}}
+	resp, err := withCert.Post("https://"+addr+"/", "application/json", strings.NewReader(string(body)))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, 1, f.count(t, `SELECT count(*) FROM device_commands WHERE command_id = 'id'`))
 	w.Signal(syscall.SIGTERM)
 	require.Equal(t, 0, w.Wait(20*time.Second))
 }
