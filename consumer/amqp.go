@@ -272,6 +272,9 @@ func (l *Link) Next(ctx context.Context) (*amqp.Message, error) {
 				return nil, ctx.Err()
 			}
 		}
+		if err := ctx.Err(); err != nil {
+			return nil, err // the select may pick a token over a done ctx
+		}
 		if err := l.rcv.IssueCredit(uint32(l.window)); err != nil {
 			return nil, fmt.Errorf("issue credit on %q: %w", l.queue, err)
 		}

@@ -187,6 +187,9 @@ func DecodeItem(body []byte, source string, maxBodyBytes int) store.Item {
 // resource). Every channel and `cmdtrack replay` decide this the same way.
 // receivedAt stands in for the event time of formats that carry none.
 func DecodeItemAt(body []byte, source string, maxBodyBytes int, receivedAt time.Time) store.Item {
+	if body == nil {
+		body = []byte{} // a dead letter's body is NOT NULL
+	}
 	it := store.Item{Source: source}
 	var err error
 	if len(body) > maxBodyBytes {

@@ -23,6 +23,8 @@ func TestMessageBody(t *testing.T) {
 		{"amqp-value binary", &amqp.Message{Value: []byte(`{"a":1}`)}, `{"a":1}`, ""},
 		{"amqp-value number", &amqp.Message{Value: int64(7)}, `7`, notification.ClassInvalidJSON},
 		{"nothing", &amqp.Message{}, ``, notification.ClassEmpty},
+		{"null data section", &amqp.Message{Data: [][]byte{nil}}, ``, ""},
+		{"empty data sections", &amqp.Message{Data: [][]byte{{}, {}}}, ``, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -36,5 +38,17 @@ func TestMessageBody(t *testing.T) {
 			require.ErrorAs(t, err, &nerr)
 			require.Equal(t, c.class, nerr.Class)
 		})
+	}
+}
+
+// An empty body must become a storable dead letter (its body column is NOT
+// NULL), or it would crash-loop the worker.
+func TestEmptyBodyIsStorable(t *testing.T) {
+	t.Parallel()
+	for _, body := range [][]byte{nil, {}} {
+		it := DecodeItem(body, "test", 1024)
+		require.NotNil(t, it.DeadLetter)
+		require.NotNil(t, it.DeadLetter.Body)
+		require.Equal(t, notification.ClassEmpty, it.DeadLetter.Class)
 	}
 }

@@ -148,19 +148,21 @@ func (c *Consumer) Stalled() error {
 func (c *Consumer) Run(ctx context.Context, grace time.Duration) error {
 	drainCtx, cancelDrain := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancelDrain(nil)
-	stopGrace := context.AfterFunc(ctx, func() {
-		t := time.AfterFunc(grace, func() {
-			cancelDrain(fmt.Errorf("shutdown grace period of %s ran out", grace))
-		})
-		context.AfterFunc(drainCtx, func() { t.Stop() })
-	})
-	defer stopGrace()
 
 	var (
 		batches = make(chan *batch, 1)
 		stored  = make(chan *batch, 1)
 	)
 	g, gctx := errgroup.WithContext(ctx)
+	// The grace period starts when intake ends: at shutdown, or when a stage
+	// fails for good.
+	stopGrace := context.AfterFunc(gctx, func() {
+		t := time.AfterFunc(grace, func() {
+			cancelDrain(fmt.Errorf("shutdown grace period of %s ran out", grace))
+		})
+		context.AfterFunc(drainCtx, func() { t.Stop() })
+	})
+	defer stopGrace()
 	// Intake (links and submissions) ends with ctx or a fatal error; the
 	// stages after it end when their input is closed, which drains them.
 	var producers sync.WaitGroup

@@ -178,6 +178,11 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 	// "stopping" and metrics stay visible until the very end.
 	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopOps()
+	// runCtx ends with ctx, or when the worker stops on its own (a fatal
+	// error), so that nothing keeps the process up without a consumer.
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	started := make(chan struct{})
 	var g errgroup.Group
 	if srv != nil {
 		g.Go(func() error { return srv.Serve(opsCtx) })
@@ -185,10 +190,11 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 	if push != nil {
 		// Stops taking pushes with ctx; those in flight get their outcome
 		// from the consumer's drain.
-		g.Go(func() error { return push.Serve(ctx, cfg.ShutdownGrace+5*time.Second) })
+		g.Go(func() error { return push.Serve(runCtx, cfg.ShutdownGrace+5*time.Second) })
 	}
 	g.Go(func() error {
 		defer stopOps()
+		defer stopRun()
 		if cfg.MigrateOnStart {
 			if err := migrateWithRetry(ctx, st, log); err != nil {
 				return err
@@ -196,14 +202,23 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		}
 		migrated.Store(true)
 		notify(log, sdReady)
+		close(started)
 		err := cons.Run(ctx, cfg.ShutdownGrace)
 		if err == nil {
 			log.Info("cmdtrack stopped cleanly")
 		}
 		return err
 	})
-	g.Go(func() error { watchdog(opsCtx, cons, log); return nil })
-	g.Go(func() error { runRetention(ctx, cfg, st, log); return nil })
+	g.Go(func() error {
+		// Pings begin once READY=1 is sent, so systemd hears them in order.
+		select {
+		case <-started:
+			watchdog(opsCtx, cons, log)
+		case <-opsCtx.Done():
+		}
+		return nil
+	})
+	g.Go(func() error { runRetention(runCtx, cfg, st, log); return nil })
 	context.AfterFunc(ctx, func() { notify(log, sdStopping) })
 	return g.Wait()
 }

@@ -195,11 +195,24 @@ INSERT INTO device_commands AS d (
 	created_time, sent_time, delivered_time, response_time,
 	status, status_rank, result, last_event_time, last_event_key, last_request_id,
 	service_id, command_name, paras, send_strategy, expire_time)
-SELECT * FROM unnest(
+SELECT u.command_id, u.device_id, u.product_id, u.app_id, u.gateway_id, u.node_id, u.tags,
+	u.created_time, u.sent_time, u.delivered_time, u.response_time, u.status, u.status_rank, u.result,
+	-- A notification timed by its receipt (legacy callbacks) keeps the time
+	-- it was first received, which its history row (written just before, in
+	-- this transaction) holds: a redelivery must not win the merge again.
+	CASE WHEN u.from_receipt THEN coalesce((SELECT e.event_time FROM device_command_events e
+		WHERE e.command_id = u.command_id AND e.event_key = u.last_event_key), u.last_event_time)
+	ELSE u.last_event_time END,
+	u.last_event_key, u.last_request_id, u.service_id, u.command_name, u.paras, u.send_strategy, u.expire_time
+FROM unnest(
 	$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[],
 	$8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
 	$12::text[], $13::int2[], $14::jsonb[], $15::timestamptz[], $16::bytea[], $17::text[],
-	$18::text[], $19::text[], $20::jsonb[], $21::text[], $22::int4[])
+	$18::text[], $19::text[], $20::jsonb[], $21::text[], $22::int4[], $23::bool[])
+	AS u(command_id, device_id, product_id, app_id, gateway_id, node_id, tags,
+	     created_time, sent_time, delivered_time, response_time, status, status_rank, result,
+	     last_event_time, last_event_key, last_request_id, service_id, command_name, paras, send_strategy, expire_time,
+	     from_receipt)
 ORDER BY 1
 ON CONFLICT (command_id) DO UPDATE SET
 	device_id      = LEAST(d.device_id, EXCLUDED.device_id),
@@ -255,6 +268,7 @@ func queueUpsert(b *pgx.Batch, rows noteRows) {
 		services, names, strategies         = make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n)
 		paras                               = make([]json.RawMessage, n)
 		expires                             = make([]pgtype.Int4, n)
+		fromReceipt                         = make([]bool, n)
 	)
 	for i, r := range rows {
 		x := r.n
@@ -263,6 +277,7 @@ func queueUpsert(b *pgx.Batch, rows noteRows) {
 		tags[i], results[i] = x.Tags, x.Result
 		created[i], sent[i], delivered[i], responded[i] = tstz(x.CreatedTime), tstz(x.SentTime), tstz(x.DeliveredTime), tstz(x.ResponseTime)
 		statuses[i], ranks[i], eventTimes[i], keys[i], reqs[i] = string(x.Status), x.Rank(), x.EventTime, r.key, text(x.RequestID)
+		fromReceipt[i] = x.TimeFromReceipt
 		if c := x.Creation; c != nil {
 			services[i], names[i], strategies[i], paras[i] = text(c.ServiceID), text(c.CommandName), text(c.SendStrategy), c.Paras
 			if c.ExpireTime != nil {
@@ -272,7 +287,7 @@ func queueUpsert(b *pgx.Batch, rows noteRows) {
 	}
 	b.Queue(upsertCommands, ids, devices, products, apps, gws, nodes, tags,
 		created, sent, delivered, responded, statuses, ranks, results, eventTimes, keys, reqs,
-		services, names, paras, strategies, expires)
+		services, names, paras, strategies, expires, fromReceipt)
 }
 
 const insertDeadLetters = `
@@ -293,6 +308,9 @@ func queueDeadLetters(b *pgx.Batch, items []*Item) {
 	)
 	for i, it := range items {
 		d := it.DeadLetter
+		if d.Body == nil {
+			d.Body = []byte{} // NOT NULL: an empty body is still a body
+		}
 		sum := sha256.Sum256(d.Body)
 		sources[i], classes[i], reasons[i] = storable(it.Source), string(d.Class), storable(d.Reason)
 		bodies[i], sums[i], props[i] = d.Body, sum[:], propertiesJSON(d.Properties)

@@ -302,3 +302,37 @@ func TestDeadLettersAreIdempotent(t *testing.T) {
 	require.NoError(t, st.Apply(ctx, []store.Item{dl()}))
 	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM dead_letters`))
 }
+
+// TestReceiptTimedRedelivery: a legacy callback carries no event time, so
+// cmdtrack orders it by receipt. Its redelivery must change nothing, even
+// though it is received later: TIMEOUT, then SUCCESS, then TIMEOUT again
+// must leave SUCCESSFUL.
+func TestReceiptTimedRedelivery(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	legacy := func(code string, at time.Time) store.Item {
+		body := []byte(`{"deviceId":"d","commandId":"legacy-1","result":{"resultCode":"` + code + `"}}`)
+		n, err := notification.DecodeAt(body, at)
+		require.NoError(t, err)
+		return store.Item{Source: "http", Notification: &n}
+	}
+	require.NoError(t, st.Apply(ctx, []store.Item{legacy("TIMEOUT", t0)}))
+	require.NoError(t, st.Apply(ctx, []store.Item{legacy("SUCCESS", t0.Add(time.Minute))}))
+	before := readRow(t, st, "legacy-1")
+	require.Equal(t, "SUCCESSFUL", before.Status)
+	require.NoError(t, st.Apply(ctx, []store.Item{legacy("TIMEOUT", t0.Add(time.Hour))}))
+	require.NoError(t, st.Apply(ctx, []store.Item{legacy("SUCCESS", t0.Add(2*time.Hour))}))
+	require.Equal(t, before, readRow(t, st, "legacy-1"))
+	require.Equal(t, 2, count(t, st, `SELECT count(*) FROM device_command_events`))
+}
+
+// TestEmptyDeadLetterBody stores a dead letter with no body at all.
+func TestEmptyDeadLetterBody(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	require.NoError(t, st.Apply(context.Background(), []store.Item{{Source: "test",
+		DeadLetter: &store.DeadLetter{Class: notification.ClassEmpty, Reason: "empty body"}}}))
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM dead_letters WHERE body = ''`))
+}
