@@ -105,10 +105,10 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 	// the soft memory limit keeps the peak where it was. GOGC and GOMEMLIMIT
 	// still override both.
 	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(800)
+		debug.SetGCPercent(400)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(50 << 20)
+		debug.SetMemoryLimit(48 << 20)
 	}
 	log.Info("cmdtrack starting", append([]any{"version", Version}, cfg.logAttrs()...)...)
 
