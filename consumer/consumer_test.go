@@ -84,38 +84,10 @@ func (f *fixture) start(t *testing.T, batch consumer.BatchConfig, credit int) (s
 
 func (f *fixture) count(t *testing.T, query string) int {
 	t.Helper()
-	var n int
-	require.NoError(t, f.st.Pool().QueryRow(context.Background(), query).Scan(&n))
-	return n
+	return testenv.Count(t, f.st.Pool(), query)
 }
 
-// waitFor polls until the history and dead letters hold what the stream
-// must produce.
-func (f *fixture) waitFor(t *testing.T, s *simulate.Stream, within time.Duration) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		return f.count(t, `SELECT count(*) FROM device_command_events`) >= s.Events &&
-			f.count(t, `SELECT count(*) FROM dead_letters`) >= s.Poison
-	}, within, 50*time.Millisecond, "the worker did not store the stream in time")
-}
-
-func (f *fixture) verify(t *testing.T, s *simulate.Stream) {
-	t.Helper()
-	bad, err := simulate.Verify(context.Background(), f.st.Pool(), s.Commands)
-	require.NoError(t, err)
-	require.Empty(t, bad, "rows differ from the expected final state (first of %d shown)", len(bad))
-	require.Equal(t, len(s.Commands), f.count(t, `SELECT count(*) FROM device_commands`))
-	require.Equal(t, s.Events, f.count(t, `SELECT count(*) FROM device_command_events`))
-	require.Equal(t, s.Poison, f.count(t, `SELECT count(*) FROM dead_letters`))
-}
-
-func bodies(s *simulate.Stream) [][]byte {
-	out := make([][]byte, len(s.Messages))
-	for i, m := range s.Messages {
-		out[i] = m.Body
-	}
-	return out
-}
+func bodies(s *simulate.Stream) [][]byte { return simulate.Bodies(s.Messages) }
 
 // TestEndToEnd publishes a few thousand shuffled, duplicated notifications
 // with poison and foreign messages mixed in, runs the consumer, and checks
@@ -131,11 +103,10 @@ func TestEndToEnd(t *testing.T) {
 
 	start := time.Now()
 	stop := f.start(t, consumer.BatchConfig{}, 256)
-	f.waitFor(t, s, 2*time.Minute)
+	testenv.WaitStored(t, f.st.Pool(), s, 2*time.Minute)
 	elapsed := time.Since(start)
 	require.NoError(t, stop())
-	f.verify(t, s)
-	testenv.RequireQueueEmpty(t, f.queue)
+	testenv.VerifyStream(t, f.st.Pool(), s, f.queue)
 	t.Logf("%d messages (%d commands, %d distinct notifications, %d poison) stored in %s: %.0f msg/s",
 		len(s.Messages), len(s.Commands), s.Events, s.Poison, elapsed.Round(time.Millisecond),
 		float64(len(s.Messages))/elapsed.Seconds())
@@ -205,7 +176,5 @@ func TestHostileInput(t *testing.T) {
 
 func (f *fixture) countArgs(t *testing.T, query string, args ...any) int {
 	t.Helper()
-	var n int
-	require.NoError(t, f.st.Pool().QueryRow(context.Background(), query, args...).Scan(&n))
-	return n
+	return testenv.Count(t, f.st.Pool(), query, args...)
 }

@@ -75,41 +75,20 @@ func (f *fixture) env(overrides ...string) map[string]string {
 
 func (f *fixture) count(t *testing.T, query string) int {
 	t.Helper()
-	var n int
-	require.NoError(t, f.st.Pool().QueryRow(context.Background(), query).Scan(&n))
-	return n
+	return testenv.Count(t, f.st.Pool(), query)
 }
 
 func (f *fixture) waitStored(t *testing.T, s *simulate.Stream, within time.Duration) {
 	t.Helper()
-	require.Eventually(t, func() bool {
-		return f.count(t, `SELECT count(*) FROM device_command_events`) >= s.Events &&
-			f.count(t, `SELECT count(*) FROM dead_letters`) >= s.Poison
-	}, within, 100*time.Millisecond, "the stream was not stored in time (events %d of %d)",
-		f.count(t, `SELECT count(*) FROM device_command_events`), s.Events)
+	testenv.WaitStored(t, f.st.Pool(), s, within)
 }
 
-// verify requires every command's row to equal its expected final state,
-// one history row per distinct notification, one dead letter per distinct
-// poison message, and nothing left on the queue.
 func (f *fixture) verify(t *testing.T, s *simulate.Stream) {
 	t.Helper()
-	bad, err := simulate.Verify(context.Background(), f.st.Pool(), s.Commands)
-	require.NoError(t, err)
-	require.Empty(t, bad, "%d rows differ from the expected final state", len(bad))
-	require.Equal(t, len(s.Commands), f.count(t, `SELECT count(*) FROM device_commands`))
-	require.Equal(t, s.Events, f.count(t, `SELECT count(*) FROM device_command_events`), "history rows")
-	require.Equal(t, s.Poison, f.count(t, `SELECT count(*) FROM dead_letters`), "dead letters")
-	testenv.RequireQueueEmpty(t, f.queue)
+	testenv.VerifyStream(t, f.st.Pool(), s, f.queue)
 }
 
-func bodies(msgs []simulate.Message) [][]byte {
-	out := make([][]byte, len(msgs))
-	for i, m := range msgs {
-		out[i] = m.Body
-	}
-	return out
-}
+func bodies(msgs []simulate.Message) [][]byte { return simulate.Bodies(msgs) }
 
 // metric reads one sample from the worker's /metrics (0 if absent).
 func metric(t *testing.T, w *testenv.Worker, series string) float64 {

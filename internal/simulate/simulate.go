@@ -291,3 +291,12 @@ func insertAt(rng *rand.Rand, msgs []Message, m Message) []Message {
 	msgs[i] = m
 	return msgs
 }
+
+// Bodies returns the bodies of msgs, in order, ready to publish.
+func Bodies(msgs []Message) [][]byte {
+	out := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.Body
+	}
+	return out
+}

@@ -1,0 +1,46 @@
+package testenv
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cmdtrack/cmdtrack/internal/simulate"
+)
+
+// Count runs a query returning one integer.
+func Count(t testing.TB, db *pgxpool.Pool, query string, args ...any) int {
+	t.Helper()
+	var n int
+	require.NoError(t, db.QueryRow(context.Background(), query, args...).Scan(&n))
+	return n
+}
+
+// WaitStored polls until the history and the dead letters hold what stream s
+// must produce.
+func WaitStored(t testing.TB, db *pgxpool.Pool, s *simulate.Stream, within time.Duration) {
+	t.Helper()
+	events := func() int { return Count(t, db, `SELECT count(*) FROM device_command_events`) }
+	require.Eventually(t, func() bool {
+		return events() >= s.Events && Count(t, db, `SELECT count(*) FROM dead_letters`) >= s.Poison
+	}, within, 50*time.Millisecond, "the stream was not stored in time (%d history rows of %d at the start of the wait)", events(), s.Events)
+}
+
+// VerifyStream requires every command's row to equal its expected final
+// state, one history row per distinct notification, one dead letter per
+// distinct poison message, and nothing left on queue (a message settled
+// without being stored would be missing; one stored but never settled would
+// still be there).
+func VerifyStream(t testing.TB, db *pgxpool.Pool, s *simulate.Stream, queue string) {
+	t.Helper()
+	bad, err := simulate.Verify(context.Background(), db, s.Commands)
+	require.NoError(t, err)
+	require.Empty(t, bad, "%d rows differ from the expected final state", len(bad))
+	require.Equal(t, len(s.Commands), Count(t, db, `SELECT count(*) FROM device_commands`))
+	require.Equal(t, s.Events, Count(t, db, `SELECT count(*) FROM device_command_events`), "history rows")
+	require.Equal(t, s.Poison, Count(t, db, `SELECT count(*) FROM dead_letters`), "dead letters")
+	RequireQueueEmpty(t, queue)
+}
