@@ -46,12 +46,13 @@ type Config struct {
 	RetentionCommands    Age           `split_words:"true" default:"0" desc:"delete commands whose last event is older than this (0 keeps all)"`
 	RetentionInterval    time.Duration `split_words:"true" default:"1h" desc:"how often retention runs"`
 
-	HttpAddr     string        `split_words:"true" desc:"address for the HTTP(S) push receiver (empty: off)"`
-	HttpTLSCert  string        `split_words:"true" desc:"certificate (PEM) to serve the push receiver over HTTPS"`
-	HttpTLSKey   string        `split_words:"true" desc:"private key (PEM) for CMDTRACK_HTTP_TLS_CERT"`
-	HttpClientCA string        `split_words:"true" desc:"require client certificates signed by this CA (PEM)"`
-	HttpToken    string        `split_words:"true" desc:"require \"Authorization: Bearer <token>\" on pushes"`
-	HttpWait     time.Duration `split_words:"true" default:"30s" desc:"longest a push waits for its commit before 503"`
+	HttpAddr        string        `split_words:"true" desc:"address for the HTTP(S) push receiver (empty: off)"`
+	HttpTLSCert     string        `split_words:"true" desc:"certificate (PEM) to serve the push receiver over HTTPS"`
+	HttpTLSKey      string        `split_words:"true" desc:"private key (PEM) for CMDTRACK_HTTP_TLS_CERT"`
+	HttpClientCA    string        `split_words:"true" desc:"require client certificates signed by this CA (PEM)"`
+	HttpToken       string        `split_words:"true" desc:"require \"Authorization: Bearer <token>\" on pushes"`
+	HttpWait        time.Duration `split_words:"true" default:"30s" desc:"longest a push waits for its commit before 503"`
+	HttpMaxInFlight int           `split_words:"true" default:"256" desc:"most pushes handled at once; more are answered 503"`
 
 	ApiEndpoint   string `split_words:"true" desc:"(cmdtrack send) IoTDA API endpoint, https://..."`
 	ApiProjectID  string `split_words:"true" desc:"(cmdtrack send) project id"`
@@ -103,6 +104,7 @@ func (c *Config) validate(cmd string) error {
 		check((c.HttpTLSCert == "") == (c.HttpTLSKey == ""), "CMDTRACK_HTTP_TLS_CERT and CMDTRACK_HTTP_TLS_KEY go together")
 		check(c.HttpClientCA == "" || c.HttpTLSCert != "", "CMDTRACK_HTTP_CLIENT_CA needs CMDTRACK_HTTP_TLS_CERT")
 		check(c.HttpWait > 0, "CMDTRACK_HTTP_WAIT must be positive")
+		check(c.HttpMaxInFlight >= 1, "CMDTRACK_HTTP_MAX_IN_FLIGHT must be at least 1")
 	}
 	if cmd == "send" {
 		check(c.ApiEndpoint != "", "CMDTRACK_API_ENDPOINT is required by send")

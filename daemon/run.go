@@ -158,7 +158,7 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 	if cfg.HttpAddr != "" {
 		push, err = httppush.Listen(httppush.Config{
 			Addr: cfg.HttpAddr, CertFile: cfg.HttpTLSCert, KeyFile: cfg.HttpTLSKey, ClientCAFile: cfg.HttpClientCA,
-			Token: cfg.HttpToken, MaxBodyBytes: cfg.MaxBodyBytes, Wait: cfg.HttpWait,
+			Token: cfg.HttpToken, MaxBodyBytes: cfg.MaxBodyBytes, Wait: cfg.HttpWait, MaxInFlight: cfg.HttpMaxInFlight,
 			Decode: func(body []byte) store.Item { return consumer.DecodeItem(body, "http", cfg.MaxBodyBytes) },
 		}, cons, log.With("component", "http"))
 		if err != nil {
@@ -197,6 +197,10 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		defer stopRun()
 		if cfg.MigrateOnStart {
 			if err := migrateWithRetry(ctx, st, log); err != nil {
+				if ctx.Err() != nil {
+					log.Info("stopped before the database was reachable")
+					return nil
+				}
 				return err
 			}
 		}
@@ -263,7 +267,7 @@ func migrateWithRetry(ctx context.Context, st *store.Store, log *slog.Logger) er
 			return nil
 		}
 		if ctx.Err() != nil {
-			return nil
+			return ctx.Err()
 		}
 		if class := store.ErrorClass(err); class != "connection" && class != "shutdown" && class != "resources" {
 			return err
@@ -273,7 +277,7 @@ func migrateWithRetry(ctx context.Context, st *store.Store, log *slog.Logger) er
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return ctx.Err()
 		case <-time.After(min(time.Duration(attempt)*time.Second, 10*time.Second)):
 		}
 	}

@@ -36,7 +36,19 @@ func send(ctx context.Context, cfg *Config, st *store.Store, args []string, stdo
 	if *device == "" || *paras == "" {
 		return usageError{errors.New("send: -device and -paras are required")}
 	}
-	client, err := iotdaapi.New(iotdaapi.Config{
+	var client *iotdaapi.Client
+	if *timeout <= 0 {
+		return usageError{errors.New("send: -timeout must be positive")}
+	}
+	// A command sent but not recorded is worth avoiding: check the database
+	// first.
+	pingCtx, cancelPing := context.WithTimeout(ctx, 5*time.Second)
+	err := st.Ping(pingCtx)
+	cancelPing()
+	if err != nil {
+		return fmt.Errorf("send: the database is not reachable, nothing was sent: %w", err)
+	}
+	client, err = iotdaapi.New(iotdaapi.Config{
 		Endpoint: cfg.ApiEndpoint, ProjectID: cfg.ApiProjectID, InstanceID: cfg.ApiInstanceID,
 		AccessKey: cfg.ApiAccessKey, SecretKey: cfg.ApiSecretKey, Token: cfg.ApiToken,
 	})
@@ -64,8 +76,15 @@ func send(ctx context.Context, cfg *Config, st *store.Store, args []string, stdo
 	if err != nil {
 		return fmt.Errorf("send: command %s was created, but: %w", resp.CommandID, err)
 	}
-	if err := st.Apply(ctx, []store.Item{{Source: "api", Notification: n}}); err != nil {
+	items := []store.Item{{Source: "api", Notification: n}}
+	applyCtx, cancelApply := context.WithTimeout(ctx, 30*time.Second)
+	err = st.Apply(applyCtx, items)
+	cancelApply()
+	if err != nil {
 		return fmt.Errorf("send: command %s was created, but recording it failed (its notifications will still create the row): %w", resp.CommandID, err)
+	}
+	if dl := items[0].DeadLetter; dl != nil {
+		return fmt.Errorf("send: command %s was created, but PostgreSQL refused to record it (kept as a dead letter): %s", resp.CommandID, dl.Reason)
 	}
 	fmt.Fprintf(stdout, "command %s %s on device %s\n", resp.CommandID, n.Status, resp.DeviceID)
 	return nil

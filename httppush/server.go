@@ -40,24 +40,31 @@ type Config struct {
 	MaxBodyBytes int
 	// Wait bounds how long a request waits for its commit before 503.
 	Wait time.Duration
+	// MaxInFlight bounds the pushes read and waiting at once (each may hold
+	// up to MaxBodyBytes); past it, pushes are answered 503 at once.
+	MaxInFlight int
 	// Decode turns a body into what must be stored (consumer.DecodeItem).
 	Decode func(body []byte) store.Item
 }
 
 // Server is the push receiver.
 type Server struct {
-	cfg Config
-	sub Submitter
-	log *slog.Logger
-	srv *http.Server
-	ln  net.Listener
-	tls bool
+	cfg      Config
+	inFlight chan struct{}
+	sub      Submitter
+	log      *slog.Logger
+	srv      *http.Server
+	ln       net.Listener
+	tls      bool
 }
 
 // Listen binds the address now, so that a bad address or certificate fails
 // at startup.
 func Listen(cfg Config, sub Submitter, log *slog.Logger) (*Server, error) {
-	s := &Server{cfg: cfg, sub: sub, log: log}
+	if cfg.MaxInFlight < 1 {
+		cfg.MaxInFlight = 1
+	}
+	s := &Server{cfg: cfg, sub: sub, log: log, inFlight: make(chan struct{}, cfg.MaxInFlight)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", s.handle)
 	s.srv = &http.Server{
@@ -139,6 +146,16 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "missing or wrong token", http.StatusUnauthorized)
 		return
 	}
+	// Bounded memory: a flood, or pushes piling up while the database is
+	// away, gets 503 rather than a goroutine and a body each.
+	select {
+	case s.inFlight <- struct{}{}:
+		defer func() { <-s.inFlight }()
+	default:
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "too many pushes in flight; retry", http.StatusServiceUnavailable)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxBodyBytes)))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
@@ -175,8 +192,12 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) authorized(r *http.Request) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.Token)) == 1
+	h := r.Header.Get("Authorization")
+	// The scheme name is case-insensitive (RFC 7235).
+	if len(h) < 7 || !strings.EqualFold(h[:7], "Bearer ") {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(h[7:]), []byte(s.cfg.Token)) == 1
 }
 
 func shorten(s string, n int) string {

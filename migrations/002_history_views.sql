@@ -28,6 +28,7 @@ SELECT product_id,
        count(*) FILTER (WHERE status = 'FAILED')      AS failed,
        count(*) FILTER (WHERE status = 'TIMEOUT')     AS timed_out,
        count(*) FILTER (WHERE status = 'EXPIRED')     AS expired,
+       count(*) FILTER (WHERE status = 'CANCELED')    AS canceled,
        round(avg((status = 'FAILED')::int), 4)        AS failure_rate,
        round(avg((status = 'TIMEOUT')::int), 4)       AS timeout_rate
 FROM device_commands

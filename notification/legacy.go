@@ -26,12 +26,7 @@ var legacyCodes = map[string]Status{
 	"EXPIRED":    Expired,
 	"CANCELED":   Canceled,
 	"CANCELLED":  Canceled,
-}
-
-var confirmStatuses = map[string]Status{
-	"SENT":      Sent,
-	"DELIVERED": Delivered,
-	"EXECUTED":  Successful,
+	"EXECUTED":   Successful, // messageConfirm's word for done
 }
 
 type legacyBody struct {
@@ -100,7 +95,7 @@ func decodeConfirm(body []byte, lb *legacyBody) (Notification, error) {
 	case h.Timestamp == "":
 		return n, errorf(ClassMissingField, "messageConfirm: header.timestamp is missing")
 	}
-	st, ok := confirmStatuses[asciiUpper(h.Status)]
+	st, ok := legacyCodes[asciiUpper(h.Status)]
 	if !ok {
 		return n, errorf(ClassUnknownStatus, "unknown messageConfirm status %q", h.Status)
 	}

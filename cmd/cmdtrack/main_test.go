@@ -530,6 +530,11 @@ func TestSendCommandLifecycle(t *testing.T) {
 		defer mu.Unlock()
 		gotPath, gotInstance, gotToken = r.URL.Path, r.Header.Get("Instance-Id"), r.Header.Get("X-Auth-Token")
 		_ = json.NewDecoder(r.Body).Decode(&gotBody)
+		if strings.Contains(r.URL.Path, "/devices/nul/") {
+			// Paras PostgreSQL cannot store: the command exists, its record cannot.
+			_, _ = w.Write([]byte(`{"device_id":"nul","command_id":"cmd-nul","paras":{"v":"\u0000"},"status":"SENT","created_time":"20261122T101010Z","send_strategy":"immediately"}`))
+			return
+		}
 		if strings.Contains(r.URL.Path, "/devices/missing/") {
 			w.WriteHeader(404)
 			_, _ = w.Write([]byte(`{"error_code":"IOTDA.014000","error_msg":"The device does not exist."}`))
@@ -572,6 +577,9 @@ func TestSendCommandLifecycle(t *testing.T) {
 	out, code = run("-device", "missing", "-paras", `{"value":"ON"}`)
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, "404")
+	out, code = run("-device", "nul", "-paras", `{"value":"ON"}`)
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "refused to record")
 	out, code = run("-device", "bad id!", "-paras", `{"value":"ON"}`)
 	require.Equal(t, 2, code, out)
 	out, code = run("-device", "dev-1")

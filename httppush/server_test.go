@@ -1,0 +1,67 @@
+package httppush_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cmdtrack/cmdtrack/consumer"
+	"github.com/cmdtrack/cmdtrack/httppush"
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+// gate is a Submitter that holds every submission until released; the
+// pipeline behind it is tested end to end in cmd/cmdtrack.
+type gate struct{ entered, release chan struct{} }
+
+func (g gate) Submit(ctx context.Context, it store.Item) (consumer.Outcome, error) {
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-g.release:
+		return consumer.Outcome{Stored: true, Item: it}, nil
+	case <-ctx.Done():
+		return consumer.Outcome{}, ctx.Err()
+	}
+}
+
+// TestInFlightBound: with one push waiting for its commit, a second is
+// answered 503 at once instead of piling up; the first still gets its 200.
+func TestInFlightBound(t *testing.T) {
+	t.Parallel()
+	g := gate{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	srv, err := httppush.Listen(httppush.Config{
+		Addr: "127.0.0.1:0", Token: "tok", MaxBodyBytes: 1024, Wait: 10 * time.Second, MaxInFlight: 1,
+		Decode: func(body []byte) store.Item { return store.Item{Source: "http"} },
+	}, g, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = srv.Serve(ctx, time.Second) }()
+
+	post := func(auth string) int {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+srv.Addr()+"/", strings.NewReader(`{}`))
+		req.Header.Set("Authorization", auth)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	first := make(chan int, 1)
+	go func() { first <- post("Bearer tok") }()
+	<-g.entered // the first push holds the only place
+	require.Equal(t, http.StatusServiceUnavailable, post("bearer tok"), "the second push must be refused while the first waits")
+	close(g.release)
+	require.Equal(t, http.StatusOK, <-first)
+	require.Equal(t, http.StatusOK, post("BEARER tok"), "the scheme is case-insensitive")
+	require.Equal(t, http.StatusUnauthorized, post("Bearer nope"))
+	require.Equal(t, http.StatusUnauthorized, post("Basic dG9r"))
+}
