@@ -33,23 +33,10 @@ const (
 		"or set " + envDatabaseURL + " and " + envAMQPURL + ", or run where a Docker engine answers"
 )
 
+// Each service is found or started once per test binary.
 var (
-	pgOnce   sync.Once
-	pgURL    string
-	pgErr    error
-	amqpOnce sync.Once
-	amqpURL  string
-	amqpErr  error
-)
-
-// DatabaseURL returns the URL of a PostgreSQL server for tests.
-func DatabaseURL(t testing.TB) string {
-	t.Helper()
-	pgOnce.Do(func() {
-		if pgURL = os.Getenv(envDatabaseURL); pgURL != "" {
-			return
-		}
-		pgURL, pgErr = startContainer(testcontainers.ContainerRequest{
+	postgresURL = sync.OnceValues(func() (string, error) {
+		return serviceURL(envDatabaseURL, testcontainers.ContainerRequest{
 			Image:        "postgres:15-alpine",
 			Env:          map[string]string{"POSTGRES_PASSWORD": "test", "POSTGRES_DB": "cmdtrack"},
 			ExposedPorts: []string{"5432/tcp"},
@@ -57,18 +44,8 @@ func DatabaseURL(t testing.TB) string {
 			WaitingFor:   wait.ForLog("database system is ready to accept connections").WithOccurrence(2).WithStartupTimeout(2 * time.Minute),
 		}, "5432/tcp", "postgres://postgres:test@%s/cmdtrack?sslmode=disable")
 	})
-	require.NoError(t, pgErr, "no PostgreSQL for tests: %s", howToRun)
-	return pgURL
-}
-
-// AMQPURL returns the URL of an AMQP 1.0 broker (RabbitMQ) for tests.
-func AMQPURL(t testing.TB) string {
-	t.Helper()
-	amqpOnce.Do(func() {
-		if amqpURL = os.Getenv(envAMQPURL); amqpURL != "" {
-			return
-		}
-		amqpURL, amqpErr = startContainer(testcontainers.ContainerRequest{
+	brokerURL = sync.OnceValues(func() (string, error) {
+		return serviceURL(envAMQPURL, testcontainers.ContainerRequest{
 			// 3.13 is the last line whose AMQP 1.0 plugin behaves like
 			// Debian's 3.10 that `make test` installs.
 			Image:        "rabbitmq:3.13",
@@ -77,8 +54,31 @@ func AMQPURL(t testing.TB) string {
 			WaitingFor:   wait.ForLog("Server startup complete").WithStartupTimeout(2 * time.Minute),
 		}, "5672/tcp", "amqp://guest:guest@%s/")
 	})
-	require.NoError(t, amqpErr, "no AMQP broker for tests: %s", howToRun)
-	return amqpURL
+)
+
+// DatabaseURL returns the URL of a PostgreSQL server for tests.
+func DatabaseURL(t testing.TB) string {
+	t.Helper()
+	u, err := postgresURL()
+	require.NoError(t, err, "no PostgreSQL for tests: %s", howToRun)
+	return u
+}
+
+// AMQPURL returns the URL of an AMQP 1.0 broker (RabbitMQ) for tests.
+func AMQPURL(t testing.TB) string {
+	t.Helper()
+	u, err := brokerURL()
+	require.NoError(t, err, "no AMQP broker for tests: %s", howToRun)
+	return u
+}
+
+// serviceURL is the URL in the environment variable env, or that of a
+// container started from req.
+func serviceURL(env string, req testcontainers.ContainerRequest, port, urlFormat string) (string, error) {
+	if u := os.Getenv(env); u != "" {
+		return u, nil
+	}
+	return startContainer(req, port, urlFormat)
 }
 
 func startContainer(req testcontainers.ContainerRequest, port, urlFormat string) (string, error) {
