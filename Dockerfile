@@ -29,7 +29,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
     go build -trimpath \
-      -ldflags "-s -w -X github.com/cmdtrack/cmdtrack/daemon.Version=${VERSION}" \
+      -ldflags "-s -w -X main.Version=${VERSION}" \
       -o /out/ ./cmd/cmdtrack ./cmd/iotda-sim
 
 # ---- simulator only (docker build --target iotda-sim) -----------------------

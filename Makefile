@@ -6,7 +6,7 @@ GO      ?= go
 BIN     ?= bin
 TESTENV := scripts/testenv.sh
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X github.com/cmdtrack/cmdtrack/daemon.Version=$(VERSION)
+LDFLAGS := -s -w -X main.Version=$(VERSION)
 
 # Integration tests need PostgreSQL and an AMQP 1.0 broker. Where a Docker
 # engine answers, testcontainers-go starts them; otherwise testenv.sh installs
@@ -38,10 +38,16 @@ run: build ## run the worker against local PostgreSQL and RabbitMQ (provisioned 
 .PHONY: test
 test: ## every test with the race detector; then the service-restart tests (serial); then 20s of fuzzing
 	@$(call with_services,$(GO) test -race -count=1 -timeout 20m ./...)
+	cd deploy && $(GO) test -count=1 -timeout 5m ./...
 	@# Restarting the shared services would disturb the parallel tests above,
 	@# so these run alone. They drive scripts/testenv.sh's services.
 	@eval "$$($(TESTENV) up)"; $(GO) test -race -count=1 -timeout 10m -tags restart -run 'TestRestart' ./cmd/cmdtrack/
 	$(GO) test ./notification -run '^$$' -fuzz FuzzDecode -fuzztime 20s
+
+.PHONY: test/unit
+test/unit: ## the tests that need no service (pipeline, decoder, store logic, config, deploy files): seconds
+	$(GO) test -short -count=1 -timeout 2m ./...
+	cd deploy && $(GO) test -short -count=1 -timeout 2m ./...
 
 .PHONY: test/short
 test/short: ## run the tests without the race detector (faster)
@@ -53,7 +59,7 @@ bench: ## drain limit vs naive peer vs cmdtrack on a 200k backlog, plus latency 
 
 .PHONY: bench/go
 bench/go: ## Go benchmarks: decoder and upsert path (needs the services, like make test)
-	@$(call with_services,$(GO) test -run '^$$' -bench . -benchmem ./notification/ ./consumer/ ./store/)
+	@$(call with_services,$(GO) test -run '^$$' -bench . -benchmem ./notification/ ./ingest/ ./consumer/ ./store/)
 
 .PHONY: fuzz
 fuzz: ## fuzz the decoder (FUZZTIME=1m by default)
@@ -62,6 +68,7 @@ fuzz: ## fuzz the decoder (FUZZTIME=1m by default)
 .PHONY: lint
 lint: ## go vet and gofmt
 	$(GO) vet ./...
+	cd deploy && $(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 .PHONY: services

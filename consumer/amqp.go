@@ -7,17 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/Azure/go-amqp"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/cmdtrack/cmdtrack/ingest"
+	"github.com/cmdtrack/cmdtrack/internal/backoff"
+	"github.com/cmdtrack/cmdtrack/pipeline"
 )
 
 // BrokerConfig says where the queue is and how to hold the connection.
@@ -36,7 +37,9 @@ type BrokerConfig struct {
 	CAFile string
 
 	// Credit bounds the unsettled messages per receiver link.
-	Credit      int
+	Credit int
+	// Limits are what a message may be (see ingest.Classify).
+	Limits      ingest.Limits
 	IdleTimeout time.Duration
 	DialTimeout time.Duration
 	// Reconnect backoff: doubles from ReconnectMin up to ReconnectMax, with
@@ -45,14 +48,9 @@ type BrokerConfig struct {
 	ReconnectMax time.Duration
 }
 
-// Broker holds the AMQP connection and its receiver links, re-dialling
-// whenever the connection, the session or a link dies, and hands every
-// message it receives to the pipeline.
-//
-// Credit is issued by hand, one window at a time, and only once the previous
-// window has fully arrived and enough earlier messages are settled. RabbitMQ's
-// AMQP 1.0 plugin over-delivers when a flow frame crosses transfers in flight
-// (see README, "Brokers"), and the settled-first rule is what bounds memory.
+// Broker is the pipeline's AMQP source: it holds the connection and one
+// receiver link per queue, re-dialling whenever the connection, the session
+// or a link dies, and hands every link to the pipeline as a Receiver.
 type Broker struct {
 	cfg    BrokerConfig
 	log    *slog.Logger
@@ -110,22 +108,32 @@ func NewBroker(cfg BrokerConfig, log *slog.Logger, m *Metrics) (*Broker, error) 
 // Connected reports whether receiver links are attached right now.
 func (b *Broker) Connected() bool { return b.connected.Load() }
 
+// Log lines an operator (and the tests) look for: one per outage, not per
+// attempt.
+const (
+	LogConnected     = "connected to broker"
+	LogConnLost      = "broker connection lost; reconnecting"
+	LogConnRestored  = "broker connection restored"
+	LogStillDown     = "broker still unreachable"
+	LogReconnectFail = "broker reconnect failed"
+)
+
 // Run keeps receiver links attached until ctx ends, re-dialling with backoff
-// on any failure, and runs handle on each link (one goroutine per link) for
+// on any failure, and runs consume on each link (one goroutine per link) for
 // as long as its connection lives. It returns nil when ctx ends. The
 // connection is left open then, so that messages in hand can still be
 // settled: call Close once they are.
-func (b *Broker) Run(ctx context.Context, handle func(context.Context, *Link) error) error {
+func (b *Broker) Run(ctx context.Context, consume func(context.Context, pipeline.Receiver) error) error {
 	var (
 		attempt   int
 		downSince time.Time
 	)
 	for {
-		err := b.session(ctx, handle, func() {
+		err := b.session(ctx, consume, func() {
 			if !downSince.IsZero() {
-				b.log.Info("broker connection restored", "down_for", time.Since(downSince).Round(time.Millisecond), "attempts", attempt)
+				b.log.Info(LogConnRestored, "down_for", time.Since(downSince).Round(time.Millisecond), "attempts", attempt)
 			} else {
-				b.log.Info("connected to broker", "queues", b.cfg.Queues)
+				b.log.Info(LogConnected, "queues", b.cfg.Queues)
 			}
 			attempt, downSince = 0, time.Time{}
 		})
@@ -136,36 +144,26 @@ func (b *Broker) Run(ctx context.Context, handle func(context.Context, *Link) er
 		attempt++
 		if downSince.IsZero() {
 			downSince = time.Now()
-			b.log.Warn("broker connection lost; reconnecting", "err", err)
+			b.m.outages.Inc()
+			b.log.Warn(LogConnLost, "err", err)
 		} else {
-			// One line per outage, not per attempt; details at debug level.
-			b.log.Debug("broker reconnect failed", "attempt", attempt, "err", err)
+			b.log.Debug(LogReconnectFail, "attempt", attempt, "err", err)
 			if attempt%20 == 0 {
-				b.log.Warn("broker still unreachable", "down_for", time.Since(downSince).Round(time.Second), "attempts", attempt, "err", err)
+				b.log.Warn(LogStillDown, "down_for", time.Since(downSince).Round(time.Second), "attempts", attempt, "err", err)
 			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(backoff(attempt, b.cfg.ReconnectMin, b.cfg.ReconnectMax)):
+		case <-time.After(backoff.Delay(attempt, b.cfg.ReconnectMin, b.cfg.ReconnectMax)):
 		}
 	}
-}
-
-// backoff is exponential with full jitter in its upper half, so that
-// replicas cut off together do not all come back at the same instant.
-func backoff(attempt int, lo, hi time.Duration) time.Duration {
-	d := lo << min(attempt-1, 30)
-	if d > hi || d <= 0 {
-		d = hi
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 // session dials, attaches one receiver per queue and receives until ctx ends
 // (returning nil, connection left open) or something fails (returning the
 // error, connection closed).
-func (b *Broker) session(ctx context.Context, handle func(context.Context, *Link) error, onUp func()) (err error) {
+func (b *Broker) session(ctx context.Context, consume func(context.Context, pipeline.Receiver) error, onUp func()) (err error) {
 	conn, err := b.dial(ctx)
 	if err != nil {
 		return err
@@ -189,7 +187,7 @@ func (b *Broker) session(ctx context.Context, handle func(context.Context, *Link
 	}
 	receivers := make([]*amqp.Receiver, len(b.cfg.Queues))
 	for i, q := range b.cfg.Queues {
-		receivers[i], err = sess.NewReceiver(attachCtx, q, sourceOptions(q))
+		receivers[i], err = sess.NewReceiver(attachCtx, q, ReceiverOptions(q))
 		if err != nil {
 			return fmt.Errorf("attach receiver to queue %q: %w", q, err)
 		}
@@ -206,104 +204,15 @@ func (b *Broker) session(ctx context.Context, handle func(context.Context, *Link
 
 	g, gctx := errgroup.WithContext(ctx)
 	for i, r := range receivers {
-		g.Go(func() error { return handle(gctx, b.newLink(r, b.cfg.Queues[i])) })
+		g.Go(func() error {
+			return consume(gctx, newLink(r, b.cfg.Queues[i], b.cfg.Credit, b.cfg.Limits, b.m))
+		})
 	}
 	err = g.Wait()
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
-}
-
-// sourceOptions asks for a durable source only where RabbitMQ needs one:
-// its /queue/NAME address declares the queue, and refuses a non-durable
-// source. IoTDA's plain queue names get go-amqp's defaults.
-func sourceOptions(queue string) *amqp.ReceiverOptions {
-	opts := &amqp.ReceiverOptions{Credit: -1} // manual: see Broker
-	if strings.HasPrefix(queue, "/queue/") {
-		opts.SourceDurability = amqp.DurabilityUnsettledState
-	}
-	return opts
-}
-
-// Link is one attached receiver link. Each message it returns carries a
-// token of the link's credit, given back by release when the message is
-// settled or given up, so that unsettled messages never exceed Credit.
-// A Link is used by one goroutine.
-type Link struct {
-	rcv         *amqp.Receiver
-	queue       string
-	tokens      chan struct{}
-	window      int
-	outstanding int // credit issued and not yet used
-	reserved    int // tokens taken for the next window
-	received    prometheus.Counter
-	unsettled   prometheus.Gauge
-	release     func()
-}
-
-func (b *Broker) newLink(r *amqp.Receiver, queue string) *Link {
-	l := &Link{
-		rcv:       r,
-		queue:     queue,
-		tokens:    make(chan struct{}, b.cfg.Credit),
-		window:    max(1, b.cfg.Credit/4),
-		received:  b.m.received.WithLabelValues(queue),
-		unsettled: b.m.unsettled,
-	}
-	l.release = func() {
-		<-l.tokens
-		l.unsettled.Dec()
-	}
-	return l
-}
-
-// Next returns the next message, waiting for it as long as ctx allows.
-// Credit is issued a window at a time, once the previous window has fully
-// arrived and enough earlier messages are settled (see Broker).
-func (l *Link) Next(ctx context.Context) (*amqp.Message, error) {
-	if l.outstanding == 0 {
-		// Tokens taken before ctx ended stay reserved for the next call.
-		for l.reserved < l.window {
-			select {
-			case l.tokens <- struct{}{}:
-				l.reserved++
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err // the select may pick a token over a done ctx
-		}
-		if err := l.rcv.IssueCredit(uint32(l.window)); err != nil {
-			return nil, fmt.Errorf("issue credit on %q: %w", l.queue, err)
-		}
-		l.outstanding, l.reserved = l.window, 0
-	}
-	msg, err := l.rcv.Receive(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
-	l.took()
-	return msg, nil
-}
-
-// Prefetched returns a message that has already arrived, or nil at once.
-func (l *Link) Prefetched() *amqp.Message {
-	if l.outstanding == 0 {
-		return nil
-	}
-	msg := l.rcv.Prefetched()
-	if msg != nil {
-		l.took()
-	}
-	return msg
-}
-
-func (l *Link) took() {
-	l.outstanding--
-	l.received.Inc()
-	l.unsettled.Inc()
 }
 
 func (b *Broker) dial(ctx context.Context) (*amqp.Conn, error) {
@@ -371,13 +280,7 @@ func (b *Broker) closeConn(conn *amqp.Conn) {
 		b.conn = nil
 	}
 	b.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	done := make(chan struct{})
-	go func() { _ = conn.Close(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
+	if !CloseConn(conn, 5*time.Second) {
 		b.log.Debug("closing broker connection timed out")
 	}
 }

@@ -2,7 +2,6 @@ package consumer_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -10,35 +9,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cmdtrack/cmdtrack/consumer"
+	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/internal/simulate"
 	"github.com/cmdtrack/cmdtrack/internal/testenv"
+	"github.com/cmdtrack/cmdtrack/pipeline"
 )
-
-// BenchmarkDecodeItem decodes realistic notification bodies (the simulator's
-// seed-000 shape, a tenth with the API reference's misspelt resource) into
-// store items, as the worker does for every message.
-func BenchmarkDecodeItem(b *testing.B) {
-	s := simulate.Generate(simulate.Config{Commands: 500, Seed: 3})
-	bodies := make([][]byte, len(s.Messages))
-	var size int
-	for i, m := range s.Messages {
-		bodies[i] = m.Body
-		size += len(m.Body)
-	}
-	b.SetBytes(int64(size / len(bodies)))
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		it := consumer.DecodeItem(bodies[i], "amqp:DefaultQueue", 1<<20)
-		if it.Notification == nil {
-			b.Fatalf("not decoded: %+v", it.DeadLetter)
-		}
-		i++
-		if i == len(bodies) {
-			i = 0
-		}
-	}
-}
 
 // BenchmarkConsumerDrain runs the whole pipeline in process (broker ->
 // decode and batch -> store.Apply -> accept) against the test broker and
@@ -56,23 +31,22 @@ func BenchmarkConsumerDrain(b *testing.B) {
 		q := testenv.Queue(b)
 		testenv.NewPublisher(b, q).SendAll(b, msgs)
 		reg := prometheus.NewRegistry()
-		log := slog.New(slog.NewTextHandler(io.Discard, nil))
-		m := consumer.NewMetrics(reg)
+		log := slog.New(slog.DiscardHandler)
 		br, err := consumer.NewBroker(consumer.BrokerConfig{
-			URL: testenv.AMQPURL(b), Queues: []string{q}, Credit: 256,
+			URL: testenv.AMQPURL(b), Queues: []string{q}, Credit: 256, Limits: ingest.Limits{MaxBodyBytes: 1 << 20},
 			IdleTimeout: 8 * time.Second, DialTimeout: 10 * time.Second,
 			ReconnectMin: 100 * time.Millisecond, ReconnectMax: time.Second,
-		}, log, m)
+		}, log, consumer.NewMetrics(reg))
 		if err != nil {
 			b.Fatal(err)
 		}
-		c := consumer.New(br, st, consumer.BatchConfig{Size: 256, Wait: 20 * time.Millisecond, MaxBodyBytes: 1 << 20,
-			RetryMin: 50 * time.Millisecond, RetryMax: time.Second}, log, m)
+		p := pipeline.New(st, pipeline.Config{BatchSize: 256, BatchWait: 20 * time.Millisecond,
+			RetryMin: 50 * time.Millisecond, RetryMax: time.Second}, log, pipeline.NewMetrics(reg))
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
 		b.StartTimer()
 		start := time.Now()
-		go func() { errc <- c.Run(ctx, 10*time.Second) }()
+		go func() { errc <- p.Run(ctx, 10*time.Second, br) }()
 		deadline := time.Now().Add(5 * time.Minute)
 		for settled(b, reg) < len(msgs) {
 			if time.Now().After(deadline) {
@@ -86,6 +60,9 @@ func BenchmarkConsumerDrain(b *testing.B) {
 		if err := <-errc; err != nil {
 			b.Fatal(err)
 		}
+		closeCtx, cancelClose := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = br.Close(closeCtx)
+		cancelClose()
 		b.ReportMetric(float64(len(msgs))/elapsed.Seconds(), "msgs/s")
 	}
 }

@@ -2,7 +2,6 @@ package consumer_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -13,8 +12,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/consumer"
+	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/internal/simulate"
 	"github.com/cmdtrack/cmdtrack/internal/testenv"
+	"github.com/cmdtrack/cmdtrack/pipeline"
 	"github.com/cmdtrack/cmdtrack/store"
 )
 
@@ -35,34 +36,41 @@ func testLogger(t *testing.T) *slog.Logger {
 	if os.Getenv("CMDTRACK_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	return slog.New(slog.DiscardHandler)
 }
 
-// start runs a consumer on the fixture's queue until the test ends, and
-// returns a function that stops it and returns Run's error.
-func (f *fixture) start(t *testing.T, batch consumer.BatchConfig, credit int) (stop func() error) {
+// start runs the AMQP source and the pipeline on the fixture's queue until
+// the test ends, and returns a function that stops them and returns the
+// pipeline's error.
+func (f *fixture) start(t *testing.T, cfg pipeline.Config, credit, maxBody int) (stop func() error) {
 	t.Helper()
 	log := testLogger(t)
-	m := consumer.NewMetrics(nil)
+	if maxBody == 0 {
+		maxBody = 1 << 20
+	}
 	b, err := consumer.NewBroker(consumer.BrokerConfig{
 		URL: testenv.AMQPURL(t), Queues: []string{f.queue}, Credit: credit,
+		Limits:      ingest.Limits{MaxBodyBytes: maxBody},
 		IdleTimeout: 8 * time.Second, DialTimeout: 10 * time.Second,
 		ReconnectMin: 100 * time.Millisecond, ReconnectMax: time.Second,
-	}, log, m)
+	}, log, consumer.NewMetrics(nil))
 	require.NoError(t, err)
-	if batch.Size == 0 {
-		batch = consumer.BatchConfig{Size: 256, Wait: 20 * time.Millisecond}
+	if cfg.BatchSize == 0 {
+		cfg = pipeline.Config{BatchSize: 256, BatchWait: 20 * time.Millisecond}
 	}
-	if batch.MaxBodyBytes == 0 {
-		batch.MaxBodyBytes = 1 << 20
+	if cfg.RetryMin == 0 {
+		cfg.RetryMin, cfg.RetryMax = 50*time.Millisecond, time.Second
 	}
-	if batch.RetryMin == 0 {
-		batch.RetryMin, batch.RetryMax = 50*time.Millisecond, time.Second
-	}
-	c := consumer.New(b, f.st, batch, log, m)
+	p := pipeline.New(f.st, cfg, log, pipeline.NewMetrics(nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- c.Run(ctx, 10*time.Second) }()
+	go func() {
+		err := p.Run(ctx, 10*time.Second, b)
+		closeCtx, cancelClose := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancelClose()
+		_ = b.Close(closeCtx)
+		errc <- err
+	}()
 	stopped := false
 	stop = func() error {
 		if stopped {
@@ -102,7 +110,7 @@ func TestEndToEnd(t *testing.T) {
 	f.pub.SendAll(t, bodies(s))
 
 	start := time.Now()
-	stop := f.start(t, consumer.BatchConfig{}, 256)
+	stop := f.start(t, pipeline.Config{}, 256, 0)
 	testenv.WaitStored(t, f.st.Pool(), s, 2*time.Minute)
 	elapsed := time.Since(start)
 	require.NoError(t, stop())
@@ -147,7 +155,7 @@ func TestHostileInput(t *testing.T) {
 	for _, c := range cases {
 		f.pub.SendMessage(t, c.msg)
 	}
-	stop := f.start(t, consumer.BatchConfig{Size: 4, Wait: 10 * time.Millisecond, MaxBodyBytes: 4096}, 16)
+	stop := f.start(t, pipeline.Config{BatchSize: 4, BatchWait: 10 * time.Millisecond}, 16, 4096)
 	wantDead := 0
 	for _, c := range cases {
 		if c.class != "" && c.class != "skipped" {

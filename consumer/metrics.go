@@ -2,22 +2,14 @@ package consumer
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// Metrics are the consumer's Prometheus series. They are registered on the
+// Metrics are the AMQP source's Prometheus series. They are registered on the
 // Registerer given to NewMetrics, never on the global registry.
 type Metrics struct {
-	received       *prometheus.CounterVec
-	applied        prometheus.Counter
-	skipped        prometheus.Counter
-	deadLettered   *prometheus.CounterVec
-	batches        prometheus.Counter
-	batchSize      prometheus.Histogram
-	applySeconds   prometheus.Histogram
-	lag            prometheus.Histogram
-	unsettled      prometheus.Gauge
-	connected      prometheus.Gauge
-	reconnects     prometheus.Counter
-	dbErrors       *prometheus.CounterVec
-	settleFailures prometheus.Counter
+	received   *prometheus.CounterVec
+	unsettled  prometheus.Gauge
+	connected  prometheus.Gauge
+	reconnects prometheus.Counter
+	outages    prometheus.Counter
 }
 
 // NewMetrics creates the series and registers them on reg (nil: unregistered,
@@ -27,30 +19,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cmdtrack_messages_received_total", Help: "Messages received from the broker, by queue.",
 		}, []string{"queue"}),
-		applied: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cmdtrack_messages_applied_total", Help: "Command status notifications stored and settled.",
-		}),
-		skipped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cmdtrack_messages_skipped_total", Help: "Notifications of other resources, settled without storing.",
-		}),
-		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "cmdtrack_messages_dead_lettered_total", Help: "Messages stored as dead letters and settled, by reason class.",
-		}, []string{"class"}),
-		batches: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cmdtrack_batches_total", Help: "Batches committed and settled.",
-		}),
-		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "cmdtrack_batch_size", Help: "Messages per committed batch.",
-			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
-		}),
-		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "cmdtrack_apply_duration_seconds", Help: "Time to write one batch to PostgreSQL (successful attempts).",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
-		}),
-		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "cmdtrack_event_lag_seconds", Help: "Time from a notification's event_time to its settlement.",
-			Buckets: prometheus.ExponentialBuckets(0.005, 4, 12),
-		}),
 		unsettled: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cmdtrack_messages_unsettled", Help: "Messages received and not yet settled or given back.",
 		}),
@@ -60,16 +28,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cmdtrack_broker_reconnects_total", Help: "Broker connections lost or failed to open.",
 		}),
-		dbErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "cmdtrack_database_errors_total", Help: "Failed batch writes, by error class.",
-		}, []string{"class"}),
-		settleFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cmdtrack_settle_failures_total", Help: "Stored messages whose accept could not be sent (they are redelivered).",
+		outages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cmdtrack_broker_outages_total", Help: "Times the broker connection was lost (one per outage, however many re-dials it took).",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.received, m.applied, m.skipped, m.deadLettered, m.batches, m.batchSize,
-			m.applySeconds, m.lag, m.unsettled, m.connected, m.reconnects, m.dbErrors, m.settleFailures)
+		reg.MustRegister(m.received, m.unsettled, m.connected, m.reconnects, m.outages)
 	}
 	return m
 }

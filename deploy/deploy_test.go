@@ -2,7 +2,10 @@
 // and .dockerignore, docker-compose.yml, the systemd units, the Kubernetes
 // manifests and the Grafana dashboard, against each other and against the
 // code (the CMDTRACK_* variables `cmdtrack -h` prints, the metrics defined in
-// consumer/metrics.go).
+// consumer/metrics.go and pipeline/metrics.go).
+//
+// It is a module of its own so that Kubernetes', Compose's and Moby's
+// packages stay out of the service's go.mod (and its Docker build).
 package deploy_test
 
 import (
@@ -21,7 +24,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,6 +40,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
+
+	"github.com/cmdtrack/cmdtrack/internal/testenv"
 )
 
 // repoRoot is the module root, seen from this package's directory.
@@ -79,30 +83,12 @@ type envVar struct {
 	Default  string
 }
 
-// cmdtrackBinary builds ./cmd/cmdtrack once for all tests.
-var cmdtrackBinary = sync.OnceValues(func() (string, error) {
-	bin := filepath.Join(tmpDir, "cmdtrack")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/cmdtrack")
-	cmd.Dir = repoRoot
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/cmdtrack: %v\n%s", err, out)
-	}
-	return bin, nil
-})
-
 // simPublishFlags are the flags `iotda-sim publish -h` lists.
-var simPublishFlags = sync.OnceValues(func() (map[string]bool, error) {
-	bin := filepath.Join(tmpDir, "iotda-sim")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/iotda-sim")
-	cmd.Dir = repoRoot
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build ./cmd/iotda-sim: %v\n%s", err, out)
-	}
+func simPublishFlags(t *testing.T) (map[string]bool, error) {
+	bin := testenv.Build(t, "cmd/iotda-sim")
 	out, err := exec.Command(bin, "publish", "-h").CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("iotda-sim publish -h: %v\n%s", err, out)
+		return nil, fmt.Errorf("iotda-sim publish -h: %w\n%s", err, out)
 	}
 	flags := map[string]bool{}
 	for _, m := range regexp.MustCompile(`(?m)^\s+-([a-z][a-z0-9-]*)\b`).FindAllStringSubmatch(string(out), -1) {
@@ -112,18 +98,15 @@ var simPublishFlags = sync.OnceValues(func() (map[string]bool, error) {
 		return nil, fmt.Errorf("no flags found in iotda-sim publish -h:\n%s", out)
 	}
 	return flags, nil
-})
+}
 
 // knownVars parses the table `cmdtrack -h` prints (tabwriter columns under
 // the VARIABLE, DEFAULT and DESCRIPTION headings).
-var knownVars = sync.OnceValues(func() (map[string]envVar, error) {
-	bin, err := cmdtrackBinary()
-	if err != nil {
-		return nil, err
-	}
+func knownVars(t *testing.T) (map[string]envVar, error) {
+	bin := testenv.Build(t, "cmd/cmdtrack")
 	out, err := exec.Command(bin, "-h").Output()
 	if err != nil {
-		return nil, fmt.Errorf("cmdtrack -h: %v", err)
+		return nil, fmt.Errorf("cmdtrack -h: %w", err)
 	}
 	vars := map[string]envVar{}
 	defCol, descCol := -1, -1
@@ -146,11 +129,11 @@ var knownVars = sync.OnceValues(func() (map[string]envVar, error) {
 		return nil, fmt.Errorf("could not parse the variables in cmdtrack -h:\n%s", out)
 	}
 	return vars, nil
-})
+}
 
 func vars(t *testing.T) map[string]envVar {
 	t.Helper()
-	v, err := knownVars()
+	v, err := knownVars(t)
 	require.NoError(t, err)
 	return v
 }
@@ -168,7 +151,7 @@ func requireKnownVars(t *testing.T, where string, names []string) {
 }
 
 // requireCompleteConfig checks that env has every required variable and is
-// consistent the way daemon.Config.validate demands.
+// consistent the way cmd/cmdtrack's Config.validate demands.
 func requireCompleteConfig(t *testing.T, where string, env map[string]string) {
 	t.Helper()
 	for name, v := range vars(t) {
@@ -321,7 +304,7 @@ func TestDockerfile(t *testing.T) {
 	require.NotEmpty(t, buildRun, "a RUN with go build in the first stage")
 	require.Contains(t, buildRun, "CGO_ENABLED=0")
 	require.Contains(t, buildRun, "-trimpath")
-	require.Regexp(t, `-ldflags "-s -w -X github\.com/cmdtrack/cmdtrack/daemon\.Version=\$\{?VERSION\}?"`, buildRun)
+	require.Regexp(t, `-ldflags "-s -w -X main\.Version=\$\{?VERSION\}?"`, buildRun)
 	for _, pkg := range regexp.MustCompile(`\./cmd/[a-z0-9-]+`).FindAllString(buildRun, -1) {
 		_, err := os.Stat(filepath.Join(repoRoot, pkg, "main.go"))
 		require.NoErrorf(t, err, "the Dockerfile builds %s", pkg)
@@ -505,7 +488,7 @@ func TestCompose(t *testing.T) {
 		require.Truef(t, strings.HasPrefix(args[i], "-"), "loadgen argument %q is not a flag", args[i])
 		flags[strings.TrimLeft(args[i], "-")] = args[i+1]
 	}
-	simFlags, err := simPublishFlags()
+	simFlags, err := simPublishFlags(t)
 	require.NoError(t, err)
 	for f := range flags {
 		require.Truef(t, simFlags[f], "loadgen passes -%s, which `iotda-sim publish -h` does not list", f)
@@ -706,8 +689,7 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 		t.Log("systemd-analyze not installed: only the parse checks in TestSystemdUnit apply")
 		return
 	}
-	bin, err := cmdtrackBinary()
-	require.NoError(t, err)
+	bin := testenv.Build(t, "cmd/cmdtrack")
 	dir := t.TempDir()
 	var units []string
 	for _, name := range []string{"cmdtrack.service", "cmdtrack-migrate.service"} {
@@ -1020,10 +1002,16 @@ type metricDef struct {
 	labels []string
 }
 
-// definedMetrics reads the metric definitions from consumer/metrics.go.
+// metricSources are the files that define cmdtrack's metrics.
+var metricSources = []string{"consumer/metrics.go", "pipeline/metrics.go"}
+
+// definedMetrics reads the metric definitions from metricSources.
 func definedMetrics(t *testing.T) map[string]metricDef {
 	t.Helper()
-	src := string(readFile(t, "consumer/metrics.go"))
+	var src string
+	for _, f := range metricSources {
+		src += string(readFile(t, f))
+	}
 	re := regexp.MustCompile(`prometheus\.New(\w+)\(prometheus\.\w+Opts\{\s*Name:\s*"(cmdtrack_[a-z0-9_]+)"[^}]*\}(?:,\s*\[\]string\{([^}]*)\})?`)
 	defs := map[string]metricDef{}
 	for _, m := range re.FindAllStringSubmatch(src, -1) {
@@ -1036,7 +1024,7 @@ func definedMetrics(t *testing.T) map[string]metricDef {
 		defs[m[2]] = metricDef{kind: m[1], labels: lbls}
 	}
 	// Cross-check the regexp against a plain count of Name: fields.
-	require.Len(t, defs, strings.Count(src, `Name: "cmdtrack_`), "every metric in consumer/metrics.go was parsed")
+	require.Len(t, defs, strings.Count(src, `Name: "cmdtrack_`), "every metric in %v was parsed", metricSources)
 	require.GreaterOrEqual(t, len(defs), 10)
 	return defs
 }
@@ -1140,7 +1128,7 @@ func TestGrafanaDashboard(t *testing.T) {
 					}
 				}
 				def, ok := defs[base]
-				require.Truef(t, ok, "%s uses %s, which consumer/metrics.go does not define", where, name)
+				require.Truef(t, ok, "%s uses %s, which %v do not define", where, name, metricSources)
 				histogram := strings.HasPrefix(def.kind, "Histogram")
 				require.Equalf(t, histogram, suffix != "", "%s: %s (a %s) must be used with _bucket/_sum/_count exactly when it is a histogram", where, name, def.kind)
 				if strings.HasPrefix(def.kind, "Counter") {

@@ -19,13 +19,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cmdtrack/cmdtrack/consumer"
-	"github.com/cmdtrack/cmdtrack/store"
+	"github.com/cmdtrack/cmdtrack/ingest"
 )
 
-// Submitter stores an item and reports its outcome; *consumer.Consumer is one.
+// Submitter stores an item and says what became of it, or why it was not
+// stored; *pipeline.Inbox is one.
 type Submitter interface {
-	Submit(ctx context.Context, it store.Item) (consumer.Outcome, error)
+	Submit(ctx context.Context, it ingest.Item) (ingest.Result, error)
 }
 
 // Config configures the listener.
@@ -36,15 +36,14 @@ type Config struct {
 	// ClientCAFile, when set, requires client certificates signed by it.
 	ClientCAFile string
 	// Token, when set, must be presented as "Authorization: Bearer <token>".
-	Token        string
-	MaxBodyBytes int
+	Token string
+	// Limits are what a push may be; larger bodies are answered 413 unread.
+	Limits ingest.Limits
 	// Wait bounds how long a request waits for its commit before 503.
 	Wait time.Duration
 	// MaxInFlight bounds the pushes read and waiting at once (each may hold
-	// up to MaxBodyBytes); past it, pushes are answered 503 at once.
+	// up to Limits.MaxBodyBytes); past it, pushes are answered 503 at once.
 	MaxInFlight int
-	// Decode turns a body into what must be stored (consumer.DecodeItem).
-	Decode func(body []byte) store.Item
 }
 
 // Server is the push receiver.
@@ -156,17 +155,17 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many pushes in flight; retry", http.StatusServiceUnavailable)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxBodyBytes)))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(s.cfg.Limits.MaxBodyBytes)))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			http.Error(w, fmt.Sprintf("body larger than %d bytes", s.cfg.MaxBodyBytes), http.StatusRequestEntityTooLarge)
+			http.Error(w, fmt.Sprintf("body larger than %d bytes", s.cfg.Limits.MaxBodyBytes), http.StatusRequestEntityTooLarge)
 			return
 		}
 		http.Error(w, "could not read the body", http.StatusBadRequest)
 		return
 	}
-	it := s.cfg.Decode(body)
+	it := ingest.Classify(body, "http", time.Now(), s.cfg.Limits)
 	if it.DeadLetter != nil {
 		// What helps find the sender of a bad push later.
 		it.DeadLetter.Properties = map[string]string{
@@ -176,14 +175,14 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Wait)
 	defer cancel()
-	out, err := s.sub.Submit(ctx, it)
-	if err != nil || !out.Stored {
+	res, err := s.sub.Submit(ctx, it)
+	if err != nil {
 		// Not stored: the platform should push it again later.
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "not stored yet; retry", http.StatusServiceUnavailable)
 		return
 	}
-	if dl := out.Item.DeadLetter; dl != nil {
+	if dl := res.DeadLetter; res.Outcome == ingest.DeadLettered {
 		// Stored as a dead letter: retrying will not help.
 		http.Error(w, string(dl.Class)+": "+shorten(dl.Reason, 200), http.StatusBadRequest)
 		return

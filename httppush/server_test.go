@@ -2,7 +2,6 @@ package httppush_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -11,25 +10,24 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/cmdtrack/cmdtrack/consumer"
 	"github.com/cmdtrack/cmdtrack/httppush"
-	"github.com/cmdtrack/cmdtrack/store"
+	"github.com/cmdtrack/cmdtrack/ingest"
 )
 
 // gate is a Submitter that holds every submission until released; the
 // pipeline behind it is tested end to end in cmd/cmdtrack.
 type gate struct{ entered, release chan struct{} }
 
-func (g gate) Submit(ctx context.Context, it store.Item) (consumer.Outcome, error) {
+func (g gate) Submit(ctx context.Context, it ingest.Item) (ingest.Result, error) {
 	select {
 	case g.entered <- struct{}{}:
 	default:
 	}
 	select {
 	case <-g.release:
-		return consumer.Outcome{Stored: true, Item: it}, nil
+		return it.Result(), nil
 	case <-ctx.Done():
-		return consumer.Outcome{}, ctx.Err()
+		return ingest.Result{}, ctx.Err()
 	}
 }
 
@@ -39,16 +37,15 @@ func TestInFlightBound(t *testing.T) {
 	t.Parallel()
 	g := gate{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	srv, err := httppush.Listen(httppush.Config{
-		Addr: "127.0.0.1:0", Token: "tok", MaxBodyBytes: 1024, Wait: 10 * time.Second, MaxInFlight: 1,
-		Decode: func(body []byte) store.Item { return store.Item{Source: "http"} },
-	}, g, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		Addr: "127.0.0.1:0", Token: "tok", Limits: ingest.Limits{MaxBodyBytes: 1024}, Wait: 10 * time.Second, MaxInFlight: 1,
+	}, g, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = srv.Serve(ctx, time.Second) }()
 
 	post := func(auth string) int {
-		req, _ := http.NewRequest(http.MethodPost, "http://"+srv.Addr()+"/", strings.NewReader(`{}`))
+		req, _ := http.NewRequest(http.MethodPost, "http://"+srv.Addr()+"/", strings.NewReader(`{"resource":"device.status","event":"update"}`))
 		req.Header.Set("Authorization", auth)
 		resp, err := http.DefaultClient.Do(req)
 		require.NoError(t, err)

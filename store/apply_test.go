@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/internal/testenv"
 	"github.com/cmdtrack/cmdtrack/notification"
 	"github.com/cmdtrack/cmdtrack/store"
@@ -58,6 +59,15 @@ func readRow(t *testing.T, st *store.Store, id string) row {
 	}
 	r.LastEventTime = r.LastEventTime.UTC()
 	return r
+}
+
+// apply stores items and returns what became of them.
+func apply(t *testing.T, st *store.Store, items []ingest.Item) []ingest.Result {
+	t.Helper()
+	res, err := st.Apply(context.Background(), items)
+	require.NoError(t, err)
+	require.Len(t, res, len(items))
+	return res
 }
 
 func count(t *testing.T, st *store.Store, query string, args ...any) int {
@@ -197,11 +207,11 @@ func TestMergeOrderIndependent(t *testing.T) {
 			rng.Shuffle(len(notes), func(i, j int) { notes[i], notes[j] = notes[j], notes[i] })
 			for len(notes) > 0 {
 				k := 1 + rng.IntN(len(notes))
-				items := make([]store.Item, k)
+				items := make([]ingest.Item, k)
 				for i := range k {
-					items[i] = store.Item{Source: "test", Notification: &notes[i]}
+					items[i] = ingest.Item{Source: "test", Notification: &notes[i]}
 				}
-				require.NoError(t, st.Apply(ctx, items))
+				apply(t, st, items)
 				notes = notes[k:]
 			}
 
@@ -247,15 +257,14 @@ func withID(notes []notification.Notification, id string) []notification.Notific
 func TestStatusNeverMovesBack(t *testing.T) {
 	t.Parallel()
 	st := setup(t)
-	ctx := context.Background()
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	n := func(s notification.Status, sec int) store.Item {
-		return store.Item{Source: "test", Notification: &notification.Notification{
+	n := func(s notification.Status, sec int) ingest.Item {
+		return ingest.Item{Source: "test", Notification: &notification.Notification{
 			CommandID: "c1", Status: s, EventTime: at.Add(time.Duration(sec) * time.Second), Payload: []byte(`{}`)}}
 	}
-	require.NoError(t, st.Apply(ctx, []store.Item{n(notification.Successful, 10)}))
+	apply(t, st, []ingest.Item{n(notification.Successful, 10)})
 	// A later event time does not lift a lower rank over a higher one.
-	require.NoError(t, st.Apply(ctx, []store.Item{n(notification.Sent, 20), n(notification.Pending, 30)}))
+	apply(t, st, []ingest.Item{n(notification.Sent, 20), n(notification.Pending, 30)})
 	r := readRow(t, st, "c1")
 	require.Equal(t, "SUCCESSFUL", r.Status)
 	require.Equal(t, at.Add(10*time.Second), r.LastEventTime)
@@ -270,19 +279,26 @@ func TestDataErrorPoisonsOnlyItsMessage(t *testing.T) {
 	st := setup(t)
 	ctx := context.Background()
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	var items []store.Item
+	var items []ingest.Item
 	for i := range 9 {
 		payload := []byte(`{"ok":true}`)
 		if i == 4 {
 			payload = []byte(`{"bad":"\ud800"}`) // lone surrogate: jsonb refuses it
 		}
-		items = append(items, store.Item{Source: "test", Notification: &notification.Notification{
+		items = append(items, ingest.Item{Source: "test", Notification: &notification.Notification{
 			CommandID: fmt.Sprintf("c%d", i), Status: notification.Sent, EventTime: at, Payload: payload}})
 	}
-	require.NoError(t, st.Apply(ctx, items))
+	res := apply(t, st, items)
 	require.Equal(t, 8, count(t, st, `SELECT count(*) FROM device_commands`))
-	require.Nil(t, items[4].Notification)
-	require.Equal(t, notification.ClassRejected, items[4].DeadLetter.Class)
+	for i, r := range res {
+		if i == 4 {
+			require.Equal(t, ingest.DeadLettered, r.Outcome)
+			require.Equal(t, notification.ClassRejected, r.DeadLetter.Class)
+			continue
+		}
+		require.Equal(t, ingest.Applied, r.Outcome, "item %d", i)
+	}
+	require.NotNil(t, items[4].Notification, "Apply leaves its input alone")
 	var reason string
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT reason FROM dead_letters WHERE reason_class = 'rejected_by_database'`).Scan(&reason))
 	require.Contains(t, reason, "invalid input syntax for type json")
@@ -292,14 +308,13 @@ func TestDataErrorPoisonsOnlyItsMessage(t *testing.T) {
 func TestDeadLettersAreIdempotent(t *testing.T) {
 	t.Parallel()
 	st := setup(t)
-	ctx := context.Background()
-	dl := func() store.Item {
-		return store.Item{Source: "test", DeadLetter: &store.DeadLetter{
+	dl := func() ingest.Item {
+		return ingest.Item{Source: "test", DeadLetter: &ingest.DeadLetter{
 			Class: notification.ClassInvalidJSON, Reason: "bad", Body: []byte("{nope"),
 			Properties: map[string]string{"message_id": "m\x00\xff1"}}}
 	}
-	require.NoError(t, st.Apply(ctx, []store.Item{dl(), dl()}))
-	require.NoError(t, st.Apply(ctx, []store.Item{dl()}))
+	apply(t, st, []ingest.Item{dl(), dl()})
+	apply(t, st, []ingest.Item{dl()})
 	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM dead_letters`))
 }
 
@@ -310,20 +325,19 @@ func TestDeadLettersAreIdempotent(t *testing.T) {
 func TestReceiptTimedRedelivery(t *testing.T) {
 	t.Parallel()
 	st := setup(t)
-	ctx := context.Background()
 	t0 := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
-	legacy := func(code string, at time.Time) store.Item {
+	legacy := func(code string, at time.Time) ingest.Item {
 		body := []byte(`{"deviceId":"d","commandId":"legacy-1","result":{"resultCode":"` + code + `"}}`)
 		n, err := notification.DecodeAt(body, at)
 		require.NoError(t, err)
-		return store.Item{Source: "http", Notification: &n}
+		return ingest.Item{Source: "http", Notification: &n}
 	}
-	require.NoError(t, st.Apply(ctx, []store.Item{legacy("TIMEOUT", t0)}))
-	require.NoError(t, st.Apply(ctx, []store.Item{legacy("SUCCESS", t0.Add(time.Minute))}))
+	apply(t, st, []ingest.Item{legacy("TIMEOUT", t0)})
+	apply(t, st, []ingest.Item{legacy("SUCCESS", t0.Add(time.Minute))})
 	before := readRow(t, st, "legacy-1")
 	require.Equal(t, "SUCCESSFUL", before.Status)
-	require.NoError(t, st.Apply(ctx, []store.Item{legacy("TIMEOUT", t0.Add(time.Hour))}))
-	require.NoError(t, st.Apply(ctx, []store.Item{legacy("SUCCESS", t0.Add(2*time.Hour))}))
+	apply(t, st, []ingest.Item{legacy("TIMEOUT", t0.Add(time.Hour))})
+	apply(t, st, []ingest.Item{legacy("SUCCESS", t0.Add(2*time.Hour))})
 	require.Equal(t, before, readRow(t, st, "legacy-1"))
 	require.Equal(t, 2, count(t, st, `SELECT count(*) FROM device_command_events`))
 }
@@ -332,7 +346,7 @@ func TestReceiptTimedRedelivery(t *testing.T) {
 func TestEmptyDeadLetterBody(t *testing.T) {
 	t.Parallel()
 	st := setup(t)
-	require.NoError(t, st.Apply(context.Background(), []store.Item{{Source: "test",
-		DeadLetter: &store.DeadLetter{Class: notification.ClassEmpty, Reason: "empty body"}}}))
+	apply(t, st, []ingest.Item{{Source: "test",
+		DeadLetter: &ingest.DeadLetter{Class: notification.ClassEmpty, Reason: "empty body"}}})
 	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM dead_letters WHERE body = ''`))
 }

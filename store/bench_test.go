@@ -5,23 +5,23 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/internal/simulate"
 	"github.com/cmdtrack/cmdtrack/internal/testenv"
 	"github.com/cmdtrack/cmdtrack/notification"
-	"github.com/cmdtrack/cmdtrack/store"
 )
 
 // benchItems decodes a realistic stream (out of order, duplicates, a little
 // poison) of n messages into what the consumer hands to Apply.
-func benchItems(tb testing.TB, n int) []store.Item {
+func benchItems(tb testing.TB, n int) []ingest.Item {
 	tb.Helper()
 	s := simulate.GenerateN(simulate.Config{Seed: 99, OutOfOrder: 0.1, Duplicate: 0.02, Poison: 0.001}, n)
-	items := make([]store.Item, len(s.Messages))
+	items := make([]ingest.Item, len(s.Messages))
 	for i, m := range s.Messages {
 		items[i].Source = "amqp:bench"
 		note, err := notification.Decode(m.Body)
 		if err != nil {
-			items[i].DeadLetter = &store.DeadLetter{Class: notification.ClassInvalidJSON, Reason: err.Error(), Body: m.Body}
+			items[i].DeadLetter = &ingest.DeadLetter{Class: notification.ClassInvalidJSON, Reason: err.Error(), Body: m.Body}
 			continue
 		}
 		items[i].Notification = &note
@@ -42,7 +42,7 @@ func BenchmarkApply(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {
-				if err := st.Apply(ctx, items[i*size:(i+1)*size]); err != nil {
+				if _, err := st.Apply(ctx, items[i*size:(i+1)*size]); err != nil {
 					b.Fatal(err)
 				}
 			}

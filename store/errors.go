@@ -9,63 +9,89 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// ErrorClass names the kind of a database error for metrics and logs:
-// "data" (a value PostgreSQL rejects: the message is at fault), "connection",
-// "serialization", "deadlock", "shutdown", "resources", "schema", "auth",
-// "canceled" or "other".
-//
-// Only "data" is permanent. Everything else is retried: applying a batch is
-// idempotent, so retrying is safe even when a commit's fate is unknown, and a
-// misconfigured schema or password is an operator's problem that must not
-// turn good messages into dead letters.
-func ErrorClass(err error) string {
+// ErrorClass names the kind of a database error, for metrics, logs and the
+// decision to retry. Only DataError is permanent. Everything else is retried:
+// applying a batch is idempotent, so retrying is safe even when a commit's
+// fate is unknown, and a misconfigured schema or password is an operator's
+// problem that must not turn good messages into dead letters.
+type ErrorClass string
+
+// The error classes.
+const (
+	// DataError: PostgreSQL rejects a value (SQLSTATE classes 22, 23, 54):
+	// the message is at fault, and retrying the same write never succeeds.
+	DataError          ErrorClass = "data"
+	ConnectionError    ErrorClass = "connection"
+	SerializationError ErrorClass = "serialization"
+	DeadlockError      ErrorClass = "deadlock"
+	ShutdownError      ErrorClass = "shutdown" // the server is shutting down (57)
+	ResourcesError     ErrorClass = "resources"
+	SchemaError        ErrorClass = "schema" // a table, column or schema is missing or wrong
+	AuthError          ErrorClass = "auth"
+	CanceledError      ErrorClass = "canceled" // the caller's deadline or cancellation
+	OtherError         ErrorClass = "other"
+)
+
+// ClassifyError says what kind of database error err is ("" for nil).
+func ClassifyError(err error) ErrorClass {
 	if err == nil {
 		return ""
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return "canceled"
+		return CanceledError
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch code := pgErr.Code; {
 		case code == "40001":
-			return "serialization"
+			return SerializationError
 		case code == "40P01":
-			return "deadlock"
+			return DeadlockError
 		case len(code) < 2:
-			return "other"
+			return OtherError
 		default:
 			switch code[:2] {
 			case "22", "23", "54": // data exception, integrity violation, program limit
-				return "data"
+				return DataError
 			case "08":
-				return "connection"
+				return ConnectionError
 			case "57":
-				return "shutdown"
+				return ShutdownError
 			case "53":
-				return "resources"
+				return ResourcesError
 			case "42", "3D", "3F":
-				return "schema"
+				return SchemaError
 			case "28":
-				return "auth"
+				return AuthError
 			}
 		}
-		return "other"
+		return OtherError
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
-		return "connection"
+		return ConnectionError
 	}
 	var connectErr *pgconn.ConnectError
 	if errors.As(err, &connectErr) {
-		return "connection"
+		return ConnectionError
 	}
-	return "other"
+	return OtherError
 }
 
 // IsDataError reports whether err says that a value in what was written is at
 // fault, so that retrying the same write can never succeed.
-func IsDataError(err error) bool { return ErrorClass(err) == "data" }
+func IsDataError(err error) bool { return ClassifyError(err) == DataError }
+
+// Unavailable reports whether err says the database is away, shutting down
+// or short of resources (as opposed to refusing the request): worth waiting
+// for.
+func Unavailable(err error) bool {
+	switch ClassifyError(err) {
+	case ConnectionError, ShutdownError, ResourcesError:
+		return true
+	}
+	return false
+}
 
 // redactedError hides what looks like a password in a connection string that
 // an error message repeats.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/notification"
 )
 
@@ -18,18 +19,18 @@ type ReplayResult struct {
 	StillFailing int // kept, with the decoder's new reason
 }
 
-// Replay feeds every dead letter through decode (normally the current
-// decoder) once. Those that now decode are applied and deleted in the same
+// Replay feeds every dead letter through the current decoder
+// (ingest.Classify, with lim) once, as the message it was. Those that now decode are applied and deleted in the same
 // transaction; those that do not keep their row with the new reason.
 //
 // Each dead letter is handled in its own transaction under FOR UPDATE SKIP
 // LOCKED, so Replay is safe while workers run and while another replay runs.
 // ctx bounds the whole replay; what was done before it ended stays done.
-func (s *Store) Replay(ctx context.Context, decode func(body []byte, source string, receivedAt time.Time) Item) (ReplayResult, error) {
+func (s *Store) Replay(ctx context.Context, lim ingest.Limits) (ReplayResult, error) {
 	var res ReplayResult
 	var lastID int64
 	for {
-		id, outcome, err := s.replayOne(ctx, lastID, decode)
+		id, outcome, err := s.replayOne(ctx, lastID, lim)
 		if err != nil {
 			return res, err
 		}
@@ -56,11 +57,11 @@ const (
 	replayFailing
 )
 
-func (s *Store) replayOne(ctx context.Context, after int64, decode func([]byte, string, time.Time) Item) (int64, replayOutcome, error) {
+func (s *Store) replayOne(ctx context.Context, after int64, lim ingest.Limits) (int64, replayOutcome, error) {
 	var (
 		id      int64
 		outcome replayOutcome
-		retry   *DeadLetter
+		retry   *ingest.DeadLetter
 	)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var source string
@@ -76,12 +77,12 @@ func (s *Store) replayOne(ctx context.Context, after int64, decode func([]byte, 
 		if err != nil {
 			return err
 		}
-		it := decode(body, source, receivedAt)
+		it := ingest.Classify(body, source, receivedAt, lim)
 		b := &pgx.Batch{}
 		switch {
 		case it.Notification != nil:
 			outcome = replayApplied
-			queueWrites(b, []Item{it})
+			queueWrites(b, []ingest.Item{it})
 			b.Queue(`DELETE FROM dead_letters WHERE id = $1`, id)
 		case it.DeadLetter != nil:
 			outcome = replayFailing
@@ -93,7 +94,7 @@ func (s *Store) replayOne(ctx context.Context, after int64, decode func([]byte, 
 		err = tx.SendBatch(ctx, b).Close()
 		if IsDataError(err) && outcome == replayApplied {
 			// Decodes now, but PostgreSQL still refuses it: keep it, saying so.
-			retry = &DeadLetter{Class: notification.ClassRejected, Reason: "PostgreSQL rejected the notification: " + err.Error()}
+			retry = &ingest.DeadLetter{Class: notification.ClassRejected, Reason: "PostgreSQL rejected the notification: " + err.Error()}
 		}
 		return err
 	})
@@ -111,7 +112,7 @@ func (s *Store) replayOne(ctx context.Context, after int64, decode func([]byte, 
 	return id, outcome, nil
 }
 
-func queueFailing(b *pgx.Batch, id int64, d *DeadLetter) {
+func queueFailing(b *pgx.Batch, id int64, d *ingest.DeadLetter) {
 	b.Queue(`UPDATE dead_letters
 		SET reason_class = $2, reason = $3, replay_count = replay_count + 1, last_replay_at = now()
 		WHERE id = $1`, id, string(d.Class), storable(d.Reason))

@@ -14,9 +14,11 @@ import (
 	"os"
 	"time"
 
+	"github.com/Azure/go-amqp"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cmdtrack/cmdtrack/bench/internal/amqpq"
+	"github.com/cmdtrack/cmdtrack/consumer"
 )
 
 const schemaSQL = `
@@ -134,7 +136,7 @@ func run(ctx context.Context, url, queue, dbURL, schema string, n, window int) e
 		var rank int16
 		var known bool
 		b := &note.NotifyData.Body
-		if err := json.Unmarshal(amqpq.Body(m), &note); err != nil || note.Resource == "" || b.CommandID == "" {
+		if err := json.Unmarshal(body(m), &note); err != nil || note.Resource == "" || b.CommandID == "" {
 			skipped++ // a demo would log and drop it
 		} else if rank, known = ranks[b.Status]; !known {
 			skipped++
@@ -170,4 +172,10 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// body is the message's payload, as the worker reads it.
+func body(m *amqp.Message) []byte {
+	b, _ := consumer.MessageBody(m)
+	return b
 }

@@ -7,13 +7,11 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-
-	"github.com/cmdtrack/cmdtrack/daemon"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	code := daemon.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := exitStatus(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
 	stop()
 	os.Exit(code)
 }

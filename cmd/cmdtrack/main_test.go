@@ -17,6 +17,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"math/rand/v2"
 	"net"
@@ -35,8 +36,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/cmdtrack/cmdtrack/consumer"
 	"github.com/cmdtrack/cmdtrack/internal/simulate"
 	"github.com/cmdtrack/cmdtrack/internal/testenv"
+	"github.com/cmdtrack/cmdtrack/pipeline"
 	"github.com/cmdtrack/cmdtrack/store"
 )
 
@@ -90,6 +93,20 @@ func (f *fixture) verify(t *testing.T, s *simulate.Stream) {
 
 func bodies(msgs []simulate.Message) [][]byte { return simulate.Bodies(msgs) }
 
+// metricSum adds up every sample of a series (all label values).
+func metricSum(t *testing.T, w *testenv.Worker, name string) float64 {
+	t.Helper()
+	code, body := w.Get("/metrics")
+	require.Equal(t, 200, code)
+	var sum float64
+	for _, m := range regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(name)+`(?:\{[^}]*\})? (\S+)$`).FindAllStringSubmatch(body, -1) {
+		v, err := strconv.ParseFloat(m[1], 64)
+		require.NoError(t, err)
+		sum += v
+	}
+	return sum
+}
+
 // metric reads one sample from the worker's /metrics (0 if absent).
 func metric(t *testing.T, w *testenv.Worker, series string) float64 {
 	t.Helper()
@@ -126,10 +143,9 @@ func TestWorkerStoresStreamAndStopsOnSIGTERM(t *testing.T) {
 	require.Equal(t, float64(1), metric(t, w, "cmdtrack_broker_connected"))
 
 	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second), w.Output())
-	require.Contains(t, w.Output(), "shutdown requested")
-	require.Contains(t, w.Output(), "stopped cleanly")
-	require.NotContains(t, w.Output(), "level=ERROR")
+	require.Equal(t, 0, w.Wait(20*time.Second), w.Output()) // 0: stopped cleanly
+	require.Equal(t, 1, w.LogCount(pipeline.LogDraining))
+	require.Empty(t, w.LogsAtLeast(slog.LevelError))
 	f.verify(t, s)
 }
 
@@ -200,10 +216,9 @@ func TestBrokerConnectionCut(t *testing.T) {
 	f.waitStored(t, s, time.Minute)
 	w.Signal(syscall.SIGTERM)
 	require.Equal(t, 0, w.Wait(20*time.Second))
-	out := w.Output()
-	require.Equal(t, 1, strings.Count(out, "broker connection lost"), out)
-	require.Equal(t, 1, strings.Count(out, "broker connection restored"), out)
-	require.GreaterOrEqual(t, strings.Count(out, "broker reconnect failed"), 1)
+	require.Equal(t, 1, w.LogCount(consumer.LogConnLost))
+	require.Equal(t, 1, w.LogCount(consumer.LogConnRestored))
+	require.GreaterOrEqual(t, w.LogCount(consumer.LogReconnectFail), 1)
 	f.verify(t, s)
 }
 
@@ -243,7 +258,7 @@ func TestDatabaseOutage(t *testing.T) {
 	w.WaitReady(15 * time.Second)
 	w.Signal(syscall.SIGTERM)
 	require.Equal(t, 0, w.Wait(20*time.Second))
-	require.Contains(t, w.Output(), "database writes recovered")
+	require.GreaterOrEqual(t, w.LogCount(pipeline.LogWriteRecovered), 1)
 	f.verify(t, s) // includes: no good message was dead-lettered
 }
 
@@ -263,14 +278,14 @@ func TestReplicas(t *testing.T) {
 	}
 	f.pub.SendAll(t, bodies(s.Messages))
 	f.waitStored(t, s, 2*time.Minute)
-	for _, w := range workers {
+	for i, w := range workers {
+		require.Zero(t, metric(t, w, `cmdtrack_database_errors_total{class="`+string(store.DeadlockError)+`"}`), "worker %d", i)
+		require.Zero(t, metricSum(t, w, "cmdtrack_database_errors_total"), "worker %d: no write failed", i)
 		w.Signal(syscall.SIGTERM)
 	}
 	for i, w := range workers {
 		require.Equal(t, 0, w.Wait(20*time.Second))
-		out := w.Output()
-		require.NotContains(t, out, "deadlock", "worker %d", i)
-		require.NotContains(t, out, "database write failed", "worker %d", i)
+		require.Zero(t, w.LogCount(pipeline.LogWriteFailed), "worker %d", i)
 	}
 	f.verify(t, s)
 }
@@ -296,7 +311,7 @@ func TestShutdownDuringDatabaseOutage(t *testing.T) {
 	took := time.Since(start)
 	require.Equal(t, 1, code, "an incomplete drain is a failure")
 	require.Less(t, took, 8*time.Second, "grace 2s, plus closing")
-	require.Contains(t, w.Output(), "shutdown grace period of 2s ran out")
+	require.Contains(t, w.Output(), pipeline.ErrGraceRanOut.Error()+" (2s)")
 	require.Zero(t, f.count(t, `SELECT count(*) FROM device_command_events`))
 
 	proxy.Restore(t)

@@ -15,9 +15,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/consumer"
+	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/internal/simulate"
 	"github.com/cmdtrack/cmdtrack/internal/testenv"
-	"github.com/cmdtrack/cmdtrack/store"
 )
 
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -83,14 +83,15 @@ func TestPublishReceiveVerify(t *testing.T) {
 	require.GreaterOrEqual(t, strings.Count(string(sent), "\n"), notes, "one sent-log line per valid message")
 
 	bodies := receiveAll(t, queue, published)
-	items := make([]store.Item, len(bodies))
+	items := make([]ingest.Item, len(bodies))
 	for i, b := range bodies {
-		items[i] = consumer.DecodeItem(b, "test", 1<<20)
+		items[i] = ingest.Classify(b, "test", time.Now(), ingest.Limits{MaxBodyBytes: 1 << 20})
 	}
 	ctx := context.Background()
 	for len(items) > 0 {
 		n := min(256, len(items))
-		require.NoError(t, st.Apply(ctx, items[:n]))
+		_, err := st.Apply(ctx, items[:n])
+		require.NoError(t, err)
 		items = items[n:]
 	}
 	testenv.RequireQueueEmpty(t, queue)
@@ -120,17 +121,10 @@ func receiveAll(t *testing.T, queue string, want int) [][]byte {
 	defer cancel()
 	conn, err := amqp.Dial(ctx, testenv.AMQPURL(t), nil)
 	require.NoError(t, err)
-	defer func() {
-		done := make(chan struct{})
-		go func() { _ = conn.Close(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-		}
-	}()
+	defer consumer.CloseConn(conn, 5*time.Second)
 	sess, err := conn.NewSession(ctx, nil)
 	require.NoError(t, err)
-	r, err := sess.NewReceiver(ctx, queue, &amqp.ReceiverOptions{Credit: -1, SourceDurability: amqp.DurabilityUnsettledState})
+	r, err := sess.NewReceiver(ctx, queue, consumer.ReceiverOptions(queue))
 	require.NoError(t, err)
 	var bodies [][]byte
 	for len(bodies) < want {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/Azure/go-amqp"
 
+	"github.com/cmdtrack/cmdtrack/consumer"
 	"github.com/cmdtrack/cmdtrack/internal/simulate"
 )
 
@@ -160,18 +161,12 @@ func publish(ctx context.Context, p *publishFlags, msgs []simulate.Message, sent
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
-	defer closeWithin(conn, 5*time.Second)
+	defer consumer.CloseConn(conn, 5*time.Second)
 	sess, err := conn.NewSession(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin session: %w", err)
 	}
-	var opts *amqp.SenderOptions
-	if strings.HasPrefix(p.queue, "/queue/") {
-		// RabbitMQ declares /queue/NAME durable and refuses a sender (or
-		// receiver) whose durability does not match.
-		opts = &amqp.SenderOptions{TargetDurability: amqp.DurabilityUnsettledState}
-	}
-	sender, err := sess.NewSender(ctx, p.queue, opts)
+	sender, err := sess.NewSender(ctx, p.queue, consumer.SenderOptions(p.queue))
 	if err != nil {
 		return fmt.Errorf("attach sender to %s: %w", p.queue, err)
 	}
@@ -186,7 +181,7 @@ func publish(ctx context.Context, p *publishFlags, msgs []simulate.Message, sent
 			state, err := r.Wait(ctx)
 			if err == nil {
 				if rej, ok := state.(*amqp.StateRejected); ok {
-					err = fmt.Errorf("broker rejected a message: %v", rej.Error)
+					err = fmt.Errorf("broker rejected a message: %w", rej.Error)
 				}
 			}
 			if err != nil {
@@ -238,16 +233,6 @@ func publish(ctx context.Context, p *publishFlags, msgs []simulate.Message, sent
 		return fmt.Errorf("publish: %w (%d of %d confirmed)", err, confirmed, len(msgs))
 	}
 	return sendErr
-}
-
-// closeWithin closes conn, waiting at most d: a broker may never answer.
-func closeWithin(conn *amqp.Conn, d time.Duration) {
-	done := make(chan struct{})
-	go func() { _ = conn.Close(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(d):
-	}
 }
 
 // distinct counts the distinct valid, poison and foreign bodies among msgs:

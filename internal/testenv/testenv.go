@@ -23,6 +23,7 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/wait"
 
+	"github.com/cmdtrack/cmdtrack/consumer"
 	"github.com/cmdtrack/cmdtrack/store"
 )
 
@@ -56,9 +57,19 @@ var (
 	})
 )
 
+// needServices skips the test under -short (make test/unit, which runs only
+// what needs no service); everywhere else a missing service fails the test.
+func needServices(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs PostgreSQL and an AMQP broker; run without -short (make test)")
+	}
+}
+
 // DatabaseURL returns the URL of a PostgreSQL server for tests.
 func DatabaseURL(t testing.TB) string {
 	t.Helper()
+	needServices(t)
 	u, err := postgresURL()
 	require.NoError(t, err, "no PostgreSQL for tests: %s", howToRun)
 	return u
@@ -67,6 +78,7 @@ func DatabaseURL(t testing.TB) string {
 // AMQPURL returns the URL of an AMQP 1.0 broker (RabbitMQ) for tests.
 func AMQPURL(t testing.TB) string {
 	t.Helper()
+	needServices(t)
 	u, err := brokerURL()
 	require.NoError(t, err, "no AMQP broker for tests: %s", howToRun)
 	return u
@@ -144,14 +156,8 @@ func Queue(t testing.TB) string {
 	addr := "/queue/" + name
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := amqp.Dial(ctx, AMQPURL(t), nil)
-	require.NoError(t, err)
-	defer conn.Close()
-	sess, err := conn.NewSession(ctx, nil)
-	require.NoError(t, err)
-	r, err := sess.NewReceiver(ctx, addr, &amqp.ReceiverOptions{Credit: -1, SourceDurability: amqp.DurabilityUnsettledState})
-	require.NoError(t, err)
-	_ = r // closing the connection detaches it; RabbitMQ may never answer a detach
+	_, detach := attach(ctx, t, addr)
+	detach()
 	t.Cleanup(func() {
 		// Best effort: the queue is empty when a test passes.
 		if path, err := exec.LookPath("rabbitmqctl"); err == nil && os.Getenv(envAMQPURL) != "" {
@@ -159,6 +165,25 @@ func Queue(t testing.TB) string {
 		}
 	})
 	return addr
+}
+
+// attach attaches a receiver to addr (declaring the queue, for /queue/NAME)
+// on a connection of its own; detach closes that connection, which detaches
+// the link (RabbitMQ may never answer a detach of its own).
+func attach(ctx context.Context, t testing.TB, addr string) (r *amqp.Receiver, detach func()) {
+	t.Helper()
+	conn, err := amqp.Dial(ctx, AMQPURL(t), nil)
+	require.NoError(t, err)
+	detach = func() { consumer.CloseConn(conn, 5*time.Second) }
+	sess, err := conn.NewSession(ctx, nil)
+	if err == nil {
+		r, err = sess.NewReceiver(ctx, addr, consumer.ReceiverOptions(addr))
+	}
+	if err != nil {
+		detach()
+	}
+	require.NoError(t, err)
+	return r, detach
 }
 
 // Publisher sends test messages to a queue over one connection.
@@ -177,9 +202,7 @@ func NewPublisher(t testing.TB, addr string) *Publisher {
 	t.Cleanup(func() { _ = conn.Close() })
 	sess, err := conn.NewSession(ctx, nil)
 	require.NoError(t, err)
-	// The durability must match the receiver's, or RabbitMQ refuses the
-	// attach (PRECONDITION_FAILED) for a /queue/NAME address.
-	sender, err := sess.NewSender(ctx, addr, &amqp.SenderOptions{TargetDurability: amqp.DurabilityUnsettledState})
+	sender, err := sess.NewSender(ctx, addr, consumer.SenderOptions(addr))
 	require.NoError(t, err)
 	return &Publisher{conn: conn, sender: sender}
 }
@@ -244,13 +267,8 @@ func RequireQueueEmpty(t testing.TB, addr string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := amqp.Dial(ctx, AMQPURL(t), nil)
-	require.NoError(t, err)
-	defer conn.Close()
-	sess, err := conn.NewSession(ctx, nil)
-	require.NoError(t, err)
-	r, err := sess.NewReceiver(ctx, addr, &amqp.ReceiverOptions{Credit: -1, SourceDurability: amqp.DurabilityUnsettledState})
-	require.NoError(t, err)
+	r, detach := attach(ctx, t, addr)
+	defer detach()
 	require.NoError(t, r.IssueCredit(1))
 	rctx, rcancel := context.WithTimeout(ctx, time.Second)
 	defer rcancel()

@@ -2,12 +2,15 @@ package testenv
 
 import (
 	"bytes"
-	"fmt"
+	"encoding/json"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -16,34 +19,49 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// repoRoot is the main module's root, found from this file's place in it,
+// so that a binary is built the same way from any module's tests.
+var repoRoot = func() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}()
+
 var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	buildMu  sync.Mutex
+	builtDir string
+	built    = map[string]string{}
 )
 
-// Binary builds cmd/cmdtrack once per test binary and returns its path.
-func Binary(t testing.TB) string {
+// Build builds the main module's command pkg (for example "cmd/cmdtrack")
+// once per test binary, with the race detector when the tests have it, and
+// returns the binary's path.
+func Build(t testing.TB, pkg string) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if bin, ok := built[pkg]; ok {
+		return bin
+	}
+	if builtDir == "" {
 		dir, err := os.MkdirTemp("", "cmdtrack-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "cmdtrack")
-		args := []string{"build", "-o", binPath}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		out, err := exec.Command("go", append(args, "github.com/cmdtrack/cmdtrack/cmd/cmdtrack")...).CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	require.NoError(t, buildErr)
-	return binPath
+		require.NoError(t, err)
+		builtDir = dir
+	}
+	bin := filepath.Join(builtDir, filepath.Base(pkg))
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "./"+pkg)...)
+	cmd.Dir = repoRoot
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go build ./%s:\n%s", pkg, out)
+	built[pkg] = bin
+	return bin
 }
+
+// Binary builds cmd/cmdtrack (see Build) and returns its path.
+func Binary(t testing.TB) string { return Build(t, "cmd/cmdtrack") }
 
 // Worker is a cmdtrack process started by a test.
 type Worker struct {
@@ -82,7 +100,7 @@ func StartWorker(t testing.TB, env map[string]string, args ...string) *Worker {
 	require.NoError(t, ln.Close())
 
 	cmd := exec.Command(Binary(t), args...)
-	cmd.Env = append(os.Environ(), "CMDTRACK_OPS_ADDR="+ops, "CMDTRACK_LOG_FORMAT=text", "CMDTRACK_LOG_LEVEL=debug")
+	cmd.Env = append(os.Environ(), "CMDTRACK_OPS_ADDR="+ops, "CMDTRACK_LOG_FORMAT=json", "CMDTRACK_LOG_LEVEL=debug")
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -129,8 +147,49 @@ func (w *Worker) Exited() bool {
 	}
 }
 
-// Output is what the worker logged so far.
+// Output is what the worker wrote so far (JSON log records, and a last
+// plain line on stderr if it exits with an error).
 func (w *Worker) Output() string { return w.out.String() }
+
+// LogRecord is one JSON log record of the worker.
+type LogRecord map[string]any
+
+// Logs are the worker's log records so far.
+func (w *Worker) Logs() []LogRecord {
+	var out []LogRecord
+	for _, line := range strings.Split(w.out.String(), "\n") {
+		var r LogRecord
+		if json.Unmarshal([]byte(line), &r) == nil && r["msg"] != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// LogCount counts the log records whose message is msg. Tests pass the
+// message constants the code logs, so a change of wording cannot make a
+// check pass silently.
+func (w *Worker) LogCount(msg string) int {
+	n := 0
+	for _, r := range w.Logs() {
+		if r["msg"] == msg {
+			n++
+		}
+	}
+	return n
+}
+
+// LogsAtLeast are the log records at level or above.
+func (w *Worker) LogsAtLeast(level slog.Level) []LogRecord {
+	var out []LogRecord
+	for _, r := range w.Logs() {
+		var l slog.Level
+		if s, ok := r["level"].(string); ok && l.UnmarshalText([]byte(s)) == nil && l >= level {
+			out = append(out, r)
+		}
+	}
+	return out
+}
 
 // Get fetches an ops endpoint and returns the status code and body.
 func (w *Worker) Get(path string) (int, string) {

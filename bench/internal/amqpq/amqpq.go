@@ -6,10 +6,11 @@ package amqpq
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/Azure/go-amqp"
+
+	"github.com/cmdtrack/cmdtrack/consumer"
 )
 
 // Receiver is one receiver link on its own connection.
@@ -33,16 +34,12 @@ func Open(ctx context.Context, url, queue string, window int) (*Receiver, error)
 	}
 	sess, err := conn.NewSession(ctx, nil)
 	if err != nil {
-		CloseWithin(conn, 5*time.Second)
+		consumer.CloseConn(conn, 5*time.Second)
 		return nil, fmt.Errorf("begin session: %w", err)
 	}
-	opts := &amqp.ReceiverOptions{Credit: -1}
-	if strings.HasPrefix(queue, "/queue/") {
-		opts.SourceDurability = amqp.DurabilityUnsettledState
-	}
-	link, err := sess.NewReceiver(ctx, queue, opts)
+	link, err := sess.NewReceiver(ctx, queue, consumer.ReceiverOptions(queue))
 	if err != nil {
-		CloseWithin(conn, 5*time.Second)
+		consumer.CloseConn(conn, 5*time.Second)
 		return nil, fmt.Errorf("attach receiver to %s: %w", queue, err)
 	}
 	return &Receiver{Conn: conn, Link: link, Window: window}, nil
@@ -69,36 +66,4 @@ func (r *Receiver) Receive(ctx context.Context) (*amqp.Message, error) {
 
 // Close closes the connection, waiting at most d (RabbitMQ may never
 // answer a detach).
-func (r *Receiver) Close(d time.Duration) { CloseWithin(r.Conn, d) }
-
-// CloseWithin closes conn, waiting at most d.
-func CloseWithin(conn *amqp.Conn, d time.Duration) {
-	done := make(chan struct{})
-	go func() { _ = conn.Close(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(d):
-	}
-}
-
-// Body returns a message's payload: its Data section(s) or a string or
-// binary AmqpValue.
-func Body(m *amqp.Message) []byte {
-	switch {
-	case len(m.Data) == 1:
-		return m.Data[0]
-	case len(m.Data) > 1:
-		var all []byte
-		for _, d := range m.Data {
-			all = append(all, d...)
-		}
-		return all
-	}
-	switch v := m.Value.(type) {
-	case string:
-		return []byte(v)
-	case []byte:
-		return v
-	}
-	return nil
-}
+func (r *Receiver) Close(d time.Duration) { consumer.CloseConn(r.Conn, d) }

@@ -1,4 +1,4 @@
-package daemon
+package main
 
 import (
 	"bytes"
@@ -38,7 +38,7 @@ func TestConfigErrorsAreOneClearLine(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			var out bytes.Buffer
-			code := Main(context.Background(), nil, &out, &out)
+			code := mainStatus(nil, &out, &out)
 			require.Equal(t, 2, code)
 			require.Contains(t, out.String(), c.want)
 			require.Equal(t, 1, strings.Count(out.String(), "\n"), "one line: %q", out.String())
@@ -55,10 +55,10 @@ func TestConfigDefaultsAndAges(t *testing.T) {
 	t.Setenv("CMDTRACK_RETENTION_DEAD_LETTERS", "36h")
 	c, err := loadConfig("run")
 	require.NoError(t, err)
-	require.Equal(t, []string{"/queue/a", "/queue/b"}, c.AmqpQueue)
+	require.Equal(t, []string{"/queue/a", "/queue/b"}, c.AMQPQueue)
 	require.Equal(t, Age(90*24*time.Hour), c.RetentionHistory)
 	require.Equal(t, Age(36*time.Hour), c.RetentionDeadLetters)
-	require.Equal(t, 1024, c.AmqpCredit)
+	require.Equal(t, 1024, c.AMQPCredit)
 	require.Equal(t, "127.0.0.1:9464", c.OpsAddr, "ops server on loopback unless told otherwise")
 }
 
@@ -66,7 +66,7 @@ func TestConfigDefaultsAndAges(t *testing.T) {
 func TestUsageListsEveryVariable(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	require.Equal(t, 0, Main(context.Background(), []string{"-h"}, &out, &out))
+	require.Equal(t, 0, mainStatus([]string{"-h"}, &out, &out))
 	typ := reflect.TypeOf(Config{})
 	for i := range typ.NumField() {
 		require.Contains(t, out.String(), "CMDTRACK_", typ.Field(i).Name)
@@ -77,9 +77,14 @@ func TestUsageListsEveryVariable(t *testing.T) {
 func TestUsageErrors(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	require.Equal(t, 2, Main(context.Background(), []string{"frobnicate"}, &out, &out))
+	require.Equal(t, 2, mainStatus([]string{"frobnicate"}, &out, &out))
 	require.Contains(t, out.String(), `unknown command "frobnicate"`)
 	out.Reset()
-	require.Equal(t, 0, Main(context.Background(), []string{"version"}, &out, &out))
+	require.Equal(t, 0, mainStatus([]string{"version"}, &out, &out))
 	require.True(t, strings.HasPrefix(out.String(), "cmdtrack "))
+}
+
+// mainStatus runs cmdtrack as main does and returns its exit status.
+func mainStatus(args []string, stdout, stderr *bytes.Buffer) int {
+	return exitStatus(run(context.Background(), args, stdout, stderr), stderr)
 }

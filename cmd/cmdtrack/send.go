@@ -1,4 +1,4 @@
-package daemon
+package main
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/iotdaapi"
 	"github.com/cmdtrack/cmdtrack/notification"
 	"github.com/cmdtrack/cmdtrack/store"
@@ -49,8 +50,8 @@ func send(ctx context.Context, cfg *Config, st *store.Store, args []string, stdo
 		return fmt.Errorf("send: the database is not reachable, nothing was sent: %w", err)
 	}
 	client, err = iotdaapi.New(iotdaapi.Config{
-		Endpoint: cfg.ApiEndpoint, ProjectID: cfg.ApiProjectID, InstanceID: cfg.ApiInstanceID,
-		AccessKey: cfg.ApiAccessKey, SecretKey: cfg.ApiSecretKey, Token: cfg.ApiToken,
+		Endpoint: cfg.APIEndpoint, ProjectID: cfg.APIProjectID, InstanceID: cfg.APIInstanceID,
+		AccessKey: cfg.APIAccessKey, SecretKey: cfg.APISecretKey, Token: cfg.APIToken,
 	})
 	if err != nil {
 		return usageError{fmt.Errorf("send: %w", err)}
@@ -76,15 +77,14 @@ func send(ctx context.Context, cfg *Config, st *store.Store, args []string, stdo
 	if err != nil {
 		return fmt.Errorf("send: command %s was created, but: %w", resp.CommandID, err)
 	}
-	items := []store.Item{{Source: "api", Notification: n}}
 	applyCtx, cancelApply := context.WithTimeout(ctx, 30*time.Second)
-	err = st.Apply(applyCtx, items)
+	res, err := st.Apply(applyCtx, []ingest.Item{{Source: "api", Notification: n}})
 	cancelApply()
 	if err != nil {
 		return fmt.Errorf("send: command %s was created, but recording it failed (its notifications will still create the row): %w", resp.CommandID, err)
 	}
-	if dl := items[0].DeadLetter; dl != nil {
-		return fmt.Errorf("send: command %s was created, but PostgreSQL refused to record it (kept as a dead letter): %s", resp.CommandID, dl.Reason)
+	if res[0].Outcome == ingest.DeadLettered {
+		return fmt.Errorf("send: command %s was created, but PostgreSQL refused to record it (kept as a dead letter): %s", resp.CommandID, res[0].DeadLetter.Reason)
 	}
 	fmt.Fprintf(stdout, "command %s %s on device %s\n", resp.CommandID, n.Status, resp.DeviceID)
 	return nil

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Config is everything cmdtrack reads from the environment, each field as
+// CMDTRACK_ followed by its envconfig tag. `cmdtrack -h` prints them all
+// with their defaults.
+type Config struct {
+	DatabaseURL      string `envconfig:"DATABASE_URL" required:"true" desc:"PostgreSQL URL (postgres://user:pass@host:5432/db)"`
+	DatabaseMaxConns int32  `envconfig:"DATABASE_MAX_CONNS" default:"4" desc:"connections in the pool"`
+	MigrateOnStart   bool   `envconfig:"MIGRATE_ON_START" default:"true" desc:"apply migrations when the worker starts"`
+
+	AMQPURL        string   `envconfig:"AMQP_URL" desc:"(required by run) amqps://HOST:5671 for IoTDA, amqp://user:pass@host:5672 for a local broker"`
+	AMQPQueue      []string `envconfig:"AMQP_QUEUE" default:"DefaultQueue" desc:"queue(s) to consume, comma-separated (RabbitMQ: /queue/NAME)"`
+	AMQPAccessKey  string   `envconfig:"AMQP_ACCESS_KEY" desc:"IoTDA access key; set it to use IoTDA authentication"`
+	AMQPAccessCode string   `envconfig:"AMQP_ACCESS_CODE" desc:"IoTDA access code (the SASL password)"`
+	AMQPInstanceID string   `envconfig:"AMQP_INSTANCE_ID" desc:"IoTDA instance id"`
+	AMQPCAFile     string   `envconfig:"AMQP_CA_FILE" desc:"extra CA certificates (PEM) to trust for amqps"`
+	AMQPCredit     int      `envconfig:"AMQP_CREDIT" default:"1024" desc:"most unsettled messages per queue (bounds memory; issued a quarter at a time)"`
+
+	AMQPIdleTimeout  time.Duration `envconfig:"AMQP_IDLE_TIMEOUT" default:"8s" desc:"heartbeat: drop a connection silent this long"`
+	AMQPDialTimeout  time.Duration `envconfig:"AMQP_DIAL_TIMEOUT" default:"10s" desc:"limit for connecting and authenticating"`
+	AMQPReconnectMin time.Duration `envconfig:"AMQP_RECONNECT_MIN" default:"500ms" desc:"first reconnect delay (doubles, with jitter)"`
+	AMQPReconnectMax time.Duration `envconfig:"AMQP_RECONNECT_MAX" default:"30s" desc:"longest reconnect delay"`
+
+	BatchSize    int           `envconfig:"BATCH_SIZE" default:"256" desc:"most messages written in one transaction"`
+	Writers      int           `envconfig:"WRITERS" default:"2" desc:"batches written at once, each on its own connection"`
+	BatchWait    time.Duration `envconfig:"BATCH_WAIT" default:"10ms" desc:"longest a message waits for its batch to fill"`
+	MaxBodyBytes int           `envconfig:"MAX_BODY_BYTES" default:"1048576" desc:"larger messages are dead-lettered"`
+	DBRetryMin   time.Duration `envconfig:"DB_RETRY_MIN" default:"200ms" desc:"first delay before retrying a failed write"`
+	DBRetryMax   time.Duration `envconfig:"DB_RETRY_MAX" default:"10s" desc:"longest delay between write retries"`
+
+	RetentionHistory     Age           `envconfig:"RETENTION_HISTORY" default:"0" desc:"delete history rows older than this (e.g. 90d; 0 keeps all)"`
+	RetentionDeadLetters Age           `envconfig:"RETENTION_DEAD_LETTERS" default:"0" desc:"delete dead letters older than this (0 keeps all)"`
+	RetentionCommands    Age           `envconfig:"RETENTION_COMMANDS" default:"0" desc:"delete commands whose last event is older than this (0 keeps all)"`
+	RetentionInterval    time.Duration `envconfig:"RETENTION_INTERVAL" default:"1h" desc:"how often retention runs"`
+
+	HTTPAddr        string        `envconfig:"HTTP_ADDR" desc:"address for the HTTP(S) push receiver (empty: off)"`
+	HTTPTLSCert     string        `envconfig:"HTTP_TLS_CERT" desc:"certificate (PEM) to serve the push receiver over HTTPS"`
+	HTTPTLSKey      string        `envconfig:"HTTP_TLS_KEY" desc:"private key (PEM) for CMDTRACK_HTTP_TLS_CERT"`
+	HTTPClientCA    string        `envconfig:"HTTP_CLIENT_CA" desc:"require client certificates signed by this CA (PEM)"`
+	HTTPToken       string        `envconfig:"HTTP_TOKEN" desc:"require \"Authorization: Bearer <token>\" on pushes"`
+	HTTPWait        time.Duration `envconfig:"HTTP_WAIT" default:"30s" desc:"longest a push waits for its commit before 503"`
+	HTTPMaxInFlight int           `envconfig:"HTTP_MAX_IN_FLIGHT" default:"256" desc:"most pushes handled at once; more are answered 503"`
+
+	APIEndpoint   string `envconfig:"API_ENDPOINT" desc:"(cmdtrack send) IoTDA API endpoint, https://..."`
+	APIProjectID  string `envconfig:"API_PROJECT_ID" desc:"(cmdtrack send) project id"`
+	APIInstanceID string `envconfig:"API_INSTANCE_ID" desc:"(cmdtrack send) instance id, sent as Instance-Id"`
+	APIAccessKey  string `envconfig:"API_ACCESS_KEY" desc:"(cmdtrack send) access key for request signing"`
+	APISecretKey  string `envconfig:"API_SECRET_KEY" desc:"(cmdtrack send) secret key for request signing"`
+	APIToken      string `envconfig:"API_TOKEN" desc:"(cmdtrack send) IAM token, instead of AK/SK"`
+
+	ShutdownGrace time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"how long SIGTERM may take to store and settle messages in hand"`
+	OpsAddr       string        `envconfig:"OPS_ADDR" default:"127.0.0.1:9464" desc:"address for /metrics, /healthz, /readyz (empty: off)"`
+	LogFormat     string        `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
+	LogLevel      string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+}
+
+const envPrefix = "CMDTRACK"
+
+// loadConfig reads and checks the environment for cmd. Its errors are one
+// line.
+func loadConfig(cmd string) (*Config, error) {
+	var c Config
+	if err := envconfig.Process(envPrefix, &c); err != nil {
+		return nil, configError(err)
+	}
+	return &c, c.validate(cmd)
+}
+
+// configError rewords envconfig's errors into one line that names the
+// variable, and never repeats the value (it may be a secret).
+func configError(err error) error {
+	var perr *envconfig.ParseError
+	if errors.As(err, &perr) {
+		// Only non-string settings fail to parse, and no secret is one.
+		return fmt.Errorf("%s: %w", perr.KeyName, perr.Err)
+	}
+	return errors.New(strings.Replace(err.Error(), "required key ", "", 1))
+}
+
+func (c *Config) validate(cmd string) error {
+	var problems []string
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			problems = append(problems, fmt.Sprintf(format, args...))
+		}
+	}
+	// envconfig accepts a required variable that is set but empty.
+	check(c.DatabaseURL != "", "CMDTRACK_DATABASE_URL is empty")
+	if cmd == "run" {
+		check(c.AMQPURL != "", "CMDTRACK_AMQP_URL is required")
+		check((c.HTTPTLSCert == "") == (c.HTTPTLSKey == ""), "CMDTRACK_HTTP_TLS_CERT and CMDTRACK_HTTP_TLS_KEY go together")
+		check(c.HTTPClientCA == "" || c.HTTPTLSCert != "", "CMDTRACK_HTTP_CLIENT_CA needs CMDTRACK_HTTP_TLS_CERT")
+		check(c.HTTPWait > 0, "CMDTRACK_HTTP_WAIT must be positive")
+		check(c.HTTPMaxInFlight >= 1, "CMDTRACK_HTTP_MAX_IN_FLIGHT must be at least 1")
+	}
+	if cmd == "send" {
+		check(c.APIEndpoint != "", "CMDTRACK_API_ENDPOINT is required by send")
+		check(c.APIProjectID != "", "CMDTRACK_API_PROJECT_ID is required by send")
+		check((c.APIAccessKey != "" && c.APISecretKey != "") != (c.APIToken != ""),
+			"send needs CMDTRACK_API_ACCESS_KEY with CMDTRACK_API_SECRET_KEY, or CMDTRACK_API_TOKEN")
+	}
+	check(c.DatabaseMaxConns >= 1, "CMDTRACK_DATABASE_MAX_CONNS must be at least 1")
+	check(c.AMQPCredit >= 2 && c.AMQPCredit <= 100000, "CMDTRACK_AMQP_CREDIT must be between 2 and 100000")
+	check(len(c.AMQPQueue) >= 1 && len(c.AMQPQueue) <= 10, "CMDTRACK_AMQP_QUEUE must name 1 to 10 queues")
+	for _, q := range c.AMQPQueue {
+		check(strings.TrimSpace(q) != "", "CMDTRACK_AMQP_QUEUE has an empty queue name")
+	}
+	check(c.Writers >= 1 && c.Writers <= 16, "CMDTRACK_WRITERS must be between 1 and 16")
+	check(int(c.DatabaseMaxConns) > c.Writers, "CMDTRACK_DATABASE_MAX_CONNS must exceed CMDTRACK_WRITERS (readiness and retention need a connection too)")
+	check(c.BatchSize >= 1 && c.BatchSize <= 10000, "CMDTRACK_BATCH_SIZE must be between 1 and 10000")
+	check(c.BatchWait > 0, "CMDTRACK_BATCH_WAIT must be positive")
+	check(c.MaxBodyBytes >= 1024, "CMDTRACK_MAX_BODY_BYTES must be at least 1024")
+	check(c.AMQPReconnectMin > 0 && c.AMQPReconnectMax >= c.AMQPReconnectMin, "CMDTRACK_AMQP_RECONNECT_MIN must be positive and at most CMDTRACK_AMQP_RECONNECT_MAX")
+	check(c.DBRetryMin > 0 && c.DBRetryMax >= c.DBRetryMin, "CMDTRACK_DB_RETRY_MIN must be positive and at most CMDTRACK_DB_RETRY_MAX")
+	check(c.AMQPDialTimeout > 0, "CMDTRACK_AMQP_DIAL_TIMEOUT must be positive")
+	check(c.RetentionInterval > 0, "CMDTRACK_RETENTION_INTERVAL must be positive")
+	check(c.ShutdownGrace > 0, "CMDTRACK_SHUTDOWN_GRACE must be positive")
+	check(c.LogFormat == "json" || c.LogFormat == "text", "CMDTRACK_LOG_FORMAT must be json or text")
+	var lvl slog.Level
+	check(lvl.UnmarshalText([]byte(c.LogLevel)) == nil, "CMDTRACK_LOG_LEVEL must be debug, info, warn or error")
+	if c.AMQPAccessKey != "" {
+		check(c.AMQPAccessCode != "", "CMDTRACK_AMQP_ACCESS_CODE is required with CMDTRACK_AMQP_ACCESS_KEY")
+		check(c.AMQPInstanceID != "", "CMDTRACK_AMQP_INSTANCE_ID is required with CMDTRACK_AMQP_ACCESS_KEY")
+	}
+	if c.AMQPCAFile != "" {
+		_, err := os.Stat(c.AMQPCAFile)
+		check(err == nil, "CMDTRACK_AMQP_CA_FILE: %v", err)
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// Age is a duration that also accepts whole days ("90d"), as retention
+// periods are usually spoken of.
+type Age time.Duration
+
+// Decode implements envconfig.Decoder.
+func (a *Age) Decode(v string) error {
+	if d, ok := strings.CutSuffix(v, "d"); ok {
+		n, err := strconv.Atoi(d)
+		if err != nil || n < 0 {
+			return fmt.Errorf("invalid number of days %q", v)
+		}
+		*a = Age(time.Duration(n) * 24 * time.Hour)
+		return nil
+	}
+	dur, err := time.ParseDuration(v)
+	if err != nil || dur < 0 {
+		return fmt.Errorf("invalid age %q", v)
+	}
+	*a = Age(dur)
+	return nil
+}
+
+// printUsage lists every variable with its default, as `cmdtrack -h` shows.
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, `cmdtrack keeps IoTDA device command lifecycles in PostgreSQL.
+
+Usage:
+  cmdtrack [run]     consume the AMQP queue(s) until SIGTERM or SIGINT
+  cmdtrack migrate   apply database migrations and exit
+  cmdtrack replay    re-decode dead letters; apply and remove those that now succeed
+  cmdtrack send -device ID -paras JSON [-service S] [-command NAME] [-strategy immediately|delay] [-expire SECONDS]
+                     deliver an asynchronous command through the IoTDA API and record it
+  cmdtrack version   print version and build information
+
+Configuration (environment):
+`)
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  VARIABLE\tDEFAULT\tDESCRIPTION")
+	_ = envconfig.Usagef(envPrefix, &Config{}, tw,
+		`{{range .}}  {{usage_key .}}{{if usage_required .}} (required){{end}}`+"\t"+`{{usage_default .}}`+"\t"+`{{usage_description .}}
+{{end}}`)
+	_ = tw.Flush()
+	fmt.Fprint(w, `
+Exit status: 0 on success (including a clean shutdown), 1 on a runtime
+failure, 2 on a usage or configuration error.
+`)
+}
+
+// logAttrs lists the settings worth logging at startup; secrets never are.
+func (c *Config) logAttrs() []any {
+	return []any{
+		"queues", c.AMQPQueue, "credit", c.AMQPCredit, "batch_size", c.BatchSize,
+		"batch_wait", c.BatchWait, "iotda_auth", c.AMQPAccessKey != "", "ops_addr", c.OpsAddr,
+		"http_addr", c.HTTPAddr, "http_tls", c.HTTPTLSCert != "",
+	}
+}

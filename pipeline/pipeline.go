@@ -1,0 +1,369 @@
+// Package pipeline carries deliveries from their sources into the store and
+// answers their senders:
+//
+//	sources (consumer/amqp.go, Inbox) -> batch (receive) -> write (Applier.Apply, retried) -> settle
+//
+// A delivery is settled only after the transaction holding its effect has
+// committed. Everything in between is bounded by what the sources hand out
+// (link credit, the HTTP in-flight limit): nothing piles up here.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cmdtrack/cmdtrack/ingest"
+	"github.com/cmdtrack/cmdtrack/internal/backoff"
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+// Applier stores the effect of a batch and says what became of each item;
+// *store.Store is one. Applying the same items again must change nothing.
+type Applier interface {
+	Apply(ctx context.Context, items []ingest.Item) ([]ingest.Result, error)
+}
+
+// Config shapes batches and retries.
+type Config struct {
+	// BatchSize is the most deliveries written in one transaction.
+	BatchSize int
+	// BatchWait is the longest a delivery waits for its batch to fill.
+	BatchWait time.Duration
+	// Writers is how many batches are written at once.
+	Writers int
+	// RetryMin and RetryMax bound the backoff between attempts to write a
+	// batch while the database fails.
+	RetryMin, RetryMax time.Duration
+	// ApplyTimeout bounds one attempt to write a batch, so that a connection
+	// that hangs without failing becomes an error to retry. Zero means 30 s.
+	ApplyTimeout time.Duration
+}
+
+// Pipeline batches deliveries, writes them and settles them.
+type Pipeline struct {
+	store Applier
+	cfg   Config
+	log   *slog.Logger
+	m     *Metrics
+
+	dbHealthy atomic.Bool
+	// attemptSince is, per writer, when the write in progress started
+	// (UnixNano), 0 between writes; Stalled reads it.
+	attemptSince []atomic.Int64
+	// failingSince is when database writes began to fail (UnixNano), 0
+	// while they succeed.
+	failingSince atomic.Int64
+}
+
+// New assembles a pipeline; nothing runs until Run.
+func New(st Applier, cfg Config, log *slog.Logger, m *Metrics) *Pipeline {
+	cfg.BatchSize = max(cfg.BatchSize, 1)
+	cfg.Writers = max(cfg.Writers, 1)
+	if cfg.ApplyTimeout <= 0 {
+		cfg.ApplyTimeout = 30 * time.Second
+	}
+	if cfg.BatchWait <= 0 {
+		cfg.BatchWait = 10 * time.Millisecond
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = 200 * time.Millisecond
+	}
+	cfg.RetryMax = max(cfg.RetryMax, cfg.RetryMin)
+	p := &Pipeline{store: st, cfg: cfg, log: log, m: m, attemptSince: make([]atomic.Int64, cfg.Writers)}
+	p.dbHealthy.Store(true)
+	return p
+}
+
+// Ready reports an error while database writes are failing.
+func (p *Pipeline) Ready() error {
+	if !p.dbHealthy.Load() {
+		return errors.New("database writes are failing")
+	}
+	return nil
+}
+
+// Stalled reports an error when a single write has been in progress far
+// longer than its own timeout allows, which means the pipeline is wedged and
+// the process should be restarted (the systemd watchdog asks this).
+func (p *Pipeline) Stalled() error {
+	for i := range p.attemptSince {
+		since := p.attemptSince[i].Load()
+		if since == 0 {
+			continue
+		}
+		if d := time.Since(time.Unix(0, since)); d > 2*p.cfg.ApplyTimeout {
+			return fmt.Errorf("a database write has been in progress for %s", d.Round(time.Second))
+		}
+	}
+	return nil
+}
+
+// LogDraining is logged once when intake ends and the drain begins.
+const LogDraining = "shutdown requested; draining messages in hand"
+
+// ErrGraceRanOut is why Run gave up messages still in hand: the drain took
+// longer than the shutdown grace. Their senders deliver them again.
+var ErrGraceRanOut = errors.New("shutdown grace period ran out")
+
+// Run takes deliveries from sources until ctx ends, then drains: it stops
+// taking deliveries, writes and settles those in hand, and returns.
+//
+// The drain may take up to grace after ctx ends (say, while the database is
+// down); past that, what is not stored is abandoned for its sender to
+// deliver again, and Run returns an error saying so. Run also returns, after
+// the same drain, when a source or a stage fails for good.
+func (p *Pipeline) Run(ctx context.Context, grace time.Duration, sources ...Source) error {
+	drainCtx, cancelDrain := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelDrain(nil)
+
+	var (
+		batches = make(chan *batch, 1)
+		stored  = make(chan *batch, 1)
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	// The grace period starts when intake ends: at shutdown, or when a stage
+	// fails for good.
+	stopGrace := context.AfterFunc(gctx, func() {
+		if ctx.Err() != nil {
+			p.log.Info(LogDraining, "grace", grace)
+		}
+		t := time.AfterFunc(grace, func() {
+			cancelDrain(fmt.Errorf("%w (%s)", ErrGraceRanOut, grace))
+		})
+		context.AfterFunc(drainCtx, func() { t.Stop() })
+	})
+	defer stopGrace()
+
+	// Intake ends with ctx or a fatal error; the stages after it end when
+	// their input is closed, which drains them.
+	var producers sync.WaitGroup
+	for _, src := range sources {
+		producers.Add(1)
+		g.Go(func() error {
+			defer producers.Done()
+			return src.Run(gctx, func(rctx context.Context, r Receiver) error {
+				return p.receive(rctx, drainCtx, r, batches)
+			})
+		})
+	}
+	go func() {
+		producers.Wait()
+		close(batches)
+	}()
+	// Several writers keep PostgreSQL busy while the previous batch commits;
+	// the merge rule makes their order irrelevant, and the store's fixed row
+	// order keeps them from deadlocking.
+	var writers sync.WaitGroup
+	for w := range p.cfg.Writers {
+		writers.Add(1)
+		g.Go(func() error {
+			defer writers.Done()
+			return p.write(drainCtx, w, batches, stored)
+		})
+	}
+	go func() {
+		writers.Wait()
+		close(stored)
+	}()
+	g.Go(func() error { p.settle(stored); return nil })
+	return g.Wait()
+}
+
+// batch is a run of deliveries and, index for index, what they mean and,
+// once written, what became of them.
+type batch struct {
+	deliveries []Delivery
+	items      []ingest.Item
+	results    []ingest.Result
+}
+
+func (p *Pipeline) newBatch() *batch {
+	return &batch{
+		deliveries: make([]Delivery, 0, p.cfg.BatchSize),
+		items:      make([]ingest.Item, 0, p.cfg.BatchSize),
+	}
+}
+
+func (b *batch) add(d Delivery) {
+	b.deliveries = append(b.deliveries, d)
+	b.items = append(b.items, d.Item())
+}
+
+// abandon gives up on a batch without storing it: senders keep their
+// messages and deliver them again.
+func (b *batch) abandon() {
+	for _, d := range b.deliveries {
+		d.Abandon()
+	}
+}
+
+// receive turns one receiver's deliveries into batches: it waits for a
+// first delivery, then takes what has already arrived without waiting, and
+// waits for more only until the batch is full or its first delivery has
+// waited BatchWait. Each receiver batches on its own goroutine, so decoding
+// (done by the receiver) overlaps with writing the previous batch.
+//
+// intake ends receiving; drain bounds handing the last batch on.
+func (p *Pipeline) receive(intake, drain context.Context, r Receiver, out chan<- *batch) error {
+	for {
+		d, err := r.Next(intake)
+		if err != nil {
+			if intake.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		b := p.newBatch()
+		b.add(d)
+		var waitCtx context.Context
+		cancel := func() {}
+		for len(b.deliveries) < p.cfg.BatchSize {
+			if d := r.Prefetched(); d != nil {
+				b.add(d)
+				continue
+			}
+			if waitCtx == nil {
+				waitCtx, cancel = context.WithTimeout(intake, p.cfg.BatchWait)
+			}
+			d, err := r.Next(waitCtx)
+			if err != nil {
+				if waitCtx.Err() == nil {
+					// The stream broke: what it delivered comes again.
+					cancel()
+					b.abandon()
+					return err
+				}
+				break // the wait is over (or intake ended): hand on what we have
+			}
+			b.add(d)
+		}
+		cancel()
+		select {
+		case out <- b:
+		case <-drain.Done():
+			b.abandon()
+			return fmt.Errorf("batch of %d not written: %w", len(b.items), context.Cause(drain))
+		}
+	}
+}
+
+// write stores each batch, retrying with backoff for as long as the database
+// fails, and only then passes the batch on to be settled. While it waits,
+// the sources run out of credit and stop: nothing piles up here.
+// ctx is the drain context: it ends only when the shutdown grace runs out.
+func (p *Pipeline) write(ctx context.Context, w int, in <-chan *batch, out chan<- *batch) error {
+	for b := range in {
+		if err := p.apply(ctx, w, b); err != nil {
+			b.abandon()
+			for b := range in {
+				b.abandon()
+			}
+			return err
+		}
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			b.abandon()
+			return fmt.Errorf("batch written but not settled (it will be redelivered and applied again, harmlessly): %w", context.Cause(ctx))
+		}
+	}
+	return nil
+}
+
+// Log lines an operator (and the tests) look for, one per outage.
+const (
+	LogWriteFailed     = "database write failed; retrying with backoff"
+	LogWriteRecovered  = "database writes recovered"
+	LogWriteStillFails = "database still failing"
+)
+
+// apply writes one batch (writer w), retrying with backoff while the
+// database fails. The writers share one "failed"/"recovered" pair of log
+// lines per outage.
+func (p *Pipeline) apply(ctx context.Context, w int, b *batch) error {
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		p.attemptSince[w].Store(start.UnixNano())
+		actx, cancel := context.WithTimeout(ctx, p.cfg.ApplyTimeout)
+		res, err := p.store.Apply(actx, b.items)
+		cancel()
+		p.attemptSince[w].Store(0)
+		if err == nil {
+			b.results = res
+			p.m.applySeconds.Observe(time.Since(start).Seconds())
+			if since := p.failingSince.Swap(0); since != 0 {
+				p.log.Info(LogWriteRecovered, "failing_for", time.Since(time.Unix(0, since)).Round(time.Millisecond))
+			}
+			p.dbHealthy.Store(true)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("batch of %d not stored before shutdown: %w", len(b.items), context.Cause(ctx))
+		}
+		class := store.ClassifyError(err)
+		p.m.dbErrors.WithLabelValues(string(class)).Inc()
+		if class == store.DataError {
+			// Apply already isolated and dead-lettered bad values; a data
+			// error here means a dead letter itself could not be stored.
+			return fmt.Errorf("unstorable batch: %w", err)
+		}
+		p.dbHealthy.Store(false)
+		if p.failingSince.CompareAndSwap(0, time.Now().UnixNano()) {
+			p.log.Warn(LogWriteFailed, "err", err, "class", class, "batch", len(b.items))
+		} else if attempt%20 == 0 {
+			p.log.Warn(LogWriteStillFails, "attempts", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("batch of %d not stored before shutdown: %w", len(b.items), context.Cause(ctx))
+		case <-time.After(backoff.Delay(attempt, p.cfg.RetryMin, p.cfg.RetryMax)):
+		}
+	}
+}
+
+// settleTimeout bounds settling one batch. An accept waits only for its
+// frame to be handed to the connection, so one deadline serves the batch.
+const settleTimeout = 10 * time.Second
+
+// settle answers the sender of every delivery of a stored batch. A settle
+// that fails only means the sender will deliver again, and applying the
+// message again changes nothing.
+func (p *Pipeline) settle(in <-chan *batch) {
+	for b := range in {
+		ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+		var failed int
+		for i, d := range b.deliveries {
+			if err := d.Settle(ctx, b.results[i]); err != nil {
+				failed++
+				continue
+			}
+			p.count(&b.items[i], b.results[i])
+		}
+		cancel()
+		p.m.batches.Inc()
+		p.m.batchSize.Observe(float64(len(b.deliveries)))
+		if failed > 0 {
+			p.m.settleFailures.Add(float64(failed))
+			p.log.Debug("could not settle messages; their senders will deliver them again", "count", failed)
+		}
+	}
+}
+
+func (p *Pipeline) count(it *ingest.Item, res ingest.Result) {
+	switch res.Outcome {
+	case ingest.Applied:
+		p.m.applied.Inc()
+		p.m.lag.Observe(time.Since(it.Notification.EventTime).Seconds())
+	case ingest.DeadLettered:
+		p.m.deadLettered.WithLabelValues(string(res.DeadLetter.Class)).Inc()
+	default:
+		p.m.skipped.Inc()
+	}
+}

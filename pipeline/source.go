@@ -1,0 +1,131 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+
+	"github.com/cmdtrack/cmdtrack/ingest"
+)
+
+// Delivery is one message in hand: what it means, and how to answer its
+// sender. The pipeline calls exactly one of Settle and Abandon, once.
+type Delivery interface {
+	// Item is what the message means for the store (see ingest.Classify).
+	Item() ingest.Item
+	// Settle tells the sender that the item's effect is committed; res says
+	// what became of it. An error means the sender did not hear: it will
+	// deliver the message again, and applying it again changes nothing.
+	// ctx bounds the wait for the answer to leave.
+	Settle(ctx context.Context, res ingest.Result) error
+	// Abandon gives the message back unstored: its sender keeps it and
+	// delivers it again (or is told to retry).
+	Abandon()
+}
+
+// Receiver hands out the deliveries of one stream (an AMQP link, the HTTP
+// inbox). It is used by one goroutine.
+type Receiver interface {
+	// Next returns the next delivery, waiting as long as ctx allows. An
+	// error other than ctx's means the stream is broken: deliveries not yet
+	// settled will be redelivered.
+	Next(ctx context.Context) (Delivery, error)
+	// Prefetched returns a delivery that has already arrived, or nil at
+	// once, so that a batch fills without waiting for what is in hand.
+	Prefetched() Delivery
+}
+
+// Source opens receivers: an AMQP broker connection with a link per queue,
+// or the HTTP inbox.
+type Source interface {
+	// Run calls consume for every receiver it opens, each in its own
+	// goroutine, for as long as that receiver lives, re-opening them as it
+	// sees fit. It returns nil once ctx ends and every consume has returned,
+	// or an error if the source fails for good.
+	Run(ctx context.Context, consume func(context.Context, Receiver) error) error
+}
+
+// ErrStopping is returned by Inbox.Submit once intake has ended.
+var ErrStopping = errors.New("cmdtrack is stopping")
+
+// ErrNotStored is returned by Inbox.Submit when the item's batch was given
+// up unstored (the database is away, or the shutdown grace ran out).
+var ErrNotStored = errors.New("not stored; retry later")
+
+// Inbox is a Source fed one item at a time by Submit: the HTTP push
+// receiver, whose requests each wait for their own outcome. Its items join
+// the same batches, under the same rules, as the broker's messages.
+type Inbox struct {
+	in       chan *submission
+	stopping chan struct{}
+}
+
+// NewInbox returns an inbox; it takes items once its Run has begun.
+func NewInbox() *Inbox {
+	return &Inbox{in: make(chan *submission), stopping: make(chan struct{})}
+}
+
+// Submit hands it to the pipeline and waits until its batch is committed,
+// returning what became of it, or given up (ErrNotStored). ctx bounds the
+// wait; an item whose caller gave up may still be stored.
+func (in *Inbox) Submit(ctx context.Context, it ingest.Item) (ingest.Result, error) {
+	s := &submission{item: it, reply: make(chan ingest.Result, 1)}
+	select {
+	case in.in <- s:
+	case <-in.stopping:
+		return ingest.Result{}, ErrStopping
+	case <-ctx.Done():
+		return ingest.Result{}, ctx.Err()
+	}
+	select {
+	case r := <-s.reply:
+		if r.Outcome == 0 {
+			return r, ErrNotStored
+		}
+		return r, nil
+	case <-ctx.Done():
+		return ingest.Result{}, ctx.Err()
+	}
+}
+
+// Run serves one receiver over the submissions until ctx ends; submissions
+// after that get ErrStopping.
+func (in *Inbox) Run(ctx context.Context, consume func(context.Context, Receiver) error) error {
+	defer close(in.stopping)
+	return consume(ctx, inboxReceiver{in.in})
+}
+
+type inboxReceiver struct{ in <-chan *submission }
+
+func (r inboxReceiver) Next(ctx context.Context) (Delivery, error) {
+	select {
+	case s := <-r.in:
+		return s, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (r inboxReceiver) Prefetched() Delivery {
+	select {
+	case s := <-r.in:
+		return s
+	default:
+		return nil
+	}
+}
+
+// submission is one Submit call in the pipeline; reply has room for its one
+// answer, so the pipeline never waits on a caller that gave up.
+type submission struct {
+	item  ingest.Item
+	reply chan ingest.Result
+}
+
+func (s *submission) Item() ingest.Item { return s.item }
+
+func (s *submission) Settle(_ context.Context, res ingest.Result) error {
+	s.reply <- res
+	return nil
+}
+
+func (s *submission) Abandon() { s.reply <- ingest.Result{} }

@@ -1,0 +1,270 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/cmdtrack/cmdtrack/notification"
+)
+
+// The statements that write a batch are built from the column tables below:
+// each column says its name, its PostgreSQL type and how its values are
+// taken from the rows being written, and, for device_commands, how the merge
+// rule treats it. Adding a stored column is one line here plus a migration.
+//
+// Every statement passes each column as one array (unnest), so a batch is
+// one parameter per column whatever its size, far from PostgreSQL's 65,535.
+
+// merge is how the merge rule (README, "The merge rule") treats a column of
+// device_commands; the other tables have identity and plain columns only.
+type merge uint8
+
+const (
+	// identity is the row's identity (the conflict target).
+	identity merge = iota
+	// fact keeps any known value: LEAST ignores NULLs, so a notification
+	// that omits the value never erases it, and if two notifications ever
+	// disagree the smallest (earliest) value stays.
+	fact
+	// winner takes the value of the winning notification.
+	winner
+	// order is a winner's value that also decides the winner: the winner is
+	// the notification with the greatest tuple of order columns, compared in
+	// the table's order.
+	order
+	// input is fed to the statement but not stored.
+	input
+	// plain is a column of a table that is only ever inserted, not merged.
+	plain
+)
+
+// column is one column of a table the store writes, for rows of type R.
+type column[R any] struct {
+	name  string
+	typ   string // the PostgreSQL type of one value
+	merge merge
+	// arg is the statement's argument for this column: one value per row.
+	arg func(rows []R) any
+	// expr, when set, is the SELECT expression that computes the stored
+	// value from the unnested input u (default u.<name>).
+	expr string
+}
+
+// noteRow is a notification with what the statements need precomputed.
+type noteRow struct {
+	n      *notification.Notification
+	source string
+	key    []byte
+}
+
+var noCreation notification.Creation
+
+// creation is what only the command's creation knows, or nothing.
+func (r *noteRow) creation() *notification.Creation {
+	if r.n.Creation != nil {
+		return r.n.Creation
+	}
+	return &noCreation
+}
+
+// commandColumns are device_commands' columns. The order columns, in this
+// order, are (status_rank, last_event_time, last_event_key).
+var commandColumns = []column[noteRow]{
+	textCol("command_id", identity, func(r *noteRow) string { return r.n.CommandID }),
+	textCol("device_id", fact, func(r *noteRow) string { return r.n.DeviceID }),
+	textCol("product_id", fact, func(r *noteRow) string { return r.n.ProductID }),
+	textCol("app_id", fact, func(r *noteRow) string { return r.n.AppID }),
+	textCol("gateway_id", fact, func(r *noteRow) string { return r.n.GatewayID }),
+	textCol("node_id", fact, func(r *noteRow) string { return r.n.NodeID }),
+	jsonCol("tags", fact, func(r *noteRow) []byte { return r.n.Tags }),
+	timeCol("created_time", fact, func(r *noteRow) time.Time { return r.n.CreatedTime }),
+	timeCol("sent_time", fact, func(r *noteRow) time.Time { return r.n.SentTime }),
+	timeCol("delivered_time", fact, func(r *noteRow) time.Time { return r.n.DeliveredTime }),
+	timeCol("response_time", fact, func(r *noteRow) time.Time { return r.n.ResponseTime }),
+	textCol("status", winner, func(r *noteRow) string { return string(r.n.Status) }),
+	valueCol("status_rank", "int2", order, func(r *noteRow) int16 { return r.n.Rank() }),
+	jsonCol("result", winner, func(r *noteRow) []byte { return r.n.Result }),
+	withExpr(valueCol("last_event_time", "timestamptz", order, func(r *noteRow) time.Time { return r.n.EventTime }),
+		// A notification timed by its receipt (legacy callbacks) keeps the
+		// time it was first received, which its history row (written just
+		// before, in the same transaction) holds: a redelivery must not win
+		// the merge again.
+		`CASE WHEN u.from_receipt THEN coalesce((SELECT e.event_time FROM device_command_events e
+		WHERE e.command_id = u.command_id AND e.event_key = u.last_event_key), u.last_event_time)
+	ELSE u.last_event_time END`),
+	valueCol("last_event_key", "bytea", order, func(r *noteRow) []byte { return r.key }),
+	textCol("last_request_id", winner, func(r *noteRow) string { return r.n.RequestID }),
+	textCol("service_id", fact, func(r *noteRow) string { return r.creation().ServiceID }),
+	textCol("command_name", fact, func(r *noteRow) string { return r.creation().CommandName }),
+	jsonCol("paras", fact, func(r *noteRow) []byte { return r.creation().Paras }),
+	textCol("send_strategy", fact, func(r *noteRow) string { return r.creation().SendStrategy }),
+	valueCol("expire_time", "int4", fact, func(r *noteRow) pgtype.Int4 {
+		if e := r.creation().ExpireTime; e != nil {
+			return pgtype.Int4{Int32: int32(*e), Valid: true}
+		}
+		return pgtype.Int4{}
+	}),
+	valueCol("from_receipt", "bool", input, func(r *noteRow) bool { return r.n.TimeFromReceipt }),
+}
+
+// eventColumns are device_command_events' columns: the history, one row per
+// distinct notification.
+var eventColumns = []column[noteRow]{
+	textCol("command_id", identity, func(r *noteRow) string { return r.n.CommandID }),
+	valueCol("event_key", "bytea", identity, func(r *noteRow) []byte { return r.key }),
+	textCol("status", plain, func(r *noteRow) string { return string(r.n.Status) }),
+	valueCol("event_time", "timestamptz", plain, func(r *noteRow) time.Time { return r.n.EventTime }),
+	textCol("request_id", plain, func(r *noteRow) string { return r.n.RequestID }),
+	textCol("source", plain, func(r *noteRow) string { return r.source }),
+	jsonCol("payload", plain, func(r *noteRow) []byte { return r.n.Payload }),
+}
+
+// deadRow is a dead letter with what the statement needs precomputed.
+type deadRow struct {
+	source     string
+	class      string
+	reason     string
+	body       []byte
+	sum        []byte
+	properties []byte
+}
+
+var deadLetterColumns = []column[deadRow]{
+	textCol("source", plain, func(r *deadRow) string { return r.source }),
+	textCol("reason_class", plain, func(r *deadRow) string { return r.class }),
+	textCol("reason", plain, func(r *deadRow) string { return r.reason }),
+	valueCol("body", "bytea", plain, func(r *deadRow) []byte { return r.body }),
+	valueCol("body_sha256", "bytea", identity, func(r *deadRow) []byte { return r.sum }),
+	jsonCol("properties", plain, func(r *deadRow) []byte { return r.properties }),
+}
+
+func textCol[R any](name string, m merge, get func(*R) string) column[R] {
+	return valueCol(name, "text", m, func(r *R) pgtype.Text { s := get(r); return pgtype.Text{String: s, Valid: s != ""} })
+}
+
+func timeCol[R any](name string, m merge, get func(*R) time.Time) column[R] {
+	return valueCol(name, "timestamptz", m, func(r *R) pgtype.Timestamptz {
+		t := get(r)
+		return pgtype.Timestamptz{Time: t, Valid: !t.IsZero()}
+	})
+}
+
+// jsonCol is a jsonb column; nil is NULL.
+func jsonCol[R any](name string, m merge, get func(*R) []byte) column[R] {
+	return valueCol(name, "jsonb", m, func(r *R) json.RawMessage { return get(r) })
+}
+
+func valueCol[R, V any](name, typ string, m merge, get func(*R) V) column[R] {
+	return column[R]{name: name, typ: typ, merge: m, arg: func(rows []R) any {
+		out := make([]V, len(rows))
+		for i := range rows {
+			out[i] = get(&rows[i])
+		}
+		return out
+	}}
+}
+
+func withExpr[R any](c column[R], expr string) column[R] {
+	c.expr = expr
+	return c
+}
+
+// args are a statement's arguments for rows, one per column.
+func args[R any](cols []column[R], rows []R) []any {
+	out := make([]any, len(cols))
+	for i, c := range cols {
+		out[i] = c.arg(rows)
+	}
+	return out
+}
+
+// unnest is `unnest($1::type[], ...) AS u(name, ...)` over every column.
+func unnest[R any](cols []column[R]) string {
+	params := make([]string, len(cols))
+	names := make([]string, len(cols))
+	for i, c := range cols {
+		params[i] = fmt.Sprintf("$%d::%s[]", i+1, c.typ)
+		names[i] = c.name
+	}
+	return "unnest(" + strings.Join(params, ", ") + ") AS u(" + strings.Join(names, ", ") + ")"
+}
+
+// insertOnce is an INSERT of every row that is not there yet (by the
+// identity columns), taken in the order of the identity columns so that
+// concurrent writers lock rows in the same order.
+func insertOnce[R any](table string, cols []column[R]) string {
+	var names, key []string
+	for _, c := range cols {
+		names = append(names, c.name)
+		if c.merge == identity {
+			key = append(key, c.name)
+		}
+	}
+	return fmt.Sprintf("INSERT INTO %s (%s)\nSELECT %s FROM %s\nORDER BY %s\nON CONFLICT (%s) DO NOTHING",
+		table, strings.Join(names, ", "), "u."+strings.Join(names, ", u."), unnest(cols),
+		strings.Join(key, ", "), strings.Join(key, ", "))
+}
+
+// mergeUpsert is the merge rule as one INSERT ... ON CONFLICT DO UPDATE:
+//   - the notification with the greater tuple of order columns wins and sets
+//     the winner and order columns;
+//   - fact columns keep any known value, the smallest if two disagree.
+//
+// Both parts are commutative, associative and idempotent, so the row is the
+// same for any arrival order and any number of duplicates. The WHERE clause
+// skips no-op updates so that duplicates do not churn the table. Rows are
+// taken in identity order, so concurrent writers cannot deadlock.
+func mergeUpsert[R any](table string, cols []column[R]) string {
+	var names, selects, key, sets, olds, news, factOld, factLeast []string
+	for _, c := range cols {
+		if c.merge == input {
+			continue
+		}
+		names = append(names, c.name)
+		sel := "u." + c.name
+		if c.expr != "" {
+			sel = c.expr
+		}
+		selects = append(selects, sel)
+		switch c.merge {
+		case identity:
+			key = append(key, c.name)
+		case fact:
+			least := fmt.Sprintf("LEAST(d.%[1]s, EXCLUDED.%[1]s)", c.name)
+			sets = append(sets, c.name+" = "+least)
+			factOld = append(factOld, "d."+c.name)
+			factLeast = append(factLeast, least)
+		case order:
+			olds = append(olds, "d."+c.name)
+			news = append(news, "EXCLUDED."+c.name)
+		}
+	}
+	wins := "(" + strings.Join(news, ", ") + ") > (" + strings.Join(olds, ", ") + ")"
+	for _, c := range cols {
+		if c.merge == winner || c.merge == order {
+			sets = append(sets, fmt.Sprintf("%[1]s = CASE WHEN %[2]s THEN EXCLUDED.%[1]s ELSE d.%[1]s END", c.name, wins))
+		}
+	}
+	sets = append(sets, "updated_at = now()")
+	return fmt.Sprintf(`INSERT INTO %s AS d (%s)
+SELECT %s
+FROM %s
+ORDER BY %s
+ON CONFLICT (%s) DO UPDATE SET
+	%s
+WHERE %s
+	OR (%s) IS DISTINCT FROM (%s)`,
+		table, strings.Join(names, ", "), strings.Join(selects, ",\n\t"), unnest(cols),
+		strings.Join(key, ", "), strings.Join(key, ", "), strings.Join(sets, ",\n\t"),
+		wins, strings.Join(factOld, ", "), strings.Join(factLeast, ", "))
+}
+
+var (
+	insertEvents      = insertOnce("device_command_events", eventColumns)
+	upsertCommands    = mergeUpsert("device_commands", commandColumns)
+	insertDeadLetters = insertOnce("dead_letters", deadLetterColumns)
+)
