@@ -3,7 +3,6 @@ package iotdaapi_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -212,6 +211,7 @@ func TestSendAsyncCommand_Token(t *testing.T) {
 	require.Empty(t, got.req.Header.Get("X-Sdk-Date"))
 	require.Empty(t, got.req.Header.Get("Instance-Id"), "Instance-Id is sent only when configured")
 	// No HTML escaping: the device receives the characters as written.
+	//nolint:testifylint // the exact bytes are what is sent and signed, not just equivalent JSON
 	require.Equal(t, `{"service_id":"reboot","command_name":"ON_OFF","paras":{"cmd":"a<b&c>d"},"expire_time":3600,"send_strategy":"delay"}`,
 		string(got.body))
 }
@@ -225,6 +225,7 @@ func TestSendAsyncCommand_OptionalFieldsOmitted(t *testing.T) {
 		Paras: json.RawMessage(`{}`), SendStrategy: iotdaapi.SendDelay,
 	})
 	require.NoError(t, err)
+	//nolint:testifylint // the exact bytes are what is sent and signed, not just equivalent JSON
 	require.Equal(t, `{"paras":{},"send_strategy":"delay"}`, string(f.lastRequest(t).body))
 }
 
@@ -513,7 +514,7 @@ func TestSendAsyncCommand_ContextCancel(t *testing.T) {
 			_, err := c.SendAsyncCommand(ctx, testDevice, validRequest())
 			require.ErrorIs(t, err, tc.wantErr)
 			var apiErr *iotdaapi.APIError
-			require.False(t, errors.As(err, &apiErr))
+			require.NotErrorAs(t, err, &apiErr)
 			require.Less(t, time.Since(start), 5*time.Second)
 		})
 	}
@@ -541,7 +542,7 @@ func TestSendAsyncCommand_MalformedSuccessBody(t *testing.T) {
 	_, err := c.SendAsyncCommand(context.Background(), testDevice, validRequest())
 	require.ErrorContains(t, err, "decode async command response")
 	var apiErr *iotdaapi.APIError
-	require.False(t, errors.As(err, &apiErr))
+	require.NotErrorAs(t, err, &apiErr)
 }
 
 func TestAsyncCommandResponse_Created(t *testing.T) {

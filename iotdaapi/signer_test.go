@@ -243,6 +243,7 @@ func TestSigner_ClientGolden(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.NotNil(t, captured)
+	//nolint:testifylint // the golden signature covers these exact bytes
 	require.Equal(t, `{"service_id":"reboot","command_name":"ON_OFF","paras":{"value":"ON"},"expire_time":0,"send_strategy":"immediately"}`,
 		string(capturedBody))
 	require.Equal(t, "20241202T083000Z", captured.Header.Get("X-Sdk-Date"))

@@ -406,8 +406,8 @@ func TestDecodeDeadLetter(t *testing.T) {
 			t.Parallel()
 			_, err := notification.Decode(c.body)
 			require.Error(t, err)
-			derr, ok := err.(*notification.Error)
-			require.True(t, ok, "want *notification.Error, got %T: %v", err, err)
+			var derr *notification.Error
+			require.ErrorAs(t, err, &derr)
 			require.Equal(t, c.class, derr.Class, "reason: %s", derr.Reason)
 			require.NotEmpty(t, derr.Reason)
 			require.Contains(t, derr.Reason, c.mention)
@@ -650,8 +650,8 @@ func TestDecodeUnstorableForJSONB(t *testing.T) {
 			body := []byte(`{"resource":"device.command.status","event":"update","event_time":"20240101T000000Z",` +
 				`"notify_data":{"body":{"command_id":"cmd-1","status":"SENT","result":{"out":` + c.raw + `}}}}`)
 			_, err := notification.Decode(body)
-			derr, ok := err.(*notification.Error)
-			require.True(t, ok, "want *notification.Error, got %T: %v", err, err)
+			var derr *notification.Error
+			require.ErrorAs(t, err, &derr)
 			require.Equal(t, notification.ClassUnstorable, derr.Class)
 		})
 	}

@@ -73,7 +73,7 @@ func FuzzDecode(f *testing.F) {
 		n, err := notification.Decode(body) // must not panic
 		require.Equal(t, in, body, "Decode must not modify its input")
 
-		switch e := err.(type) {
+		switch e := err.(type) { //nolint:errorlint // Decode's contract: one of these types, never wrapped
 		case nil:
 			require.NotEmpty(t, n.CommandID)
 			rank, ok := n.Status.Rank()

@@ -121,8 +121,7 @@ func run(name string, n int, metricsURL, logFile string, timeout time.Duration, 
 			}
 		case <-ctx.Done():
 			_ = cmd.Process.Kill()
-			<-exited
-			return res, fmt.Errorf("%s did not finish within %s", name, timeout)
+			return res, fmt.Errorf("%s did not finish within %s: killed: %w", name, timeout, <-exited)
 		}
 		ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 		if !ok {
@@ -140,11 +139,10 @@ func run(name string, n int, metricsURL, logFile string, timeout time.Duration, 
 	for {
 		select {
 		case err := <-exited:
-			return res, fmt.Errorf("%s exited before draining the backlog: %v (see %s)", name, err, logFile)
+			return res, fmt.Errorf("%s exited before draining the backlog: %w (see %s)", name, err, logFile)
 		case <-ctx.Done():
 			_ = cmd.Process.Kill()
-			<-exited
-			return res, fmt.Errorf("%s did not drain %d messages within %s", name, n, timeout)
+			return res, fmt.Errorf("%s did not drain %d messages within %s: killed: %w", name, n, timeout, <-exited)
 		case <-time.After(interval):
 		}
 		settled, err := scrape(ctx, client, metricsURL)
@@ -170,8 +168,7 @@ func run(name string, n int, metricsURL, logFile string, timeout time.Duration, 
 			}
 		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
-			return res, fmt.Errorf("%s did not stop within 30s of SIGTERM", name)
+			return res, fmt.Errorf("%s did not stop within 30s of SIGTERM: killed: %w", name, <-exited)
 		}
 		return res, nil
 	}

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -58,13 +59,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "iotda-sim: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
-	switch err.(type) {
-	case nil:
+	switch {
+	case err == nil:
 		return 0
-	case usageError:
+	case errors.As(err, new(usageError)):
 		fmt.Fprintf(stderr, "iotda-sim %s: %v\n", args[0], err)
 		return 2
-	case silentError:
+	case errors.As(err, new(silentError)):
 		return 1
 	default:
 		fmt.Fprintf(stderr, "iotda-sim %s: %v\n", args[0], err)

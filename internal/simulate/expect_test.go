@@ -19,7 +19,7 @@ func TestGenerateNIsExactAndReproducible(t *testing.T) {
 		for _, n := range []int{1, 7, 1000, 4321} {
 			s := simulate.GenerateN(cfg, n)
 			if (cfg.Duplicate > 0 || cfg.Foreign > 0) && n >= 1000 {
-				require.Equal(t, n, len(s.Messages), "cfg %+v", cfg)
+				require.Len(t, s.Messages, n, "cfg %+v", cfg)
 			} else {
 				// Maybe nothing to trim: at most one command's worth too many.
 				require.GreaterOrEqual(t, len(s.Messages), n)
@@ -41,7 +41,7 @@ func TestGenerateNIsExactAndReproducible(t *testing.T) {
 				require.Len(t, perCommand[c.ID], c.Events, c.ID)
 			}
 			again := simulate.GenerateN(cfg, n)
-			require.Equal(t, len(s.Messages), len(again.Messages))
+			require.Len(t, again.Messages, len(s.Messages))
 			for i := range s.Messages {
 				require.Equal(t, s.Messages[i].Body, again.Messages[i].Body)
 			}
