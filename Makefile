@@ -4,7 +4,9 @@ SHELL := /bin/bash
 
 GO      ?= go
 BIN     ?= bin
+TOOLS   := $(CURDIR)/bin/tools
 TESTENV := scripts/testenv.sh
+GOLANGCI_LINT_VERSION := v2.15.0
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.Version=$(VERSION)
 
@@ -66,10 +68,15 @@ fuzz: ## fuzz the decoder (FUZZTIME=1m by default)
 	$(GO) test ./notification -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-1m}
 
 .PHONY: lint
-lint: ## go vet and gofmt
-	$(GO) vet ./...
-	cd deploy && $(GO) vet ./...
+lint: $(TOOLS)/golangci-lint ## golangci-lint (.golangci.yml: vet, staticcheck, revive, ...) and gofmt, on both modules
+	$(TOOLS)/golangci-lint run ./...
+	cd deploy && $(TOOLS)/golangci-lint run --config ../.golangci.yml ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# golangci-lint comes from the Go module proxy, at a pinned version, into
+# bin/tools (built once; about a minute).
+$(TOOLS)/golangci-lint:
+	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 .PHONY: services
 services: ## provision and start local PostgreSQL and RabbitMQ; prints their URLs
