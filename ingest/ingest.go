@@ -9,6 +9,7 @@
 package ingest
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
@@ -29,9 +30,14 @@ type Item struct {
 type DeadLetter struct {
 	Class  notification.Class
 	Reason string
-	// Body is the message as received, byte for byte. Never nil: an empty
-	// body is still a body.
+	// Body is the message as received, byte for byte, or for a message
+	// larger than the limit only its first DeadLetterPrefix bytes. Never
+	// nil: an empty body is still a body.
 	Body []byte
+	// Length is the whole message's length and SHA256 its digest, when Body
+	// holds only a prefix of it (zero and nil otherwise).
+	Length int
+	SHA256 []byte
 	// Properties are what helps trace the message to its sender (AMQP
 	// message id, HTTP remote address, ...).
 	Properties map[string]string
@@ -87,6 +93,22 @@ func (it *Item) Result() Result {
 type Limits struct {
 	// MaxBodyBytes dead-letters larger bodies (class too_large).
 	MaxBodyBytes int
+	// MaxFutureSkew dead-letters a notification that claims a time further
+	// ahead of its receipt than this (class future_event_time): the merge
+	// takes the latest event, so one notification dated in the future would
+	// otherwise win against every genuine one that follows. Zero means 1 h.
+	MaxFutureSkew time.Duration
+}
+
+// DeadLetterPrefix is how much of a message larger than the limit is kept:
+// enough to see what it was, not enough for a storm of junk to fill the disk.
+const DeadLetterPrefix = 64 << 10
+
+func (lim Limits) skew() time.Duration {
+	if lim.MaxFutureSkew <= 0 {
+		return time.Hour
+	}
+	return lim.MaxFutureSkew
 }
 
 // Classify turns a message body into what must be stored for it: a
@@ -95,12 +117,16 @@ type Limits struct {
 // none (legacy callbacks; for replay, when the dead letter was received).
 func Classify(body []byte, source string, receivedAt time.Time, lim Limits) Item {
 	if len(body) > lim.MaxBodyBytes {
-		return Unusable(source, body, notification.ClassTooLarge,
-			fmt.Sprintf("body is %d bytes, limit is %d (CMDTRACK_MAX_BODY_BYTES)", len(body), lim.MaxBodyBytes))
+		sum := sha256.Sum256(body)
+		it := Unusable(source, body[:min(len(body), DeadLetterPrefix)], notification.ClassTooLarge,
+			fmt.Sprintf("body is %d bytes, limit is %d (CMDTRACK_MAX_BODY_BYTES); its first %d bytes are kept",
+				len(body), lim.MaxBodyBytes, min(len(body), DeadLetterPrefix)))
+		it.DeadLetter.Length, it.DeadLetter.SHA256 = len(body), sum[:]
+		return it
 	}
 	n, err := notification.DecodeAt(body, receivedAt)
 	if err == nil {
-		return Item{Source: source, Notification: &n}
+		return Accept(&n, source, receivedAt, lim)
 	}
 	var skip *notification.SkipError
 	if errors.As(err, &skip) {
@@ -111,6 +137,28 @@ func Classify(body []byte, source string, receivedAt time.Time, lim Limits) Item
 		bad = &notification.Error{Class: notification.ClassInvalidJSON, Reason: err.Error()}
 	}
 	return Unusable(source, body, bad.Class, bad.Reason)
+}
+
+// Accept is the item for a notification, once it is found plausible: one
+// built from a structured answer (the command API) goes through the same
+// rules as one decoded from a body.
+func Accept(n *notification.Notification, source string, receivedAt time.Time, lim Limits) Item {
+	limit := receivedAt.Add(lim.skew())
+	for _, t := range []struct {
+		name string
+		at   time.Time
+	}{
+		{"event time", n.EventTime}, {"created_time", n.CreatedTime}, {"sent_time", n.SentTime},
+		{"delivered_time", n.DeliveredTime}, {"response_time", n.ResponseTime},
+	} {
+		if t.at.After(limit) {
+			return Unusable(source, n.Payload, notification.ClassFutureTime, fmt.Sprintf(
+				"%s %s is %s ahead of its receipt at %s; the limit is %s (CMDTRACK_MAX_FUTURE_SKEW): a wrong clock or a forgery",
+				t.name, t.at.UTC().Format(time.RFC3339Nano), t.at.Sub(receivedAt).Round(time.Second),
+				receivedAt.UTC().Format(time.RFC3339Nano), lim.skew()))
+		}
+	}
+	return Item{Source: source, Notification: n}
 }
 
 // Unusable is the item for a message that cannot be used, for a reason found

@@ -1,6 +1,7 @@
 package ingest_test
 
 import (
+	"crypto/sha256"
 	"strings"
 	"testing"
 	"time"
@@ -58,4 +59,62 @@ func TestClassify(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A notification dated further ahead of its receipt than clocks can differ
+// is a dead letter: the merge takes the latest event, so one FAILED dated
+// 2099 would otherwise win against every genuine notification after it.
+func TestFutureTimesAreDeadLetters(t *testing.T) {
+	t.Parallel()
+	received := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	note := func(eventTime, extra string) []byte {
+		return []byte(`{"resource":"device.command.status","event":"update","event_time":"` + eventTime + `",` +
+			`"notify_data":{"header":{"device_id":"d1"},"body":{"command_id":"c1","status":"FAILED"` + extra + `}}}`)
+	}
+	lim := ingest.Limits{MaxBodyBytes: 4096, MaxFutureSkew: time.Hour}
+	for _, c := range []struct {
+		name   string
+		body   []byte
+		future bool
+	}{
+		{"year 2099", note("20991231T235959Z", ""), true},
+		{"two hours ahead", note("20261101T140000Z", ""), true},
+		{"created in the future", note("20261101T115900Z", `,"created_time":"20300101T000000Z"`), true},
+		{"response time in the future", note("20261101T115900Z", `,"response_time":"20261102T000000Z"`), true},
+		{"within the skew", note("20261101T125900Z", ""), false},
+		{"in the past", note("20261101T080000Z", `,"created_time":"20261101T070000Z"`), false},
+		{"legacy callback, timed by its receipt", []byte(`{"deviceId":"d","commandId":"c2","result":{"resultCode":"FAIL"}}`), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			it := ingest.Classify(c.body, "http", received, lim)
+			if !c.future {
+				require.NotNil(t, it.Notification, "%+v", it.DeadLetter)
+				return
+			}
+			require.NotNil(t, it.DeadLetter)
+			require.Equal(t, notification.ClassFutureTime, it.DeadLetter.Class)
+			require.Contains(t, it.DeadLetter.Reason, "CMDTRACK_MAX_FUTURE_SKEW")
+			require.Equal(t, c.body, it.DeadLetter.Body)
+		})
+	}
+	// The same rule holds for a notification built from the command API.
+	n := &notification.Notification{CommandID: "c3", Status: notification.Sent,
+		EventTime: received.Add(2 * time.Hour), Payload: []byte(`{}`)}
+	require.NotNil(t, ingest.Accept(n, "api", received, lim).DeadLetter)
+}
+
+// Of a message larger than the limit only a prefix is kept, with the whole
+// message's length and digest (so that a redelivery lands once).
+func TestTooLargeKeepsAPrefix(t *testing.T) {
+	t.Parallel()
+	body := []byte(`{"pad":"` + strings.Repeat("x", 200<<10) + `"}`)
+	it := ingest.Classify(body, "amqp:q", time.Now(), ingest.Limits{MaxBodyBytes: 100 << 10})
+	dl := it.DeadLetter
+	require.NotNil(t, dl)
+	require.Equal(t, notification.ClassTooLarge, dl.Class)
+	require.Equal(t, body[:ingest.DeadLetterPrefix], dl.Body)
+	require.Equal(t, len(body), dl.Length)
+	sum := sha256.Sum256(body)
+	require.Equal(t, sum[:], dl.SHA256)
 }

@@ -36,6 +36,9 @@ const (
 	// ClassRejected is set by the store, not the decoder: PostgreSQL refused a
 	// value the decoder let through.
 	ClassRejected Class = "rejected_by_database"
+	// ClassFutureTime is set by ingest, not the decoder: the notification
+	// claims a time further ahead of its receipt than clocks can disagree.
+	ClassFutureTime Class = "future_event_time"
 )
 
 // Error says why a message cannot be used. Such messages are dead-lettered.

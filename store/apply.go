@@ -137,9 +137,16 @@ func newDeadRow(source string, d *ingest.DeadLetter) deadRow {
 	if body == nil {
 		body = []byte{} // NOT NULL: an empty body is still a body
 	}
-	sum := sha256.Sum256(body)
-	return deadRow{source: storable(source), class: string(d.Class), reason: storable(d.Reason),
-		body: body, sum: sum[:], properties: propertiesJSON(d.Properties)}
+	r := deadRow{source: storable(source), class: string(d.Class), reason: storable(d.Reason),
+		body: body, length: int64(len(body)), sum: d.SHA256, properties: propertiesJSON(d.Properties)}
+	if d.Length > 0 {
+		r.length = int64(d.Length)
+	}
+	if r.sum == nil {
+		sum := sha256.Sum256(body)
+		r.sum = sum[:]
+	}
+	return r
 }
 
 // propertiesJSON renders message properties so that PostgreSQL accepts them

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	stdstrings "strings"
 	"testing"
 	"time"
 
@@ -349,4 +350,26 @@ func TestEmptyDeadLetterBody(t *testing.T) {
 	apply(t, st, []ingest.Item{{Source: "test",
 		DeadLetter: &ingest.DeadLetter{Class: notification.ClassEmpty, Reason: "empty body"}}})
 	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM dead_letters WHERE body = ''`))
+}
+
+// Of a message larger than the limit only a prefix is stored, with its
+// whole length; a redelivery lands once; replay leaves it, as it cannot
+// decode.
+func TestTruncatedDeadLetter(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	body := []byte(`{"pad":"` + stdstrings.Repeat("y", 300<<10) + `"}`)
+	item := func() ingest.Item {
+		return ingest.Classify(body, "amqp:q", time.Now(), ingest.Limits{MaxBodyBytes: 100 << 10})
+	}
+	apply(t, st, []ingest.Item{item()})
+	apply(t, st, []ingest.Item{item()})
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM dead_letters`))
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM dead_letters
+		WHERE length(body) = $1 AND body_length = $2 AND body_sha256 = sha256($3::bytea)`,
+		ingest.DeadLetterPrefix, len(body), body))
+	res, err := st.Replay(context.Background(), ingest.Limits{MaxBodyBytes: 1 << 20})
+	require.NoError(t, err)
+	require.Equal(t, store.ReplayResult{StillFailing: 1}, res, "a truncated body can never decode")
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM dead_letters WHERE reason_class = 'too_large'`))
 }

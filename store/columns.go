@@ -129,6 +129,7 @@ type deadRow struct {
 	class      string
 	reason     string
 	body       []byte
+	length     int64
 	sum        []byte
 	properties []byte
 }
@@ -138,6 +139,7 @@ var deadLetterColumns = []column[deadRow]{
 	textCol("reason_class", plain, func(r *deadRow) string { return r.class }),
 	textCol("reason", plain, func(r *deadRow) string { return r.reason }),
 	valueCol("body", "bytea", plain, func(r *deadRow) []byte { return r.body }),
+	valueCol("body_length", "int8", plain, func(r *deadRow) int64 { return r.length }),
 	valueCol("body_sha256", "bytea", identity, func(r *deadRow) []byte { return r.sum }),
 	jsonCol("properties", plain, func(r *deadRow) []byte { return r.properties }),
 }

@@ -64,12 +64,16 @@ func (s *Store) replayOne(ctx context.Context, after int64, lim ingest.Limits) (
 		retry   *ingest.DeadLetter
 	)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var source string
-		var body []byte
-		var receivedAt time.Time
+		var (
+			source, class, reason string
+			body                  []byte
+			receivedAt            time.Time
+			truncated             bool
+		)
 		err := tx.QueryRow(ctx, `
-			SELECT id, source, body, received_at FROM dead_letters
-			WHERE id > $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED`, after).Scan(&id, &source, &body, &receivedAt)
+			SELECT id, source, reason_class, reason, body, received_at, coalesce(body_length > length(body), false)
+			FROM dead_letters
+			WHERE id > $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED`, after).Scan(&id, &source, &class, &reason, &body, &receivedAt, &truncated)
 		if errors.Is(err, pgx.ErrNoRows) {
 			id = 0
 			return nil
@@ -78,6 +82,10 @@ func (s *Store) replayOne(ctx context.Context, after int64, lim ingest.Limits) (
 			return err
 		}
 		it := ingest.Classify(body, source, receivedAt, lim)
+		if truncated {
+			// Only a prefix was kept: the message can never decode again.
+			it = ingest.Unusable(source, body, notification.Class(class), reason)
+		}
 		b := &pgx.Batch{}
 		switch {
 		case it.Notification != nil:
