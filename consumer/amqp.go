@@ -9,19 +9,21 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/Azure/go-amqp"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/internal/backoff"
 	"github.com/cmdtrack/cmdtrack/pipeline"
 )
 
-// BrokerConfig says where the queue is and how to hold the connection.
+// BrokerConfig says where the queues are and how to hold the connection.
 type BrokerConfig struct {
 	// URL is amqp://[user:pass@]host[:port] for a local broker or
 	// amqps://host:5671 for IoTDA.
@@ -38,29 +40,46 @@ type BrokerConfig struct {
 
 	// Credit bounds the unsettled messages per receiver link.
 	Credit int
+	// MaxBytes bounds the message bytes held (received and not yet settled)
+	// plus those asked for (credit issued, each counted at the largest size
+	// a message may have), across all links.
+	MaxBytes int64
 	// Limits are what a message may be (see ingest.Classify).
 	Limits      ingest.Limits
 	IdleTimeout time.Duration
 	DialTimeout time.Duration
 	// Reconnect backoff: doubles from ReconnectMin up to ReconnectMax, with
-	// jitter, after every failed attempt.
+	// jitter, after every failed attempt, for the connection and for each
+	// queue's link on its own.
 	ReconnectMin time.Duration
 	ReconnectMax time.Duration
+	// BacklogRetention is how long the platform keeps a queue's backlog
+	// (IoTDA: 24 hours). A queue not consumed for longer may have lost
+	// notifications, which cmdtrack then says.
+	BacklogRetention time.Duration
 }
 
 // Broker is the pipeline's AMQP source: it holds the connection and one
-// receiver link per queue, re-dialling whenever the connection, the session
-// or a link dies, and hands every link to the pipeline as a Receiver.
+// receiver link per queue, each on its own session, and hands every link to
+// the pipeline as a Receiver. A queue that cannot be attached (deleted, no
+// permission, a typo) is retried on its own, with its own backoff, while the
+// others keep flowing; the connection is re-dialled only when it dies.
 type Broker struct {
 	cfg    BrokerConfig
 	log    *slog.Logger
 	m      *Metrics
 	tlsCfg *tls.Config
+	budget *semaphore.Weighted
+	queues []*queue
 
 	connected atomic.Bool
 
 	mu   sync.Mutex
 	conn *amqp.Conn // the live connection, if any; closed by Close
+	// Set by tests: wrap wraps every receiver a link uses; senderMode
+	// replaces the sender settle mode asked for.
+	wrap       func(amqpReceiver) amqpReceiver
+	senderMode *amqp.SenderSettleMode
 }
 
 // NewBroker validates cfg. It does not dial.
@@ -78,80 +97,148 @@ func NewBroker(cfg BrokerConfig, log *slog.Logger, m *Metrics) (*Broker, error) 
 	if len(cfg.Queues) == 0 {
 		return nil, errors.New("no queue to consume")
 	}
+	for _, q := range cfg.Queues {
+		if err := ValidQueueName(q); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.AccessKey != "" && (cfg.AccessCode == "" || cfg.InstanceID == "") {
 		return nil, errors.New("IoTDA access key set without access code or instance id")
 	}
-	b := &Broker{cfg: cfg, log: log, m: m}
+	cfg.Credit = max(cfg.Credit, 2)
+	if cfg.Limits.MaxBodyBytes <= 0 {
+		cfg.Limits.MaxBodyBytes = 1 << 20
+	}
+	// At least one message of the largest size must fit.
+	cfg.MaxBytes = max(cfg.MaxBytes, int64(cfg.Limits.MaxBodyBytes))
+	if cfg.BacklogRetention <= 0 {
+		cfg.BacklogRetention = 24 * time.Hour
+	}
+	b := &Broker{cfg: cfg, log: log, m: m, budget: semaphore.NewWeighted(cfg.MaxBytes)}
+	for _, name := range cfg.Queues {
+		b.queues = append(b.queues, newQueue(name, m))
+	}
 	if u.Scheme == "amqps" {
 		b.tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
 		if cfg.CAFile != "" {
 			pem, err := os.ReadFile(cfg.CAFile)
 			if err != nil {
-				return nil, fmt.Errorf("read CA file: %w", err)
+				return nil, fmt.Errorf("read CA file (CMDTRACK_AMQP_CA_FILE): %w", err)
 			}
 			pool, err := x509.SystemCertPool()
 			if err != nil {
 				pool = x509.NewCertPool()
 			}
 			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("CA file %s holds no PEM certificate", cfg.CAFile)
+				return nil, fmt.Errorf("CA file %s (CMDTRACK_AMQP_CA_FILE) holds no PEM certificate", cfg.CAFile)
 			}
 			b.tlsCfg.RootCAs = pool
 		}
 	}
-	if b.cfg.Credit < 2 {
-		b.cfg.Credit = 2
-	}
 	return b, nil
 }
 
-// Connected reports whether receiver links are attached right now.
+// ValidQueueName reports why name cannot be a queue address, or nil.
+func ValidQueueName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty queue name in CMDTRACK_AMQP_QUEUE")
+	case strings.TrimSpace(name) != name:
+		return fmt.Errorf("queue name %q in CMDTRACK_AMQP_QUEUE has leading or trailing white space", name)
+	case strings.ContainsFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }):
+		return fmt.Errorf("queue name %q in CMDTRACK_AMQP_QUEUE has a control character", name)
+	}
+	return nil
+}
+
+// Connected reports whether the connection is up (links may still fail).
 func (b *Broker) Connected() bool { return b.connected.Load() }
+
+// Ready reports why the broker's side of the worker cannot do its work now:
+// the connection is down, or a queue is not attached (named, with why).
+func (b *Broker) Ready() error {
+	if !b.connected.Load() {
+		return errors.New("not connected to the broker")
+	}
+	var failing []string
+	for _, q := range b.queues {
+		if !q.attached.Load() {
+			failing = append(failing, q.status())
+		}
+	}
+	if len(failing) > 0 {
+		return errors.New(strings.Join(failing, "; "))
+	}
+	return nil
+}
 
 // Log lines an operator (and the tests) look for: one per outage, not per
 // attempt.
 const (
-	LogConnected     = "connected to broker"
-	LogConnLost      = "broker connection lost; reconnecting"
-	LogConnRestored  = "broker connection restored"
-	LogStillDown     = "broker still unreachable"
-	LogReconnectFail = "broker reconnect failed"
+	LogConnected      = "connected to broker"
+	LogConnLost       = "broker connection lost; reconnecting"
+	LogConnRestored   = "broker connection restored"
+	LogStillDown      = "broker still unreachable"
+	LogReconnectFail  = "broker reconnect failed"
+	LogCannotConnect  = "cannot connect to the broker; retrying"
+	LogBadCertificate = "the broker's TLS certificate is not trusted; if a private CA signed it, set CMDTRACK_AMQP_CA_FILE to that CA's certificate (PEM)"
+	LogAuthRefused    = "the broker refused cmdtrack's credentials; retrying"
+	LogBacklogLost    = "notifications may have been lost while the queue was not consumed: the platform keeps a backlog only so long"
 )
 
-// Run keeps receiver links attached until ctx ends, re-dialling with backoff
-// on any failure, and runs consume on each link (one goroutine per link) for
-// as long as its connection lives. It returns nil when ctx ends. The
-// connection is left open then, so that messages in hand can still be
-// settled: call Close once they are.
+// Run keeps the connection and every queue's link up until ctx ends,
+// re-dialling with backoff when the connection dies, and runs consume on
+// each link (one goroutine per queue) for as long as the link lives. It
+// returns nil when ctx ends. The connection is left open then, so that
+// messages in hand can still be settled: call Close once they are.
 func (b *Broker) Run(ctx context.Context, consume func(context.Context, pipeline.Receiver) error) error {
 	var (
 		attempt   int
 		downSince time.Time
+		lastKind  dialFailure
+		everUp    bool
 	)
 	for {
-		err := b.session(ctx, consume, func() {
+		conn, err := b.dial(ctx)
+		if err == nil {
 			if !downSince.IsZero() {
 				b.log.Info(LogConnRestored, "down_for", time.Since(downSince).Round(time.Millisecond), "attempts", attempt)
 			} else {
 				b.log.Info(LogConnected, "queues", b.cfg.Queues)
 			}
-			attempt, downSince = 0, time.Time{}
-		})
+			everUp, downSince, lastKind = true, time.Time{}, 0
+			up := time.Now()
+			err = b.serve(ctx, conn, consume)
+			if ctx.Err() != nil {
+				return nil
+			}
+			// A connection that dies right after it opens does not earn a
+			// fresh backoff: that would re-dial (and redeliver everything
+			// unsettled) at the fastest pace for ever.
+			if time.Since(up) > b.healthyAfter() {
+				attempt = 0
+			}
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
 		b.m.reconnects.Inc()
 		attempt++
-		if downSince.IsZero() {
+		kind := classifyDial(err)
+		switch {
+		case downSince.IsZero():
 			downSince = time.Now()
 			b.m.outages.Inc()
-			b.log.Warn(LogConnLost, "err", err)
-		} else {
+			b.logFailure(kind, everUp, err)
+		case kind != lastKind:
+			b.logFailure(kind, everUp, err)
+		default:
 			b.log.Debug(LogReconnectFail, "attempt", attempt, "err", err)
 			if attempt%20 == 0 {
 				b.log.Warn(LogStillDown, "down_for", time.Since(downSince).Round(time.Second), "attempts", attempt, "err", err)
 			}
 		}
+		lastKind = kind
 		select {
 		case <-ctx.Done():
 			return nil
@@ -160,57 +247,83 @@ func (b *Broker) Run(ctx context.Context, consume func(context.Context, pipeline
 	}
 }
 
-// session dials, attaches one receiver per queue and receives until ctx ends
-// (returning nil, connection left open) or something fails (returning the
-// error, connection closed).
-func (b *Broker) session(ctx context.Context, consume func(context.Context, pipeline.Receiver) error, onUp func()) (err error) {
-	conn, err := b.dial(ctx)
-	if err != nil {
-		return err
+// healthyAfter is how long a connection or link must live before its
+// failure counts as a new incident rather than part of the last one.
+func (b *Broker) healthyAfter() time.Duration { return max(30*time.Second, b.cfg.ReconnectMax) }
+
+// dialFailure is why a connection could not be had, for the operator.
+type dialFailure int
+
+const (
+	failedNetwork     dialFailure = iota + 1 // unreachable, reset, restarted: it passes
+	failedCertificate                        // the server's certificate is not trusted
+	failedAuth                               // SASL refused the credentials
+)
+
+// classifyDial tells the failures an operator must act on (certificate,
+// credentials) from those that pass (network, broker restart).
+func classifyDial(err error) dialFailure {
+	var certErr *tls.CertificateVerificationError
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	switch {
+	case errors.As(err, &certErr), errors.As(err, &unknownCA), errors.As(err, &hostErr):
+		return failedCertificate
+	case errors.Is(err, errAuth):
+		return failedAuth
 	}
+	return failedNetwork
+}
+
+func (b *Broker) logFailure(kind dialFailure, everUp bool, err error) {
+	switch kind {
+	case failedCertificate:
+		b.log.Error(LogBadCertificate, "err", err)
+	case failedAuth:
+		if b.cfg.AccessKey != "" {
+			b.log.Error(LogAuthRefused, "check", "CMDTRACK_AMQP_ACCESS_KEY, CMDTRACK_AMQP_ACCESS_CODE and CMDTRACK_AMQP_INSTANCE_ID", "err", err)
+		} else {
+			b.log.Error(LogAuthRefused, "check", "the user and password in CMDTRACK_AMQP_URL", "err", err)
+		}
+	default:
+		if everUp {
+			b.log.Warn(LogConnLost, "err", err)
+		} else {
+			b.log.Warn(LogCannotConnect, "err", err)
+		}
+	}
+}
+
+// errAuth marks a refusal of the credentials: go-amqp reports a SASL
+// outcome other than ok as a plain error, recognised in dial.
+var errAuth = errors.New("authentication refused")
+
+// errConnDied marks the end of a connection that was up.
+var errConnDied = errors.New("broker connection closed")
+
+// serve runs every queue on conn until ctx ends (nil, connection left open)
+// or the connection dies (its error, connection closed).
+func (b *Broker) serve(ctx context.Context, conn *amqp.Conn, consume func(context.Context, pipeline.Receiver) error) error {
 	b.mu.Lock()
 	b.conn = conn
 	b.mu.Unlock()
-	defer func() {
-		if err != nil {
-			b.closeConn(conn)
-		}
-	}()
-
-	// IoTDA closes a connection that has no receiver 15 s after it opens, so
-	// attaching is bounded well inside that.
-	attachCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	sess, err := conn.NewSession(attachCtx, nil)
-	if err != nil {
-		return fmt.Errorf("begin session: %w", err)
-	}
-	receivers := make([]*amqp.Receiver, len(b.cfg.Queues))
-	for i, q := range b.cfg.Queues {
-		receivers[i], err = sess.NewReceiver(attachCtx, q, ReceiverOptions(q))
-		if err != nil {
-			return fmt.Errorf("attach receiver to queue %q: %w", q, err)
-		}
-	}
-	cancel()
-
 	b.connected.Store(true)
 	b.m.connected.Set(1)
 	defer func() {
 		b.connected.Store(false)
 		b.m.connected.Set(0)
 	}()
-	onUp()
-
 	g, gctx := errgroup.WithContext(ctx)
-	for i, r := range receivers {
-		g.Go(func() error {
-			return consume(gctx, newLink(r, b.cfg.Queues[i], b.cfg.Credit, b.cfg.Limits, b.m))
-		})
+	for _, q := range b.queues {
+		g.Go(func() error { return b.runQueue(gctx, conn, q, consume) })
 	}
-	err = g.Wait()
+	err := g.Wait()
 	if ctx.Err() != nil {
 		return nil
+	}
+	b.closeConn(conn)
+	if err == nil {
+		err = errConnDied
 	}
 	return err
 }
@@ -244,13 +357,17 @@ func (b *Broker) dial(ctx context.Context) (*amqp.Conn, error) {
 	defer cancel()
 	conn, err := amqp.Dial(dialCtx, u.String(), opts)
 	if err != nil {
+		// go-amqp's only word for a refused login is its message text.
+		if strings.Contains(err.Error(), "SASL") && strings.Contains(err.Error(), "auth failed") {
+			err = fmt.Errorf("%w: %w", errAuth, err)
+		}
 		return nil, fmt.Errorf("dial %s: %w", u.Host, err)
 	}
 	return conn, nil
 }
 
-// Close closes the connection left open by Run. Links and the session go
-// with it; RabbitMQ may never answer a detach, so nothing waits on one.
+// Close closes the connection left open by Run. Links and sessions go with
+// it; RabbitMQ may never answer a detach, so nothing waits on one.
 // ctx bounds the wait for the peer's close.
 func (b *Broker) Close(ctx context.Context) error {
 	b.mu.Lock()

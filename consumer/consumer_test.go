@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/Azure/go-amqp"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/consumer"
@@ -39,29 +40,68 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
+// run is what start started: the broker, and the registry holding both
+// the broker's and the pipeline's metrics.
+type run struct {
+	broker *consumer.Broker
+	reg    *prometheus.Registry
+	stop   func() error
+}
+
+// options change what start runs.
+type options struct {
+	pipeline pipeline.Config
+	broker   func(*consumer.BrokerConfig)
+	// applier replaces the fixture's store (to take the database away).
+	applier pipeline.Applier
+	// hook is called with the broker before it runs.
+	hook func(*consumer.Broker)
+}
+
 // start runs the AMQP source and the pipeline on the fixture's queue until
 // the test ends, and returns a function that stops them and returns the
 // pipeline's error.
 func (f *fixture) start(t *testing.T, cfg pipeline.Config, credit, maxBody int) (stop func() error) {
 	t.Helper()
+	return f.startWith(t, options{pipeline: cfg, broker: func(c *consumer.BrokerConfig) {
+		c.Credit = credit
+		if maxBody != 0 {
+			c.Limits.MaxBodyBytes = maxBody
+		}
+	}}).stop
+}
+
+func (f *fixture) startWith(t *testing.T, o options) *run {
+	t.Helper()
 	log := testLogger(t)
-	if maxBody == 0 {
-		maxBody = 1 << 20
-	}
-	b, err := consumer.NewBroker(consumer.BrokerConfig{
-		URL: testenv.AMQPURL(t), Queues: []string{f.queue}, Credit: credit,
-		Limits:      ingest.Limits{MaxBodyBytes: maxBody},
+	bc := consumer.BrokerConfig{
+		URL: testenv.AMQPURL(t), Queues: []string{f.queue}, Credit: 256,
+		Limits:      ingest.Limits{MaxBodyBytes: 1 << 20},
+		MaxBytes:    32 << 20,
 		IdleTimeout: 8 * time.Second, DialTimeout: 10 * time.Second,
 		ReconnectMin: 100 * time.Millisecond, ReconnectMax: time.Second,
-	}, log, consumer.NewMetrics(nil))
+	}
+	if o.broker != nil {
+		o.broker(&bc)
+	}
+	reg := prometheus.NewRegistry()
+	b, err := consumer.NewBroker(bc, log, consumer.NewMetrics(reg))
 	require.NoError(t, err)
+	if o.hook != nil {
+		o.hook(b)
+	}
+	cfg := o.pipeline
 	if cfg.BatchSize == 0 {
 		cfg = pipeline.Config{BatchSize: 256, BatchWait: 20 * time.Millisecond}
 	}
 	if cfg.RetryMin == 0 {
 		cfg.RetryMin, cfg.RetryMax = 50*time.Millisecond, time.Second
 	}
-	p := pipeline.New(f.st, cfg, log, pipeline.NewMetrics(nil))
+	var st pipeline.Applier = f.st
+	if o.applier != nil {
+		st = o.applier
+	}
+	p := pipeline.New(st, cfg, log, pipeline.NewMetrics(reg))
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
@@ -72,7 +112,7 @@ func (f *fixture) start(t *testing.T, cfg pipeline.Config, credit, maxBody int) 
 		errc <- err
 	}()
 	stopped := false
-	stop = func() error {
+	stop := func() error {
 		if stopped {
 			return nil
 		}
@@ -87,7 +127,40 @@ func (f *fixture) start(t *testing.T, cfg pipeline.Config, credit, maxBody int) 
 		}
 	}
 	t.Cleanup(func() { _ = stop() })
-	return stop
+	return &run{broker: b, reg: reg, stop: stop}
+}
+
+// metric sums the samples of a series whose labels include those given
+// (name=value pairs).
+func (r *run) metric(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	fams, err := r.reg.Gather()
+	require.NoError(t, err)
+	var sum float64
+	for _, fam := range fams {
+		if fam.GetName() != name {
+			continue
+		}
+	samples:
+		for _, m := range fam.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					found = found || (lp.GetName() == labels[i] && lp.GetValue() == labels[i+1])
+				}
+				if !found {
+					continue samples
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				sum += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 func (f *fixture) count(t *testing.T, query string) int {
@@ -148,6 +221,7 @@ func TestHostileInput(t *testing.T) {
 		{amqp.NewMessage([]byte(strings.Replace(valid("nul", "SENT"), `"d1"`, `"d\u0000"`, 1))), "unstorable", ""},
 		{amqp.NewMessage([]byte(strings.Replace(valid("typed", "SENT"), `"SENT"`, `7`, 1))), "invalid_field", ""},
 		{amqp.NewMessage([]byte(strings.Replace(valid("year", "SENT"), "20261101T000000Z", "99991231T235959Z", 1))), "invalid_time", ""},
+		{amqp.NewMessage([]byte(strings.Replace(valid("forged", "FAILED"), "20261101T000000Z", "20991231T235959Z", 1))), "future_event_time", ""},
 		{amqp.NewMessage([]byte{0xff, 0xfe, '{', '}'}), "not_utf8", ""},
 		{amqp.NewMessage([]byte(valid("unknown", "CANCELED"))), "unknown_status", ""},
 		{amqp.NewMessage([]byte(`{"resource":"device.status","event":"update"}`)), "skipped", ""},

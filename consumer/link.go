@@ -2,11 +2,17 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"reflect"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/go-amqp"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/notification"
@@ -22,75 +28,133 @@ type amqpReceiver interface {
 }
 
 // Link is one attached receiver link, as the pipeline's Receiver. Each
-// delivery it returns holds a token of the link's credit until it is settled
-// or abandoned, so that unsettled messages never exceed the credit.
+// delivery it returns holds a token of the link's credit and its size in the
+// broker's byte budget until it is settled or abandoned, so that unsettled
+// messages never exceed the credit, nor their bytes the budget.
 //
-// Credit is issued by hand, one window (a quarter of the credit) at a time,
-// and only once the previous window has fully arrived and enough tokens are
-// free: RabbitMQ's AMQP 1.0 plugin over-delivers when a flow frame crosses
-// transfers in flight, and go-amqp's receiver then stalls for good (README,
-// "Brokers"). A Link is used by one goroutine; its deliveries may be settled
-// from another.
+// Credit is issued by hand, one window at a time, and only once the previous
+// window has fully arrived and enough earlier messages are settled: RabbitMQ's
+// AMQP 1.0 plugin over-delivers when a flow frame crosses transfers in
+// flight, and go-amqp's receiver then stalls for good (README, "Brokers").
+// A window is a quarter of the credit, fewer if the byte budget cannot hold
+// that many messages of the largest allowed size: credit is a promise to take
+// whatever the broker sends, so it is counted at that size until a message
+// arrives and its real size is known.
+//
+// A Link is used by one goroutine; its deliveries may be settled from another.
 type Link struct {
-	rcv         amqpReceiver
-	queue       string
-	source      string // the items' Source: "amqp:" + queue
-	limits      ingest.Limits
-	tokens      chan struct{}
-	window      int
-	outstanding int // credit issued and not yet used
-	reserved    int // tokens taken for the next window
-	received    prometheus.Counter
-	unsettled   prometheus.Gauge
+	rcv      amqpReceiver
+	sess     *amqp.Session // nil in tests
+	cfg      linkConfig
+	source   string // the items' Source: "amqp:" + queue
+	maxBody  int64
+	tokens   chan struct{}
+	window   int
+	received prometheus.Counter
+	unsettle prometheus.Gauge
+	held     prometheus.Gauge
+	presets  prometheus.Counter
+
+	outstanding int   // credit issued and not yet used
+	reserved    int   // tokens taken for the next window
+	reservedB   int64 // budget bytes taken for the next window
+	warned      bool  // a pre-settled message was reported
+
+	abortOnce sync.Once
+	aborted   atomic.Bool
 }
 
-func newLink(r amqpReceiver, queue string, credit int, limits ingest.Limits, m *Metrics) *Link {
-	credit = max(credit, 2)
+// linkConfig is what a Link needs from its broker.
+type linkConfig struct {
+	queue  string
+	credit int
+	limits ingest.Limits
+	budget *semaphore.Weighted
+	// budgetBytes is the budget's size.
+	budgetBytes int64
+	// abort ends the link so that the broker redelivers what it holds.
+	abort func()
+	log   *slog.Logger
+}
+
+func newLink(r amqpReceiver, cfg linkConfig, m *Metrics) *Link {
+	cfg.credit = max(cfg.credit, 2)
+	maxBody := int64(max(cfg.limits.MaxBodyBytes, 1))
+	window := max(1, cfg.credit/4)
+	if cfg.budget != nil {
+		window = max(1, min(window, int(cfg.budgetBytes/maxBody)))
+	}
+	if cfg.log == nil {
+		cfg.log = slog.New(slog.DiscardHandler)
+	}
 	return &Link{
-		rcv:       r,
-		queue:     queue,
-		source:    "amqp:" + queue,
-		limits:    limits,
-		tokens:    make(chan struct{}, credit),
-		window:    max(1, credit/4),
-		received:  m.received.WithLabelValues(queue),
-		unsettled: m.unsettled,
+		rcv:      r,
+		cfg:      cfg,
+		source:   "amqp:" + cfg.queue,
+		maxBody:  maxBody,
+		tokens:   make(chan struct{}, cfg.credit),
+		window:   window,
+		received: m.received.WithLabelValues(cfg.queue),
+		unsettle: m.unsettled,
+		held:     m.heldBytes,
+		presets:  m.presettled.WithLabelValues(cfg.queue),
 	}
 }
 
+// errAborted is why a link whose accept failed stops receiving.
+var errAborted = errors.New("an accept could not be sent; re-attaching so that the broker delivers the message again")
+
 // Next returns the next message, waiting for it as long as ctx allows.
 func (l *Link) Next(ctx context.Context) (pipeline.Delivery, error) {
+	if l.aborted.Load() {
+		return nil, fmt.Errorf("queue %q: %w", l.cfg.queue, errAborted)
+	}
 	if l.outstanding == 0 {
-		// Tokens taken before ctx ended stay reserved for the next call.
-		for l.reserved < l.window {
-			select {
-			case l.tokens <- struct{}{}:
-				l.reserved++
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err // the select may pick a token over a done ctx
+		if err := l.reserve(ctx); err != nil {
+			return nil, err
 		}
 		if err := l.rcv.IssueCredit(uint32(l.window)); err != nil {
-			return nil, fmt.Errorf("issue credit on %q: %w", l.queue, err)
+			return nil, fmt.Errorf("issue credit on %q: %w", l.cfg.queue, err)
 		}
-		l.outstanding, l.reserved = l.window, 0
+		l.outstanding, l.reserved, l.reservedB = l.window, 0, 0
 	}
 	msg, err := l.rcv.Receive(ctx, nil)
 	if err != nil {
 		if ctx.Err() == nil {
-			err = fmt.Errorf("receive from %q: %w", l.queue, err)
+			err = fmt.Errorf("receive from %q: %w", l.cfg.queue, err)
 		}
 		return nil, err
 	}
 	return l.took(msg), nil
 }
 
+// reserve takes the tokens and budget bytes of the next window, waiting as
+// long as ctx allows. What it took before ctx ended stays reserved for the
+// next call.
+func (l *Link) reserve(ctx context.Context) error {
+	for l.reserved < l.window {
+		select {
+		case l.tokens <- struct{}{}:
+			l.reserved++
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err // the select may pick a token over a done ctx
+	}
+	if need := int64(l.window)*l.maxBody - l.reservedB; need > 0 && l.cfg.budget != nil {
+		if err := l.cfg.budget.Acquire(ctx, need); err != nil {
+			return err
+		}
+		l.reservedB += need
+	}
+	return nil
+}
+
 // Prefetched returns a message that has already arrived, or nil at once.
 func (l *Link) Prefetched() pipeline.Delivery {
-	if l.outstanding == 0 {
+	if l.outstanding == 0 || l.aborted.Load() {
 		return nil
 	}
 	msg := l.rcv.Prefetched()
@@ -103,14 +167,57 @@ func (l *Link) Prefetched() pipeline.Delivery {
 func (l *Link) took(msg *amqp.Message) *delivery {
 	l.outstanding--
 	l.received.Inc()
-	l.unsettled.Inc()
-	return &delivery{link: l, msg: msg, item: l.classify(msg)}
+	l.unsettle.Inc()
+	d := &delivery{link: l, msg: msg, item: l.classify(msg)}
+	// The credit this message used was counted at the largest size; from
+	// now on it holds only its own.
+	d.bytes = min(messageSize(msg), l.maxBody)
+	l.held.Add(float64(d.bytes))
+	if l.cfg.budget != nil {
+		l.cfg.budget.Release(l.maxBody - d.bytes)
+	}
+	if presettled(msg) {
+		l.presets.Inc()
+		if !l.warned {
+			l.warned = true
+			l.cfg.log.Error(LogPresettled, "queue", l.cfg.queue)
+		}
+	}
+	return d
 }
 
-// release gives a delivery's credit token back.
-func (l *Link) release() {
+// release gives a delivery's credit token and bytes back.
+func (l *Link) release(d *delivery) {
 	<-l.tokens
-	l.unsettled.Dec()
+	l.unsettle.Dec()
+	l.held.Sub(float64(d.bytes))
+	if l.cfg.budget != nil {
+		l.cfg.budget.Release(d.bytes)
+	}
+}
+
+// finish gives back the budget the link holds for messages that will never
+// come (credit issued or reserved when the link ended). Messages in hand
+// keep theirs until they are settled or abandoned. Call it once the link's
+// goroutine is done with it.
+func (l *Link) finish() {
+	if l.cfg.budget != nil {
+		if n := int64(l.outstanding)*l.maxBody + l.reservedB; n > 0 {
+			l.cfg.budget.Release(n)
+		}
+	}
+	l.outstanding, l.reservedB = 0, 0
+}
+
+// abort stops the link (once): Next fails from now on, and the broker is
+// made to deliver the link's unsettled messages again.
+func (l *Link) abort() {
+	l.abortOnce.Do(func() {
+		l.aborted.Store(true)
+		if l.cfg.abort != nil {
+			l.cfg.abort()
+		}
+	})
 }
 
 // classify decides what the message means, on the link's own goroutine, so
@@ -121,34 +228,63 @@ func (l *Link) classify(msg *amqp.Message) ingest.Item {
 	if err != nil {
 		it = ingest.Unusable(l.source, body, err.Class, err.Reason)
 	} else {
-		it = ingest.Classify(body, l.source, time.Now(), l.limits)
+		it = ingest.Classify(body, l.source, time.Now(), l.cfg.limits)
 	}
 	if it.DeadLetter != nil {
-		it.DeadLetter.Properties = messageProperties(msg, l.queue)
+		it.DeadLetter.Properties = messageProperties(msg, l.cfg.queue)
 	}
 	return it
 }
 
+// messageSize is what a message's body occupies.
+func messageSize(m *amqp.Message) int64 {
+	var n int
+	for _, d := range m.Data {
+		n += len(d)
+	}
+	switch v := m.Value.(type) {
+	case string:
+		n += len(v)
+	case []byte:
+		n += len(v)
+	}
+	return int64(n)
+}
+
+// presettled reports whether the sender settled msg before sending it
+// (at-most-once). go-amqp keeps this only in an unexported field, read here;
+// TestPresettled pins the field against a real broker.
+func presettled(msg *amqp.Message) bool {
+	f := reflect.ValueOf(msg).Elem().FieldByName("settled")
+	return f.IsValid() && f.Kind() == reflect.Bool && f.Bool()
+}
+
 // delivery is one received message, not yet settled.
 type delivery struct {
-	link *Link
-	msg  *amqp.Message
-	item ingest.Item
+	link  *Link
+	msg   *amqp.Message
+	item  ingest.Item
+	bytes int64
 }
 
 func (d *delivery) Item() ingest.Item { return d.item }
 
 // Settle accepts the message. In settle mode "first" the accept waits only
-// for its frame to be handed to the connection.
+// for its frame to be written to the connection. If it cannot be, the link
+// is aborted, so that the broker delivers the message again now rather than
+// when the connection next drops.
 func (d *delivery) Settle(ctx context.Context, _ ingest.Result) error {
 	err := d.link.rcv.AcceptMessage(ctx, d.msg)
-	d.link.release()
+	d.link.release(d)
+	if err != nil {
+		d.link.abort()
+	}
 	return err
 }
 
 // Abandon leaves the message unsettled: the broker delivers it again once
 // the link is gone.
-func (d *delivery) Abandon() { d.link.release() }
+func (d *delivery) Abandon() { d.link.release(d) }
 
 // MessageBody returns the payload of an AMQP message: its Data sections
 // (concatenated, if there are several), or an AmqpValue holding a string or

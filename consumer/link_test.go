@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/pipeline"
@@ -17,13 +19,14 @@ import (
 
 // fakeReceiver plays a broker link that sends only what credit allows.
 type fakeReceiver struct {
-	mu       sync.Mutex
-	backlog  [][]byte // waiting on the broker
-	arrived  []*amqp.Message
-	credit   uint32
-	issued   []uint32
-	accepted int
-	wake     chan struct{}
+	mu        sync.Mutex
+	acceptErr error
+	backlog   [][]byte // waiting on the broker
+	arrived   []*amqp.Message
+	credit    uint32
+	issued    []uint32
+	accepted  int
+	wake      chan struct{}
 }
 
 func newFakeReceiver(n int) *fakeReceiver {
@@ -89,6 +92,9 @@ func (r *fakeReceiver) Prefetched() *amqp.Message {
 func (r *fakeReceiver) AcceptMessage(context.Context, *amqp.Message) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.acceptErr != nil {
+		return r.acceptErr
+	}
 	r.accepted++
 	return nil
 }
@@ -100,7 +106,7 @@ func TestLinkCreditAccounting(t *testing.T) {
 	t.Parallel()
 	fr := newFakeReceiver(100)
 	m := NewMetrics(prometheus.NewRegistry())
-	l := newLink(fr, "q", 8, ingest.Limits{MaxBodyBytes: 1024}, m)
+	l := newLink(fr, linkConfig{queue: "q", credit: 8, limits: ingest.Limits{MaxBodyBytes: 1024}}, m)
 	ctx := context.Background()
 	next := func() pipeline.Delivery {
 		t.Helper()
@@ -149,7 +155,7 @@ func TestLinkClassifies(t *testing.T) {
 	t.Parallel()
 	fr := newFakeReceiver(0)
 	fr.backlog = [][]byte{[]byte(`not json`)}
-	l := newLink(fr, "DefaultQueue", 4, ingest.Limits{MaxBodyBytes: 1024}, NewMetrics(nil))
+	l := newLink(fr, linkConfig{queue: "DefaultQueue", credit: 4, limits: ingest.Limits{MaxBodyBytes: 1024}}, NewMetrics(nil))
 	d, err := l.Next(context.Background())
 	require.NoError(t, err)
 	it := d.Item()
@@ -167,4 +173,63 @@ func value(t *testing.T, c prometheus.Metric) float64 {
 		return m.Gauge.GetValue()
 	}
 	return m.GetCounter().GetValue()
+}
+
+// The byte budget bounds what the links hold and have asked for: credit is
+// counted at the largest message size until a message arrives, then at its
+// own size until it is settled. A window shrinks to what the budget holds.
+func TestLinkByteBudget(t *testing.T) {
+	t.Parallel()
+	fr := newFakeReceiver(100) // bodies of 45 bytes
+	budget := semaphore.NewWeighted(4096)
+	l := newLink(fr, linkConfig{queue: "q", credit: 64, limits: ingest.Limits{MaxBodyBytes: 1024},
+		budget: budget, budgetBytes: 4096}, NewMetrics(nil))
+	require.Equal(t, 4, l.window, "4 KiB hold four messages of the largest size, not a quarter of 64")
+	ctx := context.Background()
+	d, err := l.Next(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []uint32{4}, fr.issued)
+	// One message arrived (45 bytes held), three credits outstanding (3 KiB).
+	require.False(t, budget.TryAcquire(4096-45-3*1024+1), "the budget counts held and promised bytes")
+	require.True(t, budget.TryAcquire(4096-45-3*1024))
+	budget.Release(4096 - 45 - 3*1024)
+
+	var held []pipeline.Delivery
+	held = append(held, d)
+	for range 3 {
+		held = append(held, l.Prefetched())
+	}
+	// The next window needs 4 KiB, of which 4*45 bytes are held: it waits.
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	_, err = l.Next(short)
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	for _, d := range held {
+		d.Abandon()
+	}
+	_, err = l.Next(ctx)
+	require.NoError(t, err, "settling what is held frees the budget")
+	l.finish()
+	require.True(t, budget.TryAcquire(4096-45), "finish gives back what was promised for messages that never came")
+}
+
+// An accept that cannot be sent aborts the link (once): it stops receiving,
+// so that the broker, seeing the link end, delivers the message again now.
+func TestSettleFailureAbortsTheLink(t *testing.T) {
+	t.Parallel()
+	fr := newFakeReceiver(10)
+	aborts := 0
+	l := newLink(fr, linkConfig{queue: "q", credit: 8, limits: ingest.Limits{MaxBodyBytes: 1024},
+		abort: func() { aborts++ }}, NewMetrics(nil))
+	ctx := context.Background()
+	d1, err := l.Next(ctx)
+	require.NoError(t, err)
+	d2 := l.Prefetched()
+	fr.acceptErr = errors.New("write tcp: i/o timeout")
+	require.Error(t, d1.Settle(ctx, ingest.Result{Outcome: ingest.Skipped}))
+	require.Error(t, d2.Settle(ctx, ingest.Result{Outcome: ingest.Skipped}))
+	require.Equal(t, 1, aborts)
+	require.Nil(t, l.Prefetched(), "an aborted link hands out nothing more")
+	_, err = l.Next(ctx)
+	require.ErrorIs(t, err, errAborted)
 }

@@ -10,6 +10,11 @@ type Metrics struct {
 	connected  prometheus.Gauge
 	reconnects prometheus.Counter
 	outages    prometheus.Counter
+
+	heldBytes      prometheus.Gauge
+	queueAttached  *prometheus.GaugeVec
+	attachFailures *prometheus.CounterVec
+	presettled     *prometheus.CounterVec
 }
 
 // NewMetrics creates the series and registers them on reg (nil: unregistered,
@@ -31,9 +36,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		outages: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cmdtrack_broker_outages_total", Help: "Times the broker connection was lost (one per outage, however many re-dials it took).",
 		}),
+		heldBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cmdtrack_messages_held_bytes", Help: "Bytes of the messages received and not yet settled or given back.",
+		}),
+		queueAttached: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cmdtrack_queue_attached", Help: "1 while the queue's receiver link is attached, by queue.",
+		}, []string{"queue"}),
+		attachFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cmdtrack_queue_failures_total", Help: "Failed attaches and lost links, by queue.",
+		}, []string{"queue"}),
+		presettled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cmdtrack_messages_presettled_total", Help: "Messages the broker sent already settled (delivered at most once), by queue.",
+		}, []string{"queue"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.received, m.unsettled, m.connected, m.reconnects, m.outages)
+		reg.MustRegister(m.received, m.unsettled, m.connected, m.reconnects, m.outages,
+			m.heldBytes, m.queueAttached, m.attachFailures, m.presettled)
 	}
 	return m
 }

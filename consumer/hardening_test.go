@@ -1,0 +1,155 @@
+package consumer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/Azure/go-amqp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cmdtrack/cmdtrack/consumer"
+	"github.com/cmdtrack/cmdtrack/ingest"
+	"github.com/cmdtrack/cmdtrack/internal/simulate"
+	"github.com/cmdtrack/cmdtrack/internal/testenv"
+	"github.com/cmdtrack/cmdtrack/pipeline"
+)
+
+// A queue that cannot be attached (deleted, a typo) is retried on its own,
+// with backoff, and named by readiness and metrics, while the good queue's
+// messages flow. Before, it kept the whole connection re-dialling and no
+// queue was consumed.
+func TestOneBadQueueDoesNotStopTheOthers(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	missing := "/amq/queue/" + testenv.Name("missing-")
+	s := simulate.Generate(simulate.Config{Commands: 200, Seed: 51, OutOfOrder: 1, Duplicate: 0.1})
+	f.pub.SendAll(t, bodies(s))
+	r := f.startWith(t, options{broker: func(c *consumer.BrokerConfig) {
+		c.Queues = []string{missing, f.queue}
+		c.ReconnectMin, c.ReconnectMax = 200*time.Millisecond, 2*time.Second
+	}})
+	testenv.WaitStored(t, f.st.Pool(), s, time.Minute)
+	require.Eventually(t, func() bool { return r.broker.Ready() != nil }, 10*time.Second, 10*time.Millisecond)
+	require.ErrorContains(t, r.broker.Ready(), missing, "readiness names the failing queue")
+	require.NotContains(t, r.broker.Ready().Error(), f.queue)
+	require.Equal(t, float64(1), r.metric(t, "cmdtrack_queue_attached", "queue", f.queue))
+	require.Equal(t, float64(0), r.metric(t, "cmdtrack_queue_attached", "queue", missing))
+	time.Sleep(3 * time.Second)
+	failures := r.metric(t, "cmdtrack_queue_failures_total", "queue", missing)
+	require.Greater(t, failures, float64(1))
+	require.Less(t, failures, float64(12), "with its own backoff, not a spin")
+	require.Zero(t, r.metric(t, "cmdtrack_broker_reconnects_total"), "the connection itself never dropped")
+	require.NoError(t, r.stop())
+	testenv.VerifyStream(t, f.st.Pool(), s, f.queue)
+}
+
+// failingAccept fails the accept of the first message it sees, as a link
+// whose frames cannot be written would.
+type failingAccept struct {
+	consumer.AMQPReceiver
+	failed *atomic.Bool
+}
+
+func (f failingAccept) AcceptMessage(ctx context.Context, msg *amqp.Message) error {
+	if f.failed.CompareAndSwap(false, true) {
+		return errors.New("write tcp: i/o timeout")
+	}
+	return f.AMQPReceiver.AcceptMessage(ctx, msg)
+}
+
+// An accept that fails on a live link aborts the link, so the broker
+// delivers the message again now, not when the connection next drops.
+func TestFailedAcceptIsRedeliveredNow(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	s := simulate.Generate(simulate.Config{Commands: 50, Seed: 53})
+	var failed atomic.Bool
+	r := f.startWith(t, options{hook: func(b *consumer.Broker) {
+		consumer.WrapReceivers(b, func(r consumer.AMQPReceiver) consumer.AMQPReceiver {
+			return failingAccept{AMQPReceiver: r, failed: &failed}
+		})
+	}})
+	f.pub.SendAll(t, bodies(s))
+	testenv.WaitStored(t, f.st.Pool(), s, time.Minute)
+	// The abort fails the accepts that follow on the same link too: each
+	// message whose accept failed must come again while the connection lives.
+	n := float64(len(s.Messages))
+	require.Eventually(t, func() bool {
+		failures := r.metric(t, "cmdtrack_settle_failures_total")
+		return failures >= 1 && r.metric(t, "cmdtrack_messages_received_total") >= n+failures
+	}, 20*time.Second, 20*time.Millisecond, "the messages whose accept failed must come again while the connection lives")
+	require.Zero(t, r.metric(t, "cmdtrack_broker_reconnects_total"), "only the link was re-attached")
+	require.NoError(t, r.stop())
+	testenv.VerifyStream(t, f.st.Pool(), s, f.queue)
+}
+
+// cmdtrack asks for unsettled deliveries; should a broker send messages
+// already settled (at-most-once), each is counted. Here the test makes
+// RabbitMQ do so by asking for it.
+func TestPresettledDeliveriesAreCounted(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	s := simulate.Generate(simulate.Config{Commands: 20, Seed: 55})
+	f.pub.SendAll(t, bodies(s))
+	r := f.startWith(t, options{hook: func(b *consumer.Broker) { consumer.AskSenderSettleMode(b, amqp.SenderSettleModeSettled) }})
+	testenv.WaitStored(t, f.st.Pool(), s, time.Minute)
+	require.Eventually(t, func() bool {
+		return r.metric(t, "cmdtrack_messages_presettled_total", "queue", f.queue) == float64(len(s.Messages))
+	}, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, r.stop())
+
+	// Asked for unsettled, RabbitMQ sends none settled.
+	f2 := setup(t)
+	f2.pub.SendAll(t, bodies(s))
+	r2 := f2.startWith(t, options{})
+	testenv.WaitStored(t, f2.st.Pool(), s, time.Minute)
+	require.NoError(t, r2.stop())
+	require.Zero(t, r2.metric(t, "cmdtrack_messages_presettled_total"))
+	require.Equal(t, float64(len(s.Messages)), r2.metric(t, "cmdtrack_messages_received_total"))
+}
+
+// downStore is a database that is away.
+type downStore struct{}
+
+func (downStore) Apply(context.Context, []ingest.Item) ([]ingest.Result, error) {
+	return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+}
+
+// With the database away and a backlog of large messages, what the worker
+// holds is bounded in bytes (CMDTRACK_AMQP_MAX_BYTES), not only in count.
+// Before, it held a whole credit's worth of them.
+func TestHeldBytesBoundedWhileTheDatabaseIsAway(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	const size, budget = 64 << 10, 1 << 20
+	big := make([][]byte, 100)
+	for i := range big {
+		// device.message notifications share the queues and can be large.
+		big[i] = []byte(fmt.Sprintf(`{"resource":"device.message","event":"report","n":%d,"pad":"%s"}`, i, strings.Repeat("x", size)))
+	}
+	f.pub.SendAll(t, big)
+	r := f.startWith(t, options{applier: downStore{}, broker: func(c *consumer.BrokerConfig) {
+		c.Credit, c.MaxBytes, c.Limits.MaxBodyBytes = 1024, budget, 256<<10
+	}})
+	require.Eventually(t, func() bool { return r.metric(t, "cmdtrack_messages_held_bytes") > 0 }, 10*time.Second, 10*time.Millisecond)
+	var peak float64
+	var mu sync.Mutex
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		peak = max(peak, r.metric(t, "cmdtrack_messages_held_bytes"))
+		mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+	}
+	require.LessOrEqual(t, peak, float64(budget), "held bytes stay within the budget")
+	require.LessOrEqual(t, r.metric(t, "cmdtrack_messages_unsettled"), float64(budget/size))
+	err := r.stop()
+	require.ErrorIs(t, err, pipeline.ErrGraceRanOut)
+}

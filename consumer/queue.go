@@ -1,0 +1,222 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/Azure/go-amqp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cmdtrack/cmdtrack/internal/backoff"
+	"github.com/cmdtrack/cmdtrack/pipeline"
+)
+
+// queue is one configured queue and how its link fares.
+type queue struct {
+	name     string
+	attached atomic.Bool
+
+	mu      sync.Mutex
+	lastErr error // why the last attach or link failed; nil while attached
+
+	gauge    prometheus.Gauge
+	failures prometheus.Counter
+	// mixedWarned is set once cmdtrack has said that the broker would not
+	// promise unsettled deliveries on this queue.
+	mixedWarned atomic.Bool
+	// unconsumed is since when no link consumes the queue, across
+	// connections (the start of the process, at first). Only the queue's
+	// own goroutine touches it, one connection after another.
+	unconsumed time.Time
+}
+
+func newQueue(name string, m *Metrics) *queue {
+	return &queue{name: name, gauge: m.queueAttached.WithLabelValues(name), failures: m.attachFailures.WithLabelValues(name),
+		unconsumed: time.Now()}
+}
+
+func (q *queue) status() string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.lastErr == nil {
+		return fmt.Sprintf("queue %q is not attached yet", q.name)
+	}
+	return fmt.Sprintf("queue %q is not attached: %v", q.name, q.lastErr)
+}
+
+func (q *queue) set(attached bool, err error) {
+	q.mu.Lock()
+	q.lastErr = err
+	q.mu.Unlock()
+	q.attached.Store(attached)
+	if attached {
+		q.gauge.Set(1)
+	} else {
+		q.gauge.Set(0)
+	}
+}
+
+// Log lines about one queue.
+const (
+	LogQueueFailing  = "cannot consume a queue; retrying it on its own while the others flow (check the name in CMDTRACK_AMQP_QUEUE, the queue and its permissions)"
+	LogQueueRestored = "queue consumed again"
+	LogMixedSettle   = "the broker would not promise to send this queue's messages unsettled; should it send one settled, it is delivered at most once"
+	LogPresettled    = "the broker sent a message already settled (at-most-once): it is not redelivered if cmdtrack stops before storing it"
+)
+
+// runQueue keeps q's link attached on its own session of conn until ctx
+// ends (nil) or the connection dies (its error). A failure of the queue
+// alone (not found, no permission, a detach) is retried with the queue's
+// own backoff; the backoff starts afresh only once a link has lived a while.
+func (b *Broker) runQueue(ctx context.Context, conn *amqp.Conn, q *queue, consume func(context.Context, pipeline.Receiver) error) error {
+	var (
+		attempt     int
+		failing     bool
+		failedSince time.Time
+	)
+	for {
+		link, err := b.attach(ctx, conn, q)
+		if err == nil {
+			if gap := time.Since(q.unconsumed); gap > b.cfg.BacklogRetention {
+				from, to := q.unconsumed.UTC().Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339)
+				b.log.Warn(LogBacklogLost, "queue", q.name, "from", from, "to", to, "gap", gap.Round(time.Second),
+					"repair", fmt.Sprintf("cmdtrack reconcile -since %s -until %s", from, to))
+			}
+			if failing {
+				b.log.Info(LogQueueRestored, "queue", q.name, "failing_for", time.Since(failedSince).Round(time.Millisecond))
+				failing = false
+			}
+			q.set(true, nil)
+			up := time.Now()
+			err = consume(ctx, link)
+			link.finish()
+			q.set(false, err)
+			q.unconsumed = time.Now()
+			if ctx.Err() != nil {
+				// The session stays open: the messages in hand are still
+				// to be settled, and Close ends it with the connection.
+				return nil
+			}
+			closeSession(link.sess)
+			if connDead(conn, err) {
+				return err
+			}
+			if time.Since(up) > b.healthyAfter() {
+				attempt = 0
+			}
+		} else {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if connDead(conn, err) {
+				return err
+			}
+			q.set(false, err)
+		}
+		attempt++
+		q.failures.Inc()
+		if !failing {
+			failing, failedSince = true, time.Now()
+			b.log.Warn(LogQueueFailing, "queue", q.name, "err", err)
+		} else {
+			b.log.Debug("queue still failing", "queue", q.name, "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff.Delay(attempt, b.cfg.ReconnectMin, b.cfg.ReconnectMax)):
+		}
+	}
+}
+
+// connDead reports whether err, or the connection's own state, says the
+// connection is gone, which takes every queue down with it.
+func connDead(conn *amqp.Conn, err error) bool {
+	var connErr *amqp.ConnError
+	if errors.As(err, &connErr) {
+		return true
+	}
+	select {
+	case <-conn.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// attachTimeout bounds beginning a session and attaching a link. IoTDA
+// closes a connection that has no receiver 15 s after it opens.
+const attachTimeout = 10 * time.Second
+
+// attach begins a session for q and attaches its receiver. Each queue has a
+// session of its own because RabbitMQ ends the whole session when an attach
+// fails (a missing queue, say), which would take the other queues with it.
+//
+// It asks the broker to send every message unsettled, so that none is
+// delivered at most once; a broker that will not promise that is used
+// anyway, with a warning, and pre-settled messages are counted (Link).
+func (b *Broker) attach(ctx context.Context, conn *amqp.Conn, q *queue) (*Link, error) {
+	actx, cancel := context.WithTimeout(ctx, attachTimeout)
+	defer cancel()
+	sess, err := conn.NewSession(actx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin session for queue %q: %w", q.name, err)
+	}
+	opts := ReceiverOptions(q.name)
+	mode := amqp.SenderSettleModeUnsettled
+	if b.senderMode != nil {
+		mode = *b.senderMode
+	}
+	opts.RequestedSenderSettleMode = &mode
+	rcv, err := sess.NewReceiver(actx, q.name, opts)
+	if err != nil && strings.Contains(err.Error(), "settlement mode") {
+		// go-amqp fails the attach when the broker answers another mode;
+		// its session is still good, the link is not.
+		if q.mixedWarned.CompareAndSwap(false, true) {
+			b.log.Warn(LogMixedSettle, "queue", q.name, "err", err)
+		}
+		opts.RequestedSenderSettleMode = nil
+		rcv, err = sess.NewReceiver(actx, q.name, opts)
+	}
+	if err != nil {
+		closeSession(sess)
+		return nil, fmt.Errorf("attach to queue %q: %w", q.name, err)
+	}
+	var r amqpReceiver = rcv
+	if b.wrap != nil {
+		r = b.wrap(r)
+	}
+	l := newLink(r, linkConfig{
+		queue: q.name, credit: b.cfg.Credit, limits: b.cfg.Limits,
+		budget: b.budget, budgetBytes: b.cfg.MaxBytes,
+		abort: func() { b.abortLink(conn, sess) },
+		log:   b.log,
+	}, b.m)
+	l.sess = sess
+	return l, nil
+}
+
+// abortLink ends a link whose accept could not be sent, so that the broker
+// delivers its unsettled messages again now rather than when the connection
+// next drops. RabbitMQ may never answer the session's end: if it does not in
+// time, the whole connection goes.
+func (b *Broker) abortLink(conn *amqp.Conn, sess *amqp.Session) {
+	go func() {
+		if !closeSession(sess) {
+			b.log.Warn("a session did not close in time; closing the broker connection so that its messages come again")
+			b.closeConn(conn)
+		}
+	}()
+}
+
+// closeSession ends sess within five seconds and reports whether it did.
+func closeSession(sess *amqp.Session) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return !errors.Is(sess.Close(ctx), context.DeadlineExceeded)
+}
