@@ -19,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/cmdtrack/cmdtrack/ingest"
 )
 
@@ -41,15 +43,28 @@ type Config struct {
 	Limits ingest.Limits
 	// Wait bounds how long a request waits for its commit before 503.
 	Wait time.Duration
-	// MaxInFlight bounds the pushes read and waiting at once (each may hold
-	// up to Limits.MaxBodyBytes); past it, pushes are answered 503 at once.
-	MaxInFlight int
+	// MaxInFlight bounds the pushes read and waiting at once, and
+	// MaxBytesInFlight the bytes their bodies hold (each counted at its
+	// Content-Length, or at the body limit when it gives none); past either,
+	// pushes are answered 503 at once.
+	MaxInFlight      int
+	MaxBytesInFlight int64
+	// AllowUnauthenticated must be set to serve without a token or client
+	// certificates: anyone who reaches such a receiver can forge
+	// notifications.
+	AllowUnauthenticated bool
 }
+
+// ErrUnauthenticated is returned by Listen for a receiver that would take
+// pushes from anyone, unless that is explicitly allowed.
+var ErrUnauthenticated = errors.New("CMDTRACK_HTTP_ADDR is set but neither CMDTRACK_HTTP_TOKEN nor CMDTRACK_HTTP_CLIENT_CA is: " +
+	"anyone who reaches it could forge notifications; set one of them, or CMDTRACK_HTTP_ALLOW_UNAUTHENTICATED=true")
 
 // Server is the push receiver.
 type Server struct {
 	cfg      Config
 	inFlight chan struct{}
+	bytes    *semaphore.Weighted
 	sub      Submitter
 	log      *slog.Logger
 	srv      *http.Server
@@ -60,10 +75,16 @@ type Server struct {
 // Listen binds the address now, so that a bad address or certificate fails
 // at startup.
 func Listen(cfg Config, sub Submitter, log *slog.Logger) (*Server, error) {
+	if cfg.Token == "" && cfg.ClientCAFile == "" && !cfg.AllowUnauthenticated {
+		return nil, ErrUnauthenticated
+	}
 	if cfg.MaxInFlight < 1 {
 		cfg.MaxInFlight = 1
 	}
-	s := &Server{cfg: cfg, sub: sub, log: log, inFlight: make(chan struct{}, cfg.MaxInFlight)}
+	// At least one push of the largest size must fit.
+	cfg.MaxBytesInFlight = max(cfg.MaxBytesInFlight, int64(cfg.Limits.MaxBodyBytes))
+	s := &Server{cfg: cfg, sub: sub, log: log, inFlight: make(chan struct{}, cfg.MaxInFlight),
+		bytes: semaphore.NewWeighted(cfg.MaxBytesInFlight)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", s.handle)
 	s.srv = &http.Server{
@@ -145,8 +166,18 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "missing or wrong token", http.StatusUnauthorized)
 		return
 	}
-	// Bounded memory: a flood, or pushes piling up while the database is
-	// away, gets 503 rather than a goroutine and a body each.
+	limit := int64(s.cfg.Limits.MaxBodyBytes)
+	if r.ContentLength > limit {
+		http.Error(w, fmt.Sprintf("body larger than %d bytes", limit), http.StatusRequestEntityTooLarge)
+		return
+	}
+	// Bounded memory, in pushes and in bytes: a flood, or pushes piling up
+	// while the database is away, gets 503 rather than a goroutine and a
+	// body each.
+	size := limit
+	if r.ContentLength >= 0 {
+		size = r.ContentLength
+	}
 	select {
 	case s.inFlight <- struct{}{}:
 		defer func() { <-s.inFlight }()
@@ -155,7 +186,13 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many pushes in flight; retry", http.StatusServiceUnavailable)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(s.cfg.Limits.MaxBodyBytes)))
+	if !s.bytes.TryAcquire(size) {
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "too many bytes in flight; retry", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.bytes.Release(size)
+	body, err := readBody(w, r, limit)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -188,6 +225,20 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// readBody reads the request body, at most limit bytes, into a buffer of
+// its declared length when it has one, so that it is held once, not grown.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	if r.ContentLength < 0 {
+		return io.ReadAll(body)
+	}
+	buf := make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(body, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
 }
 
 func (s *Server) authorized(r *http.Request) bool {

@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// ReadyFunc reports why the daemon cannot do its work now, or nil.
-type ReadyFunc func(ctx context.Context) error
+// CheckFunc reports why the daemon cannot do its work now, or nil.
+type CheckFunc func(ctx context.Context) error
 
 // Server is the ops HTTP server.
 type Server struct {
@@ -27,27 +27,18 @@ type Server struct {
 // Listen binds addr now, so that a bad address fails at startup.
 //
 //   - /metrics: the series registered on gatherer
-//   - /healthz: 200 while the process serves HTTP at all (liveness)
+//   - /healthz: 200 when live() is nil, else 503 with its reason (liveness:
+//     a failing one asks the orchestrator to restart the process)
 //   - /readyz:  200 when ready() is nil, else 503 with its reason
-func Listen(addr string, gatherer prometheus.Gatherer, ready ReadyFunc, log *slog.Logger) (*Server, error) {
+func Listen(addr string, gatherer prometheus.Gatherer, ready, live CheckFunc, log *slog.Logger) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := ready(ctx); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ready\n"))
-	})
+	mux.HandleFunc("GET /healthz", check(live, "ok", "not live"))
+	mux.HandleFunc("GET /readyz", check(ready, "ready", "not ready"))
 	return &Server{
 		ln:  ln,
 		log: log,
@@ -59,6 +50,18 @@ func Listen(addr string, gatherer prometheus.Gatherer, ready ReadyFunc, log *slo
 			IdleTimeout:       60 * time.Second,
 		},
 	}, nil
+}
+
+func check(f CheckFunc, ok, failed string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := f(ctx); err != nil {
+			http.Error(w, failed+": "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte(ok + "\n"))
+	}
 }
 
 // Addr is the bound address (useful with port 0).

@@ -44,6 +44,10 @@ type Config struct {
 	// ApplyTimeout bounds one attempt to write a batch, so that a connection
 	// that hangs without failing becomes an error to retry. Zero means 30 s.
 	ApplyTimeout time.Duration
+	// StallTimeout is how long deliveries may be in hand with nothing
+	// stored or settled before Stalled says the pipeline is wedged. Zero
+	// means 5 minutes.
+	StallTimeout time.Duration
 }
 
 // Pipeline batches deliveries, writes them and settles them.
@@ -54,9 +58,10 @@ type Pipeline struct {
 	m     *Metrics
 
 	dbHealthy atomic.Bool
-	// attemptSince is, per writer, when the write in progress started
-	// (UnixNano), 0 between writes; Stalled reads it.
-	attemptSince []atomic.Int64
+	// inHand counts deliveries taken and not yet settled or abandoned;
+	// progress is when a batch was last stored or settled (UnixNano).
+	inHand   atomic.Int64
+	progress atomic.Int64
 	// failingSince is when database writes began to fail (UnixNano), 0
 	// while they succeed.
 	failingSince atomic.Int64
@@ -69,6 +74,9 @@ func New(st Applier, cfg Config, log *slog.Logger, m *Metrics) *Pipeline {
 	if cfg.ApplyTimeout <= 0 {
 		cfg.ApplyTimeout = 30 * time.Second
 	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = 5 * time.Minute
+	}
 	if cfg.BatchWait <= 0 {
 		cfg.BatchWait = 10 * time.Millisecond
 	}
@@ -76,8 +84,9 @@ func New(st Applier, cfg Config, log *slog.Logger, m *Metrics) *Pipeline {
 		cfg.RetryMin = 200 * time.Millisecond
 	}
 	cfg.RetryMax = max(cfg.RetryMax, cfg.RetryMin)
-	p := &Pipeline{store: st, cfg: cfg, log: log, m: m, attemptSince: make([]atomic.Int64, cfg.Writers)}
+	p := &Pipeline{store: st, cfg: cfg, log: log, m: m}
 	p.dbHealthy.Store(true)
+	p.progress.Store(time.Now().UnixNano())
 	return p
 }
 
@@ -89,18 +98,18 @@ func (p *Pipeline) Ready() error {
 	return nil
 }
 
-// Stalled reports an error when a single write has been in progress far
-// longer than its own timeout allows, which means the pipeline is wedged and
-// the process should be restarted (the systemd watchdog asks this).
+// Stalled reports an error when deliveries have been in hand for longer
+// than StallTimeout with nothing stored or settled: whatever the cause (a
+// hung connection, a database away that long, a bug), restarting the worker
+// is then the way forward, and harmless: what it holds is delivered again.
+// Liveness probes and the systemd watchdog ask this.
 func (p *Pipeline) Stalled() error {
-	for i := range p.attemptSince {
-		since := p.attemptSince[i].Load()
-		if since == 0 {
-			continue
-		}
-		if d := time.Since(time.Unix(0, since)); d > 2*p.cfg.ApplyTimeout {
-			return fmt.Errorf("a database write has been in progress for %s", d.Round(time.Second))
-		}
+	n := p.inHand.Load()
+	if n == 0 {
+		return nil
+	}
+	if d := time.Since(time.Unix(0, p.progress.Load())); d > p.cfg.StallTimeout {
+		return fmt.Errorf("%d messages in hand and nothing stored or settled for %s (CMDTRACK_STALL_TIMEOUT)", n, d.Round(time.Second))
 	}
 	return nil
 }
@@ -161,11 +170,11 @@ func (p *Pipeline) Run(ctx context.Context, grace time.Duration, sources ...Sour
 	// the merge rule makes their order irrelevant, and the store's fixed row
 	// order keeps them from deadlocking.
 	var writers sync.WaitGroup
-	for w := range p.cfg.Writers {
+	for range p.cfg.Writers {
 		writers.Add(1)
 		g.Go(func() error {
 			defer writers.Done()
-			return p.write(drainCtx, w, batches, stored)
+			return p.write(drainCtx, batches, stored)
 		})
 	}
 	go func() {
@@ -196,12 +205,22 @@ func (b *batch) add(d Delivery) {
 	b.items = append(b.items, d.Item())
 }
 
+// take adds d to b, counting it in hand.
+func (p *Pipeline) take(b *batch, d Delivery) {
+	if p.inHand.Add(1) == 1 {
+		// Nothing was in hand: the wait for progress starts now.
+		p.progress.Store(time.Now().UnixNano())
+	}
+	b.add(d)
+}
+
 // abandon gives up on a batch without storing it: senders keep their
 // messages and deliver them again.
-func (b *batch) abandon() {
+func (p *Pipeline) abandon(b *batch) {
 	for _, d := range b.deliveries {
 		d.Abandon()
 	}
+	p.inHand.Add(-int64(len(b.deliveries)))
 }
 
 // receive turns one receiver's deliveries into batches: it waits for a
@@ -221,12 +240,12 @@ func (p *Pipeline) receive(intake, drain context.Context, r Receiver, out chan<-
 			return err
 		}
 		b := p.newBatch()
-		b.add(d)
+		p.take(b, d)
 		var waitCtx context.Context
 		cancel := func() {}
 		for len(b.deliveries) < p.cfg.BatchSize {
 			if d := r.Prefetched(); d != nil {
-				b.add(d)
+				p.take(b, d)
 				continue
 			}
 			if waitCtx == nil {
@@ -237,18 +256,18 @@ func (p *Pipeline) receive(intake, drain context.Context, r Receiver, out chan<-
 				if waitCtx.Err() == nil {
 					// The stream broke: what it delivered comes again.
 					cancel()
-					b.abandon()
+					p.abandon(b)
 					return err
 				}
 				break // the wait is over (or intake ended): hand on what we have
 			}
-			b.add(d)
+			p.take(b, d)
 		}
 		cancel()
 		select {
 		case out <- b:
 		case <-drain.Done():
-			b.abandon()
+			p.abandon(b)
 			return fmt.Errorf("batch of %d not written: %w", len(b.items), context.Cause(drain))
 		}
 	}
@@ -258,19 +277,19 @@ func (p *Pipeline) receive(intake, drain context.Context, r Receiver, out chan<-
 // fails, and only then passes the batch on to be settled. While it waits,
 // the sources run out of credit and stop: nothing piles up here.
 // ctx is the drain context: it ends only when the shutdown grace runs out.
-func (p *Pipeline) write(ctx context.Context, w int, in <-chan *batch, out chan<- *batch) error {
+func (p *Pipeline) write(ctx context.Context, in <-chan *batch, out chan<- *batch) error {
 	for b := range in {
-		if err := p.apply(ctx, w, b); err != nil {
-			b.abandon()
+		if err := p.apply(ctx, b); err != nil {
+			p.abandon(b)
 			for b := range in {
-				b.abandon()
+				p.abandon(b)
 			}
 			return err
 		}
 		select {
 		case out <- b:
 		case <-ctx.Done():
-			b.abandon()
+			p.abandon(b)
 			return fmt.Errorf("batch written but not settled (it will be redelivered and applied again, harmlessly): %w", context.Cause(ctx))
 		}
 	}
@@ -284,19 +303,18 @@ const (
 	LogWriteStillFails = "database still failing"
 )
 
-// apply writes one batch (writer w), retrying with backoff while the
+// apply writes one batch, retrying with backoff while the
 // database fails. The writers share one "failed"/"recovered" pair of log
 // lines per outage.
-func (p *Pipeline) apply(ctx context.Context, w int, b *batch) error {
+func (p *Pipeline) apply(ctx context.Context, b *batch) error {
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		p.attemptSince[w].Store(start.UnixNano())
 		actx, cancel := context.WithTimeout(ctx, p.cfg.ApplyTimeout)
 		res, err := p.store.Apply(actx, b.items)
 		cancel()
-		p.attemptSince[w].Store(0)
 		if err == nil {
 			b.results = res
+			p.progress.Store(time.Now().UnixNano())
 			p.m.applySeconds.Observe(time.Since(start).Seconds())
 			if since := p.failingSince.Swap(0); since != 0 {
 				p.log.Info(LogWriteRecovered, "failing_for", time.Since(time.Unix(0, since)).Round(time.Millisecond))
@@ -347,6 +365,8 @@ func (p *Pipeline) settle(in <-chan *batch) {
 			p.count(&b.items[i], b.results[i])
 		}
 		cancel()
+		p.inHand.Add(-int64(len(b.deliveries)))
+		p.progress.Store(time.Now().UnixNano())
 		p.m.batches.Inc()
 		p.m.batchSize.Observe(float64(len(b.deliveries)))
 		if failed > 0 {

@@ -454,3 +454,21 @@ func (f *fixture) labeled(t *testing.T, name, label string) float64 {
 	}
 	return 0
 }
+
+// Deliveries in hand with nothing stored or settled for StallTimeout is a
+// wedge, which liveness reports; progress, or nothing in hand, is not.
+func TestStalled(t *testing.T) {
+	t.Parallel()
+	f := setup(t, pipeline.Config{BatchSize: 2, StallTimeout: 50 * time.Millisecond})
+	f.store.hold = make(chan struct{})
+	f.run(t, time.Second)
+	time.Sleep(80 * time.Millisecond)
+	require.NoError(t, f.p.Stalled(), "nothing in hand is no wedge, however long")
+	ds := f.src.send(2)
+	require.NoError(t, f.p.Stalled(), "the wait starts when the first delivery is taken")
+	require.Eventually(t, func() bool { return f.p.Stalled() != nil }, 5*time.Second, 5*time.Millisecond)
+	require.ErrorContains(t, f.p.Stalled(), "2 messages in hand")
+	close(f.store.hold)
+	require.Eventually(t, func() bool { return ds[1].settled.Load() == 1 }, 5*time.Second, time.Millisecond)
+	require.NoError(t, f.p.Stalled())
+}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/cmdtrack/cmdtrack/consumer"
 )
 
 // Config is everything cmdtrack reads from the environment, each field as
@@ -28,32 +30,37 @@ type Config struct {
 	AMQPAccessCode string   `envconfig:"AMQP_ACCESS_CODE" desc:"IoTDA access code (the SASL password)"`
 	AMQPInstanceID string   `envconfig:"AMQP_INSTANCE_ID" desc:"IoTDA instance id"`
 	AMQPCAFile     string   `envconfig:"AMQP_CA_FILE" desc:"extra CA certificates (PEM) to trust for amqps"`
-	AMQPCredit     int      `envconfig:"AMQP_CREDIT" default:"1024" desc:"most unsettled messages per queue (bounds memory; issued a quarter at a time)"`
+	AMQPCredit     int      `envconfig:"AMQP_CREDIT" default:"1024" desc:"most unsettled messages per queue (issued a quarter at a time)"`
+	AMQPMaxBytes   int64    `envconfig:"AMQP_MAX_BYTES" default:"33554432" desc:"most message bytes held or asked for, across queues (bounds memory; credit counts at CMDTRACK_MAX_BODY_BYTES until a message arrives)"`
 
-	AMQPIdleTimeout  time.Duration `envconfig:"AMQP_IDLE_TIMEOUT" default:"8s" desc:"heartbeat: drop a connection silent this long"`
-	AMQPDialTimeout  time.Duration `envconfig:"AMQP_DIAL_TIMEOUT" default:"10s" desc:"limit for connecting and authenticating"`
-	AMQPReconnectMin time.Duration `envconfig:"AMQP_RECONNECT_MIN" default:"500ms" desc:"first reconnect delay (doubles, with jitter)"`
-	AMQPReconnectMax time.Duration `envconfig:"AMQP_RECONNECT_MAX" default:"30s" desc:"longest reconnect delay"`
+	AMQPIdleTimeout      time.Duration `envconfig:"AMQP_IDLE_TIMEOUT" default:"8s" desc:"heartbeat: drop a connection silent this long"`
+	AMQPDialTimeout      time.Duration `envconfig:"AMQP_DIAL_TIMEOUT" default:"10s" desc:"limit for connecting and authenticating"`
+	AMQPReconnectMin     time.Duration `envconfig:"AMQP_RECONNECT_MIN" default:"500ms" desc:"first reconnect delay (doubles, with jitter)"`
+	AMQPReconnectMax     time.Duration `envconfig:"AMQP_RECONNECT_MAX" default:"30s" desc:"longest reconnect delay"`
+	AMQPBacklogRetention time.Duration `envconfig:"AMQP_BACKLOG_RETENTION" default:"24h" desc:"how long the platform keeps a queue's backlog; a longer gap is reported as possible loss"`
 
-	BatchSize    int           `envconfig:"BATCH_SIZE" default:"256" desc:"most messages written in one transaction"`
-	Writers      int           `envconfig:"WRITERS" default:"2" desc:"batches written at once, each on its own connection"`
-	BatchWait    time.Duration `envconfig:"BATCH_WAIT" default:"10ms" desc:"longest a message waits for its batch to fill"`
-	MaxBodyBytes int           `envconfig:"MAX_BODY_BYTES" default:"1048576" desc:"larger messages are dead-lettered"`
-	DBRetryMin   time.Duration `envconfig:"DB_RETRY_MIN" default:"200ms" desc:"first delay before retrying a failed write"`
-	DBRetryMax   time.Duration `envconfig:"DB_RETRY_MAX" default:"10s" desc:"longest delay between write retries"`
+	BatchSize     int           `envconfig:"BATCH_SIZE" default:"256" desc:"most messages written in one transaction"`
+	Writers       int           `envconfig:"WRITERS" default:"2" desc:"batches written at once, each on its own connection"`
+	BatchWait     time.Duration `envconfig:"BATCH_WAIT" default:"10ms" desc:"longest a message waits for its batch to fill"`
+	MaxBodyBytes  int           `envconfig:"MAX_BODY_BYTES" default:"1048576" desc:"larger messages are dead-lettered (their first 64 KiB kept)"`
+	MaxFutureSkew time.Duration `envconfig:"MAX_FUTURE_SKEW" default:"1h" desc:"a notification dated further ahead of its receipt is dead-lettered (future_event_time)"`
+	DBRetryMin    time.Duration `envconfig:"DB_RETRY_MIN" default:"200ms" desc:"first delay before retrying a failed write"`
+	DBRetryMax    time.Duration `envconfig:"DB_RETRY_MAX" default:"10s" desc:"longest delay between write retries"`
 
 	RetentionHistory     Age           `envconfig:"RETENTION_HISTORY" default:"0" desc:"delete history rows older than this (e.g. 90d; 0 keeps all)"`
 	RetentionDeadLetters Age           `envconfig:"RETENTION_DEAD_LETTERS" default:"0" desc:"delete dead letters older than this (0 keeps all)"`
 	RetentionCommands    Age           `envconfig:"RETENTION_COMMANDS" default:"0" desc:"delete commands whose last event is older than this (0 keeps all)"`
 	RetentionInterval    time.Duration `envconfig:"RETENTION_INTERVAL" default:"1h" desc:"how often retention runs"`
 
-	HTTPAddr        string        `envconfig:"HTTP_ADDR" desc:"address for the HTTP(S) push receiver (empty: off)"`
-	HTTPTLSCert     string        `envconfig:"HTTP_TLS_CERT" desc:"certificate (PEM) to serve the push receiver over HTTPS"`
-	HTTPTLSKey      string        `envconfig:"HTTP_TLS_KEY" desc:"private key (PEM) for CMDTRACK_HTTP_TLS_CERT"`
-	HTTPClientCA    string        `envconfig:"HTTP_CLIENT_CA" desc:"require client certificates signed by this CA (PEM)"`
-	HTTPToken       string        `envconfig:"HTTP_TOKEN" desc:"require \"Authorization: Bearer <token>\" on pushes"`
-	HTTPWait        time.Duration `envconfig:"HTTP_WAIT" default:"30s" desc:"longest a push waits for its commit before 503"`
-	HTTPMaxInFlight int           `envconfig:"HTTP_MAX_IN_FLIGHT" default:"256" desc:"most pushes handled at once; more are answered 503"`
+	HTTPAddr                 string        `envconfig:"HTTP_ADDR" desc:"address for the HTTP(S) push receiver (empty: off)"`
+	HTTPTLSCert              string        `envconfig:"HTTP_TLS_CERT" desc:"certificate (PEM) to serve the push receiver over HTTPS"`
+	HTTPTLSKey               string        `envconfig:"HTTP_TLS_KEY" desc:"private key (PEM) for CMDTRACK_HTTP_TLS_CERT"`
+	HTTPClientCA             string        `envconfig:"HTTP_CLIENT_CA" desc:"require client certificates signed by this CA (PEM)"`
+	HTTPToken                string        `envconfig:"HTTP_TOKEN" desc:"require \"Authorization: Bearer <token>\" on pushes"`
+	HTTPWait                 time.Duration `envconfig:"HTTP_WAIT" default:"30s" desc:"longest a push waits for its commit before 503"`
+	HTTPMaxInFlight          int           `envconfig:"HTTP_MAX_IN_FLIGHT" default:"256" desc:"most pushes handled at once; more are answered 503"`
+	HTTPMaxBytesInFlight     int64         `envconfig:"HTTP_MAX_BYTES_IN_FLIGHT" default:"33554432" desc:"most body bytes of pushes handled at once; more are answered 503"`
+	HTTPAllowUnauthenticated bool          `envconfig:"HTTP_ALLOW_UNAUTHENTICATED" default:"false" desc:"serve pushes without a token or client certificates (anyone could forge notifications)"`
 
 	APIEndpoint   string `envconfig:"API_ENDPOINT" desc:"(cmdtrack send) IoTDA API endpoint, https://..."`
 	APIProjectID  string `envconfig:"API_PROJECT_ID" desc:"(cmdtrack send) project id"`
@@ -63,6 +70,7 @@ type Config struct {
 	APIToken      string `envconfig:"API_TOKEN" desc:"(cmdtrack send) IAM token, instead of AK/SK"`
 
 	ShutdownGrace time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"how long SIGTERM may take to store and settle messages in hand"`
+	StallTimeout  time.Duration `envconfig:"STALL_TIMEOUT" default:"5m" desc:"messages in hand with nothing stored or settled this long fail /healthz and the systemd watchdog"`
 	OpsAddr       string        `envconfig:"OPS_ADDR" default:"127.0.0.1:9464" desc:"address for /metrics, /healthz, /readyz (empty: off)"`
 	LogFormat     string        `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
 	LogLevel      string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -76,6 +84,10 @@ func loadConfig(cmd string) (*Config, error) {
 	var c Config
 	if err := envconfig.Process(envPrefix, &c); err != nil {
 		return nil, configError(err)
+	}
+	// "q1, q2" is what people write: the space is not part of the name.
+	for i, q := range c.AMQPQueue {
+		c.AMQPQueue[i] = strings.TrimSpace(q)
 	}
 	return &c, c.validate(cmd)
 }
@@ -106,6 +118,12 @@ func (c *Config) validate(cmd string) error {
 		check(c.HTTPClientCA == "" || c.HTTPTLSCert != "", "CMDTRACK_HTTP_CLIENT_CA needs CMDTRACK_HTTP_TLS_CERT")
 		check(c.HTTPWait > 0, "CMDTRACK_HTTP_WAIT must be positive")
 		check(c.HTTPMaxInFlight >= 1, "CMDTRACK_HTTP_MAX_IN_FLIGHT must be at least 1")
+		check(c.HTTPAddr == "" || c.HTTPToken != "" || c.HTTPClientCA != "" || c.HTTPAllowUnauthenticated,
+			"CMDTRACK_HTTP_ADDR is set but neither CMDTRACK_HTTP_TOKEN nor CMDTRACK_HTTP_CLIENT_CA is: anyone who reaches it could forge notifications; set one of them, or CMDTRACK_HTTP_ALLOW_UNAUTHENTICATED=true")
+		check(c.HTTPMaxBytesInFlight >= int64(c.MaxBodyBytes), "CMDTRACK_HTTP_MAX_BYTES_IN_FLIGHT must be at least CMDTRACK_MAX_BODY_BYTES")
+		check(c.AMQPMaxBytes >= int64(c.MaxBodyBytes), "CMDTRACK_AMQP_MAX_BYTES must be at least CMDTRACK_MAX_BODY_BYTES")
+		check(c.StallTimeout > 0, "CMDTRACK_STALL_TIMEOUT must be positive")
+		check(c.AMQPBacklogRetention > 0, "CMDTRACK_AMQP_BACKLOG_RETENTION must be positive")
 	}
 	if cmd == "send" {
 		check(c.APIEndpoint != "", "CMDTRACK_API_ENDPOINT is required by send")
@@ -116,9 +134,15 @@ func (c *Config) validate(cmd string) error {
 	check(c.DatabaseMaxConns >= 1, "CMDTRACK_DATABASE_MAX_CONNS must be at least 1")
 	check(c.AMQPCredit >= 2 && c.AMQPCredit <= 100000, "CMDTRACK_AMQP_CREDIT must be between 2 and 100000")
 	check(len(c.AMQPQueue) >= 1 && len(c.AMQPQueue) <= 10, "CMDTRACK_AMQP_QUEUE must name 1 to 10 queues")
+	seen := map[string]bool{}
 	for _, q := range c.AMQPQueue {
-		check(strings.TrimSpace(q) != "", "CMDTRACK_AMQP_QUEUE has an empty queue name")
+		if err := consumer.ValidQueueName(q); err != nil {
+			check(false, "%v", err)
+		}
+		check(!seen[q], "CMDTRACK_AMQP_QUEUE names %q twice", q)
+		seen[q] = true
 	}
+	check(c.MaxFutureSkew > 0, "CMDTRACK_MAX_FUTURE_SKEW must be positive")
 	check(c.Writers >= 1 && c.Writers <= 16, "CMDTRACK_WRITERS must be between 1 and 16")
 	check(int(c.DatabaseMaxConns) > c.Writers, "CMDTRACK_DATABASE_MAX_CONNS must exceed CMDTRACK_WRITERS (readiness and retention need a connection too)")
 	check(c.BatchSize >= 1 && c.BatchSize <= 10000, "CMDTRACK_BATCH_SIZE must be between 1 and 10000")

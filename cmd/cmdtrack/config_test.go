@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"reflect"
 	"strings"
 	"testing"
@@ -87,4 +88,63 @@ func TestUsageErrors(t *testing.T) {
 // mainStatus runs cmdtrack as main does and returns its exit status.
 func mainStatus(args []string, stdout, stderr *bytes.Buffer) int {
 	return exitStatus(run(context.Background(), args, stdout, stderr), stderr)
+}
+
+// "q1, q2" is what people type: queue names are trimmed, then checked.
+func TestQueueNamesTrimmedAndChecked(t *testing.T) {
+	t.Setenv("CMDTRACK_DATABASE_URL", "postgres://db/x")
+	t.Setenv("CMDTRACK_AMQP_URL", "amqp://localhost")
+	t.Setenv("CMDTRACK_AMQP_QUEUE", "DefaultQueue, Other ")
+	c, err := loadConfig("run")
+	require.NoError(t, err)
+	require.Equal(t, []string{"DefaultQueue", "Other"}, c.AMQPQueue)
+	for _, bad := range []string{"a,,b", "a,a", "a\tb"} {
+		t.Setenv("CMDTRACK_AMQP_QUEUE", bad)
+		_, err := loadConfig("run")
+		require.ErrorContains(t, err, "CMDTRACK_AMQP_QUEUE", bad)
+	}
+}
+
+// A push receiver open to anyone needs explicit consent; the refusal is one
+// line naming the settings, exit status 2.
+func TestUnauthenticatedPushNeedsConsent(t *testing.T) {
+	t.Setenv("CMDTRACK_DATABASE_URL", "postgres://u:hunter2@db/x")
+	t.Setenv("CMDTRACK_AMQP_URL", "amqp://localhost")
+	t.Setenv("CMDTRACK_HTTP_ADDR", "127.0.0.1:0")
+	var out bytes.Buffer
+	require.Equal(t, 2, mainStatus(nil, &out, &out))
+	for _, name := range []string{"CMDTRACK_HTTP_TOKEN", "CMDTRACK_HTTP_CLIENT_CA", "CMDTRACK_HTTP_ALLOW_UNAUTHENTICATED"} {
+		require.Contains(t, out.String(), name)
+	}
+	require.Equal(t, 1, strings.Count(out.String(), "\n"), "one line: %q", out.String())
+	t.Setenv("CMDTRACK_HTTP_ALLOW_UNAUTHENTICATED", "true")
+	_, err := loadConfig("run")
+	require.NoError(t, err)
+}
+
+// An address in use is a runtime failure (exit 1, which systemd retries);
+// only configuration errors are exit status 2.
+func TestBindFailureIsARuntimeError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	t.Setenv("CMDTRACK_DATABASE_URL", "postgres://db/x")
+	t.Setenv("CMDTRACK_AMQP_URL", "amqp://127.0.0.1:1")
+	t.Setenv("CMDTRACK_MIGRATE_ON_START", "false")
+	t.Setenv("CMDTRACK_OPS_ADDR", ln.Addr().String())
+	var out bytes.Buffer
+	require.Equal(t, 1, mainStatus(nil, &out, &out), out.String())
+	require.Contains(t, out.String(), "CMDTRACK_OPS_ADDR")
+	t.Setenv("CMDTRACK_OPS_ADDR", "no-port-here")
+	out.Reset()
+	require.Equal(t, 2, mainStatus(nil, &out, &out), out.String())
+}
+
+// `cmdtrack send -h` prints send's usage; it needs no configuration.
+func TestSendHelp(t *testing.T) {
+	t.Setenv("CMDTRACK_DATABASE_URL", "")
+	var out, errOut bytes.Buffer
+	require.Equal(t, 0, mainStatus([]string{"send", "-h"}, &out, &errOut), errOut.String())
+	require.Contains(t, out.String(), "Usage: cmdtrack send")
+	require.Contains(t, out.String(), "-device")
 }

@@ -198,7 +198,8 @@ func TestBrokerConnectionCut(t *testing.T) {
 	half := len(s.Messages) / 2
 	f.pub.SendAll(t, bodies(s.Messages[:half]))
 
-	w := testenv.StartWorker(t, f.env("CMDTRACK_AMQP_URL", viaProxy, "CMDTRACK_BATCH_SIZE", "32"))
+	w := testenv.StartWorker(t, f.env("CMDTRACK_AMQP_URL", viaProxy, "CMDTRACK_BATCH_SIZE", "32",
+		"CMDTRACK_AMQP_BACKLOG_RETENTION", "2s"))
 	w.WaitReady(30 * time.Second)
 	require.Eventually(t, func() bool { return f.count(t, `SELECT count(*) FROM device_command_events`) > 0 },
 		30*time.Second, 20*time.Millisecond)
@@ -218,6 +219,9 @@ func TestBrokerConnectionCut(t *testing.T) {
 	require.Equal(t, 0, w.Wait(20*time.Second))
 	require.Equal(t, 1, w.LogCount(consumer.LogConnLost))
 	require.Equal(t, 1, w.LogCount(consumer.LogConnRestored))
+	// The outage outlasted what the platform would keep (2 s here): the
+	// worker says notifications may be lost, and how to repair the window.
+	require.Equal(t, 1, w.LogCount(consumer.LogBacklogLost))
 	require.GreaterOrEqual(t, w.LogCount(consumer.LogReconnectFail), 1)
 	f.verify(t, s)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -58,6 +59,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	default:
 		return usageError{fmt.Errorf("unknown command %q (see cmdtrack -h)", cmd)}
 	}
+	var sf *sendFlags
+	if cmd == "send" {
+		var err error
+		if sf, err = parseSendFlags(args, stdout, stderr); errors.Is(err, flag.ErrHelp) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
 
 	cfg, err := loadConfig(cmd)
 	if err != nil {
@@ -83,14 +93,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			res.Applied, res.Skipped, res.StillFailing)
 		return err
 	case "send":
-		return send(ctx, cfg, st, args, stdout, stderr)
+		return send(ctx, cfg, st, sf, stdout)
 	}
 	return runWorker(ctx, cfg, st, log)
 }
 
-// limits are what a message may be, on every channel.
+// limits are what a message may be or claim, on every channel.
 func (c *Config) limits() ingest.Limits {
-	return ingest.Limits{MaxBodyBytes: c.MaxBodyBytes}
+	return ingest.Limits{MaxBodyBytes: c.MaxBodyBytes, MaxFutureSkew: c.MaxFutureSkew}
 }
 
 // migrateWithRetry applies migrations, waiting for the database if it is not

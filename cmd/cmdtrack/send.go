@@ -15,32 +15,59 @@ import (
 	"github.com/cmdtrack/cmdtrack/store"
 )
 
+// sendFlags are `cmdtrack send`'s arguments.
+type sendFlags struct {
+	device, paras, service, command, strategy string
+	expire                                    int
+	timeout                                   time.Duration
+}
+
+// parseSendFlags reads send's arguments; -h prints their usage on stdout
+// and returns flag.ErrHelp.
+func parseSendFlags(args []string, stdout, stderr io.Writer) (*sendFlags, error) {
+	var f sendFlags
+	fs := flag.NewFlagSet("send", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.device, "device", "", "device id (required)")
+	fs.StringVar(&f.paras, "paras", "", `command parameters, a JSON object (required), e.g. '{"value":"ON"}'`)
+	fs.StringVar(&f.service, "service", "", "service id from the product model")
+	fs.StringVar(&f.command, "command", "", "command name from the product model")
+	fs.StringVar(&f.strategy, "strategy", iotdaapi.SendImmediately, "immediately or delay")
+	fs.IntVar(&f.expire, "expire", -1, "seconds the platform caches the command (delay only)")
+	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "limit for the API call")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: cmdtrack send -device ID -paras JSON [flags]\n\n"+
+			"Delivers an asynchronous command through IoTDA's API and records it; configuration\n"+
+			"(CMDTRACK_DATABASE_URL, CMDTRACK_API_*) comes from the environment, see cmdtrack -h.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return nil, flag.ErrHelp
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Errorf("send: unexpected argument %q", fs.Arg(0))}
+	}
+	if f.device == "" || f.paras == "" {
+		return nil, usageError{errors.New("send: -device and -paras are required")}
+	}
+	if f.timeout <= 0 {
+		return nil, usageError{errors.New("send: -timeout must be positive")}
+	}
+	return &f, nil
+}
+
 // send delivers an asynchronous command through IoTDA's API and records it
 // in device_commands through the merge rule, with what only creation knows,
 // so that status notifications complete the same row in any order.
-func send(ctx context.Context, cfg *Config, st *store.Store, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("send", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	device := fs.String("device", "", "device id (required)")
-	paras := fs.String("paras", "", `command parameters, a JSON object (required), e.g. '{"value":"ON"}'`)
-	service := fs.String("service", "", "service id from the product model")
-	command := fs.String("command", "", "command name from the product model")
-	strategy := fs.String("strategy", iotdaapi.SendImmediately, "immediately or delay")
-	expire := fs.Int("expire", -1, "seconds the platform caches the command (delay only)")
-	timeout := fs.Duration("timeout", 30*time.Second, "limit for the API call")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("send: unexpected argument %q", fs.Arg(0))}
-	}
-	if *device == "" || *paras == "" {
-		return usageError{errors.New("send: -device and -paras are required")}
-	}
+func send(ctx context.Context, cfg *Config, st *store.Store, f *sendFlags, stdout io.Writer) error {
 	var client *iotdaapi.Client
-	if *timeout <= 0 {
-		return usageError{errors.New("send: -timeout must be positive")}
-	}
 	// A command sent but not recorded is worth avoiding: check the database
 	// first.
 	pingCtx, cancelPing := context.WithTimeout(ctx, 5*time.Second)
@@ -57,14 +84,14 @@ func send(ctx context.Context, cfg *Config, st *store.Store, args []string, stdo
 		return usageError{fmt.Errorf("send: %w", err)}
 	}
 	req := iotdaapi.AsyncCommandRequest{
-		ServiceID: *service, CommandName: *command, Paras: json.RawMessage(*paras), SendStrategy: *strategy,
+		ServiceID: f.service, CommandName: f.command, Paras: json.RawMessage(f.paras), SendStrategy: f.strategy,
 	}
-	if *expire >= 0 {
-		req.ExpireTime = expire
+	if f.expire >= 0 {
+		req.ExpireTime = &f.expire
 	}
-	callCtx, cancel := context.WithTimeout(ctx, *timeout)
+	callCtx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	resp, err := client.SendAsyncCommand(callCtx, *device, req)
+	resp, err := client.SendAsyncCommand(callCtx, f.device, req)
 	var verr *iotdaapi.ValidationError
 	if errors.As(err, &verr) {
 		return usageError{fmt.Errorf("send: %w", err)}
@@ -78,7 +105,7 @@ func send(ctx context.Context, cfg *Config, st *store.Store, args []string, stdo
 		return fmt.Errorf("send: command %s was created, but: %w", resp.CommandID, err)
 	}
 	applyCtx, cancelApply := context.WithTimeout(ctx, 30*time.Second)
-	res, err := st.Apply(applyCtx, []ingest.Item{{Source: "api", Notification: n}})
+	res, err := st.Apply(applyCtx, []ingest.Item{ingest.Accept(n, "api", time.Now(), cfg.limits())})
 	cancelApply()
 	if err != nil {
 		return fmt.Errorf("send: command %s was created, but recording it failed (its notifications will still create the row): %w", resp.CommandID, err)

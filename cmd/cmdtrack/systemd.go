@@ -21,10 +21,10 @@ func notify(log *slog.Logger, state string) {
 	}
 }
 
-// watchdog pings systemd at a third of WatchdogSec for as long as the
-// pipeline is not wedged; if it is, the pings stop and systemd restarts the
-// service. It returns when ctx ends.
-func watchdog(ctx context.Context, cons interface{ Stalled() error }, log *slog.Logger) {
+// watchdog pings systemd at a third of WatchdogSec for as long as live says
+// the worker is not wedged; if it is, the pings stop and systemd restarts
+// the service. It returns when ctx ends.
+func watchdog(ctx context.Context, live func(context.Context) error, log *slog.Logger) {
 	interval, err := sd.SdWatchdogEnabled(false)
 	if err != nil || interval <= 0 {
 		return
@@ -36,7 +36,7 @@ func watchdog(ctx context.Context, cons interface{ Stalled() error }, log *slog.
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := cons.Stalled(); err != nil {
+			if err := live(ctx); err != nil {
 				log.Error("withholding systemd watchdog ping", "err", err)
 				continue
 			}

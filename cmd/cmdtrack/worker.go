@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"runtime/debug"
 	"sync/atomic"
@@ -53,28 +54,31 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	broker, err := consumer.NewBroker(consumer.BrokerConfig{
-		URL:          cfg.AMQPURL,
-		Queues:       cfg.AMQPQueue,
-		AccessKey:    cfg.AMQPAccessKey,
-		AccessCode:   cfg.AMQPAccessCode,
-		InstanceID:   cfg.AMQPInstanceID,
-		CAFile:       cfg.AMQPCAFile,
-		Credit:       cfg.AMQPCredit,
-		Limits:       cfg.limits(),
-		IdleTimeout:  cfg.AMQPIdleTimeout,
-		DialTimeout:  cfg.AMQPDialTimeout,
-		ReconnectMin: cfg.AMQPReconnectMin,
-		ReconnectMax: cfg.AMQPReconnectMax,
+		URL:              cfg.AMQPURL,
+		Queues:           cfg.AMQPQueue,
+		AccessKey:        cfg.AMQPAccessKey,
+		AccessCode:       cfg.AMQPAccessCode,
+		InstanceID:       cfg.AMQPInstanceID,
+		CAFile:           cfg.AMQPCAFile,
+		Credit:           cfg.AMQPCredit,
+		MaxBytes:         cfg.AMQPMaxBytes,
+		BacklogRetention: cfg.AMQPBacklogRetention,
+		Limits:           cfg.limits(),
+		IdleTimeout:      cfg.AMQPIdleTimeout,
+		DialTimeout:      cfg.AMQPDialTimeout,
+		ReconnectMin:     cfg.AMQPReconnectMin,
+		ReconnectMax:     cfg.AMQPReconnectMax,
 	}, log.With("component", "broker"), consumer.NewMetrics(reg))
 	if err != nil {
 		return usageError{err}
 	}
 	pipe := pipeline.New(st, pipeline.Config{
-		BatchSize: cfg.BatchSize,
-		BatchWait: cfg.BatchWait,
-		Writers:   cfg.Writers,
-		RetryMin:  cfg.DBRetryMin,
-		RetryMax:  cfg.DBRetryMax,
+		BatchSize:    cfg.BatchSize,
+		BatchWait:    cfg.BatchWait,
+		Writers:      cfg.Writers,
+		RetryMin:     cfg.DBRetryMin,
+		RetryMax:     cfg.DBRetryMax,
+		StallTimeout: cfg.StallTimeout,
 	}, log.With("component", "pipeline"), pipeline.NewMetrics(reg))
 	sources := []pipeline.Source{broker}
 
@@ -84,12 +88,18 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		sources = append(sources, inbox)
 		push, err = httppush.Listen(httppush.Config{
 			Addr: cfg.HTTPAddr, CertFile: cfg.HTTPTLSCert, KeyFile: cfg.HTTPTLSKey, ClientCAFile: cfg.HTTPClientCA,
-			Token: cfg.HTTPToken, Limits: cfg.limits(), Wait: cfg.HTTPWait, MaxInFlight: cfg.HTTPMaxInFlight,
+			Token: cfg.HTTPToken, Limits: cfg.limits(), Wait: cfg.HTTPWait,
+			MaxInFlight: cfg.HTTPMaxInFlight, MaxBytesInFlight: cfg.HTTPMaxBytesInFlight,
+			AllowUnauthenticated: cfg.HTTPAllowUnauthenticated,
 		}, inbox, log.With("component", "http"))
 		if err != nil {
-			return usageError{fmt.Errorf("HTTP push receiver: %w", err)}
+			return listenError("HTTP push receiver (CMDTRACK_HTTP_ADDR)", err)
 		}
 		log.Info("HTTP push receiver listening", "addr", push.Addr(), "tls", cfg.HTTPTLSCert != "")
+		if cfg.HTTPToken == "" && cfg.HTTPClientCA == "" {
+			log.Warn("the HTTP push receiver accepts pushes from anyone who reaches it (CMDTRACK_HTTP_ALLOW_UNAUTHENTICATED=true)",
+				"addr", push.Addr())
+		}
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -101,18 +111,26 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		if !migrated.Load() {
 			return errors.New("migrations not applied yet")
 		}
-		if !broker.Connected() {
-			return errors.New("not connected to the broker")
+		if err := broker.Ready(); err != nil {
+			return err
 		}
 		if err := pipe.Ready(); err != nil {
 			return err
 		}
 		return st.Ping(rctx)
 	}
+	// Liveness fails only for a wedge: messages in hand, the broker there to
+	// take their accepts, and nothing stored or settled for StallTimeout.
+	live := func(context.Context) error {
+		if !broker.Connected() {
+			return nil
+		}
+		return pipe.Stalled()
+	}
 	var opsSrv *ops.Server
 	if cfg.OpsAddr != "" {
-		if opsSrv, err = ops.Listen(cfg.OpsAddr, reg, ready, log); err != nil {
-			return usageError{fmt.Errorf("ops server: %w", err)}
+		if opsSrv, err = ops.Listen(cfg.OpsAddr, reg, ready, live, log); err != nil {
+			return listenError("ops server (CMDTRACK_OPS_ADDR)", err)
 		}
 		log.Info("ops server listening", "addr", opsSrv.Addr())
 	}
@@ -160,13 +178,27 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		// Pings begin once READY=1 is sent, so systemd hears them in order.
 		select {
 		case <-started:
-			watchdog(serveCtx, pipe, log)
+			watchdog(serveCtx, live, log)
 		case <-serveCtx.Done():
 		}
 		return nil
 	})
 	g.Go(func() error { runRetention(gctx, cfg, st, log); return nil })
 	return g.Wait()
+}
+
+// listenError says why a listener could not be had. A malformed address or
+// certificate is a configuration error (exit status 2, not retried by
+// systemd); an address in use, or any other failure to bind, may pass on a
+// later start (exit status 1).
+func listenError(what string, err error) error {
+	err = fmt.Errorf("%s: %w", what, err)
+	var addrErr *net.AddrError
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "listen" && !errors.As(err, &addrErr) {
+		return err
+	}
+	return usageError{err}
 }
 
 // runRetention prunes old rows every RetentionInterval until ctx ends. A

@@ -22,7 +22,10 @@ type Proxy struct {
 	addr  string
 	conns map[net.Conn]struct{}
 	down  bool
-	wg    sync.WaitGroup
+	// resumed is closed while traffic flows; a new, open channel while
+	// paused.
+	resumed chan struct{}
+	wg      sync.WaitGroup
 }
 
 // NewProxy proxies to the host:port of serviceURL and returns the proxy
@@ -31,7 +34,9 @@ func NewProxy(t testing.TB, serviceURL string) (*Proxy, string) {
 	t.Helper()
 	u, err := url.Parse(serviceURL)
 	require.NoError(t, err)
-	p := &Proxy{target: u.Host, conns: map[net.Conn]struct{}{}}
+	resumed := make(chan struct{})
+	close(resumed)
+	p := &Proxy{target: u.Host, conns: map[net.Conn]struct{}{}, resumed: resumed}
 	require.NoError(t, p.listen("127.0.0.1:0"))
 	t.Cleanup(p.close)
 	u.Host = p.addr
@@ -88,9 +93,53 @@ func (p *Proxy) serve(c net.Conn) {
 			p.mu.Unlock()
 		})
 	}
-	go func() { _, _ = io.Copy(up, c); closeBoth() }()
-	_, _ = io.Copy(c, up)
+	go func() { p.copy(up, c); closeBoth() }()
+	p.copy(c, up)
 	closeBoth()
+}
+
+// copy forwards src to dst, holding what it reads while the proxy is
+// paused.
+func (p *Proxy) copy(dst io.Writer, src io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			resumed := p.resumed
+			p.mu.Unlock()
+			<-resumed
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Pause keeps connections open but delivers nothing in either direction
+// until Resume: a peer that hangs without failing.
+func (p *Proxy) Pause() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.resumed:
+		p.resumed = make(chan struct{})
+	default:
+	}
+}
+
+// Resume lets traffic flow again after Pause.
+func (p *Proxy) Resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.resumed:
+	default:
+		close(p.resumed)
+	}
 }
 
 // Cut resets every proxied connection and refuses new ones until Restore.
@@ -124,6 +173,7 @@ func (p *Proxy) Restore(t testing.TB) {
 }
 
 func (p *Proxy) close() {
+	p.Resume()
 	p.Cut()
 	p.wg.Wait()
 }
