@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # testenv.sh: provision and drive the local services that cmdtrack's integration tests need:
 # PostgreSQL (a throw-away cluster under /var/tmp) and RabbitMQ with its AMQP 1.0 plugin, both on loopback only.
+# RabbitMQ also serves an IoTDA-shaped endpoint: AMQPS on 127.0.0.1:5671 with a certificate from a test CA, and
+# users checked over HTTP (rabbitmq_auth_backend_http) by the auth service that the tests run on a fixed port
+# (internal/testenv/iotdaauth.go). guest keeps working on 5672.
 #
 # Usage: scripts/testenv.sh COMMAND
 #   up                  install (if missing), start and wait for both; prints `export ...` lines on stdout,
@@ -39,10 +42,15 @@ readonly PG_CONF_NAME=cmdtrack-testenv.conf
 readonly PG_PORT="${CMDTRACK_TESTENV_PG_PORT:-54329}"
 readonly PG_DB=cmdtrack
 readonly AMQP_PORT=5672
+readonly AMQPS_PORT=5671
+# The tests' IoTDA auth service listens here (internal/testenv/iotdaauth.go has the same address).
+readonly IOTDA_AUTH_ADDR=127.0.0.1:18015
+readonly TLS_DIR="$BASE_DIR/tls"
 readonly RABBIT_ENV_CONF=/etc/rabbitmq/rabbitmq-env.conf
+readonly RABBIT_CONF=/etc/rabbitmq/rabbitmq.conf
 readonly RABBIT_PLUGINS_FILE=/etc/rabbitmq/enabled_plugins
 readonly RABBIT_START_LOG="$BASE_DIR/rabbitmq-start.log"
-readonly RABBIT_PLUGIN=rabbitmq_amqp1_0
+readonly RABBIT_PLUGINS=(rabbitmq_amqp1_0 rabbitmq_auth_backend_http)
 readonly MARK_BEGIN='# >>> cmdtrack-testenv (managed by scripts/testenv.sh) >>>'
 readonly MARK_END='# <<< cmdtrack-testenv <<<'
 # Upper bounds for waits; a healthy start takes ~1 s (PostgreSQL) and ~5 s (RabbitMQ).
@@ -63,6 +71,10 @@ print_env() {
 	# Single quotes: the '?' in the URL is a glob character for whoever evals this.
 	printf "export CMDTRACK_TEST_DATABASE_URL='postgres://postgres@127.0.0.1:%s/%s?sslmode=disable'\n" "$PG_PORT" "$PG_DB"
 	printf "export CMDTRACK_TEST_AMQP_URL='amqp://guest:guest@127.0.0.1:%s/'\n" "$AMQP_PORT"
+	# localhost, not 127.0.0.1: like IoTDA's endpoint, a host name that the certificate must match.
+	printf "export CMDTRACK_TEST_AMQPS_URL='amqps://localhost:%s'\n" "$AMQPS_PORT"
+	printf "export CMDTRACK_TEST_AMQP_CA_FILE='%s'\n" "$TLS_DIR/ca.pem"
+	printf "export CMDTRACK_TEST_IOTDA_AUTH_ADDR='%s'\n" "$IOTDA_AUTH_ADDR"
 }
 
 require_root() {
@@ -261,6 +273,69 @@ pg_down() {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
+# Test CA and server certificate for the AMQPS listener
+# ---------------------------------------------------------------------------------------------------------------
+
+# True if the server certificate is there, issued by the CA, for localhost and 127.0.0.1, matches its key, and
+# both certificates stay valid for another 30 days.
+tls_valid() {
+	local f sans
+	for f in ca.pem server.pem server.key; do
+		[[ -s "$TLS_DIR/$f" ]] || return 1
+	done
+	openssl verify -CAfile "$TLS_DIR/ca.pem" "$TLS_DIR/server.pem" >/dev/null 2>&1 || return 1
+	openssl x509 -in "$TLS_DIR/ca.pem" -noout -checkend $((30 * 86400)) >/dev/null 2>&1 || return 1
+	openssl x509 -in "$TLS_DIR/server.pem" -noout -checkend $((30 * 86400)) >/dev/null 2>&1 || return 1
+	sans=$(openssl x509 -in "$TLS_DIR/server.pem" -noout -ext subjectAltName 2>/dev/null) || return 1
+	[[ "$sans" == *"DNS:localhost"* && "$sans" == *"IP Address:127.0.0.1"* ]] || return 1
+	[[ "$(openssl x509 -in "$TLS_DIR/server.pem" -noout -pubkey 2>/dev/null)" == \
+		"$(openssl pkey -in "$TLS_DIR/server.key" -pubout 2>/dev/null)" ]]
+}
+
+tls_generate() {
+	local tmp
+	log "generating a test CA and a server certificate for localhost and 127.0.0.1 in $TLS_DIR"
+	install -d -m 0755 "$BASE_DIR"
+	rm -rf "$BASE_DIR"/tls-new.* # left by an interrupted run
+	tmp=$(mktemp -d "$BASE_DIR/tls-new.XXXXXX")
+	# The CA key signs one certificate and is then thrown away; when the certificate is due, both are made anew.
+	openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 3650 \
+		-subj '/CN=cmdtrack test CA' \
+		-addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' \
+		-keyout "$tmp/ca.key" -out "$tmp/ca.pem" 2>&1
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj '/CN=localhost' \
+		-keyout "$tmp/server.key" -out "$tmp/server.csr" 2>&1
+	printf '%s\n' 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' \
+		'extendedKeyUsage=serverAuth' 'subjectAltName=DNS:localhost,IP:127.0.0.1' >"$tmp/server.ext"
+	openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" \
+		-set_serial "0x$(openssl rand -hex 16)" -days 825 -sha256 -extfile "$tmp/server.ext" \
+		-out "$tmp/server.pem" 2>&1
+	install -d -m 0755 "$TLS_DIR"
+	install -m 0640 -g rabbitmq "$tmp/server.key" "$TLS_DIR/server.key"
+	install -m 0644 "$tmp/server.pem" "$TLS_DIR/server.pem"
+	install -m 0644 "$tmp/ca.pem" "$TLS_DIR/ca.pem"
+	rm -rf "$tmp"
+}
+
+# Makes sure the certificates are there and readable by the node (which runs as rabbitmq) and the CA by the
+# tests (any user); returns 0 if they were (re)generated.
+tls_ensure() {
+	local generated=1
+	command -v openssl >/dev/null || apt_install openssl
+	if ! tls_valid; then
+		tls_generate
+		tls_valid || die "the certificates generated in $TLS_DIR do not verify"
+		generated=0
+	fi
+	chown root:root "$TLS_DIR" "$TLS_DIR/ca.pem" "$TLS_DIR/server.pem"
+	chown root:rabbitmq "$TLS_DIR/server.key"
+	chmod 0755 "$TLS_DIR"
+	chmod 0644 "$TLS_DIR/ca.pem" "$TLS_DIR/server.pem"
+	chmod 0640 "$TLS_DIR/server.key"
+	return "$generated"
+}
+
+# ---------------------------------------------------------------------------------------------------------------
 # RabbitMQ
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -295,38 +370,81 @@ rabbit_env_block() {
 	echo "$MARK_END"
 }
 
-# Puts our block into rabbitmq-env.conf; returns 0 if the file changed (a running node must restart).
-rabbit_write_env_conf() {
-	local want current='' rest=''
-	want=$(rabbit_env_block)
-	if [[ -f "$RABBIT_ENV_CONF" ]]; then
+# Puts block $2 (between our markers) into file $1, keeping the rest of the file; returns 0 if the file changed
+# (a running node must restart to read it).
+write_managed_block() {
+	local file=$1 want=$2 current='' rest=''
+	if [[ -f "$file" ]]; then
 		# Exact-line matching on the markers (awk, not sed: the markers are full of regex characters).
-		current=$(awk -v b="$MARK_BEGIN" -v e="$MARK_END" '$0 == b { on = 1 } on { print } $0 == e { on = 0 }' "$RABBIT_ENV_CONF")
-		rest=$(awk -v b="$MARK_BEGIN" -v e="$MARK_END" '$0 == b { on = 1 } !on { print } $0 == e { on = 0 }' "$RABBIT_ENV_CONF")
+		current=$(awk -v b="$MARK_BEGIN" -v e="$MARK_END" '$0 == b { on = 1 } on { print } $0 == e { on = 0 }' "$file")
+		rest=$(awk -v b="$MARK_BEGIN" -v e="$MARK_END" '$0 == b { on = 1 } !on { print } $0 == e { on = 0 }' "$file")
 	fi
 	[[ "$current" == "$want" ]] && return 1
-	log "writing loopback settings to $RABBIT_ENV_CONF"
-	mkdir -p "$(dirname "$RABBIT_ENV_CONF")"
-	# Our block goes last: the file is sourced by sh, so the last assignment wins over any earlier one.
+	log "writing our settings to $file"
+	mkdir -p "$(dirname "$file")"
+	# Our block goes last: rabbitmq-env.conf is sourced by sh, so the last assignment wins over any earlier one.
 	# Rewriting through '>' keeps the file's owner and mode.
 	if [[ -n "$rest" ]]; then
-		printf '%s\n%s\n' "$rest" "$want" >"$RABBIT_ENV_CONF"
+		printf '%s\n%s\n' "$rest" "$want" >"$file"
 	else
-		printf '%s\n' "$want" >"$RABBIT_ENV_CONF"
+		printf '%s\n' "$want" >"$file"
 	fi
 	return 0
 }
 
-rabbit_plugin_in_file() {
-	[[ -f "$RABBIT_PLUGINS_FILE" ]] && grep -q "\\b$RABBIT_PLUGIN\\b" "$RABBIT_PLUGINS_FILE"
+rabbit_write_env_conf() { write_managed_block "$RABBIT_ENV_CONF" "$(rabbit_env_block)"; }
+
+# The IoTDA-shaped endpoint. The node reads rabbitmq.conf only when it boots.
+rabbit_conf_block() {
+	local auth="http://$IOTDA_AUTH_ADDR/auth"
+	cat <<EOF
+$MARK_BEGIN
+# AMQPS on loopback with the test CA's server certificate; clients are not asked for a certificate.
+listeners.ssl.default = 127.0.0.1:$AMQPS_PORT
+ssl_options.cacertfile = $TLS_DIR/ca.pem
+ssl_options.certfile = $TLS_DIR/server.pem
+ssl_options.keyfile = $TLS_DIR/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+# guest stays in the internal database; IoTDA-style users (accessKey=...|timestamp=...|instanceId=...) are
+# unknown there and go on to the auth service that the tests run.
+auth_backends.1 = internal
+auth_backends.2 = http
+auth_http.http_method = get
+auth_http.user_path = $auth/user
+auth_http.vhost_path = $auth/vhost
+auth_http.resource_path = $auth/resource
+auth_http.topic_path = $auth/topic
+# When no test runs the service, a login fails at once rather than after the default 15 s.
+auth_http.connection_timeout = 2000
+auth_http.request_timeout = 5000
+# IoTDA's Open hostname is "default". The AMQP 1.0 plugin maps a hostname "vhost:NAME" to NAME and any other to
+# amqp1_0.default_vhost (else the node's default_vhost): pinned to "/", where guest's test queues live.
+amqp1_0.default_vhost = /
+$MARK_END
+EOF
 }
 
-# Prints the node's state in one CLI call: "down", or "<rabbit app running> <AMQP 1.0 plugin running>",
+rabbit_write_conf() { write_managed_block "$RABBIT_CONF" "$(rabbit_conf_block)"; }
+
+rabbit_plugins_in_file() {
+	local p
+	[[ -f "$RABBIT_PLUGINS_FILE" ]] || return 1
+	for p in "${RABBIT_PLUGINS[@]}"; do
+		grep -q "\\b$p\\b" "$RABBIT_PLUGINS_FILE" || return 1
+	done
+}
+
+# Prints the node's state in one CLI call: "down", or "<rabbit app running> <our plugins all running>",
 # e.g. "true true". rabbitmqctl exits 69 (EX_UNAVAILABLE) when it cannot reach the node.
 rabbit_state() {
-	local out
-	if out=$(rmqctl -q eval \
-		'io:format("~s ~s~n", [rabbit:is_running(), lists:keymember(rabbitmq_amqp1_0, 1, application:which_applications())]).' \
+	local out plugins
+	plugins=$(
+		IFS=,
+		echo "${RABBIT_PLUGINS[*]}"
+	)
+	if out=$(rmqctl -q eval "Apps = application:which_applications(),
+		io:format(\"~s ~s~n\", [rabbit:is_running(), lists:all(fun(A) -> lists:keymember(A, 1, Apps) end, [$plugins])])." \
 		2>/dev/null); then
 		# eval prints the io:format line, then the return value (ok).
 		head -n 1 <<<"$out"
@@ -371,18 +489,23 @@ rabbit_stop_node() {
 
 rabbit_up() {
 	ensure_rabbit_installed
-	local conf_changed=0 state
+	local conf_changed=0 state port
 	rabbit_write_env_conf && conf_changed=1
-	if ! rabbit_plugin_in_file; then
-		log "enabling $RABBIT_PLUGIN"
-		# --offline only edits enabled_plugins; a running node is handled below.
-		rabbitmq-plugins enable --offline "$RABBIT_PLUGIN" >&2
+	# RabbitMQ caches certificates: new ones need a restart too.
+	tls_ensure && conf_changed=1
+	if ! rabbit_plugins_in_file; then
+		log "enabling ${RABBIT_PLUGINS[*]}"
+		# --offline only edits enabled_plugins; a running node is handled below. This comes before rabbitmq.conf
+		# names auth_http settings, which a node without the plugin refuses to boot with.
+		rabbitmq-plugins enable --offline "${RABBIT_PLUGINS[@]}" >&2
 	fi
+	rabbit_write_conf && conf_changed=1
 	state=$(rabbit_state)
 	if [[ "$state" != down ]]; then
-		# A node started before our env file (e.g. by apt's postinst) listens on every address: restart it.
-		if ((conf_changed)) || listens_beyond_loopback "$AMQP_PORT"; then
-			log "RabbitMQ is running with other network settings; restarting it"
+		# A node started before our env file (e.g. by apt's postinst) listens on every address, and one started
+		# before our rabbitmq.conf (or whose restart was interrupted) has no AMQPS listener: restart it.
+		if ((conf_changed)) || listens_beyond_loopback "$AMQP_PORT" || ! listens_on "$AMQPS_PORT"; then
+			log "RabbitMQ is running with other settings; restarting it"
 			rabbit_stop_node
 			state=down
 		fi
@@ -398,16 +521,18 @@ rabbit_up() {
 		state=$(rabbit_state)
 	fi
 	if [[ "$state" != *" true" ]]; then
-		log "activating $RABBIT_PLUGIN on the running node"
-		rabbitmq-plugins -q enable "$RABBIT_PLUGIN" >&2
+		log "activating ${RABBIT_PLUGINS[*]} on the running node"
+		rabbitmq-plugins -q enable "${RABBIT_PLUGINS[@]}" >&2
 		state=$(rabbit_state)
 	fi
 	[[ "$state" == "true true" ]] || die "RabbitMQ not ready (state: $state)"
-	listens_on "$AMQP_PORT" || die "RabbitMQ is up but nothing listens on port $AMQP_PORT"
-	if listens_beyond_loopback "$AMQP_PORT"; then
-		die "port $AMQP_PORT listens beyond loopback; check $RABBIT_ENV_CONF"
-	fi
-	log "RabbitMQ ready on 127.0.0.1:$AMQP_PORT"
+	for port in "$AMQP_PORT" "$AMQPS_PORT"; do
+		listens_on "$port" || die "RabbitMQ is up but nothing listens on port $port; see /var/log/rabbitmq/"
+		if listens_beyond_loopback "$port"; then
+			die "port $port listens beyond loopback; check $RABBIT_ENV_CONF and $RABBIT_CONF"
+		fi
+	done
+	log "RabbitMQ ready on 127.0.0.1:$AMQP_PORT (amqp) and 127.0.0.1:$AMQPS_PORT (amqps; users checked at http://$IOTDA_AUTH_ADDR)"
 }
 
 rabbit_down() {
@@ -463,7 +588,7 @@ status() {
 		log "PostgreSQL: not running"
 	fi
 	if command -v rabbitmqctl >/dev/null; then
-		log "RabbitMQ (app running, amqp1_0 running): $(rabbit_state)"
+		log "RabbitMQ (app running, ${RABBIT_PLUGINS[*]} running): $(rabbit_state)"
 	else
 		log "RabbitMQ: not installed"
 	fi

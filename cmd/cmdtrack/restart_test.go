@@ -82,3 +82,48 @@ func TestRestartDatabase(t *testing.T) {
 	require.GreaterOrEqual(t, w.LogCount(pipeline.LogWriteRecovered), 1)
 	f.verify(t, s)
 }
+
+// TestRestartBrokerIoTDA restarts the RabbitMQ application while a worker
+// consumes over amqps with IoTDA credentials: the worker re-dials with a
+// fresh timestamp in its username (IoTDA refuses one older than five
+// minutes, so a reused one would lock out a worker that reconnects later),
+// and loses nothing.
+func TestRestartBrokerIoTDA(t *testing.T) {
+	f := setup(t)
+	iot := testenv.IoTDA(t)
+	s := simulate.Generate(simulate.Config{Commands: 1000, Seed: 47, OutOfOrder: 1, Duplicate: 0.1, Poison: 0.01})
+	half := len(s.Messages) / 2
+	f.pub.SendAll(t, bodies(s.Messages[:half]))
+	w := testenv.StartWorker(t, f.env(append(iotdaEnv(iot), "CMDTRACK_BATCH_SIZE", "32")...))
+	w.WaitReady(30 * time.Second)
+	require.Eventually(t, func() bool { return f.count(t, `SELECT count(*) FROM device_command_events`) > 0 },
+		30*time.Second, 10*time.Millisecond)
+	before := iot.Logins()
+	require.Len(t, before, 1)
+
+	testenvScript(t, "rabbit-stop-app")
+	require.Eventually(t, func() bool { code, _ := w.Get("/readyz"); return code == 503 }, 15*time.Second, 50*time.Millisecond)
+	time.Sleep(2 * time.Second)
+	testenvScript(t, "rabbit-start-app")
+
+	w.WaitReady(60 * time.Second)
+	pub := testenv.NewPublisher(t, f.queue) // the old publisher's connection died with the broker
+	pub.SendAll(t, bodies(s.Messages[half:]))
+	f.waitStored(t, s, 2*time.Minute)
+	w.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w.Wait(20*time.Second))
+	require.GreaterOrEqual(t, w.LogCount(consumer.LogConnRestored), 1)
+	f.verify(t, s)
+
+	// Each dial builds its own username. Logins made while the broker was
+	// coming back may have been cut short, so only the last must have been
+	// accepted.
+	logins := iot.Logins()
+	require.Greater(t, len(logins), 1, "the worker never logged in again")
+	requireIoTDAUsernames(t, iot, logins)
+	for i, l := range logins[1:] {
+		require.True(t, l.Timestamp.After(logins[i].Timestamp), "dial %d reused the timestamp of dial %d: %s", i+2, i+1, l.Username)
+	}
+	last := logins[len(logins)-1]
+	require.True(t, last.Allowed, "the last login was refused: %s", last.Reason)
+}

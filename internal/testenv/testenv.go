@@ -4,6 +4,8 @@
 // and CMDTRACK_TEST_AMQP_URL (`make test` provisions them on loopback with
 // scripts/testenv.sh), or containers started through testcontainers-go where
 // a Docker engine answers. With neither, tests fail: they never skip.
+// IoTDA (iotdaauth.go) adds an IoTDA-shaped AMQPS endpoint on the broker
+// that scripts/testenv.sh provisions.
 package testenv
 
 import (

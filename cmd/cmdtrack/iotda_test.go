@@ -1,0 +1,76 @@
+package main_test
+
+import (
+	"log/slog"
+	"regexp"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cmdtrack/cmdtrack/consumer"
+	"github.com/cmdtrack/cmdtrack/internal/simulate"
+	"github.com/cmdtrack/cmdtrack/internal/testenv"
+)
+
+// iotdaEnv points the worker at the IoTDA-shaped endpoint, as a user
+// configures cmdtrack for IoTDA.
+func iotdaEnv(e *testenv.IoTDAEndpoint) []string {
+	return []string{
+		"CMDTRACK_AMQP_URL", e.URL,
+		"CMDTRACK_AMQP_CA_FILE", e.CAFile,
+		"CMDTRACK_AMQP_ACCESS_KEY", e.AccessKey,
+		"CMDTRACK_AMQP_ACCESS_CODE", e.AccessCode,
+		"CMDTRACK_AMQP_INSTANCE_ID", e.InstanceID,
+	}
+}
+
+// requireIoTDAUsernames requires every login to carry the endpoint's
+// credentials in IoTDA's username shape, with a timestamp taken when it
+// dialled.
+func requireIoTDAUsernames(t *testing.T, e *testenv.IoTDAEndpoint, logins []testenv.AuthCheck) {
+	t.Helper()
+	require.NotEmpty(t, logins, "the worker never logged in with IoTDA credentials")
+	shape := regexp.MustCompile(`^accessKey=` + regexp.QuoteMeta(e.AccessKey) + `\|timestamp=[0-9]{13}\|instanceId=` +
+		regexp.QuoteMeta(e.InstanceID) + `$`)
+	for _, l := range logins {
+		require.Regexp(t, shape, l.Username)
+		require.WithinDuration(t, l.At, l.Timestamp, 30*time.Second, "the timestamp is not the time of the dial")
+	}
+}
+
+// TestIoTDAEndpoint consumes the way a real user's cmdtrack does: amqps to a
+// host name whose certificate verifies only against the CA file, IoTDA's
+// SASL username and access code, Open hostname "default" (the endpoint
+// serves it as vhost /), while the platform side publishes into the queue.
+func TestIoTDAEndpoint(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	iot := testenv.IoTDA(t)
+	s := simulate.Generate(simulate.Config{Commands: 400, Seed: 71, OutOfOrder: 1, Duplicate: 0.1, Poison: 0.02, Foreign: 0.02})
+	f.pub.SendAll(t, bodies(s.Messages))
+
+	w := testenv.StartWorker(t, f.env(iotdaEnv(iot)...))
+	w.WaitReady(30 * time.Second)
+	f.waitStored(t, s, time.Minute)
+	w.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w.Wait(20*time.Second), w.Output())
+	require.Equal(t, 1, w.LogCount(consumer.LogConnected))
+	require.Zero(t, w.LogCount(consumer.LogConnLost))
+	require.Empty(t, w.LogsAtLeast(slog.LevelError))
+	require.NotContains(t, w.Output(), iot.AccessCode)
+	f.verify(t, s)
+
+	logins := iot.Logins()
+	requireIoTDAUsernames(t, iot, logins)
+	require.Len(t, logins, 1, "one connection, one login")
+	require.True(t, logins[0].Allowed, "login refused: %s", logins[0].Reason)
+	var recheck, vhost bool
+	for _, c := range iot.Checks() {
+		recheck = recheck || (c.Path == "user" && !c.Password && c.Allowed)
+		vhost = vhost || (c.Path == "vhost" && c.Detail == "/" && c.Allowed)
+	}
+	require.True(t, recheck, "the broker never re-checked the user when the session began: %+v", iot.Checks())
+	require.True(t, vhost, "the session never got vhost / (Open hostname \"default\"): %+v", iot.Checks())
+}
