@@ -59,6 +59,13 @@ test/short: ## run the tests without the race detector (faster)
 bench: ## drain limit vs naive peer vs cmdtrack on a 200k backlog, plus latency (BENCH_MESSAGES=20000 for a quick run)
 	@scripts/bench.sh
 
+.PHONY: bench/memory
+bench/memory: ## peak RSS and bytes held with a backlog of large messages while the database is down
+	@eval "$$($(TESTENV) up)"; set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	$(GO) build -o $$dir/cmdtrack ./cmd/cmdtrack; $(GO) build -o $$dir/memory ./bench/memory; \
+	{ $$dir/memory -cmdtrack $$dir/cmdtrack -messages 1000 -size 262144; \
+	  $$dir/memory -cmdtrack $$dir/cmdtrack -messages 300 -size 1000000; } | tee bench/results/memory.txt
+
 .PHONY: bench/go
 bench/go: ## Go benchmarks: decoder and upsert path (needs the services, like make test)
 	@$(call with_services,$(GO) test -run '^$$' -bench . -benchmem ./notification/ ./ingest/ ./consumer/ ./store/)

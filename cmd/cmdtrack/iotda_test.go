@@ -74,3 +74,61 @@ func TestIoTDAEndpoint(t *testing.T) {
 	require.True(t, recheck, "the broker never re-checked the user when the session began: %+v", iot.Checks())
 	require.True(t, vhost, "the session never got vhost / (Open hostname \"default\"): %+v", iot.Checks())
 }
+
+// Without the CA file the endpoint's certificate cannot be verified: one
+// clear line about the certificate (what to set), never connected, not
+// ready; verification is never skipped.
+func TestIoTDAUntrustedCertificate(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	iot := testenv.IoTDA(t)
+	w := testenv.StartWorker(t, f.env(append(iotdaEnv(iot), "CMDTRACK_AMQP_CA_FILE", "")...))
+	require.Eventually(t, func() bool { return w.LogCount(consumer.LogBadCertificate) == 1 }, 20*time.Second, 20*time.Millisecond)
+	time.Sleep(2 * time.Second) // several re-dials
+	code, body := w.Get("/readyz")
+	require.Equal(t, 503, code)
+	require.Contains(t, body, "not connected to the broker")
+	require.Equal(t, 1, w.LogCount(consumer.LogBadCertificate), "one line per outage, not per attempt")
+	require.Zero(t, w.LogCount(consumer.LogConnected))
+	require.Zero(t, w.LogCount(consumer.LogConnLost), "a refused certificate is not a lost connection")
+	require.Empty(t, iot.Logins(), "no credentials were sent to an unverified peer")
+	w.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w.Wait(20*time.Second))
+}
+
+// A wrong access code: one clear line that names the credential variables
+// (a refusal is not "connection lost"), re-dials with backoff, and no secret
+// in any line.
+func TestIoTDAWrongAccessCode(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	iot := testenv.IoTDA(t)
+	wrong := "wrong-" + iot.AccessCode
+	w := testenv.StartWorker(t, f.env(append(iotdaEnv(iot), "CMDTRACK_AMQP_ACCESS_CODE", wrong,
+		"CMDTRACK_AMQP_RECONNECT_MIN", "200ms", "CMDTRACK_AMQP_RECONNECT_MAX", "2s")...))
+	require.Eventually(t, func() bool { return w.LogCount(consumer.LogAuthRefused) == 1 }, 20*time.Second, 20*time.Millisecond)
+	time.Sleep(4 * time.Second)
+	require.Equal(t, 1, w.LogCount(consumer.LogAuthRefused), "one line per outage, not per attempt")
+	var named bool
+	for _, r := range w.Logs() {
+		if r["msg"] == consumer.LogAuthRefused {
+			check, _ := r["check"].(string)
+			named = regexp.MustCompile(`CMDTRACK_AMQP_ACCESS_CODE`).MatchString(check)
+		}
+	}
+	require.True(t, named, "the line names CMDTRACK_AMQP_ACCESS_CODE")
+	require.Zero(t, w.LogCount(consumer.LogConnLost))
+	require.Zero(t, w.LogCount(consumer.LogConnected))
+	logins := iot.Logins()
+	requireIoTDAUsernames(t, iot, logins)
+	require.GreaterOrEqual(t, len(logins), 2, "it keeps trying")
+	require.LessOrEqual(t, len(logins), 10, "with backoff, not a spin")
+	for _, l := range logins {
+		require.False(t, l.Allowed)
+	}
+	code, _ := w.Get("/readyz")
+	require.Equal(t, 503, code)
+	w.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w.Wait(20*time.Second))
+	require.NotContains(t, w.Output(), wrong, "the access code is never logged")
+}
