@@ -16,7 +16,6 @@ import (
 
 	"github.com/Azure/go-amqp"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/internal/backoff"
@@ -42,7 +41,9 @@ type BrokerConfig struct {
 	Credit int
 	// MaxBytes bounds the message bytes held (received and not yet settled)
 	// plus those asked for (credit issued, each counted at the largest size
-	// a message may have), across all links.
+	// a message may have), across all links. Each queue's link has an equal
+	// share: an idle link keeps the credit it issued, and must not starve
+	// the others of theirs.
 	MaxBytes int64
 	// Limits are what a message may be (see ingest.Classify).
 	Limits      ingest.Limits
@@ -69,7 +70,6 @@ type Broker struct {
 	log    *slog.Logger
 	m      *Metrics
 	tlsCfg *tls.Config
-	budget *semaphore.Weighted
 	queues []*queue
 
 	connected atomic.Bool
@@ -109,14 +109,15 @@ func NewBroker(cfg BrokerConfig, log *slog.Logger, m *Metrics) (*Broker, error) 
 	if cfg.Limits.MaxBodyBytes <= 0 {
 		cfg.Limits.MaxBodyBytes = 1 << 20
 	}
-	// At least one message of the largest size must fit.
-	cfg.MaxBytes = max(cfg.MaxBytes, int64(cfg.Limits.MaxBodyBytes))
+	// At least one message of the largest size must fit in each share.
+	cfg.MaxBytes = max(cfg.MaxBytes, int64(cfg.Limits.MaxBodyBytes)*int64(len(cfg.Queues)))
 	if cfg.BacklogRetention <= 0 {
 		cfg.BacklogRetention = 24 * time.Hour
 	}
-	b := &Broker{cfg: cfg, log: log, m: m, budget: semaphore.NewWeighted(cfg.MaxBytes)}
+	b := &Broker{cfg: cfg, log: log, m: m}
+	share := cfg.MaxBytes / int64(len(cfg.Queues))
 	for _, name := range cfg.Queues {
-		b.queues = append(b.queues, newQueue(name, m))
+		b.queues = append(b.queues, newQueue(name, share, m))
 	}
 	if u.Scheme == "amqps" {
 		b.tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/Azure/go-amqp"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/cmdtrack/cmdtrack/internal/backoff"
 	"github.com/cmdtrack/cmdtrack/pipeline"
@@ -20,6 +21,10 @@ import (
 type queue struct {
 	name     string
 	attached atomic.Bool
+	// budget is the queue's share of CMDTRACK_AMQP_MAX_BYTES, held by its
+	// links one after another.
+	budget      *semaphore.Weighted
+	budgetBytes int64
 
 	mu      sync.Mutex
 	lastErr error // why the last attach or link failed; nil while attached
@@ -35,9 +40,9 @@ type queue struct {
 	unconsumed time.Time
 }
 
-func newQueue(name string, m *Metrics) *queue {
+func newQueue(name string, budget int64, m *Metrics) *queue {
 	return &queue{name: name, gauge: m.queueAttached.WithLabelValues(name), failures: m.attachFailures.WithLabelValues(name),
-		unconsumed: time.Now()}
+		budget: semaphore.NewWeighted(budget), budgetBytes: budget, unconsumed: time.Now()}
 }
 
 func (q *queue) status() string {
@@ -193,7 +198,7 @@ func (b *Broker) attach(ctx context.Context, conn *amqp.Conn, q *queue) (*Link, 
 	}
 	l := newLink(r, linkConfig{
 		queue: q.name, credit: b.cfg.Credit, limits: b.cfg.Limits,
-		budget: b.budget, budgetBytes: b.cfg.MaxBytes,
+		budget: q.budget, budgetBytes: q.budgetBytes,
 		abort: func() { b.abortLink(conn, sess) },
 		log:   b.log,
 	}, b.m)

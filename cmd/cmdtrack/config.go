@@ -31,7 +31,7 @@ type Config struct {
 	AMQPInstanceID string   `envconfig:"AMQP_INSTANCE_ID" desc:"IoTDA instance id"`
 	AMQPCAFile     string   `envconfig:"AMQP_CA_FILE" desc:"extra CA certificates (PEM) to trust for amqps"`
 	AMQPCredit     int      `envconfig:"AMQP_CREDIT" default:"1024" desc:"most unsettled messages per queue (issued a quarter at a time)"`
-	AMQPMaxBytes   int64    `envconfig:"AMQP_MAX_BYTES" default:"33554432" desc:"most message bytes held or asked for, across queues (bounds memory; credit counts at CMDTRACK_MAX_BODY_BYTES until a message arrives)"`
+	AMQPMaxBytes   int64    `envconfig:"AMQP_MAX_BYTES" default:"33554432" desc:"most message bytes held or asked for, shared equally by the queues (bounds memory; credit counts at CMDTRACK_MAX_BODY_BYTES until a message arrives)"`
 
 	AMQPIdleTimeout      time.Duration `envconfig:"AMQP_IDLE_TIMEOUT" default:"8s" desc:"heartbeat: drop a connection silent this long"`
 	AMQPDialTimeout      time.Duration `envconfig:"AMQP_DIAL_TIMEOUT" default:"10s" desc:"limit for connecting and authenticating"`
@@ -121,7 +121,8 @@ func (c *Config) validate(cmd string) error {
 		check(c.HTTPAddr == "" || c.HTTPToken != "" || c.HTTPClientCA != "" || c.HTTPAllowUnauthenticated,
 			"CMDTRACK_HTTP_ADDR is set but neither CMDTRACK_HTTP_TOKEN nor CMDTRACK_HTTP_CLIENT_CA is: anyone who reaches it could forge notifications; set one of them, or CMDTRACK_HTTP_ALLOW_UNAUTHENTICATED=true")
 		check(c.HTTPMaxBytesInFlight >= int64(c.MaxBodyBytes), "CMDTRACK_HTTP_MAX_BYTES_IN_FLIGHT must be at least CMDTRACK_MAX_BODY_BYTES")
-		check(c.AMQPMaxBytes >= int64(c.MaxBodyBytes), "CMDTRACK_AMQP_MAX_BYTES must be at least CMDTRACK_MAX_BODY_BYTES")
+		check(c.AMQPMaxBytes >= int64(c.MaxBodyBytes)*int64(max(1, len(c.AMQPQueue))),
+			"CMDTRACK_AMQP_MAX_BYTES must be at least CMDTRACK_MAX_BODY_BYTES times the number of queues (each queue has an equal share)")
 		check(c.StallTimeout > 0, "CMDTRACK_STALL_TIMEOUT must be positive")
 		check(c.AMQPBacklogRetention > 0, "CMDTRACK_AMQP_BACKLOG_RETENTION must be positive")
 	}
