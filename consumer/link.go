@@ -36,10 +36,10 @@ type amqpReceiver interface {
 // window has fully arrived and enough earlier messages are settled: RabbitMQ's
 // AMQP 1.0 plugin over-delivers when a flow frame crosses transfers in
 // flight, and go-amqp's receiver then stalls for good (README, "Brokers").
-// A window is a quarter of the credit, fewer if the byte budget cannot hold
-// that many messages of the largest allowed size: credit is a promise to take
-// whatever the broker sends, so it is counted at that size until a message
-// arrives and its real size is known.
+// A window is a quarter of the credit, fewer if half the byte budget cannot
+// hold that many messages of the largest allowed size: credit is a promise
+// to take whatever the broker sends, so it is counted at that size until a
+// message arrives and its real size is known.
 //
 // A Link is used by one goroutine; its deliveries may be settled from another.
 type Link struct {
@@ -82,7 +82,9 @@ func newLink(r amqpReceiver, cfg linkConfig, m *Metrics) *Link {
 	maxBody := int64(max(cfg.limits.MaxBodyBytes, 1))
 	window := max(1, cfg.credit/4)
 	if cfg.budget != nil {
-		window = max(1, min(window, int(cfg.budgetBytes/maxBody)))
+		// Half the budget at most: the other half holds what arrived while
+		// it is written, so that the next window can be issued meanwhile.
+		window = max(1, min(window, int(cfg.budgetBytes/2/maxBody)))
 	}
 	if cfg.log == nil {
 		cfg.log = slog.New(slog.DiscardHandler)

@@ -181,36 +181,46 @@ func value(t *testing.T, c prometheus.Metric) float64 {
 func TestLinkByteBudget(t *testing.T) {
 	t.Parallel()
 	fr := newFakeReceiver(100) // bodies of 45 bytes
-	budget := semaphore.NewWeighted(4096)
+	budget := semaphore.NewWeighted(8192)
 	l := newLink(fr, linkConfig{queue: "q", credit: 64, limits: ingest.Limits{MaxBodyBytes: 1024},
-		budget: budget, budgetBytes: 4096}, NewMetrics(nil))
-	require.Equal(t, 4, l.window, "4 KiB hold four messages of the largest size, not a quarter of 64")
+		budget: budget, budgetBytes: 8192}, NewMetrics(nil))
+	require.Equal(t, 4, l.window, "half of 8 KiB holds four messages of the largest size, not a quarter of 64")
 	ctx := context.Background()
 	d, err := l.Next(ctx)
 	require.NoError(t, err)
 	require.Equal(t, []uint32{4}, fr.issued)
 	// One message arrived (45 bytes held), three credits outstanding (3 KiB).
-	require.False(t, budget.TryAcquire(4096-45-3*1024+1), "the budget counts held and promised bytes")
-	require.True(t, budget.TryAcquire(4096-45-3*1024))
-	budget.Release(4096 - 45 - 3*1024)
+	require.False(t, budget.TryAcquire(8192-45-3*1024+1), "the budget counts held and promised bytes")
+	require.True(t, budget.TryAcquire(8192-45-3*1024))
+	budget.Release(8192 - 45 - 3*1024)
 
 	var held []pipeline.Delivery
 	held = append(held, d)
 	for range 3 {
 		held = append(held, l.Prefetched())
 	}
-	// The next window needs 4 KiB, of which 4*45 bytes are held: it waits.
+	// The next window (4 KiB) can be promised while these are held...
+	d, err = l.Next(ctx)
+	require.NoError(t, err)
+	held = append(held, d)
+	require.Equal(t, []uint32{4, 4}, fr.issued)
+	// ...but not while the budget is taken by something else.
+	for range 3 {
+		held = append(held, l.Prefetched())
+	}
+	require.True(t, budget.TryAcquire(8192-8*45-4096+1))
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	_, err = l.Next(short)
 	cancel()
 	require.ErrorIs(t, err, context.DeadlineExceeded)
+	budget.Release(8192 - 8*45 - 4096 + 1)
 	for _, d := range held {
 		d.Abandon()
 	}
 	_, err = l.Next(ctx)
 	require.NoError(t, err, "settling what is held frees the budget")
 	l.finish()
-	require.True(t, budget.TryAcquire(4096-45), "finish gives back what was promised for messages that never came")
+	require.True(t, budget.TryAcquire(8192-45), "finish gives back what was promised for messages that never came")
 }
 
 // An accept that cannot be sent aborts the link (once): it stops receiving,

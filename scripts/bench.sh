@@ -53,6 +53,13 @@ log() { printf 'bench: %s\n' "$*" >&2; }
 log "provisioning PostgreSQL and RabbitMQ (scripts/testenv.sh up)"
 eval "$(scripts/testenv.sh up)"
 DB=$CMDTRACK_TEST_DATABASE_URL
+# The test cluster runs without fsync for speed; a user's PostgreSQL has it. The benchmark measures with what a user
+# has (BENCH_FSYNC=off to compare), and puts the test settings back when it ends.
+FSYNC=${BENCH_FSYNC:-on}
+durability() {
+	psql -X -q "$DB" -c "ALTER SYSTEM SET fsync = $1" -c "ALTER SYSTEM SET synchronous_commit = $1" \
+		-c "ALTER SYSTEM SET full_page_writes = $1" -c "SELECT pg_reload_conf()" >/dev/null
+}
 AMQP=$CMDTRACK_TEST_AMQP_URL
 if [[ "$DB" == *\?* ]]; then SEP='&'; else SEP='?'; fi
 
@@ -66,6 +73,8 @@ PIDS=()
 
 cleanup() {
 	local rc=$?
+	psql -X -q "$DB" -c "ALTER SYSTEM RESET fsync" -c "ALTER SYSTEM RESET synchronous_commit" \
+		-c "ALTER SYSTEM RESET full_page_writes" -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
 	for pid in "${PIDS[@]}"; do
 		kill "$pid" 2>/dev/null || true
 	done
@@ -83,6 +92,8 @@ cleanup() {
 	exit "$rc"
 }
 trap cleanup EXIT
+durability "$FSYNC"
+log "PostgreSQL: fsync, synchronous_commit, full_page_writes $FSYNC"
 trap 'exit 130' INT TERM
 
 log "building into $BIN"
@@ -237,7 +248,7 @@ mkdir -p "$(dirname "$RESULTS")"
 	echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM;" \
 		"RabbitMQ $(timeout 60 rabbitmqctl -q version 2>/dev/null || echo '?'), PostgreSQL $(psql -X -tA "$DB" -c 'SHOW server_version' | cut -d' ' -f1)"
 	echo "load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running skews the figures)"
-	echo "stream: -seed $SEED $STREAM; drain/naive credit window $WINDOW; cmdtrack credit $CREDIT, batch ${CMDTRACK_BATCH_SIZE:-256}"
+	echo "stream: -seed $SEED $STREAM; drain/naive credit window $WINDOW; cmdtrack credit $CREDIT, batch ${CMDTRACK_BATCH_SIZE:-256}; PostgreSQL fsync $FSYNC"
 	echo
 	awk -F'\t' '
 		BEGIN {
