@@ -87,7 +87,13 @@ func New(cfg Config) (*Client, error) {
 	}
 	if c.httpClient == nil {
 		c.httpClient = &http.Client{Timeout: defaultTimeout}
+	} else {
+		hc := *c.httpClient // the caller's client stays as it was
+		c.httpClient = &hc
 	}
+	// A redirect would carry the credentials to another address: net/http
+	// copies custom headers such as X-Auth-Token when it follows one.
+	c.httpClient.CheckRedirect = refuseRedirect
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -186,6 +192,9 @@ func (c *Client) SendAsyncCommand(ctx context.Context, deviceID string, req Asyn
 	}
 	return &out, nil
 }
+
+// refuseRedirect is http.Client.CheckRedirect: never follow a redirect.
+func refuseRedirect(*http.Request, []*http.Request) error { return ErrRedirect }
 
 // authenticate adds either the AK/SK signature or the IAM token.
 func (c *Client) authenticate(r *http.Request, body []byte) {

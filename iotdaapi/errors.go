@@ -1,6 +1,7 @@
 package iotdaapi
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -79,3 +80,8 @@ func (e *APIError) Error() string {
 func (e *APIError) Retryable() bool {
 	return e.StatusCode >= 500 || e.StatusCode == http.StatusTooManyRequests
 }
+
+// ErrRedirect is returned when the API answers with a redirect. The client
+// never follows one: the request carries credentials (X-Auth-Token, or a
+// signature over the original host) that must not reach another address.
+var ErrRedirect = errors.New("iotdaapi: the API answered with a redirect, which is refused (check CMDTRACK_API_ENDPOINT: use the endpoint's final https address)")
