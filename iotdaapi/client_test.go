@@ -166,7 +166,7 @@ func TestSendAsyncCommand_AKSK(t *testing.T) {
 	require.Equal(t, "ON_OFF", resp.CommandName)
 	require.Equal(t, iotdaapi.SendImmediately, resp.SendStrategy)
 	require.JSONEq(t, `{"value":"ON"}`, string(resp.Paras))
-	require.Equal(t, 0, resp.ExpireTime)
+	require.Equal(t, 0, *resp.ExpireTime)
 	require.Equal(t, "SENT", resp.Status)
 	require.Equal(t, "20151212T121212Z", resp.CreatedTime)
 	created, err := resp.Created()
@@ -266,7 +266,7 @@ func TestSendAsyncCommand_APIErrors(t *testing.T) {
 			name: "404 not found", status: 404, requestID: "r-404",
 			body:     `{"error_code":"IOTDA.014016","error_msg":"The device does not exist."}`,
 			wantCode: "IOTDA.014016", wantMsg: "The device does not exist.", wantReqID: "r-404",
-			wantPhrases: []string{"device or project not found", "IOTDA.014016"},
+			wantPhrases: []string{"not found (device, command or project)", "IOTDA.014016"},
 		},
 		{
 			name: "429 throttled", status: 429,

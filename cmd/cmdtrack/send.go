@@ -132,7 +132,6 @@ func createdNotification(resp *iotdaapi.AsyncCommandResponse) (*notification.Not
 	if err != nil {
 		return nil, err
 	}
-	expire := resp.ExpireTime
 	return &notification.Notification{
 		CommandID:   resp.CommandID,
 		Status:      status,
@@ -142,7 +141,7 @@ func createdNotification(resp *iotdaapi.AsyncCommandResponse) (*notification.Not
 		Payload:     payload,
 		Creation: &notification.Creation{
 			ServiceID: resp.ServiceID, CommandName: resp.CommandName, Paras: resp.Paras,
-			SendStrategy: resp.SendStrategy, ExpireTime: &expire,
+			SendStrategy: resp.SendStrategy, ExpireTime: resp.ExpireTime,
 		},
 	}, nil
 }
