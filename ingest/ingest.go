@@ -4,7 +4,8 @@
 // resource that shares the queue).
 //
 // Every way in goes through it (the AMQP consumer, the HTTP push receiver,
-// `cmdtrack replay` and `cmdtrack send`), so they all decide the same way.
+// `cmdtrack replay`, and, for what the API answers, `cmdtrack send` and
+// `cmdtrack reconcile`), so they all decide the same way.
 // It knows nothing of AMQP, HTTP or PostgreSQL.
 package ingest
 
