@@ -77,6 +77,13 @@ type Result struct {
 	// DeadLetter is set when Outcome is DeadLettered: the class and reason
 	// that were stored.
 	DeadLetter *DeadLetter
+	// Changed is set when Outcome is Applied and the notification created
+	// its command's row or changed it. It is false when the row already said
+	// as much (a redelivery) or the merge kept a winner it does not beat and
+	// it filled in no fact. Several notifications of one command in one
+	// batch are merged one after the other, in no set order, each judged
+	// against the row as those before it left it.
+	Changed bool
 }
 
 // Result is what storing it as it is would mean.
