@@ -24,11 +24,11 @@ const SourceAPI = "api"
 // lifecycle time its status implies (response_time for SUCCESSFUL and
 // FAILED, delivered_time for DELIVERED, sent_time for SENT, created_time for
 // PENDING) or, when the record has no such time (TIMEOUT, EXPIRED, or a
-// field left out), by the latest time it does carry. The record can thus
-// never claim to be newer than what it shows: a notification of the same
-// rank that the platform pushed for the same change (timed to the
-// millisecond, at or after the change) wins the tie, and a later one wins
-// outright.
+// field left out), by the latest time it does carry; and one microsecond
+// before it. The record thus never claims to be newer than what it shows: a
+// notification the platform pushed for the same change (timed at or after
+// the change) wins the tie, keeping its request id, and a later one wins
+// outright. The record still fills in any fact the row lacks.
 //
 // The notification then goes through Accept, as a decoded one does (a time
 // too far ahead of receivedAt makes it a dead letter).
@@ -64,10 +64,11 @@ func FromAPI(c *iotdaapi.Command, receivedAt time.Time, lim Limits) (Item, error
 		}
 		*f.out = t
 	}
-	n.EventTime = apiEventTime(n)
-	if n.EventTime.IsZero() {
+	at := apiEventTime(n)
+	if at.IsZero() {
 		return Item{}, fmt.Errorf("command %s: the API's answer carries no time to order it by", c.CommandID)
 	}
+	n.EventTime = at.Add(-time.Microsecond)
 	n.Result = nullToNil(c.Result)
 	paras := nullToNil(c.Paras)
 	if c.ServiceID != "" || c.CommandName != "" || paras != nil || c.SendStrategy != "" || c.ExpireTime != nil {
