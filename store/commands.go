@@ -87,27 +87,32 @@ func scanRefs(rows pgx.Rows) ([]CommandRef, error) {
 // current schema, so that deployments or tests sharing a database do not
 // share it) on a connection of its own, outside the pool: holding it for a
 // long job costs the pool nothing. ok is false, with a nil unlock, when
-// another session holds it. unlock closes the connection, which releases the
-// lock; so does losing the connection. ctx bounds taking the lock, not
+// another session holds it. unlock releases the lock and closes the
+// connection; losing the connection releases it too. ctx bounds taking the lock, not
 // holding it.
 func (s *Store) TryLock(ctx context.Context, name string) (unlock func(), ok bool, err error) {
 	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return nil, false, fmt.Errorf("lock %s: %w", name, err)
 	}
-	closeConn := func() {
+	const key = `hashtextextended($1 || ':' || coalesce(current_schema(), ''), 0)`
+	closeConn := func(unlock bool) {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		// The server releases a closed session's locks only once its backend
+		// has exited; unlocking first frees the lock for the next taker now.
+		if unlock {
+			_, _ = conn.Exec(cctx, `SELECT pg_advisory_unlock(`+key+`)`, name)
+		}
 		_ = conn.Close(cctx)
 	}
-	err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1 || ':' || coalesce(current_schema(), ''), 0))`,
-		name).Scan(&ok)
+	err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+key+`)`, name).Scan(&ok)
 	if err != nil || !ok {
-		closeConn()
+		closeConn(false)
 		if err != nil {
 			return nil, false, fmt.Errorf("lock %s: %w", name, err)
 		}
 		return nil, false, nil
 	}
-	return closeConn, true, nil
+	return func() { closeConn(true) }, true, nil
 }
