@@ -62,6 +62,7 @@ type Server struct {
 	mu       sync.Mutex
 	answers  map[string][]Answer // by command id; the last one repeats
 	calls    map[string]int
+	times    map[string][]time.Time
 	devices  map[string]string // command id -> device id asked for
 	onCall   func(commandID string)
 	throttle int // answer the next n calls with 429
@@ -71,7 +72,7 @@ type Server struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	caPEM, cert, pool := testCA(t)
-	s := &Server{CAPool: pool, answers: map[string][]Answer{}, calls: map[string]int{}, devices: map[string]string{}}
+	s := &Server{CAPool: pool, answers: map[string][]Answer{}, calls: map[string]int{}, times: map[string][]time.Time{}, devices: map[string]string{}}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	// Handshakes refused by clients that do not trust the CA are expected.
@@ -141,6 +142,13 @@ func (s *Server) Calls(commandID string) int {
 	return s.calls[commandID]
 }
 
+// CallTimes are when commandID was asked for.
+func (s *Server) CallTimes(commandID string) []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.times[commandID]...)
+}
+
 // AllCalls is the number of calls per command id.
 func (s *Server) AllCalls() map[string]int {
 	s.mu.Lock()
@@ -183,6 +191,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	s.calls[id]++
+	s.times[id] = append(s.times[id], time.Now())
 	s.devices[id] = device
 	onCall := s.onCall
 	throttled := s.throttle > 0
