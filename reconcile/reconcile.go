@@ -66,6 +66,10 @@ type Config struct {
 	// Limits are what an answer may claim, as for any notification (an
 	// event time too far ahead makes it a dead letter).
 	Limits ingest.Limits
+	// AuthHint and EndpointHint end a StopError's message: what to check
+	// when the API refuses the credentials, or the endpoint cannot serve
+	// it (the caller knows the names of its settings).
+	AuthHint, EndpointHint string
 }
 
 func (c Config) withDefaults() Config {
@@ -163,9 +167,16 @@ var ErrBusy = errors.New("another reconcile is running (a replica, or cmdtrack r
 type StopError struct {
 	Class iotdaapi.ErrorClass
 	Err   error
+	// Hint says what to check.
+	Hint string
 }
 
-func (e *StopError) Error() string { return e.Err.Error() }
+func (e *StopError) Error() string {
+	if e.Hint == "" {
+		return e.Err.Error()
+	}
+	return e.Err.Error() + "; " + e.Hint
+}
 func (e *StopError) Unwrap() error { return e.Err }
 
 // Reconciler checks commands against the API. Run is not meant to be called
@@ -379,8 +390,10 @@ func (r *Reconciler) ask(ctx context.Context, ref store.CommandRef) (*iotdaapi.C
 			r.m.apiErrors.WithLabelValues(string(class)).Inc()
 		}
 		switch class {
-		case iotdaapi.ClassAuth, iotdaapi.ClassEndpoint:
-			return nil, &StopError{Class: class, Err: err}
+		case iotdaapi.ClassAuth:
+			return nil, &StopError{Class: class, Err: err, Hint: r.cfg.AuthHint}
+		case iotdaapi.ClassEndpoint:
+			return nil, &StopError{Class: class, Err: err, Hint: r.cfg.EndpointHint}
 		case iotdaapi.ClassRateLimited, iotdaapi.ClassUnavailable:
 		default:
 			return nil, err

@@ -62,6 +62,32 @@ func parseSendFlags(args []string, stdout, stderr io.Writer) (*sendFlags, error)
 	return &f, nil
 }
 
+// apiVars names the variable behind each iotdaapi.Config field, so that a
+// refused setting is reported by the name the operator sets.
+var apiVars = map[string]string{
+	"Config.Endpoint":            "CMDTRACK_API_ENDPOINT",
+	"Config.ProjectID":           "CMDTRACK_API_PROJECT_ID",
+	"Config.InstanceID":          "CMDTRACK_API_INSTANCE_ID",
+	"Config.AccessKey/SecretKey": "CMDTRACK_API_ACCESS_KEY/CMDTRACK_API_SECRET_KEY",
+	"Config.Token":               "CMDTRACK_API_TOKEN",
+	"Config.CAFile":              "CMDTRACK_API_CA_FILE",
+}
+
+// newAPIClient is the IoTDA API client the configuration describes.
+func newAPIClient(cfg *Config) (*iotdaapi.Client, error) {
+	c, err := iotdaapi.New(iotdaapi.Config{
+		Endpoint: cfg.APIEndpoint, ProjectID: cfg.APIProjectID, InstanceID: cfg.APIInstanceID,
+		AccessKey: cfg.APIAccessKey, SecretKey: cfg.APISecretKey, Token: cfg.APIToken, CAFile: cfg.APICAFile,
+	})
+	var verr *iotdaapi.ValidationError
+	if errors.As(err, &verr) {
+		if name, ok := apiVars[verr.Field]; ok {
+			return nil, fmt.Errorf("%s: %s", name, verr.Reason)
+		}
+	}
+	return c, err
+}
+
 // send delivers an asynchronous command through IoTDA's API and records it
 // in device_commands through the merge rule, with what only creation knows,
 // so that status notifications complete the same row in any order.
@@ -75,10 +101,7 @@ func send(ctx context.Context, cfg *Config, st *store.Store, f *sendFlags, stdou
 	if err != nil {
 		return fmt.Errorf("send: the database is not reachable, nothing was sent: %w", err)
 	}
-	client, err = iotdaapi.New(iotdaapi.Config{
-		Endpoint: cfg.APIEndpoint, ProjectID: cfg.APIProjectID, InstanceID: cfg.APIInstanceID,
-		AccessKey: cfg.APIAccessKey, SecretKey: cfg.APISecretKey, Token: cfg.APIToken,
-	})
+	client, err = newAPIClient(cfg)
 	if err != nil {
 		return usageError{fmt.Errorf("send: %w", err)}
 	}

@@ -177,6 +177,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, `{"error_code":"APIG.0101","error_msg":"The API does not exist or has not been published in the environment"}`)
 		return
 	}
+	device, id := parts[4], parts[6]
+
+	// Every call counts, refused ones too: they spend the quota as well.
+	s.mu.Lock()
+	s.calls[id]++
+	s.times[id] = append(s.times[id], time.Now())
+	s.devices[id] = device
+	s.mu.Unlock()
 	if r.Header.Get("X-Auth-Token") != Token {
 		w.WriteHeader(http.StatusUnauthorized)
 		_, _ = io.WriteString(w, `{"error_code":"APIG.0301","error_msg":"Incorrect IAM authentication information: verify aksk signature fail"}`)
@@ -187,12 +195,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, `{"error_code":"IOTDA.000004","error_msg":"Insufficient permission."}`)
 		return
 	}
-	device, id := parts[4], parts[6]
 
 	s.mu.Lock()
-	s.calls[id]++
-	s.times[id] = append(s.times[id], time.Now())
-	s.devices[id] = device
 	onCall := s.onCall
 	throttled := s.throttle > 0
 	if throttled {
