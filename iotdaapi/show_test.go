@@ -3,9 +3,12 @@ package iotdaapi_test
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -162,4 +165,29 @@ func TestTLSVerification(t *testing.T) {
 		require.ErrorAs(t, err, &vErr)
 		require.Contains(t, vErr.Field, "Config.")
 	}
+}
+
+// A GET is signed too: without a body there is no Content-Type to sign, and
+// the gateway's check (refVerify) still passes.
+func TestShowAsyncDeviceCommandAKSK(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var verr error
+	var signed string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		verr = refVerify(r, nil, testAK, testSK)
+		signed = r.Header.Get("Authorization")
+		_, _ = io.WriteString(w, `{"device_id":"`+testDevice+`","command_id":"`+testCommand+`","status":"DELIVERED","delivered_time":"20241202T082959Z"}`)
+	}))
+	t.Cleanup(srv.Close)
+	c := newAKSKClient(t, srv.URL)
+	got, err := c.ShowAsyncDeviceCommand(context.Background(), testDevice, testCommand)
+	require.NoError(t, err)
+	require.Equal(t, "DELIVERED", got.Status)
+	mu.Lock()
+	defer mu.Unlock()
+	require.NoError(t, verr)
+	require.Contains(t, signed, "SignedHeaders=host;instance-id;x-project-id;x-sdk-date,")
 }
