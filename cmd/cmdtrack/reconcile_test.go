@@ -91,6 +91,14 @@ func TestReconcileCommand(t *testing.T) {
 	require.Equal(t, "TIMEOUT", status(t, st, "stuck-2"))
 	require.Equal(t, "SENT", status(t, st, "gone"))
 	require.Equal(t, map[string]int{"stuck-1": 1, "stuck-2": 1, "gone": 1}, api.AllCalls())
+	api.Set(iotdafake.Command{DeviceID: "dev-4", CommandID: "recent", Status: "SENT", SentTime: apiTime(5 * time.Minute)})
+
+	// The repair command the consumer logs after a long outage (RFC 3339).
+	from, to := time.Now().UTC().Add(-30*time.Hour).Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339)
+	out, code = run(apiEnv(api), "-since", from, "-until", to)
+	require.Equal(t, 0, code, out)
+	require.Regexp(t, `reconcile: checked 2, updated [01], unchanged [01], unknown 1, failed 0\n`, out, "the open ones: gone, recent")
+	require.Equal(t, 1, api.Calls("recent"))
 
 	// Named: checked whatever the status; the answer changes nothing now.
 	out, code = run(apiEnv(api), "stuck-1")
@@ -113,7 +121,7 @@ func TestReconcileCommand(t *testing.T) {
 	require.Contains(t, lastLine(out), "CMDTRACK_API_TOKEN")
 	require.Contains(t, lastLine(out), "CMDTRACK_API_ACCESS_KEY")
 	require.NotContains(t, out, "s3cret-wrong-token")
-	require.Equal(t, 2, api.Calls("gone"), "the refused run asked once, and did not retry")
+	require.Equal(t, 3, api.Calls("gone"), "the refused run asked once (after the two runs before), and did not retry")
 
 	out, code = run(apiEnv(api), "-threshold", "2h", "stuck-1")
 	require.Equal(t, 2, code, out)
