@@ -4,7 +4,8 @@
 // resource that shares the queue).
 //
 // Every way in goes through it (the AMQP consumer, the HTTP push receiver,
-// `cmdtrack replay` and `cmdtrack send`), so they all decide the same way.
+// `cmdtrack replay`, and, for what the API answers, `cmdtrack send` and
+// `cmdtrack reconcile`), so they all decide the same way.
 // It knows nothing of AMQP, HTTP or PostgreSQL.
 package ingest
 
@@ -76,6 +77,13 @@ type Result struct {
 	// DeadLetter is set when Outcome is DeadLettered: the class and reason
 	// that were stored.
 	DeadLetter *DeadLetter
+	// Changed is set when Outcome is Applied and the notification created
+	// its command's row or changed it. It is false when the row already said
+	// as much (a redelivery) or the merge kept a winner it does not beat and
+	// it filled in no fact. Several notifications of one command in one
+	// batch are merged one after the other, in no set order, each judged
+	// against the row as those before it left it.
+	Changed bool
 }
 
 // Result is what storing it as it is would mean.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -165,7 +166,7 @@ func TestSendAsyncCommand_AKSK(t *testing.T) {
 	require.Equal(t, "ON_OFF", resp.CommandName)
 	require.Equal(t, iotdaapi.SendImmediately, resp.SendStrategy)
 	require.JSONEq(t, `{"value":"ON"}`, string(resp.Paras))
-	require.Equal(t, 0, resp.ExpireTime)
+	require.Equal(t, 0, *resp.ExpireTime)
 	require.Equal(t, "SENT", resp.Status)
 	require.Equal(t, "20151212T121212Z", resp.CreatedTime)
 	created, err := resp.Created()
@@ -265,7 +266,7 @@ func TestSendAsyncCommand_APIErrors(t *testing.T) {
 			name: "404 not found", status: 404, requestID: "r-404",
 			body:     `{"error_code":"IOTDA.014016","error_msg":"The device does not exist."}`,
 			wantCode: "IOTDA.014016", wantMsg: "The device does not exist.", wantReqID: "r-404",
-			wantPhrases: []string{"device or project not found", "IOTDA.014016"},
+			wantPhrases: []string{"not found (device, command or project)", "IOTDA.014016"},
 		},
 		{
 			name: "429 throttled", status: 429,
@@ -570,4 +571,34 @@ func TestAsyncCommandResponse_Created(t *testing.T) {
 			require.True(t, tc.want.Equal(got), "got %v", got)
 		})
 	}
+}
+
+// A redirect must not be followed: net/http would resend the request, with
+// its X-Auth-Token (custom headers are copied on redirect), to wherever the
+// Location points. The target must never see the request.
+func TestRedirectRefused(t *testing.T) {
+	t.Parallel()
+	var stolen atomic.Int32
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Auth-Token") != "" || r.Header.Get("Authorization") != "" {
+			stolen.Add(1)
+		}
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, seedResponse)
+	}))
+	t.Cleanup(elsewhere.Close)
+	for _, status := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			t.Parallel()
+			f := newFakeIoTDA(t, func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, elsewhere.URL+r.URL.Path, status)
+			})
+			c, err := iotdaapi.New(iotdaapi.Config{Endpoint: f.srv.URL, ProjectID: testProject, Token: "iam-token-value"})
+			require.NoError(t, err)
+			_, err = c.SendAsyncCommand(context.Background(), testDevice, validRequest())
+			require.ErrorIs(t, err, iotdaapi.ErrRedirect)
+			require.ErrorContains(t, err, "redirect")
+		})
+	}
+	t.Cleanup(func() { require.Zero(t, stolen.Load(), "credentials were sent to the redirect target") })
 }

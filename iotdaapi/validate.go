@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 // Limits from the "Deliver an Asynchronous Command" API reference.
 const (
 	maxDeviceIDLen    = 128
+	maxCommandIDLen   = 100 // ShowAsyncDeviceCommand's command_id
 	maxServiceIDLen   = 64
 	maxCommandNameLen = 128
 	// MaxRequestSize is the documented limit on the serialized request body.
@@ -67,6 +69,14 @@ func validateConfig(cfg Config) (*url.URL, error) {
 	if cfg.InstanceID != "" {
 		if err := checkID("Config.InstanceID", cfg.InstanceID, maxIDLen); err != nil {
 			return nil, err
+		}
+	}
+	if hc := cfg.HTTPClient; hc != nil {
+		if cfg.CAFile != "" {
+			return nil, &ValidationError{Field: "Config.CAFile", Reason: "set either CAFile or HTTPClient, not both"}
+		}
+		if tr, ok := hc.Transport.(*http.Transport); ok && tr.TLSClientConfig != nil && tr.TLSClientConfig.InsecureSkipVerify {
+			return nil, &ValidationError{Field: "Config.HTTPClient", Reason: "certificate verification may not be skipped; trust a private CA with CAFile instead"}
 		}
 	}
 	hasAK := cfg.AccessKey != "" || cfg.SecretKey != ""

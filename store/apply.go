@@ -42,8 +42,14 @@ func (s *Store) apply(ctx context.Context, items []ingest.Item, res []ingest.Res
 	if len(items) == 0 {
 		return nil
 	}
-	err := s.applyOnce(ctx, items)
-	if err == nil || !IsDataError(err) {
+	changed, err := s.applyOnce(ctx, items)
+	if err == nil {
+		for i, c := range changed {
+			res[i].Changed = c
+		}
+		return nil
+	}
+	if !IsDataError(err) {
 		return err
 	}
 	if len(items) == 1 {
@@ -58,7 +64,7 @@ func (s *Store) apply(ctx context.Context, items []ingest.Item, res []ingest.Res
 			Reason: "PostgreSQL rejected the notification: " + err.Error(),
 			Body:   it.Notification.Payload,
 		}
-		if err := s.applyOnce(ctx, []ingest.Item{{Source: it.Source, DeadLetter: dl}}); err != nil {
+		if _, err := s.applyOnce(ctx, []ingest.Item{{Source: it.Source, DeadLetter: dl}}); err != nil {
 			return err
 		}
 		res[0] = ingest.Result{Outcome: ingest.DeadLettered, DeadLetter: dl}
@@ -71,27 +77,32 @@ func (s *Store) apply(ctx context.Context, items []ingest.Item, res []ingest.Res
 	return s.apply(ctx, items[mid:], res[mid:])
 }
 
-func (s *Store) applyOnce(ctx context.Context, items []ingest.Item) error {
+// applyOnce writes items in one transaction and says, index for index,
+// which notifications created or changed their command's row.
+func (s *Store) applyOnce(ctx context.Context, items []ingest.Item) ([]bool, error) {
 	b := &pgx.Batch{}
-	queueWrites(b, items)
+	changed := make([]bool, len(items))
+	queueWrites(b, items, changed)
 	// pgx sends the batch in one round trip and runs it as one implicit
 	// transaction: all of it commits or none of it does.
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("apply batch of %d: %w", len(items), err)
+		return nil, fmt.Errorf("apply batch of %d: %w", len(items), err)
 	}
-	return nil
+	return changed, nil
 }
 
-// queueWrites queues the statements that store items. Every statement takes
-// its rows in a fixed order (command_id, then key), so that two workers
-// writing overlapping batches lock rows in the same order and cannot deadlock.
-func queueWrites(b *pgx.Batch, items []ingest.Item) {
+// queueWrites queues the statements that store items, and marks in changed
+// the notifications whose merge created or changed their command's row.
+// Every statement takes its rows in a fixed order (command_id, then key), so
+// that two workers writing overlapping batches lock rows in the same order
+// and cannot deadlock.
+func queueWrites(b *pgx.Batch, items []ingest.Item, changed []bool) {
 	var notes []noteRow
 	var dead []deadRow
 	for i := range items {
 		switch it := &items[i]; {
 		case it.Notification != nil:
-			notes = append(notes, noteRow{n: it.Notification, source: it.Source, key: it.Notification.Key()})
+			notes = append(notes, noteRow{n: it.Notification, source: it.Source, key: it.Notification.Key(), idx: i})
 		case it.DeadLetter != nil:
 			dead = append(dead, newDeadRow(it.Source, it.DeadLetter))
 		}
@@ -102,12 +113,33 @@ func queueWrites(b *pgx.Batch, items []ingest.Item) {
 		})
 		b.Queue(insertEvents, args(eventColumns, notes)...)
 		for _, round := range rounds(notes) {
-			b.Queue(upsertCommands, args(commandColumns, round)...)
+			b.Queue(upsertCommands, args(commandColumns, round)...).Query(func(rows pgx.Rows) error {
+				return markChanged(rows, round, changed)
+			})
 		}
 	}
 	if len(dead) > 0 {
 		b.Queue(insertDeadLetters, args(deadLetterColumns, dead)...)
 	}
+}
+
+// markChanged reads the command ids a round's upsert returned (those it
+// inserted or changed) and marks their items. A round holds each command
+// once, in command_id order.
+func markChanged(rows pgx.Rows, round []noteRow, changed []bool) error {
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		if i, ok := slices.BinarySearchFunc(round, id, func(r noteRow, id string) int {
+			return strings.Compare(r.n.CommandID, id)
+		}); ok {
+			changed[round[i].idx] = true
+		}
+	}
+	return rows.Err()
 }
 
 // rounds splits sorted rows so that no command appears twice in a round: one

@@ -59,6 +59,7 @@ type noteRow struct {
 	n      *notification.Notification
 	source string
 	key    []byte
+	idx    int // the item's index in the batch
 }
 
 var noCreation notification.Creation
@@ -218,8 +219,9 @@ func insertOnce[R any](table string, cols []column[R]) string {
 //
 // Both parts are commutative, associative and idempotent, so the row is the
 // same for any arrival order and any number of duplicates. The WHERE clause
-// skips no-op updates so that duplicates do not churn the table. Rows are
-// taken in identity order, so concurrent writers cannot deadlock.
+// skips no-op updates so that duplicates do not churn the table, and so the
+// statement returns the identity of exactly the rows it inserted or changed.
+// Rows are taken in identity order, so concurrent writers cannot deadlock.
 func mergeUpsert[R any](table string, cols []column[R]) string {
 	var names, selects, key, sets, olds, news, factOld, factLeast []string
 	for _, c := range cols {
@@ -259,10 +261,11 @@ ORDER BY %s
 ON CONFLICT (%s) DO UPDATE SET
 	%s
 WHERE %s
-	OR (%s) IS DISTINCT FROM (%s)`,
+	OR (%s) IS DISTINCT FROM (%s)
+RETURNING %s`,
 		table, strings.Join(names, ", "), strings.Join(selects, ",\n\t"), unnest(cols),
 		strings.Join(key, ", "), strings.Join(key, ", "), strings.Join(sets, ",\n\t"),
-		wins, strings.Join(factOld, ", "), strings.Join(factLeast, ", "))
+		wins, strings.Join(factOld, ", "), strings.Join(factLeast, ", "), strings.Join(key, ", "))
 }
 
 var (

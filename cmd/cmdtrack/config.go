@@ -62,12 +62,17 @@ type Config struct {
 	HTTPMaxBytesInFlight     int64         `envconfig:"HTTP_MAX_BYTES_IN_FLIGHT" default:"33554432" desc:"most body bytes of pushes handled at once; more are answered 503"`
 	HTTPAllowUnauthenticated bool          `envconfig:"HTTP_ALLOW_UNAUTHENTICATED" default:"false" desc:"serve pushes without a token or client certificates (anyone could forge notifications)"`
 
-	APIEndpoint   string `envconfig:"API_ENDPOINT" desc:"(cmdtrack send) IoTDA API endpoint, https://..."`
-	APIProjectID  string `envconfig:"API_PROJECT_ID" desc:"(cmdtrack send) project id"`
-	APIInstanceID string `envconfig:"API_INSTANCE_ID" desc:"(cmdtrack send) instance id, sent as Instance-Id"`
-	APIAccessKey  string `envconfig:"API_ACCESS_KEY" desc:"(cmdtrack send) access key for request signing"`
-	APISecretKey  string `envconfig:"API_SECRET_KEY" desc:"(cmdtrack send) secret key for request signing"`
-	APIToken      string `envconfig:"API_TOKEN" desc:"(cmdtrack send) IAM token, instead of AK/SK"`
+	APIEndpoint   string `envconfig:"API_ENDPOINT" desc:"(send, reconcile) IoTDA API endpoint, https://..."`
+	APIProjectID  string `envconfig:"API_PROJECT_ID" desc:"(send, reconcile) project id"`
+	APIInstanceID string `envconfig:"API_INSTANCE_ID" desc:"(send, reconcile) instance id, sent as Instance-Id"`
+	APIAccessKey  string `envconfig:"API_ACCESS_KEY" desc:"(send, reconcile) access key for request signing"`
+	APISecretKey  string `envconfig:"API_SECRET_KEY" desc:"(send, reconcile) secret key for request signing"`
+	APIToken      string `envconfig:"API_TOKEN" desc:"(send, reconcile) IAM token, instead of AK/SK"`
+	APICAFile     string `envconfig:"API_CA_FILE" desc:"(send, reconcile) extra CA certificates (PEM) to trust for the API endpoint"`
+
+	ReconcileInterval  time.Duration `envconfig:"RECONCILE_INTERVAL" default:"0" desc:"how often the worker reconciles open commands with the API (0: never; see cmdtrack reconcile)"`
+	ReconcileThreshold time.Duration `envconfig:"RECONCILE_THRESHOLD" default:"1h" desc:"reconcile commands not final that have not moved for this long"`
+	ReconcileRate      float64       `envconfig:"RECONCILE_RATE" default:"5" desc:"most API calls per second while reconciling"`
 
 	ShutdownGrace time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"how long SIGTERM may take to store and settle messages in hand"`
 	StallTimeout  time.Duration `envconfig:"STALL_TIMEOUT" default:"5m" desc:"messages in hand with nothing stored or settled this long fail /healthz and the systemd watchdog"`
@@ -126,12 +131,19 @@ func (c *Config) validate(cmd string) error {
 		check(c.StallTimeout > 0, "CMDTRACK_STALL_TIMEOUT must be positive")
 		check(c.AMQPBacklogRetention > 0, "CMDTRACK_AMQP_BACKLOG_RETENTION must be positive")
 	}
-	if cmd == "send" {
-		check(c.APIEndpoint != "", "CMDTRACK_API_ENDPOINT is required by send")
-		check(c.APIProjectID != "", "CMDTRACK_API_PROJECT_ID is required by send")
+	if user := c.apiUser(cmd); user != "" {
+		check(c.APIEndpoint != "", "CMDTRACK_API_ENDPOINT is required by %s", user)
+		check(c.APIProjectID != "", "CMDTRACK_API_PROJECT_ID is required by %s", user)
 		check((c.APIAccessKey != "" && c.APISecretKey != "") != (c.APIToken != ""),
-			"send needs CMDTRACK_API_ACCESS_KEY with CMDTRACK_API_SECRET_KEY, or CMDTRACK_API_TOKEN")
+			"%s needs CMDTRACK_API_ACCESS_KEY with CMDTRACK_API_SECRET_KEY, or CMDTRACK_API_TOKEN", user)
 	}
+	if c.APICAFile != "" {
+		_, err := os.Stat(c.APICAFile)
+		check(err == nil, "CMDTRACK_API_CA_FILE: %v", err)
+	}
+	check(c.ReconcileInterval == 0 || c.ReconcileInterval >= time.Second, "CMDTRACK_RECONCILE_INTERVAL must be 0 (off) or at least 1s")
+	check(c.ReconcileThreshold > 0, "CMDTRACK_RECONCILE_THRESHOLD must be positive")
+	check(c.ReconcileRate > 0 && c.ReconcileRate <= 1000, "CMDTRACK_RECONCILE_RATE must be above 0 and at most 1000 calls per second")
 	check(c.DatabaseMaxConns >= 1, "CMDTRACK_DATABASE_MAX_CONNS must be at least 1")
 	check(c.AMQPCredit >= 2 && c.AMQPCredit <= 100000, "CMDTRACK_AMQP_CREDIT must be between 2 and 100000")
 	check(len(c.AMQPQueue) >= 1 && len(c.AMQPQueue) <= 10, "CMDTRACK_AMQP_QUEUE must name 1 to 10 queues")
@@ -171,6 +183,17 @@ func (c *Config) validate(cmd string) error {
 	return nil
 }
 
+// apiUser names what needs IoTDA's API for cmd, or "" if nothing does.
+func (c *Config) apiUser(cmd string) string {
+	switch {
+	case cmd == "send", cmd == "reconcile":
+		return cmd
+	case cmd == "run" && c.ReconcileInterval > 0:
+		return "CMDTRACK_RECONCILE_INTERVAL"
+	}
+	return ""
+}
+
 // Age is a duration that also accepts whole days ("90d"), as retention
 // periods are usually spoken of.
 type Age time.Duration
@@ -203,6 +226,8 @@ Usage:
   cmdtrack replay    re-decode dead letters; apply and remove those that now succeed
   cmdtrack send -device ID -paras JSON [-service S] [-command NAME] [-strategy immediately|delay] [-expire SECONDS]
                      deliver an asynchronous command through the IoTDA API and record it
+  cmdtrack reconcile [-threshold 1h | -since TIME [-until TIME]] [-v] [COMMAND_ID ...]
+                     ask the IoTDA API about commands left open and merge its answers
   cmdtrack version   print version and build information
 
 Configuration (environment):
@@ -224,6 +249,6 @@ func (c *Config) logAttrs() []any {
 	return []any{
 		"queues", c.AMQPQueue, "credit", c.AMQPCredit, "batch_size", c.BatchSize,
 		"batch_wait", c.BatchWait, "iotda_auth", c.AMQPAccessKey != "", "ops_addr", c.OpsAddr,
-		"http_addr", c.HTTPAddr, "http_tls", c.HTTPTLSCert != "",
+		"http_addr", c.HTTPAddr, "http_tls", c.HTTPTLSCert != "", "reconcile_interval", c.ReconcileInterval,
 	}
 }

@@ -30,6 +30,10 @@ func TestConfigErrorsAreOneClearLine(t *testing.T) {
 		{"access key alone", map[string]string{"CMDTRACK_AMQP_ACCESS_KEY": "AK"}, "CMDTRACK_AMQP_ACCESS_CODE"},
 		{"too many queues", map[string]string{"CMDTRACK_AMQP_QUEUE": "a,b,c,d,e,f,g,h,i,j,k"}, "CMDTRACK_AMQP_QUEUE"},
 		{"bad age", map[string]string{"CMDTRACK_RETENTION_HISTORY": "-3d"}, "CMDTRACK_RETENTION_HISTORY"},
+		{"reconcile without API", map[string]string{"CMDTRACK_RECONCILE_INTERVAL": "10m"}, "CMDTRACK_API_ENDPOINT is required by CMDTRACK_RECONCILE_INTERVAL"},
+		{"reconcile too often", map[string]string{"CMDTRACK_RECONCILE_INTERVAL": "10ms"}, "CMDTRACK_RECONCILE_INTERVAL must be 0 (off) or at least 1s"},
+		{"reconcile rate", map[string]string{"CMDTRACK_RECONCILE_RATE": "0"}, "CMDTRACK_RECONCILE_RATE"},
+		{"API CA file missing", map[string]string{"CMDTRACK_API_CA_FILE": "/nonexistent/ca.pem"}, "CMDTRACK_API_CA_FILE"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for k, v := range base {
@@ -61,6 +65,9 @@ func TestConfigDefaultsAndAges(t *testing.T) {
 	require.Equal(t, Age(36*time.Hour), c.RetentionDeadLetters)
 	require.Equal(t, 1024, c.AMQPCredit)
 	require.Equal(t, "127.0.0.1:9464", c.OpsAddr, "ops server on loopback unless told otherwise")
+	require.Zero(t, c.ReconcileInterval, "reconciling is off unless asked for")
+	require.Equal(t, time.Hour, c.ReconcileThreshold)
+	require.InDelta(t, 5.0, c.ReconcileRate, 0)
 }
 
 // Every setting has a line in `cmdtrack -h`.

@@ -45,7 +45,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cmd = args[0]
 		args = args[1:]
 	}
-	if len(args) > 0 && cmd != "send" {
+	if len(args) > 0 && cmd != "send" && cmd != "reconcile" {
 		return usageError{fmt.Errorf("%s takes no arguments (configuration is read from the environment; see cmdtrack -h)", cmd)}
 	}
 	switch cmd {
@@ -55,7 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return nil
-	case "run", "migrate", "replay", "send":
+	case "run", "migrate", "replay", "send", "reconcile":
 	default:
 		return usageError{fmt.Errorf("unknown command %q (see cmdtrack -h)", cmd)}
 	}
@@ -63,6 +63,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cmd == "send" {
 		var err error
 		if sf, err = parseSendFlags(args, stdout, stderr); errors.Is(err, flag.ErrHelp) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
+	var rf *reconcileFlags
+	if cmd == "reconcile" {
+		var err error
+		if rf, err = parseReconcileFlags(args, stdout, stderr); errors.Is(err, flag.ErrHelp) {
 			return nil
 		} else if err != nil {
 			return err
@@ -94,6 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	case "send":
 		return send(ctx, cfg, st, sf, stdout)
+	case "reconcile":
+		return reconcileCmd(ctx, cfg, st, rf, stdout, log)
 	}
 	return runWorker(ctx, cfg, st, log)
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/iotdaapi"
-	"github.com/cmdtrack/cmdtrack/notification"
 	"github.com/cmdtrack/cmdtrack/store"
 )
 
@@ -63,6 +62,32 @@ func parseSendFlags(args []string, stdout, stderr io.Writer) (*sendFlags, error)
 	return &f, nil
 }
 
+// apiVars names the variable behind each iotdaapi.Config field, so that a
+// refused setting is reported by the name the operator sets.
+var apiVars = map[string]string{
+	"Config.Endpoint":            "CMDTRACK_API_ENDPOINT",
+	"Config.ProjectID":           "CMDTRACK_API_PROJECT_ID",
+	"Config.InstanceID":          "CMDTRACK_API_INSTANCE_ID",
+	"Config.AccessKey/SecretKey": "CMDTRACK_API_ACCESS_KEY/CMDTRACK_API_SECRET_KEY",
+	"Config.Token":               "CMDTRACK_API_TOKEN",
+	"Config.CAFile":              "CMDTRACK_API_CA_FILE",
+}
+
+// newAPIClient is the IoTDA API client the configuration describes.
+func newAPIClient(cfg *Config) (*iotdaapi.Client, error) {
+	c, err := iotdaapi.New(iotdaapi.Config{
+		Endpoint: cfg.APIEndpoint, ProjectID: cfg.APIProjectID, InstanceID: cfg.APIInstanceID,
+		AccessKey: cfg.APIAccessKey, SecretKey: cfg.APISecretKey, Token: cfg.APIToken, CAFile: cfg.APICAFile,
+	})
+	var verr *iotdaapi.ValidationError
+	if errors.As(err, &verr) {
+		if name, ok := apiVars[verr.Field]; ok {
+			return nil, fmt.Errorf("%s: %s", name, verr.Reason)
+		}
+	}
+	return c, err
+}
+
 // send delivers an asynchronous command through IoTDA's API and records it
 // in device_commands through the merge rule, with what only creation knows,
 // so that status notifications complete the same row in any order.
@@ -76,10 +101,7 @@ func send(ctx context.Context, cfg *Config, st *store.Store, f *sendFlags, stdou
 	if err != nil {
 		return fmt.Errorf("send: the database is not reachable, nothing was sent: %w", err)
 	}
-	client, err = iotdaapi.New(iotdaapi.Config{
-		Endpoint: cfg.APIEndpoint, ProjectID: cfg.APIProjectID, InstanceID: cfg.APIInstanceID,
-		AccessKey: cfg.APIAccessKey, SecretKey: cfg.APISecretKey, Token: cfg.APIToken,
-	})
+	client, err = newAPIClient(cfg)
 	if err != nil {
 		return usageError{fmt.Errorf("send: %w", err)}
 	}
@@ -100,49 +122,19 @@ func send(ctx context.Context, cfg *Config, st *store.Store, f *sendFlags, stdou
 		return fmt.Errorf("send: %w", err)
 	}
 
-	n, err := createdNotification(resp)
+	item, err := ingest.FromAPI(resp, time.Now(), cfg.limits())
 	if err != nil {
 		return fmt.Errorf("send: command %s was created, but: %w", resp.CommandID, err)
 	}
 	applyCtx, cancelApply := context.WithTimeout(ctx, 30*time.Second)
-	res, err := st.Apply(applyCtx, []ingest.Item{ingest.Accept(n, "api", time.Now(), cfg.limits())})
+	res, err := st.Apply(applyCtx, []ingest.Item{item})
 	cancelApply()
 	if err != nil {
 		return fmt.Errorf("send: command %s was created, but recording it failed (its notifications will still create the row): %w", resp.CommandID, err)
 	}
 	if res[0].Outcome == ingest.DeadLettered {
-		return fmt.Errorf("send: command %s was created, but PostgreSQL refused to record it (kept as a dead letter): %s", resp.CommandID, res[0].DeadLetter.Reason)
+		return fmt.Errorf("send: command %s was created, but cmdtrack refused to record it (kept as a dead letter): %s", resp.CommandID, res[0].DeadLetter.Reason)
 	}
-	fmt.Fprintf(stdout, "command %s %s on device %s\n", resp.CommandID, n.Status, resp.DeviceID)
+	fmt.Fprintf(stdout, "command %s %s on device %s\n", resp.CommandID, resp.Status, resp.DeviceID)
 	return nil
-}
-
-// createdNotification turns the API's answer into a notification of the
-// command's creation, at its created_time.
-func createdNotification(resp *iotdaapi.AsyncCommandResponse) (*notification.Notification, error) {
-	created, err := resp.Created()
-	if err != nil {
-		return nil, fmt.Errorf("created_time: %w", err)
-	}
-	status := notification.Status(resp.Status)
-	if _, ok := status.Rank(); !ok {
-		return nil, fmt.Errorf("the API answered status %q, which cmdtrack does not know", resp.Status)
-	}
-	payload, err := json.Marshal(resp)
-	if err != nil {
-		return nil, err
-	}
-	expire := resp.ExpireTime
-	return &notification.Notification{
-		CommandID:   resp.CommandID,
-		Status:      status,
-		EventTime:   created.UTC(),
-		DeviceID:    resp.DeviceID,
-		CreatedTime: created.UTC(),
-		Payload:     payload,
-		Creation: &notification.Creation{
-			ServiceID: resp.ServiceID, CommandName: resp.CommandName, Paras: resp.Paras,
-			SendStrategy: resp.SendStrategy, ExpireTime: &expire,
-		},
-	}, nil
 }

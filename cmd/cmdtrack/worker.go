@@ -19,6 +19,7 @@ import (
 	"github.com/cmdtrack/cmdtrack/httppush"
 	"github.com/cmdtrack/cmdtrack/ops"
 	"github.com/cmdtrack/cmdtrack/pipeline"
+	"github.com/cmdtrack/cmdtrack/reconcile"
 	"github.com/cmdtrack/cmdtrack/store"
 )
 
@@ -30,13 +31,16 @@ import (
 //     (not ready until migrated); migrations are applied, waiting for the
 //     database if need be; then READY=1, and the pipeline takes messages
 //     from the broker and the HTTP inbox. Retention and the watchdog run
-//     beside it.
+//     beside it, and, once READY=1 is sent, the reconciler (when
+//     CMDTRACK_RECONCILE_INTERVAL is set).
 //  3. Stop, when ctx ends (SIGTERM/SIGINT) or any component fails for good:
 //     readiness turns to "stopping" and systemd hears STOPPING=1; intake
-//     ends (links stop receiving, the push server takes no new requests);
-//     the pipeline writes and settles what it holds within the shutdown
-//     grace; the broker connection closes; the ops server stops last, so
-//     that readiness and metrics stay visible until the end.
+//     ends (links stop receiving, the push server takes no new requests)
+//     and the reconciler stops with it (a call in flight is abandoned,
+//     nothing of it written); the pipeline writes and settles what it holds
+//     within the shutdown grace; the broker connection closes; the ops
+//     server stops last, so that readiness and metrics stay visible until
+//     the end.
 func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logger) error {
 	// The live heap is a few MiB (bounded by credit and batch size) and
 	// garbage is per-message, so collecting less often is cheap CPU back;
@@ -127,6 +131,14 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		}
 		return pipe.Stalled()
 	}
+
+	var rec *reconcile.Reconciler
+	if cfg.ReconcileInterval > 0 {
+		if rec, err = newReconciler(cfg, st, log.With("component", "reconcile"), reconcile.NewMetrics(reg)); err != nil {
+			return usageError{fmt.Errorf("reconciler: %w", err)}
+		}
+	}
+
 	var opsSrv *ops.Server
 	if cfg.OpsAddr != "" {
 		if opsSrv, err = ops.Listen(cfg.OpsAddr, reg, ready, live, log); err != nil {
@@ -184,6 +196,18 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		return nil
 	})
 	g.Go(func() error { runRetention(gctx, cfg, st, log); return nil })
+	if rec != nil {
+		g.Go(func() error {
+			// After migrations: it reads and writes the tables. It stops
+			// with intake, since what it writes is a kind of intake.
+			select {
+			case <-started:
+				rec.Loop(gctx, cfg.ReconcileInterval, cfg.ReconcileThreshold)
+			case <-gctx.Done():
+			}
+			return nil
+		})
+	}
 	return g.Wait()
 }
 

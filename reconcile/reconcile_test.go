@@ -1,0 +1,395 @@
+package reconcile_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cmdtrack/cmdtrack/ingest"
+	"github.com/cmdtrack/cmdtrack/internal/iotdafake"
+	"github.com/cmdtrack/cmdtrack/internal/testenv"
+	"github.com/cmdtrack/cmdtrack/iotdaapi"
+	"github.com/cmdtrack/cmdtrack/notification"
+	"github.com/cmdtrack/cmdtrack/reconcile"
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+type fixture struct {
+	st   *store.Store
+	api  *iotdafake.Server
+	reg  *prometheus.Registry
+	m    *reconcile.Metrics
+	logs *syncBuffer
+	// now is the test's "now", whole seconds as the API's times are.
+	now time.Time
+}
+
+// syncBuffer collects log lines from the reconciler's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	st, _, _ := testenv.Schema(t)
+	reg := prometheus.NewRegistry()
+	return &fixture{st: st, api: iotdafake.Start(t), reg: reg, m: reconcile.NewMetrics(reg), logs: &syncBuffer{},
+		now: time.Now().UTC().Truncate(time.Second)}
+}
+
+// reconciler talks to the fake API over HTTPS, trusting its test CA, and
+// retries fast.
+func (f *fixture) reconciler(t *testing.T, cfg reconcile.Config) *reconcile.Reconciler {
+	t.Helper()
+	client, err := iotdaapi.New(iotdaapi.Config{
+		Endpoint: f.api.URL, ProjectID: iotdafake.Project, Token: iotdafake.Token, CAFile: f.api.CAFile,
+	})
+	require.NoError(t, err)
+	if cfg.Rate == 0 {
+		cfg.Rate = 100
+	}
+	if cfg.RetryMin == 0 {
+		cfg.RetryMin, cfg.RetryMax = 10*time.Millisecond, 50*time.Millisecond
+	}
+	log := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return reconcile.New(client, f.st, cfg, log, f.m)
+}
+
+// ago is a time before the test's now, in the API's format.
+func (f *fixture) ago(d time.Duration) string { return f.now.Add(-d).Format("20060102T150405Z") }
+
+// notify stores a notification as the AMQP consumer would.
+func (f *fixture) notify(t *testing.T, id, device string, status notification.Status, at time.Time, result string) {
+	t.Helper()
+	n := &notification.Notification{CommandID: id, DeviceID: device, Status: status, EventTime: at, Payload: []byte(`{}`)}
+	// The lifecycle time its status implies, as IoTDA's notifications carry.
+	switch r, _ := status.Rank(); {
+	case r == 3 && status != notification.Timeout && status != notification.Expired:
+		n.ResponseTime = at
+	case r == 2:
+		n.DeliveredTime = at
+	case r == 1:
+		n.SentTime = at
+	}
+	if result != "" {
+		n.Result = json.RawMessage(result)
+	}
+	_, err := f.st.Apply(context.Background(), []ingest.Item{{Source: "amqp:test", Notification: n}})
+	require.NoError(t, err)
+}
+
+type stored struct {
+	Status       string
+	ResponseTime *time.Time
+	Result       *string
+}
+
+func (f *fixture) row(t *testing.T, id string) stored {
+	t.Helper()
+	var r stored
+	require.NoError(t, f.st.Pool().QueryRow(context.Background(),
+		`SELECT status, response_time, result::text FROM device_commands WHERE command_id = $1`, id).
+		Scan(&r.Status, &r.ResponseTime, &r.Result))
+	return r
+}
+
+func (f *fixture) apiEvents(t *testing.T, id string) int {
+	t.Helper()
+	return testenv.Count(t, f.st.Pool(), `SELECT count(*) FROM device_command_events WHERE source = 'api' AND command_id = '`+id+`'`)
+}
+
+func (f *fixture) metric(name string, labels ...string) float64 {
+	mfs, _ := f.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		var sum float64
+		for _, m := range mf.GetMetric() {
+			match := true
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range m.GetLabel() {
+					found = found || (l.GetName() == labels[i] && l.GetValue() == labels[i+1])
+				}
+				match = match && found
+			}
+			if match {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+		return sum
+	}
+	return 0
+}
+
+// Commands stuck in SENT and DELIVERED become final, with the API's
+// response time and result, recorded in the history; recent and final ones
+// are not asked about.
+func TestStuckCommandsBecomeFinal(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.notify(t, "stuck-sent", "dev-1", notification.Sent, f.now.Add(-3*time.Hour), "")
+	f.notify(t, "stuck-delivered", "dev-2", notification.Delivered, f.now.Add(-2*time.Hour), "")
+	f.notify(t, "recent", "dev-3", notification.Sent, f.now.Add(-10*time.Minute), "")
+	f.notify(t, "done", "dev-4", notification.Successful, f.now.Add(-5*time.Hour), `{"ok":true}`)
+	f.api.Set(iotdafake.Command{DeviceID: "dev-1", CommandID: "stuck-sent", Status: "SUCCESSFUL",
+		CreatedTime: f.ago(3 * time.Hour), SentTime: f.ago(3 * time.Hour), DeliveredTime: f.ago(170 * time.Minute),
+		ResponseTime: f.ago(169 * time.Minute), Result: json.RawMessage(`{"result_code":0,"result_detail":{"value":"ON"}}`)})
+	f.api.Set(iotdafake.Command{DeviceID: "dev-2", CommandID: "stuck-delivered", Status: "FAILED",
+		DeliveredTime: f.ago(2 * time.Hour), ResponseTime: f.ago(110 * time.Minute), Result: json.RawMessage(`{"result_code":1}`)})
+
+	var checks []reconcile.Check
+	sum, err := f.reconciler(t, reconcile.Config{}).Run(context.Background(), reconcile.Selection{Threshold: time.Hour},
+		func(c reconcile.Check) { checks = append(checks, c) })
+	require.NoError(t, err)
+	require.Equal(t, reconcile.Summary{Checked: 2, Updated: 2}, sum)
+	require.Equal(t, "checked 2, updated 2, unchanged 0, unknown 0, failed 0", sum.String())
+	require.Len(t, checks, 2)
+	require.Equal(t, reconcile.Check{CommandID: "stuck-sent", DeviceID: "dev-1", Outcome: reconcile.Updated,
+		Stored: notification.Sent, API: notification.Successful}, checks[0], "oldest first")
+
+	r := f.row(t, "stuck-sent")
+	require.Equal(t, "SUCCESSFUL", r.Status)
+	require.Equal(t, f.now.Add(-169*time.Minute), r.ResponseTime.UTC())
+	require.JSONEq(t, `{"result_code":0,"result_detail":{"value":"ON"}}`, *r.Result)
+	r = f.row(t, "stuck-delivered")
+	require.Equal(t, "FAILED", r.Status)
+	require.Equal(t, f.now.Add(-110*time.Minute), r.ResponseTime.UTC())
+	require.Equal(t, 1, f.apiEvents(t, "stuck-sent"), "recorded in the history, source api")
+	require.Equal(t, 1, f.apiEvents(t, "stuck-delivered"))
+
+	require.Equal(t, map[string]int{"stuck-sent": 1, "stuck-delivered": 1}, f.api.AllCalls())
+	require.Equal(t, float64(2), f.metric("cmdtrack_reconcile_checked_total"))
+	require.Equal(t, float64(2), f.metric("cmdtrack_reconcile_commands_total", "outcome", "updated"))
+
+	// Again: the rows are final now, nothing is asked.
+	sum, err = f.reconciler(t, reconcile.Config{}).Run(context.Background(), reconcile.Selection{Threshold: time.Hour}, nil)
+	require.NoError(t, err)
+	require.Zero(t, sum.Checked)
+}
+
+// A notification that arrives while the API is being asked keeps its state
+// when it wins by the merge rule; when the API's answer is the later news,
+// the answer wins. Either way the row is what the rule says.
+func TestNotificationDuringReconcile(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.notify(t, "overtaken", "dev-1", notification.Delivered, f.now.Add(-2*time.Hour), "")
+	f.notify(t, "answer-newer", "dev-2", notification.Delivered, f.now.Add(-2*time.Hour), "")
+	// The API saw the command time out (timed by its delivered_time, the
+	// latest time the answer carries) ...
+	f.api.Set(iotdafake.Command{DeviceID: "dev-1", CommandID: "overtaken", Status: "TIMEOUT",
+		DeliveredTime: f.ago(2 * time.Hour)})
+	f.api.Set(iotdafake.Command{DeviceID: "dev-2", CommandID: "answer-newer", Status: "SUCCESSFUL",
+		DeliveredTime: f.ago(2 * time.Hour), ResponseTime: f.ago(90 * time.Minute), Result: json.RawMessage(`{"v":2}`)})
+	f.api.OnCall(func(id string) {
+		switch id {
+		case "overtaken": // ... while the device's later answer arrives by AMQP.
+			f.notify(t, "overtaken", "dev-1", notification.Successful, f.now.Add(-time.Hour), `{"v":1}`)
+		case "answer-newer": // a straggler, older than what the API knows
+			f.notify(t, "answer-newer", "dev-2", notification.Delivered, f.now.Add(-100*time.Minute), "")
+		}
+	})
+
+	sum, err := f.reconciler(t, reconcile.Config{}).Run(context.Background(), reconcile.Selection{Threshold: time.Hour}, nil)
+	require.NoError(t, err)
+	require.Equal(t, reconcile.Summary{Checked: 2, Updated: 1, Unchanged: 1}, sum)
+
+	r := f.row(t, "overtaken")
+	require.Equal(t, "SUCCESSFUL", r.Status, "the later notification wins over the API's TIMEOUT")
+	require.JSONEq(t, `{"v":1}`, *r.Result)
+	require.Equal(t, 1, f.apiEvents(t, "overtaken"), "the answer is still in the history")
+	r = f.row(t, "answer-newer")
+	require.Equal(t, "SUCCESSFUL", r.Status)
+	require.JSONEq(t, `{"v":2}`, *r.Result)
+}
+
+// Two replicas reconciling at once: one holds the lock, the other checks
+// nothing, and each command is asked for exactly once.
+func TestTwoReplicasAskOnce(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ids := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	for i, id := range ids {
+		f.notify(t, id, "dev", notification.Sent, f.now.Add(-time.Duration(2+i)*time.Hour), "")
+		f.api.SetAnswers(id, iotdafake.Answer{Delay: 50 * time.Millisecond,
+			Body: `{"device_id":"dev","command_id":"` + id + `","status":"DELIVERED","delivered_time":"` + f.ago(time.Hour) + `"}`})
+	}
+	replicas := []*reconcile.Reconciler{f.reconciler(t, reconcile.Config{}), f.reconciler(t, reconcile.Config{})}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	sums := make([]reconcile.Summary, 2)
+	errs := make([]error, 2)
+	for i, r := range replicas {
+		wg.Go(func() {
+			<-start
+			sums[i], errs[i] = r.Run(context.Background(), reconcile.Selection{Threshold: time.Hour}, nil)
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	busy := 0
+	for _, err := range errs {
+		if errors.Is(err, reconcile.ErrBusy) {
+			busy++
+		} else {
+			require.NoError(t, err)
+		}
+	}
+	require.Equal(t, 1, busy, "one replica found the other at work")
+	require.Equal(t, len(ids), sums[0].Updated+sums[1].Updated)
+	for _, id := range ids {
+		require.Equal(t, 1, f.api.Calls(id), id)
+	}
+}
+
+// A 429 with Retry-After holds every call back for as long as it says, then
+// the command is asked again and stored.
+func TestRetryAfterHonoured(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.notify(t, "c1", "dev", notification.Sent, f.now.Add(-3*time.Hour), "")
+	f.notify(t, "c2", "dev", notification.Sent, f.now.Add(-2*time.Hour), "")
+	for _, id := range []string{"c1", "c2"} {
+		f.api.Set(iotdafake.Command{DeviceID: "dev", CommandID: id, Status: "EXPIRED", CreatedTime: f.ago(3 * time.Hour)})
+	}
+	f.api.Throttle(1) // Retry-After: 1
+
+	sum, err := f.reconciler(t, reconcile.Config{}).Run(context.Background(), reconcile.Selection{Threshold: time.Hour}, nil)
+	require.NoError(t, err)
+	require.Equal(t, reconcile.Summary{Checked: 2, Updated: 2}, sum)
+	times := f.api.CallTimes("c1")
+	require.Len(t, times, 2)
+	require.GreaterOrEqual(t, times[1].Sub(times[0]), 950*time.Millisecond, "waited as Retry-After said")
+	require.Equal(t, float64(1), f.metric("cmdtrack_reconcile_api_errors_total", "class", "rate_limited"))
+	require.Equal(t, "EXPIRED", f.row(t, "c1").Status)
+}
+
+// 401 stops the run at once: nothing more is asked, nothing written.
+func TestAuthFailureStops(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.notify(t, "c1", "dev", notification.Sent, f.now.Add(-3*time.Hour), "")
+	f.notify(t, "c2", "dev", notification.Sent, f.now.Add(-2*time.Hour), "")
+	f.api.SetAnswers("c1", iotdafake.Answer{Status: 401, Body: `{"error_code":"APIGW.0301","error_msg":"Incorrect IAM authentication information"}`})
+	f.api.Set(iotdafake.Command{DeviceID: "dev", CommandID: "c2", Status: "EXPIRED", CreatedTime: f.ago(3 * time.Hour)})
+
+	sum, err := f.reconciler(t, reconcile.Config{}).Run(context.Background(), reconcile.Selection{Threshold: time.Hour}, nil)
+	var stop *reconcile.StopError
+	require.ErrorAs(t, err, &stop)
+	require.Equal(t, iotdaapi.ClassAuth, stop.Class)
+	require.ErrorContains(t, err, "HTTP 401")
+	require.Zero(t, sum.Checked)
+	require.Equal(t, map[string]int{"c1": 1}, f.api.AllCalls(), "no retry, no further call")
+	require.Equal(t, "SENT", f.row(t, "c2").Status)
+	require.Equal(t, float64(1), f.metric("cmdtrack_reconcile_api_errors_total", "class", "auth"))
+}
+
+// A command the API does not know is counted and left as it is; so is
+// one it answers with garbage (logged with its id), and one whose calls
+// keep failing after the attempts; a 5xx that passes is retried to success.
+func TestBadAnswers(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	for i, id := range []string{"unknown", "garbage", "down", "flaky"} {
+		f.notify(t, id, "dev", notification.Sent, f.now.Add(-time.Duration(5-i)*time.Hour), "")
+	}
+	f.api.SetAnswers("garbage", iotdafake.Answer{Body: `<html>maintenance</html>`})
+	f.api.SetAnswers("down", iotdafake.Answer{Status: 503, Body: `{"error_code":"IOTDA.000002","error_msg":"Internal server error."}`})
+	ok := `{"device_id":"dev","command_id":"flaky","status":"SUCCESSFUL","response_time":"` + f.ago(time.Hour) + `"}`
+	f.api.SetAnswers("flaky", iotdafake.Answer{Status: 502}, iotdafake.Answer{Status: 500}, iotdafake.Answer{Body: ok})
+
+	var checks []reconcile.Check
+	sum, err := f.reconciler(t, reconcile.Config{Attempts: 3}).Run(context.Background(), reconcile.Selection{Threshold: time.Hour},
+		func(c reconcile.Check) { checks = append(checks, c) })
+	require.NoError(t, err)
+	require.Equal(t, reconcile.Summary{Checked: 4, Updated: 1, Unknown: 1, Failed: 2}, sum)
+	require.Equal(t, map[string]int{"unknown": 1, "garbage": 1, "down": 3, "flaky": 3}, f.api.AllCalls())
+	for _, id := range []string{"unknown", "garbage", "down"} {
+		require.Equal(t, "SENT", f.row(t, id).Status, id)
+		require.Zero(t, f.apiEvents(t, id), "nothing written for %s", id)
+	}
+	require.Equal(t, "SUCCESSFUL", f.row(t, "flaky").Status)
+	require.Equal(t, reconcile.Unknown, checks[0].Outcome)
+	require.ErrorContains(t, checks[1].Err, "decode show command response")
+	require.ErrorContains(t, checks[2].Err, "gave up after 3 attempts")
+	require.Contains(t, f.logs.String(), `"command_id":"garbage"`)
+	require.Equal(t, float64(1), f.metric("cmdtrack_reconcile_api_errors_total", "class", "bad_response"))
+	require.Equal(t, float64(5), f.metric("cmdtrack_reconcile_api_errors_total", "class", "unavailable"))
+}
+
+// Named commands are checked whatever their status; one cmdtrack does not
+// hold, or holds without a device id, cannot be asked about and fails.
+func TestNamedCommands(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.notify(t, "final", "dev", notification.Failed, f.now.Add(-time.Minute), `{"e":1}`)
+	f.notify(t, "nodevice", "", notification.Sent, f.now.Add(-time.Hour), "")
+	f.api.Set(iotdafake.Command{DeviceID: "dev", CommandID: "final", Status: "FAILED", ResponseTime: f.ago(time.Minute), Result: json.RawMessage(`{"e":1}`)})
+
+	var checks []reconcile.Check
+	sum, err := f.reconciler(t, reconcile.Config{}).Run(context.Background(),
+		reconcile.Selection{IDs: []string{"final", "nodevice", "absent", "final"}},
+		func(c reconcile.Check) { checks = append(checks, c) })
+	require.NoError(t, err)
+	require.Equal(t, reconcile.Summary{Checked: 3, Unchanged: 1, Failed: 2}, sum)
+	require.Equal(t, map[string]int{"final": 1}, f.api.AllCalls())
+	require.ErrorContains(t, checks[0].Err, "not in device_commands")
+	require.ErrorContains(t, checks[2].Err, "no device id")
+}
+
+// A window run checks what was open during the window, however recently
+// it moved; it leaves what last moved more than Lookback before the window.
+func TestWindow(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	from, to := f.now.Add(-30*time.Hour), f.now.Add(-5*time.Hour)
+	f.notify(t, "before-lookback", "dev", notification.Sent, from.Add(-reconcile.Lookback-time.Hour), "")
+	f.notify(t, "open-at-start", "dev", notification.Delivered, from.Add(-time.Hour), "")
+	f.notify(t, "in-window", "dev", notification.Sent, from.Add(time.Hour), "")
+	f.notify(t, "after-window", "dev", notification.Sent, to.Add(time.Hour), "")
+
+	sum, err := f.reconciler(t, reconcile.Config{}).Run(context.Background(), reconcile.Selection{Since: from, Until: to}, nil)
+	require.NoError(t, err)
+	require.Equal(t, reconcile.Summary{Checked: 2, Unknown: 2}, sum)
+	require.Equal(t, map[string]int{"open-at-start": 1, "in-window": 1}, f.api.AllCalls())
+}
+
+// With Remember (the daemon), a command whose answer changed nothing is not
+// asked again before the threshold has passed once more.
+func TestRememberSpacesRechecks(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.notify(t, "stuck", "dev", notification.Delivered, f.now.Add(-2*time.Hour), "")
+	f.api.Set(iotdafake.Command{DeviceID: "dev", CommandID: "stuck", Status: "DELIVERED", DeliveredTime: f.ago(2 * time.Hour)})
+	r := f.reconciler(t, reconcile.Config{})
+	r.Remember(24 * time.Hour)
+	for range 3 {
+		_, err := r.Run(context.Background(), reconcile.Selection{Threshold: time.Hour}, nil)
+		require.NoError(t, err)
+	}
+	require.Equal(t, 1, f.api.Calls("stuck"))
+}

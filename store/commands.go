@@ -1,0 +1,118 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/cmdtrack/cmdtrack/notification"
+)
+
+// CommandRef is what it takes to ask IoTDA's API about a stored command.
+type CommandRef struct {
+	CommandID string
+	// DeviceID is empty when no notification said it.
+	DeviceID      string
+	Status        notification.Status
+	LastEventTime time.Time
+}
+
+// OpenQuery chooses commands that are not final (PENDING, SENT, DELIVERED),
+// by when they last moved.
+type OpenQuery struct {
+	// Before: their last event is before this time.
+	Before time.Time
+	// Since, unless zero: their last event is at or after this time.
+	Since time.Time
+	// After, unless nil, is the last command of the previous page: commands
+	// come oldest first, by last event time then command id.
+	After *CommandRef
+	// Limit is the page size.
+	Limit int
+}
+
+// OpenCommands returns a page of commands that are not final, as q says.
+// The statuses are listed so that the (status, last_event_time) index
+// serves the query. ctx bounds the query.
+func (s *Store) OpenCommands(ctx context.Context, q OpenQuery) ([]CommandRef, error) {
+	afterTime, afterID := pgtype.Timestamptz{}, ""
+	if q.After != nil {
+		afterTime, afterID = pgtype.Timestamptz{Time: q.After.LastEventTime, Valid: true}, q.After.CommandID
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT command_id, coalesce(device_id, ''), status, last_event_time FROM device_commands
+		WHERE status IN ('PENDING', 'SENT', 'DELIVERED')
+		  AND last_event_time < $1
+		  AND ($2::timestamptz IS NULL OR last_event_time >= $2)
+		  AND ($3::timestamptz IS NULL OR (last_event_time, command_id) > ($3, $4))
+		ORDER BY last_event_time, command_id
+		LIMIT $5`,
+		q.Before, pgtype.Timestamptz{Time: q.Since, Valid: !q.Since.IsZero()}, afterTime, afterID, q.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("select open commands: %w", err)
+	}
+	return scanRefs(rows)
+}
+
+// CommandsByID returns the stored commands among ids, whatever their status,
+// in command id order. Ids not stored are left out. ctx bounds the query.
+func (s *Store) CommandsByID(ctx context.Context, ids []string) ([]CommandRef, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT command_id, coalesce(device_id, ''), status, last_event_time FROM device_commands
+		WHERE command_id = ANY($1) ORDER BY command_id`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("select commands by id: %w", err)
+	}
+	return scanRefs(rows)
+}
+
+func scanRefs(rows pgx.Rows) ([]CommandRef, error) {
+	refs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (CommandRef, error) {
+		var r CommandRef
+		var status string
+		err := row.Scan(&r.CommandID, &r.DeviceID, &status, &r.LastEventTime)
+		r.Status = notification.Status(status)
+		return r, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read commands: %w", err)
+	}
+	return refs, nil
+}
+
+// TryLock takes the session advisory lock called name (scoped to the
+// current schema, so that deployments or tests sharing a database do not
+// share it) on a connection of its own, outside the pool: holding it for a
+// long job costs the pool nothing. ok is false, with a nil unlock, when
+// another session holds it. unlock releases the lock and closes the
+// connection; losing the connection releases it too. ctx bounds taking the lock, not
+// holding it.
+func (s *Store) TryLock(ctx context.Context, name string) (unlock func(), ok bool, err error) {
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return nil, false, fmt.Errorf("lock %s: %w", name, err)
+	}
+	const key = `hashtextextended($1 || ':' || coalesce(current_schema(), ''), 0)`
+	closeConn := func(unlock bool) {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		// The server releases a closed session's locks only once its backend
+		// has exited; unlocking first frees the lock for the next taker now.
+		if unlock {
+			_, _ = conn.Exec(cctx, `SELECT pg_advisory_unlock(`+key+`)`, name)
+		}
+		_ = conn.Close(cctx)
+	}
+	err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+key+`)`, name).Scan(&ok)
+	if err != nil || !ok {
+		closeConn(false)
+		if err != nil {
+			return nil, false, fmt.Errorf("lock %s: %w", name, err)
+		}
+		return nil, false, nil
+	}
+	return func() { closeConn(true) }, true, nil
+}
