@@ -66,6 +66,10 @@ bench/memory: ## peak RSS and bytes held with a backlog of large messages while 
 	{ $$dir/memory -cmdtrack $$dir/cmdtrack -messages 1000 -size 262144; \
 	  $$dir/memory -cmdtrack $$dir/cmdtrack -messages 300 -size 1000000; } | tee bench/results/memory.txt
 
+.PHONY: bench/scale
+bench/scale: ## the schema at fleet size: 10M commands, 40M history rows (BENCH_SCALE_COMMANDS to change; ~25 GB of disk)
+	@eval "$$($(TESTENV) up)"; $(GO) run ./bench/scale -commands $${BENCH_SCALE_COMMANDS:-10000000} -out bench/results/scale.txt
+
 .PHONY: bench/go
 bench/go: ## Go benchmarks: decoder and upsert path (needs the services, like make test)
 	@$(call with_services,$(GO) test -run '^$$' -bench . -benchmem ./notification/ ./ingest/ ./consumer/ ./store/)

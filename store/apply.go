@@ -109,18 +109,39 @@ func queueWrites(b *pgx.Batch, items []ingest.Item, changed []bool) {
 	}
 	if len(notes) > 0 {
 		slices.SortFunc(notes, func(a, b noteRow) int {
-			return cmp.Or(strings.Compare(a.n.CommandID, b.n.CommandID), bytes.Compare(a.key, b.key))
+			return cmp.Or(strings.Compare(a.n.CommandID, b.n.CommandID), bytes.Compare(a.key, b.key),
+				a.n.EventTime.Compare(b.n.EventTime))
 		})
-		b.Queue(insertEvents, args(eventColumns, notes)...)
+		notes = firstReceipts(notes)
+		// The merge first: it locks the commands' rows (in command_id
+		// order), which the history's insert relies on (receiptTimedOnce).
 		for _, round := range rounds(notes) {
 			b.Queue(upsertCommands, args(commandColumns, round)...).Query(func(rows pgx.Rows) error {
 				return markChanged(rows, round, changed)
 			})
 		}
+		b.Queue(insertEvents, args(eventColumns, notes)...)
 	}
 	if len(dead) > 0 {
 		b.Queue(insertDeadLetters, args(deadLetterColumns, dead)...)
 	}
+}
+
+// firstReceipts drops later copies of a notification timed by its receipt
+// from sorted rows: copies of one such notification have one key but
+// different times, which neither the merge nor the history's unique key would
+// recognise as the same within a statement. The first copy is kept (rows are
+// sorted by time within a key); later copies are applied as it is.
+func firstReceipts(rows []noteRow) []noteRow {
+	out := rows[:0]
+	for i, r := range rows {
+		if i > 0 && r.n.TimeFromReceipt && rows[i-1].n.TimeFromReceipt &&
+			r.n.CommandID == rows[i-1].n.CommandID && bytes.Equal(r.key, rows[i-1].key) {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // markChanged reads the command ids a round's upsert returned (those it

@@ -282,12 +282,12 @@ func TestDataErrorPoisonsOnlyItsMessage(t *testing.T) {
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var items []ingest.Item
 	for i := range 9 {
-		payload := []byte(`{"ok":true}`)
+		result := json.RawMessage(`{"ok":true}`)
 		if i == 4 {
-			payload = []byte(`{"bad":"\ud800"}`) // lone surrogate: jsonb refuses it
+			result = json.RawMessage(`{"bad":"\ud800"}`) // lone surrogate: jsonb refuses it
 		}
 		items = append(items, ingest.Item{Source: "test", Notification: &notification.Notification{
-			CommandID: fmt.Sprintf("c%d", i), Status: notification.Sent, EventTime: at, Payload: payload}})
+			CommandID: fmt.Sprintf("c%d", i), Status: notification.Sent, EventTime: at, Result: result, Payload: []byte(`{}`)}})
 	}
 	res := apply(t, st, items)
 	require.Equal(t, 8, count(t, st, `SELECT count(*) FROM device_commands`))

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"unsafe"
+
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/cmdtrack/cmdtrack/notification"
@@ -91,9 +93,9 @@ var commandColumns = []column[noteRow]{
 	jsonCol("result", winner, func(r *noteRow) []byte { return r.n.Result }),
 	withExpr(valueCol("last_event_time", "timestamptz", order, func(r *noteRow) time.Time { return r.n.EventTime }),
 		// A notification timed by its receipt (legacy callbacks) keeps the
-		// time it was first received, which its history row (written just
-		// before, in the same transaction) holds: a redelivery must not win
-		// the merge again.
+		// time it was first received, which the history row of its first
+		// copy holds: a redelivery must not win the merge again. (Copies in
+		// one batch are one row by then: queueWrites keeps the first.)
 		`CASE WHEN u.from_receipt THEN coalesce((SELECT e.event_time FROM device_command_events e
 		WHERE e.command_id = u.command_id AND e.event_key = u.last_event_key), u.last_event_time)
 	ELSE u.last_event_time END`),
@@ -113,16 +115,26 @@ var commandColumns = []column[noteRow]{
 }
 
 // eventColumns are device_command_events' columns: the history, one row per
-// distinct notification.
+// distinct notification. The event time is part of the identity because the
+// table is partitioned by it (migration 005).
 var eventColumns = []column[noteRow]{
 	textCol("command_id", identity, func(r *noteRow) string { return r.n.CommandID }),
 	valueCol("event_key", "bytea", identity, func(r *noteRow) []byte { return r.key }),
 	textCol("status", plain, func(r *noteRow) string { return string(r.n.Status) }),
-	valueCol("event_time", "timestamptz", plain, func(r *noteRow) time.Time { return r.n.EventTime }),
+	valueCol("event_time", "timestamptz", identity, func(r *noteRow) time.Time { return r.n.EventTime }),
 	textCol("request_id", plain, func(r *noteRow) string { return r.n.RequestID }),
 	textCol("source", plain, func(r *noteRow) string { return r.source }),
-	jsonCol("payload", plain, func(r *noteRow) []byte { return r.n.Payload }),
+	valueCol("payload", "text", plain, func(r *noteRow) string { return unsafeString(r.n.Payload) }),
+	valueCol("from_receipt", "bool", input, func(r *noteRow) bool { return r.n.TimeFromReceipt }),
 }
+
+// receiptTimedOnce keeps a second copy of a notification timed by its
+// receipt out of the history: its event time, and so its partition, differs
+// from the first copy's, which the unique key cannot see. The statement runs
+// after the merge upsert has locked the command's row, so a concurrent
+// writer of the same command sees the first copy once it commits.
+const receiptTimedOnce = `NOT u.from_receipt OR NOT EXISTS (
+	SELECT 1 FROM device_command_events e WHERE e.command_id = u.command_id AND e.event_key = u.event_key)`
 
 // deadRow is a dead letter with what the statement needs precomputed.
 type deadRow struct {
@@ -171,6 +183,10 @@ func valueCol[R, V any](name, typ string, m merge, get func(*R) V) column[R] {
 	}}
 }
 
+// unsafeString views b as a string without copying it: the payload is
+// encoded into the statement's arguments and not kept.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
 func withExpr[R any](c column[R], expr string) column[R] {
 	c.expr = expr
 	return c
@@ -197,18 +213,25 @@ func unnest[R any](cols []column[R]) string {
 }
 
 // insertOnce is an INSERT of every row that is not there yet (by the
-// identity columns), taken in the order of the identity columns so that
-// concurrent writers lock rows in the same order.
-func insertOnce[R any](table string, cols []column[R]) string {
+// identity columns) and, if where is set, for which it holds, taken in the
+// order of the identity columns so that concurrent writers lock rows in the
+// same order.
+func insertOnce[R any](table string, cols []column[R], where string) string {
 	var names, key []string
 	for _, c := range cols {
+		if c.merge == input {
+			continue
+		}
 		names = append(names, c.name)
 		if c.merge == identity {
 			key = append(key, c.name)
 		}
 	}
-	return fmt.Sprintf("INSERT INTO %s (%s)\nSELECT %s FROM %s\nORDER BY %s\nON CONFLICT (%s) DO NOTHING",
-		table, strings.Join(names, ", "), "u."+strings.Join(names, ", u."), unnest(cols),
+	if where != "" {
+		where = "\nWHERE " + where
+	}
+	return fmt.Sprintf("INSERT INTO %s (%s)\nSELECT %s FROM %s%s\nORDER BY %s\nON CONFLICT (%s) DO NOTHING",
+		table, strings.Join(names, ", "), "u."+strings.Join(names, ", u."), unnest(cols), where,
 		strings.Join(key, ", "), strings.Join(key, ", "))
 }
 
@@ -269,7 +292,7 @@ RETURNING %s`,
 }
 
 var (
-	insertEvents      = insertOnce("device_command_events", eventColumns)
+	insertEvents      = insertOnce("device_command_events", eventColumns, receiptTimedOnce)
 	upsertCommands    = mergeUpsert("device_commands", commandColumns)
-	insertDeadLetters = insertOnce("dead_letters", deadLetterColumns)
+	insertDeadLetters = insertOnce("dead_letters", deadLetterColumns, "")
 )

@@ -26,7 +26,8 @@ const (
 	DeadlockError      ErrorClass = "deadlock"
 	ShutdownError      ErrorClass = "shutdown" // the server is shutting down (57)
 	ResourcesError     ErrorClass = "resources"
-	SchemaError        ErrorClass = "schema" // a table, column or schema is missing or wrong
+	SchemaError        ErrorClass = "schema"    // a table, column or schema is missing or wrong
+	PrivilegeError     ErrorClass = "privilege" // the role may not do this (42501)
 	AuthError          ErrorClass = "auth"
 	CanceledError      ErrorClass = "canceled" // the caller's deadline or cancellation
 	OtherError         ErrorClass = "other"
@@ -60,6 +61,9 @@ func ClassifyError(err error) ErrorClass {
 			case "53":
 				return ResourcesError
 			case "42", "3D", "3F":
+				if code == "42501" {
+					return PrivilegeError
+				}
 				return SchemaError
 			case "28":
 				return AuthError

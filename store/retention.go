@@ -6,21 +6,21 @@ import (
 	"time"
 )
 
-// Retention says how long rows are kept; zero keeps them forever.
+// Retention says how long rows are kept; zero keeps them forever. The
+// history, the table that grows fastest, is kept by partitions instead
+// (MaintainPartitions).
 type Retention struct {
-	// History bounds device_command_events by received_at. It is the table
-	// that grows fastest (one row per notification).
-	History time.Duration
 	// DeadLetters bounds dead_letters by received_at.
 	DeadLetters time.Duration
-	// Commands bounds device_commands by last_event_time, for deployments
-	// that only care about recent commands.
+	// Commands bounds device_commands, for deployments that only care about
+	// recent commands: a command goes once it was created (or first heard
+	// of) and last moved before the limit.
 	Commands time.Duration
 }
 
 // PruneResult counts deleted rows.
 type PruneResult struct {
-	History, DeadLetters, Commands int64
+	DeadLetters, Commands int64
 }
 
 // pruneBatch keeps each delete short, so retention never holds locks or
@@ -28,38 +28,34 @@ type PruneResult struct {
 const pruneBatch = 5000
 
 // Prune deletes rows older than the retention allows, in short batches.
-// A late redelivery of a pruned notification adds its history row again;
-// the command row is not affected, as the merge is idempotent.
 // ctx bounds the whole prune; batches already deleted stay deleted.
 func (s *Store) Prune(ctx context.Context, r Retention, now time.Time) (PruneResult, error) {
 	var res PruneResult
 	var err error
-	if r.History > 0 {
-		res.History, err = s.pruneTable(ctx, "device_command_events", "received_at", now.Add(-r.History))
-		if err != nil {
-			return res, err
-		}
-	}
 	if r.DeadLetters > 0 {
-		res.DeadLetters, err = s.pruneTable(ctx, "dead_letters", "received_at", now.Add(-r.DeadLetters))
+		// The received_at index serves it.
+		res.DeadLetters, err = s.pruneBatches(ctx, "dead_letters", `DELETE FROM dead_letters WHERE id IN (
+			SELECT id FROM dead_letters WHERE received_at < $1 LIMIT `+pruneLimit+` FOR UPDATE SKIP LOCKED)`, now.Add(-r.DeadLetters))
 		if err != nil {
 			return res, err
 		}
 	}
 	if r.Commands > 0 {
-		res.Commands, err = s.pruneTable(ctx, "device_commands", "last_event_time", now.Add(-r.Commands))
+		// The index on a command's day serves it; a command that still moves
+		// (last_event_time) is kept.
+		res.Commands, err = s.pruneBatches(ctx, "device_commands", `DELETE FROM device_commands WHERE command_id IN (
+			SELECT command_id FROM device_commands
+			WHERE coalesce(created_time, first_seen_at) < $1 AND last_event_time < $1
+			LIMIT `+pruneLimit+` FOR UPDATE SKIP LOCKED)`, now.Add(-r.Commands))
 	}
 	return res, err
 }
 
-func (s *Store) pruneTable(ctx context.Context, table, column string, before time.Time) (int64, error) {
-	key := "id"
-	if table == "device_commands" {
-		key = "command_id"
-	}
-	// table, column and key are constants chosen above, never input.
-	q := fmt.Sprintf(`DELETE FROM %[1]s WHERE %[3]s IN (
-		SELECT %[3]s FROM %[1]s WHERE %[2]s < $1 LIMIT %[4]d FOR UPDATE SKIP LOCKED)`, table, column, key, pruneBatch)
+var pruneLimit = fmt.Sprint(pruneBatch)
+
+// pruneBatches runs the delete q (of at most pruneBatch rows) until it
+// deletes fewer.
+func (s *Store) pruneBatches(ctx context.Context, table, q string, before time.Time) (int64, error) {
 	var total int64
 	for {
 		tag, err := s.pool.Exec(ctx, q, before)

@@ -74,6 +74,11 @@ func (s *Store) Ping(ctx context.Context) error {
 // lock meanwhile, so replicas starting together apply each migration once.
 // ctx bounds the whole run.
 func (s *Store) Migrate(ctx context.Context) error {
+	return s.migrateTo(ctx, -1)
+}
+
+// migrateTo migrates to version (-1: the latest).
+func (s *Store) migrateTo(ctx context.Context, version int32) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -86,7 +91,12 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err := m.LoadMigrations(migrations.FS); err != nil {
 		return fmt.Errorf("migrate: load: %w", err)
 	}
-	if err := m.Migrate(ctx); err != nil {
+	if version < 0 {
+		err = m.Migrate(ctx)
+	} else {
+		err = m.MigrateTo(ctx, version)
+	}
+	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil

@@ -2,7 +2,7 @@
 // notification is handed to the AMQP link by `iotda-sim publish -sent-log`
 // to the moment its history row is committed and visible in PostgreSQL.
 //
-// It polls device_command_events (recent ids) every -poll, noting for
+// It polls device_command_events (recent rows) every -poll, noting for
 // each row the time the query that first saw it was sent. A row visible to
 // a query was committed before that query took its snapshot, so this time
 // is an upper bound of the commit time, late by at most one poll interval
@@ -65,12 +65,13 @@ func run(ctx context.Context, dbURL, sentLog string, n int, poll time.Duration, 
 	defer db.Close(context.Background())
 
 	rows := make([]seen, 0, n)
-	// Several writers commit concurrently, so ids become visible out of
-	// order: each poll looks back over the last lookback ids and skips the
-	// ones already seen.
-	const lookback = 1024
-	seenIDs := make(map[int64]bool, n)
-	var last int64
+	// received_at is when the writing transaction began, and several writers
+	// commit concurrently, so rows become visible out of received_at order:
+	// each poll looks back a while and skips the rows already seen (by
+	// command and key: the history's identity).
+	const lookback = 5 * time.Second
+	seenRows := make(map[string]bool, n)
+	var last time.Time
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	for len(rows) < n {
@@ -80,22 +81,24 @@ func run(ctx context.Context, dbURL, sentLog string, n int, poll time.Duration, 
 		case <-tick.C:
 		}
 		qstart := time.Now()
-		r, err := db.Query(ctx, `SELECT id, coalesce(request_id, ''), received_at FROM device_command_events
-			WHERE id > $1 ORDER BY id LIMIT 20000`, last-lookback)
+		r, err := db.Query(ctx, `SELECT command_id || encode(event_key, 'hex'), coalesce(request_id, ''), received_at
+			FROM device_command_events WHERE received_at > $1 ORDER BY received_at LIMIT 20000`, last.Add(-lookback))
 		if err != nil {
 			return err
 		}
 		for r.Next() {
 			var s seen
-			var id int64
+			var id string
 			if err := r.Scan(&id, &s.requestID, &s.started); err != nil {
 				return err
 			}
-			last = max(last, id)
-			if seenIDs[id] {
+			if s.started.After(last) {
+				last = s.started
+			}
+			if seenRows[id] {
 				continue
 			}
-			seenIDs[id] = true
+			seenRows[id] = true
 			s.observed = qstart
 			rows = append(rows, s)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/cmdtrack/cmdtrack/consumer"
+	"github.com/cmdtrack/cmdtrack/store"
 )
 
 // Config is everything cmdtrack reads from the environment, each field as
@@ -47,10 +48,15 @@ type Config struct {
 	DBRetryMin    time.Duration `envconfig:"DB_RETRY_MIN" default:"200ms" desc:"first delay before retrying a failed write"`
 	DBRetryMax    time.Duration `envconfig:"DB_RETRY_MAX" default:"10s" desc:"longest delay between write retries"`
 
-	RetentionHistory     Age           `envconfig:"RETENTION_HISTORY" default:"0" desc:"delete history rows older than this (e.g. 90d; 0 keeps all)"`
+	RetentionHistory     Age           `envconfig:"RETENTION_HISTORY" default:"0" desc:"drop history partitions wholly older than this, by event time (e.g. 90d; 0 keeps all)"`
 	RetentionDeadLetters Age           `envconfig:"RETENTION_DEAD_LETTERS" default:"0" desc:"delete dead letters older than this (0 keeps all)"`
-	RetentionCommands    Age           `envconfig:"RETENTION_COMMANDS" default:"0" desc:"delete commands whose last event is older than this (0 keeps all)"`
-	RetentionInterval    time.Duration `envconfig:"RETENTION_INTERVAL" default:"1h" desc:"how often retention runs"`
+	RetentionCommands    Age           `envconfig:"RETENTION_COMMANDS" default:"0" desc:"delete commands created and last moved before this (0 keeps all)"`
+	RetentionInterval    time.Duration `envconfig:"RETENTION_INTERVAL" default:"1h" desc:"how often history partitions are made and dropped and retention runs"`
+	Upkeep               bool          `envconfig:"UPKEEP" default:"true" desc:"the worker keeps partitions, retention and the rollup (false: cmdtrack upkeep does, run as the schema's owner)"`
+	HistoryPartition     string        `envconfig:"HISTORY_PARTITION" default:"day" desc:"time one history partition covers: day, week or month"`
+	HistoryAhead         int           `envconfig:"HISTORY_PARTITIONS_AHEAD" default:"3" desc:"history partitions made ahead of the current one"`
+	RollupInterval       time.Duration `envconfig:"ROLLUP_INTERVAL" default:"1m" desc:"how often product_daily_outcomes' rollup is refreshed"`
+	RollupDays           int           `envconfig:"ROLLUP_DAYS" default:"3" desc:"days (today included) the rollup refresh recomputes: those whose commands can still change"`
 
 	HTTPAddr                 string        `envconfig:"HTTP_ADDR" desc:"address for the HTTP(S) push receiver (empty: off)"`
 	HTTPTLSCert              string        `envconfig:"HTTP_TLS_CERT" desc:"certificate (PEM) to serve the push receiver over HTTPS"`
@@ -165,6 +171,11 @@ func (c *Config) validate(cmd string) error {
 	check(c.DBRetryMin > 0 && c.DBRetryMax >= c.DBRetryMin, "CMDTRACK_DB_RETRY_MIN must be positive and at most CMDTRACK_DB_RETRY_MAX")
 	check(c.AMQPDialTimeout > 0, "CMDTRACK_AMQP_DIAL_TIMEOUT must be positive")
 	check(c.RetentionInterval > 0, "CMDTRACK_RETENTION_INTERVAL must be positive")
+	_, err := store.ParsePartitionSize(c.HistoryPartition)
+	check(err == nil, "CMDTRACK_HISTORY_PARTITION must be day, week or month")
+	check(c.HistoryAhead >= 1 && c.HistoryAhead <= 100, "CMDTRACK_HISTORY_PARTITIONS_AHEAD must be between 1 and 100")
+	check(c.RollupInterval > 0, "CMDTRACK_ROLLUP_INTERVAL must be positive")
+	check(c.RollupDays >= 1 && c.RollupDays <= 366, "CMDTRACK_ROLLUP_DAYS must be between 1 and 366")
 	check(c.ShutdownGrace > 0, "CMDTRACK_SHUTDOWN_GRACE must be positive")
 	check(c.LogFormat == "json" || c.LogFormat == "text", "CMDTRACK_LOG_FORMAT must be json or text")
 	var lvl slog.Level
@@ -224,6 +235,7 @@ Usage:
   cmdtrack [run]     consume the AMQP queue(s) until SIGTERM or SIGINT
   cmdtrack migrate   apply database migrations and exit
   cmdtrack replay    re-decode dead letters; apply and remove those that now succeed
+  cmdtrack upkeep    once: history partitions, retention and the outcome rollup (what workers do hourly)
   cmdtrack send -device ID -paras JSON [-service S] [-command NAME] [-strategy immediately|delay] [-expire SECONDS]
                      deliver an asynchronous command through the IoTDA API and record it
   cmdtrack reconcile [-threshold 1h | -since TIME [-until TIME]] [-v] [COMMAND_ID ...]
@@ -251,4 +263,10 @@ func (c *Config) logAttrs() []any {
 		"batch_wait", c.BatchWait, "iotda_auth", c.AMQPAccessKey != "", "ops_addr", c.OpsAddr,
 		"http_addr", c.HTTPAddr, "http_tls", c.HTTPTLSCert != "", "reconcile_interval", c.ReconcileInterval,
 	}
+}
+
+// partitioning is how the history is partitioned and kept.
+func (c *Config) partitioning() store.Partitioning {
+	size, _ := store.ParsePartitionSize(c.HistoryPartition) // validated
+	return store.Partitioning{Size: size, Ahead: c.HistoryAhead, Retention: time.Duration(c.RetentionHistory), Back: 7 * 24 * time.Hour}
 }

@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"fmt"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -66,4 +67,18 @@ func TestBadQueueNamedWhileOthersFlow(t *testing.T) {
 	w.Signal(syscall.SIGTERM)
 	require.Equal(t, 0, w.Wait(20*time.Second))
 	f.verify(t, s)
+}
+
+// `cmdtrack upkeep` does once what workers do hourly: here, the history's
+// partitions for the days ahead and the rollup.
+func TestUpkeepCommand(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ahead := time.Now().UTC().AddDate(0, 0, 6).Format("20060102")
+	cmd := exec.Command(testenv.Binary(t), "upkeep")
+	cmd.Env = append(cmd.Environ(), "CMDTRACK_DATABASE_URL="+f.dbURL, "CMDTRACK_HISTORY_PARTITIONS_AHEAD=6", "CMDTRACK_LOG_FORMAT=text")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, string(out))
+	require.Equal(t, 1, f.count(t, `SELECT count(*) FROM pg_class WHERE relname = 'device_command_events_`+ahead+`'
+		AND relnamespace = current_schema()::regnamespace`))
 }

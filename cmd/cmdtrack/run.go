@@ -55,7 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return nil
-	case "run", "migrate", "replay", "send", "reconcile":
+	case "run", "migrate", "replay", "send", "reconcile", "upkeep":
 	default:
 		return usageError{fmt.Errorf("unknown command %q (see cmdtrack -h)", cmd)}
 	}
@@ -95,7 +95,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		log.Info("migrations applied")
-		return nil
+		// Leave the history's partitions ready for the workers.
+		return maintain(ctx, cfg, st, log)
+	case "upkeep":
+		// One run of what the workers do on their own (CMDTRACK_UPKEEP), for
+		// a schema owner's cron job when the workers may not create tables.
+		return errors.Join(maintain(ctx, cfg, st, log),
+			locked(ctx, st, log, "rollup", func() error { return st.RefreshRollup(ctx, cfg.RollupDays, time.Now()) }))
 	case "replay":
 		res, err := st.Replay(ctx, cfg.limits())
 		fmt.Fprintf(stdout, "replayed dead letters: %d applied, %d skipped (other resources), %d still failing\n",

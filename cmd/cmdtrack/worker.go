@@ -195,7 +195,21 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		}
 		return nil
 	})
-	g.Go(func() error { runRetention(gctx, cfg, st, log); return nil })
+	g.Go(func() error {
+		// Partitions for today and ahead right away: the schema may have
+		// been migrated long ago, and no replica kept it since.
+		if !cfg.Upkeep {
+			return nil
+		}
+		select {
+		case <-started:
+			log := log.With("component", "upkeep")
+			_ = maintain(gctx, cfg, st, log) // logged; tried again within the hour
+			runUpkeep(gctx, cfg, st, log)
+		case <-gctx.Done():
+		}
+		return nil
+	})
 	if rec != nil {
 		g.Go(func() error {
 			// After migrations: it reads and writes the tables. It stops
@@ -223,35 +237,4 @@ func listenError(what string, err error) error {
 		return err
 	}
 	return usageError{err}
-}
-
-// runRetention prunes old rows every RetentionInterval until ctx ends. A
-// failed run is logged and tried again at the next tick.
-func runRetention(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logger) {
-	r := store.Retention{
-		History:     time.Duration(cfg.RetentionHistory),
-		DeadLetters: time.Duration(cfg.RetentionDeadLetters),
-		Commands:    time.Duration(cfg.RetentionCommands),
-	}
-	if r == (store.Retention{}) {
-		return
-	}
-	t := time.NewTicker(cfg.RetentionInterval)
-	defer t.Stop()
-	for {
-		res, err := st.Prune(ctx, r, time.Now())
-		switch {
-		case ctx.Err() != nil:
-			return
-		case err != nil:
-			log.Warn("retention run failed", "err", err)
-		case res != (store.PruneResult{}):
-			log.Info("retention deleted old rows", "history", res.History, "dead_letters", res.DeadLetters, "commands", res.Commands)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

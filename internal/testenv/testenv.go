@@ -123,6 +123,14 @@ func Name(prefix string) string {
 // that schema as search_path, for running the real binary against it.
 func Schema(t testing.TB) (st *store.Store, schema, url string) {
 	t.Helper()
+	st, schema, url = EmptySchema(t)
+	require.NoError(t, st.Migrate(context.Background()))
+	return st, schema, url
+}
+
+// EmptySchema is Schema without the migrations, for tests of a migration.
+func EmptySchema(t testing.TB) (st *store.Store, schema, url string) {
+	t.Helper()
 	ctx := context.Background()
 	base := DatabaseURL(t)
 	schema = Name("t_")
@@ -141,7 +149,6 @@ func Schema(t testing.TB) (st *store.Store, schema, url string) {
 	st, err = store.Open(ctx, base, store.Options{MaxConns: 8, Schema: schema})
 	require.NoError(t, err)
 	t.Cleanup(st.Close)
-	require.NoError(t, st.Migrate(ctx))
 	sep := "?"
 	if strings.Contains(base, "?") {
 		sep = "&"

@@ -1,0 +1,361 @@
+// Command scale measures cmdtrack's schema at fleet size (`make bench/scale`):
+// it seeds -commands commands (default 10 million) with four history rows
+// each, spread over the last 30 days, into a fresh schema migrated as
+// `cmdtrack migrate` does; then it times every query of the README's
+// cookbook (the median of several runs, with its plan's shape), ingest
+// through the project's own write path (store.Apply) with the tables empty
+// and full, history retention (partitions dropped, dead tuples left) and
+// command retention, and reports the tables' and indexes' sizes per million
+// commands. It prints a Markdown table.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cmdtrack/cmdtrack/ingest"
+	"github.com/cmdtrack/cmdtrack/internal/simulate"
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+func main() {
+	url := flag.String("database-url", os.Getenv("CMDTRACK_TEST_DATABASE_URL"), "PostgreSQL URL (a superuser's: the run creates and drops a schema)")
+	n := flag.Int("commands", 10_000_000, "commands to seed (four history rows each)")
+	ingestN := flag.Int("ingest", 100_000, "messages for each ingest measurement")
+	runs := flag.Int("runs", 7, "runs of each query (the median is reported)")
+	keep := flag.Bool("keep", false, "keep the schema afterwards")
+	out := flag.String("out", "", "also write the table here")
+	flag.Parse()
+	if *url == "" {
+		fmt.Fprintln(os.Stderr, "scale: -database-url (or CMDTRACK_TEST_DATABASE_URL) is required")
+		os.Exit(2)
+	}
+	var w io.Writer = os.Stdout
+	if *out != "" {
+		f, err := os.Create(*out)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "scale:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		w = io.MultiWriter(os.Stdout, f)
+	}
+	if err := run(context.Background(), w, *url, *n, *ingestN, *runs, *keep); err != nil {
+		fmt.Fprintln(os.Stderr, "scale:", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "scale: "+format+"\n", args...)
+}
+
+func run(ctx context.Context, w io.Writer, url string, n, ingestN, runs int, keep bool) error {
+	admin, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer admin.Close(ctx)
+	schema := fmt.Sprintf("scale_%d", time.Now().Unix())
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		return err
+	}
+	if !keep {
+		defer func() {
+			logf("dropping schema %s", schema)
+			_, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+		}()
+	}
+	st, err := store.Open(ctx, url, store.Options{MaxConns: 8, Schema: schema})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	part := store.Partitioning{Size: store.Daily, Ahead: 3, Back: 31 * 24 * time.Hour}
+	if _, err := st.MaintainPartitions(ctx, part, now); err != nil {
+		return err
+	}
+	db := st.Pool()
+
+	var rows [][2]string
+	add := func(what, figure string) {
+		rows = append(rows, [2]string{what, figure})
+		logf("%s: %s", what, figure)
+	}
+
+	// Ingest into the empty tables first.
+	rate, err := ingestRate(ctx, st, ingestN, 1)
+	if err != nil {
+		return err
+	}
+	add(fmt.Sprintf("ingest, tables empty (store.Apply, %d messages, batches of 256, 2 writers, fsync on)", ingestN), fmt.Sprintf("%.0f msg/s", rate))
+
+	start := time.Now()
+	if err := seed(ctx, db, n, now); err != nil {
+		return err
+	}
+	add(fmt.Sprintf("seeding %d commands and %d history rows (SQL, 30 days)", n, 4*n), time.Since(start).Round(time.Second).String())
+	start = time.Now()
+	if err := st.RefreshRollup(ctx, 31, now); err != nil {
+		return err
+	}
+	add("rollup: first fill, 31 days", time.Since(start).Round(time.Millisecond).String())
+	if _, err := db.Exec(ctx, "ANALYZE"); err != nil {
+		return err
+	}
+	refresh, err := median(runs, func() error { return st.RefreshRollup(ctx, 3, now) })
+	if err != nil {
+		return err
+	}
+	add("rollup: refresh of the last 3 days (every minute)", refresh.Round(time.Millisecond).String())
+
+	// The cookbook, as the README writes it.
+	var device, command string
+	if err := db.QueryRow(ctx, `SELECT device_id, command_id FROM device_commands WHERE command_id = 'cmd-' || $1`, n/2).
+		Scan(&device, &command); err != nil {
+		return fmt.Errorf("pick a device: %w", err)
+	}
+	cookbook := []struct{ name, sql string }{
+		{"a device's last 20 commands", `SELECT command_id, status, created_time, queued_for, delivery_took, device_took, result
+			FROM command_durations WHERE device_id = '` + device + `' ORDER BY created_time DESC NULLS LAST LIMIT 20`},
+		{"the 100 commands stuck longest (quiet > 10 min)", `SELECT command_id, device_id, status, stuck_for FROM stuck_commands
+			WHERE last_event_time < now() - interval '10 minutes' ORDER BY last_event_time LIMIT 100`},
+		{"failure and timeout rates per product per day, last 30 days", `SELECT product_id, day, commands, failure_rate, timeout_rate
+			FROM product_daily_outcomes WHERE day > current_date - 30 ORDER BY day DESC, product_id`},
+		{"one command's timeline", `SELECT event_time, status, since_previous, request_id, source
+			FROM command_timeline WHERE command_id = '` + command + `' ORDER BY event_time`},
+	}
+	for _, q := range cookbook {
+		d, err := median(runs, func() error {
+			r, err := db.Query(ctx, q.sql)
+			if err != nil {
+				return err
+			}
+			r.Close()
+			return r.Err()
+		})
+		if err != nil {
+			return fmt.Errorf("%s: %w", q.name, err)
+		}
+		shape, err := planShape(ctx, db, q.sql)
+		if err != nil {
+			return err
+		}
+		add("query: "+q.name, fmt.Sprintf("%.2f ms (%s)", float64(d.Microseconds())/1000, shape))
+	}
+
+	// Ingest into the full tables.
+	rate, err = ingestRate(ctx, st, ingestN, 2)
+	if err != nil {
+		return err
+	}
+	add(fmt.Sprintf("ingest, tables full (%d commands)", n), fmt.Sprintf("%.0f msg/s", rate))
+
+	// Sizes, per million commands.
+	var cmdBytes, histBytes int64
+	if err := db.QueryRow(ctx, `SELECT pg_total_relation_size('device_commands'),
+		(SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'device_command_events'::regclass)`).
+		Scan(&cmdBytes, &histBytes); err != nil {
+		return err
+	}
+	per := float64(n) / 1e6
+	add("size per million commands: device_commands with its indexes", fmt.Sprintf("%.0f MiB", float64(cmdBytes)/per/(1<<20)))
+	add("size per million commands: history (4 rows each) with its index", fmt.Sprintf("%.0f MiB", float64(histBytes)/per/(1<<20)))
+
+	// Retention: keep 20 of the 30 days.
+	var before int64
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM device_command_events`).Scan(&before); err != nil {
+		return err
+	}
+	start = time.Now()
+	part.Retention = 20 * 24 * time.Hour
+	res, err := st.MaintainPartitions(ctx, part, now)
+	if err != nil {
+		return err
+	}
+	took := time.Since(start)
+	var after, dead int64
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM device_command_events`).Scan(&after); err != nil {
+		return err
+	}
+	if err := db.QueryRow(ctx, `SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables
+		WHERE schemaname = current_schema() AND relname LIKE 'device_command_events%'`).Scan(&dead); err != nil {
+		return err
+	}
+	add("history retention to 20 days", fmt.Sprintf("%d partitions dropped, %d rows gone, in %s; dead tuples left: %d",
+		res.Dropped, before-after, took.Round(time.Millisecond), dead))
+	start = time.Now()
+	pruned, err := st.Prune(ctx, store.Retention{Commands: 25 * 24 * time.Hour}, now)
+	if err != nil {
+		return err
+	}
+	add("command retention to 25 days (batches of 5,000 through the day index)",
+		fmt.Sprintf("%d commands in %s", pruned.Commands, time.Since(start).Round(time.Millisecond)))
+
+	fmt.Fprintf(w, "\n| %d commands, %d history rows | |\n| --- | --- |\n", n, 4*n)
+	for _, r := range rows {
+		fmt.Fprintf(w, "| %s | %s |\n", r[0], r[1])
+	}
+	return nil
+}
+
+// median runs f runs times (after one warm-up run) and returns the median
+// time.
+func median(runs int, f func() error) (time.Duration, error) {
+	if err := f(); err != nil {
+		return 0, err
+	}
+	times := make([]time.Duration, runs)
+	for i := range runs {
+		start := time.Now()
+		if err := f(); err != nil {
+			return 0, err
+		}
+		times[i] = time.Since(start)
+	}
+	slices.Sort(times)
+	return times[runs/2], nil
+}
+
+// planShape is the plan's node types, outermost first, in one line.
+func planShape(ctx context.Context, db *pgxpool.Pool, sql string) (string, error) {
+	rows, err := db.Query(ctx, "EXPLAIN "+sql)
+	if err != nil {
+		return "", err
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", err
+	}
+	var nodes []string
+	for _, l := range lines {
+		l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "->"))
+		if i := strings.Index(l, "  (cost="); i > 0 {
+			node := l[:i]
+			if len(nodes) == 0 || nodes[len(nodes)-1] != node {
+				nodes = append(nodes, node)
+			}
+		}
+	}
+	if len(nodes) > 6 {
+		nodes = append(nodes[:6], "...")
+	}
+	return strings.Join(nodes, " > "), nil
+}
+
+// seed fills the schema in SQL: commands spread evenly over the last 30
+// days, ten per device, twenty products, mostly final with a few still on
+// their way, each with a history of PENDING, SENT, DELIVERED and its final
+// status (or fewer, if it is not final).
+func seed(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
+	from := now.AddDate(0, 0, -30)
+	logf("seeding %d commands", n)
+	if _, err := db.Exec(ctx, `
+		INSERT INTO device_commands (command_id, device_id, product_id, app_id, status, status_rank,
+			created_time, sent_time, delivered_time, response_time, result, last_event_time, last_event_key, last_request_id)
+		SELECT 'cmd-' || g, 'dev-' || (g % greatest($1 / 10, 1)), 'prod-' || (g % 20), 'app-1', s.status, s.rank,
+			t, t + interval '1 s', CASE WHEN s.rank >= 2 THEN t + interval '3 s' END,
+			CASE WHEN s.rank = 3 THEN t + interval '9 s' END,
+			CASE WHEN s.rank = 3 THEN '{"code":0}'::jsonb END,
+			t + CASE s.rank WHEN 3 THEN interval '9 s' WHEN 2 THEN interval '3 s' ELSE interval '1 s' END,
+			sha256(('cmd-' || g)::bytea), 'req-' || g
+		FROM generate_series(1, $1) g,
+		LATERAL (SELECT $2::timestamptz + (g::float8 / $1) * interval '30 days' AS t) tt,
+		LATERAL (SELECT CASE WHEN g % 200 = 0 THEN 'SENT' WHEN g % 200 < 3 THEN 'DELIVERED'
+		                     WHEN g % 100 < 4 THEN 'FAILED' WHEN g % 100 < 7 THEN 'TIMEOUT' WHEN g % 100 = 7 THEN 'EXPIRED'
+		                     ELSE 'SUCCESSFUL' END AS status,
+		                CASE WHEN g % 200 = 0 THEN 1 WHEN g % 200 < 3 THEN 2 ELSE 3 END::int2 AS rank) s`, n, from); err != nil {
+		return fmt.Errorf("seed commands: %w", err)
+	}
+	// The history, a day at a time (so that progress shows).
+	const payload = `{"resource":"device.command.status","event":"update","event_time":"%s","request_id":"%s",` +
+		`"notify_data":{"header":{"app_id":"app-1","device_id":"%s","node_id":"node","product_id":"%s","gateway_id":"%s"},` +
+		`"body":{"command_id":"%s","created_time":"%s","status":"%s","result":null}}}`
+	for day := range 30 {
+		lo, hi := from.AddDate(0, 0, day), from.AddDate(0, 0, day+1)
+		logf("seeding history, day %d of 30", day+1)
+		if _, err := db.Exec(ctx, `
+			INSERT INTO device_command_events (command_id, event_key, status, event_time, request_id, source, payload, received_at)
+			SELECT c.command_id, sha256((c.command_id || e.status)::bytea), e.status, e.at, c.last_request_id, 'amqp:DefaultQueue',
+				format($3, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"'), c.last_request_id, c.device_id, c.product_id, c.device_id,
+					c.command_id, to_char(c.created_time, 'YYYYMMDD"T"HH24MISS"Z"'), e.status),
+				e.at + interval '20 ms'
+			FROM device_commands c,
+			LATERAL (VALUES ('PENDING', c.created_time, 0), ('SENT', c.sent_time, 1), ('DELIVERED', c.delivered_time, 2),
+			                (c.status, c.last_event_time, 3)) AS e(status, at, rank)
+			WHERE coalesce(c.created_time, c.first_seen_at) >= $1 AND coalesce(c.created_time, c.first_seen_at) < $2
+			  AND e.at IS NOT NULL AND (e.rank < 3 OR c.status_rank = 3)`, lo, hi, payload); err != nil {
+			return fmt.Errorf("seed history: %w", err)
+		}
+	}
+	return nil
+}
+
+// ingestRate applies a simulated stream (out of order, a few duplicates)
+// through store.Apply, in batches of 256 with two writers as the worker
+// does, with fsync on, and returns messages per second.
+func ingestRate(ctx context.Context, st *store.Store, n int, seed uint64) (float64, error) {
+	db := st.Pool()
+	if _, err := db.Exec(ctx, `ALTER SYSTEM SET fsync = on`); err == nil {
+		_, _ = db.Exec(ctx, `ALTER SYSTEM SET synchronous_commit = on`)
+		_, _ = db.Exec(ctx, `SELECT pg_reload_conf()`)
+		defer func() {
+			_, _ = db.Exec(context.Background(), `ALTER SYSTEM RESET fsync`)
+			_, _ = db.Exec(context.Background(), `ALTER SYSTEM RESET synchronous_commit`)
+			_, _ = db.Exec(context.Background(), `SELECT pg_reload_conf()`)
+		}()
+	}
+	s := simulate.GenerateN(simulate.Config{Seed: seed + uint64(rand.IntN(1000)), OutOfOrder: 0.1, Duplicate: 0.02,
+		Start: time.Now().Add(-time.Hour)}, n)
+	now := time.Now()
+	lim := ingest.Limits{MaxBodyBytes: 1 << 20}
+	items := make([]ingest.Item, len(s.Messages))
+	for i, m := range s.Messages {
+		items[i] = ingest.Classify(m.Body, "amqp:bench", now, lim)
+	}
+	batches := make(chan []ingest.Item)
+	g, gctx := errgroup.WithContext(ctx)
+	for range 2 {
+		g.Go(func() error {
+			for b := range batches {
+				if _, err := st.Apply(gctx, b); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	start := time.Now()
+	g.Go(func() error {
+		defer close(batches)
+		for len(items) > 0 {
+			k := min(256, len(items))
+			select {
+			case batches <- items[:k]:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			items = items[k:]
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return 0, fmt.Errorf("ingest: %w", err)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}

@@ -1,0 +1,325 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// PartitionSize is how much time one partition of the history covers.
+type PartitionSize string
+
+// The partition sizes; boundaries are at UTC midnight, Monday and the first
+// of the month.
+const (
+	Daily   PartitionSize = "day"
+	Weekly  PartitionSize = "week"
+	Monthly PartitionSize = "month"
+)
+
+// ParsePartitionSize reads day, week or month.
+func ParsePartitionSize(s string) (PartitionSize, error) {
+	switch p := PartitionSize(s); p {
+	case Daily, Weekly, Monthly:
+		return p, nil
+	}
+	return "", fmt.Errorf("partition size %q: want day, week or month", s)
+}
+
+// start is the beginning of the partition that holds t.
+func (p PartitionSize) start(t time.Time) time.Time {
+	t = t.UTC()
+	day := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+	switch p {
+	case Weekly:
+		return day.AddDate(0, 0, -((int(day.Weekday()) + 6) % 7))
+	case Monthly:
+		return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+	}
+	return day
+}
+
+// next is the beginning of the partition after the one starting at t.
+func (p PartitionSize) next(t time.Time) time.Time {
+	switch p {
+	case Weekly:
+		return t.AddDate(0, 0, 7)
+	case Monthly:
+		return t.AddDate(0, 1, 0)
+	}
+	return t.AddDate(0, 0, 1)
+}
+
+// Partitioning says how the history is partitioned and kept.
+type Partitioning struct {
+	Size PartitionSize
+	// Ahead is how many partitions beyond the current one exist ahead of
+	// time, so that inserts never wait for one.
+	Ahead int
+	// Retention drops partitions wholly older than this; zero keeps all.
+	Retention time.Duration
+	// Back is how far back partitions are made ahead of need when nothing
+	// is dropped (Retention zero): a bulk import of older rows lands in the
+	// default partition, which upkeep then empties into partitions of their
+	// own.
+	Back time.Duration
+}
+
+// PartitionResult says what an upkeep run did.
+type PartitionResult struct {
+	Created, Dropped int
+	// Moved and Deleted count the rows taken out of the default partition:
+	// into a partition made for them, or deleted as older than retention.
+	Moved, Deleted int64
+}
+
+// history's tables.
+const (
+	historyTable   = "device_command_events"
+	defaultHistory = "device_command_events_default"
+)
+
+// partition is one partition of the history and the times it holds.
+type partition struct {
+	name     string
+	from, to time.Time
+}
+
+// lockTimeout bounds how long upkeep waits for a lock a writer holds: a
+// writer must never queue behind upkeep for long. Upkeep tries again next
+// time.
+const lockTimeout = "5s"
+
+// MaintainPartitions makes the history's partitions cover what p asks (the
+// retention window back from now, or Back, and Ahead partitions ahead), moves
+// rows out of the default partition into partitions made for them (or deletes
+// those older than retention), and drops partitions wholly older than
+// retention: no DELETE, no dead tuples. Call it under an advisory lock (one
+// replica at a time). ctx bounds the run; what was done stays done.
+func (s *Store) MaintainPartitions(ctx context.Context, p Partitioning, now time.Time) (PartitionResult, error) {
+	var res PartitionResult
+	if p.Size == "" {
+		p.Size = Daily
+	}
+	p.Ahead = max(p.Ahead, 1)
+	parts, err := s.partitions(ctx)
+	if err != nil {
+		return res, err
+	}
+	var cutoff time.Time // rows before it are older than retention
+	back := p.Back
+	if p.Retention > 0 {
+		cutoff, back = now.Add(-p.Retention), p.Retention
+	}
+
+	// 1. Drop what retention no longer keeps, and the default partition's
+	// rows that old.
+	if !cutoff.IsZero() {
+		for _, pt := range parts {
+			if !pt.to.After(cutoff) {
+				if err := s.dropPartition(ctx, pt.name); err != nil {
+					return res, err
+				}
+				res.Dropped++
+			}
+		}
+		tag, err := s.exec(ctx, `DELETE FROM `+defaultHistory+` WHERE event_time < $1`, cutoff)
+		if err != nil {
+			return res, fmt.Errorf("delete old rows of the default history partition: %w", err)
+		}
+		res.Deleted = tag
+		if parts, err = s.partitions(ctx); err != nil {
+			return res, err
+		}
+	}
+
+	// 2. The ranges to cover: the window from now, and wherever rows of the
+	// default partition fall.
+	starts := map[time.Time]bool{}
+	end := now
+	for range p.Ahead + 1 {
+		end = p.Size.next(p.Size.start(end))
+	}
+	for t := p.Size.start(now.Add(-back)); t.Before(end); t = p.Size.next(t) {
+		starts[t] = true
+	}
+	stray, err := s.strayStarts(ctx, p.Size)
+	if err != nil {
+		return res, err
+	}
+	for _, t := range stray {
+		starts[t] = true
+	}
+	sorted := make([]time.Time, 0, len(starts))
+	for t := range starts {
+		sorted = append(sorted, t)
+	}
+	slices.SortFunc(sorted, time.Time.Compare)
+
+	// 3. Make what is missing, around partitions that exist (perhaps of
+	// another size, made before the size was changed).
+	for _, t := range sorted {
+		for _, gap := range gaps(parts, t, p.Size.next(t)) {
+			moved, err := s.createPartition(ctx, gap.from, gap.to)
+			if err != nil {
+				return res, err
+			}
+			res.Created++
+			res.Moved += moved
+			parts = append(parts, gap)
+		}
+	}
+	return res, nil
+}
+
+// gaps are the parts of [from, to) that no partition covers.
+func gaps(parts []partition, from, to time.Time) []partition {
+	var out []partition
+	for cur := from; cur.Before(to); {
+		end := to
+		covered := false
+		for _, pt := range parts {
+			if !pt.from.After(cur) && pt.to.After(cur) {
+				cur, covered = pt.to, true
+				break
+			}
+			if pt.from.After(cur) && pt.from.Before(end) {
+				end = pt.from
+			}
+		}
+		if covered {
+			continue
+		}
+		out = append(out, partition{from: cur, to: end})
+		cur = end
+	}
+	return out
+}
+
+// exec runs one statement under the upkeep's lock timeout.
+func (s *Store) exec(ctx context.Context, sql string, args ...any) (int64, error) {
+	var n int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lockTimeout+`'`); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, sql, args...)
+		n = tag.RowsAffected()
+		return err
+	})
+	return n, err
+}
+
+var boundRE = regexp.MustCompile(`^FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)$`)
+
+// partitions lists the history's partitions but the default one.
+func (s *Store) partitions(ctx context.Context) ([]partition, error) {
+	var out []partition
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Bounds are printed in the session's time zone.
+		if _, err := tx.Exec(ctx, `SET LOCAL TimeZone = 'UTC'`); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `
+			SELECT c.relname, pg_get_expr(c.relpartbound, c.oid)
+			FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+			WHERE i.inhparent = $1::regclass`, historyTable)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name, bound string
+			if err := rows.Scan(&name, &bound); err != nil {
+				return err
+			}
+			if bound == "DEFAULT" {
+				continue
+			}
+			m := boundRE.FindStringSubmatch(bound)
+			if m == nil {
+				return fmt.Errorf("partition %s has bounds cmdtrack does not read: %s", name, bound)
+			}
+			from, err1 := time.Parse("2006-01-02 15:04:05-07", m[1])
+			to, err2 := time.Parse("2006-01-02 15:04:05-07", m[2])
+			if err := errors.Join(err1, err2); err != nil {
+				return fmt.Errorf("partition %s: %w", name, err)
+			}
+			out = append(out, partition{name: name, from: from.UTC(), to: to.UTC()})
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list history partitions: %w", err)
+	}
+	return out, nil
+}
+
+// strayStarts are the starts of the partitions that the default
+// partition's rows belong in.
+func (s *Store) strayStarts(ctx context.Context, size PartitionSize) ([]time.Time, error) {
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT date_trunc($1, event_time AT TIME ZONE 'UTC') FROM `+defaultHistory, string(size))
+	if err != nil {
+		return nil, fmt.Errorf("read the default history partition: %w", err)
+	}
+	starts, err := pgx.CollectRows(rows, pgx.RowTo[time.Time])
+	if err != nil {
+		return nil, fmt.Errorf("read the default history partition: %w", err)
+	}
+	for i, t := range starts {
+		// date_trunc of a timestamp without time zone comes back as UTC wall time.
+		starts[i] = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+	}
+	return starts, nil
+}
+
+// createPartition makes the partition [from, to), moving into it the rows of
+// the default partition that belong there, in one transaction: a range may
+// not be attached while the default partition holds rows in it. The
+// partition is made apart and attached, which locks the history only in
+// SHARE UPDATE EXCLUSIVE mode: writers go on meanwhile.
+func (s *Store) createPartition(ctx context.Context, from, to time.Time) (int64, error) {
+	name := historyTable + "_" + from.Format("20060102")
+	var moved int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lockTimeout+`'`); err != nil {
+			return err
+		}
+		table := pgx.Identifier{name}.Sanitize()
+		if _, err := tx.Exec(ctx, `CREATE TABLE `+table+` (LIKE `+historyTable+` INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `WITH moved AS (DELETE FROM `+defaultHistory+` WHERE event_time >= $1 AND event_time < $2 RETURNING *)
+			INSERT INTO `+table+` SELECT * FROM moved`, from, to)
+		if err != nil {
+			return err
+		}
+		moved = tag.RowsAffected()
+		_, err = tx.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM ('%s') TO ('%s')`,
+			historyTable, table, from.Format(time.RFC3339), to.Format(time.RFC3339)))
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("create history partition %s: %w", name, err)
+	}
+	return moved, nil
+}
+
+// dropPartition drops one partition of the history. It takes the history's
+// lock briefly (DETACH ... CONCURRENTLY is refused while a default partition
+// exists); the lock timeout keeps writers from queueing behind it for long.
+func (s *Store) dropPartition(ctx context.Context, name string) error {
+	if !strings.HasPrefix(name, historyTable+"_") || name == defaultHistory {
+		return fmt.Errorf("refusing to drop %s: not a history partition", name)
+	}
+	if _, err := s.exec(ctx, `DROP TABLE `+pgx.Identifier{name}.Sanitize()); err != nil {
+		return fmt.Errorf("drop history partition %s: %w", name, err)
+	}
+	return nil
+}

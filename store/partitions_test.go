@@ -1,0 +1,211 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cmdtrack/cmdtrack/ingest"
+	"github.com/cmdtrack/cmdtrack/internal/testenv"
+	"github.com/cmdtrack/cmdtrack/notification"
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+// partitionsOf lists the history's partitions, by name.
+func partitionsOf(t *testing.T, st *store.Store) []string {
+	t.Helper()
+	rows, err := st.Pool().Query(context.Background(), `
+		SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+		WHERE i.inhparent = 'device_command_events'::regclass ORDER BY 1`)
+	require.NoError(t, err)
+	var names []string
+	for rows.Next() {
+		var n string
+		require.NoError(t, rows.Scan(&n))
+		names = append(names, n)
+	}
+	require.NoError(t, rows.Err())
+	return names
+}
+
+func historyRow(t *testing.T, st *store.Store, id string, at time.Time) {
+	t.Helper()
+	_, err := st.Pool().Exec(context.Background(), `INSERT INTO device_command_events
+		(command_id, event_key, status, event_time, source, payload) VALUES ($1, sha256(convert_to($1, 'UTF8')), 'SENT', $2, 'import', '{}')`, id, at)
+	require.NoError(t, err)
+}
+
+func countIn(t *testing.T, st *store.Store, table string) int {
+	t.Helper()
+	return count(t, st, `SELECT count(*) FROM `+table)
+}
+
+// Upkeep makes partitions back over the retention window and ahead of now,
+// empties the default partition into partitions made for its rows, and
+// drops what retention no longer keeps, without a DELETE.
+func TestMaintainPartitions(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	now := time.Date(2027, 3, 10, 12, 0, 0, 0, time.UTC) // far from the days migration 005 made
+
+	// Rows written straight into the table (a bulk import), before any
+	// partition covers their days: they land in the default partition.
+	historyRow(t, st, "imported-old", now.AddDate(0, 0, -40))
+	historyRow(t, st, "imported-recent", now.AddDate(0, 0, -2))
+	historyRow(t, st, "imported-future", now.AddDate(0, 0, 20))
+	require.Equal(t, 3, countIn(t, st, "device_command_events_default"))
+
+	p := store.Partitioning{Size: store.Daily, Ahead: 3, Retention: 30 * 24 * time.Hour}
+	res, err := st.MaintainPartitions(ctx, p, now)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), res.Deleted, "the row older than retention is gone")
+	require.Equal(t, int64(2), res.Moved)
+	require.Zero(t, countIn(t, st, "device_command_events_default"), "the default partition is empty")
+	names := partitionsOf(t, st)
+	for _, day := range []string{"20270208", "20270310", "20270313", "20270330"} {
+		require.Contains(t, names, "device_command_events_"+day)
+	}
+	require.NotContains(t, names, "device_command_events_20270314", "three partitions ahead, no more")
+	require.Equal(t, 2, count(t, st, `SELECT count(*) FROM device_command_events`))
+
+	// A second run has nothing to do.
+	res, err = st.MaintainPartitions(ctx, p, now)
+	require.NoError(t, err)
+	require.Equal(t, store.PartitionResult{}, res)
+
+	// Ten days later the oldest ten partitions are dropped whole: the row
+	// of two days before is in one of them, the future one is kept.
+	res, err = st.MaintainPartitions(ctx, p, now.AddDate(0, 0, 30))
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, res.Dropped, 30)
+	require.Zero(t, res.Deleted, "retention deletes nothing row by row")
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM device_command_events WHERE command_id = 'imported-future'`))
+	require.Zero(t, count(t, st, `SELECT count(*) FROM device_command_events WHERE command_id = 'imported-recent'`))
+}
+
+// Partition size can be changed on a live table: new partitions fit around
+// the existing ones.
+func TestPartitionSizeChange(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	now := time.Date(2027, 5, 5, 12, 0, 0, 0, time.UTC) // a Wednesday
+	_, err := st.MaintainPartitions(ctx, store.Partitioning{Size: store.Daily, Ahead: 1}, now)
+	require.NoError(t, err)
+	_, err = st.MaintainPartitions(ctx, store.Partitioning{Size: store.Weekly, Ahead: 2}, now)
+	require.NoError(t, err)
+	names := partitionsOf(t, st)
+	require.Contains(t, names, "device_command_events_20270507", "the rest of this week, after the daily ones")
+	require.Contains(t, names, "device_command_events_20270510", "next Monday's week")
+	historyRow(t, st, "w", time.Date(2027, 5, 8, 1, 0, 0, 0, time.UTC))
+	require.Zero(t, countIn(t, st, "device_command_events_default"))
+}
+
+// A redelivered notification adds no second history row, whichever day it
+// is redelivered on: the partition key (the event time) is part of its
+// content, so both copies meet in one partition, and its unique key. That
+// holds when a partition was made for it in between, and for a legacy
+// callback timed by its receipt, whose copies fall on different days.
+func TestRedeliveryAcrossPartitions(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	at := time.Date(2027, 1, 31, 23, 59, 59, 900000000, time.UTC) // the last moment of a day
+	v5 := func() ingest.Item {
+		n := notification.Notification{CommandID: "c1", Status: notification.Delivered, EventTime: at,
+			DeviceID: "d1", Payload: []byte(`{"a":1}`)}
+		return ingest.Item{Source: "amqp:q", Notification: &n}
+	}
+	apply(t, st, []ingest.Item{v5()}) // no partition for that day yet: the default one
+	require.Equal(t, 1, countIn(t, st, "device_command_events_default"))
+	_, err := st.MaintainPartitions(ctx, store.Partitioning{Size: store.Daily, Ahead: 1}, at.AddDate(0, 0, 1))
+	require.NoError(t, err)
+	require.Equal(t, 1, countIn(t, st, "device_command_events_20270131"), "moved into its day's partition")
+	apply(t, st, []ingest.Item{v5()}) // redelivered the next day
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM device_command_events WHERE command_id = 'c1'`))
+
+	legacy := func(received time.Time) ingest.Item {
+		body := []byte(`{"deviceId":"d","commandId":"legacy-2","result":{"resultCode":"DELIVERED"}}`)
+		return ingest.Classify(body, "http", received, ingest.Limits{MaxBodyBytes: 4096})
+	}
+	first := at.Add(-time.Minute)
+	apply(t, st, []ingest.Item{legacy(first)})
+	apply(t, st, []ingest.Item{legacy(first.Add(24 * time.Hour))}) // another day, another partition
+	apply(t, st, []ingest.Item{legacy(first.Add(48 * time.Hour)), legacy(first.Add(49 * time.Hour))})
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM device_command_events WHERE command_id = 'legacy-2'`))
+	var last time.Time
+	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT last_event_time FROM device_commands WHERE command_id = 'legacy-2'`).Scan(&last))
+	require.Equal(t, first.Truncate(time.Microsecond), last.UTC(), "it keeps the time of its first receipt")
+}
+
+// The rollup behind product_daily_outcomes is recomputed for the last days
+// only; older days stay as they were, even once their commands are deleted.
+func TestRefreshRollup(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	now := time.Date(2027, 2, 10, 12, 0, 0, 0, time.UTC)
+	exec := func(q string, args ...any) {
+		t.Helper()
+		_, err := st.Pool().Exec(ctx, q, args...)
+		require.NoError(t, err)
+	}
+	exec(`INSERT INTO device_commands (command_id, product_id, status, status_rank, created_time, last_event_time, last_event_key)
+		SELECT 'c' || g, 'p', CASE WHEN g % 4 = 0 THEN 'FAILED' ELSE 'SUCCESSFUL' END, 3, $1, $1, '\\x00'
+		FROM generate_series(1, 100) g`, now.Add(-time.Hour))
+	exec(`INSERT INTO device_commands (command_id, product_id, status, status_rank, created_time, last_event_time, last_event_key)
+		VALUES ('old', 'p', 'TIMEOUT', 3, $1, $1, '\\x00')`, now.AddDate(0, 0, -5))
+	require.NoError(t, st.RefreshRollup(ctx, 30, now))
+	var commands, failed int
+	var rate float64
+	row := func(day time.Time) {
+		t.Helper()
+		require.NoError(t, st.Pool().QueryRow(ctx, `SELECT commands, failed, failure_rate FROM product_daily_outcomes
+			WHERE product_id = 'p' AND day = $1`, day).Scan(&commands, &failed, &rate))
+	}
+	row(time.Date(2027, 2, 10, 0, 0, 0, 0, time.UTC))
+	require.Equal(t, []int{100, 25}, []int{commands, failed})
+	require.InDelta(t, 0.25, rate, 1e-9)
+
+	exec(`DELETE FROM device_commands WHERE command_id = 'old'`)
+	exec(`UPDATE device_commands SET status = 'FAILED' WHERE command_id = 'c1'`)
+	require.NoError(t, st.RefreshRollup(ctx, 3, now))
+	row(time.Date(2027, 2, 10, 0, 0, 0, 0, time.UTC))
+	require.Equal(t, []int{100, 26}, []int{commands, failed}, "today is recomputed")
+	row(time.Date(2027, 2, 5, 0, 0, 0, 0, time.UTC))
+	require.Equal(t, 1, commands, "a final day stays, though its command was deleted")
+}
+
+// An existing database migrates in place: the history of version 4 (one
+// table, jsonb payloads) moves into the partitioned table, in partitions for
+// its days; views and the rollup answer from it.
+func TestMigrateHistoryInPlace(t *testing.T) {
+	t.Parallel()
+	st, _, _ := testenv.EmptySchema(t)
+	ctx := context.Background()
+	require.NoError(t, st.MigrateTo(ctx, 4))
+	exec := func(q string, args ...any) {
+		t.Helper()
+		_, err := st.Pool().Exec(ctx, q, args...)
+		require.NoError(t, err)
+	}
+	exec(`INSERT INTO device_command_events (command_id, event_key, status, event_time, source, payload, received_at)
+		SELECT 'c' || (g % 50), sha256(g::text::bytea), 'SENT', $1::timestamptz + g * interval '1 hour', 'amqp:q', jsonb_build_object('n', g), now()
+		FROM generate_series(1, 240) g`, time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
+	exec(`INSERT INTO device_commands (command_id, product_id, status, status_rank, created_time, last_event_time, last_event_key)
+		VALUES ('c1', 'p', 'SUCCESSFUL', 3, '2026-06-01T01:00:00Z', '2026-06-01T02:00:00Z', '\\x00')`)
+	require.NoError(t, st.Migrate(ctx))
+
+	require.Equal(t, 240, count(t, st, `SELECT count(*) FROM device_command_events`))
+	require.Zero(t, countIn(t, st, "device_command_events_default"))
+	names := partitionsOf(t, st)
+	for _, day := range []string{"20260601", "20260605", "20260611"} {
+		require.Contains(t, names, "device_command_events_"+day)
+	}
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM device_command_events WHERE payload::jsonb ->> 'n' = '7'`))
+	require.Equal(t, 5, count(t, st, `SELECT count(*) FROM command_timeline WHERE command_id = 'c1'`))
+	require.Equal(t, 1, count(t, st, `SELECT commands FROM product_daily_outcomes WHERE day = '2026-06-01'`))
+}
