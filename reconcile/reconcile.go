@@ -32,7 +32,7 @@ type API interface {
 type Store interface {
 	OpenCommands(ctx context.Context, q store.OpenQuery) ([]store.CommandRef, error)
 	CommandsByID(ctx context.Context, ids []string) ([]store.CommandRef, error)
-	Apply(ctx context.Context, items []ingest.Item) ([]ingest.Result, error)
+	ApplyReportingChanges(ctx context.Context, items []ingest.Item) ([]ingest.Result, error)
 	TryLock(ctx context.Context, name string) (unlock func(), ok bool, err error)
 }
 
@@ -348,7 +348,7 @@ func (r *Reconciler) check(ctx context.Context, ref store.CommandRef) (Check, er
 		log.Warn("reconcile: unusable answer; nothing stored", "err", err)
 		return c, nil
 	}
-	res, err := r.st.Apply(ctx, []ingest.Item{item})
+	res, err := r.st.ApplyReportingChanges(ctx, []ingest.Item{item})
 	if err != nil {
 		if ctx.Err() != nil {
 			return c, ctx.Err()

@@ -28,21 +28,31 @@ import (
 // Any other error is returned for the caller to retry: applying the same
 // items again is harmless. ctx bounds the whole call.
 func (s *Store) Apply(ctx context.Context, items []ingest.Item) ([]ingest.Result, error) {
+	return s.applyAll(ctx, items, false)
+}
+
+// ApplyReportingChanges is Apply, and also says which notifications created
+// or changed their command's row (Result.Changed).
+func (s *Store) ApplyReportingChanges(ctx context.Context, items []ingest.Item) ([]ingest.Result, error) {
+	return s.applyAll(ctx, items, true)
+}
+
+func (s *Store) applyAll(ctx context.Context, items []ingest.Item, report bool) ([]ingest.Result, error) {
 	res := make([]ingest.Result, len(items))
 	for i := range items {
 		res[i] = items[i].Result()
 	}
-	if err := s.apply(ctx, items, res); err != nil {
+	if err := s.apply(ctx, items, res, report); err != nil {
 		return nil, err
 	}
 	return res, nil
 }
 
-func (s *Store) apply(ctx context.Context, items []ingest.Item, res []ingest.Result) error {
+func (s *Store) apply(ctx context.Context, items []ingest.Item, res []ingest.Result, report bool) error {
 	if len(items) == 0 {
 		return nil
 	}
-	changed, err := s.applyOnce(ctx, items)
+	changed, err := s.applyOnce(ctx, items, report)
 	if err == nil {
 		for i, c := range changed {
 			res[i].Changed = c
@@ -64,24 +74,27 @@ func (s *Store) apply(ctx context.Context, items []ingest.Item, res []ingest.Res
 			Reason: "PostgreSQL rejected the notification: " + err.Error(),
 			Body:   it.Notification.Payload,
 		}
-		if _, err := s.applyOnce(ctx, []ingest.Item{{Source: it.Source, DeadLetter: dl}}); err != nil {
+		if _, err := s.applyOnce(ctx, []ingest.Item{{Source: it.Source, DeadLetter: dl}}, false); err != nil {
 			return err
 		}
 		res[0] = ingest.Result{Outcome: ingest.DeadLettered, DeadLetter: dl}
 		return nil
 	}
 	mid := len(items) / 2
-	if err := s.apply(ctx, items[:mid], res[:mid]); err != nil {
+	if err := s.apply(ctx, items[:mid], res[:mid], report); err != nil {
 		return err
 	}
-	return s.apply(ctx, items[mid:], res[mid:])
+	return s.apply(ctx, items[mid:], res[mid:], report)
 }
 
 // applyOnce writes items in one transaction and says, index for index,
 // which notifications created or changed their command's row.
-func (s *Store) applyOnce(ctx context.Context, items []ingest.Item) ([]bool, error) {
+func (s *Store) applyOnce(ctx context.Context, items []ingest.Item, report bool) ([]bool, error) {
 	b := &pgx.Batch{}
-	changed := make([]bool, len(items))
+	var changed []bool
+	if report {
+		changed = make([]bool, len(items))
+	}
 	queueWrites(b, items, changed)
 	// pgx sends the batch in one round trip and runs it as one implicit
 	// transaction: all of it commits or none of it does.
@@ -116,7 +129,11 @@ func queueWrites(b *pgx.Batch, items []ingest.Item, changed []bool) {
 		// The merge first: it locks the commands' rows (in command_id
 		// order), which the history's insert relies on (receiptTimedOnce).
 		for _, round := range rounds(notes) {
-			b.Queue(upsertCommands, args(commandColumns, round)...).Query(func(rows pgx.Rows) error {
+			if changed == nil {
+				b.Queue(upsertCommands, args(commandColumns, round)...)
+				continue
+			}
+			b.Queue(upsertReporting, args(commandColumns, round)...).Query(func(rows pgx.Rows) error {
 				return markChanged(rows, round, changed)
 			})
 		}

@@ -284,15 +284,18 @@ ORDER BY %s
 ON CONFLICT (%s) DO UPDATE SET
 	%s
 WHERE %s
-	OR (%s) IS DISTINCT FROM (%s)
-RETURNING %s`,
+	OR (%s) IS DISTINCT FROM (%s)`,
 		table, strings.Join(names, ", "), strings.Join(selects, ",\n\t"), unnest(cols),
 		strings.Join(key, ", "), strings.Join(key, ", "), strings.Join(sets, ",\n\t"),
-		wins, strings.Join(factOld, ", "), strings.Join(factLeast, ", "), strings.Join(key, ", "))
+		wins, strings.Join(factOld, ", "), strings.Join(factLeast, ", "))
 }
 
 var (
 	insertEvents      = insertOnce("device_command_events", eventColumns, receiptTimedOnce)
 	upsertCommands    = mergeUpsert("device_commands", commandColumns)
+	// upsertReporting also returns the command_id of every row it inserted
+	// or changed, for a caller who wants to know (reconcile); the worker
+	// does not pay for the answer.
+	upsertReporting = upsertCommands + "\nRETURNING command_id"
 	insertDeadLetters = insertOnce("dead_letters", deadLetterColumns, "")
 )

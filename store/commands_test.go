@@ -33,19 +33,19 @@ func TestApplySaysWhatChanged(t *testing.T) {
 		}
 		return out
 	}
-	res := apply(t, st, []ingest.Item{n("c1", notification.Sent, 1, ""), n("c2", notification.Successful, 5, "d2")})
+	res := applyReporting(t, st, []ingest.Item{n("c1", notification.Sent, 1, ""), n("c2", notification.Successful, 5, "d2")})
 	require.Equal(t, []bool{true, true}, changed(res), "new rows")
-	res = apply(t, st, []ingest.Item{n("c1", notification.Delivered, 2, "")})
+	res = applyReporting(t, st, []ingest.Item{n("c1", notification.Delivered, 2, "")})
 	require.Equal(t, []bool{true}, changed(res), "a new winner")
 
-	res = apply(t, st, []ingest.Item{
+	res = applyReporting(t, st, []ingest.Item{
 		n("c2", notification.Successful, 5, "d2"), // redelivery
 		n("c1", notification.Sent, 1, ""),         // loses, adds nothing
 		n("c3", notification.Pending, 0, ""),      // new
 	})
 	require.Equal(t, []bool{false, false, true}, changed(res))
 
-	res = apply(t, st, []ingest.Item{n("c1", notification.Sent, 1, "d1")}) // loses, but tells the device
+	res = applyReporting(t, st, []ingest.Item{n("c1", notification.Sent, 1, "d1")}) // loses, but tells the device
 	require.Equal(t, []bool{true}, changed(res))
 	require.Equal(t, "DELIVERED", readRow(t, st, "c1").Status)
 }
@@ -127,4 +127,14 @@ func TestTryLock(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok, "released when its connection closed")
 	unlock2()
+}
+
+// applyReporting stores items and returns what became of them, with which
+// changed their command's row.
+func applyReporting(t *testing.T, st *store.Store, items []ingest.Item) []ingest.Result {
+	t.Helper()
+	res, err := st.ApplyReportingChanges(context.Background(), items)
+	require.NoError(t, err)
+	require.Len(t, res, len(items))
+	return res
 }

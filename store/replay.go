@@ -90,7 +90,7 @@ func (s *Store) replayOne(ctx context.Context, after int64, lim ingest.Limits) (
 		switch {
 		case it.Notification != nil:
 			outcome = replayApplied
-			queueWrites(b, []ingest.Item{it}, make([]bool, 1))
+			queueWrites(b, []ingest.Item{it}, nil)
 			b.Queue(`DELETE FROM dead_letters WHERE id = $1`, id)
 		case it.DeadLetter != nil:
 			outcome = replayFailing

@@ -74,11 +74,12 @@ func (s *Store) Ping(ctx context.Context) error {
 // lock meanwhile, so replicas starting together apply each migration once.
 // ctx bounds the whole run.
 func (s *Store) Migrate(ctx context.Context) error {
-	return s.migrateTo(ctx, -1)
+	return s.MigrateTo(ctx, -1)
 }
 
-// migrateTo migrates to version (-1: the latest).
-func (s *Store) migrateTo(ctx context.Context, version int32) error {
+// MigrateTo migrates up to version (-1: the latest), for tests and
+// benchmarks of a migration: the migrations have no way down.
+func (s *Store) MigrateTo(ctx context.Context, version int32) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)

@@ -33,6 +33,7 @@ func main() {
 	url := flag.String("database-url", os.Getenv("CMDTRACK_TEST_DATABASE_URL"), "PostgreSQL URL (a superuser's: the run creates and drops a schema)")
 	n := flag.Int("commands", 10_000_000, "commands to seed (four history rows each)")
 	ingestN := flag.Int("ingest", 100_000, "messages for each ingest measurement")
+	migrateN := flag.Int("migrate", 4_000_000, "history rows of a version-4 schema to migrate in place (0: skip)")
 	runs := flag.Int("runs", 7, "runs of each query (the median is reported)")
 	keep := flag.Bool("keep", false, "keep the schema afterwards")
 	out := flag.String("out", "", "also write the table here")
@@ -51,7 +52,7 @@ func main() {
 		defer f.Close()
 		w = io.MultiWriter(os.Stdout, f)
 	}
-	if err := run(context.Background(), w, *url, *n, *ingestN, *runs, *keep); err != nil {
+	if err := run(context.Background(), w, *url, *n, *ingestN, *migrateN, *runs, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
 		os.Exit(1)
 	}
@@ -61,7 +62,7 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "scale: "+format+"\n", args...)
 }
 
-func run(ctx context.Context, w io.Writer, url string, n, ingestN, runs int, keep bool) error {
+func run(ctx context.Context, w io.Writer, url string, n, ingestN, migrateN, runs int, keep bool) error {
 	admin, err := pgx.Connect(ctx, url)
 	if err != nil {
 		return err
@@ -126,7 +127,7 @@ func run(ctx context.Context, w io.Writer, url string, n, ingestN, runs int, kee
 
 	// The cookbook, as the README writes it.
 	var device, command string
-	if err := db.QueryRow(ctx, `SELECT device_id, command_id FROM device_commands WHERE command_id = 'cmd-' || $1`, n/2).
+	if err := db.QueryRow(ctx, `SELECT device_id, command_id FROM device_commands WHERE command_id = $1`, fmt.Sprintf("cmd-%d", n/2)).
 		Scan(&device, &command); err != nil {
 		return fmt.Errorf("pick a device: %w", err)
 	}
@@ -206,6 +207,14 @@ func run(ctx context.Context, w io.Writer, url string, n, ingestN, runs int, kee
 	}
 	add("command retention to 25 days (batches of 5,000 through the day index)",
 		fmt.Sprintf("%d commands in %s", pruned.Commands, time.Since(start).Round(time.Millisecond)))
+
+	if migrateN > 0 {
+		took, err := migrateInPlace(ctx, admin, url, migrateN)
+		if err != nil {
+			return err
+		}
+		add(fmt.Sprintf("migrating an existing history of %d rows in place (migrations 5 and 6)", migrateN), took.Round(time.Second).String())
+	}
 
 	fmt.Fprintf(w, "\n| %d commands, %d history rows | |\n| --- | --- |\n", n, 4*n)
 	for _, r := range rows {
@@ -358,4 +367,38 @@ func ingestRate(ctx context.Context, st *store.Store, n int, seed uint64) (float
 		return 0, fmt.Errorf("ingest: %w", err)
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// migrateInPlace seeds a schema at version 4 (the history one table, jsonb
+// payloads) with rows history rows and times the migration to the latest.
+func migrateInPlace(ctx context.Context, admin *pgx.Conn, url string, rows int) (time.Duration, error) {
+	schema := fmt.Sprintf("scale_migrate_%d", time.Now().Unix())
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		return 0, err
+	}
+	defer func() { _, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") }()
+	st, err := store.Open(ctx, url, store.Options{MaxConns: 2, Schema: schema})
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	if err := st.MigrateTo(ctx, 4); err != nil {
+		return 0, err
+	}
+	logf("seeding a version-4 history of %d rows", rows)
+	if _, err := st.Pool().Exec(ctx, `
+		INSERT INTO device_command_events (command_id, event_key, status, event_time, request_id, source, payload, received_at)
+		SELECT 'cmd-' || (g / 4), sha256(g::text::bytea), 'SENT', now() - (g::float8 / $1) * interval '30 days', 'req-' || g,
+			'amqp:DefaultQueue', jsonb_build_object('resource', 'device.command.status', 'event', 'update',
+				'notify_data', jsonb_build_object('header', jsonb_build_object('device_id', 'dev-' || (g / 40)),
+				'body', jsonb_build_object('command_id', 'cmd-' || (g / 4), 'status', 'SENT'))), now()
+		FROM generate_series(1, $1) g`, rows); err != nil {
+		return 0, fmt.Errorf("seed version 4: %w", err)
+	}
+	logf("migrating in place")
+	start := time.Now()
+	if err := st.Migrate(ctx); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
 }
