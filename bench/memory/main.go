@@ -47,7 +47,11 @@ func main() {
 func run(bin, url string, n, size int, settle time.Duration, env []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	queue := fmt.Sprintf("/queue/bench-memory-%d", time.Now().UnixNano())
+	name := fmt.Sprintf("bench-memory-%d", time.Now().UnixNano())
+	queue := "/queue/" + name
+	// The backlog is large: delete it afterwards (RabbitMQ's AMQP 1.0 has no
+	// way to, its CLI has).
+	defer func() { _ = exec.Command("rabbitmqctl", "-q", "delete_queue", name).Run() }()
 	if err := publish(ctx, url, queue, n, size); err != nil {
 		return err
 	}
