@@ -111,7 +111,7 @@ func (l *Link) Next(ctx context.Context) (pipeline.Delivery, error) {
 	if l.aborted.Load() {
 		return nil, fmt.Errorf("queue %q: %w", l.cfg.queue, errAborted)
 	}
-	if l.outstanding == 0 {
+	if l.outstanding <= 0 {
 		if err := l.reserve(ctx); err != nil {
 			return nil, err
 		}
@@ -156,7 +156,7 @@ func (l *Link) reserve(ctx context.Context) error {
 
 // Prefetched returns a message that has already arrived, or nil at once.
 func (l *Link) Prefetched() pipeline.Delivery {
-	if l.outstanding == 0 || l.aborted.Load() {
+	if l.outstanding <= 0 || l.aborted.Load() {
 		return nil
 	}
 	msg := l.rcv.Prefetched()
@@ -167,16 +167,22 @@ func (l *Link) Prefetched() pipeline.Delivery {
 }
 
 func (l *Link) took(msg *amqp.Message) *delivery {
+	covered := l.outstanding > 0 // a message beyond the credit issued is no promise kept
 	l.outstanding--
 	l.received.Inc()
 	l.unsettle.Inc()
 	d := &delivery{link: l, msg: msg, item: l.classify(msg)}
-	// The credit this message used was counted at the largest size; from
-	// now on it holds only its own.
 	d.bytes = min(messageSize(msg), l.maxBody)
 	l.held.Add(float64(d.bytes))
-	if l.cfg.budget != nil {
-		l.cfg.budget.Release(l.maxBody - d.bytes)
+	if b := l.cfg.budget; b != nil {
+		if covered {
+			// Its credit was counted at the largest size; from now on it
+			// holds only its own.
+			b.Release(l.maxBody - d.bytes)
+			d.budgeted = true
+		} else {
+			d.budgeted = b.TryAcquire(d.bytes)
+		}
 	}
 	if presettled(msg) {
 		l.presets.Inc()
@@ -193,7 +199,7 @@ func (l *Link) release(d *delivery) {
 	<-l.tokens
 	l.unsettle.Dec()
 	l.held.Sub(float64(d.bytes))
-	if l.cfg.budget != nil {
+	if d.budgeted {
 		l.cfg.budget.Release(d.bytes)
 	}
 }
@@ -204,7 +210,7 @@ func (l *Link) release(d *delivery) {
 // goroutine is done with it.
 func (l *Link) finish() {
 	if l.cfg.budget != nil {
-		if n := int64(l.outstanding)*l.maxBody + l.reservedB; n > 0 {
+		if n := int64(max(l.outstanding, 0))*l.maxBody + l.reservedB; n > 0 {
 			l.cfg.budget.Release(n)
 		}
 	}
@@ -255,11 +261,23 @@ func messageSize(m *amqp.Message) int64 {
 
 // presettled reports whether the sender settled msg before sending it
 // (at-most-once). go-amqp keeps this only in an unexported field, read here;
-// TestPresettled pins the field against a real broker.
+// TestPresettledDeliveriesAreCounted pins the field against a real broker.
 func presettled(msg *amqp.Message) bool {
-	f := reflect.ValueOf(msg).Elem().FieldByName("settled")
-	return f.IsValid() && f.Kind() == reflect.Bool && f.Bool()
+	if settledField == nil {
+		return false
+	}
+	return reflect.ValueOf(msg).Elem().FieldByIndex(settledField).Bool()
 }
+
+// settledField is where go-amqp keeps a message's settled flag (nil if it
+// has none), looked up once rather than per message.
+var settledField = func() []int {
+	f, ok := reflect.TypeFor[amqp.Message]().FieldByName("settled")
+	if !ok || f.Type.Kind() != reflect.Bool {
+		return nil
+	}
+	return f.Index
+}()
 
 // delivery is one received message, not yet settled.
 type delivery struct {
@@ -267,6 +285,9 @@ type delivery struct {
 	msg   *amqp.Message
 	item  ingest.Item
 	bytes int64
+	// budgeted is set when bytes are counted in the link's budget (always,
+	// unless the broker sent more than the credit issued).
+	budgeted bool
 }
 
 func (d *delivery) Item() ingest.Item { return d.item }
