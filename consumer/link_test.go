@@ -23,13 +23,13 @@ type fakeReceiver struct {
 	acceptErr error
 	// sloppy lets credit be issued while messages are in hand, as a test of
 	// a misbehaving broker needs.
-	sloppy bool
-	backlog   [][]byte // waiting on the broker
-	arrived   []*amqp.Message
-	credit    uint32
-	issued    []uint32
-	accepted  int
-	wake      chan struct{}
+	sloppy   bool
+	backlog  [][]byte // waiting on the broker
+	arrived  []*amqp.Message
+	credit   uint32
+	issued   []uint32
+	accepted int
+	wake     chan struct{}
 }
 
 func newFakeReceiver(n int) *fakeReceiver {
