@@ -4,8 +4,16 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
+	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // keyV0 and canonicalV0 are Key and canonical as they were when keys were
@@ -213,4 +221,86 @@ func stringEndV0(in []byte, i int) (int, bool) {
 		}
 	}
 	return i, false
+}
+
+// keyCases are notifications whose keys exercise what Key's buffer and
+// canonical's member table do with sizes and orders: objects with more
+// members than fit on the stack, unsorted ones nested in sorted ones,
+// repeated keys, values larger than Key's stack buffer, invalid JSON (kept
+// as is), and every optional part.
+func keyCases() []Notification {
+	expire := 300
+	at := time.Date(2024, 1, 2, 3, 4, 5, 678901000, time.UTC)
+	big := `{"z":"` + strings.Repeat("x", 3000) + `","a":[` + strings.Repeat(`{"b":1,"a":2},`, 50) + `{}]}`
+	var many strings.Builder
+	many.WriteString("{")
+	for i := 40; i > 0; i-- {
+		fmt.Fprintf(&many, `"k%02d" : %d ,`, i, i)
+	}
+	many.WriteString(`"k00":{"y":[3,{"d":1,"c":2}],"x":null}}`)
+	raws := []string{
+		``, `null`, `{}`, `[]`, `"s"`, `-1.5e3`, `true`,
+		`{"b":1,"a":2}`, ` { "a" : [ 1 , {"z":null,"y":true} ] , "b" : "x y" } `,
+		`{"a":1,"a":0,"b":{"a":{"d":4,"c":3,"b":2,"a":1}}}`,
+		`[{"tag_value":"v","tag_key":"k"},{"tag_key":"k2","tag_value":"v2"}]`,
+		`{"s":"q\"}{,","t":"\u00e9\\"}`,
+		many.String(), big,
+		`{"a":`, `{"b":1,"a":2} x`, `[1,2`, `{"b":1,,"a":2}`,
+	}
+	var out []Notification
+	for i, r := range raws {
+		n := Notification{
+			CommandID: "cmd", Status: Successful, EventTime: at, RequestID: "req", DeviceID: "dev",
+			ProductID: "prod", AppID: "app", GatewayID: "gw", NodeID: "node",
+			Tags: []byte(r), Result: []byte(raws[(i+7)%len(raws)]),
+			CreatedTime: at.Add(-time.Hour), SentTime: at.Add(-time.Minute),
+		}
+		out = append(out, n)
+		n.TimeFromReceipt = true
+		n.Creation = &Creation{ServiceID: "svc", CommandName: "on", Paras: []byte(r), SendStrategy: "immediately"}
+		out = append(out, n)
+		n.Creation = &Creation{Paras: []byte(raws[(i+3)%len(raws)]), ExpireTime: &expire}
+		n.DeliveredTime, n.ResponseTime = at, at.Add(time.Second)
+		out = append(out, n)
+	}
+	return append(out, Notification{})
+}
+
+func TestKeyMatchesV0(t *testing.T) {
+	t.Parallel()
+	for _, n := range keyCases() {
+		require.Equal(t, keyV0(&n), n.Key(), "%+v", n)
+	}
+}
+
+// The key of the API reference's example, as main computed it before Key
+// was rewritten: a change of Key's bytes would change it.
+func TestKeyGolden(t *testing.T) {
+	t.Parallel()
+	body, err := os.ReadFile(filepath.Join("testdata", "seed000.json"))
+	require.NoError(t, err)
+	n, err := DecodeAt(body, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, "4e9392a123970857b0cac927509a0c4713fa105a773b4f4fe0490b13f755082e", hex.EncodeToString(n.Key()))
+}
+
+func FuzzKeyMatchesV0(f *testing.F) {
+	for _, n := range keyCases() {
+		var paras []byte // json.RawMessage is not a type fuzzing takes
+		if n.Creation != nil {
+			paras = n.Creation.Paras
+		}
+		f.Add([]byte(n.Tags), []byte(n.Result), paras, n.CommandID, n.EventTime.UnixMicro(), n.Creation != nil)
+	}
+	f.Fuzz(func(t *testing.T, tags, result, paras []byte, text string, micros int64, creation bool) {
+		n := Notification{CommandID: text, Status: Status(text), DeviceID: text, Tags: tags, Result: result,
+			EventTime: time.UnixMicro(micros).UTC(), SentTime: time.UnixMicro(-micros).UTC()}
+		if creation {
+			expire := int(micros)
+			n.Creation = &Creation{ServiceID: text, Paras: paras, ExpireTime: &expire}
+		}
+		if k, want := n.Key(), keyV0(&n); !bytes.Equal(k, want) {
+			t.Fatalf("Key %x, keyV0 %x for %+v", k, want, n)
+		}
+	})
 }
