@@ -238,6 +238,15 @@ func decodeStd(body []byte, receivedAt time.Time) (Notification, error) {
 // PostgreSQL keeps microseconds, so finer digits are dropped here to keep the
 // stored time and the notification's key in step.
 func ParseTime(s string) (time.Time, error) {
+	if t, ok := parseStamp(s); ok {
+		return t, nil
+	}
+	return parseTimeStd(s)
+}
+
+// parseTimeStd is ParseTime with time.Parse alone: every format it takes,
+// every error.
+func parseTimeStd(s string) (time.Time, error) {
 	var t time.Time
 	var err error
 	if len(s) == len("20060102T150405Z") && s[8] == 'T' {

@@ -35,6 +35,8 @@ type span struct {
 
 func (f span) empty() bool { return f.end == f.start }
 
+func (f span) len() int { return f.end - f.start }
+
 // objectMember is a member that encoding/json decodes into a struct.
 type objectMember struct {
 	seen bool
@@ -107,10 +109,24 @@ func decodeFast(body []byte, n *Notification) (sure bool, err error) {
 		return false, nil
 	}
 
-	// The strings a notification keeps, and the times to parse, are copied
-	// into one allocation: they live as long as each other, and a string
-	// each would be an allocation each.
-	var times [5]string
+	// The times, parsed as decodeStd parses them. One that does not parse
+	// makes a dead letter, whose reason decodeStd words.
+	var times [5]time.Time
+	for i, f := range [...]span{eventTime, d.createdTime, d.sentTime, d.deliveredTime, d.responseTime} {
+		if f.empty() {
+			continue
+		}
+		var ok bool
+		if times[i], ok = parseStamp(d.bytes(f)); !ok {
+			if times[i], err = ParseTime(string(d.bytes(f))); err != nil {
+				return false, nil
+			}
+		}
+	}
+
+	// The strings a notification keeps are copied into one allocation: they
+	// live as long as each other, and a string each would be an allocation
+	// each.
 	texts := [...]struct {
 		from span
 		to   *string
@@ -118,12 +134,10 @@ func decodeFast(body []byte, n *Notification) (sure bool, err error) {
 		{d.commandID, &n.CommandID}, {d.requestID, &n.RequestID},
 		{d.deviceID, &n.DeviceID}, {d.productID, &n.ProductID}, {d.appID, &n.AppID},
 		{d.gatewayID, &n.GatewayID}, {d.nodeID, &n.NodeID},
-		{eventTime, &times[0]}, {d.createdTime, &times[1]}, {d.sentTime, &times[2]},
-		{d.deliveredTime, &times[3]}, {d.responseTime, &times[4]},
 	}
 	var size int
 	for _, t := range texts {
-		size += t.from.end - t.from.start
+		size += t.from.len()
 	}
 	var sb strings.Builder
 	sb.Grow(size)
@@ -131,24 +145,11 @@ func decodeFast(body []byte, n *Notification) (sure bool, err error) {
 		sb.Write(d.bytes(t.from))
 	}
 	all := sb.String()
-	var at int
-	var parsed [5]time.Time
 	for _, t := range texts {
-		*t.to = all[at : at+t.from.end-t.from.start]
-		at += t.from.end - t.from.start
-	}
-	for i, s := range times {
-		if s == "" {
-			continue
-		}
-		if parsed[i], err = ParseTime(s); err != nil {
-			// decodeStd says which field; rare enough to let it.
-			*n = Notification{}
-			return false, nil
-		}
+		*t.to, all = all[:t.from.len()], all[t.from.len():]
 	}
 	n.Status = status
-	n.EventTime, n.CreatedTime, n.SentTime, n.DeliveredTime, n.ResponseTime = parsed[0], parsed[1], parsed[2], parsed[3], parsed[4]
+	n.EventTime, n.CreatedTime, n.SentTime, n.DeliveredTime, n.ResponseTime = times[0], times[1], times[2], times[3], times[4]
 	// Tags and Result alias the body, as Payload does: it is kept anyway.
 	n.Tags, n.Result, n.Payload = tags, result, body
 	if reason := unstorableEscape(body); reason != "" {
