@@ -20,14 +20,11 @@ const maxScanDepth = 64
 // space skips whitespace: only the four characters JSON allows (not \v, \f
 // or U+00A0, which encoding/json refuses).
 func (s *scanner) space() {
-	for s.pos < len(s.data) {
-		switch s.data[s.pos] {
-		case ' ', '\t', '\n', '\r':
-			s.pos++
-		default:
-			return
-		}
+	d, i := s.data, s.pos
+	for i < len(d) && (d[i] == ' ' || d[i] == '\t' || d[i] == '\n' || d[i] == '\r') {
+		i++
 	}
+	s.pos = i
 }
 
 // peek skips whitespace and returns the next byte, or 0 at the end.
@@ -66,23 +63,25 @@ func (s *scanner) str() (start, end int, escaped, ok bool) {
 	if s.peek() != '"' {
 		return 0, 0, false, false
 	}
-	s.pos++
-	start = s.pos
+	start = s.pos + 1
+	d, i := s.data, start // locals, which the compiler keeps in registers
 	for {
-		for s.pos < len(s.data) && plainString[s.data[s.pos]] {
-			s.pos++
+		for i < len(d) && plainString[d[i]] {
+			i++
 		}
-		if s.pos >= len(s.data) {
+		if i >= len(d) {
 			return 0, 0, false, false
 		}
-		switch s.data[s.pos] {
+		switch d[i] {
 		case '"':
-			s.pos++
-			return start, s.pos - 1, escaped, true
+			s.pos = i + 1
+			return start, i, escaped, true
 		case '\\':
+			s.pos = i
 			if !s.escape() {
 				return 0, 0, false, false
 			}
+			i = s.pos
 			escaped = true
 		default: // a control character
 			return 0, 0, false, false
