@@ -37,7 +37,9 @@ func parseStamp[S string | []byte](s S) (t time.Time, ok bool) {
 		hour > 23 || minute > 59 || sec > 59 {
 		return time.Time{}, false
 	}
-	t = time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC).Truncate(time.Microsecond)
+	// ParseTime keeps microseconds: dropping the finer digits here is its
+	// Truncate(time.Microsecond), without the arithmetic on the time.
+	t = time.Date(year, time.Month(month), day, hour, minute, sec, nsec-nsec%1000, time.UTC)
 	if t.Before(minTime) || !t.Before(maxTime) {
 		return time.Time{}, false
 	}
