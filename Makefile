@@ -74,9 +74,18 @@ bench/scale: ## the schema at fleet size: 10M commands, 40M history rows (BENCH_
 bench/go: ## Go benchmarks: decoder and upsert path (needs the services, like make test)
 	@$(call with_services,$(GO) test -run '^$$' -bench . -benchmem ./notification/ ./ingest/ ./consumer/ ./store/)
 
+# The decoder's fuzz targets: DecodeAt (checked against encoding/json on
+# every input, see notification/export_test.go), the fast path against
+# encoding/json, Key against its first version, the time parser against
+# time.Parse, and canonical.
+FUZZ_TARGETS := FuzzDecode FuzzFastMatchesStd FuzzKeyMatchesV0 FuzzParseStamp FuzzCanonical
+
 .PHONY: fuzz
-fuzz: ## fuzz the decoder (FUZZTIME=1m by default)
-	$(GO) test ./notification -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-1m}
+fuzz: ## fuzz the decoder's targets, one after the other (FUZZTIME=1m each by default)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $$t"; \
+		$(GO) test ./notification -run '^$$' -fuzz "^$$t\$$" -fuzztime $${FUZZTIME:-1m}; \
+	done
 
 .PHONY: lint
 lint: $(TOOLS)/golangci-lint ## golangci-lint (.golangci.yml: vet, staticcheck, revive, ...) and gofmt, on both modules

@@ -35,3 +35,33 @@ func BenchmarkClassify(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkClassifyKinds classifies each kind of message the queue carries
+// on its own: the v5 notification, another resource's push (skipped), the
+// simulator's poison messages (dead letters) and a legacy callback.
+func BenchmarkClassifyKinds(b *testing.B) {
+	s := simulate.Generate(simulate.Config{Commands: 200, Seed: 5, Poison: 0.5, Foreign: 0.5})
+	kinds := map[simulate.Kind][][]byte{}
+	for _, m := range s.Messages {
+		kinds[m.Kind] = append(kinds[m.Kind], m.Body)
+	}
+	legacy := [][]byte{[]byte(`{"deviceId":"92d3f8da-200a-4143-8d0d-591a7e11de6c","commandId":"108a9c71462a48e09426e06e844d47ba","result":{"resultCode":"SENT","resultDetail":null}}`)}
+	now := time.Now()
+	lim := ingest.Limits{MaxBodyBytes: 1 << 20}
+	for _, c := range []struct {
+		name   string
+		bodies [][]byte
+	}{
+		{"valid", kinds[simulate.Valid]}, {"foreign", kinds[simulate.Foreign]},
+		{"poison", kinds[simulate.Poison]}, {"legacy", legacy},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				ingest.Classify(c.bodies[i], "amqp:DefaultQueue", now, lim)
+				i = (i + 1) % len(c.bodies)
+			}
+		})
+	}
+}

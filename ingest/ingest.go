@@ -134,7 +134,11 @@ func Classify(body []byte, source string, receivedAt time.Time, lim Limits) Item
 	}
 	n, err := notification.DecodeAt(body, receivedAt)
 	if err == nil {
-		return Accept(&n, source, receivedAt, lim)
+		// The item's copy goes to the heap here, and only here: taking &n
+		// would move n there for every message, skipped and dead-lettered
+		// ones too.
+		kept := n
+		return Accept(&kept, source, receivedAt, lim)
 	}
 	var skip *notification.SkipError
 	if errors.As(err, &skip) {

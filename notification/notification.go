@@ -109,52 +109,72 @@ func (n *Notification) Rank() int16 {
 // notification have the same key, whatever channel or JSON formatting they
 // came with. It is the history's de-duplication key and the last tie-break
 // of the merge rule, so it covers every field that is stored.
+//
+// Stored keys must stay valid: the bytes hashed here never change (the
+// tests hold them to keyV0, the first version).
 func (n *Notification) Key() []byte {
-	h := sha256.New()
-	var buf [binary.MaxVarintLen64]byte
-	str := func(s string) {
-		h.Write(buf[:binary.PutUvarint(buf[:], uint64(len(s)))])
-		h.Write([]byte(s))
-	}
-	raw := func(b []byte) {
-		h.Write(buf[:binary.PutUvarint(buf[:], uint64(len(b)))])
-		h.Write(b)
-	}
-	ts := func(t time.Time) {
-		if t.IsZero() {
-			h.Write([]byte{0})
-			return
-		}
-		h.Write([]byte{1})
-		h.Write(buf[:binary.PutVarint(buf[:], t.UnixMicro())])
-	}
-	str(n.CommandID)
-	str(string(n.Status))
+	// The fields are written into one buffer, on the stack for any usual
+	// notification, and hashed at once: it runs for every message, and
+	// writing each field to a hash.Hash allocates a copy of each.
+	var stack [1024]byte
+	b := stack[:0]
+	b = appendString(b, n.CommandID)
+	b = appendString(b, string(n.Status))
 	if n.TimeFromReceipt {
-		ts(time.Time{})
+		b = appendTime(b, time.Time{})
 	} else {
-		ts(n.EventTime)
+		b = appendTime(b, n.EventTime)
 	}
-	str(n.RequestID)
-	str(n.DeviceID)
-	str(n.ProductID)
-	str(n.AppID)
-	str(n.GatewayID)
-	str(n.NodeID)
-	raw(canonical(n.Tags))
-	ts(n.CreatedTime)
-	ts(n.SentTime)
-	ts(n.DeliveredTime)
-	ts(n.ResponseTime)
-	raw(canonical(n.Result))
+	b = appendString(b, n.RequestID)
+	b = appendString(b, n.DeviceID)
+	b = appendString(b, n.ProductID)
+	b = appendString(b, n.AppID)
+	b = appendString(b, n.GatewayID)
+	b = appendString(b, n.NodeID)
+	b = appendJSON(b, n.Tags)
+	b = appendTime(b, n.CreatedTime)
+	b = appendTime(b, n.SentTime)
+	b = appendTime(b, n.DeliveredTime)
+	b = appendTime(b, n.ResponseTime)
+	b = appendJSON(b, n.Result)
 	if c := n.Creation; c != nil {
-		str(c.ServiceID)
-		str(c.CommandName)
-		raw(canonical(c.Paras))
-		str(c.SendStrategy)
+		b = appendString(b, c.ServiceID)
+		b = appendString(b, c.CommandName)
+		b = appendJSON(b, c.Paras)
+		b = appendString(b, c.SendStrategy)
 		if c.ExpireTime != nil {
-			h.Write(buf[:binary.PutVarint(buf[:], int64(*c.ExpireTime))])
+			b = binary.AppendVarint(b, int64(*c.ExpireTime))
 		}
 	}
-	return h.Sum(nil)
+	sum := sha256.Sum256(b)
+	return sum[:]
+}
+
+// appendString appends s with its length before it, so that text moved
+// from one field to the next changes the key.
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+// appendTime appends 0 for a zero time, else 1 and its microseconds.
+func appendTime(b []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return append(b, 0)
+	}
+	return binary.AppendVarint(append(b, 1), t.UnixMicro())
+}
+
+// appendJSON appends raw's canonical form with its length before it. The
+// length is only known once the form is written, so the form is written
+// first and moved up to make room for it.
+func appendJSON(b, raw []byte) []byte {
+	start := len(b)
+	b = appendCanonical(b, raw)
+	size := len(b) - start
+	var prefix [binary.MaxVarintLen64]byte
+	p := binary.PutUvarint(prefix[:], uint64(size))
+	b = append(b, prefix[:p]...)
+	copy(b[start+p:], b[start:start+size])
+	copy(b[start:], prefix[:p])
+	return b
 }
