@@ -33,7 +33,7 @@ func BenchmarkConsumerDrain(b *testing.B) {
 		reg := prometheus.NewRegistry()
 		log := slog.New(slog.DiscardHandler)
 		br, err := consumer.NewBroker(consumer.BrokerConfig{
-			URL: testenv.AMQPURL(b), Queues: []string{q}, Credit: 256, Limits: ingest.Limits{MaxBodyBytes: 1 << 20},
+			URL: testenv.AMQPURL(b), Queues: []string{q}, Credit: 256, MaxBytes: 32 << 20, Limits: ingest.Limits{MaxBodyBytes: 1 << 20},
 			IdleTimeout: 8 * time.Second, DialTimeout: 10 * time.Second,
 			ReconnectMin: 100 * time.Millisecond, ReconnectMax: time.Second,
 		}, log, consumer.NewMetrics(reg))

@@ -12,7 +12,6 @@ import (
 
 	"github.com/Azure/go-amqp"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/notification"
@@ -29,17 +28,24 @@ type amqpReceiver interface {
 
 // Link is one attached receiver link, as the pipeline's Receiver. Each
 // delivery it returns holds a token of the link's credit and its size in the
-// broker's byte budget until it is settled or abandoned, so that unsettled
-// messages never exceed the credit, nor their bytes the budget.
+// queue's byte budget until it is settled or abandoned, so that unsettled
+// messages never exceed the credit, nor (but for one window's surprise) their
+// bytes the budget.
 //
 // Credit is issued by hand, one window at a time, and only once the previous
 // window has fully arrived and enough earlier messages are settled: RabbitMQ's
 // AMQP 1.0 plugin over-delivers when a flow frame crosses transfers in
 // flight, and go-amqp's receiver then stalls for good (README, "Brokers").
-// A window is a quarter of the credit, fewer if half the byte budget cannot
-// hold that many messages of the largest allowed size: credit is a promise
-// to take whatever the broker sends, so it is counted at that size until a
-// message arrives and its real size is known.
+//
+// Credit is a promise to take whatever the broker sends, so a window is
+// counted in the budget at the size its messages are expected to have: the
+// largest of the last thousand or so messages (the body limit until any has
+// arrived), and at their real size once they are in. A window is a quarter of
+// the credit, fewer if half the budget cannot hold that many messages of the
+// expected size. A queue of small messages gets full windows, which is what a
+// remote broker's round trips need; a queue of large ones gets small windows.
+// Only a sudden run of messages larger than the recent ones overshoots the
+// budget, by at most one window.
 //
 // A Link is used by one goroutine; its deliveries may be settled from another.
 type Link struct {
@@ -49,16 +55,18 @@ type Link struct {
 	source   string // the items' Source: "amqp:" + queue
 	maxBody  int64
 	tokens   chan struct{}
-	window   int
 	received prometheus.Counter
 	unsettle prometheus.Gauge
 	held     prometheus.Gauge
 	presets  prometheus.Counter
 
 	outstanding int   // credit issued and not yet used
+	window      int   // the credit of the window being reserved or in flight
+	expect      int64 // the size each credit of that window is counted at
 	reserved    int   // tokens taken for the next window
 	reservedB   int64 // budget bytes taken for the next window
-	warned      bool  // a pre-settled message was reported
+	sizes       sizeWindow
+	warned      bool // a pre-settled message was reported
 
 	abortOnce sync.Once
 	aborted   atomic.Bool
@@ -69,9 +77,8 @@ type linkConfig struct {
 	queue  string
 	credit int
 	limits ingest.Limits
-	budget *semaphore.Weighted
-	// budgetBytes is the budget's size.
-	budgetBytes int64
+	// budget is the queue's share of CMDTRACK_AMQP_MAX_BYTES; nil: no limit.
+	budget *bytesBudget
 	// abort ends the link so that the broker redelivers what it holds.
 	abort func()
 	log   *slog.Logger
@@ -79,13 +86,6 @@ type linkConfig struct {
 
 func newLink(r amqpReceiver, cfg linkConfig, m *Metrics) *Link {
 	cfg.credit = max(cfg.credit, 2)
-	maxBody := int64(max(cfg.limits.MaxBodyBytes, 1))
-	window := max(1, cfg.credit/4)
-	if cfg.budget != nil {
-		// Half the budget at most: the other half holds what arrived while
-		// it is written, so that the next window can be issued meanwhile.
-		window = max(1, min(window, int(cfg.budgetBytes/2/maxBody)))
-	}
 	if cfg.log == nil {
 		cfg.log = slog.New(slog.DiscardHandler)
 	}
@@ -93,9 +93,8 @@ func newLink(r amqpReceiver, cfg linkConfig, m *Metrics) *Link {
 		rcv:      r,
 		cfg:      cfg,
 		source:   "amqp:" + cfg.queue,
-		maxBody:  maxBody,
+		maxBody:  int64(max(cfg.limits.MaxBodyBytes, 1)),
 		tokens:   make(chan struct{}, cfg.credit),
-		window:   window,
 		received: m.received.WithLabelValues(cfg.queue),
 		unsettle: m.unsettled,
 		held:     m.heldBytes,
@@ -111,7 +110,13 @@ func (l *Link) Next(ctx context.Context) (pipeline.Delivery, error) {
 	if l.aborted.Load() {
 		return nil, fmt.Errorf("queue %q: %w", l.cfg.queue, errAborted)
 	}
-	if l.outstanding <= 0 {
+	if l.outstanding == 0 {
+		if msg := l.rcv.Prefetched(); msg != nil {
+			// More than the credit issued arrived: take it (it needs a
+			// token like any other) rather than issue credit while it sits
+			// in go-amqp's buffer.
+			return l.extra(ctx, msg)
+		}
 		if err := l.reserve(ctx); err != nil {
 			return nil, err
 		}
@@ -132,8 +137,18 @@ func (l *Link) Next(ctx context.Context) (pipeline.Delivery, error) {
 
 // reserve takes the tokens and budget bytes of the next window, waiting as
 // long as ctx allows. What it took before ctx ended stays reserved for the
-// next call.
+// next call, for the same window.
 func (l *Link) reserve(ctx context.Context) error {
+	if l.reserved == 0 && l.reservedB == 0 {
+		l.expect = max(l.sizes.expect(l.maxBody), minExpect)
+		l.window = max(1, l.cfg.credit/4)
+		if l.cfg.budget != nil {
+			// Half the budget at most: the other half holds what arrived
+			// while it is written, so that the next window can be issued
+			// meanwhile.
+			l.window = max(1, min(l.window, int(l.cfg.budget.limit/2/l.expect)))
+		}
+	}
 	for l.reserved < l.window {
 		select {
 		case l.tokens <- struct{}{}:
@@ -145,18 +160,22 @@ func (l *Link) reserve(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err // the select may pick a token over a done ctx
 	}
-	if need := int64(l.window)*l.maxBody - l.reservedB; need > 0 && l.cfg.budget != nil {
-		if err := l.cfg.budget.Acquire(ctx, need); err != nil {
+	if need := int64(l.window) * l.expect; l.cfg.budget != nil && l.reservedB < need {
+		if err := l.cfg.budget.reserve(ctx, need-l.reservedB); err != nil {
 			return err
 		}
-		l.reservedB += need
+		l.reservedB = need
 	}
 	return nil
 }
 
+// minExpect is the least a credit is counted at: the size of a command
+// status notification, give or take.
+const minExpect = 4 << 10
+
 // Prefetched returns a message that has already arrived, or nil at once.
 func (l *Link) Prefetched() pipeline.Delivery {
-	if l.outstanding <= 0 || l.aborted.Load() {
+	if l.outstanding == 0 || l.aborted.Load() {
 		return nil
 	}
 	msg := l.rcv.Prefetched()
@@ -166,24 +185,39 @@ func (l *Link) Prefetched() pipeline.Delivery {
 	return l.took(msg)
 }
 
+// took makes a delivery of a message the credit issued covered.
 func (l *Link) took(msg *amqp.Message) *delivery {
-	covered := l.outstanding > 0 // a message beyond the credit issued is no promise kept
 	l.outstanding--
+	d := l.delivery(msg)
+	// Its credit was counted at the expected size; from now on it holds
+	// its own.
+	if l.cfg.budget != nil {
+		l.cfg.budget.adjust(d.bytes - l.expect)
+	}
+	return d
+}
+
+// extra makes a delivery of a message beyond the credit issued.
+func (l *Link) extra(ctx context.Context, msg *amqp.Message) (pipeline.Delivery, error) {
+	select {
+	case l.tokens <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err() // it stays in go-amqp's buffer for the next call
+	}
+	d := l.delivery(msg)
+	if l.cfg.budget != nil {
+		l.cfg.budget.adjust(d.bytes)
+	}
+	return d, nil
+}
+
+// delivery wraps msg, decoded, counted and with its token taken.
+func (l *Link) delivery(msg *amqp.Message) *delivery {
 	l.received.Inc()
 	l.unsettle.Inc()
-	d := &delivery{link: l, msg: msg, item: l.classify(msg)}
-	d.bytes = min(messageSize(msg), l.maxBody)
+	d := &delivery{link: l, msg: msg, item: l.classify(msg), bytes: messageSize(msg)}
+	l.sizes.add(d.bytes)
 	l.held.Add(float64(d.bytes))
-	if b := l.cfg.budget; b != nil {
-		if covered {
-			// Its credit was counted at the largest size; from now on it
-			// holds only its own.
-			b.Release(l.maxBody - d.bytes)
-			d.budgeted = true
-		} else {
-			d.budgeted = b.TryAcquire(d.bytes)
-		}
-	}
 	if presettled(msg) {
 		l.presets.Inc()
 		if !l.warned {
@@ -199,8 +233,8 @@ func (l *Link) release(d *delivery) {
 	<-l.tokens
 	l.unsettle.Dec()
 	l.held.Sub(float64(d.bytes))
-	if d.budgeted {
-		l.cfg.budget.Release(d.bytes)
+	if l.cfg.budget != nil {
+		l.cfg.budget.adjust(-d.bytes)
 	}
 }
 
@@ -210,11 +244,31 @@ func (l *Link) release(d *delivery) {
 // goroutine is done with it.
 func (l *Link) finish() {
 	if l.cfg.budget != nil {
-		if n := int64(max(l.outstanding, 0))*l.maxBody + l.reservedB; n > 0 {
-			l.cfg.budget.Release(n)
-		}
+		l.cfg.budget.adjust(-(int64(l.outstanding)*l.expect + l.reservedB))
 	}
 	l.outstanding, l.reservedB = 0, 0
+}
+
+// sizeWindow remembers the largest message of the last one to two thousand.
+type sizeWindow struct {
+	cur, prev int64
+	n         int
+}
+
+func (w *sizeWindow) add(size int64) {
+	w.cur = max(w.cur, size)
+	if w.n++; w.n == 1024 {
+		w.prev, w.cur, w.n = w.cur, 0, 0
+	}
+}
+
+// expect is the size to count the next credit at: the largest recent
+// message, or unknown when none has arrived.
+func (w *sizeWindow) expect(unknown int64) int64 {
+	if w.cur == 0 && w.prev == 0 {
+		return unknown
+	}
+	return max(w.cur, w.prev)
 }
 
 // abort stops the link (once): Next fails from now on, and the broker is
@@ -285,9 +339,6 @@ type delivery struct {
 	msg   *amqp.Message
 	item  ingest.Item
 	bytes int64
-	// budgeted is set when bytes are counted in the link's budget (always,
-	// unless the broker sent more than the credit issued).
-	budgeted bool
 }
 
 func (d *delivery) Item() ingest.Item { return d.item }

@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/pipeline"
@@ -53,7 +53,7 @@ func (r *fakeReceiver) flow() {
 func (r *fakeReceiver) IssueCredit(n uint32) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.sloppy && (len(r.arrived) > 0 || r.credit > 0) {
+	if len(r.arrived) > 0 || r.credit > 0 {
 		// The previous window has not fully arrived: with RabbitMQ's plugin
 		// this is what makes go-amqp's credit wrap and the link stall.
 		panic("credit issued before the previous window arrived")
@@ -178,52 +178,79 @@ func value(t *testing.T, c prometheus.Metric) float64 {
 	return m.GetCounter().GetValue()
 }
 
-// The byte budget bounds what the links hold and have asked for: credit is
-// counted at the largest message size until a message arrives, then at its
-// own size until it is settled. A window shrinks to what the budget holds.
+// The byte budget bounds what a link holds and has asked for. Credit is
+// counted at the size its messages are expected to have: the body limit
+// before any has arrived, then the largest recent one (at least 4 KiB), so
+// that small messages get full windows and large ones small windows.
 func TestLinkByteBudget(t *testing.T) {
 	t.Parallel()
-	fr := newFakeReceiver(100) // bodies of 45 bytes
-	budget := semaphore.NewWeighted(8192)
-	l := newLink(fr, linkConfig{queue: "q", credit: 64, limits: ingest.Limits{MaxBodyBytes: 1024},
-		budget: budget, budgetBytes: 8192}, NewMetrics(nil))
-	require.Equal(t, 4, l.window, "half of 8 KiB holds four messages of the largest size, not a quarter of 64")
+	fr := newFakeReceiver(1000) // bodies of 45 bytes
+	budget := newBytesBudget(64 << 10)
+	l := newLink(fr, linkConfig{queue: "q", credit: 64, limits: ingest.Limits{MaxBodyBytes: 8 << 10},
+		budget: budget}, NewMetrics(nil))
 	ctx := context.Background()
 	d, err := l.Next(ctx)
 	require.NoError(t, err)
-	require.Equal(t, []uint32{4}, fr.issued)
-	// One message arrived (45 bytes held), three credits outstanding (3 KiB).
-	require.False(t, budget.TryAcquire(8192-45-3*1024+1), "the budget counts held and promised bytes")
-	require.True(t, budget.TryAcquire(8192-45-3*1024))
-	budget.Release(8192 - 45 - 3*1024)
-
-	var held []pipeline.Delivery
-	held = append(held, d)
+	require.Equal(t, []uint32{4}, fr.issued, "nothing seen yet: half of 64 KiB holds four messages of the 8 KiB limit")
+	// One message arrived (45 bytes held), three credits outstanding at 8 KiB.
+	require.Equal(t, int64(45+3*8<<10), budget.inUse())
+	held := []pipeline.Delivery{d}
 	for range 3 {
 		held = append(held, l.Prefetched())
 	}
-	// The next window (4 KiB) can be promised while these are held...
 	d, err = l.Next(ctx)
 	require.NoError(t, err)
 	held = append(held, d)
-	require.Equal(t, []uint32{4, 4}, fr.issued)
-	// ...but not while the budget is taken by something else.
-	for range 3 {
+	require.Equal(t, []uint32{4, 8}, fr.issued, "small messages seen: half of 64 KiB holds eight of 4 KiB (a quarter of the credit would be 16)")
+	for range 7 {
 		held = append(held, l.Prefetched())
 	}
-	require.True(t, budget.TryAcquire(8192-8*45-4096+1))
+	require.Equal(t, int64(12*45), budget.inUse())
+
+	// A budget taken by the others keeps the next window waiting...
+	budget.adjust(64<<10 - 12*45 - 8*4<<10 + 1)
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	_, err = l.Next(short)
 	cancel()
 	require.ErrorIs(t, err, context.DeadlineExceeded)
-	budget.Release(8192 - 8*45 - 4096 + 1)
+	budget.adjust(-(64<<10 - 12*45 - 8*4<<10 + 1))
+	// ...until what they hold is settled.
 	for _, d := range held {
 		d.Abandon()
 	}
 	_, err = l.Next(ctx)
-	require.NoError(t, err, "settling what is held frees the budget")
+	require.NoError(t, err)
 	l.finish()
-	require.True(t, budget.TryAcquire(8192-45), "finish gives back what was promised for messages that never came")
+	require.Equal(t, int64(45), budget.inUse(), "finish gives back what was promised for messages that never came")
+}
+
+// A run of large messages shrinks the next windows to what the budget holds
+// of them; the surprise of one window is all it may overshoot by.
+func TestLinkWindowFollowsMessageSize(t *testing.T) {
+	t.Parallel()
+	fr := newFakeReceiver(0)
+	for i := range 300 {
+		size := 100
+		if i >= 20 {
+			size = 20 << 10 // from the 21st on, 20 KiB each
+		}
+		fr.backlog = append(fr.backlog, []byte(`{"resource":"device.message","pad":"`+strings.Repeat("x", size)+`"}`))
+	}
+	budget := newBytesBudget(256 << 10)
+	l := newLink(fr, linkConfig{queue: "q", credit: 256, limits: ingest.Limits{MaxBodyBytes: 64 << 10},
+		budget: budget}, NewMetrics(nil))
+	ctx := context.Background()
+	var peak int64
+	for range 300 {
+		d, err := l.Next(ctx)
+		require.NoError(t, err)
+		peak = max(peak, budget.inUse())
+		d.Abandon()
+	}
+	require.Equal(t, uint32(2), fr.issued[0], "half of 256 KiB holds two of the 64 KiB limit")
+	require.Equal(t, uint32(32), fr.issued[1], "then 32 of the 4 KiB floor")
+	require.Equal(t, uint32(6), fr.issued[len(fr.issued)-1], "then six of 20 KiB")
+	require.LessOrEqual(t, peak, int64(256<<10+32*(20<<10)), "at most one window over the budget")
 }
 
 // An accept that cannot be sent aborts the link (once): it stops receiving,
@@ -248,32 +275,34 @@ func TestSettleFailureAbortsTheLink(t *testing.T) {
 }
 
 // A broker that sends more than the credit issued (RabbitMQ's plugin does
-// when a flow frame crosses transfers in flight) must neither break the byte
-// accounting nor stall the link.
+// when a flow frame crosses transfers in flight) gets its extra message
+// taken, with a token and its bytes, before any new credit is issued.
 func TestLinkOverDelivery(t *testing.T) {
 	t.Parallel()
 	fr := newFakeReceiver(20)
-	fr.sloppy = true
-	budget := semaphore.NewWeighted(8192)
+	budget := newBytesBudget(64 << 10)
 	l := newLink(fr, linkConfig{queue: "q", credit: 16, limits: ingest.Limits{MaxBodyBytes: 1024},
-		budget: budget, budgetBytes: 8192}, NewMetrics(nil))
+		budget: budget}, NewMetrics(nil))
 	ctx := context.Background()
-	d, err := l.Next(ctx) // a window of 4 issued
-	require.NoError(t, err)
-	held := []pipeline.Delivery{d}
-	fr.mu.Lock()
-	fr.arrived = append(fr.arrived, amqp.NewMessage([]byte(`{"resource":"device.status","event":"update"}`))) // one too many
-	fr.mu.Unlock()
-	for range 6 { // the window's other three, the extra one, then a new window
+	var held []pipeline.Delivery
+	for range 4 { // a window of 4
 		d, err := l.Next(ctx)
 		require.NoError(t, err)
 		held = append(held, d)
 	}
+	fr.mu.Lock()
+	fr.arrived = append(fr.arrived, amqp.NewMessage([]byte(`{"resource":"device.status","event":"update"}`))) // one too many
+	fr.mu.Unlock()
+	d, err := l.Next(ctx) // the fake panics if credit is issued while it is buffered
+	require.NoError(t, err)
+	held = append(held, d)
+	require.Len(t, fr.issued, 1)
+	require.Equal(t, int64(5*45), budget.inUse())
 	for _, d := range held {
-		d.Abandon() // no panic: only what was counted is given back
+		d.Abandon()
 	}
+	require.Zero(t, budget.inUse())
 	_, err = l.Next(ctx)
-	require.NoError(t, err, "the link still issues credit")
-	l.finish()
-	require.True(t, budget.TryAcquire(8192-45), "the budget is whole again, but for the one in hand")
+	require.NoError(t, err, "then the link issues credit again")
+	require.Len(t, fr.issued, 2)
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/Azure/go-amqp"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/cmdtrack/cmdtrack/internal/backoff"
 	"github.com/cmdtrack/cmdtrack/pipeline"
@@ -23,8 +22,7 @@ type queue struct {
 	attached atomic.Bool
 	// budget is the queue's share of CMDTRACK_AMQP_MAX_BYTES, held by its
 	// links one after another.
-	budget      *semaphore.Weighted
-	budgetBytes int64
+	budget *bytesBudget
 
 	mu      sync.Mutex
 	lastErr error // why the last attach or link failed; nil while attached
@@ -42,7 +40,7 @@ type queue struct {
 
 func newQueue(name string, budget int64, m *Metrics) *queue {
 	return &queue{name: name, gauge: m.queueAttached.WithLabelValues(name), failures: m.attachFailures.WithLabelValues(name),
-		budget: semaphore.NewWeighted(budget), budgetBytes: budget, unconsumed: time.Now()}
+		budget: newBytesBudget(budget), unconsumed: time.Now()}
 }
 
 func (q *queue) status() string {
@@ -198,9 +196,9 @@ func (b *Broker) attach(ctx context.Context, conn *amqp.Conn, q *queue) (*Link, 
 	}
 	l := newLink(r, linkConfig{
 		queue: q.name, credit: b.cfg.Credit, limits: b.cfg.Limits,
-		budget: q.budget, budgetBytes: q.budgetBytes,
-		abort: func() { b.abortLink(conn, sess) },
-		log:   b.log,
+		budget: q.budget,
+		abort:  func() { b.abortLink(conn, sess) },
+		log:    b.log,
 	}, b.m)
 	l.sess = sess
 	return l, nil
