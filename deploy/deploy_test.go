@@ -441,7 +441,8 @@ func TestCompose(t *testing.T) {
 	ep := strings.Join(rmq.Entrypoint, " ")
 	require.Contains(t, ep, "rabbitmq-plugins enable --offline rabbitmq_amqp1_0")
 	require.Regexp(t, `docker-entrypoint\.sh rabbitmq-server$`, ep)
-	require.Contains(t, healthTest(rmq), "rabbitmq-diagnostics")
+	// ping answers before the listeners are up; the load generator needs them.
+	require.Contains(t, healthTest(rmq), "rabbitmq-diagnostics -q check_port_connectivity")
 
 	ct := svc("cmdtrack")
 	require.NotNil(t, ct.Build)
