@@ -30,9 +30,10 @@
 #   CMDTRACK_DOCKER_CACHE    where built tools are kept (default /var/cache/cmdtrack-docker)
 #
 # Only the export lines go to stdout; all progress and diagnostics go to stderr. Needs root for the private engine.
-set -euo pipefail
-# A failure inside $(...) must stop the script too.
+set -Eeuo pipefail
+# A failure inside $(...) must stop the script too, and say where it happened.
 shopt -s inherit_errexit
+trap 'echo "dockerenv: ERROR: \"$BASH_COMMAND\" failed (line $LINENO)" >&2' ERR
 
 SCRIPT_PATH=$(readlink -f "${BASH_SOURCE[0]}")
 readonly SCRIPT_PATH
@@ -150,12 +151,13 @@ ensure_docker_installed() {
 		chmod +x /usr/sbin/policy-rc.d
 		made_policy=1
 	fi
-	local rc=0
+	local rc=0 start=$SECONDS
 	apt_install docker.io iptables iproute2 || rc=$?
 	if ((made_policy)); then
 		rm -f /usr/sbin/policy-rc.d
 	fi
 	((rc == 0)) || die "could not install docker.io"
+	log "installed docker.io in $((SECONDS - start))s"
 }
 
 engine_config() {
@@ -200,7 +202,7 @@ engine_start() {
 		# setsid and its own log: it must outlive this script and never hold a caller's $(...) open.
 		setsid dockerd --config-file "$ENGINE_CONFIG" </dev/null >>"$ENGINE_LOG" 2>&1 &
 	fi
-	local deadline=$((SECONDS + START_TIMEOUT))
+	local start=$SECONDS deadline=$((SECONDS + START_TIMEOUT))
 	until engine_answers; do
 		if ((SECONDS >= deadline)); then
 			tail -n 30 "$ENGINE_LOG" >&2 || true
@@ -208,6 +210,7 @@ engine_start() {
 		fi
 		sleep 1
 	done
+	log "dockerd answers after $((SECONDS - start))s"
 }
 
 # Chooses the engine and exports DOCKER_HOST for what follows.
@@ -262,7 +265,7 @@ go_build_module() {
 	[[ -x "$out" ]] && return 0
 	command -v go >/dev/null || die "go is needed to build $module"
 	log "building $module@$version ./$pkg (from the Go module proxy; a few minutes)"
-	local dir src
+	local dir src start=$SECONDS
 	# Outside any module, so that nothing of the repository's go.mod applies.
 	dir=$(cd / && go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 	[[ -n "$dir" && -d "$dir" ]] || die "go mod download $module@$version gave no directory"
@@ -274,6 +277,7 @@ go_build_module() {
 		die "building $module@$version failed"
 	rm -rf "$(dirname "$src")"
 	mv "$out.tmp" "$out"
+	log "built $(basename "$out") in $((SECONDS - start))s"
 }
 
 plugin_dir() {
@@ -376,7 +380,7 @@ base_image() {
 	if ! local_image "$tag"; then
 		require_root "debootstrap a base image"
 		command -v debootstrap >/dev/null || apt_install debootstrap
-		local work root
+		local work root start=$SECONDS
 		work=$(scratch base)
 		root="$work/rootfs"
 		log "debootstrap $DEBIAN_SUITE (minbase) from $DEBIAN_MIRROR into $root"
@@ -388,6 +392,7 @@ base_image() {
 				--change 'CMD ["bash"]' --message "debootstrap --variant=minbase $DEBIAN_SUITE" - "$tag" >&2 ||
 			die "docker import failed"
 		scratch base >/dev/null
+		log "made $tag in $((SECONDS - start))s"
 	fi
 	echo "$tag"
 }
@@ -397,9 +402,11 @@ build_image() {
 	local name=$1 version=$2 context=$3 hash=$4 base=$5
 	local tag="$LOCAL_REPO/$name:$version-$hash"
 	if ! local_image "$tag"; then
+		local start=$SECONDS
 		log "building $tag"
 		docker build --progress=plain --build-arg BASE_IMAGE="$base" --label cmdtrack.local=true \
 			-f "$context/Dockerfile" -t "$tag" "$context" >&2 || die "building $tag failed"
+		log "built $tag in $((SECONDS - start))s"
 	fi
 	echo "$tag"
 }
@@ -430,7 +437,7 @@ go_image() {
 	} | short_hash)
 	tag="$LOCAL_REPO/golang:${goversion#go}-$hash"
 	if ! local_image "$tag"; then
-		local ctx
+		local ctx start=$SECONDS
 		ctx=$(scratch golang)
 		log "collecting the modules of go.mod into a module proxy directory"
 		# From this machine's module cache where it has them, else from the Go module proxy.
@@ -444,6 +451,7 @@ go_image() {
 		cp -al "$(go env GOROOT)" "$ctx/build/go" 2>/dev/null || cp -a "$(go env GOROOT)" "$ctx/build/go"
 		build_image golang "${goversion#go}" "$ctx/build" "$hash" "$base" >/dev/null
 		scratch golang >/dev/null
+		log "made $tag in $((SECONDS - start))s (modules and build)"
 	fi
 	echo "$tag"
 }
@@ -471,11 +479,13 @@ ensure_frontend() {
 	scratch frontend >/dev/null
 }
 
-# testcontainers-go's reaper image, as the module in go.mod names it.
+# testcontainers-go's reaper image, as the version in go.mod names it (empty if it cannot be told).
 ryuk_image() {
 	local dir
-	dir=$(cd "$REPO_ROOT" && go list -m -f '{{.Dir}}' github.com/testcontainers/testcontainers-go 2>/dev/null) || return 0
-	grep -rhoE 'testcontainers/ryuk:[0-9.]+' "$dir/internal/config/" 2>/dev/null | head -n 1
+	dir=$(cd "$REPO_ROOT" && go mod download -json github.com/testcontainers/testcontainers-go |
+		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || true
+	[[ -n "$dir" ]] || return 0
+	grep -rhoE 'testcontainers/ryuk:[0-9.]+' "$dir/internal/config/" 2>/dev/null | head -n 1 || true
 }
 
 # ---------------------------------------------------------------------------------------------------------------
