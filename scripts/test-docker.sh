@@ -55,6 +55,6 @@ fi
 step "go test -race ./... (testcontainers-go)" \
 	"$GO" test -race -count=1 -timeout 20m ./... || true
 step "deploy: Dockerfile image and docker compose (-tags docker)" \
-	bash -c "cd deploy && $GO test -tags docker -count=1 -timeout 30m -run '^TestDocker(Image|Compose)\$' -v ./..." || true
+	bash -c "cd deploy && $GO test -tags docker -count=1 -timeout 30m -run '^TestDocker(Image|SimulatorImage|Compose)\$' -v ./..." || true
 step "leak check (scripts/dockerenv.sh leaks)" scripts/dockerenv.sh leaks || true
 exit "$FAILED"
