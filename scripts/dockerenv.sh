@@ -563,7 +563,7 @@ leaks() {
 	log "ERROR: tests left these behind (removing them now):"
 	local x
 	for x in $containers; do
-		docker ps -a --filter "id=$x" --format '  container {{.ID}} {{.Image}} {{.Names}} {{.Status}}' >&2 || true
+		log "  container $(docker ps -a --filter "id=$x" --format '{{.ID}} {{.Image}} {{.Names}} {{.Status}}' || echo "$x")"
 	done
 	for x in $networks; do log "  network $x"; done
 	for x in $volumes; do log "  volume $x"; done
@@ -624,7 +624,7 @@ main() {
 	leaks)
 		PROVISION=0
 		engine_up
-		leaks
+		leaks || exit 1
 		;;
 	down) engine_down ;;
 	status)
