@@ -15,13 +15,13 @@
 #
 # The engine: the one in DOCKER_HOST if set (it must answer); else the machine's default one if `docker info` answers;
 # else a private dockerd that this script starts (installing Debian's docker.io if needed) on its own socket
-# (unix://$ENGINE_SOCK), data root and bridge, publishing container ports on 127.0.0.1 only. The machine's default
-# socket stays unanswered, so `make test` elsewhere on the machine keeps taking the loopback path.
+# (unix:///run/cmdtrack-docker.sock), data root and bridge, publishing container ports on 127.0.0.1 only. The
+# machine's default socket stays unanswered, so `make test` elsewhere on the machine keeps taking the loopback path.
 #
 # Local images are tagged cmdtrack-local/NAME:VERSION-HASH, HASH covering their build inputs (scripts/images/NAME,
 # the base image, and for Go the toolchain and go.sum), so a changed input builds a new image and an unchanged one is
 # reused. Go programs that are missing (docker-compose, docker-buildx, BuildKit's Dockerfile frontend) are built from
-# the Go module proxy into $CACHE_DIR.
+# the Go module proxy into /var/cache/cmdtrack-docker.
 #
 # Environment:
 #   CMDTRACK_DOCKER_IMAGES   auto (default): official images if present or pullable, else local ones;
