@@ -6,17 +6,28 @@ GO      ?= go
 BIN     ?= bin
 TOOLS   := $(CURDIR)/bin/tools
 TESTENV := scripts/testenv.sh
+DOCKERENV := scripts/dockerenv.sh
 GOLANGCI_LINT_VERSION := v2.15.0
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.Version=$(VERSION)
 
-# Integration tests need PostgreSQL and an AMQP 1.0 broker. Where a Docker
-# engine answers, testcontainers-go starts them; otherwise testenv.sh installs
-# (if missing) and starts them on loopback. Either way they never skip.
+# Integration tests need PostgreSQL and an AMQP 1.0 broker; they never skip.
+# TEST_SERVICES says where the parallel tests get them:
+#   auto (default)  containers (testcontainers-go) where a Docker engine answers
+#                   `docker info`, else loopback; CMDTRACK_TEST_DATABASE_URL and
+#                   CMDTRACK_TEST_AMQP_URL, if set, win over both
+#   loopback        scripts/testenv.sh's services on 127.0.0.1 (installed if missing)
+#   containers      testcontainers-go on the engine, plugins and images
+#                   scripts/dockerenv.sh provides (started and built if missing)
+TEST_SERVICES ?= auto
 define with_services
-	if [ -z "$${CMDTRACK_TEST_DATABASE_URL:-}" ] && ! docker info >/dev/null 2>&1; then \
-		eval "$$($(TESTENV) up)"; \
-	fi; \
+	case "$(TEST_SERVICES)" in \
+	auto) if [ -z "$${CMDTRACK_TEST_DATABASE_URL:-}" ] && ! docker info >/dev/null 2>&1; then \
+		eval "$$($(TESTENV) up)"; fi ;; \
+	loopback) eval "$$($(TESTENV) up)" ;; \
+	containers) unset CMDTRACK_TEST_DATABASE_URL CMDTRACK_TEST_AMQP_URL; eval "$$($(DOCKERENV) up)" ;; \
+	*) echo "TEST_SERVICES must be auto, loopback or containers, not '$(TEST_SERVICES)'" >&2; exit 2 ;; \
+	esac; \
 	$(1)
 endef
 
@@ -45,6 +56,10 @@ test: ## every test with the race detector; then the service-restart tests (seri
 	@# so these run alone. They drive scripts/testenv.sh's services.
 	@eval "$$($(TESTENV) up)"; $(GO) test -race -count=1 -timeout 10m -tags restart -run 'TestRestart' ./cmd/cmdtrack/
 	$(GO) test ./notification -run '^$$' -fuzz FuzzDecode -fuzztime 20s
+
+.PHONY: test/docker
+test/docker: ## the container path for real: the suite on testcontainers-go, the Dockerfile's image, docker compose; no leaks
+	@GO=$(GO) scripts/test-docker.sh
 
 .PHONY: test/unit
 test/unit: ## the tests that need no service (pipeline, decoder, store logic, config, deploy files): seconds
@@ -105,6 +120,10 @@ services: ## provision and start local PostgreSQL and RabbitMQ; prints their URL
 .PHONY: services/down
 services/down: ## stop the local services
 	@$(TESTENV) down
+
+.PHONY: docker/down
+docker/down: ## stop the private Docker engine that make test/docker started (its images stay cached)
+	@$(DOCKERENV) down
 
 .PHONY: clean
 clean: ## remove build output

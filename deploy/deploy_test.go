@@ -398,19 +398,71 @@ func TestDockerignoreKeepsSources(t *testing.T) {
 // ---------------------------------------------------------------------------
 // docker-compose.yml
 
-func TestCompose(t *testing.T) {
-	t.Parallel()
+// loadCompose loads docker-compose.yml as `docker compose` would with env as
+// the whole environment. compose-go validates against the Compose JSON schema
+// (unknown keys and wrong types are errors) and checks the cross-references
+// (depends_on, volumes).
+func loadCompose(t *testing.T, env composetypes.Mapping) (*composetypes.Project, string) {
+	t.Helper()
 	abs, err := filepath.Abs(filepath.Join(repoRoot, "docker-compose.yml"))
 	require.NoError(t, err)
-	// compose-go validates against the Compose JSON schema (unknown keys and
-	// wrong types are errors) and checks the cross-references (depends_on,
-	// volumes). An empty environment keeps the test hermetic.
 	project, err := composeloader.LoadWithContext(context.Background(), composetypes.ConfigDetails{
 		WorkingDir:  filepath.Dir(abs),
 		ConfigFiles: []composetypes.ConfigFile{{Filename: abs}},
-		Environment: composetypes.Mapping{},
+		Environment: env,
 	}, func(o *composeloader.Options) { o.SetProjectName("cmdtrack", true) })
 	require.NoError(t, err)
+	return project, abs
+}
+
+// The images come from the environment where it names them, and are the
+// official ones (and the Dockerfile's defaults) where it does not.
+func TestComposeImagesFromEnvironment(t *testing.T) {
+	t.Parallel()
+	project, _ := loadCompose(t, composetypes.Mapping{})
+	ct, err := project.GetService("cmdtrack")
+	require.NoError(t, err)
+	require.Equal(t, "cmdtrack:dev", ct.Image)
+	require.NotNil(t, ct.Build)
+	// Unset, they are not passed, and the Dockerfile's defaults apply.
+	require.Nil(t, ct.Build.Args["GO_IMAGE"])
+	require.Nil(t, ct.Build.Args["RUNTIME_IMAGE"])
+
+	env := composetypes.Mapping{
+		"CMDTRACK_POSTGRES_IMAGE": "mirror.example/postgres:15",
+		"CMDTRACK_RABBITMQ_IMAGE": "mirror.example/rabbitmq:3.13",
+		"CMDTRACK_IMAGE":          "cmdtrack:test",
+		"GO_IMAGE":                "mirror.example/golang:1.26",
+		"RUNTIME_IMAGE":           "mirror.example/static:nonroot",
+	}
+	project, _ = loadCompose(t, env)
+	images := map[string]string{}
+	for name, s := range project.Services {
+		images[name] = s.Image
+	}
+	require.Equal(t, map[string]string{
+		"postgres": env["CMDTRACK_POSTGRES_IMAGE"],
+		"rabbitmq": env["CMDTRACK_RABBITMQ_IMAGE"],
+		"cmdtrack": env["CMDTRACK_IMAGE"],
+		"loadgen":  env["CMDTRACK_IMAGE"],
+	}, images)
+	ct, err = project.GetService("cmdtrack")
+	require.NoError(t, err)
+	args := deref(ct.Build.Args)
+	require.Equal(t, env["GO_IMAGE"], args["GO_IMAGE"])
+	require.Equal(t, env["RUNTIME_IMAGE"], args["RUNTIME_IMAGE"])
+	require.Equal(t, "compose", args["VERSION"])
+	// Every build argument is one the Dockerfile declares.
+	dockerfile := string(readFile(t, "Dockerfile"))
+	for name := range ct.Build.Args {
+		require.Regexpf(t, `(?m)^ARG `+name+`\b`, dockerfile, "docker-compose.yml passes build argument %s", name)
+	}
+}
+
+func TestCompose(t *testing.T) {
+	t.Parallel()
+	// An empty environment keeps the test hermetic.
+	project, abs := loadCompose(t, composetypes.Mapping{})
 
 	names := slices.Sorted(func(yield func(string) bool) {
 		for n := range project.Services {
@@ -441,7 +493,8 @@ func TestCompose(t *testing.T) {
 	ep := strings.Join(rmq.Entrypoint, " ")
 	require.Contains(t, ep, "rabbitmq-plugins enable --offline rabbitmq_amqp1_0")
 	require.Regexp(t, `docker-entrypoint\.sh rabbitmq-server$`, ep)
-	require.Contains(t, healthTest(rmq), "rabbitmq-diagnostics")
+	// ping answers before the listeners are up; the load generator needs them.
+	require.Contains(t, healthTest(rmq), "rabbitmq-diagnostics -q check_port_connectivity")
 
 	ct := svc("cmdtrack")
 	require.NotNil(t, ct.Build)

@@ -6,12 +6,19 @@
 // a Docker engine answers. With neither, tests fail: they never skip.
 // IoTDA (iotdaauth.go) adds an IoTDA-shaped AMQPS endpoint on the broker
 // that scripts/testenv.sh provisions.
+//
+// The containers run the official images unless CMDTRACK_TEST_POSTGRES_IMAGE
+// and CMDTRACK_TEST_RABBITMQ_IMAGE name others (`make test/docker` builds
+// local stand-ins where no registry can be reached). Each is started once per
+// test binary, and removed when its tests end by Main, which the TestMain of
+// every package that uses them calls.
 package testenv
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -30,34 +37,112 @@ import (
 )
 
 const (
-	envDatabaseURL = "CMDTRACK_TEST_DATABASE_URL"
-	envAMQPURL     = "CMDTRACK_TEST_AMQP_URL"
-	howToRun       = "run the tests with `make test`, which provisions PostgreSQL and RabbitMQ on loopback, " +
+	envDatabaseURL   = "CMDTRACK_TEST_DATABASE_URL"
+	envAMQPURL       = "CMDTRACK_TEST_AMQP_URL"
+	envPostgresImage = "CMDTRACK_TEST_POSTGRES_IMAGE"
+	envRabbitMQImage = "CMDTRACK_TEST_RABBITMQ_IMAGE"
+	howToRun         = "run the tests with `make test`, which provisions PostgreSQL and RabbitMQ on loopback, " +
 		"or set " + envDatabaseURL + " and " + envAMQPURL + ", or run where a Docker engine answers"
 )
+
+// Credentials of the PostgreSQL container: those of the official image's
+// superuser, with the password and database PostgresContainer sets.
+const (
+	PostgresUser     = "postgres"
+	PostgresPassword = "test"
+	PostgresDB       = "cmdtrack"
+)
+
+// PostgresContainer is the request for a PostgreSQL container: the image in
+// CMDTRACK_TEST_POSTGRES_IMAGE, else postgres:15-alpine. Whatever the image,
+// it must honour the official one's contract: POSTGRES_PASSWORD and
+// POSTGRES_DB, port 5432, postgres flags as arguments, and the "ready" line
+// logged twice on a first start (once by the init server).
+func PostgresContainer() testcontainers.ContainerRequest {
+	return testcontainers.ContainerRequest{
+		Image:        imageFromEnv(envPostgresImage, "postgres:15-alpine"),
+		Env:          map[string]string{"POSTGRES_PASSWORD": PostgresPassword, "POSTGRES_DB": PostgresDB},
+		ExposedPorts: []string{"5432/tcp"},
+		Cmd:          []string{"postgres", "-c", "fsync=off", "-c", "max_connections=300"},
+		WaitingFor:   wait.ForLog("database system is ready to accept connections").WithOccurrence(2).WithStartupTimeout(2 * time.Minute),
+	}
+}
+
+// BrokerContainer is the request for a RabbitMQ container with the AMQP 1.0
+// plugin: the image in CMDTRACK_TEST_RABBITMQ_IMAGE, else rabbitmq:3.13.
+// Whatever the image, it must have the official one's rabbitmq-plugins and
+// docker-entrypoint.sh, let guest in from other hosts on port 5672, and log
+// "Server startup complete" on stdout.
+func BrokerContainer() testcontainers.ContainerRequest {
+	return testcontainers.ContainerRequest{
+		// 3.13 is the last line whose AMQP 1.0 plugin behaves like
+		// Debian's 3.10 that `make test` installs.
+		Image:        imageFromEnv(envRabbitMQImage, "rabbitmq:3.13"),
+		ExposedPorts: []string{"5672/tcp"},
+		Entrypoint:   []string{"sh", "-c", "rabbitmq-plugins enable --offline rabbitmq_amqp1_0 && exec docker-entrypoint.sh rabbitmq-server"},
+		WaitingFor:   wait.ForLog("Server startup complete").WithStartupTimeout(2 * time.Minute),
+	}
+}
+
+func imageFromEnv(env, official string) string {
+	if v := os.Getenv(env); v != "" {
+		return v
+	}
+	return official
+}
 
 // Each service is found or started once per test binary.
 var (
 	postgresURL = sync.OnceValues(func() (string, error) {
-		return serviceURL(envDatabaseURL, testcontainers.ContainerRequest{
-			Image:        "postgres:15-alpine",
-			Env:          map[string]string{"POSTGRES_PASSWORD": "test", "POSTGRES_DB": "cmdtrack"},
-			ExposedPorts: []string{"5432/tcp"},
-			Cmd:          []string{"postgres", "-c", "fsync=off", "-c", "max_connections=300"},
-			WaitingFor:   wait.ForLog("database system is ready to accept connections").WithOccurrence(2).WithStartupTimeout(2 * time.Minute),
-		}, "5432/tcp", "postgres://postgres:test@%s/cmdtrack?sslmode=disable")
+		return serviceURL(envDatabaseURL, PostgresContainer(), "5432/tcp",
+			"postgres://"+PostgresUser+":"+PostgresPassword+"@%s/"+PostgresDB+"?sslmode=disable")
 	})
 	brokerURL = sync.OnceValues(func() (string, error) {
-		return serviceURL(envAMQPURL, testcontainers.ContainerRequest{
-			// 3.13 is the last line whose AMQP 1.0 plugin behaves like
-			// Debian's 3.10 that `make test` installs.
-			Image:        "rabbitmq:3.13",
-			ExposedPorts: []string{"5672/tcp"},
-			Entrypoint:   []string{"sh", "-c", "rabbitmq-plugins enable --offline rabbitmq_amqp1_0 && exec docker-entrypoint.sh rabbitmq-server"},
-			WaitingFor:   wait.ForLog("Server startup complete").WithStartupTimeout(2 * time.Minute),
-		}, "5672/tcp", "amqp://guest:guest@%s/")
+		return serviceURL(envAMQPURL, BrokerContainer(), "5672/tcp", "amqp://guest:guest@%s/")
 	})
 )
+
+// The containers this test binary started, removed by Main.
+var (
+	containersMu sync.Mutex
+	mainRunning  bool
+	containers   []testcontainers.Container
+)
+
+// Main runs a package's tests, then removes the containers started for them,
+// and exits. Every package whose tests use the services calls it:
+//
+//	func TestMain(m *testing.M) { testenv.Main(m) }
+//
+// testcontainers' reaper (Ryuk) would remove them too, but only where its
+// image can be pulled; Main needs nothing.
+func Main(m *testing.M) {
+	containersMu.Lock()
+	mainRunning = true
+	containersMu.Unlock()
+	code := m.Run()
+	if err := removeContainers(); err != nil {
+		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func removeContainers() error {
+	containersMu.Lock()
+	defer containersMu.Unlock()
+	var errs []error
+	for _, c := range containers {
+		// Remove also deletes the anonymous volumes the images declare.
+		if err := testcontainers.TerminateContainer(c, testcontainers.StopTimeout(10*time.Second)); err != nil {
+			errs = append(errs, fmt.Errorf("remove container %s: %w", c.GetContainerID(), err))
+		}
+	}
+	containers = nil
+	return errors.Join(errs...)
+}
 
 // needServices skips the test under -short (make test/unit, which runs only
 // what needs no service); everywhere else a missing service fails the test.
@@ -96,17 +181,27 @@ func serviceURL(env string, req testcontainers.ContainerRequest, port, urlFormat
 }
 
 func startContainer(req testcontainers.ContainerRequest, port, urlFormat string) (string, error) {
+	// Containers live as long as the test binary: only Main knows when that
+	// ends, so without it they would be left behind.
+	containersMu.Lock()
+	defer containersMu.Unlock()
+	if !mainRunning {
+		return "", errors.New("tests that start containers must run through testenv.Main, which removes them " +
+			"afterwards: add `func TestMain(m *testing.M) { testenv.Main(m) }` to the package's tests")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	// Containers live as long as the test binary; testcontainers' reaper
-	// removes them when it exits.
 	c, err := testcontainers.GenericContainer(ctx, testcontainers.GenericContainerRequest{ContainerRequest: req, Started: true})
+	if c != nil {
+		// Also a container that failed to start, so that Main removes it.
+		containers = append(containers, c)
+	}
 	if err != nil {
 		return "", fmt.Errorf("start %s: %w", req.Image, err)
 	}
 	endpoint, err := c.PortEndpoint(ctx, port, "")
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%s port %s: %w", req.Image, port, err)
 	}
 	return fmt.Sprintf(urlFormat, endpoint), nil
 }
