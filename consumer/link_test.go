@@ -21,15 +21,12 @@ import (
 type fakeReceiver struct {
 	mu        sync.Mutex
 	acceptErr error
-	// sloppy lets credit be issued while messages are in hand, as a test of
-	// a misbehaving broker needs.
-	sloppy   bool
-	backlog  [][]byte // waiting on the broker
-	arrived  []*amqp.Message
-	credit   uint32
-	issued   []uint32
-	accepted int
-	wake     chan struct{}
+	backlog   [][]byte // waiting on the broker
+	arrived   []*amqp.Message
+	credit    uint32
+	issued    []uint32
+	accepted  int
+	wake      chan struct{}
 }
 
 func newFakeReceiver(n int) *fakeReceiver {

@@ -291,11 +291,11 @@ WHERE %s
 }
 
 var (
-	insertEvents      = insertOnce("device_command_events", eventColumns, receiptTimedOnce)
-	upsertCommands    = mergeUpsert("device_commands", commandColumns)
+	insertEvents   = insertOnce("device_command_events", eventColumns, receiptTimedOnce)
+	upsertCommands = mergeUpsert("device_commands", commandColumns)
 	// upsertReporting also returns the command_id of every row it inserted
 	// or changed, for a caller who wants to know (reconcile); the worker
 	// does not pay for the answer.
-	upsertReporting = upsertCommands + "\nRETURNING command_id"
+	upsertReporting   = upsertCommands + "\nRETURNING command_id"
 	insertDeadLetters = insertOnce("dead_letters", deadLetterColumns, "")
 )
