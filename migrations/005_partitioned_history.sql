@@ -5,9 +5,10 @@
 -- The partition key is the event time because it is part of a notification's
 -- content: a redelivered notification has the same event time, so it lands in
 -- the same partition, where the unique key (command_id, event_key,
--- event_time) rejects it, whichever day it is redelivered on. (A legacy
--- callback without an event time is timed by its receipt; store/apply.go
--- looks for its earlier copy before it inserts it.)
+-- event_time) rejects it, whichever day it is redelivered on. A legacy
+-- callback carries no event time and is timed by its first receipt, which
+-- device_command_receipts keeps: its copies take that time, and so the same
+-- partition, too.
 --
 -- Also gone: the id column and three of the four indexes a history row paid
 -- for (the primary key, (command_id, event_time) and received_at); the unique
@@ -62,6 +63,21 @@ $$;
 INSERT INTO device_command_events (command_id, event_key, status, event_time, request_id, source, payload, received_at)
 SELECT command_id, event_key, status, event_time, request_id, source, payload::text, received_at
 FROM device_command_events_unpartitioned;
+
+-- The first receipt of each legacy callback that carries no event time (v1
+-- and NB-IoT command callbacks: a commandId, no resource), by its key. Small:
+-- one row per such callback, read and written by primary key.
+CREATE TABLE device_command_receipts (
+    command_id text        NOT NULL,
+    event_key  bytea       NOT NULL,
+    event_time timestamptz NOT NULL,
+    PRIMARY KEY (command_id, event_key)
+);
+INSERT INTO device_command_receipts (command_id, event_key, event_time)
+SELECT command_id, event_key, min(event_time)
+FROM device_command_events_unpartitioned
+WHERE payload ? 'commandId' AND NOT payload ? 'resource' AND NOT payload ? 'notifyType'
+GROUP BY 1, 2;
 
 DROP TABLE device_command_events_unpartitioned;
 

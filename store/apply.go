@@ -125,9 +125,10 @@ func queueWrites(b *pgx.Batch, items []ingest.Item, changed []bool) {
 			return cmp.Or(strings.Compare(a.n.CommandID, b.n.CommandID), bytes.Compare(a.key, b.key),
 				a.n.EventTime.Compare(b.n.EventTime))
 		})
-		notes = firstReceipts(notes)
-		// The merge first: it locks the commands' rows (in command_id
-		// order), which the history's insert relies on (receiptTimedOnce).
+		if receipts := receiptTimed(notes); len(receipts) > 0 {
+			// First: the statements after it read these (firstReceipt).
+			b.Queue(insertReceipts, args(receiptColumns, receipts)...)
+		}
 		for _, round := range rounds(notes) {
 			if changed == nil {
 				b.Queue(upsertCommands, args(commandColumns, round)...)
@@ -144,19 +145,13 @@ func queueWrites(b *pgx.Batch, items []ingest.Item, changed []bool) {
 	}
 }
 
-// firstReceipts drops later copies of a notification timed by its receipt
-// from sorted rows: copies of one such notification have one key but
-// different times, which neither the merge nor the history's unique key would
-// recognise as the same within a statement. The first copy is kept (rows are
-// sorted by time within a key); later copies are applied as it is.
-func firstReceipts(rows []noteRow) []noteRow {
-	out := rows[:0]
-	for i, r := range rows {
-		if i > 0 && r.n.TimeFromReceipt && rows[i-1].n.TimeFromReceipt &&
-			r.n.CommandID == rows[i-1].n.CommandID && bytes.Equal(r.key, rows[i-1].key) {
-			continue
+// receiptTimed are the rows timed by their receipt (legacy callbacks).
+func receiptTimed(rows []noteRow) []noteRow {
+	var out []noteRow
+	for _, r := range rows {
+		if r.n.TimeFromReceipt {
+			out = append(out, r)
 		}
-		out = append(out, r)
 	}
 	return out
 }

@@ -92,13 +92,7 @@ var commandColumns = []column[noteRow]{
 	valueCol("status_rank", "int2", order, func(r *noteRow) int16 { return r.n.Rank() }),
 	jsonCol("result", winner, func(r *noteRow) []byte { return r.n.Result }),
 	withExpr(valueCol("last_event_time", "timestamptz", order, func(r *noteRow) time.Time { return r.n.EventTime }),
-		// A notification timed by its receipt (legacy callbacks) keeps the
-		// time it was first received, which the history row of its first
-		// copy holds: a redelivery must not win the merge again. (Copies in
-		// one batch are one row by then: queueWrites keeps the first.)
-		`CASE WHEN u.from_receipt THEN coalesce((SELECT e.event_time FROM device_command_events e
-		WHERE e.command_id = u.command_id AND e.event_key = u.last_event_key), u.last_event_time)
-	ELSE u.last_event_time END`),
+		firstReceipt("last_event_key", "last_event_time")),
 	valueCol("last_event_key", "bytea", order, func(r *noteRow) []byte { return r.key }),
 	textCol("last_request_id", winner, func(r *noteRow) string { return r.n.RequestID }),
 	textCol("service_id", fact, func(r *noteRow) string { return r.creation().ServiceID }),
@@ -121,20 +115,33 @@ var eventColumns = []column[noteRow]{
 	textCol("command_id", identity, func(r *noteRow) string { return r.n.CommandID }),
 	valueCol("event_key", "bytea", identity, func(r *noteRow) []byte { return r.key }),
 	textCol("status", plain, func(r *noteRow) string { return string(r.n.Status) }),
-	valueCol("event_time", "timestamptz", identity, func(r *noteRow) time.Time { return r.n.EventTime }),
+	withExpr(valueCol("event_time", "timestamptz", identity, func(r *noteRow) time.Time { return r.n.EventTime }),
+		firstReceipt("event_key", "event_time")),
 	textCol("request_id", plain, func(r *noteRow) string { return r.n.RequestID }),
 	textCol("source", plain, func(r *noteRow) string { return r.source }),
 	valueCol("payload", "text", plain, func(r *noteRow) string { return unsafeString(r.n.Payload) }),
 	valueCol("from_receipt", "bool", input, func(r *noteRow) bool { return r.n.TimeFromReceipt }),
 }
 
-// receiptTimedOnce keeps a second copy of a notification timed by its
-// receipt out of the history: its event time, and so its partition, differs
-// from the first copy's, which the unique key cannot see. The statement runs
-// after the merge upsert has locked the command's row, so a concurrent
-// writer of the same command sees the first copy once it commits.
-const receiptTimedOnce = `NOT u.from_receipt OR NOT EXISTS (
-	SELECT 1 FROM device_command_events e WHERE e.command_id = u.command_id AND e.event_key = u.event_key)`
+// receiptColumns are device_command_receipts' columns: the first receipt of
+// each notification timed by its receipt (legacy callbacks carry no event
+// time), by its key. The statement that fills them runs first in a batch, so
+// that a concurrent writer of the same notification waits for it, and the
+// later statements (with a fresh snapshot) read one first time whoever wins.
+var receiptColumns = []column[noteRow]{
+	textCol("command_id", identity, func(r *noteRow) string { return r.n.CommandID }),
+	valueCol("event_key", "bytea", identity, func(r *noteRow) []byte { return r.key }),
+	valueCol("event_time", "timestamptz", plain, func(r *noteRow) time.Time { return r.n.EventTime }),
+}
+
+// firstReceipt is the time of a notification: its own, or for one timed by
+// its receipt the time it was first received, so that a redelivery neither
+// wins the merge again nor lands in another partition of the history.
+func firstReceipt(key, at string) string {
+	return `CASE WHEN u.from_receipt THEN coalesce((SELECT r.event_time FROM device_command_receipts r
+		WHERE r.command_id = u.command_id AND r.event_key = u.` + key + `), u.` + at + `)
+	ELSE u.` + at + ` END`
+}
 
 // deadRow is a dead letter with what the statement needs precomputed.
 type deadRow struct {
@@ -213,26 +220,33 @@ func unnest[R any](cols []column[R]) string {
 }
 
 // insertOnce is an INSERT of every row that is not there yet (by the
-// identity columns) and, if where is set, for which it holds, taken in the
-// order of the identity columns so that concurrent writers lock rows in the
-// same order.
-func insertOnce[R any](table string, cols []column[R], where string) string {
-	var names, key []string
-	for _, c := range cols {
+// identity columns), taken in the order of the identity columns so that
+// concurrent writers lock rows in the same order.
+func insertOnce[R any](table string, cols []column[R]) string {
+	var names, selects, key []string
+	for i, c := range cols {
 		if c.merge == input {
 			continue
 		}
 		names = append(names, c.name)
+		sel := "u." + c.name
+		if c.expr != "" {
+			sel = c.expr
+		}
+		selects = append(selects, sel)
 		if c.merge == identity {
-			key = append(key, c.name)
+			key = append(key, fmt.Sprint(i+1)) // by position: the select list's value
 		}
 	}
-	if where != "" {
-		where = "\nWHERE " + where
+	conflict := make([]string, 0, len(key))
+	for _, c := range cols {
+		if c.merge == identity {
+			conflict = append(conflict, c.name)
+		}
 	}
-	return fmt.Sprintf("INSERT INTO %s (%s)\nSELECT %s FROM %s%s\nORDER BY %s\nON CONFLICT (%s) DO NOTHING",
-		table, strings.Join(names, ", "), "u."+strings.Join(names, ", u."), unnest(cols), where,
-		strings.Join(key, ", "), strings.Join(key, ", "))
+	return fmt.Sprintf("INSERT INTO %s (%s)\nSELECT %s FROM %s\nORDER BY %s\nON CONFLICT (%s) DO NOTHING",
+		table, strings.Join(names, ", "), strings.Join(selects, ",\n\t"), unnest(cols),
+		strings.Join(key, ", "), strings.Join(conflict, ", "))
 }
 
 // mergeUpsert is the merge rule as one INSERT ... ON CONFLICT DO UPDATE:
@@ -291,11 +305,12 @@ WHERE %s
 }
 
 var (
-	insertEvents   = insertOnce("device_command_events", eventColumns, receiptTimedOnce)
+	insertEvents   = insertOnce("device_command_events", eventColumns)
+	insertReceipts = insertOnce("device_command_receipts", receiptColumns)
 	upsertCommands = mergeUpsert("device_commands", commandColumns)
 	// upsertReporting also returns the command_id of every row it inserted
 	// or changed, for a caller who wants to know (reconcile); the worker
 	// does not pay for the answer.
 	upsertReporting   = upsertCommands + "\nRETURNING command_id"
-	insertDeadLetters = insertOnce("dead_letters", deadLetterColumns, "")
+	insertDeadLetters = insertOnce("dead_letters", deadLetterColumns)
 )

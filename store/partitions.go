@@ -134,6 +134,10 @@ func (s *Store) MaintainPartitions(ctx context.Context, p Partitioning, now time
 			return res, fmt.Errorf("delete old rows of the default history partition: %w", err)
 		}
 		res.Deleted = tag
+		// The first receipts of legacy callbacks go with their history.
+		if _, err := s.exec(ctx, `DELETE FROM device_command_receipts WHERE event_time < $1`, cutoff); err != nil {
+			return res, fmt.Errorf("delete old receipts: %w", err)
+		}
 		if parts, err = s.partitions(ctx); err != nil {
 			return res, err
 		}

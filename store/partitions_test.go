@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
@@ -208,4 +209,79 @@ func TestMigrateHistoryInPlace(t *testing.T) {
 	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM device_command_events WHERE payload::jsonb ->> 'n' = '7'`))
 	require.Equal(t, 5, count(t, st, `SELECT count(*) FROM command_timeline WHERE command_id = 'c1'`))
 	require.Equal(t, 1, count(t, st, `SELECT commands FROM product_daily_outcomes WHERE day = '2026-06-01'`))
+}
+
+// Two writers apply copies of one legacy callback (timed by its receipt) at
+// once, the second received later; then a notification whose time falls
+// between the two. The row and the history must be what the same copies
+// give one after the other: the first receipt's time, once.
+func TestConcurrentReceiptTimedCopies(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	lim := ingest.Limits{MaxBodyBytes: 1 << 20}
+	t1 := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	t2, between := t1.Add(time.Minute), t1.Add(30*time.Second)
+	legacy := func(id string, received time.Time) ingest.Item {
+		return ingest.Classify([]byte(`{"deviceId":"d1","commandId":"`+id+`","result":{"resultCode":"FAILED"}}`), "http", received, lim)
+	}
+	v5 := func(id string) ingest.Item {
+		n := notification.Notification{CommandID: id, Status: notification.Successful, EventTime: between, Payload: []byte(`{}`)}
+		return ingest.Item{Source: "amqp:q", Notification: &n}
+	}
+	// One after the other.
+	apply(t, st, []ingest.Item{legacy("seq", t1)})
+	apply(t, st, []ingest.Item{v5("seq")})
+	apply(t, st, []ingest.Item{legacy("seq", t2)})
+
+	// At once: the first writer's transaction is open when the second
+	// writes.
+	tx, err := st.Pool().Begin(ctx)
+	require.NoError(t, err)
+	b := &pgx.Batch{}
+	store.QueueWrites(b, []ingest.Item{legacy("race", t1)}, nil)
+	require.NoError(t, tx.SendBatch(ctx, b).Close())
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.Apply(ctx, []ingest.Item{legacy("race", t2)})
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the second writer waits for the first
+	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, <-done)
+	apply(t, st, []ingest.Item{v5("race")})
+
+	seq, race := readRow(t, st, "seq"), readRow(t, st, "race")
+	require.Equal(t, "SUCCESSFUL", race.Status, "the legacy FAILED, first received before it, does not win")
+	require.Equal(t, seq.LastEventTime, race.LastEventTime)
+	require.Equal(t, seq.Status, race.Status)
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM device_command_events WHERE command_id = 'race' AND status = 'FAILED'`))
+	var first time.Time
+	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT event_time FROM device_command_events
+		WHERE command_id = 'race' AND status = 'FAILED'`).Scan(&first))
+	require.Equal(t, t1, first.UTC())
+}
+
+// A batch without legacy callbacks does not read, and so does not lock,
+// every partition of the history: its statements touch the partitions their
+// rows go to.
+func TestBatchLocksFewPartitions(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	now := time.Date(2027, 6, 1, 12, 0, 0, 0, time.UTC)
+	_, err := st.MaintainPartitions(ctx, store.Partitioning{Size: store.Daily, Ahead: 1, Back: 200 * 24 * time.Hour}, now)
+	require.NoError(t, err)
+	n := notification.Notification{CommandID: "one", Status: notification.Sent, EventTime: now, Payload: []byte(`{}`)}
+	for range 6 { // past pgx's and PostgreSQL's switch to a generic plan
+		tx, err := st.Pool().Begin(ctx)
+		require.NoError(t, err)
+		b := &pgx.Batch{}
+		store.QueueWrites(b, []ingest.Item{{Source: "q", Notification: &n}}, nil)
+		require.NoError(t, tx.SendBatch(ctx, b).Close())
+		var locks int
+		require.NoError(t, tx.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation'`).Scan(&locks))
+		require.NoError(t, tx.Rollback(ctx))
+		require.Less(t, locks, 40, "a batch locked %d relations with 200 partitions", locks)
+	}
 }
