@@ -68,6 +68,7 @@ func (q *queue) set(attached bool, err error) {
 const (
 	LogQueueFailing  = "cannot consume a queue; retrying it on its own while the others flow (check the name in CMDTRACK_AMQP_QUEUE, the queue and its permissions)"
 	LogQueueRestored = "queue consumed again"
+	LogLinkLost      = "a queue's link ended; re-attaching it (the broker delivers its unsettled messages again)"
 	LogMixedSettle   = "the broker would not promise to send this queue's messages unsettled; should it send one settled, it is delivered at most once"
 	LogPresettled    = "the broker sent a message already settled (at-most-once): it is not redelivered if cmdtrack stops before storing it"
 )
@@ -112,6 +113,11 @@ func (b *Broker) runQueue(ctx context.Context, conn *amqp.Conn, q *queue, consum
 			if time.Since(up) > b.healthyAfter() {
 				attempt = 0
 			}
+			// The link was up: whatever ended it (a detach, an accept that
+			// could not be sent), it is re-attached; one line each time.
+			attempt++
+			q.failures.Inc()
+			b.log.Warn(LogLinkLost, "queue", q.name, "err", err)
 		} else {
 			if ctx.Err() != nil {
 				return nil
@@ -120,14 +126,14 @@ func (b *Broker) runQueue(ctx context.Context, conn *amqp.Conn, q *queue, consum
 				return err
 			}
 			q.set(false, err)
-		}
-		attempt++
-		q.failures.Inc()
-		if !failing {
-			failing, failedSince = true, time.Now()
-			b.log.Warn(LogQueueFailing, "queue", q.name, "err", err)
-		} else {
-			b.log.Debug("queue still failing", "queue", q.name, "attempt", attempt, "err", err)
+			attempt++
+			q.failures.Inc()
+			if !failing {
+				failing, failedSince = true, time.Now()
+				b.log.Warn(LogQueueFailing, "queue", q.name, "err", err)
+			} else {
+				b.log.Debug("queue still failing", "queue", q.name, "attempt", attempt, "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -123,13 +123,14 @@ type DecodeError struct {
 	// What names the answer ("show command response").
 	What       string
 	StatusCode int
-	// Body is the start of the body, for the log.
+	// Body is the start of the body. It is not part of the message, which
+	// ends up in logs: an answer can carry a command's parameters.
 	Body string
 	Err  error
 }
 
 func (e *DecodeError) Error() string {
-	return fmt.Sprintf("iotdaapi: decode %s (HTTP %d): %v; body: %q", e.What, e.StatusCode, e.Err, e.Body)
+	return fmt.Sprintf("iotdaapi: decode %s (HTTP %d): %v", e.What, e.StatusCode, e.Err)
 }
 
 func (e *DecodeError) Unwrap() error { return e.Err }

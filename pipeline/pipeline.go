@@ -99,13 +99,15 @@ func (p *Pipeline) Ready() error {
 }
 
 // Stalled reports an error when deliveries have been in hand for longer
-// than StallTimeout with nothing stored or settled: whatever the cause (a
-// hung connection, a database away that long, a bug), restarting the worker
-// is then the way forward, and harmless: what it holds is delivered again.
-// Liveness probes and the systemd watchdog ask this.
+// than StallTimeout with nothing stored or settled, and no write failing:
+// a write that hangs without failing, or a bug. Restarting the worker is then
+// the way forward, and harmless: what it holds is delivered again. Writes
+// that fail (the database is away) are readiness' business: the worker
+// retries them, and a restart would not bring the database back. Liveness
+// probes and the systemd watchdog ask this.
 func (p *Pipeline) Stalled() error {
 	n := p.inHand.Load()
-	if n == 0 {
+	if n == 0 || p.failingSince.Load() != 0 {
 		return nil
 	}
 	if d := time.Since(time.Unix(0, p.progress.Load())); d > p.cfg.StallTimeout {

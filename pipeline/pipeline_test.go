@@ -472,3 +472,16 @@ func TestStalled(t *testing.T) {
 	require.Eventually(t, func() bool { return ds[1].settled.Load() == 1 }, 5*time.Second, time.Millisecond)
 	require.NoError(t, f.p.Stalled())
 }
+
+// Writes that fail (the database is away) are retried and reported by
+// readiness; liveness does not ask for a restart, which would not help.
+func TestFailingWritesAreNoWedge(t *testing.T) {
+	t.Parallel()
+	f := setup(t, pipeline.Config{BatchSize: 2, StallTimeout: 30 * time.Millisecond})
+	f.store.fail = func(int, []ingest.Item) error { return &net.OpError{Op: "dial", Err: errors.New("refused")} }
+	f.run(t, time.Second)
+	f.src.send(2)
+	require.Eventually(t, func() bool { return f.p.Ready() != nil }, 5*time.Second, time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
+	require.NoError(t, f.p.Stalled())
+}

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/cmdtrack/cmdtrack/internal/backoff"
 )
 
 // PartitionSize is how much time one partition of the history covers.
@@ -91,10 +94,31 @@ type partition struct {
 	from, to time.Time
 }
 
-// lockTimeout bounds how long upkeep waits for a lock a writer holds: a
-// writer must never queue behind upkeep for long. Upkeep tries again next
-// time.
-const lockTimeout = "5s"
+// lockTimeout bounds how long upkeep's DDL waits for a lock: while it
+// waits, every writer queues behind it, so it must give up quickly (a long
+// reader of the history, a dashboard or pg_dump, holds what it needs) and
+// try again a little later (lockRetries times), then at the next run.
+const (
+	lockTimeout = "200ms"
+	lockRetries = 5
+)
+
+// retryLocked runs f again, after a pause, while it fails for want of a
+// lock within lockTimeout.
+func retryLocked(ctx context.Context, f func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := f()
+		var pgErr *pgconn.PgError
+		if attempt == lockRetries || !errors.As(err, &pgErr) || pgErr.Code != "55P03" {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff.Delay(attempt, 100*time.Millisecond, time.Second)):
+		}
+	}
+}
 
 // MaintainPartitions makes the history's partitions cover what p asks (the
 // retention window back from now, or Back, and Ahead partitions ahead), moves
@@ -209,13 +233,15 @@ func gaps(parts []partition, from, to time.Time) []partition {
 // exec runs one statement under the upkeep's lock timeout.
 func (s *Store) exec(ctx context.Context, sql string, args ...any) (int64, error) {
 	var n int64
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lockTimeout+`'`); err != nil {
+	err := retryLocked(ctx, func() error {
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lockTimeout+`'`); err != nil {
+				return err
+			}
+			tag, err := tx.Exec(ctx, sql, args...)
+			n = tag.RowsAffected()
 			return err
-		}
-		tag, err := tx.Exec(ctx, sql, args...)
-		n = tag.RowsAffected()
-		return err
+		})
 	})
 	return n, err
 }
@@ -291,23 +317,25 @@ func (s *Store) strayStarts(ctx context.Context, size PartitionSize) ([]time.Tim
 func (s *Store) createPartition(ctx context.Context, from, to time.Time) (int64, error) {
 	name := historyTable + "_" + from.Format("20060102")
 	var moved int64
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lockTimeout+`'`); err != nil {
-			return err
-		}
-		table := pgx.Identifier{name}.Sanitize()
-		if _, err := tx.Exec(ctx, `CREATE TABLE `+table+` (LIKE `+historyTable+` INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`); err != nil {
-			return err
-		}
-		tag, err := tx.Exec(ctx, `WITH moved AS (DELETE FROM `+defaultHistory+` WHERE event_time >= $1 AND event_time < $2 RETURNING *)
+	err := retryLocked(ctx, func() error {
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lockTimeout+`'`); err != nil {
+				return err
+			}
+			table := pgx.Identifier{name}.Sanitize()
+			if _, err := tx.Exec(ctx, `CREATE TABLE `+table+` (LIKE `+historyTable+` INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`); err != nil {
+				return err
+			}
+			tag, err := tx.Exec(ctx, `WITH moved AS (DELETE FROM `+defaultHistory+` WHERE event_time >= $1 AND event_time < $2 RETURNING *)
 			INSERT INTO `+table+` SELECT * FROM moved`, from, to)
-		if err != nil {
+			if err != nil {
+				return err
+			}
+			moved = tag.RowsAffected()
+			_, err = tx.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM ('%s') TO ('%s')`,
+				historyTable, table, from.Format(time.RFC3339), to.Format(time.RFC3339)))
 			return err
-		}
-		moved = tag.RowsAffected()
-		_, err = tx.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM ('%s') TO ('%s')`,
-			historyTable, table, from.Format(time.RFC3339), to.Format(time.RFC3339)))
-		return err
+		})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("create history partition %s: %w", name, err)
@@ -317,7 +345,8 @@ func (s *Store) createPartition(ctx context.Context, from, to time.Time) (int64,
 
 // dropPartition drops one partition of the history. It takes the history's
 // lock briefly (DETACH ... CONCURRENTLY is refused while a default partition
-// exists); the lock timeout keeps writers from queueing behind it for long.
+// exists); the lock timeout keeps writers from queueing behind it for more
+// than a moment.
 func (s *Store) dropPartition(ctx context.Context, name string) error {
 	if !strings.HasPrefix(name, historyTable+"_") || name == defaultHistory {
 		return fmt.Errorf("refusing to drop %s: not a history partition", name)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
@@ -284,4 +285,40 @@ func TestBatchLocksFewPartitions(t *testing.T) {
 		require.NoError(t, tx.Rollback(ctx))
 		require.Less(t, locks, 40, "a batch locked %d relations with 200 partitions", locks)
 	}
+}
+
+// Upkeep's DDL waits for a lock only a moment at a time: a long reader of the
+// history (a dashboard, pg_dump) makes upkeep give up and try again later,
+// rather than make every writer queue behind it.
+func TestUpkeepYieldsToReaders(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	now := time.Date(2027, 8, 1, 12, 0, 0, 0, time.UTC)
+	p := store.Partitioning{Size: store.Daily, Ahead: 1, Back: 5 * 24 * time.Hour}
+	_, err := st.MaintainPartitions(ctx, p, now)
+	require.NoError(t, err)
+	reader, err := st.Pool().Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = reader.Rollback(ctx) }()
+	require.Equal(t, 0, func() int {
+		var n int
+		require.NoError(t, reader.QueryRow(ctx, `SELECT count(*) FROM device_command_events`).Scan(&n))
+		return n
+	}())
+
+	upkeep := make(chan error, 1)
+	go func() {
+		p.Retention = 2 * 24 * time.Hour // drops partitions the reader holds
+		_, err := st.MaintainPartitions(ctx, p, now)
+		upkeep <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	n := notification.Notification{CommandID: "w", Status: notification.Sent, EventTime: now, Payload: []byte(`{}`)}
+	start := time.Now()
+	apply(t, st, []ingest.Item{{Source: "q", Notification: &n}})
+	require.Less(t, time.Since(start), 2*time.Second, "a writer waited behind upkeep")
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, <-upkeep, &pgErr, "upkeep gave up, to try again next run")
+	require.Equal(t, "55P03", pgErr.Code)
 }

@@ -61,6 +61,9 @@ func maintain(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logge
 // and logs its failure (a lack of privilege says what to do about it).
 func locked(ctx context.Context, st *store.Store, log *slog.Logger, what string, f func() error) error {
 	unlock, ok, err := st.TryLock(ctx, upkeepLock)
+	if ok {
+		defer unlock()
+	}
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
@@ -70,7 +73,6 @@ func locked(ctx context.Context, st *store.Store, log *slog.Logger, what string,
 	case !ok:
 		return nil // another replica is at it
 	}
-	defer unlock()
 	err = f()
 	switch {
 	case err == nil || ctx.Err() != nil:
