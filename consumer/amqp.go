@@ -58,6 +58,18 @@ type BrokerConfig struct {
 	// (IoTDA: 24 hours). A queue not consumed for longer may have lost
 	// notifications, which cmdtrack then says.
 	BacklogRetention time.Duration
+	// Watermarks, if set, keeps when each queue was last consumed across
+	// restarts, so that a gap that began before this process is seen too;
+	// they are saved every WatermarkInterval (zero: a minute).
+	Watermarks        Watermarks
+	WatermarkInterval time.Duration
+}
+
+// Watermarks keeps when each queue's messages were last settled; the
+// store is one.
+type Watermarks interface {
+	QueueWatermarks(ctx context.Context) (map[string]time.Time, error)
+	SaveQueueWatermarks(ctx context.Context, marks map[string]time.Time) error
 }
 
 // Broker is the pipeline's AMQP source: it holds the connection and one
@@ -113,6 +125,9 @@ func NewBroker(cfg BrokerConfig, log *slog.Logger, m *Metrics) (*Broker, error) 
 	cfg.MaxBytes = max(cfg.MaxBytes, int64(cfg.Limits.MaxBodyBytes)*int64(len(cfg.Queues)))
 	if cfg.BacklogRetention <= 0 {
 		cfg.BacklogRetention = 24 * time.Hour
+	}
+	if cfg.WatermarkInterval <= 0 {
+		cfg.WatermarkInterval = time.Minute
 	}
 	b := &Broker{cfg: cfg, log: log, m: m}
 	share := cfg.MaxBytes / int64(len(cfg.Queues))
@@ -185,6 +200,7 @@ const (
 	LogBadCertificate = "the broker's TLS certificate is not trusted; if a private CA signed it, set CMDTRACK_AMQP_CA_FILE to that CA's certificate (PEM)"
 	LogAuthRefused    = "the broker refused cmdtrack's credentials; retrying"
 	LogBacklogLost    = "notifications may have been lost while the queue was not consumed: the platform keeps a backlog only so long"
+	LogBacklogAtRisk  = "nothing of this queue has been stored for longer than the platform keeps its backlog: notifications are being lost"
 )
 
 // Run keeps the connection and every queue's link up until ctx ends,
@@ -193,6 +209,10 @@ const (
 // returns nil when ctx ends. The connection is left open then, so that
 // messages in hand can still be settled: call Close once they are.
 func (b *Broker) Run(ctx context.Context, consume func(context.Context, pipeline.Receiver) error) error {
+	b.loadWatermarks(ctx)
+	watch, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go b.watchBacklogs(watch)
 	var (
 		attempt   int
 		downSince time.Time
@@ -245,6 +265,71 @@ func (b *Broker) Run(ctx context.Context, consume func(context.Context, pipeline
 			return nil
 		case <-time.After(backoff.Delay(attempt, b.cfg.ReconnectMin, b.cfg.ReconnectMax)):
 		}
+	}
+}
+
+// loadWatermarks starts each queue's gap where the last run left it, if it
+// is older than this start.
+func (b *Broker) loadWatermarks(ctx context.Context) {
+	if b.cfg.Watermarks == nil {
+		return
+	}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	marks, err := b.cfg.Watermarks.QueueWatermarks(lctx)
+	if err != nil {
+		// The database may be away: the gap then counts from this start.
+		b.log.Debug("could not read when the queues were last consumed", "err", err)
+		return
+	}
+	for _, q := range b.queues {
+		if at, ok := marks[q.name]; ok && at.Before(q.unconsumed) {
+			q.unconsumed = at
+			q.lastSettled.Store(at.UnixNano())
+		}
+	}
+}
+
+// watchBacklogs, every WatermarkInterval until ctx ends, saves when each queue was
+// last consumed, and says once per gap when a queue whose messages are held
+// (the database away) has settled nothing for longer than the platform
+// keeps its backlog: notifications may be lost meanwhile.
+func (b *Broker) watchBacklogs(ctx context.Context) {
+	t := time.NewTicker(b.cfg.WatermarkInterval)
+	defer t.Stop()
+	saved := map[string]int64{}
+	warned := map[string]int64{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		marks := map[string]time.Time{}
+		for _, q := range b.queues {
+			last := q.lastSettled.Load()
+			if last != 0 && last != saved[q.name] {
+				marks[q.name] = time.Unix(0, last)
+			}
+			since := time.Unix(0, max(last, q.startedAt))
+			if q.inHand.Load() > 0 && time.Since(since) > b.cfg.BacklogRetention && warned[q.name] != since.UnixNano() {
+				warned[q.name] = since.UnixNano() // once per gap
+				b.log.Warn(LogBacklogAtRisk, "queue", q.name, "since", since.UTC().Format(time.RFC3339),
+					"repair", "once writes recover: cmdtrack reconcile -since "+since.UTC().Format(time.RFC3339))
+			}
+		}
+		if b.cfg.Watermarks == nil || len(marks) == 0 {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := b.cfg.Watermarks.SaveQueueWatermarks(sctx, marks); err != nil {
+			b.log.Debug("could not save when the queues were last consumed", "err", err)
+		} else {
+			for q, at := range marks {
+				saved[q] = at.UnixNano()
+			}
+		}
+		cancel()
 	}
 }
 

@@ -56,6 +56,8 @@ type options struct {
 	applier pipeline.Applier
 	// hook is called with the broker before it runs.
 	hook func(*consumer.Broker)
+	// log replaces the test's logger.
+	log *slog.Logger
 }
 
 // start runs the AMQP source and the pipeline on the fixture's queue until
@@ -74,6 +76,9 @@ func (f *fixture) start(t *testing.T, cfg pipeline.Config, credit, maxBody int) 
 func (f *fixture) startWith(t *testing.T, o options) *run {
 	t.Helper()
 	log := testLogger(t)
+	if o.log != nil {
+		log = o.log
+	}
 	bc := consumer.BrokerConfig{
 		URL: testenv.AMQPURL(t), Queues: []string{f.queue}, Credit: 256,
 		Limits:      ingest.Limits{MaxBodyBytes: 1 << 20},

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -152,4 +155,85 @@ func TestHeldBytesBoundedWhileTheDatabaseIsAway(t *testing.T) {
 	require.LessOrEqual(t, r.metric(t, "cmdtrack_messages_unsettled"), float64(budget/size))
 	err := r.stop()
 	require.ErrorIs(t, err, pipeline.ErrGraceRanOut)
+}
+
+// memoryMarks is a Watermarks in memory.
+type memoryMarks struct {
+	mu    sync.Mutex
+	marks map[string]time.Time
+}
+
+func (m *memoryMarks) QueueWatermarks(context.Context) (map[string]time.Time, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.marks), nil
+}
+
+func (m *memoryMarks) SaveQueueWatermarks(_ context.Context, marks map[string]time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	maps.Copy(m.marks, marks)
+	return nil
+}
+
+func (m *memoryMarks) get(q string) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.marks[q]
+}
+
+// records keeps the messages of the log records at warn level and above.
+type records struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *records) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (r *records) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, rec.Message)
+	return nil
+}
+func (r *records) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *records) WithGroup(string) slog.Handler      { return r }
+
+// A worker started after its queue went unconsumed for longer than the
+// platform keeps a backlog (the last run's watermark says when) says that
+// notifications may be lost; while it runs, it saves when it last consumed.
+func TestBacklogGapAcrossRestarts(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	marks := &memoryMarks{marks: map[string]time.Time{f.queue: time.Now().Add(-48 * time.Hour)}}
+	logs := &records{}
+	s := simulate.Generate(simulate.Config{Commands: 20, Seed: 57})
+	f.pub.SendAll(t, bodies(s))
+	r := f.startWith(t, options{log: slog.New(logs), broker: func(c *consumer.BrokerConfig) {
+		c.Watermarks, c.WatermarkInterval, c.BacklogRetention = marks, 50*time.Millisecond, 24*time.Hour
+	}})
+	testenv.WaitStored(t, f.st.Pool(), s, time.Minute)
+	require.Eventually(t, func() bool { return time.Since(marks.get(f.queue)) < time.Minute }, 10*time.Second, 20*time.Millisecond,
+		"the watermark follows what is settled")
+	require.NoError(t, r.stop())
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	require.Contains(t, logs.msgs, consumer.LogBacklogLost)
+}
+
+// While the database is away and the queue's messages are held, a gap longer
+// than the platform keeps the backlog is said as it happens.
+func TestBacklogAtRiskWhileTheDatabaseIsAway(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	logs := &records{}
+	f.pub.SendAll(t, bodies(simulate.Generate(simulate.Config{Commands: 5, Seed: 59})))
+	r := f.startWith(t, options{applier: downStore{}, log: slog.New(logs), broker: func(c *consumer.BrokerConfig) {
+		c.WatermarkInterval, c.BacklogRetention = 50*time.Millisecond, 500*time.Millisecond
+	}})
+	require.Eventually(t, func() bool {
+		logs.mu.Lock()
+		defer logs.mu.Unlock()
+		return slices.Contains(logs.msgs, consumer.LogBacklogAtRisk)
+	}, 10*time.Second, 20*time.Millisecond)
+	require.ErrorIs(t, r.stop(), pipeline.ErrGraceRanOut)
 }

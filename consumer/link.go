@@ -82,6 +82,8 @@ type linkConfig struct {
 	// abort ends the link so that the broker redelivers what it holds.
 	abort func()
 	log   *slog.Logger
+	// state, if set, is told of each message taken and settled.
+	state *queue
 }
 
 func newLink(r amqpReceiver, cfg linkConfig, m *Metrics) *Link {
@@ -215,6 +217,9 @@ func (l *Link) extra(ctx context.Context, msg *amqp.Message) (pipeline.Delivery,
 func (l *Link) delivery(msg *amqp.Message) *delivery {
 	l.received.Inc()
 	l.unsettle.Inc()
+	if q := l.cfg.state; q != nil {
+		q.inHand.Add(1)
+	}
 	d := &delivery{link: l, msg: msg, item: l.classify(msg), bytes: messageSize(msg)}
 	l.sizes.add(d.bytes)
 	l.held.Add(float64(d.bytes))
@@ -233,6 +238,9 @@ func (l *Link) release(d *delivery) {
 	<-l.tokens
 	l.unsettle.Dec()
 	l.held.Sub(float64(d.bytes))
+	if q := l.cfg.state; q != nil {
+		q.inHand.Add(-1)
+	}
 	if l.cfg.budget != nil {
 		l.cfg.budget.adjust(-d.bytes)
 	}
@@ -352,6 +360,8 @@ func (d *delivery) Settle(ctx context.Context, _ ingest.Result) error {
 	d.link.release(d)
 	if err != nil {
 		d.link.abort()
+	} else if q := d.link.cfg.state; q != nil {
+		q.lastSettled.Store(time.Now().UnixNano())
 	}
 	return err
 }

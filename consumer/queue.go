@@ -33,14 +33,20 @@ type queue struct {
 	// promise unsettled deliveries on this queue.
 	mixedWarned atomic.Bool
 	// unconsumed is since when no link consumes the queue, across
-	// connections (the start of the process, at first). Only the queue's
-	// own goroutine touches it, one connection after another.
+	// connections (the start of the process, or when the last run last
+	// consumed it, at first). Only the queue's own goroutine touches it, one
+	// connection after another (and loadWatermarks before).
 	unconsumed time.Time
+	// lastSettled is when a message of the queue was last settled
+	// (UnixNano, 0: none yet); inHand counts its messages held, unsettled.
+	lastSettled atomic.Int64
+	inHand      atomic.Int64
+	startedAt   int64
 }
 
 func newQueue(name string, budget int64, m *Metrics) *queue {
 	return &queue{name: name, gauge: m.queueAttached.WithLabelValues(name), failures: m.attachFailures.WithLabelValues(name),
-		budget: newBytesBudget(budget), unconsumed: time.Now()}
+		budget: newBytesBudget(budget), unconsumed: time.Now(), startedAt: time.Now().UnixNano()}
 }
 
 func (q *queue) status() string {
@@ -202,9 +208,9 @@ func (b *Broker) attach(ctx context.Context, conn *amqp.Conn, q *queue) (*Link, 
 	}
 	l := newLink(r, linkConfig{
 		queue: q.name, credit: b.cfg.Credit, limits: b.cfg.Limits,
-		budget: q.budget,
-		abort:  func() { b.abortLink(conn, sess) },
-		log:    b.log,
+		budget: q.budget, state: q,
+		abort: func() { b.abortLink(conn, sess) },
+		log:   b.log,
 	}, b.m)
 	l.sess = sess
 	return l, nil

@@ -138,3 +138,18 @@ func applyReporting(t *testing.T, st *store.Store, items []ingest.Item) []ingest
 	require.Len(t, res, len(items))
 	return res
 }
+
+// Queue watermarks keep the latest time each queue was consumed, whichever
+// replica saves last.
+func TestQueueWatermarks(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	t1 := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	require.NoError(t, st.SaveQueueWatermarks(ctx, map[string]time.Time{"a": t1, "b": t1}))
+	require.NoError(t, st.SaveQueueWatermarks(ctx, map[string]time.Time{"a": t1.Add(time.Hour), "b": t1.Add(-time.Hour)}))
+	marks, err := st.QueueWatermarks(ctx)
+	require.NoError(t, err)
+	require.Equal(t, t1.Add(time.Hour), marks["a"].UTC())
+	require.Equal(t, t1, marks["b"].UTC(), "an earlier time never replaces a later one")
+}

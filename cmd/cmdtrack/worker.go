@@ -67,6 +67,7 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		Credit:           cfg.AMQPCredit,
 		MaxBytes:         cfg.AMQPMaxBytes,
 		BacklogRetention: cfg.AMQPBacklogRetention,
+		Watermarks:       st,
 		Limits:           cfg.limits(),
 		IdleTimeout:      cfg.AMQPIdleTimeout,
 		DialTimeout:      cfg.AMQPDialTimeout,
