@@ -98,13 +98,13 @@ type Broker struct {
 func NewBroker(cfg BrokerConfig, log *slog.Logger, m *Metrics) (*Broker, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
-		return nil, errors.New("invalid AMQP URL")
+		return nil, errors.New("CMDTRACK_AMQP_URL is not a URL")
 	}
 	if u.Scheme != "amqp" && u.Scheme != "amqps" {
-		return nil, fmt.Errorf("AMQP URL scheme %q: want amqp or amqps", u.Scheme)
+		return nil, fmt.Errorf("CMDTRACK_AMQP_URL: scheme %q, want amqp or amqps", u.Scheme)
 	}
 	if u.Hostname() == "" {
-		return nil, errors.New("AMQP URL has no host")
+		return nil, errors.New("CMDTRACK_AMQP_URL has no host")
 	}
 	if len(cfg.Queues) == 0 {
 		return nil, errors.New("no queue to consume")
@@ -115,7 +115,7 @@ func NewBroker(cfg BrokerConfig, log *slog.Logger, m *Metrics) (*Broker, error) 
 		}
 	}
 	if cfg.AccessKey != "" && (cfg.AccessCode == "" || cfg.InstanceID == "") {
-		return nil, errors.New("IoTDA access key set without access code or instance id")
+		return nil, errors.New("CMDTRACK_AMQP_ACCESS_KEY is set without CMDTRACK_AMQP_ACCESS_CODE or CMDTRACK_AMQP_INSTANCE_ID")
 	}
 	cfg.Credit = max(cfg.Credit, 2)
 	if cfg.Limits.MaxBodyBytes <= 0 {

@@ -10,6 +10,7 @@
 package ingest
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -126,7 +127,9 @@ func (lim Limits) skew() time.Duration {
 func Classify(body []byte, source string, receivedAt time.Time, lim Limits) Item {
 	if len(body) > lim.MaxBodyBytes {
 		sum := sha256.Sum256(body)
-		it := Unusable(source, body[:min(len(body), DeadLetterPrefix)], notification.ClassTooLarge,
+		// A copy of the prefix: the whole body may be let go once the dead
+		// letter is stored.
+		it := Unusable(source, bytes.Clone(body[:min(len(body), DeadLetterPrefix)]), notification.ClassTooLarge,
 			fmt.Sprintf("body is %d bytes, limit is %d (CMDTRACK_MAX_BODY_BYTES); its first %d bytes are kept",
 				len(body), lim.MaxBodyBytes, min(len(body), DeadLetterPrefix)))
 		it.DeadLetter.Length, it.DeadLetter.SHA256 = len(body), sum[:]

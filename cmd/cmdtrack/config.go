@@ -14,6 +14,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/cmdtrack/cmdtrack/consumer"
+	"github.com/cmdtrack/cmdtrack/httppush"
 	"github.com/cmdtrack/cmdtrack/store"
 )
 
@@ -130,7 +131,7 @@ func (c *Config) validate(cmd string) error {
 		check(c.HTTPWait > 0, "CMDTRACK_HTTP_WAIT must be positive")
 		check(c.HTTPMaxInFlight >= 1, "CMDTRACK_HTTP_MAX_IN_FLIGHT must be at least 1")
 		check(c.HTTPAddr == "" || c.HTTPToken != "" || c.HTTPClientCA != "" || c.HTTPAllowUnauthenticated,
-			"CMDTRACK_HTTP_ADDR is set but neither CMDTRACK_HTTP_TOKEN nor CMDTRACK_HTTP_CLIENT_CA is: anyone who reaches it could forge notifications; set one of them, or CMDTRACK_HTTP_ALLOW_UNAUTHENTICATED=true")
+			"%v", httppush.ErrUnauthenticated)
 		check(c.HTTPMaxBytesInFlight >= int64(c.MaxBodyBytes), "CMDTRACK_HTTP_MAX_BYTES_IN_FLIGHT must be at least CMDTRACK_MAX_BODY_BYTES")
 		check(c.AMQPMaxBytes >= int64(c.MaxBodyBytes)*int64(max(1, len(c.AMQPQueue))),
 			"CMDTRACK_AMQP_MAX_BYTES must be at least CMDTRACK_MAX_BODY_BYTES times the number of queues (each queue has an equal share)")
