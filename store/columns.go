@@ -199,6 +199,14 @@ func withExpr[R any](c column[R], expr string) column[R] {
 	return c
 }
 
+// selected is the column's value in a SELECT over the unnested input u.
+func (c column[R]) selected() string {
+	if c.expr != "" {
+		return c.expr
+	}
+	return "u." + c.name
+}
+
 // args are a statement's arguments for rows, one per column.
 func args[R any](cols []column[R], rows []R) []any {
 	out := make([]any, len(cols))
@@ -224,18 +232,14 @@ func unnest[R any](cols []column[R]) string {
 // concurrent writers lock rows in the same order.
 func insertOnce[R any](table string, cols []column[R]) string {
 	var names, selects, key []string
-	for i, c := range cols {
+	for _, c := range cols {
 		if c.merge == input {
 			continue
 		}
 		names = append(names, c.name)
-		sel := "u." + c.name
-		if c.expr != "" {
-			sel = c.expr
-		}
-		selects = append(selects, sel)
+		selects = append(selects, c.selected())
 		if c.merge == identity {
-			key = append(key, fmt.Sprint(i+1)) // by position: the select list's value
+			key = append(key, fmt.Sprint(len(names))) // by position: the value selected, not the input
 		}
 	}
 	conflict := make([]string, 0, len(key))
@@ -266,11 +270,7 @@ func mergeUpsert[R any](table string, cols []column[R]) string {
 			continue
 		}
 		names = append(names, c.name)
-		sel := "u." + c.name
-		if c.expr != "" {
-			sel = c.expr
-		}
-		selects = append(selects, sel)
+		selects = append(selects, c.selected())
 		switch c.merge {
 		case identity:
 			key = append(key, c.name)

@@ -69,12 +69,10 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	for _, a := range args {
-		if a == "-h" || a == "-help" || a == "--help" {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return nil, flag.ErrHelp
-		}
+	if helpAsked(args) {
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return nil, flag.ErrHelp
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, usageError{err}

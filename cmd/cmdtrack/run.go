@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
@@ -113,6 +114,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return reconcileCmd(ctx, cfg, st, rf, stdout, log)
 	}
 	return runWorker(ctx, cfg, st, log)
+}
+
+// helpAsked reports whether a subcommand's arguments ask for its usage,
+// which needs no configuration.
+func helpAsked(args []string) bool {
+	return slices.ContainsFunc(args, func(a string) bool { return a == "-h" || a == "-help" || a == "--help" })
 }
 
 // limits are what a message may be or claim, on every channel.

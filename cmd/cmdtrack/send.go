@@ -40,12 +40,10 @@ func parseSendFlags(args []string, stdout, stderr io.Writer) (*sendFlags, error)
 			"(CMDTRACK_DATABASE_URL, CMDTRACK_API_*) comes from the environment, see cmdtrack -h.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	for _, a := range args {
-		if a == "-h" || a == "-help" || a == "--help" {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return nil, flag.ErrHelp
-		}
+	if helpAsked(args) {
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return nil, flag.ErrHelp
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, usageError{err}
