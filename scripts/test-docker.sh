@@ -47,7 +47,7 @@ provision() {
 }
 
 # The URLs of loopback services would take precedence over containers: drop them.
-unset CMDTRACK_TEST_DATABASE_URL CMDTRACK_TEST_AMQP_URL
+unset CMDTRACK_TEST_DATABASE_URL CMDTRACK_TEST_AMQP_URL CMDTRACK_TEST_AMQPS_URL CMDTRACK_TEST_AMQP_CA_FILE CMDTRACK_TEST_IOTDA_AUTH_ADDR
 
 if ! step "provision (engine, plugins, images)" provision; then
 	exit 1

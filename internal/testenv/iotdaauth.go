@@ -22,7 +22,7 @@ import (
 )
 
 // The IoTDA-shaped endpoint is RabbitMQ's AMQPS listener (scripts/testenv.sh
-// configures it) whose users RabbitMQ checks through rabbitmq_auth_backend_http
+// configures it, or iotdacontainer.go in the broker container) whose users RabbitMQ checks through rabbitmq_auth_backend_http
 // against the service below, which plays IoTDA's rule. RabbitMQ is configured
 // with one fixed address for it, so one test binary at a time serves it.
 const (
@@ -128,7 +128,13 @@ type iotdaServer struct {
 func startIoTDAAuth() (*iotdaServer, error) {
 	amqpsURL, caFile, addr := os.Getenv(envAMQPSURL), os.Getenv(envAMQPCAFile), os.Getenv(envIoTDAAuthAddr)
 	if amqpsURL == "" || caFile == "" || addr == "" {
-		return nil, errors.New("no IoTDA-shaped endpoint for tests: " + howToRunIoTDA)
+		if os.Getenv(envAMQPURL) != "" {
+			return nil, errNoContainerIoTDA
+		}
+		if _, err := brokerURL(); err != nil {
+			return nil, err
+		}
+		return brokerIoTDA, nil
 	}
 	if _, err := os.Stat(caFile); err != nil {
 		return nil, fmt.Errorf("test CA: %w; %s", err, howToRunIoTDA)

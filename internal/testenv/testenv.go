@@ -4,8 +4,9 @@
 // and CMDTRACK_TEST_AMQP_URL (`make test` provisions them on loopback with
 // scripts/testenv.sh), or containers started through testcontainers-go where
 // a Docker engine answers. With neither, tests fail: they never skip.
-// IoTDA (iotdaauth.go) adds an IoTDA-shaped AMQPS endpoint on the broker
-// that scripts/testenv.sh provisions.
+// IoTDA (iotdaauth.go) adds an IoTDA-shaped AMQPS endpoint on the broker:
+// the one scripts/testenv.sh provisions, or the broker container's
+// (iotdacontainer.go).
 //
 // The containers run the official images unless CMDTRACK_TEST_POSTGRES_IMAGE
 // and CMDTRACK_TEST_RABBITMQ_IMAGE name others (`make test/docker` builds
@@ -98,8 +99,16 @@ var (
 			"postgres://"+PostgresUser+":"+PostgresPassword+"@%s/"+PostgresDB+"?sslmode=disable")
 	})
 	brokerURL = sync.OnceValues(func() (string, error) {
-		return serviceURL(envAMQPURL, BrokerContainer(), "5672/tcp", "amqp://guest:guest@%s/")
+		if u := os.Getenv(envAMQPURL); u != "" {
+			return u, nil
+		}
+		u, iot, err := brokerWithIoTDA()
+		brokerIoTDA = iot
+		return u, err
 	})
+	// brokerIoTDA is the IoTDA-shaped endpoint of the broker container, set
+	// by brokerURL.
+	brokerIoTDA *iotdaServer
 )
 
 // The containers this test binary started, removed by Main.
@@ -107,7 +116,16 @@ var (
 	containersMu sync.Mutex
 	mainRunning  bool
 	containers   []testcontainers.Container
+	// exits are run by Main after the containers are removed.
+	exits []func() error
 )
+
+// atExit has Main run f when the tests end.
+func atExit(f func() error) {
+	containersMu.Lock()
+	defer containersMu.Unlock()
+	exits = append(exits, f)
+}
 
 // Main runs a package's tests, then removes the containers started for them,
 // and exits. Every package whose tests use the services calls it:
@@ -141,6 +159,10 @@ func removeContainers() error {
 		}
 	}
 	containers = nil
+	for _, f := range exits {
+		errs = append(errs, f())
+	}
+	exits = nil
 	return errors.Join(errs...)
 }
 
@@ -177,33 +199,38 @@ func serviceURL(env string, req testcontainers.ContainerRequest, port, urlFormat
 	if u := os.Getenv(env); u != "" {
 		return u, nil
 	}
-	return startContainer(req, port, urlFormat)
-}
-
-func startContainer(req testcontainers.ContainerRequest, port, urlFormat string) (string, error) {
-	// Containers live as long as the test binary: only Main knows when that
-	// ends, so without it they would be left behind.
-	containersMu.Lock()
-	defer containersMu.Unlock()
-	if !mainRunning {
-		return "", errors.New("tests that start containers must run through testenv.Main, which removes them " +
-			"afterwards: add `func TestMain(m *testing.M) { testenv.Main(m) }` to the package's tests")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c, err := testcontainers.GenericContainer(ctx, testcontainers.GenericContainerRequest{ContainerRequest: req, Started: true})
-	if c != nil {
-		// Also a container that failed to start, so that Main removes it.
-		containers = append(containers, c)
-	}
+	c, err := startContainer(ctx, req)
 	if err != nil {
-		return "", fmt.Errorf("start %s: %w", req.Image, err)
+		return "", err
 	}
 	endpoint, err := c.PortEndpoint(ctx, port, "")
 	if err != nil {
 		return "", fmt.Errorf("%s port %s: %w", req.Image, port, err)
 	}
 	return fmt.Sprintf(urlFormat, endpoint), nil
+}
+
+// startContainer starts a container that Main removes; ctx bounds the start.
+func startContainer(ctx context.Context, req testcontainers.ContainerRequest) (testcontainers.Container, error) {
+	// Containers live as long as the test binary: only Main knows when that
+	// ends, so without it they would be left behind.
+	containersMu.Lock()
+	defer containersMu.Unlock()
+	if !mainRunning {
+		return nil, errors.New("tests that start containers must run through testenv.Main, which removes them " +
+			"afterwards: add `func TestMain(m *testing.M) { testenv.Main(m) }` to the package's tests")
+	}
+	c, err := testcontainers.GenericContainer(ctx, testcontainers.GenericContainerRequest{ContainerRequest: req, Started: true})
+	if c != nil {
+		// Also a container that failed to start, so that Main removes it.
+		containers = append(containers, c)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", req.Image, err)
+	}
+	return c, nil
 }
 
 // Name returns a short random name with prefix, unique across test runs.
