@@ -1,7 +1,6 @@
 package reconcile_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,34 +26,16 @@ type fixture struct {
 	api  *iotdafake.Server
 	reg  *prometheus.Registry
 	m    *reconcile.Metrics
-	logs *syncBuffer
+	logs *testenv.LogBuffer
 	// now is the test's "now", whole seconds as the API's times are.
 	now time.Time
-}
-
-// syncBuffer collects log lines from the reconciler's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func setup(t *testing.T) *fixture {
 	t.Helper()
 	st, _, _ := testenv.Schema(t)
 	reg := prometheus.NewRegistry()
-	return &fixture{st: st, api: iotdafake.Start(t), reg: reg, m: reconcile.NewMetrics(reg), logs: &syncBuffer{},
+	return &fixture{st: st, api: iotdafake.Start(t), reg: reg, m: reconcile.NewMetrics(reg), logs: &testenv.LogBuffer{},
 		now: time.Now().UTC().Truncate(time.Second)}
 }
 

@@ -68,23 +68,24 @@ type Worker struct {
 	t       testing.TB
 	cmd     *exec.Cmd
 	OpsAddr string
-	out     *syncBuffer
+	out     *LogBuffer
 	done    chan struct{}
 	code    int
 }
 
-type syncBuffer struct {
+// LogBuffer collects the log lines that several goroutines write.
+type LogBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *LogBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *LogBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -104,7 +105,7 @@ func StartWorker(t testing.TB, env map[string]string, args ...string) *Worker {
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	w := &Worker{t: t, cmd: cmd, OpsAddr: ops, out: &syncBuffer{}, done: make(chan struct{})}
+	w := &Worker{t: t, cmd: cmd, OpsAddr: ops, out: &LogBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = w.out, w.out
 	require.NoError(t, cmd.Start())
 	go func() {
