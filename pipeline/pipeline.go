@@ -65,6 +65,9 @@ type Pipeline struct {
 	// failingSince is when database writes began to fail (UnixNano), 0
 	// while they succeed.
 	failingSince atomic.Int64
+	// now is the clock that progress and stalls are measured by, so that
+	// tests move it instead of waiting on the wall clock.
+	now func() time.Time
 }
 
 // New assembles a pipeline; nothing runs until Run.
@@ -84,9 +87,9 @@ func New(st Applier, cfg Config, log *slog.Logger, m *Metrics) *Pipeline {
 		cfg.RetryMin = 200 * time.Millisecond
 	}
 	cfg.RetryMax = max(cfg.RetryMax, cfg.RetryMin)
-	p := &Pipeline{store: st, cfg: cfg, log: log, m: m}
+	p := &Pipeline{store: st, cfg: cfg, log: log, m: m, now: time.Now}
 	p.dbHealthy.Store(true)
-	p.progress.Store(time.Now().UnixNano())
+	p.progress.Store(p.now().UnixNano())
 	return p
 }
 
@@ -110,7 +113,7 @@ func (p *Pipeline) Stalled() error {
 	if n == 0 || p.failingSince.Load() != 0 {
 		return nil
 	}
-	if d := time.Since(time.Unix(0, p.progress.Load())); d > p.cfg.StallTimeout {
+	if d := p.now().Sub(time.Unix(0, p.progress.Load())); d > p.cfg.StallTimeout {
 		return fmt.Errorf("%d messages in hand and nothing stored or settled for %s (CMDTRACK_STALL_TIMEOUT)", n, d.Round(time.Second))
 	}
 	return nil
@@ -211,7 +214,7 @@ func (b *batch) add(d Delivery) {
 func (p *Pipeline) take(b *batch, d Delivery) {
 	if p.inHand.Add(1) == 1 {
 		// Nothing was in hand: the wait for progress starts now.
-		p.progress.Store(time.Now().UnixNano())
+		p.progress.Store(p.now().UnixNano())
 	}
 	b.add(d)
 }
@@ -237,7 +240,7 @@ func (p *Pipeline) receive(intake, drain context.Context, r Receiver, out chan<-
 		d, err := r.Next(intake)
 		if err != nil {
 			if intake.Err() != nil {
-				return nil
+				return p.handOnArrived(drain, r, out)
 			}
 			return err
 		}
@@ -266,6 +269,32 @@ func (p *Pipeline) receive(intake, drain context.Context, r Receiver, out chan<-
 			p.take(b, d)
 		}
 		cancel()
+		select {
+		case out <- b:
+		case <-drain.Done():
+			p.abandon(b)
+			return fmt.Errorf("batch of %d not written: %w", len(b.items), context.Cause(drain))
+		}
+	}
+}
+
+// handOnArrived hands on, in full batches, the deliveries that had already
+// arrived when intake ended: they are in hand (the sender counts them as
+// delivered), so the drain writes them like the batch that was filling,
+// rather than leaving them to be delivered again. It never waits for more.
+func (p *Pipeline) handOnArrived(drain context.Context, r Receiver, out chan<- *batch) error {
+	for {
+		b := p.newBatch()
+		for len(b.deliveries) < p.cfg.BatchSize {
+			d := r.Prefetched()
+			if d == nil {
+				break
+			}
+			p.take(b, d)
+		}
+		if len(b.deliveries) == 0 {
+			return nil
+		}
 		select {
 		case out <- b:
 		case <-drain.Done():
@@ -316,7 +345,7 @@ func (p *Pipeline) apply(ctx context.Context, b *batch) error {
 		cancel()
 		if err == nil {
 			b.results = res
-			p.progress.Store(time.Now().UnixNano())
+			p.progress.Store(p.now().UnixNano())
 			p.m.applySeconds.Observe(time.Since(start).Seconds())
 			if since := p.failingSince.Swap(0); since != 0 {
 				p.log.Info(LogWriteRecovered, "failing_for", time.Since(time.Unix(0, since)).Round(time.Millisecond))
@@ -368,7 +397,7 @@ func (p *Pipeline) settle(in <-chan *batch) {
 		}
 		cancel()
 		p.inHand.Add(-int64(len(b.deliveries)))
-		p.progress.Store(time.Now().UnixNano())
+		p.progress.Store(p.now().UnixNano())
 		p.m.batches.Inc()
 		p.m.batchSize.Observe(float64(len(b.deliveries)))
 		if failed > 0 {
