@@ -40,12 +40,13 @@ type amqpReceiver interface {
 // Credit is a promise to take whatever the broker sends, so a window is
 // counted in the budget at the size its messages are expected to have: the
 // largest of the last thousand or so messages (the body limit until any has
-// arrived), and at their real size once they are in. A window is a quarter of
-// the credit, fewer if half the budget cannot hold that many messages of the
-// expected size. A queue of small messages gets full windows, which is what a
-// remote broker's round trips need; a queue of large ones gets small windows.
-// Only a sudden run of messages larger than the recent ones overshoots the
-// budget, by at most one window.
+// arrived, and never more: a larger message is a dead letter), and at their
+// real size once they are in. A window is a quarter of the credit, fewer if
+// half the budget cannot hold that many messages of the expected size. A
+// queue of small messages gets full windows, which is what a remote broker's
+// round trips need; a queue of large ones gets small windows. Only a sudden
+// run of messages larger than the recent ones overshoots the budget, by at
+// most one window.
 //
 // A Link is used by one goroutine; its deliveries may be settled from another.
 type Link struct {
@@ -221,7 +222,10 @@ func (l *Link) delivery(msg *amqp.Message) *delivery {
 		q.inHand.Add(1)
 	}
 	d := &delivery{link: l, msg: msg, item: l.classify(msg), bytes: messageSize(msg)}
-	l.sizes.add(d.bytes)
+	// A message over the body limit is a dead letter, not what the queue
+	// carries: counted as itself it would shrink the windows to one credit
+	// for the next thousand or two messages.
+	l.sizes.add(min(d.bytes, l.maxBody))
 	l.held.Add(float64(d.bytes))
 	if presettled(msg) {
 		l.presets.Inc()
