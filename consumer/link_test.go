@@ -27,6 +27,9 @@ type fakeReceiver struct {
 	issued    []uint32
 	accepted  int
 	wake      chan struct{}
+	// gone, if set, ends the link when closed: Receive returns goneErr.
+	gone    <-chan struct{}
+	goneErr error
 }
 
 func newFakeReceiver(n int) *fakeReceiver {
@@ -72,6 +75,8 @@ func (r *fakeReceiver) Receive(ctx context.Context, _ *amqp.ReceiveOptions) (*am
 		}
 		select {
 		case <-r.wake:
+		case <-r.gone:
+			return nil, r.goneErr
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
