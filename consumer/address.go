@@ -39,13 +39,4 @@ func SenderOptions(address string) *amqp.SenderOptions {
 // CloseConn closes conn, waiting at most d, and reports whether the close
 // finished in time. RabbitMQ may never answer a detach or a close, so
 // nothing waits on one without a deadline.
-func CloseConn(conn *amqp.Conn, d time.Duration) bool {
-	done := make(chan struct{})
-	go func() { _ = conn.Close(); close(done) }()
-	select {
-	case <-done:
-		return true
-	case <-time.After(d):
-		return false
-	}
-}
+func CloseConn(conn *amqp.Conn, d time.Duration) bool { return closeWithin(conn, d) }

@@ -81,13 +81,18 @@ type Broker struct {
 	cfg    BrokerConfig
 	log    *slog.Logger
 	m      *Metrics
-	tlsCfg *tls.Config
 	queues []*queue
 
 	connected atomic.Bool
 
 	mu   sync.Mutex
-	conn *amqp.Conn // the live connection, if any; closed by Close
+	conn conn // the live connection, if any; closed by Close
+
+	// The seams at go-amqp and the clock; tests replace them.
+	dialer dialer
+	now    func() time.Time
+	// pause waits d, or until ctx ends (false).
+	pause func(ctx context.Context, d time.Duration) bool
 	// Set by tests: wrap wraps every receiver a link uses; senderMode
 	// replaces the sender settle mode asked for.
 	wrap       func(amqpReceiver) amqpReceiver
@@ -96,6 +101,11 @@ type Broker struct {
 
 // NewBroker validates cfg. It does not dial.
 func NewBroker(cfg BrokerConfig, log *slog.Logger, m *Metrics) (*Broker, error) {
+	return newBroker(cfg, log, m, time.Now)
+}
+
+// newBroker is NewBroker on the clock now.
+func newBroker(cfg BrokerConfig, log *slog.Logger, m *Metrics, now func() time.Time) (*Broker, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
 		return nil, errors.New("CMDTRACK_AMQP_URL is not a URL")
@@ -129,13 +139,14 @@ func NewBroker(cfg BrokerConfig, log *slog.Logger, m *Metrics) (*Broker, error) 
 	if cfg.WatermarkInterval <= 0 {
 		cfg.WatermarkInterval = time.Minute
 	}
-	b := &Broker{cfg: cfg, log: log, m: m}
+	b := &Broker{cfg: cfg, log: log, m: m, now: now, pause: sleep}
 	share := cfg.MaxBytes / int64(len(cfg.Queues))
 	for _, name := range cfg.Queues {
-		b.queues = append(b.queues, newQueue(name, share, m))
+		b.queues = append(b.queues, newQueue(name, share, m, newBacklog(cfg.BacklogRetention, b.now)))
 	}
+	var tlsCfg *tls.Config
 	if u.Scheme == "amqps" {
-		b.tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
 		if cfg.CAFile != "" {
 			pem, err := os.ReadFile(cfg.CAFile)
 			if err != nil {
@@ -148,10 +159,23 @@ func NewBroker(cfg BrokerConfig, log *slog.Logger, m *Metrics) (*Broker, error) 
 			if !pool.AppendCertsFromPEM(pem) {
 				return nil, fmt.Errorf("CA file %s (CMDTRACK_AMQP_CA_FILE) holds no PEM certificate", cfg.CAFile)
 			}
-			b.tlsCfg.RootCAs = pool
+			tlsCfg.RootCAs = pool
 		}
 	}
+	b.dialer = amqpDialer{cfg: cfg, tlsCfg: tlsCfg, now: b.now}
 	return b, nil
+}
+
+// sleep waits d, or until ctx ends (false).
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // ValidQueueName reports why name cannot be a queue address, or nil.
@@ -220,23 +244,23 @@ func (b *Broker) Run(ctx context.Context, consume func(context.Context, pipeline
 		everUp    bool
 	)
 	for {
-		conn, err := b.dial(ctx)
+		c, err := b.dialer.Dial(ctx)
 		if err == nil {
 			if !downSince.IsZero() {
-				b.log.Info(LogConnRestored, "down_for", time.Since(downSince).Round(time.Millisecond), "attempts", attempt)
+				b.log.Info(LogConnRestored, "down_for", b.now().Sub(downSince).Round(time.Millisecond), "attempts", attempt)
 			} else {
 				b.log.Info(LogConnected, "queues", b.cfg.Queues)
 			}
 			everUp, downSince, lastKind = true, time.Time{}, 0
-			up := time.Now()
-			err = b.serve(ctx, conn, consume)
+			up := b.now()
+			err = b.serve(ctx, c, consume)
 			if ctx.Err() != nil {
 				return nil
 			}
 			// A connection that dies right after it opens does not earn a
 			// fresh backoff: that would re-dial (and redeliver everything
 			// unsettled) at the fastest pace for ever.
-			if time.Since(up) > b.healthyAfter() {
+			if b.now().Sub(up) > b.healthyAfter() {
 				attempt = 0
 			}
 		}
@@ -248,7 +272,7 @@ func (b *Broker) Run(ctx context.Context, consume func(context.Context, pipeline
 		kind := classifyDial(err)
 		switch {
 		case downSince.IsZero():
-			downSince = time.Now()
+			downSince = b.now()
 			b.m.outages.Inc()
 			b.logFailure(kind, everUp, err)
 		case kind != lastKind:
@@ -256,14 +280,12 @@ func (b *Broker) Run(ctx context.Context, consume func(context.Context, pipeline
 		default:
 			b.log.Debug(LogReconnectFail, "attempt", attempt, "err", err)
 			if attempt%20 == 0 {
-				b.log.Warn(LogStillDown, "down_for", time.Since(downSince).Round(time.Second), "attempts", attempt, "err", err)
+				b.log.Warn(LogStillDown, "down_for", b.now().Sub(downSince).Round(time.Second), "attempts", attempt, "err", err)
 			}
 		}
 		lastKind = kind
-		select {
-		case <-ctx.Done():
+		if !b.pause(ctx, backoff.Delay(attempt, b.cfg.ReconnectMin, b.cfg.ReconnectMax)) {
 			return nil
-		case <-time.After(backoff.Delay(attempt, b.cfg.ReconnectMin, b.cfg.ReconnectMax)):
 		}
 	}
 }
@@ -283,53 +305,55 @@ func (b *Broker) loadWatermarks(ctx context.Context) {
 		return
 	}
 	for _, q := range b.queues {
-		if at, ok := marks[q.name]; ok && at.Before(q.unconsumed) {
-			q.unconsumed = at
-			q.lastSettled.Store(at.UnixNano())
+		if at, ok := marks[q.name]; ok {
+			q.backlog.restore(at)
 		}
 	}
 }
 
-// watchBacklogs, every WatermarkInterval until ctx ends, saves when each queue was
-// last consumed, and says once per gap when a queue whose messages are held
-// (the database away) has settled nothing for longer than the platform
-// keeps its backlog: notifications may be lost meanwhile.
+// watchBacklogs checks the queues' backlogs every WatermarkInterval until
+// ctx ends.
 func (b *Broker) watchBacklogs(ctx context.Context) {
 	t := time.NewTicker(b.cfg.WatermarkInterval)
 	defer t.Stop()
-	saved := map[string]int64{}
-	warned := map[string]int64{}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		marks := map[string]time.Time{}
-		for _, q := range b.queues {
-			last := q.lastSettled.Load()
-			if last != 0 && last != saved[q.name] {
-				marks[q.name] = time.Unix(0, last)
-			}
-			since := time.Unix(0, max(last, q.startedAt))
-			if q.inHand.Load() > 0 && time.Since(since) > b.cfg.BacklogRetention && warned[q.name] != since.UnixNano() {
-				warned[q.name] = since.UnixNano() // once per gap
-				b.log.Warn(LogBacklogAtRisk, "queue", q.name, "since", since.UTC().Format(time.RFC3339),
-					"repair", "once writes recover: cmdtrack reconcile -since "+since.UTC().Format(time.RFC3339))
-			}
+		b.checkBacklogs(ctx)
+	}
+}
+
+// checkBacklogs saves when each queue was last consumed, and says once per
+// gap when a queue whose messages are held (the database away) has settled
+// nothing for longer than the platform keeps its backlog: notifications may
+// be lost meanwhile.
+func (b *Broker) checkBacklogs(ctx context.Context) {
+	marks := map[string]time.Time{}
+	for _, q := range b.queues {
+		if at, ok := q.backlog.watermark(); ok {
+			marks[q.name] = at
 		}
-		if b.cfg.Watermarks == nil || len(marks) == 0 {
-			continue
+		if since, ok := q.backlog.atRisk(); ok {
+			b.log.Warn(LogBacklogAtRisk, "queue", q.name, "since", since.UTC().Format(time.RFC3339),
+				"repair", "once writes recover: cmdtrack reconcile -since "+since.UTC().Format(time.RFC3339))
 		}
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if err := b.cfg.Watermarks.SaveQueueWatermarks(sctx, marks); err != nil {
-			b.log.Debug("could not save when the queues were last consumed", "err", err)
-		} else {
-			for q, at := range marks {
-				saved[q] = at.UnixNano()
-			}
+	}
+	if b.cfg.Watermarks == nil || len(marks) == 0 {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := b.cfg.Watermarks.SaveQueueWatermarks(sctx, marks); err != nil {
+		b.log.Debug("could not save when the queues were last consumed", "err", err)
+		return
+	}
+	for _, q := range b.queues {
+		if at, ok := marks[q.name]; ok {
+			q.backlog.markSaved(at)
 		}
-		cancel()
 	}
 }
 
@@ -380,8 +404,7 @@ func (b *Broker) logFailure(kind dialFailure, everUp bool, err error) {
 	}
 }
 
-// errAuth marks a refusal of the credentials: go-amqp reports a SASL
-// outcome other than ok as a plain error, recognised in dial.
+// errAuth marks a refusal of the credentials (see saslRefused).
 var errAuth = errors.New("authentication refused")
 
 // errConnDied marks the end of a connection that was up.
@@ -389,7 +412,7 @@ var errConnDied = errors.New("broker connection closed")
 
 // serve runs every queue on conn until ctx ends (nil, connection left open)
 // or the connection dies (its error, connection closed).
-func (b *Broker) serve(ctx context.Context, conn *amqp.Conn, consume func(context.Context, pipeline.Receiver) error) error {
+func (b *Broker) serve(ctx context.Context, conn conn, consume func(context.Context, pipeline.Receiver) error) error {
 	b.mu.Lock()
 	b.conn = conn
 	b.mu.Unlock()
@@ -412,44 +435,6 @@ func (b *Broker) serve(ctx context.Context, conn *amqp.Conn, consume func(contex
 		err = errConnDied
 	}
 	return err
-}
-
-func (b *Broker) dial(ctx context.Context) (*amqp.Conn, error) {
-	u, _ := url.Parse(b.cfg.URL) // validated in NewBroker
-	opts := &amqp.ConnOptions{
-		IdleTimeout: b.cfg.IdleTimeout,
-		TLSConfig:   b.tlsCfg,
-		Properties:  map[string]any{"product": "cmdtrack"},
-	}
-	switch {
-	case b.cfg.AccessKey != "":
-		// The timestamp must be within five minutes of IoTDA's clock, so the
-		// username is built afresh on every dial.
-		user := fmt.Sprintf("accessKey=%s|timestamp=%d|instanceId=%s",
-			b.cfg.AccessKey, time.Now().UnixMilli(), b.cfg.InstanceID)
-		opts.SASLType = amqp.SASLTypePlain(user, b.cfg.AccessCode)
-		// HostName is the Open frame's vhost; TLS keeps the real host name
-		// (set in NewBroker) so the certificate is still verified.
-		opts.HostName = "default"
-	case u.User != nil:
-		pass, _ := u.User.Password()
-		opts.SASLType = amqp.SASLTypePlain(u.User.Username(), pass)
-	default:
-		opts.SASLType = amqp.SASLTypeAnonymous()
-	}
-	// go-amqp would also read credentials from the URL; they are set above.
-	u.User = nil
-	dialCtx, cancel := context.WithTimeout(ctx, b.cfg.DialTimeout)
-	defer cancel()
-	conn, err := amqp.Dial(dialCtx, u.String(), opts)
-	if err != nil {
-		// go-amqp's only word for a refused login is its message text.
-		if strings.Contains(err.Error(), "SASL") && strings.Contains(err.Error(), "auth failed") {
-			err = fmt.Errorf("%w: %w", errAuth, err)
-		}
-		return nil, fmt.Errorf("dial %s: %w", u.Host, err)
-	}
-	return conn, nil
 }
 
 // Close closes the connection left open by Run. Links and sessions go with
@@ -477,13 +462,13 @@ func (b *Broker) Close(ctx context.Context) error {
 	}
 }
 
-func (b *Broker) closeConn(conn *amqp.Conn) {
+func (b *Broker) closeConn(conn conn) {
 	b.mu.Lock()
 	if b.conn == conn {
 		b.conn = nil
 	}
 	b.mu.Unlock()
-	if !CloseConn(conn, 5*time.Second) {
+	if !closeWithin(conn, 5*time.Second) {
 		b.log.Debug("closing broker connection timed out")
 	}
 }

@@ -40,17 +40,18 @@ type amqpReceiver interface {
 // Credit is a promise to take whatever the broker sends, so a window is
 // counted in the budget at the size its messages are expected to have: the
 // largest of the last thousand or so messages (the body limit until any has
-// arrived), and at their real size once they are in. A window is a quarter of
-// the credit, fewer if half the budget cannot hold that many messages of the
-// expected size. A queue of small messages gets full windows, which is what a
-// remote broker's round trips need; a queue of large ones gets small windows.
-// Only a sudden run of messages larger than the recent ones overshoots the
-// budget, by at most one window.
+// arrived, and never more: a larger message is a dead letter), and at their
+// real size once they are in. A window is a quarter of the credit, fewer if
+// half the budget cannot hold that many messages of the expected size. A
+// queue of small messages gets full windows, which is what a remote broker's
+// round trips need; a queue of large ones gets small windows. Only a sudden
+// run of messages larger than the recent ones overshoots the budget, by at
+// most one window.
 //
 // A Link is used by one goroutine; its deliveries may be settled from another.
 type Link struct {
 	rcv      amqpReceiver
-	sess     *amqp.Session // nil in tests
+	sess     session // nil in tests
 	cfg      linkConfig
 	source   string // the items' Source: "amqp:" + queue
 	maxBody  int64
@@ -82,8 +83,8 @@ type linkConfig struct {
 	// abort ends the link so that the broker redelivers what it holds.
 	abort func()
 	log   *slog.Logger
-	// state, if set, is told of each message taken and settled.
-	state *queue
+	// backlog, if set, is told of each message taken and settled.
+	backlog *backlog
 }
 
 func newLink(r amqpReceiver, cfg linkConfig, m *Metrics) *Link {
@@ -217,11 +218,14 @@ func (l *Link) extra(ctx context.Context, msg *amqp.Message) (pipeline.Delivery,
 func (l *Link) delivery(msg *amqp.Message) *delivery {
 	l.received.Inc()
 	l.unsettle.Inc()
-	if q := l.cfg.state; q != nil {
-		q.inHand.Add(1)
+	if bl := l.cfg.backlog; bl != nil {
+		bl.took()
 	}
 	d := &delivery{link: l, msg: msg, item: l.classify(msg), bytes: messageSize(msg)}
-	l.sizes.add(d.bytes)
+	// A message over the body limit is a dead letter, not what the queue
+	// carries: counted as itself it would shrink the windows to one credit
+	// for the next thousand or two messages.
+	l.sizes.add(min(d.bytes, l.maxBody))
 	l.held.Add(float64(d.bytes))
 	if presettled(msg) {
 		l.presets.Inc()
@@ -238,8 +242,8 @@ func (l *Link) release(d *delivery) {
 	<-l.tokens
 	l.unsettle.Dec()
 	l.held.Sub(float64(d.bytes))
-	if q := l.cfg.state; q != nil {
-		q.inHand.Add(-1)
+	if bl := l.cfg.backlog; bl != nil {
+		bl.released()
 	}
 	if l.cfg.budget != nil {
 		l.cfg.budget.adjust(-d.bytes)
@@ -322,7 +326,9 @@ func messageSize(m *amqp.Message) int64 {
 }
 
 // presettled reports whether the sender settled msg before sending it
-// (at-most-once). go-amqp keeps this only in an unexported field, read here;
+// (at-most-once). go-amqp (v1.7) keeps this only in an unexported field, with
+// no accessor and no delivery state for a received message (Azure/go-amqp#215
+// asked for one), so it is read by reflection;
 // TestPresettledDeliveriesAreCounted pins the field against a real broker.
 func presettled(msg *amqp.Message) bool {
 	if settledField == nil {
@@ -360,8 +366,8 @@ func (d *delivery) Settle(ctx context.Context, _ ingest.Result) error {
 	d.link.release(d)
 	if err != nil {
 		d.link.abort()
-	} else if q := d.link.cfg.state; q != nil {
-		q.lastSettled.Store(time.Now().UnixNano())
+	} else if bl := d.link.cfg.backlog; bl != nil {
+		bl.settled()
 	}
 	return err
 }

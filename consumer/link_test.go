@@ -27,6 +27,9 @@ type fakeReceiver struct {
 	issued    []uint32
 	accepted  int
 	wake      chan struct{}
+	// gone, if set, ends the link when closed: Receive returns goneErr.
+	gone    <-chan struct{}
+	goneErr error
 }
 
 func newFakeReceiver(n int) *fakeReceiver {
@@ -72,6 +75,8 @@ func (r *fakeReceiver) Receive(ctx context.Context, _ *amqp.ReceiveOptions) (*am
 		}
 		select {
 		case <-r.wake:
+		case <-r.gone:
+			return nil, r.goneErr
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -302,4 +307,32 @@ func TestLinkOverDelivery(t *testing.T) {
 	_, err = l.Next(ctx)
 	require.NoError(t, err, "then the link issues credit again")
 	require.Len(t, fr.issued, 2)
+}
+
+// One message larger than the body limit (a dead letter to be) counts in the
+// size window as the limit, not as itself: before, it shrank every window to
+// one credit for the next thousand or two messages.
+func TestLinkWindowIgnoresOneHugeMessage(t *testing.T) {
+	t.Parallel()
+	fr := newFakeReceiver(0)
+	small := []byte(`{"resource":"device.status","event":"update"}`)
+	for i := range 40 {
+		if i == 10 {
+			fr.backlog = append(fr.backlog, []byte(`{"pad":"`+strings.Repeat("x", 1<<20)+`"}`)) // 128 times the limit
+			continue
+		}
+		fr.backlog = append(fr.backlog, small)
+	}
+	budget := newBytesBudget(64 << 10)
+	l := newLink(fr, linkConfig{queue: "q", credit: 64, limits: ingest.Limits{MaxBodyBytes: 8 << 10},
+		budget: budget}, NewMetrics(nil))
+	ctx := context.Background()
+	for range 40 {
+		d, err := l.Next(ctx)
+		require.NoError(t, err)
+		d.Abandon()
+	}
+	// 4 of the 8 KiB limit before any is seen, then 8 of the 4 KiB floor;
+	// after the huge one, 4 of the limit again (half of 64 KiB), not 1.
+	require.Equal(t, []uint32{4, 8, 4, 4, 4, 4, 4, 4, 4}, fr.issued)
 }

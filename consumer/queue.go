@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,21 +31,14 @@ type queue struct {
 	// mixedWarned is set once cmdtrack has said that the broker would not
 	// promise unsettled deliveries on this queue.
 	mixedWarned atomic.Bool
-	// unconsumed is since when no link consumes the queue, across
-	// connections (the start of the process, or when the last run last
-	// consumed it, at first). Only the queue's own goroutine touches it, one
-	// connection after another (and loadWatermarks before).
-	unconsumed time.Time
-	// lastSettled is when a message of the queue was last settled
-	// (UnixNano, 0: none yet); inHand counts its messages held, unsettled.
-	lastSettled atomic.Int64
-	inHand      atomic.Int64
-	startedAt   int64
+	// backlog is when the queue was last consumed, against what the
+	// platform keeps of it.
+	backlog *backlog
 }
 
-func newQueue(name string, budget int64, m *Metrics) *queue {
+func newQueue(name string, budget int64, m *Metrics, bl *backlog) *queue {
 	return &queue{name: name, gauge: m.queueAttached.WithLabelValues(name), failures: m.attachFailures.WithLabelValues(name),
-		budget: newBytesBudget(budget), unconsumed: time.Now(), startedAt: time.Now().UnixNano()}
+		budget: newBytesBudget(budget), backlog: bl}
 }
 
 func (q *queue) status() string {
@@ -83,7 +75,7 @@ const (
 // ends (nil) or the connection dies (its error). A failure of the queue
 // alone (not found, no permission, a detach) is retried with the queue's
 // own backoff; the backoff starts afresh only once a link has lived a while.
-func (b *Broker) runQueue(ctx context.Context, conn *amqp.Conn, q *queue, consume func(context.Context, pipeline.Receiver) error) error {
+func (b *Broker) runQueue(ctx context.Context, conn conn, q *queue, consume func(context.Context, pipeline.Receiver) error) error {
 	var (
 		attempt     int
 		failing     bool
@@ -92,21 +84,21 @@ func (b *Broker) runQueue(ctx context.Context, conn *amqp.Conn, q *queue, consum
 	for {
 		link, err := b.attach(ctx, conn, q)
 		if err == nil {
-			if gap := time.Since(q.unconsumed); gap > b.cfg.BacklogRetention {
-				from, to := q.unconsumed.UTC().Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339)
-				b.log.Warn(LogBacklogLost, "queue", q.name, "from", from, "to", to, "gap", gap.Round(time.Second),
+			if gapFrom, gapTo, lost := q.backlog.consumed(); lost {
+				from, to := gapFrom.UTC().Format(time.RFC3339), gapTo.UTC().Format(time.RFC3339)
+				b.log.Warn(LogBacklogLost, "queue", q.name, "from", from, "to", to, "gap", gapTo.Sub(gapFrom).Round(time.Second),
 					"repair", fmt.Sprintf("cmdtrack reconcile -since %s -until %s", from, to))
 			}
 			if failing {
-				b.log.Info(LogQueueRestored, "queue", q.name, "failing_for", time.Since(failedSince).Round(time.Millisecond))
+				b.log.Info(LogQueueRestored, "queue", q.name, "failing_for", b.now().Sub(failedSince).Round(time.Millisecond))
 				failing = false
 			}
 			q.set(true, nil)
-			up := time.Now()
+			up := b.now()
 			err = consume(ctx, link)
 			link.finish()
 			q.set(false, err)
-			q.unconsumed = time.Now()
+			q.backlog.unconsumedFromNow()
 			if ctx.Err() != nil {
 				// The session stays open: the messages in hand are still
 				// to be settled, and Close ends it with the connection.
@@ -116,7 +108,7 @@ func (b *Broker) runQueue(ctx context.Context, conn *amqp.Conn, q *queue, consum
 			if connDead(conn, err) {
 				return err
 			}
-			if time.Since(up) > b.healthyAfter() {
+			if b.now().Sub(up) > b.healthyAfter() {
 				attempt = 0
 			}
 			// The link was up: whatever ended it (a detach, an accept that
@@ -135,23 +127,21 @@ func (b *Broker) runQueue(ctx context.Context, conn *amqp.Conn, q *queue, consum
 			attempt++
 			q.failures.Inc()
 			if !failing {
-				failing, failedSince = true, time.Now()
+				failing, failedSince = true, b.now()
 				b.log.Warn(LogQueueFailing, "queue", q.name, "err", err)
 			} else {
 				b.log.Debug("queue still failing", "queue", q.name, "attempt", attempt, "err", err)
 			}
 		}
-		select {
-		case <-ctx.Done():
+		if !b.pause(ctx, backoff.Delay(attempt, b.cfg.ReconnectMin, b.cfg.ReconnectMax)) {
 			return nil
-		case <-time.After(backoff.Delay(attempt, b.cfg.ReconnectMin, b.cfg.ReconnectMax)):
 		}
 	}
 }
 
 // connDead reports whether err, or the connection's own state, says the
 // connection is gone, which takes every queue down with it.
-func connDead(conn *amqp.Conn, err error) bool {
+func connDead(conn conn, err error) bool {
 	var connErr *amqp.ConnError
 	if errors.As(err, &connErr) {
 		return true
@@ -175,10 +165,10 @@ const attachTimeout = 10 * time.Second
 // It asks the broker to send every message unsettled, so that none is
 // delivered at most once; a broker that will not promise that is used
 // anyway, with a warning, and pre-settled messages are counted (Link).
-func (b *Broker) attach(ctx context.Context, conn *amqp.Conn, q *queue) (*Link, error) {
+func (b *Broker) attach(ctx context.Context, conn conn, q *queue) (*Link, error) {
 	actx, cancel := context.WithTimeout(ctx, attachTimeout)
 	defer cancel()
-	sess, err := conn.NewSession(actx, nil)
+	sess, err := conn.NewSession(actx)
 	if err != nil {
 		return nil, fmt.Errorf("begin session for queue %q: %w", q.name, err)
 	}
@@ -189,7 +179,7 @@ func (b *Broker) attach(ctx context.Context, conn *amqp.Conn, q *queue) (*Link, 
 	}
 	opts.RequestedSenderSettleMode = &mode
 	rcv, err := sess.NewReceiver(actx, q.name, opts)
-	if err != nil && strings.Contains(err.Error(), "settlement mode") {
+	if err != nil && settleModeRefused(err) {
 		// go-amqp fails the attach when the broker answers another mode;
 		// its session is still good, the link is not.
 		if q.mixedWarned.CompareAndSwap(false, true) {
@@ -202,13 +192,12 @@ func (b *Broker) attach(ctx context.Context, conn *amqp.Conn, q *queue) (*Link, 
 		closeSession(sess)
 		return nil, fmt.Errorf("attach to queue %q: %w", q.name, err)
 	}
-	var r amqpReceiver = rcv
 	if b.wrap != nil {
-		r = b.wrap(r)
+		rcv = b.wrap(rcv)
 	}
-	l := newLink(r, linkConfig{
+	l := newLink(rcv, linkConfig{
 		queue: q.name, credit: b.cfg.Credit, limits: b.cfg.Limits,
-		budget: q.budget, state: q,
+		budget: q.budget, backlog: q.backlog,
 		abort: func() { b.abortLink(conn, sess) },
 		log:   b.log,
 	}, b.m)
@@ -220,7 +209,7 @@ func (b *Broker) attach(ctx context.Context, conn *amqp.Conn, q *queue) (*Link, 
 // delivers its unsettled messages again now rather than when the connection
 // next drops. RabbitMQ may never answer the session's end: if it does not in
 // time, the whole connection goes.
-func (b *Broker) abortLink(conn *amqp.Conn, sess *amqp.Session) {
+func (b *Broker) abortLink(conn conn, sess session) {
 	go func() {
 		if !closeSession(sess) {
 			b.log.Warn("a session did not close in time; closing the broker connection so that its messages come again")
@@ -230,7 +219,7 @@ func (b *Broker) abortLink(conn *amqp.Conn, sess *amqp.Session) {
 }
 
 // closeSession ends sess within five seconds and reports whether it did.
-func closeSession(sess *amqp.Session) bool {
+func closeSession(sess session) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return !errors.Is(sess.Close(ctx), context.DeadlineExceeded)
