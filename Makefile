@@ -20,6 +20,8 @@ LDFLAGS := -s -w -X main.Version=$(VERSION)
 #   containers      testcontainers-go on the engine, plugins and images
 #                   scripts/dockerenv.sh provides (started and built if missing)
 TEST_SERVICES ?= auto
+# make test/stress runs each service-free test this many times.
+STRESS_COUNT ?= 20
 define with_services
 	case "$(TEST_SERVICES)" in \
 	auto) if [ -z "$${CMDTRACK_TEST_DATABASE_URL:-}" ] && ! docker info >/dev/null 2>&1; then \
@@ -65,6 +67,10 @@ test/docker: ## the container path for real: the suite on testcontainers-go, the
 test/unit: ## the tests that need no service (pipeline, decoder, store logic, config, deploy files): seconds
 	$(GO) test -short -count=1 -timeout 2m ./...
 	cd deploy && $(GO) test -short -count=1 -timeout 2m ./...
+
+.PHONY: test/stress
+test/stress: ## make test/unit's tests with -race -count=$(STRESS_COUNT) while CPU hogs keep every core busy: a test that flakes under load fails here
+	@scripts/stress.sh $(GO) $(STRESS_COUNT)
 
 .PHONY: test/short
 test/short: ## run the tests without the race detector (faster)
