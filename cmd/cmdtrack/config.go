@@ -64,7 +64,7 @@ type Config struct {
 	HTTPTLSKey               string        `envconfig:"HTTP_TLS_KEY" desc:"private key (PEM) for CMDTRACK_HTTP_TLS_CERT"`
 	HTTPClientCA             string        `envconfig:"HTTP_CLIENT_CA" desc:"require client certificates signed by this CA (PEM)"`
 	HTTPToken                string        `envconfig:"HTTP_TOKEN" desc:"require \"Authorization: Bearer <token>\" on pushes"`
-	HTTPWait                 time.Duration `envconfig:"HTTP_WAIT" default:"30s" desc:"longest a push waits for its commit before 503"`
+	HTTPWait                 time.Duration `envconfig:"HTTP_WAIT" default:"10s" desc:"longest a push waits for its commit before 503 (keep it under the platform's 15 s timeout)"`
 	HTTPMaxInFlight          int           `envconfig:"HTTP_MAX_IN_FLIGHT" default:"256" desc:"most pushes handled at once; more are answered 503"`
 	HTTPMaxBytesInFlight     int64         `envconfig:"HTTP_MAX_BYTES_IN_FLIGHT" default:"33554432" desc:"most body bytes of pushes handled at once; more are answered 503"`
 	HTTPAllowUnauthenticated bool          `envconfig:"HTTP_ALLOW_UNAUTHENTICATED" default:"false" desc:"serve pushes without a token or client certificates (anyone could forge notifications)"`
