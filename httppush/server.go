@@ -25,9 +25,12 @@ import (
 )
 
 // Submitter stores an item and says what became of it, or why it was not
-// stored; *pipeline.Inbox is one.
+// stored; *pipeline.Inbox is one. It calls release once it holds the item no
+// longer, which may be after Submit returns (an item whose caller gave up
+// waits to be dropped); the item's bytes count against the in-flight bound
+// until then.
 type Submitter interface {
-	Submit(ctx context.Context, it ingest.Item) (ingest.Result, error)
+	Submit(ctx context.Context, it ingest.Item, release func()) (ingest.Result, error)
 }
 
 // Config configures the listener.
@@ -191,9 +194,14 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many bytes in flight; retry", http.StatusServiceUnavailable)
 		return
 	}
-	defer s.bytes.Release(size)
+	// The bytes count until the pipeline lets go of the body, not until the
+	// answer: a push answered 503 while the database is away stays in its
+	// batch until it is dropped, and pushes piling up there would otherwise
+	// hold several times the bound.
+	release := func() { s.bytes.Release(size) }
 	body, err := readBody(w, r, limit)
 	if err != nil {
+		release()
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			http.Error(w, fmt.Sprintf("body larger than %d bytes", s.cfg.Limits.MaxBodyBytes), http.StatusRequestEntityTooLarge)
@@ -212,7 +220,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Wait)
 	defer cancel()
-	res, err := s.sub.Submit(ctx, it)
+	res, err := s.sub.Submit(ctx, it, release)
 	if err != nil {
 		// Not stored: the platform should push it again later.
 		w.Header().Set("Retry-After", "5")
