@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -52,6 +53,13 @@ type Config struct {
 	// pushes are answered 503 at once.
 	MaxInFlight      int
 	MaxBytesInFlight int64
+	// MaxConns bounds the connections open at once, counted from accept,
+	// before anything is read or authenticated; past it, new connections
+	// wait in the kernel's backlog until one closes. Zero means 512.
+	MaxConns int
+	// HeaderTimeout bounds the TLS handshake and the reading of a request's
+	// headers. Zero means 5 s.
+	HeaderTimeout time.Duration
 	// AllowUnauthenticated must be set to serve without a token or client
 	// certificates: anyone who reaches such a receiver can forge
 	// notifications.
@@ -84,6 +92,12 @@ func Listen(cfg Config, sub Submitter, log *slog.Logger) (*Server, error) {
 	if cfg.MaxInFlight < 1 {
 		cfg.MaxInFlight = 1
 	}
+	if cfg.MaxConns < 1 {
+		cfg.MaxConns = 512
+	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = 5 * time.Second
+	}
 	// At least one push of the largest size must fit.
 	cfg.MaxBytesInFlight = max(cfg.MaxBytesInFlight, int64(cfg.Limits.MaxBodyBytes))
 	s := &Server{cfg: cfg, sub: sub, log: log, inFlight: make(chan struct{}, cfg.MaxInFlight),
@@ -92,7 +106,7 @@ func Listen(cfg Config, sub Submitter, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("/", s.handle)
 	s.srv = &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.HeaderTimeout, // the TLS handshake's too
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      cfg.Wait + 30*time.Second,
 		IdleTimeout:       90 * time.Second,
@@ -124,8 +138,56 @@ func Listen(cfg Config, sub Submitter, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.ln = ln
+	s.ln = limitConns(ln, cfg.MaxConns)
 	return s, nil
+}
+
+// connLimit is a listener that keeps at most cap(slots) connections open:
+// past that, Accept waits for one to close, and new connections wait in the
+// kernel's backlog, holding no memory of cmdtrack's. A half-open request
+// (headers not finished, not yet authenticated) costs some 14 KiB for up to
+// HeaderTimeout; this bounds how many there can be.
+type connLimit struct {
+	net.Listener
+	slots  chan struct{}
+	closed chan struct{}
+	once   sync.Once
+}
+
+func limitConns(ln net.Listener, n int) net.Listener {
+	return &connLimit{Listener: ln, slots: make(chan struct{}, n), closed: make(chan struct{})}
+}
+
+func (l *connLimit) Accept() (net.Conn, error) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	return &limitedConn{Conn: c, free: sync.OnceFunc(func() { <-l.slots })}, nil
+}
+
+func (l *connLimit) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+// limitedConn gives its place back when closed (once, however often it is
+// closed).
+type limitedConn struct {
+	net.Conn
+	free func()
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.free()
+	return err
 }
 
 // Addr is the bound address.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -205,4 +206,71 @@ func TestBytesBoundWhileDatabaseAway(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, ingest.DeadLettered, res.Outcome)
 	require.Equal(t, []string{"fresh"}, st.bodies(), "only the push still waiting is stored")
+}
+
+// Connections are capped before anything is read from them: past
+// MaxConns, a new connection waits (in the kernel's backlog) until one
+// closes, so that half-open requests cannot hold memory without bound before
+// they are authenticated.
+func TestConnectionsCapped(t *testing.T) {
+	t.Parallel()
+	g := gate{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	close(g.release)
+	srv, err := httppush.Listen(httppush.Config{
+		Addr: "127.0.0.1:0", Token: "tok", Limits: ingest.Limits{MaxBodyBytes: 1024}, Wait: 10 * time.Second,
+		MaxInFlight: 10, MaxConns: 1, HeaderTimeout: time.Minute,
+	}, g, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = srv.Serve(ctx, time.Second) }()
+
+	// A request that never finishes its headers holds the only place.
+	slow, err := net.Dial("tcp", srv.Addr())
+	require.NoError(t, err)
+	_, err = slow.Write([]byte("POST / HTTP/1.1\r\nHost: x\r\n"))
+	require.NoError(t, err)
+
+	status := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+srv.Addr()+"/", strings.NewReader(`{"resource":"device.status","event":"update"}`))
+		req.Header.Set("Authorization", "Bearer tok")
+		resp, err := http.DefaultClient.Do(req)
+		if !assert.NoError(t, err) {
+			status <- 0
+			return
+		}
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	select {
+	case <-g.entered:
+		t.Fatal("a push was served while the half-open request held the only connection")
+	case <-time.After(200 * time.Millisecond):
+	}
+	require.NoError(t, slow.Close())
+	require.Equal(t, http.StatusOK, <-status, "served once the place is free")
+}
+
+// A request that does not finish its headers within HeaderTimeout is cut
+// off.
+func TestHeaderTimeout(t *testing.T) {
+	t.Parallel()
+	srv, err := httppush.Listen(httppush.Config{
+		Addr: "127.0.0.1:0", Token: "tok", Limits: ingest.Limits{MaxBodyBytes: 1024}, Wait: 10 * time.Second,
+		MaxInFlight: 10, HeaderTimeout: 50 * time.Millisecond,
+	}, gate{}, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = srv.Serve(ctx, time.Second) }()
+	slow, err := net.Dial("tcp", srv.Addr())
+	require.NoError(t, err)
+	defer slow.Close()
+	_, err = slow.Write([]byte("POST / HTTP/1.1\r\nHost: x\r\n"))
+	require.NoError(t, err)
+	// Far longer than the timeout, far shorter than the default.
+	require.NoError(t, slow.SetReadDeadline(time.Now().Add(3*time.Second)))
+	_, err = io.Copy(io.Discard, slow)
+	require.NoError(t, err, "the server closes the connection (a read deadline here means it did not)")
 }
