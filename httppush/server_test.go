@@ -199,9 +199,9 @@ func TestBytesBoundWhileDatabaseAway(t *testing.T) {
 		require.LessOrEqual(t, inbox.HeldBytes(), int64(limit), "round %d: the pipeline holds more push bytes than the limit", round)
 	}
 
-	st.up.Store(true)
 	require.Eventually(t, func() bool { return inbox.HeldBytes() == 0 }, 10*time.Second, time.Millisecond,
-		"the pushes given up are let go")
+		"the pushes given up are let go while the database is still away")
+	st.up.Store(true)
 	res, err := inbox.Submit(ctx, ingest.Classify([]byte("fresh"), "http", time.Now(), ingest.Limits{MaxBodyBytes: 1024}), nil)
 	require.NoError(t, err)
 	require.Equal(t, ingest.DeadLettered, res.Outcome)

@@ -195,20 +195,17 @@ func (p *Pipeline) dropForsaken(b *batch) {
 	kept := 0
 	for i, d := range b.deliveries {
 		if f, ok := d.(forsakable); ok && f.Forsaken() {
+			// Counted before it is given back: its sender may look.
+			p.m.dropped.Inc()
+			p.inHand.Add(-1)
 			d.Abandon()
 			continue
 		}
 		b.deliveries[kept], b.items[kept] = d, b.items[i]
 		kept++
 	}
-	dropped := len(b.deliveries) - kept
-	if dropped == 0 {
-		return
-	}
 	// Cleared, so that the dropped bodies are not kept alive by the batch.
 	clear(b.deliveries[kept:])
 	clear(b.items[kept:])
 	b.deliveries, b.items = b.deliveries[:kept], b.items[:kept]
-	p.inHand.Add(-int64(dropped))
-	p.m.dropped.Add(float64(dropped))
 }
