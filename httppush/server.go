@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -25,9 +26,12 @@ import (
 )
 
 // Submitter stores an item and says what became of it, or why it was not
-// stored; *pipeline.Inbox is one.
+// stored; *pipeline.Inbox is one. It calls release once it holds the item no
+// longer, which may be after Submit returns (an item whose caller gave up
+// waits to be dropped); the item's bytes count against the in-flight bound
+// until then.
 type Submitter interface {
-	Submit(ctx context.Context, it ingest.Item) (ingest.Result, error)
+	Submit(ctx context.Context, it ingest.Item, release func()) (ingest.Result, error)
 }
 
 // Config configures the listener.
@@ -49,6 +53,13 @@ type Config struct {
 	// pushes are answered 503 at once.
 	MaxInFlight      int
 	MaxBytesInFlight int64
+	// MaxConns bounds the connections open at once, counted from accept,
+	// before anything is read or authenticated; past it, new connections
+	// wait in the kernel's backlog until one closes. Zero means 512.
+	MaxConns int
+	// HeaderTimeout bounds the TLS handshake and the reading of a request's
+	// headers. Zero means 5 s.
+	HeaderTimeout time.Duration
 	// AllowUnauthenticated must be set to serve without a token or client
 	// certificates: anyone who reaches such a receiver can forge
 	// notifications.
@@ -81,6 +92,12 @@ func Listen(cfg Config, sub Submitter, log *slog.Logger) (*Server, error) {
 	if cfg.MaxInFlight < 1 {
 		cfg.MaxInFlight = 1
 	}
+	if cfg.MaxConns < 1 {
+		cfg.MaxConns = 512
+	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = 5 * time.Second
+	}
 	// At least one push of the largest size must fit.
 	cfg.MaxBytesInFlight = max(cfg.MaxBytesInFlight, int64(cfg.Limits.MaxBodyBytes))
 	s := &Server{cfg: cfg, sub: sub, log: log, inFlight: make(chan struct{}, cfg.MaxInFlight),
@@ -89,7 +106,7 @@ func Listen(cfg Config, sub Submitter, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("/", s.handle)
 	s.srv = &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.HeaderTimeout, // the TLS handshake's too
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      cfg.Wait + 30*time.Second,
 		IdleTimeout:       90 * time.Second,
@@ -121,8 +138,56 @@ func Listen(cfg Config, sub Submitter, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.ln = ln
+	s.ln = limitConns(ln, cfg.MaxConns)
 	return s, nil
+}
+
+// connLimit is a listener that keeps at most cap(slots) connections open:
+// past that, Accept waits for one to close, and new connections wait in the
+// kernel's backlog, holding no memory of cmdtrack's. A half-open request
+// (headers not finished, not yet authenticated) costs some 14 KiB for up to
+// HeaderTimeout; this bounds how many there can be.
+type connLimit struct {
+	net.Listener
+	slots  chan struct{}
+	closed chan struct{}
+	once   sync.Once
+}
+
+func limitConns(ln net.Listener, n int) net.Listener {
+	return &connLimit{Listener: ln, slots: make(chan struct{}, n), closed: make(chan struct{})}
+}
+
+func (l *connLimit) Accept() (net.Conn, error) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	return &limitedConn{Conn: c, free: sync.OnceFunc(func() { <-l.slots })}, nil
+}
+
+func (l *connLimit) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+// limitedConn gives its place back when closed (once, however often it is
+// closed).
+type limitedConn struct {
+	net.Conn
+	free func()
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.free()
+	return err
 }
 
 // Addr is the bound address.
@@ -191,9 +256,14 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many bytes in flight; retry", http.StatusServiceUnavailable)
 		return
 	}
-	defer s.bytes.Release(size)
+	// The bytes count until the pipeline lets go of the body, not until the
+	// answer: a push answered 503 while the database is away stays in its
+	// batch until it is dropped, and pushes piling up there would otherwise
+	// hold several times the bound.
+	release := func() { s.bytes.Release(size) }
 	body, err := readBody(w, r, limit)
 	if err != nil {
+		release()
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			http.Error(w, fmt.Sprintf("body larger than %d bytes", s.cfg.Limits.MaxBodyBytes), http.StatusRequestEntityTooLarge)
@@ -212,7 +282,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Wait)
 	defer cancel()
-	res, err := s.sub.Submit(ctx, it)
+	res, err := s.sub.Submit(ctx, it, release)
 	if err != nil {
 		// Not stored: the platform should push it again later.
 		w.Header().Set("Retry-After", "5")

@@ -14,6 +14,7 @@ type Metrics struct {
 	lag            prometheus.Histogram
 	dbErrors       *prometheus.CounterVec
 	settleFailures prometheus.Counter
+	dropped        prometheus.Counter
 }
 
 // NewMetrics creates the series and registers them on reg (nil: unregistered,
@@ -50,10 +51,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		settleFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cmdtrack_settle_failures_total", Help: "Stored messages whose accept could not be sent (they are redelivered).",
 		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cmdtrack_messages_dropped_total",
+			Help: "HTTP pushes dropped unwritten because their sender stopped waiting (answered 503 or gone; the platform pushes them again).",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.applied, m.skipped, m.deadLettered, m.batches, m.batchSize,
-			m.applySeconds, m.lag, m.dbErrors, m.settleFailures)
+			m.applySeconds, m.lag, m.dbErrors, m.settleFailures, m.dropped)
 	}
 	return m
 }

@@ -317,6 +317,9 @@ func (p *Pipeline) write(ctx context.Context, in <-chan *batch, out chan<- *batc
 			}
 			return err
 		}
+		if len(b.deliveries) == 0 {
+			continue // every one was dropped (see dropForsaken)
+		}
 		select {
 		case out <- b:
 		case <-ctx.Done():
@@ -339,6 +342,9 @@ const (
 // lines per outage.
 func (p *Pipeline) apply(ctx context.Context, b *batch) error {
 	for attempt := 1; ; attempt++ {
+		if p.dropForsaken(b); len(b.items) == 0 {
+			return nil
+		}
 		start := time.Now()
 		actx, cancel := context.WithTimeout(ctx, p.cfg.ApplyTimeout)
 		res, err := p.store.Apply(actx, b.items)

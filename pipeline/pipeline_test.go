@@ -451,16 +451,16 @@ func TestInboxSubmit(t *testing.T) {
 	inbox := pipeline.NewInbox()
 	stop := f.run(t, time.Second, f.src, inbox)
 	ctx := context.Background()
-	res, err := inbox.Submit(ctx, note(1))
+	res, err := inbox.Submit(ctx, note(1), nil)
 	require.NoError(t, err)
 	require.Equal(t, ingest.Applied, res.Outcome)
-	res, err = inbox.Submit(ctx, ingest.Unusable("http", []byte("x"), notification.ClassInvalidJSON, "bad"))
+	res, err = inbox.Submit(ctx, ingest.Unusable("http", []byte("x"), notification.ClassInvalidJSON, "bad"), nil)
 	require.NoError(t, err)
 	require.Equal(t, ingest.DeadLettered, res.Outcome)
 	require.Equal(t, notification.ClassInvalidJSON, res.DeadLetter.Class)
 	_, err = stop()
 	require.NoError(t, err)
-	_, err = inbox.Submit(ctx, note(2))
+	_, err = inbox.Submit(ctx, note(2), nil)
 	require.ErrorIs(t, err, pipeline.ErrStopping)
 }
 
@@ -473,7 +473,7 @@ func TestInboxNotStored(t *testing.T) {
 	inbox := pipeline.NewInbox()
 	stop := f.run(t, 30*time.Millisecond, inbox)
 	errc := make(chan error, 1)
-	go func() { _, err := inbox.Submit(context.Background(), note(1)); errc <- err }()
+	go func() { _, err := inbox.Submit(context.Background(), note(1), nil); errc <- err }()
 	require.Eventually(t, func() bool { return f.counter(t, "cmdtrack_database_errors_total") > 0 }, 5*time.Second, time.Millisecond)
 	_, err := stop()
 	require.ErrorIs(t, err, pipeline.ErrGraceRanOut)
@@ -533,4 +533,55 @@ func TestFailingWritesAreNoWedge(t *testing.T) {
 	require.Eventually(t, func() bool { return f.p.Ready() != nil }, 5*time.Second, time.Millisecond)
 	f.clock.advance(time.Hour)
 	require.NoError(t, f.p.Stalled())
+}
+
+// A submission whose caller gave up (the HTTP receiver answered 503) while
+// the database was away is dropped before the next attempt, not written
+// for nobody once the database is back, and let go of at once: its release
+// is called and its bytes leave the inbox's count.
+func TestInboxDropsWhatNobodyWaitsFor(t *testing.T) {
+	t.Parallel()
+	f := setup(t, pipeline.Config{BatchSize: 4, BatchWait: time.Millisecond})
+	var down atomic.Bool
+	down.Store(true)
+	tried := make(chan struct{}, 1)
+	f.store.fail = func(int, []ingest.Item) error {
+		if !down.Load() {
+			return nil
+		}
+		select {
+		case tried <- struct{}{}:
+		default:
+		}
+		return &net.OpError{Op: "dial", Err: errors.New("refused")}
+	}
+	inbox := pipeline.NewInbox()
+	stop := f.run(t, time.Second, inbox)
+	ctx, giveUp := context.WithCancel(context.Background())
+	released := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := inbox.Submit(ctx, ingest.Unusable("http", []byte("gone"), notification.ClassInvalidJSON, "bad"),
+			func() { close(released) })
+		errc <- err
+	}()
+	<-tried // in a batch, failing to be written
+	require.Equal(t, int64(4), inbox.HeldBytes())
+	giveUp()
+	require.ErrorIs(t, <-errc, context.Canceled)
+	select {
+	case <-released: // while the database is still away
+	case <-time.After(10 * time.Second):
+		t.Fatal("a submission nobody waits for is still held while the database is away")
+	}
+	require.Zero(t, inbox.HeldBytes())
+	require.InDelta(t, 1.0, f.counter(t, "cmdtrack_messages_dropped_total"), 0)
+
+	down.Store(false)
+	res, err := inbox.Submit(context.Background(), note(1), nil)
+	require.NoError(t, err)
+	require.Equal(t, ingest.Applied, res.Outcome)
+	require.Equal(t, []int{1}, f.store.sizes(), "only the submission still waited for is written")
+	_, err = stop()
+	require.NoError(t, err)
 }

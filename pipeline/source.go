@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
 )
@@ -57,6 +58,9 @@ var ErrNotStored = errors.New("not stored; retry later")
 type Inbox struct {
 	in       chan *submission
 	stopping chan struct{}
+	// held is the bytes of the bodies the pipeline holds: of submissions
+	// handed to it and not yet settled, given back or dropped.
+	held atomic.Int64
 }
 
 // NewInbox returns an inbox; it takes items once its Run has begun.
@@ -66,14 +70,26 @@ func NewInbox() *Inbox {
 
 // Submit hands it to the pipeline and waits until its batch is committed,
 // returning what became of it, or given up (ErrNotStored). ctx bounds the
-// wait; an item whose caller gave up may still be stored.
-func (in *Inbox) Submit(ctx context.Context, it ingest.Item) (ingest.Result, error) {
-	s := &submission{item: it, reply: make(chan ingest.Result, 1)}
+// wait: once it ends, the item is dropped unless its write has begun (a
+// write that began may still commit; either way the caller was not told it
+// was stored).
+//
+// release, unless nil, is called once the pipeline holds the item no
+// longer: settled, given back or dropped. That may be after Submit returns
+// (an item whose caller gave up waits in its batch until it is dropped), so
+// a caller that bounds what it has in flight counts the item until then.
+func (in *Inbox) Submit(ctx context.Context, it ingest.Item, release func()) (ingest.Result, error) {
+	s := &submission{item: it, reply: make(chan ingest.Result, 1), held: &in.held, size: bodyBytes(it), release: release}
+	// Counted before the hand-over, so that the count never runs behind
+	// what the pipeline holds.
+	in.held.Add(s.size)
 	select {
 	case in.in <- s:
 	case <-in.stopping:
+		s.letGo()
 		return ingest.Result{}, ErrStopping
 	case <-ctx.Done():
+		s.letGo()
 		return ingest.Result{}, ctx.Err()
 	}
 	select {
@@ -83,8 +99,23 @@ func (in *Inbox) Submit(ctx context.Context, it ingest.Item) (ingest.Result, err
 		}
 		return r, nil
 	case <-ctx.Done():
+		s.forsaken.Store(true)
 		return ingest.Result{}, ctx.Err()
 	}
+}
+
+// HeldBytes is the bytes of the submitted bodies the pipeline holds.
+func (in *Inbox) HeldBytes() int64 { return in.held.Load() }
+
+// bodyBytes is what an item holds of its message's body.
+func bodyBytes(it ingest.Item) int64 {
+	switch {
+	case it.Notification != nil:
+		return int64(len(it.Notification.Payload))
+	case it.DeadLetter != nil:
+		return int64(len(it.DeadLetter.Body))
+	}
+	return 0
 }
 
 // Run serves one receiver over the submissions until ctx ends; submissions
@@ -119,13 +150,62 @@ func (r inboxReceiver) Prefetched() Delivery {
 type submission struct {
 	item  ingest.Item
 	reply chan ingest.Result
+	// forsaken is set when the caller stops waiting.
+	forsaken atomic.Bool
+	held     *atomic.Int64
+	size     int64
+	release  func()
 }
 
 func (s *submission) Item() ingest.Item { return s.item }
 
 func (s *submission) Settle(_ context.Context, res ingest.Result) error {
 	s.reply <- res
+	s.letGo()
 	return nil
 }
 
-func (s *submission) Abandon() { s.reply <- ingest.Result{} }
+func (s *submission) Abandon() {
+	s.reply <- ingest.Result{}
+	s.letGo()
+}
+
+func (s *submission) Forsaken() bool { return s.forsaken.Load() }
+
+// letGo is called once the pipeline holds the submission no longer.
+func (s *submission) letGo() {
+	s.held.Add(-s.size)
+	if s.release != nil {
+		s.release()
+	}
+}
+
+// forsakable is a Delivery whose sender may stop waiting for its outcome: an
+// HTTP push whose caller timed out (and was answered 503) or hung up. The
+// pipeline drops such a delivery, unwritten, before each attempt to write
+// it: nobody was told it was stored, so its sender sends it again, and
+// while the database is away its body is not held for nobody.
+type forsakable interface {
+	Forsaken() bool
+}
+
+// dropForsaken removes from b, and gives back, the deliveries whose senders
+// stopped waiting.
+func (p *Pipeline) dropForsaken(b *batch) {
+	kept := 0
+	for i, d := range b.deliveries {
+		if f, ok := d.(forsakable); ok && f.Forsaken() {
+			// Counted before it is given back: its sender may look.
+			p.m.dropped.Inc()
+			p.inHand.Add(-1)
+			d.Abandon()
+			continue
+		}
+		b.deliveries[kept], b.items[kept] = d, b.items[i]
+		kept++
+	}
+	// Cleared, so that the dropped bodies are not kept alive by the batch.
+	clear(b.deliveries[kept:])
+	clear(b.items[kept:])
+	b.deliveries, b.items = b.deliveries[:kept], b.items[:kept]
+}

@@ -61,6 +61,10 @@ readonly WORK_DIR="$CACHE_DIR/work"
 readonly IMAGES_MODE="${CMDTRACK_DOCKER_IMAGES:-auto}"
 readonly DEBIAN_MIRROR="${CMDTRACK_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 readonly DEBIAN_SUITE=bookworm
+# Debian's archive keys, which debootstrap checks the suite's Release file against (bookworm's package names the file
+# .gpg, later ones .pgp). Without a keyring, as on a host that is not Debian, debootstrap only warns and fetches the
+# packages unverified: base_image refuses that.
+readonly DEBIAN_KEYRINGS=(/usr/share/keyrings/debian-archive-keyring.gpg /usr/share/keyrings/debian-archive-keyring.pgp)
 readonly LOCAL_REPO=cmdtrack-local
 # Pinned versions of the tools built from the Go module proxy when missing. BuildKit's module gives the Dockerfile
 # frontend that `# syntax=docker/dockerfile:1` names (frontend 1.19 is in BuildKit 0.25).
@@ -370,6 +374,20 @@ EOF
 	rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb
 }
 
+# The keyring debootstrap verifies the archive with, installed if missing; no keyring stops the script.
+debian_keyring() {
+	local k
+	for k in "${DEBIAN_KEYRINGS[@]}"; do
+		[[ -s "$k" ]] && echo "$k" && return 0
+	done
+	apt_install debian-archive-keyring || true
+	for k in "${DEBIAN_KEYRINGS[@]}"; do
+		[[ -s "$k" ]] && echo "$k" && return 0
+	done
+	die "no Debian archive keyring (${DEBIAN_KEYRINGS[*]}) to verify the base image's packages with; install the" \
+		"debian-archive-keyring package (or pull $OFFICIAL_POSTGRES and $OFFICIAL_RABBITMQ instead of building)"
+}
+
 # The Debian base: debootstrap (minbase) into a directory, imported as an image.
 base_image() {
 	local tag
@@ -380,11 +398,15 @@ base_image() {
 	if ! local_image "$tag"; then
 		require_root "debootstrap a base image"
 		command -v debootstrap >/dev/null || apt_install debootstrap
-		local work root start=$SECONDS
+		# debootstrap checks signatures with gpgv, and fails without it once given a keyring.
+		command -v gpgv >/dev/null || apt_install gpgv
+		local work root keyring start=$SECONDS
+		keyring=$(debian_keyring)
 		work=$(scratch base)
 		root="$work/rootfs"
-		log "debootstrap $DEBIAN_SUITE (minbase) from $DEBIAN_MIRROR into $root"
-		debootstrap --variant=minbase "$DEBIAN_SUITE" "$root" "$DEBIAN_MIRROR" >&2 || die "debootstrap failed"
+		log "debootstrap $DEBIAN_SUITE (minbase) from $DEBIAN_MIRROR into $root, verified with $keyring"
+		debootstrap --variant=minbase --keyring="$keyring" "$DEBIAN_SUITE" "$root" "$DEBIAN_MIRROR" >&2 ||
+			die "debootstrap failed"
 		write_base_files "$root"
 		log "importing $tag"
 		tar -C "$root" --numeric-owner --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' -c . |
@@ -587,7 +609,8 @@ images_table() {
 }
 
 usage() {
-	sed -n '2,/^set -euo/p' "$SCRIPT_PATH" | sed '$d' | sed 's/^# \{0,1\}//' >&2
+	# The opening comment, up to the line before the first `set -`.
+	sed -n '2,/^set -/p' "$SCRIPT_PATH" | sed '$d' | sed 's/^# \{0,1\}//' >&2
 }
 
 main() {

@@ -64,9 +64,11 @@ type Config struct {
 	HTTPTLSKey               string        `envconfig:"HTTP_TLS_KEY" desc:"private key (PEM) for CMDTRACK_HTTP_TLS_CERT"`
 	HTTPClientCA             string        `envconfig:"HTTP_CLIENT_CA" desc:"require client certificates signed by this CA (PEM)"`
 	HTTPToken                string        `envconfig:"HTTP_TOKEN" desc:"require \"Authorization: Bearer <token>\" on pushes"`
-	HTTPWait                 time.Duration `envconfig:"HTTP_WAIT" default:"30s" desc:"longest a push waits for its commit before 503"`
+	HTTPWait                 time.Duration `envconfig:"HTTP_WAIT" default:"10s" desc:"longest a push waits for its commit before 503 (keep it under the platform's 15 s timeout)"`
 	HTTPMaxInFlight          int           `envconfig:"HTTP_MAX_IN_FLIGHT" default:"256" desc:"most pushes handled at once; more are answered 503"`
 	HTTPMaxBytesInFlight     int64         `envconfig:"HTTP_MAX_BYTES_IN_FLIGHT" default:"33554432" desc:"most body bytes of pushes handled at once; more are answered 503"`
+	HTTPMaxConns             int           `envconfig:"HTTP_MAX_CONNS" default:"512" desc:"most connections open to the push receiver at once, counted before authentication; more wait in the kernel's backlog"`
+	HTTPHeaderTimeout        time.Duration `envconfig:"HTTP_HEADER_TIMEOUT" default:"5s" desc:"longest a push connection may take over its TLS handshake and request headers"`
 	HTTPAllowUnauthenticated bool          `envconfig:"HTTP_ALLOW_UNAUTHENTICATED" default:"false" desc:"serve pushes without a token or client certificates (anyone could forge notifications)"`
 
 	APIEndpoint   string `envconfig:"API_ENDPOINT" desc:"(send, reconcile) IoTDA API endpoint, https://..."`
@@ -130,6 +132,8 @@ func (c *Config) validate(cmd string) error {
 		check(c.HTTPClientCA == "" || c.HTTPTLSCert != "", "CMDTRACK_HTTP_CLIENT_CA needs CMDTRACK_HTTP_TLS_CERT")
 		check(c.HTTPWait > 0, "CMDTRACK_HTTP_WAIT must be positive")
 		check(c.HTTPMaxInFlight >= 1, "CMDTRACK_HTTP_MAX_IN_FLIGHT must be at least 1")
+		check(c.HTTPMaxConns >= 1, "CMDTRACK_HTTP_MAX_CONNS must be at least 1")
+		check(c.HTTPHeaderTimeout > 0, "CMDTRACK_HTTP_HEADER_TIMEOUT must be positive")
 		check(c.HTTPAddr == "" || c.HTTPToken != "" || c.HTTPClientCA != "" || c.HTTPAllowUnauthenticated,
 			"%v", httppush.ErrUnauthenticated)
 		check(c.HTTPMaxBytesInFlight >= int64(c.MaxBodyBytes), "CMDTRACK_HTTP_MAX_BYTES_IN_FLIGHT must be at least CMDTRACK_MAX_BODY_BYTES")

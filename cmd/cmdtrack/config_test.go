@@ -155,3 +155,16 @@ func TestSendHelp(t *testing.T) {
 	require.Contains(t, out.String(), "Usage: cmdtrack send")
 	require.Contains(t, out.String(), "-device")
 }
+
+// IoTDA's push client gives up on an answer after 15 s: a push must get its
+// 503 (the database is away) before that, or the platform sees a timeout
+// instead, however long the request then waits.
+func TestHTTPWaitFitsThePlatform(t *testing.T) {
+	t.Setenv("CMDTRACK_DATABASE_URL", "postgres://db/x")
+	t.Setenv("CMDTRACK_AMQP_URL", "amqp://localhost")
+	c, err := loadConfig("run")
+	require.NoError(t, err)
+	const platformGivesUp = 15 * time.Second
+	// Reading the body and writing the answer take time too.
+	require.LessOrEqual(t, c.HTTPWait, platformGivesUp*2/3, "CMDTRACK_HTTP_WAIT's default")
+}

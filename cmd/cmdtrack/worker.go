@@ -95,6 +95,7 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 			Addr: cfg.HTTPAddr, CertFile: cfg.HTTPTLSCert, KeyFile: cfg.HTTPTLSKey, ClientCAFile: cfg.HTTPClientCA,
 			Token: cfg.HTTPToken, Limits: cfg.limits(), Wait: cfg.HTTPWait,
 			MaxInFlight: cfg.HTTPMaxInFlight, MaxBytesInFlight: cfg.HTTPMaxBytesInFlight,
+			MaxConns: cfg.HTTPMaxConns, HeaderTimeout: cfg.HTTPHeaderTimeout,
 			AllowUnauthenticated: cfg.HTTPAllowUnauthenticated,
 		}, inbox, log.With("component", "http"))
 		if err != nil {
