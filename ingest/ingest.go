@@ -125,6 +125,25 @@ func (lim Limits) skew() time.Duration {
 // resource). receivedAt stands in for the event time of formats that carry
 // none (legacy callbacks; for replay, when the dead letter was received).
 func Classify(body []byte, source string, receivedAt time.Time, lim Limits) Item {
+	return classify(body, source, receivedAt, receivedAt, "its receipt", lim)
+}
+
+// Reclassify is Classify for a message received at receivedAt and decided
+// again at now (cmdtrack replay). receivedAt still stands in for a missing
+// event time, but a time ahead is judged against the later of receivedAt
+// and now: a notification a worker refused because its clock lagged goes
+// through once the time it claims has come, while one dated further ahead
+// than now (a forgery dated 2099) is still refused.
+func Reclassify(body []byte, source string, receivedAt, now time.Time, lim Limits) Item {
+	if now.After(receivedAt) {
+		return classify(body, source, receivedAt, now, "its replay", lim)
+	}
+	return Classify(body, source, receivedAt, lim)
+}
+
+// classify is Classify, judging times ahead against judgeAt, named by judged
+// in a dead letter's reason.
+func classify(body []byte, source string, receivedAt, judgeAt time.Time, judged string, lim Limits) Item {
 	if len(body) > lim.MaxBodyBytes {
 		sum := sha256.Sum256(body)
 		// A copy of the prefix: the whole body may be let go once the dead
@@ -141,7 +160,7 @@ func Classify(body []byte, source string, receivedAt time.Time, lim Limits) Item
 		// would move n there for every message, skipped and dead-lettered
 		// ones too.
 		kept := n
-		return Accept(&kept, source, receivedAt, lim)
+		return accept(&kept, source, judgeAt, judged, lim)
 	}
 	var skip *notification.SkipError
 	if errors.As(err, &skip) {
@@ -158,7 +177,12 @@ func Classify(body []byte, source string, receivedAt time.Time, lim Limits) Item
 // built from a structured answer (the command API) goes through the same
 // rules as one decoded from a body.
 func Accept(n *notification.Notification, source string, receivedAt time.Time, lim Limits) Item {
-	limit := receivedAt.Add(lim.skew())
+	return accept(n, source, receivedAt, "its receipt", lim)
+}
+
+// accept is Accept, judging times ahead against at, named by judged.
+func accept(n *notification.Notification, source string, at time.Time, judged string, lim Limits) Item {
+	limit := at.Add(lim.skew())
 	for _, t := range []struct {
 		name string
 		at   time.Time
@@ -168,9 +192,9 @@ func Accept(n *notification.Notification, source string, receivedAt time.Time, l
 	} {
 		if t.at.After(limit) {
 			return Unusable(source, n.Payload, notification.ClassFutureTime, fmt.Sprintf(
-				"%s %s is %s ahead of its receipt at %s; the limit is %s (CMDTRACK_MAX_FUTURE_SKEW): a wrong clock or a forgery",
-				t.name, t.at.UTC().Format(time.RFC3339Nano), t.at.Sub(receivedAt).Round(time.Second),
-				receivedAt.UTC().Format(time.RFC3339Nano), lim.skew()))
+				"%s %s is %s ahead of %s at %s; the limit is %s (CMDTRACK_MAX_FUTURE_SKEW): a wrong clock or a forgery",
+				t.name, t.at.UTC().Format(time.RFC3339Nano), t.at.Sub(at).Round(time.Second),
+				judged, at.UTC().Format(time.RFC3339Nano), lim.skew()))
 		}
 	}
 	return Item{Source: source, Notification: n}

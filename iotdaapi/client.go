@@ -233,7 +233,8 @@ func (c *Client) SendAsyncCommand(ctx context.Context, deviceID string, req Asyn
 
 // ShowAsyncDeviceCommand asks for one command of deviceID by its id
 // ("Query a Command with a Specific ID"). Errors are as for
-// SendAsyncCommand; in addition an answer about another command, or
+// SendAsyncCommand; in addition an answer about another command or another
+// device (whose device_id the merge would otherwise write into the row), or
 // without a status, is a *DecodeError. A command the platform does not know
 // is an *APIError with Class ClassNotFound. ctx bounds the whole exchange.
 func (c *Client) ShowAsyncDeviceCommand(ctx context.Context, deviceID, commandID string) (*Command, error) {
@@ -256,6 +257,9 @@ func (c *Client) ShowAsyncDeviceCommand(ctx context.Context, deviceID, commandID
 	case out.CommandID != commandID:
 		return nil, newDecodeError("show command response", status, respBody,
 			fmt.Errorf("the answer is about command %q, not %q", out.CommandID, commandID))
+	case out.DeviceID != "" && out.DeviceID != deviceID:
+		return nil, newDecodeError("show command response", status, respBody,
+			fmt.Errorf("the answer is about device %q, not %q", out.DeviceID, deviceID))
 	case out.Status == "":
 		return nil, newDecodeError("show command response", status, respBody, errNoStatus)
 	}

@@ -86,6 +86,8 @@ func TestShowAsyncDeviceCommandErrors(t *testing.T) {
 			iotdaapi.ClassBadResponse, 0, "decode show command response"},
 		{"another command", iotdafake.Answer{Body: `{"command_id":"someone-else","status":"SENT"}`},
 			iotdaapi.ClassBadResponse, 0, `not "` + testCommand + `"`},
+		{"another device", iotdafake.Answer{Body: `{"device_id":"someone-else","command_id":"` + testCommand + `","status":"SENT"}`},
+			iotdaapi.ClassBadResponse, 0, `device "someone-else", not "` + testDevice + `"`},
 		{"no status", iotdafake.Answer{Body: `{"command_id":"` + testCommand + `"}`},
 			iotdaapi.ClassBadResponse, 0, "no status"},
 	}

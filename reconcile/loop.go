@@ -19,7 +19,8 @@ const (
 const unknownRecheck = 24 * time.Hour
 
 // Loop reconciles, every interval, the commands not final that have not
-// moved for threshold, in the background of the worker: the first round at
+// moved for threshold, within the stuck horizon (see Selection), in the
+// background of the worker: the first round at
 // once, each next one an interval after the previous ended. A round another
 // replica holds the lock for is skipped. A StopError (the API refused the
 // credentials or the endpoint) ends the loop with one error line; the

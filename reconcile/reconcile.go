@@ -34,6 +34,7 @@ type Store interface {
 	CommandsByID(ctx context.Context, ids []string) ([]store.CommandRef, error)
 	ApplyReportingChanges(ctx context.Context, items []ingest.Item) ([]ingest.Result, error)
 	TryLock(ctx context.Context, name string) (unlock func(), ok bool, err error)
+	StuckHorizon(ctx context.Context) (time.Duration, error)
 }
 
 // LockName is the advisory lock that lets one reconcile run at a time per
@@ -44,7 +45,7 @@ const LockName = "cmdtrack.reconcile"
 // may have last moved and still be checked by a window run: IoTDA keeps a
 // command waiting at most 48 hours (expire_time is at most 172800 s), so one
 // that was open when the window began moved no earlier than that. Older
-// open commands are the threshold run's.
+// open commands are a threshold run's, within the stuck horizon.
 const Lookback = 48 * time.Hour
 
 // Config tunes a Reconciler. Zero values take the defaults.
@@ -96,14 +97,24 @@ func (c Config) withDefaults() Config {
 
 // Selection says which commands a run checks: the named ones, else those
 // not final that last moved in the window (when Since or Until is set),
-// else those not final that have not moved for longer than Threshold.
+// else those not final that have not moved for longer than Threshold but
+// moved within the stuck horizon (cmdtrack_settings.stuck_horizon).
+//
+// The horizon keeps a threshold run, which the worker repeats every
+// interval, to commands the platform may still be working on: one that has
+// not moved for longer is past what IoTDA keeps in its queues, and asking
+// about it every run would spend the account's shared API quota for ever
+// (2,000 such commands and an hourly run: 1.44 M calls a month) and make
+// newly stuck commands wait behind it. Such a command is checked when asked
+// for: by its id, or by a window that covers it.
 type Selection struct {
 	// IDs are checked whatever their status.
 	IDs []string
 	// Since and Until: commands not final whose last event is before Until
 	// (zero: now) and no more than Lookback before Since (zero: no bound).
 	Since, Until time.Time
-	// Threshold: commands not final whose last event is older than this.
+	// Threshold: commands not final whose last event is older than this,
+	// and within the stuck horizon.
 	Threshold time.Duration
 }
 
@@ -273,7 +284,18 @@ func (r *Reconciler) Run(ctx context.Context, sel Selection, report func(Check))
 
 	q := store.OpenQuery{Before: now.Add(-sel.Threshold), Limit: r.cfg.PageSize}
 	windowed := !sel.Since.IsZero() || !sel.Until.IsZero()
-	if windowed {
+	if !windowed {
+		horizon, err := r.st.StuckHorizon(ctx)
+		if err != nil {
+			return sum, fmt.Errorf("reconcile: %w", err)
+		}
+		if horizon <= sel.Threshold {
+			r.log.Warn("reconcile: the threshold is not shorter than the stuck horizon, so no command is selected; "+
+				"lower CMDTRACK_RECONCILE_THRESHOLD or raise cmdtrack_settings.stuck_horizon",
+				"threshold", sel.Threshold.String(), "stuck_horizon", horizon.String())
+		}
+		q.Since = now.Add(-horizon)
+	} else {
 		q.Before = sel.Until
 		if q.Before.IsZero() {
 			q.Before = now

@@ -374,3 +374,67 @@ func TestRememberSpacesRechecks(t *testing.T) {
 	}
 	require.Equal(t, 1, f.api.Calls("stuck"))
 }
+
+// A threshold run asks only about commands that moved within the stuck
+// horizon (cmdtrack_settings.stuck_horizon, 3 days): one left open a year
+// ago would otherwise be asked about every run for ever. A window that
+// covers it, or its id, still asks; a longer horizon takes it in again.
+func TestThresholdStaysInHorizon(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.notify(t, "year-old", "dev", notification.Sent, f.now.Add(-365*24*time.Hour), "")
+	f.notify(t, "beyond", "dev", notification.Delivered, f.now.Add(-73*time.Hour), "")
+	f.notify(t, "within", "dev", notification.Sent, f.now.Add(-71*time.Hour), "")
+	f.notify(t, "recent", "dev", notification.Sent, f.now.Add(-2*time.Hour), "")
+
+	r := f.reconciler(t, reconcile.Config{})
+	sum, err := r.Run(context.Background(), reconcile.Selection{Threshold: time.Hour}, nil)
+	require.NoError(t, err)
+	require.Equal(t, reconcile.Summary{Checked: 2, Unknown: 2}, sum)
+	require.Equal(t, map[string]int{"within": 1, "recent": 1}, f.api.AllCalls())
+
+	sum, err = r.Run(context.Background(), reconcile.Selection{IDs: []string{"year-old"}}, nil)
+	require.NoError(t, err)
+	require.Equal(t, reconcile.Summary{Checked: 1, Unknown: 1}, sum)
+	sum, err = r.Run(context.Background(), reconcile.Selection{Since: f.now.Add(-74 * time.Hour)}, nil)
+	require.NoError(t, err)
+	require.Equal(t, reconcile.Summary{Checked: 3, Unknown: 3}, sum, "the window takes what moved since 48 h before it")
+	require.Equal(t, map[string]int{"year-old": 1, "beyond": 1, "within": 2, "recent": 2}, f.api.AllCalls())
+
+	_, err = f.st.Pool().Exec(context.Background(), `UPDATE cmdtrack_settings SET stuck_horizon = '4 days'`)
+	require.NoError(t, err)
+	sum, err = r.Run(context.Background(), reconcile.Selection{Threshold: time.Hour}, nil)
+	require.NoError(t, err)
+	require.Equal(t, reconcile.Summary{Checked: 3, Unknown: 3}, sum)
+	require.Equal(t, 2, f.api.Calls("beyond"))
+	require.Equal(t, 1, f.api.Calls("year-old"))
+
+	// A horizon no longer than the threshold selects nothing, and says so.
+	_, err = f.st.Pool().Exec(context.Background(), `UPDATE cmdtrack_settings SET stuck_horizon = '1 hour'`)
+	require.NoError(t, err)
+	sum, err = r.Run(context.Background(), reconcile.Selection{Threshold: time.Hour}, nil)
+	require.NoError(t, err)
+	require.Zero(t, sum.Checked)
+	require.Contains(t, f.logs.String(), "raise cmdtrack_settings.stuck_horizon")
+}
+
+// An answer about another device than the one asked about is refused, as
+// one about another command is: nothing is written, and the row keeps its
+// device.
+func TestAnswerAboutAnotherDevice(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.notify(t, "c1", "dev-1", notification.Sent, f.now.Add(-2*time.Hour), "")
+	f.api.Set(iotdafake.Command{DeviceID: "dev-other", CommandID: "c1", Status: "SUCCESSFUL", ResponseTime: f.ago(time.Hour)})
+
+	var checks []reconcile.Check
+	sum, err := f.reconciler(t, reconcile.Config{}).Run(context.Background(), reconcile.Selection{Threshold: time.Hour},
+		func(c reconcile.Check) { checks = append(checks, c) })
+	require.NoError(t, err)
+	require.Equal(t, reconcile.Summary{Checked: 1, Failed: 1}, sum)
+	require.ErrorContains(t, checks[0].Err, `device "dev-other"`)
+	require.Equal(t, "SENT", f.row(t, "c1").Status)
+	require.Zero(t, f.apiEvents(t, "c1"))
+	require.Equal(t, 1, testenv.Count(t, f.st.Pool(), `SELECT count(*) FROM device_commands WHERE command_id = 'c1' AND device_id = 'dev-1'`))
+	require.Equal(t, float64(1), f.metric("cmdtrack_reconcile_api_errors_total", "class", "bad_response"))
+}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -67,6 +68,22 @@ func (s *Store) CommandsByID(ctx context.Context, ids []string) ([]CommandRef, e
 		return nil, fmt.Errorf("select commands by id: %w", err)
 	}
 	return scanRefs(rows)
+}
+
+// StuckHorizon is cmdtrack_settings.stuck_horizon: how long after its last
+// move a command not final still counts as stuck (the stuck_commands view)
+// and is reconciled without being asked for (a threshold run). A month
+// counts as 30 days. ctx bounds the query.
+func (s *Store) StuckHorizon(ctx context.Context) (time.Duration, error) {
+	var seconds float64
+	err := s.pool.QueryRow(ctx, `SELECT extract(epoch FROM stuck_horizon)::float8 FROM cmdtrack_settings`).Scan(&seconds)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, errors.New("cmdtrack_settings has no row; restore the defaults with INSERT INTO cmdtrack_settings DEFAULT VALUES")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read cmdtrack_settings.stuck_horizon: %w", err)
+	}
+	return time.Duration(seconds * float64(time.Second)), nil
 }
 
 func scanRefs(rows pgx.Rows) ([]CommandRef, error) {

@@ -102,6 +102,25 @@ func TestOpenCommandsAndCommandsByID(t *testing.T) {
 	require.Empty(t, refs[0].DeviceID, "no device id known")
 }
 
+// The stuck horizon is read from cmdtrack_settings, as an operator set it.
+func TestStuckHorizon(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	h, err := st.StuckHorizon(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 72*time.Hour, h, "the default")
+	_, err = st.Pool().Exec(ctx, `UPDATE cmdtrack_settings SET stuck_horizon = '1 day 90 minutes'`)
+	require.NoError(t, err)
+	h, err = st.StuckHorizon(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 25*time.Hour+30*time.Minute, h)
+	_, err = st.Pool().Exec(ctx, `DELETE FROM cmdtrack_settings`)
+	require.NoError(t, err)
+	_, err = st.StuckHorizon(ctx)
+	require.ErrorContains(t, err, "INSERT INTO cmdtrack_settings DEFAULT VALUES")
+}
+
 // One session holds the lock at a time; closing it frees the lock. Another
 // schema's lock of the same name is another lock.
 func TestTryLock(t *testing.T) {

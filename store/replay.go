@@ -12,95 +12,63 @@ import (
 	"github.com/cmdtrack/cmdtrack/notification"
 )
 
-// ReplayResult counts what Replay did with the dead letters it saw.
-type ReplayResult struct {
-	Applied      int // decoded and stored; removed from dead_letters
-	Skipped      int // now recognised as another resource; removed
-	StillFailing int // kept, with the decoder's new reason
+// StoredDeadLetter is a dead letter as dead_letters holds it.
+type StoredDeadLetter struct {
+	ID         int64
+	Source     string
+	Class      notification.Class
+	Reason     string
+	Body       []byte
+	ReceivedAt time.Time
+	// Truncated: Body holds only the first bytes of the message (too_large).
+	Truncated bool
 }
 
-// Replay feeds every dead letter through the current decoder
-// (ingest.Classify, with lim) once, as the message it was. Those that now decode are applied and deleted in the same
-// transaction; those that do not keep their row with the new reason.
+// ReplaceDeadLetter takes the first dead letter whose id is above after,
+// hands it to decide, and stores what decide made of it in its place, in
+// one transaction: a notification is applied and the dead letter deleted; a
+// dead letter keeps its row with the new class and reason, and one more
+// replay_count; an item that is neither (another resource) deletes it. A
+// notification PostgreSQL refuses is kept as rejected_by_database, as Apply
+// does. It returns the dead letter's id (0 when there is none left) and
+// what became of it.
 //
-// Each dead letter is handled in its own transaction under FOR UPDATE SKIP
-// LOCKED, so Replay is safe while workers run and while another replay runs.
-// ctx bounds the whole replay; what was done before it ended stays done.
-func (s *Store) Replay(ctx context.Context, lim ingest.Limits) (ReplayResult, error) {
-	var res ReplayResult
-	var lastID int64
-	for {
-		id, outcome, err := s.replayOne(ctx, lastID, lim)
-		if err != nil {
-			return res, err
-		}
-		if id == 0 {
-			return res, nil
-		}
-		lastID = id
-		switch outcome {
-		case replayApplied:
-			res.Applied++
-		case replaySkipped:
-			res.Skipped++
-		default:
-			res.StillFailing++
-		}
-	}
-}
-
-type replayOutcome int
-
-const (
-	replayApplied replayOutcome = iota
-	replaySkipped
-	replayFailing
-)
-
-func (s *Store) replayOne(ctx context.Context, after int64, lim ingest.Limits) (int64, replayOutcome, error) {
+// The dead letter is taken FOR UPDATE SKIP LOCKED, so replaying is safe
+// while workers run and while another replay runs. ctx bounds the call.
+func (s *Store) ReplaceDeadLetter(ctx context.Context, after int64, decide func(StoredDeadLetter) ingest.Item) (int64, ingest.Result, error) {
 	var (
-		id      int64
-		outcome replayOutcome
-		retry   *ingest.DeadLetter
+		dl    StoredDeadLetter
+		res   ingest.Result
+		retry *ingest.DeadLetter
 	)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var (
-			source, class, reason string
-			body                  []byte
-			receivedAt            time.Time
-			truncated             bool
-		)
+		var class string
 		err := tx.QueryRow(ctx, `
 			SELECT id, source, reason_class, reason, body, received_at, coalesce(body_length > length(body), false)
 			FROM dead_letters
-			WHERE id > $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED`, after).Scan(&id, &source, &class, &reason, &body, &receivedAt, &truncated)
+			WHERE id > $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED`, after).
+			Scan(&dl.ID, &dl.Source, &class, &dl.Reason, &dl.Body, &dl.ReceivedAt, &dl.Truncated)
 		if errors.Is(err, pgx.ErrNoRows) {
-			id = 0
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		it := ingest.Classify(body, source, receivedAt, lim)
-		if truncated {
-			// Only a prefix was kept: the message can never decode again.
-			it = ingest.Unusable(source, body, notification.Class(class), reason)
-		}
+		dl.Class = notification.Class(class)
+		it := decide(dl)
+		res = it.Result()
 		b := &pgx.Batch{}
-		switch {
-		case it.Notification != nil:
-			outcome = replayApplied
+		switch res.Outcome {
+		case ingest.Applied:
 			queueWrites(b, []ingest.Item{it}, nil)
-			b.Queue(`DELETE FROM dead_letters WHERE id = $1`, id)
-		case it.DeadLetter != nil:
-			outcome = replayFailing
-			queueFailing(b, id, it.DeadLetter)
+			b.Queue(`DELETE FROM dead_letters WHERE id = $1`, dl.ID)
+		case ingest.DeadLettered:
+			queueFailing(b, dl.ID, it.DeadLetter)
 		default:
-			outcome = replaySkipped
-			b.Queue(`DELETE FROM dead_letters WHERE id = $1`, id)
+			b.Queue(`DELETE FROM dead_letters WHERE id = $1`, dl.ID)
 		}
 		err = tx.SendBatch(ctx, b).Close()
-		if IsDataError(err) && outcome == replayApplied {
+		if IsDataError(err) && res.Outcome == ingest.Applied {
 			// Decodes now, but PostgreSQL still refuses it: keep it, saying so.
 			retry = &ingest.DeadLetter{Class: notification.ClassRejected, Reason: "PostgreSQL rejected the notification: " + err.Error()}
 		}
@@ -109,15 +77,15 @@ func (s *Store) replayOne(ctx context.Context, after int64, lim ingest.Limits) (
 	if retry != nil {
 		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			b := &pgx.Batch{}
-			queueFailing(b, id, retry)
+			queueFailing(b, dl.ID, retry)
 			return tx.SendBatch(ctx, b).Close()
 		})
-		outcome = replayFailing
+		res = ingest.Result{Outcome: ingest.DeadLettered, DeadLetter: retry}
 	}
 	if err != nil {
-		return 0, 0, fmt.Errorf("replay dead letter %d: %w", id, err)
+		return 0, ingest.Result{}, fmt.Errorf("replay dead letter %d: %w", dl.ID, err)
 	}
-	return id, outcome, nil
+	return dl.ID, res, nil
 }
 
 func queueFailing(b *pgx.Batch, id int64, d *ingest.DeadLetter) {

@@ -80,7 +80,7 @@ type Config struct {
 	APICAFile     string `envconfig:"API_CA_FILE" desc:"(send, reconcile) extra CA certificates (PEM) to trust for the API endpoint"`
 
 	ReconcileInterval  time.Duration `envconfig:"RECONCILE_INTERVAL" default:"0" desc:"how often the worker reconciles open commands with the API (0: never; see cmdtrack reconcile)"`
-	ReconcileThreshold time.Duration `envconfig:"RECONCILE_THRESHOLD" default:"1h" desc:"reconcile commands not final that have not moved for this long"`
+	ReconcileThreshold time.Duration `envconfig:"RECONCILE_THRESHOLD" default:"1h" desc:"reconcile commands not final that have not moved for this long (within cmdtrack_settings.stuck_horizon)"`
 	ReconcileRate      float64       `envconfig:"RECONCILE_RATE" default:"5" desc:"most API calls per second while reconciling"`
 
 	ShutdownGrace time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"how long SIGTERM may take to store and settle messages in hand"`

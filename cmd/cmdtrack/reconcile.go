@@ -60,7 +60,7 @@ func parseReconcileFlags(args []string, stdout, stderr io.Writer) (*reconcileFla
 
 Asks IoTDA's API (ShowAsyncDeviceCommand) about commands and merges each answer
 like a notification. Without arguments: commands not final that have not moved
-for -threshold. With -since/-until: commands not final that may have changed in
+for -threshold, but moved within cmdtrack_settings.stuck_horizon (3 days). With -since/-until: commands not final that may have changed in
 that window. With command ids: those commands, whatever their status.
 Configuration (CMDTRACK_DATABASE_URL, CMDTRACK_API_*) comes from the environment,
 see cmdtrack -h.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
+	"github.com/cmdtrack/cmdtrack/replay"
 	"github.com/cmdtrack/cmdtrack/store"
 )
 
@@ -104,7 +105,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.Join(maintain(ctx, cfg, st, log),
 			locked(ctx, st, log, "rollup", func() error { return st.RefreshRollup(ctx, cfg.RollupDays, time.Now()) }))
 	case "replay":
-		res, err := st.Replay(ctx, cfg.limits())
+		res, err := replay.Run(ctx, st, cfg.limits())
 		fmt.Fprintf(stdout, "replayed dead letters: %d applied, %d skipped (other resources), %d still failing\n",
 			res.Applied, res.Skipped, res.StillFailing)
 		return err
