@@ -39,7 +39,7 @@ func runUpkeep(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 func maintain(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logger) error {
 	return locked(ctx, st, log, "partitions", func() error {
 		res, err := st.MaintainPartitions(ctx, cfg.partitioning(), time.Now())
-		if res != (store.PartitionResult{}) {
+		if res.Created+res.Dropped > 0 || res.Moved+res.Deleted > 0 {
 			log.Info("history partitions kept", "created", res.Created, "dropped", res.Dropped,
 				"moved_from_default", res.Moved, "deleted_from_default", res.Deleted)
 		}
