@@ -126,7 +126,9 @@ const busyWait = `SELECT set_config('lock_timeout',
 var errBusy = errors.New("partition busy")
 
 // heldByOthers asks whether a session other than autovacuum holds a lock on
-// a table: a reader that will not yield, unlike autovacuum.
+// a table: a reader that will not yield, unlike autovacuum. A session whose
+// type the role may not see (another role's, without pg_read_all_stats;
+// autovacuum's among them) counts as autovacuum: it is waited for.
 const heldByOthers = `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 	WHERE l.locktype = 'relation' AND l.relation = $1::regclass AND l.granted AND l.pid <> pg_backend_pid()
 	AND a.backend_type <> 'autovacuum worker')`
@@ -388,7 +390,10 @@ func (s *Store) createPartition(ctx context.Context, from, to time.Time) (int64,
 			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lockTimeout+`'`); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, `LOCK TABLE `+historyTable+` IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+			// ONLY: the partitions need no lock (writers are held off by
+			// the parent's), and autovacuum on one of them must not make
+			// this wait.
+			if _, err := tx.Exec(ctx, `LOCK TABLE ONLY `+historyTable+` IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 				return err
 			}
 			table := pgx.Identifier{name}.Sanitize()
