@@ -290,3 +290,22 @@ func TestPartitionMadeBesideVacuum(t *testing.T) {
 	require.Empty(t, res.Later)
 	require.Equal(t, 2, res.Created)
 }
+
+// One period whose partition cannot be made does not keep upkeep from the
+// periods after it; the failure is returned, naming it.
+func TestPartitionFailureDoesNotStopTheRun(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	now := time.Date(2028, 4, 1, 12, 0, 0, 0, time.UTC)
+	_, err := st.MaintainPartitions(ctx, store.Partitioning{Size: store.Daily, Ahead: 1}, now)
+	require.NoError(t, err)
+	// A table of the name upkeep would give tomorrow's partition, not attached.
+	blocked := "device_command_events_" + now.AddDate(0, 0, 2).Format("20060102")
+	_, err = st.Pool().Exec(ctx, `CREATE TABLE `+blocked+` (x int)`)
+	require.NoError(t, err)
+	res, err := st.MaintainPartitions(ctx, store.Partitioning{Size: store.Daily, Ahead: 5}, now)
+	require.ErrorContains(t, err, blocked)
+	require.Equal(t, 3, res.Created, "the partitions after the failed one are made")
+	require.Contains(t, partitionsOf(t, st), "device_command_events_"+now.AddDate(0, 0, 5).Format("20060102"))
+}
