@@ -420,10 +420,10 @@ func (s *Store) createPartition(ctx context.Context, from, to time.Time) (int64,
 // dropPartition drops one partition of the history. A partition that a
 // session holds (a long reader) is left at once for a later run; else it
 // waits for the partition itself (busyWait: long enough for autovacuum to
-// yield, and writers do not queue behind it), then
-// takes the history's lock briefly (DETACH ... CONCURRENTLY is refused while
-// a default partition exists): the short lock timeout keeps writers from
-// queueing behind it for more than a moment.
+// yield, and writers do not queue behind it), then takes the history's lock
+// briefly (DETACH ... CONCURRENTLY is refused while a default partition
+// exists): the short lock timeout keeps writers from queueing behind it for
+// more than a moment.
 func (s *Store) dropPartition(ctx context.Context, name string) error {
 	if !strings.HasPrefix(name, historyTable+"_") || name == defaultHistory {
 		return fmt.Errorf("refusing to drop %s: not a history partition", name)
