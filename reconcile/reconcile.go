@@ -39,7 +39,7 @@ type Store interface {
 
 // LockName is the advisory lock that lets one reconcile run at a time per
 // schema, whether a replica's or `cmdtrack reconcile`'s.
-const LockName = "cmdtrack.reconcile"
+var LockName = store.LockName("reconcile")
 
 // Lookback is how long before a window's start (Selection.Since) a command
 // may have last moved and still be checked by a window run: IoTDA keeps a

@@ -31,6 +31,12 @@ const (
 	AuthError          ErrorClass = "auth"
 	CanceledError      ErrorClass = "canceled" // the caller's deadline or cancellation
 	OtherError         ErrorClass = "other"
+
+	// PartitionError: a row was routed by a partition layout that changed
+	// while the write ran (a partition attached meanwhile), or no partition
+	// takes it: the schema's doing, never the message's; a retry routes it
+	// afresh.
+	PartitionError ErrorClass = "partition"
 )
 
 // ClassifyError says what kind of database error err is ("" for nil).
@@ -48,6 +54,11 @@ func ClassifyError(err error) ErrorClass {
 			return SerializationError
 		case code == "40P01":
 			return DeadlockError
+		case code == "23514" && pgErr.ConstraintName == "":
+			// A CHECK constraint names itself; PostgreSQL's partition checks
+			// ("violates partition constraint", "no partition of relation
+			// ... found for row") name none.
+			return PartitionError
 		case len(code) < 2:
 			return OtherError
 		default:

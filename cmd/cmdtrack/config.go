@@ -181,6 +181,11 @@ func (c *Config) validate(cmd string) error {
 	check(c.HistoryAhead >= 1 && c.HistoryAhead <= 100, "CMDTRACK_HISTORY_PARTITIONS_AHEAD must be between 1 and 100")
 	check(c.RollupInterval > 0, "CMDTRACK_ROLLUP_INTERVAL must be positive")
 	check(c.RollupDays >= 1 && c.RollupDays <= 366, "CMDTRACK_ROLLUP_DAYS must be between 1 and 366")
+	// The rollup recomputes its days from device_commands: a command that
+	// retention deleted first would be missing from its day's count.
+	check(c.RetentionCommands == 0 || time.Duration(c.RetentionCommands) >= time.Duration(c.RollupDays)*24*time.Hour,
+		"CMDTRACK_RETENTION_COMMANDS (%v) is shorter than CMDTRACK_ROLLUP_DAYS (%d days): the rollup would undercount the commands retention deleted; keep commands at least that long or recompute fewer days",
+		time.Duration(c.RetentionCommands), c.RollupDays)
 	check(c.ShutdownGrace > 0, "CMDTRACK_SHUTDOWN_GRACE must be positive")
 	check(c.LogFormat == "json" || c.LogFormat == "text", "CMDTRACK_LOG_FORMAT must be json or text")
 	var lvl slog.Level

@@ -34,6 +34,10 @@ func TestConfigErrorsAreOneClearLine(t *testing.T) {
 		{"reconcile too often", map[string]string{"CMDTRACK_RECONCILE_INTERVAL": "10ms"}, "CMDTRACK_RECONCILE_INTERVAL must be 0 (off) or at least 1s"},
 		{"reconcile rate", map[string]string{"CMDTRACK_RECONCILE_RATE": "0"}, "CMDTRACK_RECONCILE_RATE"},
 		{"API CA file missing", map[string]string{"CMDTRACK_API_CA_FILE": "/nonexistent/ca.pem"}, "CMDTRACK_API_CA_FILE"},
+		{"command retention shorter than the rollup", map[string]string{"CMDTRACK_RETENTION_COMMANDS": "2d"},
+			"CMDTRACK_RETENTION_COMMANDS (48h0m0s) is shorter than CMDTRACK_ROLLUP_DAYS (3 days)"},
+		{"command retention shorter than more rollup days", map[string]string{"CMDTRACK_RETENTION_COMMANDS": "7d", "CMDTRACK_ROLLUP_DAYS": "8"},
+			"CMDTRACK_RETENTION_COMMANDS (168h0m0s) is shorter than CMDTRACK_ROLLUP_DAYS (8 days)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for k, v := range base {

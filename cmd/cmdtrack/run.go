@@ -98,12 +98,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		log.Info("migrations applied")
 		// Leave the history's partitions ready for the workers.
-		return maintain(ctx, cfg, st, log)
+		_, err := newUpkeep(cfg, st, log, nil).Partitions(ctx)
+		return err
 	case "upkeep":
 		// One run of what the workers do on their own (CMDTRACK_UPKEEP), for
 		// a schema owner's cron job when the workers may not create tables.
-		return errors.Join(maintain(ctx, cfg, st, log),
-			locked(ctx, st, log, "rollup", func() error { return st.RefreshRollup(ctx, cfg.RollupDays, time.Now()) }))
+		return newUpkeep(cfg, st, log, nil).RunOnce(ctx)
 	case "replay":
 		res, err := replay.Run(ctx, st, cfg.limits())
 		fmt.Fprintf(stdout, "replayed dead letters: %d applied, %d skipped (other resources), %d still failing\n",

@@ -21,6 +21,7 @@ import (
 	"github.com/cmdtrack/cmdtrack/pipeline"
 	"github.com/cmdtrack/cmdtrack/reconcile"
 	"github.com/cmdtrack/cmdtrack/store"
+	"github.com/cmdtrack/cmdtrack/upkeep"
 )
 
 // runWorker is `cmdtrack run`. Its life has three phases:
@@ -134,6 +135,7 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		return pipe.Stalled()
 	}
 
+	up := newUpkeep(cfg, st, log.With("component", "upkeep"), upkeep.NewMetrics(reg))
 	var rec *reconcile.Reconciler
 	if cfg.ReconcileInterval > 0 {
 		if rec, err = newReconciler(cfg, st, log.With("component", "reconcile"), reconcile.NewMetrics(reg)); err != nil {
@@ -205,9 +207,7 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		}
 		select {
 		case <-started:
-			log := log.With("component", "upkeep")
-			_ = maintain(gctx, cfg, st, log) // logged; tried again within the hour
-			runUpkeep(gctx, cfg, st, log)
+			up.Loop(gctx)
 		case <-gctx.Done():
 		}
 		return nil
