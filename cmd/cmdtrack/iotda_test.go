@@ -84,7 +84,8 @@ func TestIoTDAUntrustedCertificate(t *testing.T) {
 	iot := testenv.IoTDA(t)
 	w := testenv.StartWorker(t, f.env(append(iotdaEnv(iot), "CMDTRACK_AMQP_CA_FILE", "")...))
 	require.Eventually(t, func() bool { return w.LogCount(consumer.LogBadCertificate) == 1 }, 20*time.Second, 20*time.Millisecond)
-	time.Sleep(2 * time.Second) // several re-dials
+	// Several re-dials, each refused.
+	require.Eventually(t, func() bool { return metricSum(t, w, "cmdtrack_broker_reconnects_total") >= 3 }, 30*time.Second, 20*time.Millisecond)
 	code, body := w.Get("/readyz")
 	require.Equal(t, 503, code)
 	require.Contains(t, body, "not connected to the broker")
@@ -107,7 +108,7 @@ func TestIoTDAWrongAccessCode(t *testing.T) {
 	w := testenv.StartWorker(t, f.env(append(iotdaEnv(iot), "CMDTRACK_AMQP_ACCESS_CODE", wrong,
 		"CMDTRACK_AMQP_RECONNECT_MIN", "200ms", "CMDTRACK_AMQP_RECONNECT_MAX", "2s")...))
 	require.Eventually(t, func() bool { return w.LogCount(consumer.LogAuthRefused) == 1 }, 20*time.Second, 20*time.Millisecond)
-	time.Sleep(4 * time.Second)
+	require.Eventually(t, func() bool { return len(iot.Logins()) >= 3 }, 30*time.Second, 20*time.Millisecond, "it keeps trying")
 	require.Equal(t, 1, w.LogCount(consumer.LogAuthRefused), "one line per outage, not per attempt")
 	var named bool
 	for _, r := range w.Logs() {

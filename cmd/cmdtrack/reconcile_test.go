@@ -161,7 +161,15 @@ func TestReconcileWorker(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return f.count(t, `SELECT count(*) FROM device_commands WHERE status = 'SUCCESSFUL'`) == len(ids)
 	}, 30*time.Second, 50*time.Millisecond)
-	time.Sleep(2500 * time.Millisecond) // more rounds, on both replicas
+	// More rounds, on whichever replica holds the lock: none asks again.
+	runs := func() (n float64) {
+		for _, w := range workers {
+			n += metricSum(t, w, "cmdtrack_reconcile_runs_total")
+		}
+		return n
+	}
+	before := runs()
+	require.Eventually(t, func() bool { return runs() >= before+2 }, 30*time.Second, 50*time.Millisecond)
 	for _, id := range ids {
 		require.Equal(t, 1, api.Calls(id), id)
 	}
