@@ -21,13 +21,40 @@ import (
 
 	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/internal/backoff"
-	"github.com/cmdtrack/cmdtrack/store"
 )
 
 // Applier stores the effect of a batch and says what became of each item;
 // *store.Store is one. Applying the same items again must change nothing.
+// Its errors say what they mean as WriteError does.
 type Applier interface {
 	Apply(ctx context.Context, items []ingest.Item) ([]ingest.Result, error)
+}
+
+// WriteError is what the pipeline needs to know of a failed write, so that
+// it depends on no database driver: the store translates its driver's
+// errors into one (*store.Error). An error that is not a WriteError is
+// retried, and counted as "other".
+type WriteError interface {
+	error
+	// Retry reports whether writing the same items again may succeed.
+	// Only a fault in what was written (a value the database refuses)
+	// says no; a database away, a missing table or a refused password is
+	// the operator's to fix, and must not turn good messages into dead
+	// letters.
+	Retry() bool
+	// Class names the kind of failure, whose fault it is ("data",
+	// "connection", "privilege", ...), as cmdtrack_database_errors_total
+	// and the log label it.
+	Class() string
+}
+
+// interpret reads err as a WriteError.
+func interpret(err error) (retry bool, class string) {
+	var werr WriteError
+	if errors.As(err, &werr) {
+		return werr.Retry(), werr.Class()
+	}
+	return true, "other"
 }
 
 // Config shapes batches and retries.
@@ -362,9 +389,9 @@ func (p *Pipeline) apply(ctx context.Context, b *batch) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("batch of %d not stored before shutdown: %w", len(b.items), context.Cause(ctx))
 		}
-		class := store.ClassifyError(err)
-		p.m.dbErrors.WithLabelValues(string(class)).Inc()
-		if class == store.DataError {
+		retry, class := interpret(err)
+		p.m.dbErrors.WithLabelValues(class).Inc()
+		if !retry {
 			// Apply already isolated and dead-lettered bad values; a data
 			// error here means a dead letter itself could not be stored.
 			return fmt.Errorf("unstorable batch: %w", err)
