@@ -29,8 +29,9 @@ func (s *inboxSender) Send(n int) {
 	for i := range n {
 		s.outstanding.Add(1)
 		go func() {
-			defer s.outstanding.Add(-1)
-			if _, err := s.in.Submit(context.Background(), note(i)); err == nil {
+			// Released once the pipeline holds the item no longer.
+			release := func() { s.outstanding.Add(-1) }
+			if _, err := s.in.Submit(context.Background(), note(i), release); err == nil {
 				s.settled.Add(1)
 			}
 		}()

@@ -146,8 +146,8 @@ func (p *Pipeline) Stalled() error {
 	return nil
 }
 
-// LogDraining is logged once when intake ends and the drain begins.
-const LogDraining = "shutdown requested; draining messages in hand"
+// logDraining is logged once when intake ends and the drain begins.
+const logDraining = "shutdown requested; draining messages in hand"
 
 // ErrGraceRanOut is why Run gave up messages still in hand: the drain took
 // longer than the shutdown grace. Their senders deliver them again.
@@ -173,7 +173,7 @@ func (p *Pipeline) Run(ctx context.Context, grace time.Duration, sources ...Sour
 	// fails for good.
 	stopGrace := context.AfterFunc(gctx, func() {
 		if ctx.Err() != nil {
-			p.log.Info(LogDraining, "grace", grace)
+			p.log.Info(logDraining, "grace", grace)
 		}
 		t := time.AfterFunc(grace, func() {
 			cancelDrain(fmt.Errorf("%w (%s)", ErrGraceRanOut, grace))
@@ -357,11 +357,12 @@ func (p *Pipeline) write(ctx context.Context, in <-chan *batch, out chan<- *batc
 	return nil
 }
 
-// Log lines an operator (and the tests) look for, one per outage.
+// The outage's log lines, one per outage; cmdtrack_database_errors_total
+// and readiness say the same for tests and alerts.
 const (
-	LogWriteFailed     = "database write failed; retrying with backoff"
-	LogWriteRecovered  = "database writes recovered"
-	LogWriteStillFails = "database still failing"
+	logWriteFailed     = "database write failed; retrying with backoff"
+	logWriteRecovered  = "database writes recovered"
+	logWriteStillFails = "database still failing"
 )
 
 // apply writes one batch, retrying with backoff while the
@@ -381,7 +382,7 @@ func (p *Pipeline) apply(ctx context.Context, b *batch) error {
 			p.progress.Store(p.now().UnixNano())
 			p.m.applySeconds.Observe(time.Since(start).Seconds())
 			if since := p.failingSince.Swap(0); since != 0 {
-				p.log.Info(LogWriteRecovered, "failing_for", time.Since(time.Unix(0, since)).Round(time.Millisecond))
+				p.log.Info(logWriteRecovered, "failing_for", time.Since(time.Unix(0, since)).Round(time.Millisecond))
 			}
 			p.dbHealthy.Store(true)
 			return nil
@@ -398,9 +399,9 @@ func (p *Pipeline) apply(ctx context.Context, b *batch) error {
 		}
 		p.dbHealthy.Store(false)
 		if p.failingSince.CompareAndSwap(0, time.Now().UnixNano()) {
-			p.log.Warn(LogWriteFailed, "err", err, "class", class, "batch", len(b.items))
+			p.log.Warn(logWriteFailed, "err", err, "class", class, "batch", len(b.items))
 		} else if attempt%20 == 0 {
-			p.log.Warn(LogWriteStillFails, "attempts", attempt, "err", err)
+			p.log.Warn(logWriteStillFails, "attempts", attempt, "err", err)
 		}
 		select {
 		case <-ctx.Done():
