@@ -108,7 +108,7 @@ func (b *Broker) runQueue(ctx context.Context, conn conn, q *queue, consume func
 				// to be settled, and Close ends it with the connection.
 				return nil
 			}
-			closeSession(link.sess)
+			closeSession(ctx, link.sess)
 			if connDead(conn, err) {
 				return err
 			}
@@ -193,7 +193,7 @@ func (b *Broker) attach(ctx context.Context, conn conn, q *queue) (*Link, error)
 		rcv, err = sess.NewReceiver(actx, q.name, opts)
 	}
 	if err != nil {
-		closeSession(sess)
+		closeSession(ctx, sess)
 		return nil, fmt.Errorf("attach to queue %q: %w", q.name, err)
 	}
 	if b.wrap != nil {
@@ -202,7 +202,7 @@ func (b *Broker) attach(ctx context.Context, conn conn, q *queue) (*Link, error)
 	l := newLink(rcv, linkConfig{
 		queue: q.name, credit: b.cfg.Credit, limits: b.cfg.Limits,
 		budget: q.budget, backlog: q.backlog,
-		abort: func() { b.abortLink(conn, sess) },
+		abort: func() { b.abortLink(ctx, conn, sess) },
 		log:   b.log,
 	}, b.m)
 	l.sess = sess
@@ -213,18 +213,19 @@ func (b *Broker) attach(ctx context.Context, conn conn, q *queue) (*Link, error)
 // delivers its unsettled messages again now rather than when the connection
 // next drops. RabbitMQ may never answer the session's end: if it does not in
 // time, the whole connection goes.
-func (b *Broker) abortLink(conn conn, sess session) {
+func (b *Broker) abortLink(ctx context.Context, conn conn, sess session) {
 	go func() {
-		if !closeSession(sess) {
+		if !closeSession(ctx, sess) {
 			b.log.Warn("a session did not close in time; closing the broker connection so that its messages come again")
 			b.closeConn(conn)
 		}
 	}()
 }
 
-// closeSession ends sess within five seconds and reports whether it did.
-func closeSession(sess session) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+// closeSession ends sess within five seconds and reports whether it did,
+// whether ctx has ended or not: the session must end either way.
+func closeSession(ctx context.Context, sess session) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	return !errors.Is(sess.Close(ctx), context.DeadlineExceeded)
 }

@@ -213,7 +213,8 @@ func (p *Pipeline) Run(ctx context.Context, grace time.Duration, sources ...Sour
 		writers.Wait()
 		close(stored)
 	}()
-	g.Go(func() error { p.settle(stored); return nil })
+	// Settling goes on after ctx ends: it answers what the drain stored.
+	g.Go(func() error { p.settle(context.WithoutCancel(ctx), stored); return nil })
 	return g.Wait()
 }
 
@@ -273,15 +274,16 @@ func (p *Pipeline) receive(intake, drain context.Context, r Receiver, out chan<-
 		}
 		b := p.newBatch()
 		p.take(b, d)
-		var waitCtx context.Context
-		cancel := func() {}
+		// The wait for company starts with the first Next that would block.
+		waitCtx, cancel, waiting := intake, context.CancelFunc(func() {}), false
 		for len(b.deliveries) < p.cfg.BatchSize {
 			if d := r.Prefetched(); d != nil {
 				p.take(b, d)
 				continue
 			}
-			if waitCtx == nil {
+			if !waiting {
 				waitCtx, cancel = context.WithTimeout(intake, p.cfg.BatchWait)
+				waiting = true
 			}
 			d, err := r.Next(waitCtx)
 			if err != nil {
@@ -418,9 +420,9 @@ const settleTimeout = 10 * time.Second
 // settle answers the sender of every delivery of a stored batch. A settle
 // that fails only means the sender will deliver again, and applying the
 // message again changes nothing.
-func (p *Pipeline) settle(in <-chan *batch) {
+func (p *Pipeline) settle(ctx context.Context, in <-chan *batch) {
 	for b := range in {
-		ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+		ctx, cancel := context.WithTimeout(ctx, settleTimeout)
 		var failed int
 		for i, d := range b.deliveries {
 			if err := d.Settle(ctx, b.results[i]); err != nil {

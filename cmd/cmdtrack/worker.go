@@ -241,7 +241,8 @@ func (w *worker) migrate(ctx context.Context) error {
 // connection, whose links the drain settled on.
 func (w *worker) runPipeline(ctx context.Context) error {
 	err := w.pipe.Run(ctx, w.cfg.ShutdownGrace, w.sources...)
-	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// ctx has ended: the close has a deadline of its own.
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if cerr := w.broker.Close(closeCtx); cerr != nil {
 		w.log.Debug("closing broker connection", "err", cerr)
