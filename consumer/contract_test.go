@@ -2,8 +2,11 @@ package consumer
 
 import (
 	"context"
+	"log/slog"
 	"testing"
+	"time"
 
+	"github.com/Azure/go-amqp"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -12,9 +15,30 @@ import (
 	"github.com/cmdtrack/cmdtrack/pipeline/pipelinetest"
 )
 
-// An AMQP link keeps the Source contract, on a fake broker link: every
-// message it hands out is accepted or given back once, and none is held
-// unsettled once the pipeline has returned.
+// The broker keeps the Source contract, on fakes of go-amqp (one queue):
+// every message it hands out is accepted or given back once, and none is
+// held unsettled once the pipeline has returned.
+func TestBrokerKeepsTheSourceContract(t *testing.T) {
+	t.Parallel()
+	pipelinetest.TestSource(t, func(t *testing.T) pipelinetest.Harness {
+		fr := newFakeReceiver(0)
+		m := NewMetrics(prometheus.NewRegistry())
+		b, err := newBroker(BrokerConfig{
+			URL: "amqp://broker.invalid", Queues: []string{"q"}, Credit: 8, Limits: ingest.Limits{MaxBodyBytes: 1024},
+			ReconnectMin: time.Millisecond, ReconnectMax: time.Millisecond,
+		}, slog.New(slog.DiscardHandler), m, time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.dialer = &fakeDialer{conns: make(chan *fakeConn, 16), attach: func(string, *amqp.ReceiverOptions) (amqpReceiver, error) {
+			return fr, nil
+		}}
+		t.Cleanup(func() { _ = b.Close(context.Background()) })
+		return pipelinetest.Harness{Source: b, Sender: &linkSender{fr: fr, m: m}}
+	})
+}
+
+// An AMQP link keeps it too, alone, as runQueue runs it.
 func TestLinkKeepsTheSourceContract(t *testing.T) {
 	t.Parallel()
 	pipelinetest.TestSource(t, func(*testing.T) pipelinetest.Harness {
