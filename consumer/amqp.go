@@ -212,19 +212,24 @@ func (b *Broker) Ready() error {
 	return nil
 }
 
-// Log lines an operator (and the tests) look for: one per outage, not per
-// attempt.
+// Log lines the README tells an operator to look for (one per outage, not
+// per attempt); tests match them.
 const (
-	LogConnected      = "connected to broker"
-	LogConnLost       = "broker connection lost; reconnecting"
-	LogConnRestored   = "broker connection restored"
-	LogStillDown      = "broker still unreachable"
-	LogReconnectFail  = "broker reconnect failed"
-	LogCannotConnect  = "cannot connect to the broker; retrying"
 	LogBadCertificate = "the broker's TLS certificate is not trusted; if a private CA signed it, set CMDTRACK_AMQP_CA_FILE to that CA's certificate (PEM)"
 	LogAuthRefused    = "the broker refused cmdtrack's credentials; retrying"
 	LogBacklogLost    = "notifications may have been lost while the queue was not consumed: the platform keeps a backlog only so long"
 	LogBacklogAtRisk  = "nothing of this queue has been stored for longer than the platform keeps its backlog: notifications are being lost"
+)
+
+// The connection's other lines, one per outage; cmdtrack_broker_connected,
+// _outages_total and _reconnects_total say the same for tests and alerts.
+const (
+	logConnected     = "connected to broker"
+	logConnLost      = "broker connection lost; reconnecting"
+	logConnRestored  = "broker connection restored"
+	logStillDown     = "broker still unreachable"
+	logReconnectFail = "broker reconnect failed"
+	logCannotConnect = "cannot connect to the broker; retrying"
 )
 
 // Run keeps the connection and every queue's link up until ctx ends,
@@ -247,9 +252,9 @@ func (b *Broker) Run(ctx context.Context, consume func(context.Context, pipeline
 		c, err := b.dialer.Dial(ctx)
 		if err == nil {
 			if !downSince.IsZero() {
-				b.log.Info(LogConnRestored, "down_for", b.now().Sub(downSince).Round(time.Millisecond), "attempts", attempt)
+				b.log.Info(logConnRestored, "down_for", b.now().Sub(downSince).Round(time.Millisecond), "attempts", attempt)
 			} else {
-				b.log.Info(LogConnected, "queues", b.cfg.Queues)
+				b.log.Info(logConnected, "queues", b.cfg.Queues)
 			}
 			everUp, downSince, lastKind = true, time.Time{}, 0
 			up := b.now()
@@ -278,9 +283,9 @@ func (b *Broker) Run(ctx context.Context, consume func(context.Context, pipeline
 		case kind != lastKind:
 			b.logFailure(kind, everUp, err)
 		default:
-			b.log.Debug(LogReconnectFail, "attempt", attempt, "err", err)
+			b.log.Debug(logReconnectFail, "attempt", attempt, "err", err)
 			if attempt%20 == 0 {
-				b.log.Warn(LogStillDown, "down_for", b.now().Sub(downSince).Round(time.Second), "attempts", attempt, "err", err)
+				b.log.Warn(logStillDown, "down_for", b.now().Sub(downSince).Round(time.Second), "attempts", attempt, "err", err)
 			}
 		}
 		lastKind = kind
@@ -397,9 +402,9 @@ func (b *Broker) logFailure(kind dialFailure, everUp bool, err error) {
 		}
 	default:
 		if everUp {
-			b.log.Warn(LogConnLost, "err", err)
+			b.log.Warn(logConnLost, "err", err)
 		} else {
-			b.log.Warn(LogCannotConnect, "err", err)
+			b.log.Warn(logCannotConnect, "err", err)
 		}
 	}
 }

@@ -311,8 +311,8 @@ func TestRedialBacksOff(t *testing.T) {
 	c := f.conn(t)
 	f.waitUp(t, "q")
 	require.Eventually(t, func() bool { return f.b.Ready() == nil }, 10*time.Second, time.Millisecond)
-	require.Equal(t, 1, f.logs.count(LogCannotConnect), "one line per outage")
-	require.Equal(t, 1, f.logs.count(LogConnRestored))
+	require.Equal(t, 1, f.logs.count(logCannotConnect), "one line per outage")
+	require.Equal(t, 1, f.logs.count(logConnRestored))
 	require.Equal(t, float64(3), value(t, f.m.reconnects))
 	require.Equal(t, float64(1), value(t, f.m.outages))
 	require.Equal(t, float64(1), value(t, f.m.connected))
@@ -320,7 +320,7 @@ func TestRedialBacksOff(t *testing.T) {
 	// Dies at once: the backoff goes on growing.
 	_ = c.Close()
 	f.pause(t, 4)
-	require.Equal(t, 1, f.logs.count(LogConnLost))
+	require.Equal(t, 1, f.logs.count(logConnLost))
 	require.Equal(t, float64(2), value(t, f.m.outages))
 	c = f.conn(t)
 	f.waitUp(t, "q")
@@ -331,7 +331,7 @@ func TestRedialBacksOff(t *testing.T) {
 	f.pause(t, 1)
 	f.conn(t)
 	f.waitUp(t, "q")
-	require.Equal(t, 3, f.logs.count(LogConnLost)+f.logs.count(LogCannotConnect))
+	require.Equal(t, 3, f.logs.count(logConnLost)+f.logs.count(logCannotConnect))
 	require.Equal(t, 6, f.dialer.dialed())
 	f.stop(t)
 	require.Zero(t, value(t, f.m.connected))
@@ -407,7 +407,7 @@ func TestBadQueueBacksOffOnItsOwn(t *testing.T) {
 	require.NotContains(t, f.b.Ready().Error(), "good")
 	require.Equal(t, float64(1), value(t, f.m.queueAttached.WithLabelValues("good")))
 	require.Zero(t, value(t, f.m.queueAttached.WithLabelValues("missing")))
-	require.Equal(t, 1, f.logs.count(LogQueueFailing), "one line per failing spell")
+	require.Equal(t, 1, f.logs.count(logQueueFailing), "one line per failing spell")
 	require.Eventually(t, func() bool { return c.openSessions() == 1 }, 10*time.Second, time.Millisecond,
 		"a failed attach ends its session")
 
@@ -421,7 +421,7 @@ func TestBadQueueBacksOffOnItsOwn(t *testing.T) {
 	f.pause(t, 4)
 	f.waitUp(t, "missing")
 	require.Eventually(t, func() bool { return f.b.Ready() == nil }, 10*time.Second, time.Millisecond)
-	require.Equal(t, 1, f.logs.count(LogQueueRestored))
+	require.Equal(t, 1, f.logs.count(logQueueRestored))
 	require.Equal(t, float64(4), value(t, f.m.attachFailures.WithLabelValues("missing")))
 	require.Zero(t, value(t, f.m.reconnects), "the connection itself never dropped")
 	require.Equal(t, 1, f.dialer.dialed())
@@ -455,7 +455,7 @@ func TestLostLinkIsReattached(t *testing.T) {
 	end <- struct{}{}
 	f.pause(t, 1)
 	f.waitUp(t, "q")
-	require.Equal(t, 3, f.logs.count(LogLinkLost))
+	require.Equal(t, 3, f.logs.count(logLinkLost))
 	require.Equal(t, float64(3), value(t, f.m.attachFailures.WithLabelValues("q")))
 	require.Equal(t, 1, c.openSessions(), "each lost link's session is ended")
 	require.Zero(t, value(t, f.m.reconnects))
@@ -489,7 +489,7 @@ func TestSettleModeRefusalFallsBack(t *testing.T) {
 	mode := amqp.SenderSettleModeUnsettled
 	require.Equal(t, []*amqp.SenderSettleMode{&mode, nil, &mode, nil}, asked)
 	mu.Unlock()
-	require.Equal(t, 1, f.logs.count(LogMixedSettle))
+	require.Equal(t, 1, f.logs.count(logMixedSettle))
 }
 
 // The backlog tracker says a gap longer than the platform keeps a backlog

@@ -111,7 +111,7 @@ func (f *fixture) startWith(t *testing.T, o options) *run {
 	errc := make(chan error, 1)
 	go func() {
 		err := p.Run(ctx, 10*time.Second, b)
-		closeCtx, cancelClose := context.WithTimeout(context.Background(), 5*time.Second)
+		closeCtx, cancelClose := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancelClose()
 		_ = b.Close(closeCtx)
 		errc <- err

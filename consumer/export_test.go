@@ -15,3 +15,6 @@ func AskSenderSettleMode(b *Broker, mode amqp.SenderSettleMode) { b.senderMode =
 
 // Presettled is presettled.
 var Presettled = presettled
+
+// LogMixedSettle is logMixedSettle, for the pin test of the settle mode.
+const LogMixedSettle = logMixedSettle

@@ -100,12 +100,20 @@ func TestPresettledDeliveriesAreCounted(t *testing.T) {
 	f := setup(t)
 	s := simulate.Generate(simulate.Config{Commands: 20, Seed: 55})
 	f.pub.SendAll(t, bodies(s))
-	r := f.startWith(t, options{hook: func(b *consumer.Broker) { consumer.AskSenderSettleMode(b, amqp.SenderSettleModeSettled) }})
+	logs := &records{}
+	r := f.startWith(t, options{log: slog.New(logs), hook: func(b *consumer.Broker) {
+		consumer.AskSenderSettleMode(b, amqp.SenderSettleModeSettled)
+	}})
 	testenv.WaitStored(t, f.st.Pool(), s, time.Minute)
 	require.Eventually(t, func() bool {
 		return r.metric(t, "cmdtrack_messages_presettled_total", "queue", f.queue) == float64(len(s.Messages))
 	}, 10*time.Second, 10*time.Millisecond)
 	require.NoError(t, r.stop())
+	// The line the README tells of, once, not once per message.
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	presettled := slices.DeleteFunc(slices.Clone(logs.msgs), func(m string) bool { return m != consumer.LogPresettled })
+	require.Len(t, presettled, 1, "logged once: %q", logs.msgs)
 
 	// Asked for unsettled, RabbitMQ sends none settled.
 	f2 := setup(t)

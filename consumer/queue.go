@@ -62,13 +62,17 @@ func (q *queue) set(attached bool, err error) {
 	}
 }
 
-// Log lines about one queue.
+// LogPresettled is the line the README tells an operator to look for when
+// a broker breaks its promise to send unsettled.
+const LogPresettled = "the broker sent a message already settled (at-most-once): it is not redelivered if cmdtrack stops before storing it"
+
+// Log lines about one queue; cmdtrack_queue_attached and
+// cmdtrack_queue_failures_total say the same for tests and alerts.
 const (
-	LogQueueFailing  = "cannot consume a queue; retrying it on its own while the others flow (check the name in CMDTRACK_AMQP_QUEUE, the queue and its permissions)"
-	LogQueueRestored = "queue consumed again"
-	LogLinkLost      = "a queue's link ended; re-attaching it (the broker delivers its unsettled messages again)"
-	LogMixedSettle   = "the broker would not promise to send this queue's messages unsettled; should it send one settled, it is delivered at most once"
-	LogPresettled    = "the broker sent a message already settled (at-most-once): it is not redelivered if cmdtrack stops before storing it"
+	logQueueFailing  = "cannot consume a queue; retrying it on its own while the others flow (check the name in CMDTRACK_AMQP_QUEUE, the queue and its permissions)"
+	logQueueRestored = "queue consumed again"
+	logLinkLost      = "a queue's link ended; re-attaching it (the broker delivers its unsettled messages again)"
+	logMixedSettle   = "the broker would not promise to send this queue's messages unsettled; should it send one settled, it is delivered at most once"
 )
 
 // runQueue keeps q's link attached on its own session of conn until ctx
@@ -90,7 +94,7 @@ func (b *Broker) runQueue(ctx context.Context, conn conn, q *queue, consume func
 					"repair", fmt.Sprintf("cmdtrack reconcile -since %s -until %s", from, to))
 			}
 			if failing {
-				b.log.Info(LogQueueRestored, "queue", q.name, "failing_for", b.now().Sub(failedSince).Round(time.Millisecond))
+				b.log.Info(logQueueRestored, "queue", q.name, "failing_for", b.now().Sub(failedSince).Round(time.Millisecond))
 				failing = false
 			}
 			q.set(true, nil)
@@ -104,7 +108,7 @@ func (b *Broker) runQueue(ctx context.Context, conn conn, q *queue, consume func
 				// to be settled, and Close ends it with the connection.
 				return nil
 			}
-			closeSession(link.sess)
+			closeSession(ctx, link.sess)
 			if connDead(conn, err) {
 				return err
 			}
@@ -115,7 +119,7 @@ func (b *Broker) runQueue(ctx context.Context, conn conn, q *queue, consume func
 			// could not be sent), it is re-attached; one line each time.
 			attempt++
 			q.failures.Inc()
-			b.log.Warn(LogLinkLost, "queue", q.name, "err", err)
+			b.log.Warn(logLinkLost, "queue", q.name, "err", err)
 		} else {
 			if ctx.Err() != nil {
 				return nil
@@ -128,7 +132,7 @@ func (b *Broker) runQueue(ctx context.Context, conn conn, q *queue, consume func
 			q.failures.Inc()
 			if !failing {
 				failing, failedSince = true, b.now()
-				b.log.Warn(LogQueueFailing, "queue", q.name, "err", err)
+				b.log.Warn(logQueueFailing, "queue", q.name, "err", err)
 			} else {
 				b.log.Debug("queue still failing", "queue", q.name, "attempt", attempt, "err", err)
 			}
@@ -183,13 +187,13 @@ func (b *Broker) attach(ctx context.Context, conn conn, q *queue) (*Link, error)
 		// go-amqp fails the attach when the broker answers another mode;
 		// its session is still good, the link is not.
 		if q.mixedWarned.CompareAndSwap(false, true) {
-			b.log.Warn(LogMixedSettle, "queue", q.name, "err", err)
+			b.log.Warn(logMixedSettle, "queue", q.name, "err", err)
 		}
 		opts.RequestedSenderSettleMode = nil
 		rcv, err = sess.NewReceiver(actx, q.name, opts)
 	}
 	if err != nil {
-		closeSession(sess)
+		closeSession(ctx, sess)
 		return nil, fmt.Errorf("attach to queue %q: %w", q.name, err)
 	}
 	if b.wrap != nil {
@@ -198,7 +202,7 @@ func (b *Broker) attach(ctx context.Context, conn conn, q *queue) (*Link, error)
 	l := newLink(rcv, linkConfig{
 		queue: q.name, credit: b.cfg.Credit, limits: b.cfg.Limits,
 		budget: q.budget, backlog: q.backlog,
-		abort: func() { b.abortLink(conn, sess) },
+		abort: func() { b.abortLink(ctx, conn, sess) },
 		log:   b.log,
 	}, b.m)
 	l.sess = sess
@@ -209,18 +213,19 @@ func (b *Broker) attach(ctx context.Context, conn conn, q *queue) (*Link, error)
 // delivers its unsettled messages again now rather than when the connection
 // next drops. RabbitMQ may never answer the session's end: if it does not in
 // time, the whole connection goes.
-func (b *Broker) abortLink(conn conn, sess session) {
+func (b *Broker) abortLink(ctx context.Context, conn conn, sess session) {
 	go func() {
-		if !closeSession(sess) {
+		if !closeSession(ctx, sess) {
 			b.log.Warn("a session did not close in time; closing the broker connection so that its messages come again")
 			b.closeConn(conn)
 		}
 	}()
 }
 
-// closeSession ends sess within five seconds and reports whether it did.
-func closeSession(sess session) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+// closeSession ends sess within five seconds and reports whether it did,
+// whether ctx has ended or not: the session must end either way.
+func closeSession(ctx context.Context, sess session) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	return !errors.Is(sess.Close(ctx), context.DeadlineExceeded)
 }

@@ -209,7 +209,8 @@ func (s *Server) Serve(ctx context.Context, grace time.Duration) error {
 		return err
 	case <-ctx.Done():
 	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), grace)
+	// The shutdown has its own deadline: ctx has ended already.
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
 	if err := s.srv.Shutdown(shutCtx); err != nil {
 		_ = s.srv.Close()

@@ -73,7 +73,7 @@ func newFakeIoTDA(t *testing.T, respond http.HandlerFunc) *fakeIoTDA {
 			return
 		}
 		f.mu.Lock()
-		f.last = &recorded{req: r.Clone(context.Background()), body: body}
+		f.last = &recorded{req: r.Clone(context.WithoutCancel(r.Context())), body: body}
 		f.mu.Unlock()
 
 		wantPath := "/v5/iot/" + testProject + "/devices/" + testDevice + "/async-commands"

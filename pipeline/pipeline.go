@@ -21,13 +21,40 @@ import (
 
 	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/internal/backoff"
-	"github.com/cmdtrack/cmdtrack/store"
 )
 
 // Applier stores the effect of a batch and says what became of each item;
 // *store.Store is one. Applying the same items again must change nothing.
+// Its errors say what they mean as WriteError does.
 type Applier interface {
 	Apply(ctx context.Context, items []ingest.Item) ([]ingest.Result, error)
+}
+
+// WriteError is what the pipeline needs to know of a failed write, so that
+// it depends on no database driver: the store translates its driver's
+// errors into one (*store.Error). An error that is not a WriteError is
+// retried, and counted as "other".
+type WriteError interface {
+	error
+	// Retry reports whether writing the same items again may succeed.
+	// Only a fault in what was written (a value the database refuses)
+	// says no; a database away, a missing table or a refused password is
+	// the operator's to fix, and must not turn good messages into dead
+	// letters.
+	Retry() bool
+	// Class names the kind of failure, whose fault it is ("data",
+	// "connection", "privilege", ...), as cmdtrack_database_errors_total
+	// and the log label it.
+	Class() string
+}
+
+// interpret reads err as a WriteError.
+func interpret(err error) (retry bool, class string) {
+	var werr WriteError
+	if errors.As(err, &werr) {
+		return werr.Retry(), werr.Class()
+	}
+	return true, "other"
 }
 
 // Config shapes batches and retries.
@@ -119,8 +146,8 @@ func (p *Pipeline) Stalled() error {
 	return nil
 }
 
-// LogDraining is logged once when intake ends and the drain begins.
-const LogDraining = "shutdown requested; draining messages in hand"
+// logDraining is logged once when intake ends and the drain begins.
+const logDraining = "shutdown requested; draining messages in hand"
 
 // ErrGraceRanOut is why Run gave up messages still in hand: the drain took
 // longer than the shutdown grace. Their senders deliver them again.
@@ -146,7 +173,7 @@ func (p *Pipeline) Run(ctx context.Context, grace time.Duration, sources ...Sour
 	// fails for good.
 	stopGrace := context.AfterFunc(gctx, func() {
 		if ctx.Err() != nil {
-			p.log.Info(LogDraining, "grace", grace)
+			p.log.Info(logDraining, "grace", grace)
 		}
 		t := time.AfterFunc(grace, func() {
 			cancelDrain(fmt.Errorf("%w (%s)", ErrGraceRanOut, grace))
@@ -186,7 +213,8 @@ func (p *Pipeline) Run(ctx context.Context, grace time.Duration, sources ...Sour
 		writers.Wait()
 		close(stored)
 	}()
-	g.Go(func() error { p.settle(stored); return nil })
+	// Settling goes on after ctx ends: it answers what the drain stored.
+	g.Go(func() error { p.settle(context.WithoutCancel(ctx), stored); return nil })
 	return g.Wait()
 }
 
@@ -246,15 +274,16 @@ func (p *Pipeline) receive(intake, drain context.Context, r Receiver, out chan<-
 		}
 		b := p.newBatch()
 		p.take(b, d)
-		var waitCtx context.Context
-		cancel := func() {}
+		// The wait for company starts with the first Next that would block.
+		waitCtx, cancel, waiting := intake, context.CancelFunc(func() {}), false
 		for len(b.deliveries) < p.cfg.BatchSize {
 			if d := r.Prefetched(); d != nil {
 				p.take(b, d)
 				continue
 			}
-			if waitCtx == nil {
+			if !waiting {
 				waitCtx, cancel = context.WithTimeout(intake, p.cfg.BatchWait)
+				waiting = true
 			}
 			d, err := r.Next(waitCtx)
 			if err != nil {
@@ -330,11 +359,12 @@ func (p *Pipeline) write(ctx context.Context, in <-chan *batch, out chan<- *batc
 	return nil
 }
 
-// Log lines an operator (and the tests) look for, one per outage.
+// The outage's log lines, one per outage; cmdtrack_database_errors_total
+// and readiness say the same for tests and alerts.
 const (
-	LogWriteFailed     = "database write failed; retrying with backoff"
-	LogWriteRecovered  = "database writes recovered"
-	LogWriteStillFails = "database still failing"
+	logWriteFailed     = "database write failed; retrying with backoff"
+	logWriteRecovered  = "database writes recovered"
+	logWriteStillFails = "database still failing"
 )
 
 // apply writes one batch, retrying with backoff while the
@@ -354,7 +384,7 @@ func (p *Pipeline) apply(ctx context.Context, b *batch) error {
 			p.progress.Store(p.now().UnixNano())
 			p.m.applySeconds.Observe(time.Since(start).Seconds())
 			if since := p.failingSince.Swap(0); since != 0 {
-				p.log.Info(LogWriteRecovered, "failing_for", time.Since(time.Unix(0, since)).Round(time.Millisecond))
+				p.log.Info(logWriteRecovered, "failing_for", time.Since(time.Unix(0, since)).Round(time.Millisecond))
 			}
 			p.dbHealthy.Store(true)
 			return nil
@@ -362,18 +392,18 @@ func (p *Pipeline) apply(ctx context.Context, b *batch) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("batch of %d not stored before shutdown: %w", len(b.items), context.Cause(ctx))
 		}
-		class := store.ClassifyError(err)
-		p.m.dbErrors.WithLabelValues(string(class)).Inc()
-		if class == store.DataError {
+		retry, class := interpret(err)
+		p.m.dbErrors.WithLabelValues(class).Inc()
+		if !retry {
 			// Apply already isolated and dead-lettered bad values; a data
 			// error here means a dead letter itself could not be stored.
 			return fmt.Errorf("unstorable batch: %w", err)
 		}
 		p.dbHealthy.Store(false)
 		if p.failingSince.CompareAndSwap(0, time.Now().UnixNano()) {
-			p.log.Warn(LogWriteFailed, "err", err, "class", class, "batch", len(b.items))
+			p.log.Warn(logWriteFailed, "err", err, "class", class, "batch", len(b.items))
 		} else if attempt%20 == 0 {
-			p.log.Warn(LogWriteStillFails, "attempts", attempt, "err", err)
+			p.log.Warn(logWriteStillFails, "attempts", attempt, "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -390,9 +420,9 @@ const settleTimeout = 10 * time.Second
 // settle answers the sender of every delivery of a stored batch. A settle
 // that fails only means the sender will deliver again, and applying the
 // message again changes nothing.
-func (p *Pipeline) settle(in <-chan *batch) {
+func (p *Pipeline) settle(ctx context.Context, in <-chan *batch) {
 	for b := range in {
-		ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+		ctx, cancel := context.WithTimeout(ctx, settleTimeout)
 		var failed int
 		for i, d := range b.deliveries {
 			if err := d.Settle(ctx, b.results[i]); err != nil {

@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -10,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -79,6 +79,16 @@ func (s *fakeStore) stored() int {
 	}
 	return n
 }
+
+// writeError is an Applier's error as the store translates it.
+type writeError struct {
+	class string
+	retry bool
+}
+
+func (e writeError) Error() string { return e.class + " error" }
+func (e writeError) Retry() bool   { return e.retry }
+func (e writeError) Class() string { return e.class }
 
 // fakeDelivery records how the pipeline answered it.
 type fakeDelivery struct {
@@ -305,7 +315,7 @@ func TestRetryWhileTheDatabaseFails(t *testing.T) {
 	down.Store(true)
 	f.store.fail = func(int, []ingest.Item) error {
 		if down.Load() {
-			return &net.OpError{Op: "dial", Err: errors.New("connection refused")}
+			return writeError{class: "connection", retry: true}
 		}
 		return nil
 	}
@@ -321,6 +331,8 @@ func TestRetryWhileTheDatabaseFails(t *testing.T) {
 	// time that passed; a busy machine only makes them fewer.
 	failures := f.counter(t, "cmdtrack_database_errors_total")
 	require.LessOrEqual(t, failures, float64(time.Since(start)/(2*time.Millisecond))+1, "with backoff, not a spin")
+	require.Positive(t, f.labeled(t, "cmdtrack_database_errors_total", "connection"), "counted by the error's class")
+	require.Zero(t, f.labeled(t, "cmdtrack_database_errors_total", "other"))
 	down.Store(false)
 	require.Eventually(t, func() bool { return ds[3].settled.Load() == 1 }, 5*time.Second, time.Millisecond)
 	require.NoError(t, f.p.Ready())
@@ -435,12 +447,16 @@ func TestResultsAndOutcomeMetrics(t *testing.T) {
 func TestUnstorableDeadLetterIsFatal(t *testing.T) {
 	t.Parallel()
 	f := setup(t, pipeline.Config{BatchSize: 1})
-	f.store.fail = func(int, []ingest.Item) error { return &pgconn.PgError{Code: "22P02", Message: "invalid input syntax"} }
+	f.store.fail = func(int, []ingest.Item) error { return fmt.Errorf("apply: %w", writeError{class: "data"}) }
 	stop := f.run(t, time.Second)
 	ds := f.src.send(1)
 	require.Eventually(t, func() bool { return ds[0].abandoned.Load() == 1 }, 5*time.Second, time.Millisecond)
 	_, err := stop()
 	require.ErrorContains(t, err, "unstorable batch")
+	require.Equal(t, float64(1), f.labeled(t, "cmdtrack_database_errors_total", "data"))
+	f.store.mu.Lock()
+	defer f.store.mu.Unlock()
+	require.Equal(t, 1, f.store.attempts, "not retried")
 }
 
 // The inbox feeds the same batches: Submit returns once the commit is done,

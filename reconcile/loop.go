@@ -6,12 +6,15 @@ import (
 	"time"
 )
 
-// The log messages of Loop, for tests to match.
+// LogStopped is the line the README tells an operator to look for: a
+// refusal by the API stopped reconciling.
+const LogStopped = "reconcile stopped until cmdtrack restarts: the API refused it"
+
+// Loop's other lines; cmdtrack_reconcile_runs_total says the same.
 const (
-	LogRun     = "reconcile run done"
-	LogBusy    = "another replica is reconciling; skipped this round"
-	LogFailed  = "reconcile run failed; trying again at the next interval"
-	LogStopped = "reconcile stopped until cmdtrack restarts: the API refused it"
+	logRun    = "reconcile run done"
+	logBusy   = "another replica is reconciling; skipped this round"
+	logFailed = "reconcile run failed; trying again at the next interval"
 )
 
 // unknownRecheck is how long the daemon leaves a command the API does not
@@ -35,17 +38,17 @@ func (r *Reconciler) Loop(ctx context.Context, interval, threshold time.Duration
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, ErrBusy):
-			r.log.Debug(LogBusy)
+			r.log.Debug(logBusy)
 		case errors.As(err, &stop):
 			r.log.Error(LogStopped, "class", string(stop.Class), "err", err)
 			return
 		case err != nil:
-			r.log.Warn(LogFailed, "err", err)
+			r.log.Warn(logFailed, "err", err)
 		case sum.Checked > 0:
-			r.log.Info(LogRun, "checked", sum.Checked, "updated", sum.Updated, "unchanged", sum.Unchanged,
+			r.log.Info(logRun, "checked", sum.Checked, "updated", sum.Updated, "unchanged", sum.Unchanged,
 				"unknown", sum.Unknown, "failed", sum.Failed)
 		default:
-			r.log.Debug(LogRun, "checked", 0)
+			r.log.Debug(logRun, "checked", 0)
 		}
 		t := time.NewTimer(interval)
 		select {

@@ -43,7 +43,7 @@ func (s *Store) applyAll(ctx context.Context, items []ingest.Item, report bool) 
 		res[i] = items[i].Result()
 	}
 	if err := s.apply(ctx, items, res, report); err != nil {
-		return nil, err
+		return nil, interpretError(err)
 	}
 	return res, nil
 }

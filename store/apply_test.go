@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	stdstrings "strings"
+	"strings"
 	"testing"
 	"time"
 
@@ -199,7 +199,7 @@ func TestMergeOrderIndependent(t *testing.T) {
 			notes := slices.Clone(template)
 			for i := range notes {
 				notes[i].CommandID = id
-				notes[i].DeviceID = strings(notes[i].DeviceID, id)
+				notes[i].DeviceID = deviceFor(notes[i].DeviceID, id)
 			}
 			// Duplicates, then a shuffle, then random batch boundaries.
 			for range rng.IntN(4) {
@@ -238,7 +238,9 @@ func TestMergeOrderIndependent(t *testing.T) {
 	}
 }
 
-func strings(v, id string) string {
+// deviceFor is the device id a template's device becomes for command id
+// (none stays none).
+func deviceFor(v, id string) string {
 	if v == "" {
 		return ""
 	}
@@ -249,7 +251,7 @@ func withID(notes []notification.Notification, id string) []notification.Notific
 	out := slices.Clone(notes)
 	for i := range out {
 		out[i].CommandID = id
-		out[i].DeviceID = strings(out[i].DeviceID, id)
+		out[i].DeviceID = deviceFor(out[i].DeviceID, id)
 	}
 	return out
 }
@@ -357,7 +359,7 @@ func TestEmptyDeadLetterBody(t *testing.T) {
 func TestTruncatedDeadLetter(t *testing.T) {
 	t.Parallel()
 	st := setup(t)
-	body := []byte(`{"pad":"` + stdstrings.Repeat("y", 300<<10) + `"}`)
+	body := []byte(`{"pad":"` + strings.Repeat("y", 300<<10) + `"}`)
 	item := func() ingest.Item {
 		return ingest.Classify(body, "amqp:q", time.Now(), ingest.Limits{MaxBodyBytes: 100 << 10})
 	}

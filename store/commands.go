@@ -114,7 +114,8 @@ func (s *Store) TryLock(ctx context.Context, name string) (unlock func(), ok boo
 	}
 	const key = `hashtextextended($1 || ':' || coalesce(current_schema(), ''), 0)`
 	closeConn := func(unlock bool) {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// Unlocking must happen whether ctx has ended or not.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		// The server releases a closed session's locks only once its backend
 		// has exited; unlocking first frees the lock for the next taker now.

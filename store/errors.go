@@ -44,6 +44,9 @@ func ClassifyError(err error) ErrorClass {
 	if err == nil {
 		return ""
 	}
+	if e := (*Error)(nil); errors.As(err, &e) {
+		return e.class
+	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return CanceledError
 	}
@@ -92,6 +95,38 @@ func ClassifyError(err error) ErrorClass {
 	}
 	return OtherError
 }
+
+// Error is a database error as it leaves the store: classified here, where
+// the driver is known, so that callers decide on retrying without knowing
+// pgx (river's interpretError does the same). It satisfies
+// pipeline.WriteError.
+type Error struct {
+	class ErrorClass
+	err   error
+}
+
+// interpretError translates err (nil stays nil) at the store's boundary.
+func interpretError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var done *Error
+	if errors.As(err, &done) {
+		return err
+	}
+	return &Error{class: ClassifyError(err), err: err}
+}
+
+func (e *Error) Error() string { return e.err.Error() }
+
+func (e *Error) Unwrap() error { return e.err }
+
+// Class names the kind of error: one of the ErrorClass values.
+func (e *Error) Class() string { return string(e.class) }
+
+// Retry reports whether the same write may succeed later: all but a data
+// error may.
+func (e *Error) Retry() bool { return e.class != DataError }
 
 // IsDataError reports whether err says that a value in what was written is at
 // fault, so that retrying the same write can never succeed.

@@ -2,3 +2,6 @@ package store
 
 // QueueWrites is queueWrites, for tests that hold a transaction open.
 var QueueWrites = queueWrites
+
+// InterpretError is interpretError, for the boundary's tests.
+var InterpretError = interpretError

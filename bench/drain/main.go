@@ -27,30 +27,37 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	r, err := amqpq.Open(ctx, *url, *queue, *window)
+	err := drain(ctx, *url, *queue, *window, *n)
+	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "drain:", err)
 		os.Exit(1)
 	}
+}
+
+// drain accepts n messages of queue, and prints the rate.
+func drain(ctx context.Context, url, queue string, window, n int) error {
+	r, err := amqpq.Open(ctx, url, queue, window)
+	if err != nil {
+		return err
+	}
 	defer r.Close(5 * time.Second)
 	var first time.Time
-	for i := range *n {
+	for i := range n {
 		m, err := r.Receive(ctx)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "drain: after %d messages: %v\n", i, err)
-			os.Exit(1)
+			return fmt.Errorf("after %d messages: %w", i, err)
 		}
 		if i == 0 {
 			first = time.Now()
 		}
 		if err := r.Link.AcceptMessage(ctx, m); err != nil {
-			fmt.Fprintf(os.Stderr, "drain: accept: %v\n", err)
-			os.Exit(1)
+			return fmt.Errorf("accept: %w", err)
 		}
 	}
 	el := time.Since(first)
-	fmt.Printf("drain: %d messages in %s (first to last): %.0f msg/s\n", *n, el.Round(time.Millisecond), float64(*n)/el.Seconds())
+	fmt.Printf("drain: %d messages in %s (first to last): %.0f msg/s\n", n, el.Round(time.Millisecond), float64(n)/el.Seconds())
+	return nil
 }
 
 func envOr(name, def string) string {

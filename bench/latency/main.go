@@ -50,8 +50,9 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	if err := run(ctx, *dbURL, *sentLog, *n, *poll, *out); err != nil {
+	err := run(ctx, *dbURL, *sentLog, *n, *poll, *out)
+	cancel()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "latency:", err)
 		os.Exit(1)
 	}
@@ -62,7 +63,7 @@ func run(ctx context.Context, dbURL, sentLog string, n int, poll time.Duration, 
 	if err != nil {
 		return err
 	}
-	defer db.Close(context.Background())
+	defer db.Close(context.WithoutCancel(ctx))
 
 	rows := make([]seen, 0, n)
 	// received_at is when the writing transaction began, and several writers

@@ -92,8 +92,9 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	if err := run(ctx, *url, *queue, *dbURL, *schema, *n, *window); err != nil {
+	err := run(ctx, *url, *queue, *dbURL, *schema, *n, *window)
+	cancel()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "naive:", err)
 		os.Exit(1)
 	}
@@ -109,7 +110,7 @@ func run(ctx context.Context, url, queue, dbURL, schema string, n, window int) e
 	if err != nil {
 		return err
 	}
-	defer db.Close(context.Background())
+	defer db.Close(context.WithoutCancel(ctx))
 	if _, err := db.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize()); err != nil {
 		return err
 	}

@@ -43,16 +43,20 @@ func main() {
 		os.Exit(2)
 	}
 	var w io.Writer = os.Stdout
+	var f *os.File
 	if *out != "" {
-		f, err := os.Create(*out)
-		if err != nil {
+		var err error
+		if f, err = os.Create(*out); err != nil {
 			fmt.Fprintln(os.Stderr, "scale:", err)
 			os.Exit(1)
 		}
-		defer f.Close()
 		w = io.MultiWriter(os.Stdout, f)
 	}
-	if err := run(context.Background(), w, *url, *n, *ingestN, *migrateN, *runs, *keep); err != nil {
+	err := run(context.Background(), w, *url, *n, *ingestN, *migrateN, *runs, *keep)
+	if f != nil {
+		_ = f.Close()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
 		os.Exit(1)
 	}
@@ -75,7 +79,7 @@ func run(ctx context.Context, w io.Writer, url string, n, ingestN, migrateN, run
 	if !keep {
 		defer func() {
 			logf("dropping schema %s", schema)
-			_, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+			_, _ = admin.Exec(context.WithoutCancel(ctx), "DROP SCHEMA "+schema+" CASCADE")
 		}()
 	}
 	st, err := store.Open(ctx, url, store.Options{MaxConns: 8, Schema: schema})
@@ -324,9 +328,10 @@ func ingestRate(ctx context.Context, st *store.Store, n int, seed uint64) (float
 		_, _ = db.Exec(ctx, `ALTER SYSTEM SET synchronous_commit = on`)
 		_, _ = db.Exec(ctx, `SELECT pg_reload_conf()`)
 		defer func() {
-			_, _ = db.Exec(context.Background(), `ALTER SYSTEM RESET fsync`)
-			_, _ = db.Exec(context.Background(), `ALTER SYSTEM RESET synchronous_commit`)
-			_, _ = db.Exec(context.Background(), `SELECT pg_reload_conf()`)
+			ctx := context.WithoutCancel(ctx)
+			_, _ = db.Exec(ctx, `ALTER SYSTEM RESET fsync`)
+			_, _ = db.Exec(ctx, `ALTER SYSTEM RESET synchronous_commit`)
+			_, _ = db.Exec(ctx, `SELECT pg_reload_conf()`)
 		}()
 	}
 	s := simulate.GenerateN(simulate.Config{Seed: seed + uint64(rand.IntN(1000)), OutOfOrder: 0.1, Duplicate: 0.02,
@@ -376,7 +381,7 @@ func migrateInPlace(ctx context.Context, admin *pgx.Conn, url string, rows int) 
 	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
 		return 0, err
 	}
-	defer func() { _, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") }()
+	defer func() { _, _ = admin.Exec(context.WithoutCancel(ctx), "DROP SCHEMA "+schema+" CASCADE") }()
 	st, err := store.Open(ctx, url, store.Options{MaxConns: 2, Schema: schema})
 	if err != nil {
 		return 0, err

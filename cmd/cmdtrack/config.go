@@ -237,21 +237,10 @@ func (a *Age) Decode(v string) error {
 	return nil
 }
 
-// printUsage lists every variable with its default, as `cmdtrack -h` shows.
-func printUsage(w io.Writer) {
-	fmt.Fprint(w, `cmdtrack keeps IoTDA device command lifecycles in PostgreSQL.
-
-Usage:
-  cmdtrack [run]     consume the AMQP queue(s) until SIGTERM or SIGINT
-  cmdtrack migrate   apply database migrations and exit
-  cmdtrack replay    re-decode dead letters; apply and remove those that now succeed
-  cmdtrack upkeep    once: history partitions, retention and the outcome rollup (what workers do hourly)
-  cmdtrack send -device ID -paras JSON [-service S] [-command NAME] [-strategy immediately|delay] [-expire SECONDS]
-                     deliver an asynchronous command through the IoTDA API and record it
-  cmdtrack reconcile [-threshold 1h | -since TIME [-until TIME]] [-v] [COMMAND_ID ...]
-                     ask the IoTDA API about commands left open and merge its answers
-  cmdtrack version   print version and build information
-
+// printConfigUsage lists every variable with its default, and the exit
+// statuses: the end of `cmdtrack -h`.
+func printConfigUsage(w io.Writer) {
+	fmt.Fprint(w, `
 Configuration (environment):
 `)
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)

@@ -40,6 +40,17 @@ func requireIoTDAUsernames(t *testing.T, e *testenv.IoTDAEndpoint, logins []test
 	}
 }
 
+// requireOnlyLine says that msg is the one line the worker logged at warn
+// level or above, once.
+func requireOnlyLine(t *testing.T, w *testenv.Worker, msg string) {
+	t.Helper()
+	var msgs []any
+	for _, r := range w.LogsAtLeast(slog.LevelWarn) {
+		msgs = append(msgs, r["msg"])
+	}
+	require.Equal(t, []any{msg}, msgs)
+}
+
 // TestIoTDAEndpoint consumes the way a real user's cmdtrack does: amqps to a
 // host name whose certificate verifies only against the CA file, IoTDA's
 // SASL username and access code, Open hostname "default" (the endpoint
@@ -54,10 +65,10 @@ func TestIoTDAEndpoint(t *testing.T) {
 	w := testenv.StartWorker(t, f.env(iotdaEnv(iot)...))
 	w.WaitReady(30 * time.Second)
 	f.waitStored(t, s, time.Minute)
+	require.Equal(t, float64(1), metric(t, w, "cmdtrack_broker_connected"))
+	require.Zero(t, metric(t, w, "cmdtrack_broker_reconnects_total"), "connected once, never lost")
 	w.Signal(syscall.SIGTERM)
 	require.Equal(t, 0, w.Wait(20*time.Second), w.Output())
-	require.Equal(t, 1, w.LogCount(consumer.LogConnected))
-	require.Zero(t, w.LogCount(consumer.LogConnLost))
 	require.Empty(t, w.LogsAtLeast(slog.LevelError))
 	require.NotContains(t, w.Output(), iot.AccessCode)
 	f.verify(t, s)
@@ -89,9 +100,8 @@ func TestIoTDAUntrustedCertificate(t *testing.T) {
 	code, body := w.Get("/readyz")
 	require.Equal(t, 503, code)
 	require.Contains(t, body, "not connected to the broker")
-	require.Equal(t, 1, w.LogCount(consumer.LogBadCertificate), "one line per outage, not per attempt")
-	require.Zero(t, w.LogCount(consumer.LogConnected))
-	require.Zero(t, w.LogCount(consumer.LogConnLost), "a refused certificate is not a lost connection")
+	requireOnlyLine(t, w, consumer.LogBadCertificate) // one per outage, not per attempt, and not "connection lost"
+	require.Zero(t, metric(t, w, "cmdtrack_broker_connected"))
 	require.Empty(t, iot.Logins(), "no credentials were sent to an unverified peer")
 	w.Signal(syscall.SIGTERM)
 	require.Equal(t, 0, w.Wait(20*time.Second))
@@ -109,7 +119,7 @@ func TestIoTDAWrongAccessCode(t *testing.T) {
 		"CMDTRACK_AMQP_RECONNECT_MIN", "200ms", "CMDTRACK_AMQP_RECONNECT_MAX", "2s")...))
 	require.Eventually(t, func() bool { return w.LogCount(consumer.LogAuthRefused) == 1 }, 20*time.Second, 20*time.Millisecond)
 	require.Eventually(t, func() bool { return len(iot.Logins()) >= 3 }, 30*time.Second, 20*time.Millisecond, "it keeps trying")
-	require.Equal(t, 1, w.LogCount(consumer.LogAuthRefused), "one line per outage, not per attempt")
+	requireOnlyLine(t, w, consumer.LogAuthRefused) // one per outage, not per attempt, and not "connection lost"
 	var named bool
 	for _, r := range w.Logs() {
 		if r["msg"] == consumer.LogAuthRefused {
@@ -118,8 +128,7 @@ func TestIoTDAWrongAccessCode(t *testing.T) {
 		}
 	}
 	require.True(t, named, "the line names CMDTRACK_AMQP_ACCESS_CODE")
-	require.Zero(t, w.LogCount(consumer.LogConnLost))
-	require.Zero(t, w.LogCount(consumer.LogConnected))
+	require.Zero(t, metric(t, w, "cmdtrack_broker_connected"))
 	logins := iot.Logins()
 	requireIoTDAUsernames(t, iot, logins)
 	require.GreaterOrEqual(t, len(logins), 2, "it keeps trying")

@@ -47,7 +47,7 @@ type reconcileFlags struct {
 
 // parseReconcileFlags reads reconcile's arguments; -h prints their usage on
 // stdout and returns flag.ErrHelp.
-func parseReconcileFlags(args []string, stdout, stderr io.Writer) (*reconcileFlags, error) {
+func parseReconcileFlags(args []string, stdout, stderr io.Writer) (action, error) {
 	var f reconcileFlags
 	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -101,7 +101,7 @@ Flags:
 			return nil, usageError{errors.New("reconcile: -since must be before -until")}
 		}
 	}
-	return &f, nil
+	return func(ctx context.Context, e *env) error { return reconcileCmd(ctx, e.cfg, e.st, &f, e.stdout, e.log) }, nil
 }
 
 // reconcileCmd is `cmdtrack reconcile`: one run, then a summary line.

@@ -39,48 +39,92 @@ func exitStatus(err error, stderr io.Writer) int {
 	return 1
 }
 
+// command is one subcommand: `cmdtrack -h` lists them in this order.
+type command struct {
+	name string
+	// aliases also name it ("--version" for "version").
+	aliases []string
+	// args and summary are its lines in `cmdtrack -h`.
+	args, summary string
+	// flags reads its arguments before the configuration (so that -h needs
+	// none) and returns what runs it; -h prints its usage on stdout and
+	// returns flag.ErrHelp. nil: the command takes no arguments, and main
+	// runs it.
+	flags func(args []string, stdout, stderr io.Writer) (action, error)
+	main  action
+	// bare commands need neither the configuration nor the database.
+	bare bool
+}
+
+// action runs a command; e holds what it needs (nothing but stdout for a
+// bare one).
+type action func(ctx context.Context, e *env) error
+
+// env is what a command runs with.
+type env struct {
+	cfg    *Config
+	st     *store.Store
+	log    *slog.Logger
+	stdout io.Writer
+}
+
+// commands are cmdtrack's subcommands; the first is the default. A
+// function, not a variable, since help prints them.
+func commands() []command {
+	return []command{
+		{name: "run", summary: "consume the AMQP queue(s) until SIGTERM or SIGINT",
+			main: func(ctx context.Context, e *env) error { return runWorker(ctx, e.cfg, e.st, e.log) }},
+		{name: "migrate", summary: "apply database migrations and exit", main: migrateCmd},
+		{name: "replay", summary: "re-decode dead letters; apply and remove those that now succeed", main: replayCmd},
+		{name: "upkeep", summary: "once: history partitions, retention and the outcome rollup (what workers do hourly)", main: upkeepCmd},
+		{name: "send", args: "-device ID -paras JSON [-service S] [-command NAME] [-strategy immediately|delay] [-expire SECONDS]",
+			summary: "deliver an asynchronous command through the IoTDA API and record it", flags: parseSendFlags},
+		{name: "reconcile", args: "[-threshold 1h | -since TIME [-until TIME]] [-v] [COMMAND_ID ...]",
+			summary: "ask the IoTDA API about commands left open and merge its answers", flags: parseReconcileFlags},
+		{name: "version", aliases: []string{"-version", "--version"}, summary: "print version and build information", bare: true,
+			main: func(_ context.Context, e *env) error { _, err := fmt.Fprintln(e.stdout, versionString()); return err }},
+		{name: "help", aliases: []string{"-h", "-help", "--help"}, bare: true,
+			main: func(_ context.Context, e *env) error { printUsage(e.stdout); return nil }},
+	}
+}
+
+// lookup finds the command called name.
+func lookup(name string) (command, bool) {
+	for _, c := range commands() {
+		if c.name == name || slices.Contains(c.aliases, name) {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
 // run runs the subcommand named by args[0] (default "run"). ctx ending
 // (SIGTERM, SIGINT) starts a clean shutdown.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := "run"
+	name := commands()[0].name
 	if len(args) > 0 {
-		cmd = args[0]
-		args = args[1:]
+		name, args = args[0], args[1:]
 	}
-	if len(args) > 0 && cmd != "send" && cmd != "reconcile" {
-		return usageError{fmt.Errorf("%s takes no arguments (configuration is read from the environment; see cmdtrack -h)", cmd)}
+	cmd, ok := lookup(name)
+	if !ok {
+		return usageError{fmt.Errorf("unknown command %q (see cmdtrack -h)", name)}
 	}
-	switch cmd {
-	case "-h", "-help", "--help", "help":
-		printUsage(stdout)
-		return nil
-	case "version", "-version", "--version":
-		fmt.Fprintln(stdout, versionString())
-		return nil
-	case "run", "migrate", "replay", "send", "reconcile", "upkeep":
-	default:
-		return usageError{fmt.Errorf("unknown command %q (see cmdtrack -h)", cmd)}
-	}
-	var sf *sendFlags
-	if cmd == "send" {
+	do := cmd.main
+	if cmd.flags != nil {
 		var err error
-		if sf, err = parseSendFlags(args, stdout, stderr); errors.Is(err, flag.ErrHelp) {
+		if do, err = cmd.flags(args, stdout, stderr); errors.Is(err, flag.ErrHelp) {
 			return nil
 		} else if err != nil {
 			return err
 		}
+	} else if len(args) > 0 {
+		return usageError{fmt.Errorf("%s takes no arguments (configuration is read from the environment; see cmdtrack -h)", name)}
 	}
-	var rf *reconcileFlags
-	if cmd == "reconcile" {
-		var err error
-		if rf, err = parseReconcileFlags(args, stdout, stderr); errors.Is(err, flag.ErrHelp) {
-			return nil
-		} else if err != nil {
-			return err
-		}
+	if cmd.bare {
+		return do(ctx, &env{stdout: stdout})
 	}
 
-	cfg, err := loadConfig(cmd)
+	cfg, err := loadConfig(cmd.name)
 	if err != nil {
 		return usageError{fmt.Errorf("configuration: %w", err)}
 	}
@@ -90,31 +134,58 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError{err}
 	}
 	defer st.Close()
+	return do(ctx, &env{cfg: cfg, st: st, log: log, stdout: stdout})
+}
 
-	switch cmd {
-	case "migrate":
-		if err := st.Migrate(ctx); err != nil {
-			return err
-		}
-		log.Info("migrations applied")
-		// Leave the history's partitions ready for the workers.
-		_, err := newUpkeep(cfg, st, log, nil).Partitions(ctx)
+// migrateCmd is `cmdtrack migrate`.
+func migrateCmd(ctx context.Context, e *env) error {
+	if err := e.st.Migrate(ctx); err != nil {
 		return err
-	case "upkeep":
-		// One run of what the workers do on their own (CMDTRACK_UPKEEP), for
-		// a schema owner's cron job when the workers may not create tables.
-		return newUpkeep(cfg, st, log, nil).RunOnce(ctx)
-	case "replay":
-		res, err := replay.Run(ctx, st, cfg.limits())
-		fmt.Fprintf(stdout, "replayed dead letters: %d applied, %d skipped (other resources), %d still failing\n",
-			res.Applied, res.Skipped, res.StillFailing)
-		return err
-	case "send":
-		return send(ctx, cfg, st, sf, stdout)
-	case "reconcile":
-		return reconcileCmd(ctx, cfg, st, rf, stdout, log)
 	}
-	return runWorker(ctx, cfg, st, log)
+	e.log.Info("migrations applied")
+	// Leave the history's partitions ready for the workers.
+	_, err := newUpkeep(e.cfg, e.st, e.log, nil).Partitions(ctx)
+	return err
+}
+
+// upkeepCmd is `cmdtrack upkeep`: one run of what the workers do on their
+// own (CMDTRACK_UPKEEP), for a schema owner's cron job when the workers may
+// not create tables.
+func upkeepCmd(ctx context.Context, e *env) error {
+	return newUpkeep(e.cfg, e.st, e.log, nil).RunOnce(ctx)
+}
+
+// replayCmd is `cmdtrack replay`.
+func replayCmd(ctx context.Context, e *env) error {
+	res, err := replay.Run(ctx, e.st, e.cfg.limits())
+	fmt.Fprintf(e.stdout, "replayed dead letters: %d applied, %d skipped (other resources), %d still failing\n",
+		res.Applied, res.Skipped, res.StillFailing)
+	return err
+}
+
+// printUsage lists the commands and every variable with its default, as
+// `cmdtrack -h` shows.
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, "cmdtrack keeps IoTDA device command lifecycles in PostgreSQL.\n\nUsage:\n")
+	const col = 21 // where summaries begin
+	for i, c := range commands() {
+		if c.summary == "" {
+			continue
+		}
+		line := "  cmdtrack " + c.name
+		if i == 0 {
+			line = "  cmdtrack [" + c.name + "]"
+		}
+		if c.args != "" {
+			line += " " + c.args
+		}
+		if len(line) < col {
+			fmt.Fprintf(w, "%-*s%s\n", col, line, c.summary)
+		} else {
+			fmt.Fprintf(w, "%s\n%*s%s\n", line, col, "", c.summary)
+		}
+	}
+	printConfigUsage(w)
 }
 
 // helpAsked reports whether a subcommand's arguments ask for its usage,

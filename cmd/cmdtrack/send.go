@@ -23,7 +23,7 @@ type sendFlags struct {
 
 // parseSendFlags reads send's arguments; -h prints their usage on stdout
 // and returns flag.ErrHelp.
-func parseSendFlags(args []string, stdout, stderr io.Writer) (*sendFlags, error) {
+func parseSendFlags(args []string, stdout, stderr io.Writer) (action, error) {
 	var f sendFlags
 	fs := flag.NewFlagSet("send", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -57,7 +57,7 @@ func parseSendFlags(args []string, stdout, stderr io.Writer) (*sendFlags, error)
 	if f.timeout <= 0 {
 		return nil, usageError{errors.New("send: -timeout must be positive")}
 	}
-	return &f, nil
+	return func(ctx context.Context, e *env) error { return send(ctx, e.cfg, e.st, &f, e.stdout) }, nil
 }
 
 // apiVars names the variable behind each iotdaapi.Config field, so that a

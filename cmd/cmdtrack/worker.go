@@ -13,10 +13,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/cmdtrack/cmdtrack/consumer"
 	"github.com/cmdtrack/cmdtrack/httppush"
+	"github.com/cmdtrack/cmdtrack/internal/lifecycle"
 	"github.com/cmdtrack/cmdtrack/ops"
 	"github.com/cmdtrack/cmdtrack/pipeline"
 	"github.com/cmdtrack/cmdtrack/reconcile"
@@ -24,24 +24,63 @@ import (
 	"github.com/cmdtrack/cmdtrack/upkeep"
 )
 
-// runWorker is `cmdtrack run`. Its life has three phases:
-//
-//  1. Assemble: every component is built and every listener bound before
-//     anything runs, so that a bad setting fails the start with one line.
-//  2. Run: one errgroup owns every goroutine. The ops server answers at once
-//     (not ready until migrated); migrations are applied, waiting for the
-//     database if need be; then READY=1, and the pipeline takes messages
-//     from the broker and the HTTP inbox. Retention and the watchdog run
-//     beside it, and, once READY=1 is sent, the reconciler (when
-//     CMDTRACK_RECONCILE_INTERVAL is set).
-//  3. Stop, when ctx ends (SIGTERM/SIGINT) or any component fails for good:
-//     readiness turns to "stopping" and systemd hears STOPPING=1; intake
-//     ends (links stop receiving, the push server takes no new requests)
-//     and the reconciler stops with it (a call in flight is abandoned,
-//     nothing of it written); the pipeline writes and settles what it holds
-//     within the shutdown grace; the broker connection closes; the ops
-//     server stops last, so that readiness and metrics stay visible until
-//     the end.
+// The worker's stop phases, in order.
+const (
+	// stopIntake begins the stop (SIGTERM/SIGINT, or a component failing
+	// for good): intake ends (links stop receiving, the push server takes
+	// no new requests), the reconciler and the upkeep stop (a call in
+	// flight is abandoned, nothing of it written), and the pipeline writes
+	// and settles what it holds within the shutdown grace, then closes the
+	// broker connection.
+	stopIntake lifecycle.Phase = iota
+	// stopServing comes once all of intake has returned: the ops server
+	// and the watchdog, so that readiness and metrics stay visible until
+	// the end.
+	stopServing
+)
+
+// worker is `cmdtrack run`, assembled: every part built and every listener
+// bound, so that a bad setting fails the start with one line before
+// anything runs.
+type worker struct {
+	cfg      *Config
+	st       *store.Store
+	log      *slog.Logger
+	broker   *consumer.Broker
+	pipe     *pipeline.Pipeline
+	sources  []pipeline.Source
+	push     *httppush.Server // nil: CMDTRACK_HTTP_ADDR is off
+	up       *upkeep.Upkeep
+	rec      *reconcile.Reconciler // nil: CMDTRACK_RECONCILE_INTERVAL is 0
+	ops      *ops.Server           // nil: CMDTRACK_OPS_ADDR is off
+	migrated atomic.Bool
+	group    *lifecycle.Group
+}
+
+// components are the worker's parts, in the order they start; each says
+// in which phase it stops. The ops server answers at once (not ready until
+// migrated); migrations are applied, waiting for the database if need be;
+// then READY=1, and what needs the schema starts.
+func (w *worker) components() []lifecycle.Component {
+	return []lifecycle.Component{
+		{Name: "systemd stopping", Run: w.notifyStopping, Stop: stopIntake},
+		{Name: "ops server", Run: w.serveOps, Stop: stopServing},
+		// Stops taking pushes when intake ends; those in flight get their
+		// outcome from the pipeline's drain.
+		{Name: "HTTP push receiver", Run: w.servePush, Stop: stopIntake},
+		{Name: "migrations", Start: w.migrate},
+		{Name: "pipeline", Run: w.runPipeline, Stop: stopIntake},
+		// Pings begin once READY=1 is sent, so systemd hears them in order.
+		{Name: "watchdog", Run: w.watchdog, Stop: stopServing},
+		{Name: "upkeep", Run: w.upkeep, Stop: stopIntake},
+		// It stops with intake, since what it writes is a kind of intake.
+		{Name: "reconciler", Run: w.reconcile, Stop: stopIntake},
+	}
+}
+
+// runWorker is `cmdtrack run`: it assembles the worker, then runs its
+// components until ctx ends (SIGTERM/SIGINT) or one fails for good, and
+// stops them phase by phase (see components and the stop phases).
 func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logger) error {
 	// The live heap is a few MiB (bounded by credit and batch size) and
 	// garbage is per-message, so collecting less often is cheap CPU back;
@@ -54,11 +93,21 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		debug.SetMemoryLimit(48 << 20)
 	}
 	log.Info("cmdtrack starting", append([]any{"version", Version}, cfg.logAttrs()...)...)
+	w, err := assemble(cfg, st, log)
+	if err != nil {
+		return err
+	}
+	return w.group.Run(ctx)
+}
 
-	// Phase 1: assemble.
+// assemble builds every part of the worker and binds its listeners.
+func assemble(cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
+	w := &worker{cfg: cfg, st: st, log: log}
+	w.group = lifecycle.New(log.With("component", "lifecycle"), w.components()...)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	broker, err := consumer.NewBroker(consumer.BrokerConfig{
+	var err error
+	w.broker, err = consumer.NewBroker(consumer.BrokerConfig{
 		URL:              cfg.AMQPURL,
 		Queues:           cfg.AMQPQueue,
 		AccessKey:        cfg.AMQPAccessKey,
@@ -76,9 +125,9 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		ReconnectMax:     cfg.AMQPReconnectMax,
 	}, log.With("component", "broker"), consumer.NewMetrics(reg))
 	if err != nil {
-		return usageError{err}
+		return nil, usageError{err}
 	}
-	pipe := pipeline.New(st, pipeline.Config{
+	w.pipe = pipeline.New(st, pipeline.Config{
 		BatchSize:    cfg.BatchSize,
 		BatchWait:    cfg.BatchWait,
 		Writers:      cfg.Writers,
@@ -86,13 +135,12 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		RetryMax:     cfg.DBRetryMax,
 		StallTimeout: cfg.StallTimeout,
 	}, log.With("component", "pipeline"), pipeline.NewMetrics(reg))
-	sources := []pipeline.Source{broker}
+	w.sources = []pipeline.Source{w.broker}
 
-	var push *httppush.Server
 	if cfg.HTTPAddr != "" {
 		inbox := pipeline.NewInbox()
-		sources = append(sources, inbox)
-		push, err = httppush.Listen(httppush.Config{
+		w.sources = append(w.sources, inbox)
+		w.push, err = httppush.Listen(httppush.Config{
 			Addr: cfg.HTTPAddr, CertFile: cfg.HTTPTLSCert, KeyFile: cfg.HTTPTLSKey, ClientCAFile: cfg.HTTPClientCA,
 			Token: cfg.HTTPToken, Limits: cfg.limits(), Wait: cfg.HTTPWait,
 			MaxInFlight: cfg.HTTPMaxInFlight, MaxBytesInFlight: cfg.HTTPMaxBytesInFlight,
@@ -100,131 +148,131 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 			AllowUnauthenticated: cfg.HTTPAllowUnauthenticated,
 		}, inbox, log.With("component", "http"))
 		if err != nil {
-			return listenError("HTTP push receiver (CMDTRACK_HTTP_ADDR)", err)
+			return nil, listenError("HTTP push receiver (CMDTRACK_HTTP_ADDR)", err)
 		}
-		log.Info("HTTP push receiver listening", "addr", push.Addr(), "tls", cfg.HTTPTLSCert != "")
+		log.Info("HTTP push receiver listening", "addr", w.push.Addr(), "tls", cfg.HTTPTLSCert != "")
 		if cfg.HTTPToken == "" && cfg.HTTPClientCA == "" {
 			log.Warn("the HTTP push receiver accepts pushes from anyone who reaches it (CMDTRACK_HTTP_ALLOW_UNAUTHENTICATED=true)",
-				"addr", push.Addr())
+				"addr", w.push.Addr())
 		}
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
-	var migrated atomic.Bool
-	ready := func(rctx context.Context) error {
-		if gctx.Err() != nil {
-			return errors.New("stopping")
-		}
-		if !migrated.Load() {
-			return errors.New("migrations not applied yet")
-		}
-		if err := broker.Ready(); err != nil {
-			return err
-		}
-		if err := pipe.Ready(); err != nil {
-			return err
-		}
-		return st.Ping(rctx)
-	}
-	// Liveness fails only for a wedge: messages in hand, the broker there to
-	// take their accepts, and nothing stored or settled for StallTimeout.
-	live := func(context.Context) error {
-		if !broker.Connected() {
-			return nil
-		}
-		return pipe.Stalled()
-	}
-
-	up := newUpkeep(cfg, st, log.With("component", "upkeep"), upkeep.NewMetrics(reg))
-	var rec *reconcile.Reconciler
+	w.up = newUpkeep(cfg, st, log.With("component", "upkeep"), upkeep.NewMetrics(reg))
 	if cfg.ReconcileInterval > 0 {
-		if rec, err = newReconciler(cfg, st, log.With("component", "reconcile"), reconcile.NewMetrics(reg)); err != nil {
-			return usageError{fmt.Errorf("reconciler: %w", err)}
+		if w.rec, err = newReconciler(cfg, st, log.With("component", "reconcile"), reconcile.NewMetrics(reg)); err != nil {
+			return nil, usageError{fmt.Errorf("reconciler: %w", err)}
 		}
 	}
 
-	var opsSrv *ops.Server
 	if cfg.OpsAddr != "" {
-		if opsSrv, err = ops.Listen(cfg.OpsAddr, reg, ready, live, log); err != nil {
-			return listenError("ops server (CMDTRACK_OPS_ADDR)", err)
+		if w.ops, err = ops.Listen(cfg.OpsAddr, reg, w.ready, w.live, log); err != nil {
+			return nil, listenError("ops server (CMDTRACK_OPS_ADDR)", err)
 		}
-		log.Info("ops server listening", "addr", opsSrv.Addr())
+		log.Info("ops server listening", "addr", w.ops.Addr())
 	}
+	return w, nil
+}
 
-	// Phase 2: run. serveCtx outlives the drain (phase 3) and ends once the
-	// pipeline has returned.
-	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopServing()
-	context.AfterFunc(gctx, func() { notify(log, sdStopping) })
-	if opsSrv != nil {
-		g.Go(func() error { return opsSrv.Serve(serveCtx) })
+// ready is /readyz.
+func (w *worker) ready(ctx context.Context) error {
+	if w.group.Stopping() {
+		return errors.New("stopping")
 	}
-	if push != nil {
-		// Stops taking pushes when intake ends; those in flight get their
-		// outcome from the pipeline's drain.
-		g.Go(func() error { return push.Serve(gctx, cfg.ShutdownGrace+5*time.Second) })
+	if !w.migrated.Load() {
+		return errors.New("migrations not applied yet")
 	}
-	started := make(chan struct{})
-	g.Go(func() error {
-		defer stopServing()
-		if cfg.MigrateOnStart {
-			if err := migrateWithRetry(gctx, st, log); err != nil {
-				if gctx.Err() != nil {
-					log.Info("stopped before the database was reachable")
-					return nil
-				}
-				return err
-			}
-		}
-		migrated.Store(true)
-		notify(log, sdReady)
-		close(started)
-		err := pipe.Run(gctx, cfg.ShutdownGrace, sources...)
-		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if cerr := broker.Close(closeCtx); cerr != nil {
-			log.Debug("closing broker connection", "err", cerr)
-		}
-		if err == nil {
-			log.Info("cmdtrack stopped cleanly")
-		}
+	if err := w.broker.Ready(); err != nil {
 		return err
-	})
-	g.Go(func() error {
-		// Pings begin once READY=1 is sent, so systemd hears them in order.
-		select {
-		case <-started:
-			watchdog(serveCtx, live, log)
-		case <-serveCtx.Done():
-		}
-		return nil
-	})
-	g.Go(func() error {
-		// Partitions for today and ahead right away: the schema may have
-		// been migrated long ago, and no replica kept it since.
-		if !cfg.Upkeep {
-			return nil
-		}
-		select {
-		case <-started:
-			up.Loop(gctx)
-		case <-gctx.Done():
-		}
-		return nil
-	})
-	if rec != nil {
-		g.Go(func() error {
-			// After migrations: it reads and writes the tables. It stops
-			// with intake, since what it writes is a kind of intake.
-			select {
-			case <-started:
-				rec.Loop(gctx, cfg.ReconcileInterval, cfg.ReconcileThreshold)
-			case <-gctx.Done():
-			}
-			return nil
-		})
 	}
-	return g.Wait()
+	if err := w.pipe.Ready(); err != nil {
+		return err
+	}
+	return w.st.Ping(ctx)
+}
+
+// live is /healthz and the watchdog's test. It fails only for a wedge:
+// messages in hand, the broker there to take their accepts, and nothing
+// stored or settled for StallTimeout.
+func (w *worker) live(context.Context) error {
+	if !w.broker.Connected() {
+		return nil
+	}
+	return w.pipe.Stalled()
+}
+
+func (w *worker) notifyStopping(ctx context.Context) error {
+	<-ctx.Done()
+	notify(w.log, sdStopping)
+	return nil
+}
+
+func (w *worker) serveOps(ctx context.Context) error {
+	if w.ops == nil {
+		return nil
+	}
+	return w.ops.Serve(ctx)
+}
+
+func (w *worker) servePush(ctx context.Context) error {
+	if w.push == nil {
+		return nil
+	}
+	return w.push.Serve(ctx, w.cfg.ShutdownGrace+5*time.Second)
+}
+
+// migrate applies migrations (CMDTRACK_MIGRATE_ON_START), waiting for the
+// database if need be, then tells systemd the worker is ready.
+func (w *worker) migrate(ctx context.Context) error {
+	if w.cfg.MigrateOnStart {
+		if err := migrateWithRetry(ctx, w.st, w.log); err != nil {
+			if ctx.Err() != nil {
+				w.log.Info("stopped before the database was reachable")
+				return nil
+			}
+			return err
+		}
+	}
+	w.migrated.Store(true)
+	notify(w.log, sdReady)
+	return nil
+}
+
+// runPipeline consumes until ctx ends, drains, then closes the broker
+// connection, whose links the drain settled on.
+func (w *worker) runPipeline(ctx context.Context) error {
+	err := w.pipe.Run(ctx, w.cfg.ShutdownGrace, w.sources...)
+	// ctx has ended: the close has a deadline of its own.
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if cerr := w.broker.Close(closeCtx); cerr != nil {
+		w.log.Debug("closing broker connection", "err", cerr)
+	}
+	if err == nil {
+		w.log.Info("cmdtrack stopped cleanly")
+	}
+	return err
+}
+
+func (w *worker) watchdog(ctx context.Context) error {
+	watchdog(ctx, w.live, w.log)
+	return nil
+}
+
+// upkeep keeps the schema in shape until ctx ends (CMDTRACK_UPKEEP).
+func (w *worker) upkeep(ctx context.Context) error {
+	if !w.cfg.Upkeep {
+		return nil
+	}
+	w.up.Loop(ctx)
+	return nil
+}
+
+func (w *worker) reconcile(ctx context.Context) error {
+	if w.rec == nil {
+		return nil
+	}
+	w.rec.Loop(ctx, w.cfg.ReconcileInterval, w.cfg.ReconcileThreshold)
+	return nil
 }
 
 // listenError says why a listener could not be had. A malformed address or
