@@ -57,7 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return nil
-	case "run", "migrate", "replay", "send", "reconcile", "upkeep":
+	case "run", "migrate", "replay", "send", "reconcile", "upkeep", "console":
 	default:
 		return usageError{fmt.Errorf("unknown command %q (see cmdtrack -h)", cmd)}
 	}
@@ -85,7 +85,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError{fmt.Errorf("configuration: %w", err)}
 	}
 	log := newLogger(cfg, stderr)
-	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: cfg.DatabaseMaxConns})
+	// The console only reads: its transactions are read-only whatever the
+	// role may do.
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: cfg.DatabaseMaxConns, ReadOnly: cmd == "console"})
 	if err != nil {
 		return usageError{err}
 	}
@@ -113,6 +115,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return send(ctx, cfg, st, sf, stdout)
 	case "reconcile":
 		return reconcileCmd(ctx, cfg, st, rf, stdout, log)
+	case "console":
+		return serveConsole(ctx, cfg, st, log)
 	}
 	return runWorker(ctx, cfg, st, log)
 }

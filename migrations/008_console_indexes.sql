@@ -1,0 +1,28 @@
+-- What the console (`cmdtrack console`, README "The console") needs to stay
+-- fast at fleet size.
+--
+-- stuck_commands: the horizon becomes a scalar subquery, which PostgreSQL
+-- evaluates once and uses as a bound on the (status, last_event_time) index;
+-- joined as a table, it was a filter applied after reading every SENT and
+-- DELIVERED command ever stored. So the form people write first,
+-- `WHERE stuck_for > '10 minutes' ORDER BY stuck_for DESC`, reads only the
+-- commands within the horizon too.
+--
+-- Two indexes serve /commands filtered by product or by status, newest
+-- first by a command's day, whatever the product's or status' share (a rare
+-- one would otherwise be looked for through the whole table). Building them
+-- holds device_commands' write lock for as long as it takes (measured in
+-- docs/benchmarks.md); run `cmdtrack migrate` before the new workers start.
+
+DROP VIEW stuck_commands;
+-- Commands still on their way (SENT or DELIVERED) that moved within the
+-- stuck horizon, with how long since they last moved.
+CREATE VIEW stuck_commands AS
+SELECT c.command_id, c.device_id, c.product_id, c.status, c.created_time, c.last_event_time,
+       now() - c.last_event_time AS stuck_for
+FROM device_commands c
+WHERE c.status IN ('SENT', 'DELIVERED')
+  AND c.last_event_time > now() - (SELECT stuck_horizon FROM cmdtrack_settings);
+
+CREATE INDEX device_commands_product_day_idx ON device_commands (product_id, (coalesce(created_time, first_seen_at)));
+CREATE INDEX device_commands_status_day_idx ON device_commands (status, (coalesce(created_time, first_seen_at)));
