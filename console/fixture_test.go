@@ -110,11 +110,12 @@ func setup(t *testing.T) *fixture {
 	// A command of the same device stuck in SENT for 30 minutes.
 	f.stuck = "stuck-0001"
 	add("http", notification(f.stuck, "meter-4711", "water-meter", "SENT", f.now.Add(-31*time.Minute), f.now.Add(-30*time.Minute), nil, nil))
-	// 60 commands of another device, a minute apart, for pagination and
-	// the outcome chart: every tenth failed, every fifteenth timed out.
+	// 60 commands of another device, over the last six days, for
+	// pagination and the outcome chart: every tenth failed, every fifteenth
+	// timed out.
 	for i := range 60 {
 		id := fmt.Sprintf("page-%03d", i)
-		created := f.now.Add(-2*time.Hour - time.Duration(i)*time.Minute)
+		created := f.now.Add(-2*time.Hour - time.Duration(i)*135*time.Minute)
 		status := "SUCCESSFUL"
 		switch {
 		case i%10 == 0:
@@ -136,7 +137,7 @@ func setup(t *testing.T) *fixture {
 	add("amqp:DefaultQueue", []byte{0xff, 0xfe, '<', 's', 'c', 'r', 'i', 'p', 't', '>', 0x00, 0x80})
 	_, err := st.Apply(ctx, items)
 	require.NoError(t, err)
-	require.NoError(t, st.RefreshRollup(ctx, 3, f.now))
+	require.NoError(t, st.RefreshRollup(ctx, 8, f.now))
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT id FROM dead_letters WHERE reason_class = 'invalid_json'`).Scan(&f.deadID))
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT id FROM dead_letters WHERE reason_class = 'not_utf8'`).Scan(&f.binID))
 	f.reader = readerURL(t, st, schema, u)

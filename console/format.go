@@ -70,6 +70,11 @@ func fmtMS(ms any) string {
 		v = *x
 	case float64:
 		v = int64(x * 1000) // seconds
+	case *float64:
+		if x == nil {
+			return ""
+		}
+		v = int64(*x * 1000)
 	default:
 		return ""
 	}
@@ -178,7 +183,7 @@ type Tick struct {
 }
 
 func outcomeChart(p ProductOutcomes, from time.Time, days int) *Chart {
-	c := &Chart{Width: 640, Height: 200, Left: 44, Right: 628, Top: 12, Bottom: 176}
+	c := &Chart{Width: 640, Height: 200, Left: 44, Right: 612, Top: 12, Bottom: 176}
 	c.Label = "failure and timeout rates per day of product " + p.ProductID
 	top := 0.05
 	for _, d := range p.Days {
@@ -209,8 +214,8 @@ func outcomeChart(p ProductOutcomes, from time.Time, days int) *Chart {
 		c.TimeDots = append(c.TimeDots, Dot{xf, y(d.TimeoutRate), fmt.Sprintf("%s: %s timed out (%d of %d)", d.Day, pct(d.TimeoutRate), d.TimedOut, d.Commands)})
 	}
 	c.Failure, c.Timeout = strings.Join(fail, " "), strings.Join(tout, " ")
-	for i := 0; i <= 4; i++ {
-		r := top * float64(i) / 4
+	for i := 0; i <= 5; i++ {
+		r := top * float64(i) / 5
 		c.YTicks = append(c.YTicks, Tick{y(r), pct(r)})
 	}
 	step := max(1, days/6)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -313,6 +315,15 @@ func TestCommandsPagination(t *testing.T) {
 	for i, id := range seen {
 		require.Equal(t, fmt.Sprintf("page-%03d", i), id, "newest first")
 	}
+
+	// The page's own Next link leads to the same next page.
+	_, page1 := get(t, srv.URL, "/commands?device=meter-0007", nil)
+	m := regexp.MustCompile(`id="next" rel="next" href="([^"]+)"`).FindStringSubmatch(page1)
+	require.NotNil(t, m, "a Next link")
+	_, page2 := get(t, srv.URL, html.UnescapeString(m[1]), nil)
+	require.Contains(t, page2, ">page-050<")
+	require.NotContains(t, page2, ">page-049<")
+	require.NotContains(t, page2, ">stuck-0001<", "the filter is kept")
 
 	var l list
 	getJSON(t, srv.URL, "/commands?product=gas-meter&status=failed", &l)

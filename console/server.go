@@ -132,6 +132,10 @@ var funcs = template.FuncMap{
 	// id stay part of it.
 	"path": url.PathEscape,
 	"q":    url.QueryEscape,
+	// qs marks a query string the console built with url.Values.Encode,
+	// every value in it escaped, so that html/template keeps its & and =.
+	"qs": func(s string) template.URL { return template.URL(s) }, //nolint:gosec // built by url.Values.Encode
+
 	"statusClass": func(s string) string {
 		switch s {
 		case "SUCCESSFUL":
