@@ -441,10 +441,12 @@ func TestComposeImagesFromEnvironment(t *testing.T) {
 		images[name] = s.Image
 	}
 	require.Equal(t, map[string]string{
-		"postgres": env["CMDTRACK_POSTGRES_IMAGE"],
-		"rabbitmq": env["CMDTRACK_RABBITMQ_IMAGE"],
-		"cmdtrack": env["CMDTRACK_IMAGE"],
-		"loadgen":  env["CMDTRACK_IMAGE"],
+		"postgres":       env["CMDTRACK_POSTGRES_IMAGE"],
+		"rabbitmq":       env["CMDTRACK_RABBITMQ_IMAGE"],
+		"cmdtrack":       env["CMDTRACK_IMAGE"],
+		"loadgen":        env["CMDTRACK_IMAGE"],
+		"console":        env["CMDTRACK_IMAGE"],
+		"console-reader": env["CMDTRACK_POSTGRES_IMAGE"],
 	}, images)
 	ct, err = project.GetService("cmdtrack")
 	require.NoError(t, err)
@@ -471,7 +473,7 @@ func TestCompose(t *testing.T) {
 			}
 		}
 	})
-	require.Equal(t, []string{"cmdtrack", "loadgen", "postgres", "rabbitmq"}, names)
+	require.Equal(t, []string{"cmdtrack", "console", "console-reader", "loadgen", "postgres", "rabbitmq"}, names)
 	svc := func(name string) composetypes.ServiceConfig {
 		s, err := project.GetService(name)
 		require.NoError(t, err)
@@ -523,6 +525,29 @@ func TestCompose(t *testing.T) {
 	if ct.StopGracePeriod != nil {
 		require.Greater(t, time.Duration(*ct.StopGracePeriod), shutdownGrace(t, env))
 	}
+
+	// The console: the same image, as the reader role the one-shot
+	// console-reader makes, published on loopback only.
+	cs := svc("console")
+	require.Equal(t, ct.Image, cs.Image)
+	require.Nil(t, cs.Build)
+	require.Equal(t, []string{"console"}, []string(cs.Command))
+	require.Contains(t, cs.DependsOn, "console-reader")
+	require.Equal(t, composetypes.ServiceConditionCompletedSuccessfully, cs.DependsOn["console-reader"].Condition)
+	cenv := deref(cs.Environment)
+	requireKnownVars(t, "docker-compose.yml console", slices.Collect(mapKeys(cenv)))
+	requireCompleteConfig(t, "docker-compose.yml console", cenv)
+	cdb, err := url.Parse(cenv["CMDTRACK_DATABASE_URL"])
+	require.NoError(t, err)
+	require.Equal(t, "cmdtrack_console", cdb.User.Username())
+	require.NotEmpty(t, cenv["CMDTRACK_CONSOLE_USER"], "beyond the container's loopback the console needs credentials")
+	require.NotEmpty(t, cenv["CMDTRACK_CONSOLE_PASSWORD"])
+	require.Len(t, cs.Ports, 1)
+	require.Equal(t, "127.0.0.1", cs.Ports[0].HostIP)
+	cr := svc("console-reader")
+	require.Equal(t, pg.Image, cr.Image, "psql from the PostgreSQL image")
+	require.Contains(t, strings.Join(cr.Command, " "), "cmdtrack_console")
+	require.Equal(t, composetypes.ServiceConditionHealthy, cr.DependsOn["postgres"].Condition)
 
 	lg := svc("loadgen")
 	require.Equal(t, ct.Image, lg.Image, "the load generator uses the cmdtrack image")
@@ -733,6 +758,32 @@ func TestSystemdUnit(t *testing.T) {
 	}
 }
 
+func TestSystemdConsoleUnit(t *testing.T) {
+	t.Parallel()
+	u := parseUnit(t, string(readFile(t, "deploy/systemd/cmdtrack-console.service")))
+	w := parseUnit(t, string(readFile(t, "deploy/systemd/cmdtrack.service")))
+	start, _ := u.get("Service", "ExecStart")
+	require.Equal(t, "/usr/local/bin/cmdtrack console", start)
+	ef, _ := u.get("Service", "EnvironmentFile")
+	require.Equal(t, "/etc/cmdtrack/console.env", ef, "its own environment: a reader's database URL")
+	rp, _ := u.get("Service", "RestartPreventExitStatus")
+	require.Equal(t, "2", rp)
+	for _, k := range []string{"DynamicUser", "ProtectSystem", "NoNewPrivileges", "CapabilityBoundingSet", "SystemCallFilter",
+		"RestrictAddressFamilies", "MemoryDenyWriteExecute", "PrivateDevices"} {
+		require.Equalf(t, w["Service"][k], u["Service"][k], "cmdtrack-console.service %s", k)
+	}
+	env, commented := parseEnvFile(t, string(readFile(t, "deploy/systemd/console.env.example")))
+	requireKnownVars(t, "console.env.example", append(slices.Collect(mapKeys(env)), commented...))
+	requireCompleteConfig(t, "console.env.example", env)
+	require.Contains(t, env["CMDTRACK_DATABASE_URL"], placeholder)
+	db, err := url.Parse(env["CMDTRACK_DATABASE_URL"])
+	require.NoError(t, err)
+	require.Equal(t, "cmdtrack_console", db.User.Username())
+	host, _, err := net.SplitHostPort(env["CMDTRACK_CONSOLE_ADDR"])
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1", host, "the example listens on loopback, where it needs no credentials")
+}
+
 // TestSystemdAnalyzeVerify runs systemd's own checks where systemd-analyze is
 // installed (the parse checks above run everywhere).
 func TestSystemdAnalyzeVerify(t *testing.T) {
@@ -745,7 +796,7 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 	bin := testenv.Build(t, "cmd/cmdtrack")
 	dir := t.TempDir()
 	var units []string
-	for _, name := range []string{"cmdtrack.service", "cmdtrack-migrate.service"} {
+	for _, name := range []string{"cmdtrack.service", "cmdtrack-migrate.service", "cmdtrack-console.service"} {
 		src := strings.ReplaceAll(string(readFile(t, "deploy/systemd/"+name)), "/usr/local/bin/cmdtrack", bin)
 		p := filepath.Join(dir, name)
 		require.NoError(t, os.WriteFile(p, []byte(src), 0o644))
@@ -844,19 +895,33 @@ func loadKustomization(t *testing.T) (*kustomization, *k8sObjects) {
 			require.Emptyf(t, into.GetNamespace(), "%s: the base sets no namespace", where)
 		}
 	}
-	require.Len(t, objs.deployments, 1)
+	// The workers' and the console's (console.yaml).
+	require.Len(t, objs.deployments, 2)
 	require.Len(t, objs.jobs, 1)
 	require.Len(t, objs.configMaps, 1)
-	require.Len(t, objs.secrets, 1)
-	require.Len(t, objs.services, 1)
+	require.Len(t, objs.secrets, 2)
+	require.Len(t, objs.services, 2)
 	require.Len(t, objs.pdbs, 1)
 	return &k, objs
+}
+
+// named is the object of that name.
+func named[T interface{ GetName() string }](t *testing.T, objs []T, name string) T {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetName() == name {
+			return o
+		}
+	}
+	require.Failf(t, "missing object", "no %T named %s", *new(T), name)
+	return *new(T)
 }
 
 func TestKubernetesManifests(t *testing.T) {
 	t.Parallel()
 	k, objs := loadKustomization(t)
-	dep, job, cm, sec, svc, pdb := objs.deployments[0], objs.jobs[0], objs.configMaps[0], objs.secrets[0], objs.services[0], objs.pdbs[0]
+	dep, job, cm, pdb := named(t, objs.deployments, "cmdtrack"), objs.jobs[0], objs.configMaps[0], objs.pdbs[0]
+	sec, svc := named(t, objs.secrets, "cmdtrack"), named(t, objs.services, "cmdtrack-metrics")
 
 	// ConfigMap and Secret: known variables, secrets only in the Secret and
 	// only as placeholders, together a complete configuration.
@@ -967,6 +1032,82 @@ func TestKubernetesManifests(t *testing.T) {
 	require.False(t, pdbSel.Empty())
 	require.True(t, pdbSel.Matches(podLabels), "the PDB selects the worker pods")
 	require.False(t, pdbSel.Matches(jobLabels), "the PDB must not count the migrate Job")
+}
+
+// The console runs apart from the workers, as a reader, and cannot start
+// beyond loopback without its credentials.
+func TestKubernetesConsole(t *testing.T) {
+	t.Parallel()
+	_, objs := loadKustomization(t)
+	worker := named(t, objs.deployments, "cmdtrack")
+	dep, sec, svc := named(t, objs.deployments, "cmdtrack-console"), named(t, objs.secrets, "cmdtrack-console"), named(t, objs.services, "cmdtrack-console")
+	workerSel, err := metav1.LabelSelectorAsSelector(worker.Spec.Selector)
+	require.NoError(t, err)
+	sel, err := metav1.LabelSelectorAsSelector(dep.Spec.Selector)
+	require.NoError(t, err)
+	podLabels := labels.Set(dep.Spec.Template.Labels)
+	require.True(t, sel.Matches(podLabels))
+	require.False(t, workerSel.Matches(podLabels), "the workers' Deployment must not adopt the console's pods")
+	require.False(t, sel.Matches(labels.Set(worker.Spec.Template.Labels)), "nor the console's the workers'")
+	for _, s := range objs.services {
+		if s.Name != svc.Name {
+			require.False(t, labels.SelectorFromSet(s.Spec.Selector).Matches(podLabels), "%s selects the console", s.Name)
+		}
+	}
+	for _, p := range objs.pdbs {
+		ps, err := metav1.LabelSelectorAsSelector(p.Spec.Selector)
+		require.NoError(t, err)
+		require.False(t, ps.Matches(podLabels), "%s counts the console", p.Name)
+	}
+
+	require.Len(t, dep.Spec.Template.Spec.Containers, 1)
+	c := dep.Spec.Template.Spec.Containers[0]
+	require.Equal(t, []string{"console"}, c.Args)
+	require.Empty(t, c.Command, "the image's ENTRYPOINT is /cmdtrack")
+	require.Equal(t, worker.Spec.Template.Spec.Containers[0].Image, c.Image)
+	env := map[string]string{}
+	for k, v := range sec.StringData {
+		require.Containsf(t, v, placeholder, "Secret %s must be a placeholder", k)
+		env[k] = v
+	}
+	require.Empty(t, sec.Data)
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	requireKnownVars(t, "console", slices.Collect(mapKeys(env)))
+	requireCompleteConfig(t, "console", env)
+	require.Len(t, c.EnvFrom, 1)
+	require.Equal(t, sec.Name, c.EnvFrom[0].SecretRef.Name, "the console's own Secret: a reader's database URL")
+	db, err := url.Parse(env["CMDTRACK_DATABASE_URL"])
+	require.NoError(t, err)
+	require.NotEqual(t, "cmdtrack", db.User.Username(), "the console connects as a reader, not as the worker")
+	require.NotEmpty(t, env["CMDTRACK_CONSOLE_USER"], "beyond loopback the console needs credentials")
+	require.NotEmpty(t, env["CMDTRACK_CONSOLE_PASSWORD"])
+	_, port, err := net.SplitHostPort(env["CMDTRACK_CONSOLE_ADDR"])
+	require.NoError(t, err)
+	require.Len(t, c.Ports, 1)
+	require.Equal(t, port, strconv.Itoa(int(c.Ports[0].ContainerPort)))
+	require.Len(t, svc.Spec.Ports, 1)
+	require.EqualValues(t, c.Ports[0].ContainerPort, resolvePort(t, c, svc.Spec.Ports[0].TargetPort))
+	require.True(t, labels.SelectorFromSet(svc.Spec.Selector).Matches(podLabels))
+	require.NotNil(t, c.ReadinessProbe)
+	require.NotNil(t, c.LivenessProbe)
+
+	// Same restricted profile as the workers, but its own Secret and no
+	// ConfigMap: requirePodBasics' envFrom check does not apply.
+	pod := dep.Spec.Template.Spec
+	csc := c.SecurityContext
+	require.NotNil(t, csc)
+	require.True(t, *csc.ReadOnlyRootFilesystem)
+	require.False(t, *csc.AllowPrivilegeEscalation)
+	require.Equal(t, []corev1.Capability{"ALL"}, csc.Capabilities.Drop)
+	require.True(t, *pod.SecurityContext.RunAsNonRoot)
+	require.EqualValues(t, nonRootUID, *pod.SecurityContext.RunAsUser)
+	require.False(t, *pod.AutomountServiceAccountToken)
+	for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		require.Contains(t, c.Resources.Requests, res)
+		require.Contains(t, c.Resources.Limits, res)
+	}
 }
 
 // requirePodBasics checks what the worker and the migrate Job share: image,
