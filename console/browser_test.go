@@ -71,7 +71,7 @@ func browser(t *testing.T) context.Context {
 
 // open navigates to u and waits for the element sel, returning the
 // response's status.
-func open(t *testing.T, ctx context.Context, u, sel string) int64 {
+func open(ctx context.Context, t *testing.T, u, sel string) int64 {
 	t.Helper()
 	resp, err := chromedp.Run(ctx, chromedp.NavigateResponse(u))
 	require.NoError(t, err, u)
@@ -79,14 +79,14 @@ func open(t *testing.T, ctx context.Context, u, sel string) int64 {
 	return resp.Status
 }
 
-func text(t *testing.T, ctx context.Context, sel string) string {
+func text(ctx context.Context, t *testing.T, sel string) string {
 	t.Helper()
 	s, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(sel)))
 	require.NoError(t, err, sel)
 	return s
 }
 
-func eval[T any](t *testing.T, ctx context.Context, js string) T {
+func eval[T any](ctx context.Context, t *testing.T, js string) T {
 	t.Helper()
 	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
 	require.NoError(t, err, js)
@@ -95,14 +95,14 @@ func eval[T any](t *testing.T, ctx context.Context, js string) T {
 
 // click follows the link sel and waits for the element want on the page it
 // leads to.
-func click(t *testing.T, ctx context.Context, sel, want string) {
+func click(ctx context.Context, t *testing.T, sel, want string) {
 	t.Helper()
-	follow(t, ctx, want, chromedp.Click(chromedp.CSS(sel)))
+	follow(ctx, t, want, chromedp.Click(chromedp.CSS(sel)))
 }
 
 // follow runs steps that load a page (a click, a form's submission), waits
 // for it and for the element want on it, and returns the page's status.
-func follow(t *testing.T, ctx context.Context, want string, steps ...chromedp.Action[chromedp.Void]) int64 {
+func follow(ctx context.Context, t *testing.T, want string, steps ...chromedp.Action[chromedp.Void]) int64 {
 	t.Helper()
 	resp, err := chromedp.RunResponse(ctx, steps...)
 	require.NoError(t, err, "before %s", want)
@@ -111,7 +111,7 @@ func follow(t *testing.T, ctx context.Context, want string, steps ...chromedp.Ac
 }
 
 // screenshot saves the page as name.png when CMDTRACK_SCREENSHOTS is set.
-func screenshot(t *testing.T, ctx context.Context, name string) {
+func screenshot(ctx context.Context, t *testing.T, name string) {
 	t.Helper()
 	dir := os.Getenv(envScreenshots)
 	if dir == "" {
@@ -147,33 +147,33 @@ func TestBrowserWalk(t *testing.T) {
 	srv := f.server(t, console.Config{Addr: console.DefaultAddr})
 	ctx := browser(t)
 
-	require.EqualValues(t, http.StatusOK, open(t, ctx, srv.URL+"/", "#window-today"))
-	require.Equal(t, "1", strings.TrimSpace(text(t, ctx, "#stuck-now .big")))
-	require.Contains(t, text(t, ctx, "#window-week"), "gas-meter")
-	screenshot(t, ctx, "overview")
+	require.EqualValues(t, http.StatusOK, open(ctx, t, srv.URL+"/", "#window-today"))
+	require.Equal(t, "1", strings.TrimSpace(text(ctx, t, "#stuck-now .big")))
+	require.Contains(t, text(ctx, t, "#window-week"), "gas-meter")
+	screenshot(ctx, t, "overview")
 
-	click(t, ctx, `#window-today a.status-count[href="/commands?status=SUCCESSFUL"]`, "table.commands")
-	require.Contains(t, eval[string](t, ctx, "location.search"), "status=SUCCESSFUL")
-	require.Equal(t, f.valve, text(t, ctx, "table.commands tbody tr:first-child td:nth-child(2)"), "newest first")
+	click(ctx, t, `#window-today a.status-count[href="/commands?status=SUCCESSFUL"]`, "table.commands")
+	require.Contains(t, eval[string](ctx, t, "location.search"), "status=SUCCESSFUL")
+	require.Equal(t, f.valve, text(ctx, t, "table.commands tbody tr:first-child td:nth-child(2)"), "newest first")
 
-	click(t, ctx, `table.commands tbody tr:first-child a[href="/devices/meter-4711"]`, "#device-id")
-	require.Equal(t, "meter-4711", text(t, ctx, "#device-id"))
-	require.Equal(t, "2", text(t, ctx, "#device-commands"))
-	require.Equal(t, "50%", text(t, ctx, "#device-success"))
-	screenshot(t, ctx, "device")
+	click(ctx, t, `table.commands tbody tr:first-child a[href="/devices/meter-4711"]`, "#device-id")
+	require.Equal(t, "meter-4711", text(ctx, t, "#device-id"))
+	require.Equal(t, "2", text(ctx, t, "#device-commands"))
+	require.Equal(t, "50%", text(ctx, t, "#device-success"))
+	screenshot(ctx, t, "device")
 
-	click(t, ctx, `a[href="/commands/`+f.valve+`"]`, "#timeline")
-	require.Equal(t, f.valve, text(t, ctx, "#command-id"))
-	require.Equal(t, "SUCCESSFUL", text(t, ctx, "#status"))
-	require.Equal(t, "queued 1.5 s", text(t, ctx, "#queued-for"))
-	require.Equal(t, "delivery took 2.5 s", text(t, ctx, "#delivery-took"))
-	require.Equal(t, "the device took 5.0 s", text(t, ctx, "#device-took"))
-	require.Equal(t, "Total 9.0 s.", text(t, ctx, "#total"))
-	require.Contains(t, text(t, ctx, "#result"), `"valve": "closed"`, "the result pretty-printed")
+	click(ctx, t, `a[href="/commands/`+f.valve+`"]`, "#timeline")
+	require.Equal(t, f.valve, text(ctx, t, "#command-id"))
+	require.Equal(t, "SUCCESSFUL", text(ctx, t, "#status"))
+	require.Equal(t, "queued 1.5 s", text(ctx, t, "#queued-for"))
+	require.Equal(t, "delivery took 2.5 s", text(ctx, t, "#delivery-took"))
+	require.Equal(t, "the device took 5.0 s", text(ctx, t, "#device-took"))
+	require.Equal(t, "Total 9.0 s.", text(ctx, t, "#total"))
+	require.Contains(t, text(ctx, t, "#result"), `"valve": "closed"`, "the result pretty-printed")
 	type event struct {
 		Status, Since, Source, Request, Payload string
 	}
-	events := eval[[]event](t, ctx, `[...document.querySelectorAll('#timeline li.event')].map(li => ({
+	events := eval[[]event](ctx, t, `[...document.querySelectorAll('#timeline li.event')].map(li => ({
 		Status: li.querySelector('.badge').textContent, Since: li.querySelector('.since').textContent,
 		Source: li.querySelector('.source').textContent, Request: li.querySelector('.request-id').textContent,
 		Payload: li.querySelector('.payload').textContent}))`)
@@ -185,20 +185,20 @@ func TestBrowserWalk(t *testing.T) {
 		require.Equal(t, "req-"+f.valve+"-"+want.status, events[i].Request)
 		require.Contains(t, events[i].Payload, `"status":"`+want.status+`"`)
 	}
-	screenshot(t, ctx, "command")
+	screenshot(ctx, t, "command")
 
 	// The rest of the pages, for the README's pictures.
-	open(t, ctx, srv.URL+"/outcomes?days=7", "svg.chart")
-	screenshot(t, ctx, "outcomes")
-	open(t, ctx, srv.URL+"/dead-letters", "table.deadletters")
-	screenshot(t, ctx, "dead-letters")
+	open(ctx, t, srv.URL+"/outcomes?days=7", "svg.chart")
+	screenshot(ctx, t, "outcomes")
+	open(ctx, t, srv.URL+"/dead-letters", "table.deadletters")
+	screenshot(ctx, t, "dead-letters")
 	// On a phone: nothing wider than the screen but what scrolls in its box.
 	require.NoError(t, chromedp.Do(ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile)))
-	open(t, ctx, srv.URL+"/commands/"+f.valve, "#timeline")
-	require.LessOrEqual(t, eval[float64](t, ctx, "document.documentElement.scrollWidth"), 390.0, "the command page fits a phone's width")
-	screenshot(t, ctx, "command-phone")
-	open(t, ctx, srv.URL+"/", "#window-today")
-	require.LessOrEqual(t, eval[float64](t, ctx, "document.documentElement.scrollWidth"), 390.0, "the overview fits a phone's width")
+	open(ctx, t, srv.URL+"/commands/"+f.valve, "#timeline")
+	require.LessOrEqual(t, eval[float64](ctx, t, "document.documentElement.scrollWidth"), 390.0, "the command page fits a phone's width")
+	screenshot(ctx, t, "command-phone")
+	open(ctx, t, srv.URL+"/", "#window-today")
+	require.LessOrEqual(t, eval[float64](ctx, t, "document.documentElement.scrollWidth"), 390.0, "the overview fits a phone's width")
 }
 
 // Filters come from the form into the query string, and pages follow one
@@ -209,32 +209,32 @@ func TestBrowserFiltersAndPages(t *testing.T) {
 	srv := f.server(t, console.Config{Addr: console.DefaultAddr})
 	ctx := browser(t)
 
-	open(t, ctx, srv.URL+"/commands", "form.filters")
-	follow(t, ctx, "#next",
+	open(ctx, t, srv.URL+"/commands", "form.filters")
+	follow(ctx, t, "#next",
 		chromedp.SendKeys(chromedp.CSS(`form.filters input[name="device"]`), "meter-0007"),
 		chromedp.Click(chromedp.CSS(`form.filters button[type="submit"]`)))
-	require.Contains(t, eval[string](t, ctx, "location.search"), "device=meter-0007")
+	require.Contains(t, eval[string](ctx, t, "location.search"), "device=meter-0007")
 	rows := func() []string {
-		return eval[[]string](t, ctx, `[...document.querySelectorAll('table.commands tbody tr td:nth-child(2)')].map(td => td.textContent)`)
+		return eval[[]string](ctx, t, `[...document.querySelectorAll('table.commands tbody tr td:nth-child(2)')].map(td => td.textContent)`)
 	}
 	first := rows()
 	require.Len(t, first, 50)
 	require.Equal(t, "page-000", first[0])
 	require.Equal(t, "page-049", first[49])
-	click(t, ctx, "#next", "table.commands")
+	click(ctx, t, "#next", "table.commands")
 	second := rows()
 	require.Len(t, second, 10)
 	require.Equal(t, "page-050", second[0])
-	require.Equal(t, "End of the list.", text(t, ctx, ".pager"))
-	require.Equal(t, "meter-0007", eval[string](t, ctx, `document.querySelector('form.filters input[name="device"]').value`), "the filter stays")
+	require.Equal(t, "End of the list.", text(ctx, t, ".pager"))
+	require.Equal(t, "meter-0007", eval[string](ctx, t, `document.querySelector('form.filters input[name="device"]').value`), "the filter stays")
 
 	// Status and product together.
-	open(t, ctx, srv.URL+"/commands", "form.filters")
-	follow(t, ctx, "table.commands",
+	open(ctx, t, srv.URL+"/commands", "form.filters")
+	follow(ctx, t, "table.commands",
 		chromedp.SendKeys(chromedp.CSS(`form.filters input[name="product"]`), "gas-meter"),
 		chromedp.SetValue(chromedp.CSS(`form.filters select[name="status"]`), "FAILED"),
 		chromedp.Click(chromedp.CSS(`form.filters button[type="submit"]`)))
-	require.Contains(t, eval[string](t, ctx, "location.search"), "status=FAILED")
+	require.Contains(t, eval[string](ctx, t, "location.search"), "status=FAILED")
 	got := rows()
 	require.Len(t, got, 6)
 	for i, id := range got {
@@ -242,15 +242,15 @@ func TestBrowserFiltersAndPages(t *testing.T) {
 	}
 
 	// The search box finds a command by its id.
-	open(t, ctx, srv.URL+"/", "#find-command")
-	follow(t, ctx, "#command-id",
+	open(ctx, t, srv.URL+"/", "#find-command")
+	follow(ctx, t, "#command-id",
 		chromedp.SendKeys(chromedp.CSS("#find-command"), f.valve),
 		chromedp.Click(chromedp.CSS(`form.find button`)))
-	require.Equal(t, f.valve, text(t, ctx, "#command-id"))
+	require.Equal(t, f.valve, text(ctx, t, "#command-id"))
 
 	// An unknown command is a 404 page.
-	require.EqualValues(t, http.StatusNotFound, open(t, ctx, srv.URL+"/commands/no-such-command", "#error"))
-	require.Contains(t, text(t, ctx, "#error"), "No command with this id")
+	require.EqualValues(t, http.StatusNotFound, open(ctx, t, srv.URL+"/commands/no-such-command", "#error"))
+	require.Contains(t, text(ctx, t, "#error"), "No command with this id")
 }
 
 // signIn answers the browser's sign-in prompts (basic authentication) as a
@@ -267,7 +267,7 @@ func (s *signIn) set(user, pass string) {
 	s.user, s.pass = user, pass
 }
 
-func (s *signIn) install(t *testing.T, ctx context.Context) {
+func (s *signIn) install(ctx context.Context, t *testing.T) {
 	t.Helper()
 	answer := func(f func(ctx context.Context, t *chromedp.Target) error) {
 		// Not in the listener itself, which must not block.
@@ -309,24 +309,24 @@ func TestBrowserUnauthorized(t *testing.T) {
 	srv := f.server(t, console.Config{Addr: "0.0.0.0:9465", User: "support", Password: "s3cret"})
 	ctx := browser(t)
 	var login signIn
-	login.install(t, ctx)
+	login.install(ctx, t)
 
-	require.EqualValues(t, http.StatusUnauthorized, open(t, ctx, srv.URL+"/commands/"+f.valve, "#error"))
-	require.Equal(t, "Sign in to see the console.", text(t, ctx, "#error"))
-	require.NotContains(t, eval[string](t, ctx, "document.body.textContent"), "meter-4711")
+	require.EqualValues(t, http.StatusUnauthorized, open(ctx, t, srv.URL+"/commands/"+f.valve, "#error"))
+	require.Equal(t, "Sign in to see the console.", text(ctx, t, "#error"))
+	require.NotContains(t, eval[string](ctx, t, "document.body.textContent"), "meter-4711")
 
 	login.set("support", "s3cret")
-	require.EqualValues(t, http.StatusOK, open(t, ctx, srv.URL+"/commands/"+f.valve, "#command-id"))
-	require.Equal(t, f.valve, text(t, ctx, "#command-id"))
+	require.EqualValues(t, http.StatusOK, open(ctx, t, srv.URL+"/commands/"+f.valve, "#command-id"))
+	require.Equal(t, f.valve, text(ctx, t, "#command-id"))
 	// The stylesheet came too (behind the same authentication): its rules
 	// apply.
-	require.Equal(t, "flex", eval[string](t, ctx, `getComputedStyle(document.querySelector('header.top')).display`))
+	require.Equal(t, "flex", eval[string](ctx, t, `getComputedStyle(document.querySelector('header.top')).display`))
 
 	// A program's bearer token.
 	tok := f.server(t, console.Config{Addr: "0.0.0.0:9465", Token: "tok-1"})
-	require.EqualValues(t, http.StatusUnauthorized, open(t, ctx, tok.URL+"/", "#error"))
+	require.EqualValues(t, http.StatusUnauthorized, open(ctx, t, tok.URL+"/", "#error"))
 	require.NoError(t, chromedp.Do(ctx, headers(map[string]string{"Authorization": "Bearer tok-1"})))
-	require.EqualValues(t, http.StatusOK, open(t, ctx, tok.URL+"/", "#window-today"))
+	require.EqualValues(t, http.StatusOK, open(ctx, t, tok.URL+"/", "#window-today"))
 }
 
 // A hostile stream: a notification whose result, tags, product and device id
@@ -343,49 +343,49 @@ func TestBrowserHostileStream(t *testing.T) {
 	// page's own elements are the only ones.
 	inert := func(where string) {
 		t.Helper()
-		require.Equal(t, "undefined", eval[string](t, ctx, "typeof window.pwned"), "%s: a script of the data ran", where)
-		require.Zero(t, eval[int](t, ctx, "document.querySelectorAll('script, img, iframe, object, embed, [onerror], [onclick]').length"),
+		require.Equal(t, "undefined", eval[string](ctx, t, "typeof window.pwned"), "%s: a script of the data ran", where)
+		require.Zero(t, eval[int](ctx, t, "document.querySelectorAll('script, img, iframe, object, embed, [onerror], [onclick]').length"),
 			"%s: the data made elements", where)
-		require.Empty(t, eval[[]string](t, ctx, `[...document.querySelectorAll('a[href]')].map(a => a.protocol).filter(p => p !== 'http:')`),
+		require.Empty(t, eval[[]string](ctx, t, `[...document.querySelectorAll('a[href]')].map(a => a.protocol).filter(p => p !== 'http:')`),
 			"%s: a link that is not http", where)
 	}
 
-	open(t, ctx, srv.URL+"/commands/"+f.hostile, "#timeline")
+	open(ctx, t, srv.URL+"/commands/"+f.hostile, "#timeline")
 	inert("command")
 	// As stored: JSON, whose strings escape their quotes.
-	result := text(t, ctx, "#result")
+	result := text(ctx, t, "#result")
 	for _, s := range []string{`<script>window.pwned=\"script\"</script>`, `\"><img src=x onerror=\"window.pwned='img'\">`, hostileLink} {
 		require.Contains(t, result, s, "the result as sent")
 	}
-	tags := text(t, ctx, "#tags")
+	tags := text(ctx, t, "#tags")
 	require.Contains(t, tags, `"tag_key": "<script>window.pwned=\"script\"</script>"`)
 	require.Contains(t, tags, hostileLink)
-	require.Equal(t, hostileDevice, text(t, ctx, "#device a"))
-	require.Equal(t, "prod"+hostileImg, text(t, ctx, "#product"))
-	payload := eval[string](t, ctx, "document.querySelector('.payload').textContent")
+	require.Equal(t, hostileDevice, text(ctx, t, "#device a"))
+	require.Equal(t, "prod"+hostileImg, text(ctx, t, "#product"))
+	payload := eval[string](ctx, t, "document.querySelector('.payload').textContent")
 	require.Contains(t, payload, `window.pwned=\"script\"`, "the payload byte for byte")
-	screenshot(t, ctx, "hostile-command")
+	screenshot(ctx, t, "hostile-command")
 
 	// The device link leads to that very device.
-	click(t, ctx, "#device a", "#device-id")
+	click(ctx, t, "#device a", "#device-id")
 	inert("device")
-	require.Equal(t, hostileDevice, text(t, ctx, "#device-id"))
+	require.Equal(t, hostileDevice, text(ctx, t, "#device-id"))
 
 	for _, p := range []string{"/", "/commands", "/outcomes", "/stuck", "/dead-letters"} {
-		open(t, ctx, srv.URL+p, "main h1")
+		open(ctx, t, srv.URL+p, "main h1")
 		inert(p)
 	}
-	require.Contains(t, eval[[]string](t, ctx, `[...document.querySelectorAll('td.preview code')].map(c => c.textContent)`), hostileBody)
+	require.Contains(t, eval[[]string](ctx, t, `[...document.querySelectorAll('td.preview code')].map(c => c.textContent)`), hostileBody)
 
-	open(t, ctx, srv.URL+"/dead-letters/"+itoa(f.deadID), "#body")
+	open(ctx, t, srv.URL+"/dead-letters/"+itoa(f.deadID), "#body")
 	inert("dead letter")
-	require.Equal(t, hostileBody, text(t, ctx, "#body"))
-	require.Equal(t, "invalid_json", text(t, ctx, "#class"))
-	screenshot(t, ctx, "dead-letter")
+	require.Equal(t, hostileBody, text(ctx, t, "#body"))
+	require.Equal(t, "invalid_json", text(ctx, t, "#class"))
+	screenshot(ctx, t, "dead-letter")
 
-	open(t, ctx, srv.URL+"/dead-letters/"+itoa(f.binID), "#body-hex")
+	open(ctx, t, srv.URL+"/dead-letters/"+itoa(f.binID), "#body-hex")
 	inert("binary dead letter")
-	hex := text(t, ctx, "#body-hex")
+	hex := text(ctx, t, "#body-hex")
 	require.Contains(t, hex, "ff fe 3c 73 63 72 69 70  74 3e 00 80")
 	require.Contains(t, hex, "|..<script>..|")
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -177,7 +176,7 @@ func (f *fixture) handler(t *testing.T, cfg console.Config) http.Handler {
 	st, err := store.Open(context.Background(), f.reader, store.Options{MaxConns: 4, ReadOnly: true})
 	require.NoError(t, err)
 	t.Cleanup(st.Close)
-	h, err := console.NewHandler(st.Pool(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h, err := console.NewHandler(st.Pool(), cfg, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	return h
 }

@@ -1088,7 +1088,7 @@ func TestKubernetesConsole(t *testing.T) {
 	require.Len(t, c.Ports, 1)
 	require.Equal(t, port, strconv.Itoa(int(c.Ports[0].ContainerPort)))
 	require.Len(t, svc.Spec.Ports, 1)
-	require.EqualValues(t, c.Ports[0].ContainerPort, resolvePort(t, c, svc.Spec.Ports[0].TargetPort))
+	require.Equal(t, c.Ports[0].ContainerPort, resolvePort(t, c, svc.Spec.Ports[0].TargetPort))
 	require.True(t, labels.SelectorFromSet(svc.Spec.Selector).Matches(podLabels))
 	require.NotNil(t, c.ReadinessProbe)
 	require.NotNil(t, c.LivenessProbe)

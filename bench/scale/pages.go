@@ -70,7 +70,7 @@ func pages(ctx context.Context, dbURL, schema string, runs int, add func(string,
 		return err
 	}
 	defer db.Close()
-	h, err := console.NewHandler(db, console.Config{Addr: console.DefaultAddr}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h, err := console.NewHandler(db, console.Config{Addr: console.DefaultAddr}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}
