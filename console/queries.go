@@ -23,11 +23,14 @@ import (
 var statuses = []string{"PENDING", "SENT", "DELIVERED", "SUCCESSFUL", "FAILED", "TIMEOUT", "EXPIRED", "CANCELED"}
 
 // timelineMargin widens a command's timeline query beyond the command's own
-// times: IoTDA keeps a command for at most 48 hours, so a notification of it
-// dated further away is not one of its steps. The history is partitioned by
-// event time, and the bound lets PostgreSQL read only the partitions of those
-// days rather than every partition retention keeps.
-const timelineMargin = 48 * time.Hour
+// times (created, sent, delivered, responded, last event, first seen and
+// last written). A notification's event time is one of those times or lies
+// between them (a late one of a lower rank carries its own earlier time),
+// but for a legacy callback, timed by its receipt, which may come later
+// without changing the row: a day covers those. The history is partitioned
+// by event time, and the bound lets PostgreSQL read only the partitions of
+// those days rather than every partition retention keeps.
+const timelineMargin = 24 * time.Hour
 
 // deviceSample is how many of a device's newest commands its page counts.
 const deviceSample = 1000

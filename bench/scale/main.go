@@ -300,13 +300,17 @@ func seed(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
 	logf("seeding %d commands", n)
 	if _, err := db.Exec(ctx, `
 		INSERT INTO device_commands (command_id, device_id, product_id, app_id, status, status_rank,
-			created_time, sent_time, delivered_time, response_time, result, last_event_time, last_event_key, last_request_id)
+			created_time, sent_time, delivered_time, response_time, result, last_event_time, last_event_key, last_request_id,
+			first_seen_at, updated_at)
 		SELECT 'cmd-' || g, 'dev-' || (g % greatest($1 / 10, 1)), 'prod-' || (g % 20), 'app-1', s.status, s.rank,
 			t, t + interval '1 s', CASE WHEN s.rank >= 2 THEN t + interval '3 s' END,
 			CASE WHEN s.rank = 3 THEN t + interval '9 s' END,
 			CASE WHEN s.rank = 3 THEN '{"code":0}'::jsonb END,
 			t + CASE s.rank WHEN 3 THEN interval '9 s' WHEN 2 THEN interval '3 s' ELSE interval '1 s' END,
-			sha256(('cmd-' || g)::bytea), 'req-' || g
+			sha256(('cmd-' || g)::bytea), 'req-' || g,
+			-- As a worker would have written them: first heard of when
+			-- created, last written at the last event.
+			t, t + CASE s.rank WHEN 3 THEN interval '9 s' WHEN 2 THEN interval '3 s' ELSE interval '1 s' END
 		FROM generate_series(1, $1) g,
 		LATERAL (SELECT $2::timestamptz + (g::float8 / $1) * interval '30 days' AS t) tt,
 		LATERAL (SELECT CASE WHEN g % 200 = 0 THEN 'SENT' WHEN g % 200 < 3 THEN 'DELIVERED'
