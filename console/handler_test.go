@@ -6,14 +6,19 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/console"
@@ -456,4 +461,77 @@ func TestHostileValuesEscaped(t *testing.T) {
 	_, body := get(t, srv.URL, "/commands/"+f.hostile, nil)
 	require.Contains(t, body, `href="/devices/`+url.PathEscape(hostileDevice)+`"`, "the device id is one path segment")
 	require.Contains(t, body, "&lt;script&gt;", "shown as text")
+}
+
+// queryRecorder keeps the statements a handler ran.
+type queryRecorder struct {
+	mu    sync.Mutex
+	stmts []recordedQuery
+}
+
+type recordedQuery struct {
+	sql  string
+	args []any
+}
+
+func (r *queryRecorder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	r.mu.Lock()
+	r.stmts = append(r.stmts, recordedQuery{d.SQL, d.Args})
+	r.mu.Unlock()
+	return ctx
+}
+
+func (r *queryRecorder) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// A command's timeline reads the history partitions of its own days, not
+// every one retention keeps; ?history=all reads them all.
+func TestTimelineReadsOnlyItsDays(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	// 44 daily partitions, as with six weeks of history.
+	_, err := f.st.MaintainPartitions(ctx, store.Partitioning{Size: store.Daily, Ahead: 3, Back: 40 * 24 * time.Hour}, f.now)
+	require.NoError(t, err)
+	var parts int
+	require.NoError(t, f.st.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_inherits WHERE inhparent = 'device_command_events'::regclass`).Scan(&parts))
+	require.GreaterOrEqual(t, parts, 44)
+
+	cfg, err := pgxpool.ParseConfig(f.reader)
+	require.NoError(t, err)
+	rec := &queryRecorder{}
+	cfg.ConnConfig.Tracer = rec
+	db, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(db.Close)
+	h, err := console.NewHandler(db, console.Config{Addr: console.DefaultAddr}, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+
+	scanned := func(path string) int {
+		t.Helper()
+		rec.mu.Lock()
+		rec.stmts = nil
+		rec.mu.Unlock()
+		resp, _ := get(t, srv.URL, path, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		rec.mu.Lock()
+		stmts := rec.stmts
+		rec.mu.Unlock()
+		for _, s := range stmts {
+			if !strings.Contains(s.sql, "device_command_events") {
+				continue
+			}
+			rows, err := db.Query(ctx, "EXPLAIN "+s.sql, s.args...)
+			require.NoError(t, err)
+			plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			require.NoError(t, err)
+			return len(regexp.MustCompile(`on device_command_events_\w+ device_command_events`).FindAllString(strings.Join(plan, "\n"), -1))
+		}
+		require.Fail(t, "no timeline query")
+		return 0
+	}
+	// The valve command's day, a day either side, and the default partition.
+	require.LessOrEqual(t, scanned("/commands/"+f.valve), 5)
+	require.Equal(t, parts, scanned("/commands/"+f.valve+"?history=all"))
 }

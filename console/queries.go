@@ -569,11 +569,11 @@ func loadStuck(ctx context.Context, db *pgxpool.Pool, quiet time.Duration) (*Stu
 	if err := db.QueryRow(ctx, `SELECT count(*) FROM stuck_commands WHERE stuck_for > $1::interval`, iv).Scan(&p.Count); err != nil {
 		return nil, fmt.Errorf("count stuck commands: %w", err)
 	}
-	// The form people write first (README's cookbook): migration 008 made
-	// the view's horizon a bound the status index can use.
+	// The cookbook's form: the open commands' index (migration 008) in the
+	// order of their last move, quiet longest first.
 	rows, err := db.Query(ctx, `SELECT command_id, coalesce(device_id, ''), coalesce(product_id, ''), status, created_time,
 		last_event_time, extract(epoch FROM stuck_for)::float8
-		FROM stuck_commands WHERE stuck_for > $1::interval ORDER BY stuck_for DESC, command_id LIMIT 200`, iv)
+		FROM stuck_commands WHERE last_event_time < now() - $1::interval ORDER BY last_event_time, command_id LIMIT 200`, iv)
 	if err != nil {
 		return nil, fmt.Errorf("list stuck commands: %w", err)
 	}

@@ -169,7 +169,7 @@ func getJSON(u string, into any) error {
 	return json.NewDecoder(resp.Body).Decode(into)
 }
 
-var partitionScan = regexp.MustCompile(`on device_command_events_\w+`)
+var partitionScan = regexp.MustCompile(`on device_command_events_\w+ device_command_events`)
 
 // planShapeArgs is planShape for a statement with arguments, with the
 // number of history partitions it reads.
