@@ -170,6 +170,9 @@ func TestBrowserWalk(t *testing.T) {
 	require.Equal(t, "the device took 5.0 s", text(ctx, t, "#device-took"))
 	require.Equal(t, "Total 9.0 s.", text(ctx, t, "#total"))
 	require.Contains(t, text(ctx, t, "#result"), `"valve": "closed"`, "the result pretty-printed")
+	sent := text(ctx, t, "#sent")
+	require.Contains(t, sent, "CLOSE", "what cmdtrack send recorded")
+	require.Contains(t, sent, `"within_s": 30`)
 	type event struct {
 		Status, Since, Source, Request, Payload string
 	}

@@ -137,6 +137,10 @@ func setup(t *testing.T) *fixture {
 	_, err := st.Apply(ctx, items)
 	require.NoError(t, err)
 	require.NoError(t, st.RefreshRollup(ctx, 8, f.now))
+	// What `cmdtrack send` records for a command it created.
+	_, err = st.Pool().Exec(ctx, `UPDATE device_commands SET service_id = 'Valve', command_name = 'CLOSE',
+		paras = '{"valve":"close","within_s":30}', send_strategy = 'immediately' WHERE command_id = $1`, f.valve)
+	require.NoError(t, err)
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT id FROM dead_letters WHERE reason_class = 'invalid_json'`).Scan(&f.deadID))
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT id FROM dead_letters WHERE reason_class = 'not_utf8'`).Scan(&f.binID))
 	f.reader = readerURL(t, st, schema, u)

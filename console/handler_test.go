@@ -113,6 +113,10 @@ func TestCommandJSON(t *testing.T) {
 			DeviceTookMS   *int64          `json:"device_took_ms"`
 			TotalMS        *int64          `json:"total_ms"`
 			CreatedTime    string          `json:"created_time"`
+			ServiceID      string          `json:"service_id"`
+			CommandName    string          `json:"command_name"`
+			Paras          json.RawMessage `json:"paras"`
+			SendStrategy   string          `json:"send_strategy"`
 		} `json:"command"`
 		Timeline []struct {
 			Status          string `json:"status"`
@@ -131,6 +135,10 @@ func TestCommandJSON(t *testing.T) {
 	require.Equal(t, "meter-4711", c.DeviceID)
 	require.Equal(t, "SUCCESSFUL", c.Status)
 	require.JSONEq(t, `{"valve":"closed","pressure_kpa":212}`, string(c.Result))
+	require.Equal(t, "Valve", c.ServiceID)
+	require.Equal(t, "CLOSE", c.CommandName)
+	require.JSONEq(t, `{"valve":"close","within_s":30}`, string(c.Paras))
+	require.Equal(t, "immediately", c.SendStrategy)
 	require.EqualValues(t, 1500, *c.QueuedForMS)
 	require.EqualValues(t, 2500, *c.DeliveryTookMS)
 	require.EqualValues(t, 5000, *c.DeviceTookMS)
