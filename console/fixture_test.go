@@ -185,6 +185,16 @@ func (f *fixture) handler(t *testing.T, cfg console.Config) http.Handler {
 	return h
 }
 
+var discard = slog.New(slog.DiscardHandler)
+
+// newServer serves h over HTTP for the test; it returns the base URL.
+func newServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
 // server serves the fixture over HTTP.
 func (f *fixture) server(t *testing.T, cfg console.Config) *httptest.Server {
 	t.Helper()

@@ -35,5 +35,9 @@ func serveConsole(ctx context.Context, cfg *Config, st *store.Store, log *slog.L
 	}
 	log.Info("console serving", "addr", srv.Addr(), "tls", ccfg.CertFile != "",
 		"basic_auth", ccfg.User != "", "token", ccfg.Token != "", "client_certs", ccfg.ClientCAFile != "")
-	return srv.Serve(ctx, cfg.ShutdownGrace)
+	if err := srv.Serve(ctx, cfg.ShutdownGrace); err != nil {
+		return err
+	}
+	log.Info("console stopped")
+	return nil
 }
