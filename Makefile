@@ -23,6 +23,7 @@ TEST_SERVICES ?= auto
 # make test/stress runs each service-free test this many times.
 STRESS_COUNT ?= 20
 define with_services
+	$(TESTENV) chromium; \
 	case "$(TEST_SERVICES)" in \
 	auto) if [ -z "$${CMDTRACK_TEST_DATABASE_URL:-}" ] && ! docker info >/dev/null 2>&1; then \
 		eval "$$($(TESTENV) up)"; fi ;; \
@@ -75,6 +76,10 @@ test/stress: ## make test/unit's tests with -race -count=$(STRESS_COUNT) while C
 .PHONY: test/short
 test/short: ## run the tests without the race detector (faster)
 	@$(call with_services,$(GO) test -count=1 -timeout 20m ./...)
+
+.PHONY: docs/screenshots
+docs/screenshots: ## the console's screenshots in docs/screenshots, made by its browser tests
+	@$(call with_services,CMDTRACK_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run 'TestBrowser(Walk|HostileStream)' ./console/)
 
 .PHONY: bench
 bench: ## drain limit vs naive peer vs cmdtrack on a 200k backlog, plus latency (BENCH_MESSAGES=20000 for a quick run)

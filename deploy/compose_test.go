@@ -60,10 +60,12 @@ func TestComposeImagesFromEnvironment(t *testing.T) {
 		images[name] = s.Image
 	}
 	require.Equal(t, map[string]string{
-		"postgres": env["CMDTRACK_POSTGRES_IMAGE"],
-		"rabbitmq": env["CMDTRACK_RABBITMQ_IMAGE"],
-		"cmdtrack": env["CMDTRACK_IMAGE"],
-		"loadgen":  env["CMDTRACK_IMAGE"],
+		"postgres":       env["CMDTRACK_POSTGRES_IMAGE"],
+		"rabbitmq":       env["CMDTRACK_RABBITMQ_IMAGE"],
+		"cmdtrack":       env["CMDTRACK_IMAGE"],
+		"loadgen":        env["CMDTRACK_IMAGE"],
+		"console":        env["CMDTRACK_IMAGE"],
+		"console-reader": env["CMDTRACK_POSTGRES_IMAGE"],
 	}, images)
 	ct, err = project.GetService("cmdtrack")
 	require.NoError(t, err)
@@ -90,7 +92,7 @@ func TestCompose(t *testing.T) {
 			}
 		}
 	})
-	require.Equal(t, []string{"cmdtrack", "loadgen", "postgres", "rabbitmq"}, names)
+	require.Equal(t, []string{"cmdtrack", "console", "console-reader", "loadgen", "postgres", "rabbitmq"}, names)
 	svc := func(name string) composetypes.ServiceConfig {
 		s, err := project.GetService(name)
 		require.NoError(t, err)
@@ -142,6 +144,29 @@ func TestCompose(t *testing.T) {
 	if ct.StopGracePeriod != nil {
 		require.Greater(t, time.Duration(*ct.StopGracePeriod), shutdownGrace(t, env))
 	}
+
+	// The console: the same image, as the reader role the one-shot
+	// console-reader makes, published on loopback only.
+	cs := svc("console")
+	require.Equal(t, ct.Image, cs.Image)
+	require.Nil(t, cs.Build)
+	require.Equal(t, []string{"console"}, []string(cs.Command))
+	require.Contains(t, cs.DependsOn, "console-reader")
+	require.Equal(t, composetypes.ServiceConditionCompletedSuccessfully, cs.DependsOn["console-reader"].Condition)
+	cenv := deref(cs.Environment)
+	requireKnownVars(t, "docker-compose.yml console", slices.Collect(mapKeys(cenv)))
+	requireCompleteConfig(t, "docker-compose.yml console", cenv)
+	cdb, err := url.Parse(cenv["CMDTRACK_DATABASE_URL"])
+	require.NoError(t, err)
+	require.Equal(t, "cmdtrack_console", cdb.User.Username())
+	require.NotEmpty(t, cenv["CMDTRACK_CONSOLE_USER"], "beyond the container's loopback the console needs credentials")
+	require.NotEmpty(t, cenv["CMDTRACK_CONSOLE_PASSWORD"])
+	require.Len(t, cs.Ports, 1)
+	require.Equal(t, "127.0.0.1", cs.Ports[0].HostIP)
+	cr := svc("console-reader")
+	require.Equal(t, pg.Image, cr.Image, "psql from the PostgreSQL image")
+	require.Contains(t, strings.Join(cr.Command, " "), "cmdtrack_console")
+	require.Equal(t, composetypes.ServiceConditionHealthy, cr.DependsOn["postgres"].Condition)
 
 	lg := svc("loadgen")
 	require.Equal(t, ct.Image, lg.Image, "the load generator uses the cmdtrack image")

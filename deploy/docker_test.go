@@ -477,10 +477,12 @@ func TestDockerCompose(t *testing.T) {
 	project := "cmdtrack-test-" + suffix
 	file, err := filepath.Abs(filepath.Join(repoRoot, "docker-compose.yml"))
 	require.NoError(t, err)
-	// The published ops port: a random one on loopback, instead of 9464 that
-	// `make run` uses on this machine.
+	// The published ops and console ports: random ones on loopback, instead
+	// of 9464 and 9465 that `make run` and `cmdtrack console` use on this
+	// machine.
 	override := filepath.Join(t.TempDir(), "compose.test.yml")
-	require.NoError(t, os.WriteFile(override, []byte("services:\n  cmdtrack:\n    ports: !override\n      - \"127.0.0.1::9464\"\n"), 0o644))
+	require.NoError(t, os.WriteFile(override, []byte("services:\n  cmdtrack:\n    ports: !override\n      - \"127.0.0.1::9464\"\n"+
+		"  console:\n    ports: !override\n      - \"127.0.0.1::9465\"\n"), 0o644))
 
 	image := "cmdtrack-test/compose:" + suffix
 	env := []string{"CMDTRACK_IMAGE=" + image}

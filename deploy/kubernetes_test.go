@@ -2,6 +2,8 @@ package deploy_test
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -108,19 +110,33 @@ func loadKustomization(t *testing.T) (*kustomization, *k8sObjects) {
 			require.Emptyf(t, into.GetNamespace(), "%s: the base sets no namespace", where)
 		}
 	}
-	require.Len(t, objs.deployments, 1)
+	// The workers' and the console's (console.yaml).
+	require.Len(t, objs.deployments, 2)
 	require.Len(t, objs.jobs, 1)
 	require.Len(t, objs.configMaps, 1)
-	require.Len(t, objs.secrets, 1)
-	require.Len(t, objs.services, 1)
+	require.Len(t, objs.secrets, 2)
+	require.Len(t, objs.services, 2)
 	require.Len(t, objs.pdbs, 1)
 	return &k, objs
+}
+
+// named is the object of that name.
+func named[T interface{ GetName() string }](t *testing.T, objs []T, name string) T {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetName() == name {
+			return o
+		}
+	}
+	require.Failf(t, "missing object", "no %T named %s", *new(T), name)
+	return *new(T)
 }
 
 func TestKubernetesManifests(t *testing.T) {
 	t.Parallel()
 	k, objs := loadKustomization(t)
-	dep, job, cm, sec, svc, pdb := objs.deployments[0], objs.jobs[0], objs.configMaps[0], objs.secrets[0], objs.services[0], objs.pdbs[0]
+	dep, job, cm, pdb := named(t, objs.deployments, "cmdtrack"), objs.jobs[0], objs.configMaps[0], objs.pdbs[0]
+	sec, svc := named(t, objs.secrets, "cmdtrack"), named(t, objs.services, "cmdtrack-metrics")
 
 	// ConfigMap and Secret: known variables, secrets only in the Secret and
 	// only as placeholders, together a complete configuration.
@@ -231,6 +247,82 @@ func TestKubernetesManifests(t *testing.T) {
 	require.False(t, pdbSel.Empty())
 	require.True(t, pdbSel.Matches(podLabels), "the PDB selects the worker pods")
 	require.False(t, pdbSel.Matches(jobLabels), "the PDB must not count the migrate Job")
+}
+
+// The console runs apart from the workers, as a reader, and cannot start
+// beyond loopback without its credentials.
+func TestKubernetesConsole(t *testing.T) {
+	t.Parallel()
+	_, objs := loadKustomization(t)
+	worker := named(t, objs.deployments, "cmdtrack")
+	dep, sec, svc := named(t, objs.deployments, "cmdtrack-console"), named(t, objs.secrets, "cmdtrack-console"), named(t, objs.services, "cmdtrack-console")
+	workerSel, err := metav1.LabelSelectorAsSelector(worker.Spec.Selector)
+	require.NoError(t, err)
+	sel, err := metav1.LabelSelectorAsSelector(dep.Spec.Selector)
+	require.NoError(t, err)
+	podLabels := labels.Set(dep.Spec.Template.Labels)
+	require.True(t, sel.Matches(podLabels))
+	require.False(t, workerSel.Matches(podLabels), "the workers' Deployment must not adopt the console's pods")
+	require.False(t, sel.Matches(labels.Set(worker.Spec.Template.Labels)), "nor the console's the workers'")
+	for _, s := range objs.services {
+		if s.Name != svc.Name {
+			require.False(t, labels.SelectorFromSet(s.Spec.Selector).Matches(podLabels), "%s selects the console", s.Name)
+		}
+	}
+	for _, p := range objs.pdbs {
+		ps, err := metav1.LabelSelectorAsSelector(p.Spec.Selector)
+		require.NoError(t, err)
+		require.False(t, ps.Matches(podLabels), "%s counts the console", p.Name)
+	}
+
+	require.Len(t, dep.Spec.Template.Spec.Containers, 1)
+	c := dep.Spec.Template.Spec.Containers[0]
+	require.Equal(t, []string{"console"}, c.Args)
+	require.Empty(t, c.Command, "the image's ENTRYPOINT is /cmdtrack")
+	require.Equal(t, worker.Spec.Template.Spec.Containers[0].Image, c.Image)
+	env := map[string]string{}
+	for k, v := range sec.StringData {
+		require.Containsf(t, v, placeholder, "Secret %s must be a placeholder", k)
+		env[k] = v
+	}
+	require.Empty(t, sec.Data)
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	requireKnownVars(t, "console", slices.Collect(mapKeys(env)))
+	requireCompleteConfig(t, "console", env)
+	require.Len(t, c.EnvFrom, 1)
+	require.Equal(t, sec.Name, c.EnvFrom[0].SecretRef.Name, "the console's own Secret: a reader's database URL")
+	db, err := url.Parse(env["CMDTRACK_DATABASE_URL"])
+	require.NoError(t, err)
+	require.NotEqual(t, "cmdtrack", db.User.Username(), "the console connects as a reader, not as the worker")
+	require.NotEmpty(t, env["CMDTRACK_CONSOLE_USER"], "beyond loopback the console needs credentials")
+	require.NotEmpty(t, env["CMDTRACK_CONSOLE_PASSWORD"])
+	_, port, err := net.SplitHostPort(env["CMDTRACK_CONSOLE_ADDR"])
+	require.NoError(t, err)
+	require.Len(t, c.Ports, 1)
+	require.Equal(t, port, strconv.Itoa(int(c.Ports[0].ContainerPort)))
+	require.Len(t, svc.Spec.Ports, 1)
+	require.Equal(t, c.Ports[0].ContainerPort, resolvePort(t, c, svc.Spec.Ports[0].TargetPort))
+	require.True(t, labels.SelectorFromSet(svc.Spec.Selector).Matches(podLabels))
+	require.NotNil(t, c.ReadinessProbe)
+	require.NotNil(t, c.LivenessProbe)
+
+	// Same restricted profile as the workers, but its own Secret and no
+	// ConfigMap: requirePodBasics' envFrom check does not apply.
+	pod := dep.Spec.Template.Spec
+	csc := c.SecurityContext
+	require.NotNil(t, csc)
+	require.True(t, *csc.ReadOnlyRootFilesystem)
+	require.False(t, *csc.AllowPrivilegeEscalation)
+	require.Equal(t, []corev1.Capability{"ALL"}, csc.Capabilities.Drop)
+	require.True(t, *pod.SecurityContext.RunAsNonRoot)
+	require.EqualValues(t, nonRootUID, *pod.SecurityContext.RunAsUser)
+	require.False(t, *pod.AutomountServiceAccountToken)
+	for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		require.Contains(t, c.Resources.Requests, res)
+		require.Contains(t, c.Resources.Limits, res)
+	}
 }
 
 // requirePodBasics checks what the worker and the migrate Job share: image,

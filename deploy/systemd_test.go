@@ -2,6 +2,8 @@ package deploy_test
 
 import (
 	"bufio"
+	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -177,6 +179,32 @@ func TestSystemdUnit(t *testing.T) {
 	}
 }
 
+func TestSystemdConsoleUnit(t *testing.T) {
+	t.Parallel()
+	u := parseUnit(t, string(readFile(t, "deploy/systemd/cmdtrack-console.service")))
+	w := parseUnit(t, string(readFile(t, "deploy/systemd/cmdtrack.service")))
+	start, _ := u.get("Service", "ExecStart")
+	require.Equal(t, "/usr/local/bin/cmdtrack console", start)
+	ef, _ := u.get("Service", "EnvironmentFile")
+	require.Equal(t, "/etc/cmdtrack/console.env", ef, "its own environment: a reader's database URL")
+	rp, _ := u.get("Service", "RestartPreventExitStatus")
+	require.Equal(t, "2", rp)
+	for _, k := range []string{"DynamicUser", "ProtectSystem", "NoNewPrivileges", "CapabilityBoundingSet", "SystemCallFilter",
+		"RestrictAddressFamilies", "MemoryDenyWriteExecute", "PrivateDevices"} {
+		require.Equalf(t, w["Service"][k], u["Service"][k], "cmdtrack-console.service %s", k)
+	}
+	env, commented := parseEnvFile(t, string(readFile(t, "deploy/systemd/console.env.example")))
+	requireKnownVars(t, "console.env.example", append(slices.Collect(mapKeys(env)), commented...))
+	requireCompleteConfig(t, "console.env.example", env)
+	require.Contains(t, env["CMDTRACK_DATABASE_URL"], placeholder)
+	db, err := url.Parse(env["CMDTRACK_DATABASE_URL"])
+	require.NoError(t, err)
+	require.Equal(t, "cmdtrack_console", db.User.Username())
+	host, _, err := net.SplitHostPort(env["CMDTRACK_CONSOLE_ADDR"])
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1", host, "the example listens on loopback, where it needs no credentials")
+}
+
 // TestSystemdAnalyzeVerify runs systemd's own checks where systemd-analyze is
 // installed (the parse checks above run everywhere).
 func TestSystemdAnalyzeVerify(t *testing.T) {
@@ -189,7 +217,7 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 	bin := testenv.Build(t, "cmd/cmdtrack")
 	dir := t.TempDir()
 	var units []string
-	for _, name := range []string{"cmdtrack.service", "cmdtrack-migrate.service"} {
+	for _, name := range []string{"cmdtrack.service", "cmdtrack-migrate.service", "cmdtrack-console.service"} {
 		src := strings.ReplaceAll(string(readFile(t, "deploy/systemd/"+name)), "/usr/local/bin/cmdtrack", bin)
 		p := filepath.Join(dir, name)
 		require.NoError(t, os.WriteFile(p, []byte(src), 0o644))

@@ -43,6 +43,8 @@ provision() {
 	local exports
 	exports=$(scripts/dockerenv.sh up) || return 1
 	eval "$exports"
+	# The console's browser tests drive Debian's chromium on this machine.
+	scripts/testenv.sh chromium || return 1
 	printf '%s\n' "$exports" | sed 's/^/test\/docker:   /' >&2
 }
 

@@ -6,9 +6,11 @@
 # (internal/testenv/iotdaauth.go). guest keeps working on 5672.
 #
 # Usage: scripts/testenv.sh COMMAND
-#   up                  install (if missing), start and wait for both; prints `export ...` lines on stdout,
+#   up                  install (if missing), start and wait for both (and install chromium for the console's browser tests);
+#                       prints `export ...` lines on stdout,
 #                       so a Makefile can do: eval "$(scripts/testenv.sh up)"
 #   env                 print the export lines only (provisions nothing)
+#   chromium            install Debian's chromium if missing (the console's browser tests; `up` does it too)
 #   down                stop both
 #   pg-stop, pg-start   stop / start PostgreSQL only (simulated database outage)
 #   rabbit-stop, rabbit-start
@@ -598,6 +600,18 @@ usage() {
 	sed -n '2,/^set -euo/p' "$SCRIPT_PATH" | sed '$d' | sed 's/^# \{0,1\}//' >&2
 }
 
+# ---------------------------------------------------------------------------------------------------------------
+# Chromium (the console's browser tests drive it headless; nothing runs in the background)
+# ---------------------------------------------------------------------------------------------------------------
+
+chromium_up() {
+	if command -v chromium >/dev/null || [[ -n "${CMDTRACK_TEST_CHROMIUM:-}" ]]; then
+		return 0
+	fi
+	apt_install chromium
+	command -v chromium >/dev/null || die "chromium is not on PATH after installing it"
+}
+
 main() {
 	local cmd="${1:-}"
 	case "$cmd" in
@@ -621,6 +635,7 @@ main() {
 		{
 			pg_up
 			rabbit_up
+			chromium_up
 		} >&2
 		print_env
 		;;
@@ -630,6 +645,7 @@ main() {
 			rabbit_down
 		} >&2
 		;;
+	chromium) chromium_up >&2 ;;
 	pg-start) pg_up >&2 ;;
 	pg-stop) pg_down >&2 ;;
 	rabbit-start) rabbit_up >&2 ;;

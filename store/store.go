@@ -29,6 +29,9 @@ type Options struct {
 	// Schema, when set, is put first in search_path. Tests use it to give
 	// each test its own schema; deployments normally leave it empty.
 	Schema string
+	// ReadOnly makes every transaction read-only (the console's): a
+	// write is refused by PostgreSQL whatever the role may do.
+	ReadOnly bool
 }
 
 // Open parses url and creates the pool. It does not wait for the database:
@@ -44,6 +47,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	if opts.Schema != "" {
 		cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{opts.Schema}.Sanitize()
+	}
+	if opts.ReadOnly {
+		cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
 	}
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "cmdtrack"

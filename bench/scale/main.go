@@ -144,6 +144,8 @@ func run(ctx context.Context, w io.Writer, url string, n, ingestN, migrateN, run
 			FROM product_daily_outcomes WHERE day > current_date - 30 ORDER BY day DESC, product_id`},
 		{"one command's timeline", `SELECT event_time, status, since_previous, request_id, source
 			FROM command_timeline WHERE command_id = '` + command + `' ORDER BY event_time`},
+		{"the commands stuck longest, as people write it first (stuck_for > 10 min)", `SELECT command_id, device_id, status, stuck_for
+			FROM stuck_commands WHERE stuck_for > '10 minutes' ORDER BY stuck_for DESC LIMIT 100`},
 	}
 	for _, q := range cookbook {
 		d, err := median(runs, func() error {
@@ -162,6 +164,28 @@ func run(ctx context.Context, w io.Writer, url string, n, ingestN, migrateN, run
 			return err
 		}
 		add("query: "+q.name, fmt.Sprintf("%.2f ms (%s)", float64(d.Microseconds())/1000, shape))
+	}
+
+	// Migration 008's indexes, built on the full table.
+	if _, err := db.Exec(ctx, `DROP INDEX device_commands_open_idx, device_commands_product_day_idx, device_commands_status_day_idx`); err != nil {
+		return err
+	}
+	start = time.Now()
+	if _, err := db.Exec(ctx, `
+		CREATE INDEX device_commands_open_idx ON device_commands (last_event_time)
+			INCLUDE (command_id, device_id, product_id, status, created_time) WHERE status IN ('SENT', 'DELIVERED');
+		CREATE INDEX device_commands_product_day_idx ON device_commands (product_id, (coalesce(created_time, first_seen_at)));
+		CREATE INDEX device_commands_status_day_idx ON device_commands (status, (coalesce(created_time, first_seen_at)))`); err != nil {
+		return err
+	}
+	add(fmt.Sprintf("migration 008's three indexes, built on %d commands (the table's writes wait meanwhile)", n), time.Since(start).Round(time.Millisecond).String())
+	if _, err := db.Exec(ctx, "ANALYZE device_commands"); err != nil {
+		return err
+	}
+
+	// The console's pages, over HTTP.
+	if err := pages(ctx, url, schema, runs, add); err != nil {
+		return fmt.Errorf("console pages: %w", err)
 	}
 
 	// Ingest into the full tables.
@@ -255,6 +279,11 @@ func planShape(ctx context.Context, db *pgxpool.Pool, sql string) (string, error
 	if err != nil {
 		return "", err
 	}
+	return shapeOf(lines, 6), nil
+}
+
+// shapeOf is a plan's node types, outermost first, at most max of them.
+func shapeOf(lines []string, most int) string {
 	var nodes []string
 	for _, l := range lines {
 		l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "->"))
@@ -265,10 +294,10 @@ func planShape(ctx context.Context, db *pgxpool.Pool, sql string) (string, error
 			}
 		}
 	}
-	if len(nodes) > 6 {
-		nodes = append(nodes[:6], "...")
+	if len(nodes) > most {
+		nodes = append(nodes[:most], "...")
 	}
-	return strings.Join(nodes, " > "), nil
+	return strings.Join(nodes, " > ")
 }
 
 // seed fills the schema in SQL: commands spread evenly over the last 30
@@ -280,13 +309,17 @@ func seed(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
 	logf("seeding %d commands", n)
 	if _, err := db.Exec(ctx, `
 		INSERT INTO device_commands (command_id, device_id, product_id, app_id, status, status_rank,
-			created_time, sent_time, delivered_time, response_time, result, last_event_time, last_event_key, last_request_id)
+			created_time, sent_time, delivered_time, response_time, result, last_event_time, last_event_key, last_request_id,
+			first_seen_at, updated_at)
 		SELECT 'cmd-' || g, 'dev-' || (g % greatest($1 / 10, 1)), 'prod-' || (g % 20), 'app-1', s.status, s.rank,
 			t, t + interval '1 s', CASE WHEN s.rank >= 2 THEN t + interval '3 s' END,
 			CASE WHEN s.rank = 3 THEN t + interval '9 s' END,
 			CASE WHEN s.rank = 3 THEN '{"code":0}'::jsonb END,
 			t + CASE s.rank WHEN 3 THEN interval '9 s' WHEN 2 THEN interval '3 s' ELSE interval '1 s' END,
-			sha256(('cmd-' || g)::bytea), 'req-' || g
+			sha256(('cmd-' || g)::bytea), 'req-' || g,
+			-- As a worker would have written them: first heard of when
+			-- created, last written at the last event.
+			t, t + CASE s.rank WHEN 3 THEN interval '9 s' WHEN 2 THEN interval '3 s' ELSE interval '1 s' END
 		FROM generate_series(1, $1) g,
 		LATERAL (SELECT $2::timestamptz + (g::float8 / $1) * interval '30 days' AS t) tt,
 		LATERAL (SELECT CASE WHEN g % 200 = 0 THEN 'SENT' WHEN g % 200 < 3 THEN 'DELIVERED'
@@ -294,6 +327,15 @@ func seed(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
 		                     ELSE 'SUCCESSFUL' END AS status,
 		                CASE WHEN g % 200 = 0 THEN 1 WHEN g % 200 < 3 THEN 2 ELSE 3 END::int2 AS rank) s`, n, from); err != nil {
 		return fmt.Errorf("seed commands: %w", err)
+	}
+	// Dead letters: one per thousand commands, in three classes.
+	if _, err := db.Exec(ctx, `
+		INSERT INTO dead_letters (received_at, source, reason_class, reason, body, body_length, body_sha256, properties)
+		SELECT $2::timestamptz + (g::float8 / ($1 / 1000 + 1)) * interval '30 days', 'amqp:DefaultQueue',
+			(ARRAY['invalid_json', 'missing_field', 'unknown_status'])[g % 3 + 1], 'seeded for the console''s pages',
+			convert_to('{"not":"a notification ' || g || '"}', 'UTF8'), 40, sha256(g::text::bytea), '{"queue":"DefaultQueue"}'
+		FROM generate_series(1, $1 / 1000 + 1) g`, n, from); err != nil {
+		return fmt.Errorf("seed dead letters: %w", err)
 	}
 	// The history, a day at a time (so that progress shows).
 	const payload = `{"resource":"device.command.status","event":"update","event_time":"%s","request_id":"%s",` +

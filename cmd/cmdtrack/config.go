@@ -13,6 +13,7 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 
+	"github.com/cmdtrack/cmdtrack/console"
 	"github.com/cmdtrack/cmdtrack/consumer"
 	"github.com/cmdtrack/cmdtrack/httppush"
 	"github.com/cmdtrack/cmdtrack/store"
@@ -70,6 +71,15 @@ type Config struct {
 	HTTPMaxConns             int           `envconfig:"HTTP_MAX_CONNS" default:"512" desc:"most connections open to the push receiver at once, counted before authentication; more wait in the kernel's backlog"`
 	HTTPHeaderTimeout        time.Duration `envconfig:"HTTP_HEADER_TIMEOUT" default:"5s" desc:"longest a push connection may take over its TLS handshake and request headers"`
 	HTTPAllowUnauthenticated bool          `envconfig:"HTTP_ALLOW_UNAUTHENTICATED" default:"false" desc:"serve pushes without a token or client certificates (anyone could forge notifications)"`
+
+	ConsoleAddr                 string `envconfig:"CONSOLE_ADDR" default:"127.0.0.1:9465" desc:"(console) address of the read-only web console"`
+	ConsoleUser                 string `envconfig:"CONSOLE_USER" desc:"(console) basic authentication user, with CMDTRACK_CONSOLE_PASSWORD"`
+	ConsolePassword             string `envconfig:"CONSOLE_PASSWORD" desc:"(console) basic authentication password"`
+	ConsoleToken                string `envconfig:"CONSOLE_TOKEN" desc:"(console) accept \"Authorization: Bearer <token>\""`
+	ConsoleTLSCert              string `envconfig:"CONSOLE_TLS_CERT" desc:"(console) certificate (PEM) to serve the console over HTTPS"`
+	ConsoleTLSKey               string `envconfig:"CONSOLE_TLS_KEY" desc:"(console) private key (PEM) for CMDTRACK_CONSOLE_TLS_CERT"`
+	ConsoleClientCA             string `envconfig:"CONSOLE_CLIENT_CA" desc:"(console) require client certificates signed by this CA (PEM)"`
+	ConsoleAllowUnauthenticated bool   `envconfig:"CONSOLE_ALLOW_UNAUTHENTICATED" default:"false" desc:"(console) serve a non-loopback address without authentication (behind an authenticating proxy)"`
 
 	APIEndpoint   string `envconfig:"API_ENDPOINT" desc:"(send, reconcile) IoTDA API endpoint, https://..."`
 	APIProjectID  string `envconfig:"API_PROJECT_ID" desc:"(send, reconcile) project id"`
@@ -141,6 +151,11 @@ func (c *Config) validate(cmd string) error {
 			"CMDTRACK_AMQP_MAX_BYTES must be at least CMDTRACK_MAX_BODY_BYTES times the number of queues (each queue has an equal share)")
 		check(c.StallTimeout > 0, "CMDTRACK_STALL_TIMEOUT must be positive")
 		check(c.AMQPBacklogRetention > 0, "CMDTRACK_AMQP_BACKLOG_RETENTION must be positive")
+	}
+	if cmd == "console" {
+		if err := c.console().Check(); err != nil {
+			check(false, "%v", err)
+		}
 	}
 	if user := c.apiUser(cmd); user != "" {
 		check(c.APIEndpoint != "", "CMDTRACK_API_ENDPOINT is required by %s", user)
@@ -262,6 +277,13 @@ func (c *Config) logAttrs() []any {
 		"batch_wait", c.BatchWait, "iotda_auth", c.AMQPAccessKey != "", "ops_addr", c.OpsAddr,
 		"http_addr", c.HTTPAddr, "http_tls", c.HTTPTLSCert != "", "reconcile_interval", c.ReconcileInterval,
 	}
+}
+
+// console is the console's listener configuration.
+func (c *Config) console() console.Config {
+	return console.Config{Addr: c.ConsoleAddr, User: c.ConsoleUser, Password: c.ConsolePassword, Token: c.ConsoleToken,
+		CertFile: c.ConsoleTLSCert, KeyFile: c.ConsoleTLSKey, ClientCAFile: c.ConsoleClientCA,
+		AllowUnauthenticated: c.ConsoleAllowUnauthenticated}
 }
 
 // partitioning is how the history is partitioned and kept.

@@ -52,6 +52,9 @@ type command struct {
 	// runs it.
 	flags func(args []string, stdout, stderr io.Writer) (action, error)
 	main  action
+	// readOnly commands get a pool whose transactions cannot write,
+	// whatever the role may do.
+	readOnly bool
 	// bare commands need neither the configuration nor the database.
 	bare bool
 }
@@ -81,6 +84,8 @@ func commands() []command {
 			summary: "deliver an asynchronous command through the IoTDA API and record it", flags: parseSendFlags},
 		{name: "reconcile", args: "[-threshold 1h | -since TIME [-until TIME]] [-v] [COMMAND_ID ...]",
 			summary: "ask the IoTDA API about commands left open and merge its answers", flags: parseReconcileFlags},
+		{name: "console", summary: "serve the read-only web console (CMDTRACK_CONSOLE_ADDR) until SIGTERM or SIGINT", readOnly: true,
+			main: func(ctx context.Context, e *env) error { return serveConsole(ctx, e.cfg, e.st, e.log) }},
 		{name: "version", aliases: []string{"-version", "--version"}, summary: "print version and build information", bare: true,
 			main: func(_ context.Context, e *env) error { _, err := fmt.Fprintln(e.stdout, versionString()); return err }},
 		{name: "help", aliases: []string{"-h", "-help", "--help"}, bare: true,
@@ -129,7 +134,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError{fmt.Errorf("configuration: %w", err)}
 	}
 	log := newLogger(cfg, stderr)
-	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: cfg.DatabaseMaxConns})
+	// The console only reads: its transactions are read-only whatever the
+	// role may do.
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: cfg.DatabaseMaxConns, ReadOnly: cmd.readOnly})
 	if err != nil {
 		return usageError{err}
 	}

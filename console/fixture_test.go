@@ -1,0 +1,204 @@
+package console_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cmdtrack/cmdtrack/console"
+	"github.com/cmdtrack/cmdtrack/ingest"
+	"github.com/cmdtrack/cmdtrack/internal/testenv"
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+const (
+	stamp = "20060102T150405Z"
+	ms    = "2006-01-02T15:04:05.000Z"
+)
+
+// The hostile stream: values a notification or a dead letter may carry that
+// would run script or smuggle links if shown as markup.
+const (
+	hostileScript = `<script>window.pwned="script"</script>`
+	hostileImg    = `"><img src=x onerror="window.pwned='img'">`
+	hostileLink   = `javascript:window.pwned='link'`
+	// hostileDevice is a device id made to break out of an attribute and a
+	// URL path.
+	hostileDevice = `dev"><img src=x onerror="window.pwned='device'">/../x?y#z`
+	hostileBody   = `<script>window.pwned="dead"</script>"><img src=x onerror="window.pwned='dead-img'"><a href="javascript:window.pwned='dead-link'">click</a>`
+)
+
+// fixture is the stream every console test reads: a walk a newcomer takes
+// (device meter-4711, its valve command), enough commands for two pages,
+// a stuck command, failures for the outcome chart, a hostile notification
+// and hostile and binary dead letters.
+type fixture struct {
+	st      *store.Store
+	schema  string
+	url     string // the schema owner's
+	reader  string // the reader role's URL
+	now     time.Time
+	valve   string // meter-4711's valve command
+	created time.Time
+	stuck   string
+	hostile string // the hostile notification's command
+	deadID  int64  // the hostile dead letter
+	binID   int64  // the binary dead letter
+}
+
+// notification is a v5 device.command.status push.
+func notification(cmd, device, product, status string, created, at time.Time, extra map[string]any, header map[string]any) []byte {
+	body := map[string]any{"command_id": cmd, "created_time": created.UTC().Format(stamp), "status": status}
+	for k, v := range extra {
+		body[k] = v
+	}
+	h := map[string]any{"app_id": "app-1", "device_id": device, "node_id": "node-1", "product_id": product, "gateway_id": device}
+	for k, v := range header {
+		h[k] = v
+	}
+	doc := map[string]any{
+		"resource": "device.command.status", "event": "update",
+		"event_time": at.UTC().Format(stamp), "event_time_ms": at.UTC().Format("2006-01-02T15:04:05.000Z"),
+		"request_id":  "req-" + cmd + "-" + status,
+		"notify_data": map[string]any{"header": h, "body": body},
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	st, schema, u := testenv.Schema(t)
+	f := &fixture{st: st, schema: schema, url: u, now: time.Now().UTC().Truncate(time.Second)}
+	lim := ingest.Limits{MaxBodyBytes: 1 << 20, MaxFutureSkew: time.Hour}
+	var items []ingest.Item
+	add := func(source string, bodies ...[]byte) {
+		for _, b := range bodies {
+			it := ingest.Classify(b, source, f.now, lim)
+			require.True(t, it.Notification != nil || it.DeadLetter != nil, "%s", b)
+			items = append(items, it)
+		}
+	}
+
+	// The newcomer's command: created 50 minutes ago, sent 1.5 s later,
+	// delivered 2.5 s after that, answered 5 s after that.
+	f.valve, f.created = "b1224afb-e9f0-4916-8220-b6bab568e888", f.now.Add(-50*time.Minute)
+	c := f.created
+	sent, delivered, answered := c.Add(1500*time.Millisecond), c.Add(4*time.Second), c.Add(9*time.Second)
+	add("amqp:DefaultQueue",
+		notification(f.valve, "meter-4711", "water-meter", "SENT", c, sent, map[string]any{"sent_time": sent.Format(ms)}, nil),
+		notification(f.valve, "meter-4711", "water-meter", "DELIVERED", c, delivered, map[string]any{
+			"sent_time": sent.Format(ms), "delivered_time": delivered.Format(ms)}, nil),
+		notification(f.valve, "meter-4711", "water-meter", "SUCCESSFUL", c, answered, map[string]any{
+			"sent_time": sent.Format(ms), "delivered_time": delivered.Format(ms),
+			"response_time": answered.Format(ms), "result": map[string]any{"valve": "closed", "pressure_kpa": 212}}, nil))
+	// A command of the same device stuck in SENT for 30 minutes.
+	f.stuck = "stuck-0001"
+	add("http", notification(f.stuck, "meter-4711", "water-meter", "SENT", f.now.Add(-31*time.Minute), f.now.Add(-30*time.Minute), nil, nil))
+	// 60 commands of another device, over the last six days, for
+	// pagination and the outcome chart: every tenth failed, every fifteenth
+	// timed out.
+	for i := range 60 {
+		id := fmt.Sprintf("page-%03d", i)
+		created := f.now.Add(-2*time.Hour - time.Duration(i)*135*time.Minute)
+		status := "SUCCESSFUL"
+		switch {
+		case i%10 == 0:
+			status = "FAILED"
+		case i%15 == 0:
+			status = "TIMEOUT"
+		}
+		add("amqp:DefaultQueue", notification(id, "meter-0007", "gas-meter", status, created, created.Add(3*time.Second), nil, nil))
+	}
+	// The hostile notification.
+	f.hostile = "hostile-0001"
+	hc := f.now.Add(-40 * time.Minute)
+	add("amqp:DefaultQueue", notification(f.hostile, hostileDevice, "prod"+hostileImg, "FAILED", hc, hc.Add(2*time.Second),
+		map[string]any{"response_time": hc.Add(2 * time.Second).Format(stamp),
+			"result": map[string]any{"script": hostileScript, "img": hostileImg, "link": hostileLink}},
+		map[string]any{"tags": []map[string]string{{"tag_key": hostileScript, "tag_value": hostileLink}}}))
+	// Dead letters: hostile text, and bytes that are not UTF-8.
+	add("amqp:DefaultQueue", []byte(hostileBody))
+	add("amqp:DefaultQueue", []byte{0xff, 0xfe, '<', 's', 'c', 'r', 'i', 'p', 't', '>', 0x00, 0x80})
+	_, err := st.Apply(ctx, items)
+	require.NoError(t, err)
+	require.NoError(t, st.RefreshRollup(ctx, 8, f.now))
+	// What `cmdtrack send` records for a command it created.
+	_, err = st.Pool().Exec(ctx, `UPDATE device_commands SET service_id = 'Valve', command_name = 'CLOSE',
+		paras = '{"valve":"close","within_s":30}', send_strategy = 'immediately' WHERE command_id = $1`, f.valve)
+	require.NoError(t, err)
+	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT id FROM dead_letters WHERE reason_class = 'invalid_json'`).Scan(&f.deadID))
+	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT id FROM dead_letters WHERE reason_class = 'not_utf8'`).Scan(&f.binID))
+	f.reader = readerURL(t, st, schema, u)
+	return f
+}
+
+// readerURL makes a login role with the README's cmdtrack_reader grants
+// (USAGE on the schema, SELECT on its tables) and returns the schema's URL
+// as that role.
+func readerURL(t *testing.T, st *store.Store, schema, schemaURL string) string {
+	t.Helper()
+	ctx := context.Background()
+	role := testenv.Name("reader_")
+	for _, q := range []string{
+		`CREATE ROLE ` + role + ` LOGIN PASSWORD 'reader-pw'`,
+		`GRANT USAGE ON SCHEMA ` + schema + ` TO ` + role,
+		`GRANT SELECT ON ALL TABLES IN SCHEMA ` + schema + ` TO ` + role,
+	} {
+		_, err := st.Pool().Exec(ctx, q)
+		require.NoError(t, err, q)
+	}
+	// Before the schema is dropped (cleanups run last first).
+	t.Cleanup(func() {
+		_, _ = st.Pool().Exec(context.Background(), `DROP OWNED BY `+role)
+		_, _ = st.Pool().Exec(context.Background(), `DROP ROLE `+role)
+	})
+	u, err := url.Parse(schemaURL)
+	require.NoError(t, err)
+	u.User = url.UserPassword(role, "reader-pw")
+	return u.String()
+}
+
+// handler serves the fixture as the reader role, in read-only transactions
+// as `cmdtrack console` does.
+func (f *fixture) handler(t *testing.T, cfg console.Config) http.Handler {
+	t.Helper()
+	st, err := store.Open(context.Background(), f.reader, store.Options{MaxConns: 4, ReadOnly: true})
+	require.NoError(t, err)
+	t.Cleanup(st.Close)
+	h, err := console.NewHandler(st.Pool(), cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	return h
+}
+
+var discard = slog.New(slog.DiscardHandler)
+
+// newServer serves h over HTTP for the test; it returns the base URL.
+func newServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// server serves the fixture over HTTP.
+func (f *fixture) server(t *testing.T, cfg console.Config) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(f.handler(t, cfg))
+	t.Cleanup(srv.Close)
+	return srv
+}

@@ -1,0 +1,756 @@
+package console
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Every query here reads through an index bounded by the page's own limits
+// (a page of rows, a command's own times, the rollup's days), so that no
+// page costs more with 10 million commands than with a thousand:
+// `make bench/scale` times each page and shows its plans.
+
+// statuses are the lifecycle's statuses, in order.
+var statuses = []string{"PENDING", "SENT", "DELIVERED", "SUCCESSFUL", "FAILED", "TIMEOUT", "EXPIRED", "CANCELED"}
+
+// timelineMargin widens a command's timeline query beyond the command's own
+// times (created, sent, delivered, responded, last event, first seen and
+// last written). A notification's event time is one of those times or lies
+// between them (a late one of a lower rank carries its own earlier time),
+// but for a legacy callback, timed by its receipt, which may come later
+// without changing the row: a day covers those. The history is partitioned
+// by event time, and the bound lets PostgreSQL read only the partitions of
+// those days rather than every partition retention keeps.
+const timelineMargin = 24 * time.Hour
+
+// deviceSample is how many of a device's newest commands its page counts.
+const deviceSample = 1000
+
+// pageSize is the rows on one page of a list.
+const pageSize = 50
+
+// stuckQuiet is how long a command has not moved before the overview and
+// /stuck call it stuck, unless ?quiet= says otherwise.
+const stuckQuiet = 10 * time.Minute
+
+// errNotFound is an unknown command, device or dead letter: a 404 page.
+var errNotFound = errors.New("not found")
+
+// Command is a row of device_commands with the durations between its stages.
+type Command struct {
+	CommandID     string          `json:"command_id"`
+	DeviceID      string          `json:"device_id"`
+	ProductID     string          `json:"product_id"`
+	AppID         string          `json:"app_id"`
+	GatewayID     string          `json:"gateway_id"`
+	NodeID        string          `json:"node_id"`
+	Tags          json.RawMessage `json:"tags"`
+	Status        string          `json:"status"`
+	CreatedTime   *time.Time      `json:"created_time"`
+	SentTime      *time.Time      `json:"sent_time"`
+	DeliveredTime *time.Time      `json:"delivered_time"`
+	ResponseTime  *time.Time      `json:"response_time"`
+	Result        json.RawMessage `json:"result"`
+	LastEventTime time.Time       `json:"last_event_time"`
+	LastRequestID string          `json:"last_request_id"`
+	FirstSeenAt   time.Time       `json:"first_seen_at"`
+	UpdatedAt     time.Time       `json:"updated_at"`
+	// What `cmdtrack send` recorded; empty for commands sent otherwise.
+	ServiceID    string          `json:"service_id"`
+	CommandName  string          `json:"command_name"`
+	Paras        json.RawMessage `json:"paras"`
+	SendStrategy string          `json:"send_strategy"`
+	ExpireTime   *int32          `json:"expire_time"`
+	// Durations between the stages, in milliseconds; null where a stage
+	// time is missing.
+	QueuedForMS    *int64 `json:"queued_for_ms"`
+	DeliveryTookMS *int64 `json:"delivery_took_ms"`
+	DeviceTookMS   *int64 `json:"device_took_ms"`
+	TotalMS        *int64 `json:"total_ms"`
+}
+
+// Sent reports whether `cmdtrack send` recorded the command.
+func (c *Command) Sent() bool { return c.ServiceID != "" || c.CommandName != "" || c.Paras != nil }
+
+func msBetween(a, b *time.Time) *int64 {
+	if a == nil || b == nil {
+		return nil
+	}
+	ms := b.Sub(*a).Milliseconds()
+	return &ms
+}
+
+func (c *Command) durations() {
+	c.QueuedForMS = msBetween(c.CreatedTime, c.SentTime)
+	c.DeliveryTookMS = msBetween(c.SentTime, c.DeliveredTime)
+	c.DeviceTookMS = msBetween(c.DeliveredTime, c.ResponseTime)
+	end := c.ResponseTime
+	if end == nil {
+		end = &c.LastEventTime
+	}
+	c.TotalMS = msBetween(c.CreatedTime, end)
+}
+
+const commandColumns = `command_id, coalesce(device_id, ''), coalesce(product_id, ''), coalesce(app_id, ''),
+	coalesce(gateway_id, ''), coalesce(node_id, ''), tags, status, created_time, sent_time, delivered_time,
+	response_time, result, last_event_time, coalesce(last_request_id, ''), first_seen_at, updated_at,
+	coalesce(service_id, ''), coalesce(command_name, ''), paras, coalesce(send_strategy, ''), expire_time`
+
+func scanCommand(row pgx.Row) (*Command, error) {
+	var c Command
+	err := row.Scan(&c.CommandID, &c.DeviceID, &c.ProductID, &c.AppID, &c.GatewayID, &c.NodeID, &c.Tags, &c.Status,
+		&c.CreatedTime, &c.SentTime, &c.DeliveredTime, &c.ResponseTime, &c.Result, &c.LastEventTime, &c.LastRequestID,
+		&c.FirstSeenAt, &c.UpdatedAt, &c.ServiceID, &c.CommandName, &c.Paras, &c.SendStrategy, &c.ExpireTime)
+	if err != nil {
+		return nil, err
+	}
+	c.durations()
+	return &c, nil
+}
+
+// Event is one notification in a command's history.
+type Event struct {
+	EventTime time.Time `json:"event_time"`
+	Status    string    `json:"status"`
+	Source    string    `json:"source"`
+	RequestID string    `json:"request_id"`
+	// ReceivedAt is when cmdtrack first stored it.
+	ReceivedAt time.Time `json:"received_at"`
+	// SincePreviousMS is the time since the event before it; null for the
+	// first.
+	SincePreviousMS *int64 `json:"since_previous_ms"`
+	// Payload is the notification byte for byte as received.
+	Payload string `json:"payload"`
+}
+
+// CommandPage is /commands/{id}.
+type CommandPage struct {
+	Command *Command `json:"command"`
+	// Timeline holds every notification of the command in event order,
+	// from TimelineFrom to TimelineUntil (all of the history when
+	// TimelineAll).
+	Timeline      []Event    `json:"timeline"`
+	TimelineFrom  *time.Time `json:"timeline_from"`
+	TimelineUntil *time.Time `json:"timeline_until"`
+	TimelineAll   bool       `json:"timeline_all"`
+}
+
+// timelineBounds are the event times a command's notifications can carry:
+// its own times, widened by timelineMargin on each side.
+func timelineBounds(c *Command) (from, until time.Time) {
+	from, until = c.FirstSeenAt, c.UpdatedAt
+	for _, t := range []*time.Time{c.CreatedTime, c.SentTime, c.DeliveredTime, c.ResponseTime, &c.LastEventTime, &c.FirstSeenAt} {
+		if t == nil {
+			continue
+		}
+		if t.Before(from) {
+			from = *t
+		}
+		if t.After(until) {
+			until = *t
+		}
+	}
+	return from.Add(-timelineMargin), until.Add(timelineMargin)
+}
+
+func loadCommand(ctx context.Context, db *pgxpool.Pool, id string, all bool) (*CommandPage, error) {
+	c, err := scanCommand(db.QueryRow(ctx, `SELECT `+commandColumns+` FROM device_commands WHERE command_id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, errNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read command: %w", err)
+	}
+	p := &CommandPage{Command: c, TimelineAll: all}
+	q := `SELECT event_time, status, source, coalesce(request_id, ''), received_at, payload
+		FROM device_command_events WHERE command_id = $1`
+	args := []any{id}
+	if !all {
+		from, until := timelineBounds(c)
+		p.TimelineFrom, p.TimelineUntil = &from, &until
+		// Bounds on the partition key: only the partitions of these days
+		// are read.
+		q += ` AND event_time >= $2 AND event_time <= $3`
+		args = append(args, from, until)
+	}
+	rows, err := db.Query(ctx, q+` ORDER BY event_time, received_at, event_key`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read timeline: %w", err)
+	}
+	p.Timeline, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Event, error) {
+		var e Event
+		err := r.Scan(&e.EventTime, &e.Status, &e.Source, &e.RequestID, &e.ReceivedAt, &e.Payload)
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read timeline: %w", err)
+	}
+	for i := 1; i < len(p.Timeline); i++ {
+		ms := p.Timeline[i].EventTime.Sub(p.Timeline[i-1].EventTime).Milliseconds()
+		p.Timeline[i].SincePreviousMS = &ms
+	}
+	if p.Timeline == nil {
+		p.Timeline = []Event{}
+	}
+	return p, nil
+}
+
+// CommandSummary is a command in a list.
+type CommandSummary struct {
+	CommandID     string     `json:"command_id"`
+	DeviceID      string     `json:"device_id"`
+	ProductID     string     `json:"product_id"`
+	Status        string     `json:"status"`
+	CreatedTime   *time.Time `json:"created_time"`
+	FirstSeenAt   time.Time  `json:"first_seen_at"`
+	LastEventTime time.Time  `json:"last_event_time"`
+	// TotalMS is from creation to the response (or the last event).
+	TotalMS *int64 `json:"total_ms"`
+	// Key is the time the list is ordered by: created_time, or first_seen_at
+	// without one.
+	Key time.Time `json:"key"`
+}
+
+// CommandFilter is /commands' query string.
+type CommandFilter struct {
+	Device  string     `json:"device,omitempty"`
+	Product string     `json:"product,omitempty"`
+	Status  string     `json:"status,omitempty"`
+	Since   *time.Time `json:"since,omitempty"`
+	Until   *time.Time `json:"until,omitempty"`
+	// Before and BeforeID are the keyset cursor: rows strictly after it in
+	// the list's order (newest first).
+	Before   *time.Time `json:"before,omitempty"`
+	BeforeID string     `json:"before_id,omitempty"`
+}
+
+// CommandsPage is /commands.
+type CommandsPage struct {
+	Filter   CommandFilter    `json:"filter"`
+	Commands []CommandSummary `json:"commands"`
+	// Next is the query string of the next page; empty on the last.
+	Next string `json:"next"`
+}
+
+const summaryColumns = `command_id, coalesce(device_id, ''), coalesce(product_id, ''), status, created_time,
+	first_seen_at, last_event_time, response_time, coalesce(created_time, first_seen_at)`
+
+func scanSummaries(rows pgx.Rows) ([]CommandSummary, error) {
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (CommandSummary, error) {
+		var s CommandSummary
+		var resp *time.Time
+		err := r.Scan(&s.CommandID, &s.DeviceID, &s.ProductID, &s.Status, &s.CreatedTime, &s.FirstSeenAt,
+			&s.LastEventTime, &resp, &s.Key)
+		if resp == nil {
+			resp = &s.LastEventTime
+		}
+		s.TotalMS = msBetween(s.CreatedTime, resp)
+		return s, err
+	})
+	if out == nil {
+		out = []CommandSummary{}
+	}
+	return out, err
+}
+
+func listCommands(ctx context.Context, db *pgxpool.Pool, f CommandFilter) (*CommandsPage, error) {
+	// Newest first by a command's day key, which indexes serve alone and
+	// with a device, a product or a status (migrations 006 and 008); the
+	// cursor is the last row's key and id (keyset: a page costs the same
+	// however deep it is).
+	const key = `coalesce(created_time, first_seen_at)`
+	var where []string
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if f.Device != "" {
+		where = append(where, "device_id = "+arg(f.Device))
+	}
+	if f.Product != "" {
+		where = append(where, "product_id = "+arg(f.Product))
+	}
+	if f.Status != "" {
+		where = append(where, "status = "+arg(f.Status))
+	}
+	if f.Since != nil {
+		where = append(where, key+" >= "+arg(*f.Since))
+	}
+	if f.Until != nil {
+		where = append(where, key+" < "+arg(*f.Until))
+	}
+	if f.Before != nil {
+		b := arg(*f.Before)
+		// The first bound is the one an index can use.
+		where = append(where, key+" <= "+b, "("+key+", command_id) < ("+b+", "+arg(f.BeforeID)+")")
+	}
+	q := `SELECT ` + summaryColumns + ` FROM device_commands`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY " + key + " DESC, command_id DESC LIMIT " + strconv.Itoa(pageSize+1)
+	rows, err := db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list commands: %w", err)
+	}
+	list, err := scanSummaries(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list commands: %w", err)
+	}
+	p := &CommandsPage{Filter: f, Commands: list}
+	if len(list) > pageSize {
+		p.Commands = list[:pageSize]
+		last := p.Commands[pageSize-1]
+		next := f
+		next.Before, next.BeforeID = &last.Key, last.CommandID
+		p.Next = next.query()
+	}
+	return p, nil
+}
+
+// StatusCount is a number of commands in one status.
+type StatusCount struct {
+	Status   string `json:"status"`
+	Commands int64  `json:"commands"`
+}
+
+// Rates are a set of commands' outcome counts and rates (0 to 1, of all the
+// commands counted, final or not).
+type Rates struct {
+	Commands    int64   `json:"commands"`
+	Successful  int64   `json:"successful"`
+	Failed      int64   `json:"failed"`
+	TimedOut    int64   `json:"timed_out"`
+	SuccessRate float64 `json:"success_rate"`
+	FailureRate float64 `json:"failure_rate"`
+	TimeoutRate float64 `json:"timeout_rate"`
+}
+
+func (r *Rates) add(status string, n int64) {
+	r.Commands += n
+	switch status {
+	case "SUCCESSFUL":
+		r.Successful += n
+	case "FAILED":
+		r.Failed += n
+	case "TIMEOUT":
+		r.TimedOut += n
+	}
+	r.SuccessRate, r.FailureRate, r.TimeoutRate = ratio(r.Successful, r.Commands), ratio(r.Failed, r.Commands), ratio(r.TimedOut, r.Commands)
+}
+
+func ratio(a, b int64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+// ProductRates are one product's rates.
+type ProductRates struct {
+	ProductID string `json:"product_id"`
+	Rates
+}
+
+// Window is the overview of the commands created in a span of UTC days.
+type Window struct {
+	Name     string         `json:"name"`
+	FromDay  string         `json:"from_day"`
+	Statuses []StatusCount  `json:"statuses"`
+	Total    Rates          `json:"total"`
+	Products []ProductRates `json:"products"`
+}
+
+// ClassCount is the dead letters of one reason class.
+type ClassCount struct {
+	Class  string    `json:"class"`
+	Count  int64     `json:"count"`
+	Newest time.Time `json:"newest"`
+}
+
+// QueueMark is when a queue's messages were last settled by a worker.
+type QueueMark struct {
+	Queue      string    `json:"queue"`
+	ConsumedAt time.Time `json:"consumed_at"`
+}
+
+// Overview is /.
+type Overview struct {
+	Now time.Time `json:"now"`
+	// Windows: "today" (the current UTC day) and "7 days" (it and the six
+	// before), from the daily outcome rollup.
+	Windows []Window `json:"windows"`
+	// StuckNow counts the commands in stuck_commands quiet for more than
+	// ten minutes.
+	StuckNow int64 `json:"stuck_now"`
+	// DeadLetters counts the last 7 days' dead letters by class.
+	DeadLetters []ClassCount `json:"dead_letters"`
+	// NewestEventTime is the latest last_event_time of any command: when the
+	// newest notification that moved a command happened.
+	NewestEventTime *time.Time  `json:"newest_event_time"`
+	NewestEventAgeS *float64    `json:"newest_event_age_s"`
+	Queues          []QueueMark `json:"queues"`
+}
+
+func loadOverview(ctx context.Context, db *pgxpool.Pool, now time.Time) (*Overview, error) {
+	o := &Overview{Now: now, DeadLetters: []ClassCount{}, Queues: []QueueMark{}}
+	today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
+	rows, err := db.Query(ctx, `SELECT day, product_id, status, commands FROM command_outcomes_daily
+		WHERE day >= $1::date ORDER BY product_id`, today.AddDate(0, 0, -6))
+	if err != nil {
+		return nil, fmt.Errorf("read outcomes: %w", err)
+	}
+	type cell struct {
+		day             time.Time
+		product, status string
+		n               int64
+	}
+	cells, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cell, error) {
+		var c cell
+		return c, r.Scan(&c.day, &c.product, &c.status, &c.n)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read outcomes: %w", err)
+	}
+	for _, w := range []struct {
+		name string
+		from time.Time
+	}{{"today", today}, {"7 days", today.AddDate(0, 0, -6)}} {
+		win := Window{Name: w.name, FromDay: w.from.Format(time.DateOnly), Products: []ProductRates{}}
+		byStatus := map[string]int64{}
+		var products []ProductRates
+		for _, c := range cells {
+			if c.day.Before(w.from) {
+				continue
+			}
+			byStatus[c.status] += c.n
+			win.Total.add(c.status, c.n)
+			if len(products) == 0 || products[len(products)-1].ProductID != c.product {
+				products = append(products, ProductRates{ProductID: c.product})
+			}
+			products[len(products)-1].add(c.status, c.n)
+		}
+		for _, s := range statuses {
+			win.Statuses = append(win.Statuses, StatusCount{Status: s, Commands: byStatus[s]})
+		}
+		if products != nil {
+			win.Products = products
+		}
+		o.Windows = append(o.Windows, win)
+	}
+
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM stuck_commands WHERE stuck_for > $1::interval`,
+		interval(stuckQuiet)).Scan(&o.StuckNow); err != nil {
+		return nil, fmt.Errorf("count stuck commands: %w", err)
+	}
+	rows, err = db.Query(ctx, `SELECT reason_class, count(*), max(received_at) FROM dead_letters
+		WHERE received_at > $1 GROUP BY 1 ORDER BY 2 DESC, 1`, now.Add(-7*24*time.Hour))
+	if err != nil {
+		return nil, fmt.Errorf("count dead letters: %w", err)
+	}
+	o.DeadLetters, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (ClassCount, error) {
+		var c ClassCount
+		return c, r.Scan(&c.Class, &c.Count, &c.Newest)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count dead letters: %w", err)
+	}
+	// The newest of each status' newest, each the end of the status index.
+	if err := db.QueryRow(ctx, `SELECT max(m) FROM unnest($1::text[]) s(status),
+		LATERAL (SELECT max(last_event_time) AS m FROM device_commands c WHERE c.status = s.status) x`,
+		statuses).Scan(&o.NewestEventTime); err != nil {
+		return nil, fmt.Errorf("read the newest event: %w", err)
+	}
+	if o.NewestEventTime != nil {
+		age := now.Sub(*o.NewestEventTime).Seconds()
+		o.NewestEventAgeS = &age
+	}
+	rows, err = db.Query(ctx, `SELECT queue, consumed_at FROM queue_watermarks ORDER BY queue`)
+	if err != nil {
+		return nil, fmt.Errorf("read queue watermarks: %w", err)
+	}
+	o.Queues, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (QueueMark, error) {
+		var q QueueMark
+		return q, r.Scan(&q.Queue, &q.ConsumedAt)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read queue watermarks: %w", err)
+	}
+	return o, nil
+}
+
+// DevicePage is /devices/{id}.
+type DevicePage struct {
+	DeviceID string `json:"device_id"`
+	// Counted over the device's newest commands, at most Sampled of them.
+	Sampled  int           `json:"sampled"`
+	Rates    Rates         `json:"rates"`
+	Statuses []StatusCount `json:"statuses"`
+	// Commands are its newest commands, at most 50; /commands?device= has
+	// them all.
+	Commands []CommandSummary `json:"commands"`
+	More     bool             `json:"more"`
+}
+
+func loadDevice(ctx context.Context, db *pgxpool.Pool, id string) (*DevicePage, error) {
+	rows, err := db.Query(ctx, `SELECT `+summaryColumns+` FROM device_commands WHERE device_id = $1
+		ORDER BY created_time DESC NULLS LAST, command_id DESC LIMIT `+strconv.Itoa(deviceSample), id)
+	if err != nil {
+		return nil, fmt.Errorf("read device: %w", err)
+	}
+	list, err := scanSummaries(rows)
+	if err != nil {
+		return nil, fmt.Errorf("read device: %w", err)
+	}
+	if len(list) == 0 {
+		return nil, errNotFound
+	}
+	// The list page orders by the day key; keep the same order here.
+	slices.SortStableFunc(list, func(a, b CommandSummary) int {
+		if c := b.Key.Compare(a.Key); c != 0 {
+			return c
+		}
+		return strings.Compare(b.CommandID, a.CommandID)
+	})
+	p := &DevicePage{DeviceID: id, Sampled: len(list)}
+	by := map[string]int64{}
+	for _, c := range list {
+		p.Rates.add(c.Status, 1)
+		by[c.Status]++
+	}
+	for _, s := range statuses {
+		if by[s] > 0 {
+			p.Statuses = append(p.Statuses, StatusCount{Status: s, Commands: by[s]})
+		}
+	}
+	p.Commands = list[:min(len(list), pageSize)]
+	p.More = len(list) > pageSize
+	return p, nil
+}
+
+// interval is d as PostgreSQL reads an interval.
+func interval(d time.Duration) string {
+	return strconv.FormatInt(d.Microseconds(), 10) + " microseconds"
+}
+
+// Stuck is a command in stuck_commands.
+type Stuck struct {
+	CommandID     string     `json:"command_id"`
+	DeviceID      string     `json:"device_id"`
+	ProductID     string     `json:"product_id"`
+	Status        string     `json:"status"`
+	CreatedTime   *time.Time `json:"created_time"`
+	LastEventTime time.Time  `json:"last_event_time"`
+	StuckForS     float64    `json:"stuck_for_s"`
+}
+
+// StuckPage is /stuck.
+type StuckPage struct {
+	QuietS float64 `json:"quiet_s"`
+	// Count is every stuck command quiet that long; Commands the 200 stuck
+	// longest.
+	Count    int64   `json:"count"`
+	Commands []Stuck `json:"commands"`
+}
+
+func loadStuck(ctx context.Context, db *pgxpool.Pool, quiet time.Duration) (*StuckPage, error) {
+	p := &StuckPage{QuietS: quiet.Seconds()}
+	iv := interval(quiet)
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM stuck_commands WHERE stuck_for > $1::interval`, iv).Scan(&p.Count); err != nil {
+		return nil, fmt.Errorf("count stuck commands: %w", err)
+	}
+	// The cookbook's form: the open commands' index (migration 008) in the
+	// order of their last move, quiet longest first.
+	rows, err := db.Query(ctx, `SELECT command_id, coalesce(device_id, ''), coalesce(product_id, ''), status, created_time,
+		last_event_time, extract(epoch FROM stuck_for)::float8
+		FROM stuck_commands WHERE last_event_time < now() - $1::interval ORDER BY last_event_time, command_id LIMIT 200`, iv)
+	if err != nil {
+		return nil, fmt.Errorf("list stuck commands: %w", err)
+	}
+	p.Commands, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Stuck, error) {
+		var s Stuck
+		return s, r.Scan(&s.CommandID, &s.DeviceID, &s.ProductID, &s.Status, &s.CreatedTime, &s.LastEventTime, &s.StuckForS)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list stuck commands: %w", err)
+	}
+	return p, nil
+}
+
+// DeadLetter is a row of dead_letters. Its body is shown as text where it is
+// UTF-8 and as hex where it is not.
+type DeadLetter struct {
+	ID          int64           `json:"id"`
+	ReceivedAt  time.Time       `json:"received_at"`
+	Source      string          `json:"source"`
+	ReasonClass string          `json:"reason_class"`
+	Reason      string          `json:"reason"`
+	BodyLength  int64           `json:"body_length"`
+	BodyStored  int64           `json:"body_stored"`
+	BodySHA256  string          `json:"body_sha256,omitempty"`
+	Properties  json.RawMessage `json:"properties,omitempty"`
+	ReplayCount int32           `json:"replay_count"`
+	LastReplay  *time.Time      `json:"last_replay_at,omitempty"`
+	// BodyText is the body when it is UTF-8 (on the list page, its first
+	// 160 bytes); BodyHex, a hex dump, when it is not.
+	BodyUTF8 bool   `json:"body_utf8"`
+	BodyText string `json:"body_text,omitempty"`
+	BodyHex  string `json:"body_hex,omitempty"`
+}
+
+// DeadLettersPage is /dead-letters.
+type DeadLettersPage struct {
+	Class       string       `json:"class,omitempty"`
+	Classes     []ClassCount `json:"classes"`
+	DeadLetters []DeadLetter `json:"dead_letters"`
+	Next        string       `json:"next"`
+}
+
+const previewBytes = 160
+
+func listDeadLetters(ctx context.Context, db *pgxpool.Pool, class string, before *time.Time, beforeID int64) (*DeadLettersPage, error) {
+	p := &DeadLettersPage{Class: class}
+	var where []string
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if class != "" {
+		where = append(where, "reason_class = "+arg(class))
+	}
+	if before != nil {
+		b := arg(*before)
+		where = append(where, "received_at <= "+b, "(received_at, id) < ("+b+", "+arg(beforeID)+")")
+	}
+	q := `SELECT id, received_at, source, reason_class, reason, coalesce(body_length, length(body)), length(body),
+		substring(body FROM 1 FOR ` + strconv.Itoa(previewBytes) + `), replay_count FROM dead_letters`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	rows, err := db.Query(ctx, q+" ORDER BY received_at DESC, id DESC LIMIT "+strconv.Itoa(pageSize+1), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	p.DeadLetters, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (DeadLetter, error) {
+		var d DeadLetter
+		var body []byte
+		err := r.Scan(&d.ID, &d.ReceivedAt, &d.Source, &d.ReasonClass, &d.Reason, &d.BodyLength, &d.BodyStored, &body, &d.ReplayCount)
+		d.setBody(body, true)
+		return d, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	if len(p.DeadLetters) > pageSize {
+		p.DeadLetters = p.DeadLetters[:pageSize]
+		last := p.DeadLetters[pageSize-1]
+		p.Next = deadLetterQuery(class, &last.ReceivedAt, last.ID)
+	}
+	rows, err = db.Query(ctx, `SELECT reason_class, count(*), max(received_at) FROM dead_letters
+		WHERE received_at > now() - interval '7 days' GROUP BY 1 ORDER BY 2 DESC, 1`)
+	if err != nil {
+		return nil, fmt.Errorf("count dead letters: %w", err)
+	}
+	p.Classes, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (ClassCount, error) {
+		var c ClassCount
+		return c, r.Scan(&c.Class, &c.Count, &c.Newest)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count dead letters: %w", err)
+	}
+	return p, nil
+}
+
+func loadDeadLetter(ctx context.Context, db *pgxpool.Pool, id int64) (*DeadLetter, error) {
+	var d DeadLetter
+	var body, sum []byte
+	err := db.QueryRow(ctx, `SELECT id, received_at, source, reason_class, reason, coalesce(body_length, length(body)),
+		length(body), body, body_sha256, properties, replay_count, last_replay_at FROM dead_letters WHERE id = $1`, id).
+		Scan(&d.ID, &d.ReceivedAt, &d.Source, &d.ReasonClass, &d.Reason, &d.BodyLength, &d.BodyStored, &body, &sum,
+			&d.Properties, &d.ReplayCount, &d.LastReplay)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, errNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read dead letter: %w", err)
+	}
+	d.BodySHA256 = fmt.Sprintf("%x", sum)
+	d.setBody(body, false)
+	return &d, nil
+}
+
+// OutcomeDay is one product's outcomes on one day.
+type OutcomeDay struct {
+	Day         string  `json:"day"`
+	Commands    int64   `json:"commands"`
+	Successful  int64   `json:"successful"`
+	Failed      int64   `json:"failed"`
+	TimedOut    int64   `json:"timed_out"`
+	Expired     int64   `json:"expired"`
+	Canceled    int64   `json:"canceled"`
+	FailureRate float64 `json:"failure_rate"`
+	TimeoutRate float64 `json:"timeout_rate"`
+}
+
+// ProductOutcomes are a product's days.
+type ProductOutcomes struct {
+	ProductID string       `json:"product_id"`
+	Days      []OutcomeDay `json:"days"`
+	Chart     *Chart       `json:"-"`
+}
+
+// OutcomesPage is /outcomes.
+type OutcomesPage struct {
+	Product  string            `json:"product,omitempty"`
+	Days     int               `json:"days"`
+	FromDay  string            `json:"from_day"`
+	Products []ProductOutcomes `json:"products"`
+}
+
+func loadOutcomes(ctx context.Context, db *pgxpool.Pool, product string, days int, now time.Time) (*OutcomesPage, error) {
+	today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
+	from := today.AddDate(0, 0, -days+1)
+	p := &OutcomesPage{Product: product, Days: days, FromDay: from.Format(time.DateOnly), Products: []ProductOutcomes{}}
+	q := `SELECT coalesce(product_id, ''), day, commands, successful, failed, timed_out, expired, canceled,
+		failure_rate::float8, timeout_rate::float8 FROM product_daily_outcomes WHERE day >= $1::date`
+	args := []any{from}
+	if product != "" {
+		q += ` AND coalesce(product_id, '') = $2`
+		args = append(args, product)
+	}
+	rows, err := db.Query(ctx, q+` ORDER BY 1, day`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read outcomes: %w", err)
+	}
+	var d OutcomeDay
+	var pid string
+	var day time.Time
+	_, err = pgx.ForEachRow(rows, []any{&pid, &day, &d.Commands, &d.Successful, &d.Failed, &d.TimedOut, &d.Expired,
+		&d.Canceled, &d.FailureRate, &d.TimeoutRate}, func() error {
+		d.Day = day.Format(time.DateOnly)
+		if n := len(p.Products); n == 0 || p.Products[n-1].ProductID != pid {
+			p.Products = append(p.Products, ProductOutcomes{ProductID: pid})
+		}
+		last := &p.Products[len(p.Products)-1]
+		last.Days = append(last.Days, d)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read outcomes: %w", err)
+	}
+	for i := range p.Products {
+		p.Products[i].Chart = outcomeChart(p.Products[i], from, days)
+	}
+	return p, nil
+}

@@ -1,0 +1,567 @@
+// Package console serves cmdtrack's read-only web console (`cmdtrack
+// console`): every command's story, devices, stuck commands, dead letters
+// and outcomes per product, as server-rendered pages that need no
+// JavaScript, and the same data as JSON for programs (Accept:
+// application/json). It only ever reads: it runs as a role with SELECT
+// alone, in read-only transactions.
+//
+// Every value that came from a notification or a dead letter is untrusted:
+// html/template escapes it for its context (text, attribute, URL), JSON
+// escapes <, > and &, and the Content-Security-Policy forbids any script.
+package console
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// DefaultAddr is where the console listens unless told otherwise: loopback,
+// where it needs no authentication.
+const DefaultAddr = "127.0.0.1:9465"
+
+// Config configures the console's listener and its authentication.
+type Config struct {
+	Addr string
+	// Basic authentication: both or neither.
+	User, Password string
+	// Token, when set, is accepted as "Authorization: Bearer <token>".
+	Token string
+	// TLS: serve HTTPS with this certificate and key; ClientCAFile also
+	// requires client certificates signed by it.
+	CertFile, KeyFile, ClientCAFile string
+	// AllowUnauthenticated serves a non-loopback address without any of the
+	// above (behind an authenticating proxy).
+	AllowUnauthenticated bool
+}
+
+// ErrUnauthenticated is returned by Check for a console that would show
+// payloads and results to anyone who reaches it.
+var ErrUnauthenticated = errors.New("CMDTRACK_CONSOLE_ADDR is not a loopback address and none of CMDTRACK_CONSOLE_USER with " +
+	"CMDTRACK_CONSOLE_PASSWORD, CMDTRACK_CONSOLE_TOKEN or CMDTRACK_CONSOLE_CLIENT_CA is set: anyone who reaches it could read " +
+	"payloads and results; set one of them, or CMDTRACK_CONSOLE_ALLOW_UNAUTHENTICATED=true behind an authenticating proxy")
+
+func (c Config) authenticated() bool {
+	return (c.User != "" && c.Password != "") || c.Token != "" || c.ClientCAFile != ""
+}
+
+// Check reports a configuration the console must not start with; its errors
+// are one line naming the settings.
+func (c Config) Check() error {
+	var problems []string
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		problems = append(problems, fmt.Sprintf("CMDTRACK_CONSOLE_ADDR %q is not host:port", c.Addr))
+	}
+	if (c.User == "") != (c.Password == "") {
+		problems = append(problems, "CMDTRACK_CONSOLE_USER and CMDTRACK_CONSOLE_PASSWORD go together")
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		problems = append(problems, "CMDTRACK_CONSOLE_TLS_CERT and CMDTRACK_CONSOLE_TLS_KEY go together")
+	}
+	if c.ClientCAFile != "" && c.CertFile == "" {
+		problems = append(problems, "CMDTRACK_CONSOLE_CLIENT_CA needs CMDTRACK_CONSOLE_TLS_CERT")
+	}
+	if len(problems) == 0 && !Loopback(c.Addr) && !c.authenticated() && !c.AllowUnauthenticated {
+		return ErrUnauthenticated
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// Loopback reports whether addr (host:port) listens on loopback only. An
+// empty host listens everywhere; a host name other than localhost may
+// resolve anywhere.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Handler serves the console's pages from db.
+type Handler struct {
+	db    *pgxpool.Pool
+	cfg   Config
+	log   *slog.Logger
+	pages map[string]*template.Template
+	mux   *http.ServeMux
+	// now is the clock, for tests.
+	now func() time.Time
+}
+
+var funcs = template.FuncMap{
+	"time":   fmtTime,
+	"dur":    fmtMS,
+	"pct":    pct,
+	"pretty": func(raw json.RawMessage) string { return pretty(raw) },
+	"prettyText": func(s string) string {
+		return pretty([]byte(s))
+	},
+	// path makes one path segment of an untrusted value: "/" and "?" in an
+	// id stay part of it.
+	"path": url.PathEscape,
+	"q":    url.QueryEscape,
+	// qs marks a query string the console built with url.Values.Encode,
+	// every value in it escaped, so that html/template keeps its & and =.
+	"qs": func(s string) template.URL { return template.URL(s) }, //nolint:gosec // built by url.Values.Encode
+
+	"statusClass": func(s string) string {
+		switch s {
+		case "SUCCESSFUL":
+			return "ok"
+		case "FAILED", "TIMEOUT", "EXPIRED", "CANCELED":
+			return "bad"
+		}
+		return "open"
+	},
+	"statuses": func() []string { return statuses },
+	"jsonRaw":  func(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" },
+	"bar": func(r Rates) []barPart {
+		// A stacked bar of 100 units: successful, failed, timed out, other.
+		if r.Commands == 0 {
+			return nil
+		}
+		parts := []barPart{{Class: "ok", Share: r.SuccessRate, Title: "successful"}, {Class: "bad", Share: r.FailureRate, Title: "failed"},
+			{Class: "warn", Share: r.TimeoutRate, Title: "timed out"}}
+		other := 1 - r.SuccessRate - r.FailureRate - r.TimeoutRate
+		parts = append(parts, barPart{Class: "other", Share: max(other, 0), Title: "other"})
+		x := 0.0
+		for i := range parts {
+			w := parts[i].Share * 100
+			parts[i].X, parts[i].Share = x, w
+			x += w
+		}
+		return parts
+	},
+}
+
+type barPart struct {
+	Class string
+	Share float64
+	Title string
+	X     float64
+}
+
+// NewHandler builds the console's handler: the pages, the static files and
+// the authentication cfg asks for. TLS and the listener are Server's.
+func NewHandler(db *pgxpool.Pool, cfg Config, log *slog.Logger) (*Handler, error) {
+	h := &Handler{db: db, cfg: cfg, log: log, pages: map[string]*template.Template{}, now: time.Now}
+	names, err := fs.Glob(templateFS, "templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		if n == "templates/layout.html" || n == "templates/partials.html" {
+			continue
+		}
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/partials.html", n)
+		if err != nil {
+			return nil, fmt.Errorf("console templates: %w", err)
+		}
+		h.pages[strings.TrimSuffix(strings.TrimPrefix(n, "templates/"), ".html")] = t
+	}
+	static, _ := fs.Sub(staticFS, "static")
+	mux := http.NewServeMux()
+	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /{$}", h.overview)
+	mux.HandleFunc("GET /commands", h.commands)
+	mux.HandleFunc("GET /commands/{id}", h.command)
+	mux.HandleFunc("GET /devices/{id}", h.device)
+	mux.HandleFunc("GET /stuck", h.stuck)
+	mux.HandleFunc("GET /dead-letters", h.deadLetters)
+	mux.HandleFunc("GET /dead-letters/{id}", h.deadLetter)
+	mux.HandleFunc("GET /outcomes", h.outcomes)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			h.fail(w, r, http.StatusMethodNotAllowed, "The console only reads: GET only.")
+			return
+		}
+		h.fail(w, r, http.StatusNotFound, "There is no such page.")
+	})
+	h.mux = mux
+	return h, nil
+}
+
+// ServeHTTP sets the security headers, authenticates and serves.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hd := w.Header()
+	hd.Set("Content-Security-Policy", "default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("Referrer-Policy", "no-referrer")
+	hd.Set("X-Frame-Options", "DENY")
+	hd.Set("Cache-Control", "no-store")
+	if !h.authorized(r) {
+		if h.cfg.User != "" {
+			hd.Set("WWW-Authenticate", `Basic realm="cmdtrack console", charset="UTF-8"`)
+		} else {
+			hd.Set("WWW-Authenticate", `Bearer realm="cmdtrack console"`)
+		}
+		h.fail(w, r, http.StatusUnauthorized, "Sign in to see the console.")
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+// authorized reports whether r may read the console: any configured method
+// suffices. Client certificates were checked by TLS before any request.
+func (h *Handler) authorized(r *http.Request) bool {
+	basic := h.cfg.User != "" && h.cfg.Password != ""
+	if !basic && h.cfg.Token == "" {
+		return true
+	}
+	if basic {
+		if u, p, ok := r.BasicAuth(); ok && equal(u, h.cfg.User) && equal(p, h.cfg.Password) {
+			return true
+		}
+	}
+	if h.cfg.Token != "" {
+		a := r.Header.Get("Authorization")
+		if len(a) > 7 && strings.EqualFold(a[:7], "bearer ") && equal(a[7:], h.cfg.Token) {
+			return true
+		}
+	}
+	return false
+}
+
+// equal compares secrets in constant time, whatever their lengths.
+func equal(a, b string) bool {
+	x, y := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))
+	return subtle.ConstantTimeCompare(x[:], y[:]) == 1
+}
+
+// page is what every template gets.
+type page struct {
+	Title string
+	Nav   string
+	Now   time.Time
+	Data  any
+	Query url.Values
+	Error string
+}
+
+func wantsJSON(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if mt == "application/json" {
+			return true
+		}
+	}
+	return false
+}
+
+// render answers with data: JSON when asked for, else the page named.
+func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, name, title, nav string, data any) {
+	w.Header().Add("Vary", "Accept")
+	if wantsJSON(r) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(data)
+		return
+	}
+	t := h.pages[name]
+	var b strings.Builder
+	if err := t.Execute(&b, page{Title: title, Nav: nav, Now: h.now().UTC(), Data: data, Query: r.URL.Query()}); err != nil {
+		h.log.Error("console: render", "page", name, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(b.String()))
+}
+
+// problem is an error's JSON form.
+type problem struct {
+	Status int    `json:"status"`
+	Error  string `json:"error"`
+}
+
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	h.render(w, r, status, "error", http.StatusText(status), "", problem{Status: status, Error: msg})
+}
+
+// dbFail answers a failed query; errNotFound is a 404 page.
+func (h *Handler) dbFail(w http.ResponseWriter, r *http.Request, what string, err error) {
+	if errors.Is(err, errNotFound) {
+		h.fail(w, r, http.StatusNotFound, "No "+what+" with this id is stored.")
+		return
+	}
+	if r.Context().Err() != nil {
+		return // the client went away
+	}
+	h.log.Error("console: query failed", "page", r.URL.Path, "err", err)
+	h.fail(w, r, http.StatusInternalServerError, "The database did not answer; try again.")
+}
+
+// queryTimeout bounds every page's queries.
+const queryTimeout = 15 * time.Second
+
+func (h *Handler) ctx(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), queryTimeout)
+}
+
+func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := h.ctx(r)
+	defer cancel()
+	o, err := loadOverview(ctx, h.db, h.now().UTC())
+	if err != nil {
+		h.dbFail(w, r, "", err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "overview", "Overview", "overview", o)
+}
+
+func (h *Handler) commands(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if id := strings.TrimSpace(q.Get("command")); id != "" {
+		http.Redirect(w, r, "/commands/"+url.PathEscape(id), http.StatusSeeOther)
+		return
+	}
+	f := CommandFilter{Device: strings.TrimSpace(q.Get("device")), Product: strings.TrimSpace(q.Get("product")),
+		Status: strings.ToUpper(strings.TrimSpace(q.Get("status")))}
+	var errs []string
+	var err error
+	if f.Since, err = parseTime(q.Get("since")); err != nil {
+		errs = append(errs, "since: "+err.Error())
+	}
+	if f.Until, err = parseTime(q.Get("until")); err != nil {
+		errs = append(errs, "until: "+err.Error())
+	}
+	if f.Before, err = parseTime(q.Get("before")); err != nil {
+		errs = append(errs, "before: "+err.Error())
+	}
+	f.BeforeID = q.Get("before_id")
+	if f.Status != "" && !validStatus(f.Status) {
+		errs = append(errs, "status must be one of "+strings.Join(statuses, ", "))
+	}
+	if len(errs) > 0 {
+		h.fail(w, r, http.StatusBadRequest, strings.Join(errs, "; "))
+		return
+	}
+	ctx, cancel := h.ctx(r)
+	defer cancel()
+	p, err := listCommands(ctx, h.db, f)
+	if err != nil {
+		h.dbFail(w, r, "", err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "commands", "Commands", "commands", p)
+}
+
+func validStatus(s string) bool {
+	for _, v := range statuses {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *Handler) command(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := h.ctx(r)
+	defer cancel()
+	p, err := loadCommand(ctx, h.db, r.PathValue("id"), r.URL.Query().Get("history") == "all")
+	if err != nil {
+		h.dbFail(w, r, "command", err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "command", "Command "+p.Command.CommandID, "commands", p)
+}
+
+func (h *Handler) device(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := h.ctx(r)
+	defer cancel()
+	p, err := loadDevice(ctx, h.db, r.PathValue("id"))
+	if err != nil {
+		h.dbFail(w, r, "device", err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "device", "Device "+p.DeviceID, "commands", p)
+}
+
+func (h *Handler) stuck(w http.ResponseWriter, r *http.Request) {
+	quiet := stuckQuiet
+	if s := r.URL.Query().Get("quiet"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			h.fail(w, r, http.StatusBadRequest, "quiet must be a duration such as 10m or 2h")
+			return
+		}
+		quiet = d
+	}
+	ctx, cancel := h.ctx(r)
+	defer cancel()
+	p, err := loadStuck(ctx, h.db, quiet)
+	if err != nil {
+		h.dbFail(w, r, "", err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "stuck", "Stuck commands", "stuck", p)
+}
+
+func (h *Handler) deadLetters(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	before, err := parseTime(q.Get("before"))
+	var beforeID int64
+	if err == nil && before != nil {
+		beforeID, err = strconv.ParseInt(q.Get("before_id"), 10, 64)
+	}
+	if err != nil {
+		h.fail(w, r, http.StatusBadRequest, "before and before_id are the cursor of the next page: follow the Next link")
+		return
+	}
+	ctx, cancel := h.ctx(r)
+	defer cancel()
+	p, err := listDeadLetters(ctx, h.db, strings.TrimSpace(q.Get("class")), before, beforeID)
+	if err != nil {
+		h.dbFail(w, r, "", err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "deadletters", "Dead letters", "dead-letters", p)
+}
+
+func (h *Handler) deadLetter(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		h.fail(w, r, http.StatusNotFound, "No dead letter with this id is stored.")
+		return
+	}
+	ctx, cancel := h.ctx(r)
+	defer cancel()
+	d, err := loadDeadLetter(ctx, h.db, id)
+	if err != nil {
+		h.dbFail(w, r, "dead letter", err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "deadletter", "Dead letter "+strconv.FormatInt(d.ID, 10), "dead-letters", d)
+}
+
+func (h *Handler) outcomes(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	days := 30
+	if s := q.Get("days"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 366 {
+			h.fail(w, r, http.StatusBadRequest, "days must be a number from 1 to 366")
+			return
+		}
+		days = n
+	}
+	ctx, cancel := h.ctx(r)
+	defer cancel()
+	p, err := loadOutcomes(ctx, h.db, strings.TrimSpace(q.Get("product")), days, h.now().UTC())
+	if err != nil {
+		h.dbFail(w, r, "", err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "outcomes", "Outcomes", "outcomes", p)
+}
+
+// Server is the console's listener.
+type Server struct {
+	srv *http.Server
+	ln  net.Listener
+	tls bool
+}
+
+// Listen checks cfg and binds its address now, so that a bad address,
+// certificate or missing authentication fails at start.
+func Listen(cfg Config, h http.Handler, log *slog.Logger) (*Server, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
+	s := &Server{srv: &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      queryTimeout + 15*time.Second,
+		IdleTimeout:       90 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}}
+	if cfg.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("console TLS (CMDTRACK_CONSOLE_TLS_CERT, _KEY): %w", err)
+		}
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		if cfg.ClientCAFile != "" {
+			pem, err := os.ReadFile(cfg.ClientCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("console client CA (CMDTRACK_CONSOLE_CLIENT_CA): %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("console client CA %s (CMDTRACK_CONSOLE_CLIENT_CA) holds no PEM certificate", cfg.ClientCAFile)
+			}
+			tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+		}
+		s.srv.TLSConfig, s.tls = tc, true
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	s.ln = ln
+	return s, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Serve answers requests until ctx ends, then lets those in flight finish
+// for up to grace.
+func (s *Server) Serve(ctx context.Context, grace time.Duration) error {
+	errc := make(chan error, 1)
+	go func() {
+		if s.tls {
+			errc <- s.srv.ServeTLS(s.ln, "", "")
+		} else {
+			errc <- s.srv.Serve(s.ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("console: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := s.srv.Shutdown(sctx); err != nil {
+		_ = s.srv.Close()
+	}
+	return nil
+}
