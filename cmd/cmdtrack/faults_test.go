@@ -75,12 +75,17 @@ func TestBrokerConnectionCut(t *testing.T) {
 		30*time.Second, 20*time.Millisecond)
 
 	proxy.Cut()
+	cut := time.Now()
 	require.Eventually(t, func() bool {
 		code, body := w.Get("/readyz")
 		return code == 503 && strings.Contains(body, "broker")
 	}, 10*time.Second, 50*time.Millisecond, "readiness must report the lost broker")
 	f.pub.SendAll(t, bodies(s.Messages[half:]))
-	time.Sleep(3 * time.Second) // several failed re-dials
+	// Several failed re-dials, and an outage longer than the 2 s backlog
+	// retention (the condition is the outage's length itself).
+	require.Eventually(t, func() bool {
+		return metric(t, w, "cmdtrack_broker_reconnects_total") >= 3 && time.Since(cut) > 3*time.Second
+	}, time.Minute, 50*time.Millisecond)
 	proxy.Restore(t)
 
 	w.WaitReady(30 * time.Second)
@@ -177,12 +182,12 @@ func TestShutdownDuringDatabaseOutage(t *testing.T) {
 	f.pub.SendAll(t, bodies(s.Messages))
 	require.Eventually(t, func() bool { return metric(t, w, "cmdtrack_messages_unsettled") > 0 }, 10*time.Second, 50*time.Millisecond)
 
-	start := time.Now()
+	// Without the grace it would wait for the database for good; Wait's
+	// bound catches that (a tighter wall-clock bound would flake on a busy
+	// machine).
 	w.Signal(syscall.SIGTERM)
 	code := w.Wait(15 * time.Second)
-	took := time.Since(start)
 	require.Equal(t, 1, code, "an incomplete drain is a failure")
-	require.Less(t, took, 8*time.Second, "grace 2s, plus closing")
 	require.Contains(t, w.Output(), pipeline.ErrGraceRanOut.Error()+" (2s)")
 	require.Zero(t, f.count(t, `SELECT count(*) FROM device_command_events`))
 
