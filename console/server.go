@@ -330,12 +330,8 @@ func (h *Handler) dbFail(w http.ResponseWriter, r *http.Request, what string, er
 // queryTimeout bounds every page's queries.
 const queryTimeout = 15 * time.Second
 
-func (h *Handler) ctx(r *http.Request) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(r.Context(), queryTimeout)
-}
-
 func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := h.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 	defer cancel()
 	o, err := loadOverview(ctx, h.db, h.now().UTC())
 	if err != nil {
@@ -372,7 +368,7 @@ func (h *Handler) commands(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusBadRequest, strings.Join(errs, "; "))
 		return
 	}
-	ctx, cancel := h.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 	defer cancel()
 	p, err := listCommands(ctx, h.db, f)
 	if err != nil {
@@ -392,7 +388,7 @@ func validStatus(s string) bool {
 }
 
 func (h *Handler) command(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := h.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 	defer cancel()
 	p, err := loadCommand(ctx, h.db, r.PathValue("id"), r.URL.Query().Get("history") == "all")
 	if err != nil {
@@ -403,7 +399,7 @@ func (h *Handler) command(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) device(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := h.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 	defer cancel()
 	p, err := loadDevice(ctx, h.db, r.PathValue("id"))
 	if err != nil {
@@ -423,7 +419,7 @@ func (h *Handler) stuck(w http.ResponseWriter, r *http.Request) {
 		}
 		quiet = d
 	}
-	ctx, cancel := h.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 	defer cancel()
 	p, err := loadStuck(ctx, h.db, quiet)
 	if err != nil {
@@ -444,7 +440,7 @@ func (h *Handler) deadLetters(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusBadRequest, "before and before_id are the cursor of the next page: follow the Next link")
 		return
 	}
-	ctx, cancel := h.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 	defer cancel()
 	p, err := listDeadLetters(ctx, h.db, strings.TrimSpace(q.Get("class")), before, beforeID)
 	if err != nil {
@@ -460,7 +456,7 @@ func (h *Handler) deadLetter(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusNotFound, "No dead letter with this id is stored.")
 		return
 	}
-	ctx, cancel := h.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 	defer cancel()
 	d, err := loadDeadLetter(ctx, h.db, id)
 	if err != nil {
@@ -481,7 +477,7 @@ func (h *Handler) outcomes(w http.ResponseWriter, r *http.Request) {
 		}
 		days = n
 	}
-	ctx, cancel := h.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 	defer cancel()
 	p, err := loadOutcomes(ctx, h.db, strings.TrimSpace(q.Get("product")), days, h.now().UTC())
 	if err != nil {
@@ -558,7 +554,7 @@ func (s *Server) Serve(ctx context.Context, grace time.Duration) error {
 		return fmt.Errorf("console: %w", err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
 	if err := s.srv.Shutdown(sctx); err != nil {
 		_ = s.srv.Close()
