@@ -52,8 +52,8 @@ func TestPresenceStream(t *testing.T) {
 	bOn := statusChange("dev-b", "ONLINE", "2026-11-20T10:00:00.000Z", "20261120T100001Z", "r4", false)
 	bOff := statusChange("dev-b", "OFFLINE", "2026-11-20T10:07:00.000Z", "20261120T100701Z", "r5", false)
 	poison := []string{
-		statusChange("dev-b", "ONLINE", "2099-01-01T00:00:00.000Z", "20991231T000000Z", "p1", false), // from the future
-		statusChange("dev-b", "SLEEPING", "2026-11-20T10:08:00.000Z", "20261120T100801Z", "p2", true),  // unknown status
+		statusChange("dev-b", "ONLINE", "2099-01-01T00:00:00.000Z", "20991231T000000Z", "p1", false),  // from the future
+		statusChange("dev-b", "SLEEPING", "2026-11-20T10:08:00.000Z", "20261120T100801Z", "p2", true), // unknown status
 		strings.Replace(statusChange("dev-b", "ONLINE", "2026-11-20T10:08:00.000Z", "20261120T100801Z", "p3", false),
 			`"status_update_time":"2026-11-20T10:08:00.000Z"`, `"status_update_time":"later"`, 1), // a bad time
 		`{"resource":"device.status","event":"update","event_time":"20261120T100801Z","notify_data":{"header":{"device_id":"dev-b"}}}`, // no body

@@ -162,7 +162,6 @@ func later(cur *time.Time, t time.Time) *time.Time {
 	return &t
 }
 
-
 // VerifyPresence compares the stored presence of devices with their
 // expected state and returns one line per difference.
 func VerifyPresence(ctx context.Context, db Querier, devices []Device) ([]string, error) {
