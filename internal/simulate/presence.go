@@ -1,10 +1,12 @@
 package simulate
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -206,4 +208,38 @@ func VerifyPresence(ctx context.Context, db Querier, devices []Device) ([]string
 		}
 	}
 	return bad, nil
+}
+
+// WriteExpectedPresence writes the expected presence of every device as
+// JSON lines, one Device per line.
+func WriteExpectedPresence(w io.Writer, devices []Device) error {
+	bw := bufio.NewWriterSize(w, 1<<16)
+	enc := json.NewEncoder(bw)
+	for i := range devices {
+		if err := enc.Encode(&devices[i]); err != nil {
+			return fmt.Errorf("write expected presence of %s: %w", devices[i].ID, err)
+		}
+	}
+	return bw.Flush()
+}
+
+// ReadExpectedPresence reads what WriteExpectedPresence wrote.
+func ReadExpectedPresence(r io.Reader) ([]Device, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
+	var devices []Device
+	for line := 1; sc.Scan(); line++ {
+		if len(sc.Bytes()) == 0 {
+			continue
+		}
+		var d Device
+		if err := json.Unmarshal(sc.Bytes(), &d); err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
+		}
+		if d.ID == "" {
+			return nil, fmt.Errorf("line %d: no device_id", line)
+		}
+		devices = append(devices, d)
+	}
+	return devices, sc.Err()
 }
