@@ -38,13 +38,14 @@ SELECT c.command_id, c.device_id, c.product_id, c.app_id, c.status, c.created_ti
 FROM device_commands c
 LEFT JOIN device_presence p ON p.device_id = c.device_id;
 
+-- stuck_commands as migration 008 left it (the horizon a scalar subquery,
+-- read through device_commands_open_idx), with the device's status.
 CREATE OR REPLACE VIEW stuck_commands AS
 SELECT c.command_id, c.device_id, c.product_id, c.status, c.created_time, c.last_event_time,
        now() - c.last_event_time AS stuck_for,
        p.status       AS device_status,
        p.status_since AS device_status_since
 FROM device_commands c
-CROSS JOIN cmdtrack_settings s
 LEFT JOIN device_presence p ON p.device_id = c.device_id
 WHERE c.status IN ('SENT', 'DELIVERED')
-  AND c.last_event_time > now() - s.stuck_horizon;
+  AND c.last_event_time > now() - (SELECT stuck_horizon FROM cmdtrack_settings);
