@@ -159,7 +159,7 @@ func Generate(cfg Config) *Stream {
 			}
 		}
 		for _, m := range pres.command(&c, steps) {
-			timeline = append(timeline, timed{m.at, m.msg})
+			timeline = append(timeline, timed(m))
 		}
 		s.Commands = append(s.Commands, c)
 		s.Events += len(steps)
