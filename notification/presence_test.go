@@ -169,7 +169,7 @@ func TestPresenceKey(t *testing.T) {
 	}
 }
 
-func FuzzDecodePresence(f *testing.F) {
+func FuzzPresence(f *testing.F) {
 	for _, name := range presenceShapes {
 		f.Add(readTestdata(f, name))
 	}
