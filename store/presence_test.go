@@ -265,3 +265,24 @@ func TestViewsShowPresence(t *testing.T) {
 		FROM stuck_commands WHERE device_status = 'ONLINE' AND last_event_time < now() - interval '10 minutes'
 		ORDER BY last_event_time LIMIT 100) q`))
 }
+
+// A device status change left as a dead letter (by an older cmdtrack, which
+// had no presence) is applied when replayed.
+func TestPresenceReplayed(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	body := []byte(`{"resource":"device.status","event":"update","event_time":"20260301T000000Z",` +
+		`"notify_data":{"header":{"device_id":"dev-replayed"}},"body":{"status":"OFFLINE"}}`)
+	_, err := st.Pool().Exec(ctx, `INSERT INTO dead_letters (source, reason_class, reason, body, body_sha256)
+		VALUES ('amqp:q', 'x', 'older', $1::bytea, sha256($1::bytea))`, body)
+	require.NoError(t, err)
+	now := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	_, res, err := st.ReplaceDeadLetter(ctx, 0, func(dl store.StoredDeadLetter) ingest.Item {
+		return ingest.Reclassify(dl.Body, dl.Source, dl.ReceivedAt, now, ingest.Limits{MaxBodyBytes: 1 << 20})
+	})
+	require.NoError(t, err)
+	require.Equal(t, ingest.Applied, res.Outcome)
+	require.Equal(t, "OFFLINE", readPresence(t, st, "dev-replayed").Status)
+	require.Zero(t, count(t, st, `SELECT count(*) FROM dead_letters`))
+}
