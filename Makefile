@@ -103,8 +103,8 @@ bench/go: ## Go benchmarks: decoder and upsert path (needs the services, like ma
 # The decoder's fuzz targets: DecodeAt (checked against encoding/json on
 # every input, see notification/export_test.go), the fast path against
 # encoding/json, Key against its first version, the time parser against
-# time.Parse, and canonical.
-FUZZ_TARGETS := FuzzDecode FuzzFastMatchesStd FuzzKeyMatchesV0 FuzzParseStamp FuzzCanonical
+# time.Parse, canonical, and the device status decoder.
+FUZZ_TARGETS := FuzzDecode FuzzFastMatchesStd FuzzKeyMatchesV0 FuzzParseStamp FuzzCanonical FuzzPresence
 
 .PHONY: fuzz
 fuzz: ## fuzz the decoder's targets, one after the other (FUZZTIME=1m each by default)

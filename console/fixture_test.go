@@ -89,7 +89,7 @@ func setup(t *testing.T) *fixture {
 	add := func(source string, bodies ...[]byte) {
 		for _, b := range bodies {
 			it := ingest.Classify(b, source, f.now, lim)
-			require.True(t, it.Notification != nil || it.DeadLetter != nil, "%s", b)
+			require.True(t, it.Notification != nil || it.Presence != nil || it.DeadLetter != nil, "%s", b)
 			items = append(items, it)
 		}
 	}
@@ -109,6 +109,9 @@ func setup(t *testing.T) *fixture {
 	// A command of the same device stuck in SENT for 30 minutes.
 	f.stuck = "stuck-0001"
 	add("http", notification(f.stuck, "meter-4711", "water-meter", "SENT", f.now.Add(-31*time.Minute), f.now.Add(-30*time.Minute), nil, nil))
+	// Its device is online again: the stuck page says so.
+	add("amqp:DefaultQueue", fmt.Appendf(nil, `{"resource":"device.status","event":"update","event_time":%q,`+
+		`"notify_data":{"header":{"device_id":"meter-4711"},"body":{"status":"ONLINE"}}}`, f.now.Add(-10*time.Minute).Format(stamp)))
 	// 60 commands of another device, over the last six days, for
 	// pagination and the outcome chart: every tenth failed, every fifteenth
 	// timed out.

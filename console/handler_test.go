@@ -242,13 +242,15 @@ func TestPagesJSON(t *testing.T) {
 	var s struct {
 		Count    int64 `json:"count"`
 		Commands []struct {
-			CommandID string  `json:"command_id"`
-			StuckForS float64 `json:"stuck_for_s"`
+			CommandID    string  `json:"command_id"`
+			StuckForS    float64 `json:"stuck_for_s"`
+			DeviceStatus string  `json:"device_status"`
 		} `json:"commands"`
 	}
 	getJSON(t, srv.URL, "/stuck", &s)
 	require.EqualValues(t, 1, s.Count)
 	require.Equal(t, f.stuck, s.Commands[0].CommandID)
+	require.Equal(t, "ONLINE", s.Commands[0].DeviceStatus, "the device's presence beside the command")
 	require.Greater(t, s.Commands[0].StuckForS, 29*60.0)
 	getJSON(t, srv.URL, "/stuck?quiet=1h", &s)
 	require.EqualValues(t, 0, s.Count)

@@ -552,6 +552,10 @@ type Stuck struct {
 	CreatedTime   *time.Time `json:"created_time"`
 	LastEventTime time.Time  `json:"last_event_time"`
 	StuckForS     float64    `json:"stuck_for_s"`
+	// DeviceStatus is the device's presence (ONLINE, OFFLINE, ...), empty
+	// when cmdtrack has heard of no status change of it.
+	DeviceStatus      string     `json:"device_status,omitempty"`
+	DeviceStatusSince *time.Time `json:"device_status_since,omitempty"`
 }
 
 // StuckPage is /stuck.
@@ -572,14 +576,15 @@ func loadStuck(ctx context.Context, db *pgxpool.Pool, quiet time.Duration) (*Stu
 	// The cookbook's form: the open commands' index (migration 008) in the
 	// order of their last move, quiet longest first.
 	rows, err := db.Query(ctx, `SELECT command_id, coalesce(device_id, ''), coalesce(product_id, ''), status, created_time,
-		last_event_time, extract(epoch FROM stuck_for)::float8
+		last_event_time, extract(epoch FROM stuck_for)::float8, coalesce(device_status, ''), device_status_since
 		FROM stuck_commands WHERE last_event_time < now() - $1::interval ORDER BY last_event_time, command_id LIMIT 200`, iv)
 	if err != nil {
 		return nil, fmt.Errorf("list stuck commands: %w", err)
 	}
 	p.Commands, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Stuck, error) {
 		var s Stuck
-		return s, r.Scan(&s.CommandID, &s.DeviceID, &s.ProductID, &s.Status, &s.CreatedTime, &s.LastEventTime, &s.StuckForS)
+		return s, r.Scan(&s.CommandID, &s.DeviceID, &s.ProductID, &s.Status, &s.CreatedTime, &s.LastEventTime, &s.StuckForS,
+			&s.DeviceStatus, &s.DeviceStatusSince)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list stuck commands: %w", err)

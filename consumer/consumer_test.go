@@ -229,7 +229,7 @@ func TestHostileInput(t *testing.T) {
 		{amqp.NewMessage([]byte(strings.Replace(valid("forged", "FAILED"), "20261101T000000Z", "20991231T235959Z", 1))), "future_event_time", ""},
 		{amqp.NewMessage([]byte{0xff, 0xfe, '{', '}'}), "not_utf8", ""},
 		{amqp.NewMessage([]byte(valid("unknown", "CANCELED"))), "unknown_status", ""},
-		{amqp.NewMessage([]byte(`{"resource":"device.status","event":"update"}`)), "skipped", ""},
+		{amqp.NewMessage([]byte(`{"resource":"device.property","event":"report"}`)), "skipped", ""},
 	}
 	for _, c := range cases {
 		f.pub.SendMessage(t, c.msg)

@@ -55,7 +55,7 @@ func TestInFlightBound(t *testing.T) {
 	go func() { _ = srv.Serve(ctx, time.Second) }()
 
 	post := func(auth string) int {
-		req, _ := http.NewRequest(http.MethodPost, "http://"+srv.Addr()+"/", strings.NewReader(`{"resource":"device.status","event":"update"}`))
+		req, _ := http.NewRequest(http.MethodPost, "http://"+srv.Addr()+"/", strings.NewReader(`{"resource":"device.property","event":"report"}`))
 		req.Header.Set("Authorization", auth)
 		resp, err := http.DefaultClient.Do(req)
 		require.NoError(t, err)
@@ -108,7 +108,7 @@ func TestInFlightBytesBound(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	foreign := `{"resource":"device.status","event":"update","pad":"` + strings.Repeat("x", 3000) + `"}`
+	foreign := `{"resource":"device.property","event":"report","pad":"` + strings.Repeat("x", 3000) + `"}`
 	first := make(chan int, 1)
 	go func() { first <- post(foreign) }()
 	<-g.entered // 3 KB held
@@ -233,7 +233,7 @@ func TestConnectionsCapped(t *testing.T) {
 
 	status := make(chan int, 1)
 	go func() {
-		req, _ := http.NewRequest(http.MethodPost, "http://"+srv.Addr()+"/", strings.NewReader(`{"resource":"device.status","event":"update"}`))
+		req, _ := http.NewRequest(http.MethodPost, "http://"+srv.Addr()+"/", strings.NewReader(`{"resource":"device.property","event":"report"}`))
 		req.Header.Set("Authorization", "Bearer tok")
 		resp, err := http.DefaultClient.Do(req)
 		if !assert.NoError(t, err) {

@@ -20,12 +20,38 @@ import (
 )
 
 // Item is the effect of one received message: a notification to merge into
-// its command's row and history, a dead letter, or neither (skip).
+// its command's row and history, a device status change to merge into the
+// device's presence, a dead letter, or neither (skip).
 type Item struct {
 	// Source names where the message came from ("amqp:DefaultQueue", "http", "api").
 	Source       string
 	Notification *notification.Notification
+	Presence     *notification.Presence
 	DeadLetter   *DeadLetter
+}
+
+// EventTime is when the platform generated the item's notification or
+// status change (zero for a dead letter or a skipped message).
+func (it *Item) EventTime() time.Time {
+	switch {
+	case it.Notification != nil:
+		return it.Notification.EventTime
+	case it.Presence != nil:
+		return it.Presence.EventTime
+	}
+	return time.Time{}
+}
+
+// Payload is the body of the item's notification or status change (nil for
+// a dead letter or a skipped message).
+func (it *Item) Payload() []byte {
+	switch {
+	case it.Notification != nil:
+		return it.Notification.Payload
+	case it.Presence != nil:
+		return it.Presence.Payload
+	}
+	return nil
 }
 
 // DeadLetter is a message cmdtrack could not use, kept for replay.
@@ -50,7 +76,8 @@ type Outcome uint8
 
 // The outcomes. The zero value is not one: a Result always says.
 const (
-	// Applied: merged into the command's row, and its history holds it.
+	// Applied: merged into the command's row, and its history holds it; or,
+	// for a device status change, merged into the device's presence.
 	Applied Outcome = iota + 1
 	// DeadLettered: stored in dead_letters with its reason.
 	DeadLettered
@@ -90,7 +117,7 @@ type Result struct {
 // Result is what storing it as it is would mean.
 func (it *Item) Result() Result {
 	switch {
-	case it.Notification != nil:
+	case it.Notification != nil, it.Presence != nil:
 		return Result{Outcome: Applied}
 	case it.DeadLetter != nil:
 		return Result{Outcome: DeadLettered, DeadLetter: it.DeadLetter}
@@ -164,7 +191,15 @@ func classify(body []byte, source string, receivedAt, judgeAt time.Time, judged 
 	}
 	var skip *notification.SkipError
 	if errors.As(err, &skip) {
-		return Item{Source: source}
+		if skip.Resource != notification.ResourceDeviceStatus {
+			return Item{Source: source}
+		}
+		p, perr := notification.DecodePresence(body)
+		if perr == nil {
+			kept := p
+			return acceptPresence(&kept, source, judgeAt, judged, lim)
+		}
+		err = perr
 	}
 	var bad *notification.Error
 	if !errors.As(err, &bad) {
@@ -183,21 +218,41 @@ func Accept(n *notification.Notification, source string, receivedAt time.Time, l
 // accept is Accept, judging times ahead against at, named by judged.
 func accept(n *notification.Notification, source string, at time.Time, judged string, lim Limits) Item {
 	limit := at.Add(lim.skew())
-	for _, t := range []struct {
-		name string
-		at   time.Time
-	}{
+	for _, t := range []timed{
 		{"event time", n.EventTime}, {"created_time", n.CreatedTime}, {"sent_time", n.SentTime},
 		{"delivered_time", n.DeliveredTime}, {"response_time", n.ResponseTime},
 	} {
 		if t.at.After(limit) {
-			return Unusable(source, n.Payload, notification.ClassFutureTime, fmt.Sprintf(
-				"%s %s is %s ahead of %s at %s; the limit is %s (CMDTRACK_MAX_FUTURE_SKEW): a wrong clock or a forgery",
-				t.name, t.at.UTC().Format(time.RFC3339Nano), t.at.Sub(at).Round(time.Second),
-				judged, at.UTC().Format(time.RFC3339Nano), lim.skew()))
+			return futureDated(source, n.Payload, t, at, judged, lim)
 		}
 	}
 	return Item{Source: source, Notification: n}
+}
+
+// acceptPresence is accept for a device status change: the latest change
+// wins the merge, so one dated too far ahead is a dead letter.
+func acceptPresence(p *notification.Presence, source string, at time.Time, judged string, lim Limits) Item {
+	limit := at.Add(lim.skew())
+	for _, t := range []timed{
+		{"event time", p.EventTime}, {"status_update_time", p.Since}, {"last_online_time", p.LastOnlineTime},
+	} {
+		if t.at.After(limit) {
+			return futureDated(source, p.Payload, t, at, judged, lim)
+		}
+	}
+	return Item{Source: source, Presence: p}
+}
+
+type timed struct {
+	name string
+	at   time.Time
+}
+
+func futureDated(source string, body []byte, t timed, at time.Time, judged string, lim Limits) Item {
+	return Unusable(source, body, notification.ClassFutureTime, fmt.Sprintf(
+		"%s %s is %s ahead of %s at %s; the limit is %s (CMDTRACK_MAX_FUTURE_SKEW): a wrong clock or a forgery",
+		t.name, t.at.UTC().Format(time.RFC3339Nano), t.at.Sub(at).Round(time.Second),
+		judged, at.UTC().Format(time.RFC3339Nano), lim.skew()))
 }
 
 // Unusable is the item for a message that cannot be used, for a reason found

@@ -33,6 +33,9 @@ func TestClassify(t *testing.T) {
 	at := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	valid := `{"resource":"device.command.status","event":"update","event_time":"20261101T000000Z",` +
 		`"notify_data":{"header":{"device_id":"d1"},"body":{"command_id":"c1","status":"SENT"}}}`
+	presence := `{"resource":"device.status","event":"update","event_time":"20261101T000000Z",` +
+		`"notify_data":{"header":{"device_id":"d1"},"body":{"status":"OFFLINE","status_update_time":"2026-11-01T00:00:00Z",` +
+		`"last_online_time":"20261031T000000Z"}}}`
 	for _, c := range []struct {
 		name    string
 		body    string
@@ -41,7 +44,16 @@ func TestClassify(t *testing.T) {
 	}{
 		{"v5 notification", valid, ingest.Applied, ""},
 		{"legacy callback", `{"deviceId":"d","commandId":"c2","result":{"resultCode":"SENT"}}`, ingest.Applied, ""},
-		{"other resource", `{"resource":"device.status","event":"update"}`, ingest.Skipped, ""},
+		{"other resource", `{"resource":"device.property","event":"report"}`, ingest.Skipped, ""},
+		{"device status change", presence, ingest.Applied, ""},
+		{"device status change, body beside notify_data", `{"resource":"device.status","event":"update","event_time":"20261101T000000Z",` +
+			`"notify_data":{"header":{"device_id":"d1"}},"body":{"status":"ONLINE"}}`, ingest.Applied, ""},
+		{"device status change without notify_data", `{"resource":"device.status","event":"update"}`, ingest.DeadLettered, notification.ClassMissingField},
+		{"device status change, unknown status", strings.Replace(presence, "OFFLINE", "DOZING", 1), ingest.DeadLettered, notification.ClassUnknownStatus},
+		{"device status change from the future", strings.Replace(presence, "2026-11-01T00:00:00Z", "2026-11-01T02:00:00Z", 1),
+			ingest.DeadLettered, notification.ClassFutureTime},
+		{"device status change, last online in the future", strings.Replace(presence, "20261031T000000Z", "20261102T000000Z", 1),
+			ingest.DeadLettered, notification.ClassFutureTime},
 		{"too large", `{"pad":"` + strings.Repeat("x", 2000) + `"}`, ingest.DeadLettered, notification.ClassTooLarge},
 		{"not json", `not json`, ingest.DeadLettered, notification.ClassInvalidJSON},
 		{"unknown status", strings.Replace(valid, "SENT", "BORED", 1), ingest.DeadLettered, notification.ClassUnknownStatus},
@@ -52,6 +64,10 @@ func TestClassify(t *testing.T) {
 			require.Equal(t, "amqp:q", it.Source)
 			res := it.Result()
 			require.Equal(t, c.outcome, res.Outcome)
+			if c.outcome == ingest.Applied {
+				require.Equal(t, c.body, string(it.Payload()))
+				require.False(t, it.EventTime().IsZero())
+			}
 			if c.class != "" {
 				require.Equal(t, c.class, res.DeadLetter.Class)
 				require.Equal(t, c.body, string(res.DeadLetter.Body), "a dead letter keeps the body byte for byte")

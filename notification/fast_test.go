@@ -168,7 +168,7 @@ func diffBodies(tb testing.TB) [][]byte {
 	add(v5(tb, nil))
 	// The simulator's traffic: valid notifications of every status, the
 	// misspelt resource, poison messages and another resource's pushes.
-	sim := simulate.Generate(simulate.Config{Commands: 60, Seed: 7, Poison: 0.3, Foreign: 0.3})
+	sim := simulate.Generate(simulate.Config{Commands: 60, Seed: 7, Poison: 0.3, Foreign: 0.3, Presence: true})
 	for _, m := range sim.Messages {
 		add(m.Body)
 	}

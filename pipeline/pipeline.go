@@ -447,7 +447,7 @@ func (p *Pipeline) count(it *ingest.Item, res ingest.Result) {
 	switch res.Outcome {
 	case ingest.Applied:
 		p.m.applied.Inc()
-		p.m.lag.Observe(time.Since(it.Notification.EventTime).Seconds())
+		p.m.lag.Observe(time.Since(it.EventTime()).Seconds())
 	case ingest.DeadLettered:
 		p.m.deadLettered.WithLabelValues(string(res.DeadLetter.Class)).Inc()
 	default:

@@ -110,8 +110,8 @@ func (in *Inbox) HeldBytes() int64 { return in.held.Load() }
 // bodyBytes is what an item holds of its message's body.
 func bodyBytes(it ingest.Item) int64 {
 	switch {
-	case it.Notification != nil:
-		return int64(len(it.Notification.Payload))
+	case it.Notification != nil, it.Presence != nil:
+		return int64(len(it.Payload()))
 	case it.DeadLetter != nil:
 		return int64(len(it.DeadLetter.Body))
 	}

@@ -19,7 +19,7 @@
 #   BENCH_LATENCY_SECONDS   length of the latency run (default 30)
 #   BENCH_SEED              stream seed (default 1)
 #   BENCH_STREAM            stream shape flags for iotda-sim publish
-#                           (default "-out-of-order 0.1 -duplicate 0.02 -poison 0.001")
+#                           (default "-out-of-order 0.1 -duplicate 0.02 -poison 0.001 -presence")
 #   BENCH_DRAIN_WINDOW      credit window of drain and naive (default: CMDTRACK_AMQP_CREDIT/4, as cmdtrack issues)
 #   BENCH_KEEP=1            keep the work directory, schemas and queues for inspection
 #   BENCH_RESULTS           where to write the table (default bench/results/latest.txt)
@@ -37,7 +37,7 @@ NAIVE_N=${BENCH_NAIVE_MESSAGES:-$N}
 LAT_RATE=${BENCH_LATENCY_RATE:-1000}
 LAT_SECONDS=${BENCH_LATENCY_SECONDS:-30}
 SEED=${BENCH_SEED:-1}
-STREAM=${BENCH_STREAM:--out-of-order 0.1 -duplicate 0.02 -poison 0.001}
+STREAM=${BENCH_STREAM:--out-of-order 0.1 -duplicate 0.02 -poison 0.001 -presence}
 CREDIT=${CMDTRACK_AMQP_CREDIT:-1024}
 WINDOW=${BENCH_DRAIN_WINDOW:-$((CREDIT / 4))}
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/results/latest.txt}
@@ -181,7 +181,10 @@ new_queue cmdtrack
 new_schema cmdtrack
 worker_env "$s" "$q" 0 "$BIN/cmdtrack" migrate >"$WORK/cmdtrack-migrate.log" 2>&1
 log "cmdtrack: preloading $q"
-preload "$q" "$N" -expect "$WORK/expect.jsonl" | tee "$WORK/cmdtrack.publish" >&2
+# With device status changes in the stream, their expected presence is checked too.
+PRESENCE=()
+[[ " $STREAM " == *" -presence "* ]] && PRESENCE=(-expect-presence "$WORK/presence.jsonl")
+preload "$q" "$N" -expect "$WORK/expect.jsonl" "${PRESENCE[@]}" | tee "$WORK/cmdtrack.publish" >&2
 port=$(free_port)
 log "cmdtrack: draining (ops on 127.0.0.1:$port)"
 worker_env "$s" "$q" "$port" "$BIN/runner" -name cmdtrack -n "$N" -metrics "http://127.0.0.1:$port/metrics" \
@@ -189,7 +192,7 @@ worker_env "$s" "$q" "$port" "$BIN/runner" -name cmdtrack -n "$N" -metrics "http
 
 log "cmdtrack: verifying the database against the expected final state"
 VERIFY_OK=1
-worker_env "$s" "$q" 0 "$BIN/iotda-sim" verify -exact -expect "$WORK/expect.jsonl" >"$WORK/verify.out" 2>&1 || VERIFY_OK=0
+worker_env "$s" "$q" 0 "$BIN/iotda-sim" verify -exact -expect "$WORK/expect.jsonl" "${PRESENCE[@]}" >"$WORK/verify.out" 2>&1 || VERIFY_OK=0
 head -n 60 "$WORK/verify.out" >&2
 want_events=$(sed -n 's/.*, \([0-9]*\) distinct notifications, \([0-9]*\) distinct poison.*/\1/p' "$WORK/cmdtrack.publish")
 want_dead=$(sed -n 's/.*, \([0-9]*\) distinct notifications, \([0-9]*\) distinct poison.*/\2/p' "$WORK/cmdtrack.publish")

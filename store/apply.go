@@ -72,7 +72,7 @@ func (s *Store) apply(ctx context.Context, items []ingest.Item, res []ingest.Res
 		dl := &ingest.DeadLetter{
 			Class:  notification.ClassRejected,
 			Reason: "PostgreSQL rejected the notification: " + err.Error(),
-			Body:   it.Notification.Payload,
+			Body:   it.Payload(),
 		}
 		if _, err := s.applyOnce(ctx, []ingest.Item{{Source: it.Source, DeadLetter: dl}}, false); err != nil {
 			return err
@@ -111,11 +111,14 @@ func (s *Store) applyOnce(ctx context.Context, items []ingest.Item, report bool)
 // and cannot deadlock.
 func queueWrites(b *pgx.Batch, items []ingest.Item, changed []bool) {
 	var notes []noteRow
+	var presence []presenceRow
 	var dead []deadRow
 	for i := range items {
 		switch it := &items[i]; {
 		case it.Notification != nil:
 			notes = append(notes, noteRow{n: it.Notification, source: it.Source, key: it.Notification.Key(), idx: i})
+		case it.Presence != nil:
+			presence = append(presence, presenceRow{p: it.Presence, key: it.Presence.Key()})
 		case it.DeadLetter != nil:
 			dead = append(dead, newDeadRow(it.Source, it.DeadLetter))
 		}
@@ -140,6 +143,7 @@ func queueWrites(b *pgx.Batch, items []ingest.Item, changed []bool) {
 		}
 		b.Queue(insertEvents, args(eventColumns, notes)...)
 	}
+	queuePresence(b, presence)
 	if len(dead) > 0 {
 		b.Queue(insertDeadLetters, args(deadLetterColumns, dead)...)
 	}

@@ -32,6 +32,9 @@ const (
 	// that omits the value never erases it, and if two notifications ever
 	// disagree the smallest (earliest) value stays.
 	fact
+	// latest is a fact that keeps the greatest value (GREATEST ignores
+	// NULLs): the last time something was seen.
+	latest
 	// winner takes the value of the winning notification.
 	winner
 	// order is a winner's value that also decides the winner: the winner is
@@ -279,6 +282,11 @@ func mergeUpsert[R any](table string, cols []column[R]) string {
 			sets = append(sets, c.name+" = "+least)
 			factOld = append(factOld, "d."+c.name)
 			factLeast = append(factLeast, least)
+		case latest:
+			greatest := fmt.Sprintf("GREATEST(d.%[1]s, EXCLUDED.%[1]s)", c.name)
+			sets = append(sets, c.name+" = "+greatest)
+			factOld = append(factOld, "d."+c.name)
+			factLeast = append(factLeast, greatest)
 		case order:
 			olds = append(olds, "d."+c.name)
 			news = append(news, "EXCLUDED."+c.name)

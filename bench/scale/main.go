@@ -114,7 +114,8 @@ func run(ctx context.Context, w io.Writer, url string, n, ingestN, migrateN, run
 	if err := seed(ctx, db, n, now); err != nil {
 		return err
 	}
-	add(fmt.Sprintf("seeding %d commands and %d history rows (SQL, 30 days)", n, 4*n), time.Since(start).Round(time.Second).String())
+	add(fmt.Sprintf("seeding %d commands and %d history rows (SQL, 30 days), presence of %d devices", n, 4*n, max(n/10, 1)),
+		time.Since(start).Round(time.Second).String())
 	start = time.Now()
 	if err := st.RefreshRollup(ctx, 31, now); err != nil {
 		return err
@@ -140,6 +141,9 @@ func run(ctx context.Context, w io.Writer, url string, n, ingestN, migrateN, run
 			FROM command_durations WHERE device_id = '` + device + `' ORDER BY created_time DESC NULLS LAST LIMIT 20`},
 		{"the 100 commands stuck longest (quiet > 10 min)", `SELECT command_id, device_id, status, stuck_for FROM stuck_commands
 			WHERE last_event_time < now() - interval '10 minutes' ORDER BY last_event_time LIMIT 100`},
+		{"the 100 stuck longest whose device is online", `SELECT command_id, device_id, status, stuck_for, device_status_since
+			FROM stuck_commands WHERE device_status = 'ONLINE' AND last_event_time < now() - interval '10 minutes'
+			ORDER BY last_event_time LIMIT 100`},
 		{"failure and timeout rates per product per day, last 30 days", `SELECT product_id, day, commands, failure_rate, timeout_rate
 			FROM product_daily_outcomes WHERE day > current_date - 30 ORDER BY day DESC, product_id`},
 		{"one command's timeline", `SELECT event_time, status, since_previous, request_id, source
@@ -205,6 +209,12 @@ func run(ctx context.Context, w io.Writer, url string, n, ingestN, migrateN, run
 	per := float64(n) / 1e6
 	add("size per million commands: device_commands with its indexes", fmt.Sprintf("%.0f MiB", float64(cmdBytes)/per/(1<<20)))
 	add("size per million commands: history (4 rows each) with its index", fmt.Sprintf("%.0f MiB", float64(histBytes)/per/(1<<20)))
+	var presenceBytes int64
+	if err := db.QueryRow(ctx, `SELECT pg_total_relation_size('device_presence')`).Scan(&presenceBytes); err != nil {
+		return err
+	}
+	add("size per million devices: device_presence with its index",
+		fmt.Sprintf("%.0f MiB", float64(presenceBytes)/(float64(max(n/10, 1))/1e6)/(1<<20)))
 
 	// Retention: keep 20 of the 30 days.
 	var before int64
@@ -336,6 +346,20 @@ func seed(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
 			convert_to('{"not":"a notification ' || g || '"}', 'UTF8'), 40, sha256(g::text::bytea), '{"queue":"DefaultQueue"}'
 		FROM generate_series(1, $1 / 1000 + 1) g`, n, from); err != nil {
 		return fmt.Errorf("seed dead letters: %w", err)
+	}
+	// Presence, one row per device: online, but for most devices whose
+	// commands are stuck (as in the simulator, a device offline while its
+	// commands wait), so that the online ones among them are few.
+	logf("seeding the presence of %d devices", max(n/10, 1))
+	if _, err := db.Exec(ctx, `
+		INSERT INTO device_presence (device_id, status, status_since, last_event_key, last_event_time, last_request_id,
+			last_online_time, last_offline_time, product_id, app_id)
+		SELECT 'dev-' || d, CASE WHEN offline THEN 'OFFLINE' ELSE 'ONLINE' END, t, sha256(('dev-' || d)::bytea), t, 'req-dev-' || d,
+			CASE WHEN offline THEN t - interval '1 hour' ELSE t END, CASE WHEN offline THEN t END, 'prod-' || (d % 20), 'app-1'
+		FROM generate_series(0, greatest($1 / 10, 1) - 1) d,
+		LATERAL (SELECT d % 200 < 3 AND d % 7 <> 0 AS offline,
+		                $2::timestamptz - (d::float8 / greatest($1 / 10, 1)) * interval '30 days' AS t) x`, n, now); err != nil {
+		return fmt.Errorf("seed presence: %w", err)
 	}
 	// The history, a day at a time (so that progress shows).
 	const payload = `{"resource":"device.command.status","event":"update","event_time":"%s","request_id":"%s",` +

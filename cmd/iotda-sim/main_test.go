@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -59,10 +60,11 @@ func TestPublishReceiveVerify(t *testing.T) {
 	dir := t.TempDir()
 	expect := filepath.Join(dir, "expect.jsonl")
 	sentLog := filepath.Join(dir, "sent.tsv")
+	expectPresence := filepath.Join(dir, "presence.jsonl")
 
 	code, out, errOut := runCmd(t, "publish", "-url", testenv.AMQPURL(t), "-queue", queue, "-messages", "1500",
 		"-seed", "42", "-out-of-order", "0.3", "-duplicate", "0.1", "-poison", "0.02", "-foreign", "0.02",
-		"-expect", expect, "-sent-log", sentLog, "-quiet")
+		"-presence", "-expect-presence", expectPresence, "-expect", expect, "-sent-log", sentLog, "-quiet")
 	require.Equal(t, 0, code, errOut)
 	m := summary.FindStringSubmatch(out)
 	require.NotNil(t, m, out)
@@ -77,6 +79,13 @@ func TestPublishReceiveVerify(t *testing.T) {
 	require.NoError(t, f.Close())
 	require.NoError(t, err)
 	require.Equal(t, m[2], strconv.Itoa(len(cmds)))
+	f, err = os.Open(expectPresence)
+	require.NoError(t, err)
+	devices, err := simulate.ReadExpectedPresence(f)
+	require.NoError(t, f.Close())
+	require.NoError(t, err)
+	require.NotEmpty(t, devices)
+	withDevices := fmt.Sprintf("%s commands, %d devices", m[2], len(devices))
 
 	sent, err := os.ReadFile(sentLog)
 	require.NoError(t, err)
@@ -104,6 +113,15 @@ func TestPublishReceiveVerify(t *testing.T) {
 	code, out, errOut = runCmd(t, "verify", "-database-url", dbURL, "-expect", expect, "-exact")
 	require.Equal(t, 0, code, out+errOut)
 	require.Equal(t, "verify: "+m[2]+" commands, 0 mismatches\n", out)
+	code, out, errOut = runCmd(t, "verify", "-database-url", dbURL, "-expect", expect, "-expect-presence", expectPresence)
+	require.Equal(t, 0, code, out+errOut)
+	require.Equal(t, "verify: "+withDevices+", 0 mismatches\n", out)
+	_, err = st.Pool().Exec(ctx, `UPDATE device_presence SET status = 'FROZEN' WHERE device_id = $1`, devices[0].ID)
+	require.NoError(t, err)
+	code, out, _ = runCmd(t, "verify", "-database-url", dbURL, "-expect", expect, "-expect-presence", expectPresence)
+	require.Equal(t, 1, code)
+	require.Contains(t, out, devices[0].ID+": status FROZEN since")
+	require.Contains(t, out, "verify: "+withDevices+", 1 mismatches\n")
 
 	_, err = st.Pool().Exec(ctx, `UPDATE device_commands SET status = 'PENDING' WHERE command_id = $1`, cmds[0].ID)
 	require.NoError(t, err)

@@ -29,6 +29,7 @@ type publishFlags struct {
 	rate                float64
 	messages            int
 	expect, sentLog     string
+	expectPresence      string
 	inflight            int
 	timeout             time.Duration
 	quiet               bool
@@ -49,10 +50,13 @@ func publishCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.Float64Var(&p.sim.Duplicate, "duplicate", 0, "fraction of messages sent twice (the copy comes later, like a redelivery)")
 	fs.Float64Var(&p.sim.Poison, "poison", 0, "unusable messages per valid one (truncated JSON, unknown status, ...)")
 	fs.Float64Var(&p.sim.Foreign, "foreign", 0, "notifications of other resources (skipped by cmdtrack) per valid one")
+	fs.BoolVar(&p.sim.Presence, "presence", false, "also device status changes (device.status), coherent with the commands: a device goes offline while "+
+		"a command of its times out or stays stuck; -poison then covers them too")
 	fs.Float64Var(&p.rate, "rate", 0, "messages per second, evenly paced (0: as fast as possible, pipelined)")
 	fs.IntVar(&p.messages, "messages", 0, "publish exactly this many messages: without -commands the stream is sized to it; "+
 		"with -commands the stream is cut after it (then -expect is refused)")
 	fs.StringVar(&p.expect, "expect", "", "write the expected final state of every command here (JSON lines), before publishing")
+	fs.StringVar(&p.expectPresence, "expect-presence", "", "with -presence: write the expected presence of every device here (JSON lines), before publishing")
 	fs.StringVar(&p.sentLog, "sent-log", "", "write `request_id<TAB>unix-nanoseconds` of each notification's send start here, after publishing (for latency)")
 	fs.IntVar(&p.inflight, "inflight", 1000, "most messages sent and not yet confirmed by the broker")
 	fs.DurationVar(&p.timeout, "timeout", 30*time.Minute, "give up after this long")
@@ -106,6 +110,12 @@ Flags:
 		}
 	}
 
+	if p.expectPresence != "" {
+		if err := writeFileAtomic(p.expectPresence, func(w io.Writer) error { return simulate.WriteExpectedPresence(w, s.Devices) }); err != nil {
+			return fmt.Errorf("write expected presence: %w", err)
+		}
+	}
+
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	sent := make([]int64, len(msgs))
@@ -120,9 +130,9 @@ Flags:
 			return fmt.Errorf("write sent log: %w", err)
 		}
 	}
-	notes, poison, foreign := distinct(msgs)
-	fmt.Fprintf(stdout, "publish: %d messages (%d commands, %d distinct notifications, %d distinct poison, %d foreign) to %s in %s: %.0f msg/s\n",
-		len(msgs), len(s.Commands), notes, poison, foreign, p.queue,
+	notes, poison, foreign, changes := distinct(msgs)
+	fmt.Fprintf(stdout, "publish: %d messages (%d commands, %d distinct notifications, %d distinct poison, %d foreign, %d distinct status changes of %d devices) to %s in %s: %.0f msg/s\n",
+		len(msgs), len(s.Commands), notes, poison, foreign, changes, len(s.Devices), p.queue,
 		elapsed.Round(time.Millisecond), float64(len(msgs))/elapsed.Seconds())
 	return nil
 }
@@ -143,7 +153,9 @@ func (p *publishFlags) validate(fs *flag.FlagSet) error {
 		return errors.New("-rate must not be negative")
 	case p.messages < 0:
 		return errors.New("-messages must not be negative")
-	case p.messages > 0 && p.commandsSetExplicit && p.expect != "":
+	case p.expectPresence != "" && !p.sim.Presence:
+		return errors.New("-expect-presence needs -presence")
+	case p.messages > 0 && p.commandsSetExplicit && (p.expect != "" || p.expectPresence != ""):
 		return errors.New("-expect with -messages and -commands: a cut stream has no well-defined final state; drop -commands to size the stream to -messages")
 	case p.inflight < 1:
 		return errors.New("-inflight must be at least 1")
@@ -237,7 +249,7 @@ func publish(ctx context.Context, p *publishFlags, msgs []simulate.Message, sent
 
 // distinct counts the distinct valid, poison and foreign bodies among msgs:
 // what a correct worker stores as history rows and dead letters.
-func distinct(msgs []simulate.Message) (notes, poison, foreign int) {
+func distinct(msgs []simulate.Message) (notes, poison, foreign, changes int) {
 	seen := make(map[*byte]bool, len(msgs))
 	for _, m := range msgs {
 		if len(m.Body) == 0 || seen[&m.Body[0]] {
@@ -251,9 +263,11 @@ func distinct(msgs []simulate.Message) (notes, poison, foreign int) {
 			poison++
 		case simulate.Foreign:
 			foreign++
+		case simulate.PresenceChange:
+			changes++
 		}
 	}
-	return notes, poison, foreign
+	return notes, poison, foreign, changes
 }
 
 var requestIDField = []byte(`"request_id":"`)

@@ -21,6 +21,7 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	dbURL := fs.String("database-url", os.Getenv("CMDTRACK_DATABASE_URL"),
 		"PostgreSQL URL of the cmdtrack database; add &search_path=SCHEMA for a schema (default $CMDTRACK_DATABASE_URL)")
 	expect := fs.String("expect", "", "expected final state, JSON lines as written by `iotda-sim publish -expect` (required)")
+	expectPresence := fs.String("expect-presence", "", "also the expected presence of devices, as written by `iotda-sim publish -expect-presence`")
 	exact := fs.Bool("exact", false, "also require device_commands to hold no command missing from the expect file")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
 	fs.Usage = func() {
@@ -28,7 +29,7 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 Compares every command's row (status, result, header fields, lifecycle times,
 last event time) and its number of history rows with the expected final
-state. Prints each mismatch (at most 50 lines) and a one-line summary;
+state, and with -expect-presence every device's presence row. Prints each mismatch (at most 50 lines) and a one-line summary;
 exits 1 if anything differs.
 
 Flags:
@@ -60,6 +61,19 @@ Flags:
 		return fmt.Errorf("read %s: %w", *expect, err)
 	}
 
+	var devices []simulate.Device
+	if *expectPresence != "" {
+		f, err := os.Open(*expectPresence)
+		if err != nil {
+			return err
+		}
+		devices, err = simulate.ReadExpectedPresence(f)
+		_ = f.Close()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", *expectPresence, err)
+		}
+	}
+
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	st, err := store.Open(ctx, *dbURL, store.Options{MaxConns: 2})
@@ -70,6 +84,13 @@ Flags:
 	bad, err := simulate.Verify(ctx, st.Pool(), cmds)
 	if err != nil {
 		return err
+	}
+	if len(devices) > 0 {
+		badDevices, err := simulate.VerifyPresence(ctx, st.Pool(), devices)
+		if err != nil {
+			return err
+		}
+		bad = append(bad, badDevices...)
 	}
 	if *exact {
 		var rows int
@@ -89,7 +110,11 @@ Flags:
 		}
 		fmt.Fprintln(stdout, line)
 	}
-	fmt.Fprintf(stdout, "verify: %d commands, %d mismatches\n", len(cmds), len(bad))
+	if len(devices) > 0 {
+		fmt.Fprintf(stdout, "verify: %d commands, %d devices, %d mismatches\n", len(cmds), len(devices), len(bad))
+	} else {
+		fmt.Fprintf(stdout, "verify: %d commands, %d mismatches\n", len(cmds), len(bad))
+	}
 	if len(bad) > 0 {
 		return silentError{fmt.Errorf("%d mismatches", len(bad))}
 	}

@@ -71,7 +71,7 @@ func GenerateN(cfg Config, n int) *Stream {
 	s := Generate(trial)
 	valid, commands := 0, len(s.Commands)
 	for i, c := range s.Commands {
-		valid += c.Events
+		valid += c.Events + c.presence
 		if total(cfg, valid) >= n {
 			commands = i + 1
 			break

@@ -32,6 +32,12 @@ type Config struct {
 	Foreign float64
 	// Start is the created_time of the first command.
 	Start time.Time
+	// Presence adds device status changes (device.status) coherent with
+	// the commands: a device goes offline while a command of its times
+	// out, and comes back after; one whose command stays SENT or DELIVERED
+	// goes offline for good. Poison then also covers them. Off, the stream
+	// is exactly what it was without presence.
+	Presence bool
 }
 
 // Message is one body to publish.
@@ -46,9 +52,10 @@ type Kind uint8
 
 // Kinds of message.
 const (
-	Valid   Kind = iota // stored
-	Poison              // dead-lettered
-	Foreign             // settled and skipped
+	Valid          Kind = iota // stored
+	Poison                     // dead-lettered
+	Foreign                    // settled and skipped
+	PresenceChange             // stored in device_presence
 )
 
 // Command is the final state a command's row must reach.
@@ -67,6 +74,9 @@ type Command struct {
 	ResponseTime  *time.Time          `json:"response_time,omitempty"`
 	LastEventTime time.Time           `json:"last_event_time"`
 	Events        int                 `json:"events"` // distinct notifications
+
+	// presence is how many device status changes the command caused.
+	presence int
 }
 
 // Stream is a generated stream and what it must produce.
@@ -77,6 +87,10 @@ type Stream struct {
 	Poison    int // distinct poison bodies (dead-letter rows)
 	Foreign   int
 	Published int
+	// Devices is the final presence of every device that changed status
+	// (Config.Presence), and PresenceChanges the distinct changes.
+	Devices         []Device
+	PresenceChanges int
 }
 
 type step struct {
@@ -102,6 +116,7 @@ func Generate(cfg Config) *Stream {
 		msg Message
 	}
 	var timeline []timed
+	pres := newPresenceGen(cfg)
 	for i := range cfg.Commands {
 		dev := rng.IntN(cfg.Devices)
 		c := Command{
@@ -143,9 +158,13 @@ func Generate(cfg Config) *Stream {
 				c.ResponseTime = &at
 			}
 		}
+		for _, m := range pres.command(&c, steps) {
+			timeline = append(timeline, timed(m))
+		}
 		s.Commands = append(s.Commands, c)
 		s.Events += len(steps)
 	}
+	s.Devices, s.PresenceChanges = pres.expected()
 	// Platform order first: by event time.
 	slices.SortStableFunc(timeline, func(a, b timed) int { return a.at.Compare(b.at) })
 	msgs := make([]Message, 0, len(timeline)*2)
@@ -155,6 +174,10 @@ func Generate(cfg Config) *Stream {
 	valid := len(msgs)
 	for i := range int(cfg.Poison*float64(valid) + 0.5) {
 		msgs = insertAt(rng, msgs, Message{Body: poison(rng, i), Kind: Poison})
+		s.Poison++
+	}
+	for _, body := range pres.poison {
+		msgs = insertAt(rng, msgs, Message{Body: body, Kind: Poison})
 		s.Poison++
 	}
 	for i := range int(cfg.Foreign*float64(valid) + 0.5) {

@@ -25,8 +25,19 @@ func WaitStored(t testing.TB, db *pgxpool.Pool, s *simulate.Stream, within time.
 	t.Helper()
 	events := func() int { return Count(t, db, `SELECT count(*) FROM device_command_events`) }
 	require.Eventually(t, func() bool {
-		return events() >= s.Events && Count(t, db, `SELECT count(*) FROM dead_letters`) >= s.Poison
+		return events() >= s.Events && Count(t, db, `SELECT count(*) FROM dead_letters`) >= s.Poison &&
+			presenceDone(t, db, s)
 	}, within, 50*time.Millisecond, "the stream was not stored in time (%d history rows of %d at the start of the wait)", events(), s.Events)
+}
+
+// presenceDone reports whether every device's presence is as expected.
+func presenceDone(t testing.TB, db *pgxpool.Pool, s *simulate.Stream) bool {
+	if len(s.Devices) == 0 {
+		return true
+	}
+	bad, err := simulate.VerifyPresence(context.Background(), db, s.Devices)
+	require.NoError(t, err)
+	return len(bad) == 0
 }
 
 // VerifyStream requires every command's row to equal its expected final
@@ -42,5 +53,9 @@ func VerifyStream(t testing.TB, db *pgxpool.Pool, s *simulate.Stream, queue stri
 	require.Equal(t, len(s.Commands), Count(t, db, `SELECT count(*) FROM device_commands`))
 	require.Equal(t, s.Events, Count(t, db, `SELECT count(*) FROM device_command_events`), "history rows")
 	require.Equal(t, s.Poison, Count(t, db, `SELECT count(*) FROM dead_letters`), "dead letters")
+	bad, err = simulate.VerifyPresence(context.Background(), db, s.Devices)
+	require.NoError(t, err)
+	require.Empty(t, bad, "%d devices differ from their expected presence", len(bad))
+	require.Equal(t, len(s.Devices), Count(t, db, `SELECT count(*) FROM device_presence`), "presence rows")
 	RequireQueueEmpty(t, queue)
 }

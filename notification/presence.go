@@ -1,0 +1,195 @@
+package notification
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"time"
+	"unicode/utf8"
+)
+
+// ResourceDeviceStatus is the resource of a device status change ("Push a
+// Device Status Change Notification", API reference iot_06_v5_01201).
+// DecodeAt skips it, as it skips every resource that is not a command
+// status; DecodePresence reads it.
+const ResourceDeviceStatus = "device.status"
+
+// PresenceStatus is a device's status as IoTDA reports it.
+type PresenceStatus string
+
+// The device statuses IoTDA documents.
+const (
+	Online   PresenceStatus = "ONLINE"
+	Offline  PresenceStatus = "OFFLINE"
+	Abnormal PresenceStatus = "ABNORMAL"
+	Inactive PresenceStatus = "INACTIVE"
+	Frozen   PresenceStatus = "FROZEN"
+	// Freezed is how some pages of the platform's documentation spell
+	// FROZEN; it is kept as sent.
+	Freezed PresenceStatus = "FREEZED"
+)
+
+var presenceStatuses = map[PresenceStatus]struct{}{
+	Online: {}, Offline: {}, Abnormal: {}, Inactive: {}, Frozen: {}, Freezed: {},
+}
+
+// Presence is one device status change.
+// Empty strings and zero times mean "not reported" and are stored as NULL.
+type Presence struct {
+	DeviceID string
+	Status   PresenceStatus
+	// Since is when the status changed: the body's status_update_time, or
+	// the notification's event time when it carries none. The latest change
+	// wins the merge.
+	Since time.Time
+	// EventTime is when the platform generated the notification.
+	EventTime      time.Time
+	LastOnlineTime time.Time
+	RequestID      string
+
+	ProductID string
+	AppID     string
+	GatewayID string
+	NodeID    string
+	Tags      json.RawMessage // a JSON array, or nil
+
+	// Payload is the notification as received (UTF-8 JSON).
+	Payload []byte
+}
+
+// Key identifies the change's content, as Notification.Key does a command
+// notification's: the merge's last tie-break, the same for every delivery
+// of one notification.
+func (p *Presence) Key() []byte {
+	var stack [512]byte
+	b := append(stack[:0], "presence/1"...)
+	b = appendString(b, p.DeviceID)
+	b = appendString(b, string(p.Status))
+	b = appendTime(b, p.Since)
+	b = appendTime(b, p.EventTime)
+	b = appendTime(b, p.LastOnlineTime)
+	b = appendString(b, p.RequestID)
+	b = appendString(b, p.ProductID)
+	b = appendString(b, p.AppID)
+	b = appendString(b, p.GatewayID)
+	b = appendString(b, p.NodeID)
+	b = appendJSON(b, p.Tags)
+	sum := sha256.Sum256(b)
+	return sum[:]
+}
+
+type presenceBody struct {
+	Status           string `json:"status"`
+	LastOnlineTime   string `json:"last_online_time"`
+	StatusUpdateTime string `json:"status_update_time"`
+}
+
+// presenceEnvelope is a device.status push. The reference table puts body
+// in notify_data, beside header; the platform's own sample puts it beside
+// notify_data, at the top level. Both are read.
+type presenceEnvelope struct {
+	Resource    string `json:"resource"`
+	Event       string `json:"event"`
+	EventTime   string `json:"event_time"`
+	EventTimeMS string `json:"event_time_ms"`
+	RequestID   string `json:"request_id"`
+	NotifyData  *struct {
+		Header struct {
+			AppID     string          `json:"app_id"`
+			DeviceID  string          `json:"device_id"`
+			NodeID    string          `json:"node_id"`
+			ProductID string          `json:"product_id"`
+			GatewayID string          `json:"gateway_id"`
+			Tags      json.RawMessage `json:"tags"`
+		} `json:"header"`
+		Body *presenceBody `json:"body"`
+	} `json:"notify_data"`
+	Body *presenceBody `json:"body"`
+}
+
+// DecodePresence parses a device.status / update notification, for which
+// DecodeAt returns a *SkipError with Resource ResourceDeviceStatus. It
+// returns an *Error, as DecodeAt does, for anything that cannot be stored
+// as it is. The returned Presence's Payload aliases body, and so may its
+// Tags.
+//
+// The body is notify_data.body, or, where notify_data has none, the
+// top-level body (the sample's shape); a notification with both is read
+// from notify_data.body.
+func DecodePresence(body []byte) (Presence, error) {
+	var p Presence
+	if len(bytes.TrimSpace(body)) == 0 {
+		return p, errorf(ClassEmpty, "empty body")
+	}
+	if !utf8.Valid(body) {
+		return p, errorf(ClassNotUTF8, "body is not valid UTF-8")
+	}
+	var env presenceEnvelope
+	err := json.Unmarshal(body, &env)
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case err != nil && !errors.As(err, &typeErr),
+		typeErr != nil && (typeErr.Field == "" || typeErr.Field == "resource"):
+		return p, jsonError(err)
+	case env.Resource != ResourceDeviceStatus:
+		return p, &SkipError{Resource: env.Resource, Event: env.Event}
+	case env.Event != eventUpdate:
+		return p, errorf(ClassUnknownEvent, "resource %s with event %q, want %q", env.Resource, env.Event, eventUpdate)
+	case err != nil:
+		return p, jsonError(err)
+	case env.NotifyData == nil:
+		return p, errorf(ClassMissingField, "notify_data is missing")
+	}
+	data := env.NotifyData
+	b, where := data.Body, "notify_data.body"
+	if b == nil {
+		b, where = env.Body, "body"
+	}
+	if b == nil {
+		return p, errorf(ClassMissingField, "notify_data.body (or body beside notify_data) is missing")
+	}
+	h := &data.Header
+	if h.DeviceID == "" {
+		return p, errorf(ClassMissingField, "notify_data.header.device_id is missing")
+	}
+	if b.Status == "" {
+		return p, errorf(ClassMissingField, "%s.status is missing", where)
+	}
+	p.Status = PresenceStatus(asciiUpper(b.Status))
+	if _, ok := presenceStatuses[p.Status]; !ok {
+		return p, errorf(ClassUnknownStatus, "unknown device status %q", b.Status)
+	}
+	switch {
+	case env.EventTimeMS != "":
+		p.EventTime, err = parseTime("event_time_ms", env.EventTimeMS)
+	case env.EventTime != "":
+		p.EventTime, err = parseTime("event_time", env.EventTime)
+	default:
+		err = errorf(ClassMissingField, "event_time is missing")
+	}
+	if err != nil {
+		return p, err
+	}
+	p.Since = p.EventTime
+	if b.StatusUpdateTime != "" {
+		if p.Since, err = parseTime(where+".status_update_time", b.StatusUpdateTime); err != nil {
+			return p, err
+		}
+	}
+	if b.LastOnlineTime != "" {
+		if p.LastOnlineTime, err = parseTime(where+".last_online_time", b.LastOnlineTime); err != nil {
+			return p, err
+		}
+	}
+	p.DeviceID, p.ProductID, p.AppID, p.GatewayID, p.NodeID = h.DeviceID, h.ProductID, h.AppID, h.GatewayID, h.NodeID
+	if p.Tags = nullToNil(h.Tags); p.Tags != nil && p.Tags[0] != '[' {
+		return p, errorf(ClassInvalidField, "notify_data.header.tags: want an array")
+	}
+	p.RequestID = env.RequestID
+	p.Payload = body
+	if reason := unstorableEscape(body); reason != "" {
+		return p, errorf(ClassUnstorable, "%s", reason)
+	}
+	return p, nil
+}
