@@ -82,6 +82,9 @@ type Broker struct {
 	log    *slog.Logger
 	m      *Metrics
 	queues []*queue
+	// abortClose replaces abortCloseTimeout (tests on a busy machine,
+	// where RabbitMQ may take longer than that to end a session).
+	abortClose time.Duration
 
 	connected atomic.Bool
 

@@ -1,6 +1,10 @@
 package consumer
 
-import "github.com/Azure/go-amqp"
+import (
+	"time"
+
+	"github.com/Azure/go-amqp"
+)
 
 // Hooks for the external tests of this package.
 
@@ -9,6 +13,10 @@ type AMQPReceiver = amqpReceiver
 
 // WrapReceivers makes b wrap every receiver its links use.
 func WrapReceivers(b *Broker, wrap func(AMQPReceiver) AMQPReceiver) { b.wrap = wrap }
+
+// SetAbortCloseTimeout gives an aborted link's session wait to end before
+// the connection is closed instead.
+func SetAbortCloseTimeout(b *Broker, wait time.Duration) { b.abortClose = wait }
 
 // AskSenderSettleMode makes b ask the broker for mode instead of unsettled.
 func AskSenderSettleMode(b *Broker, mode amqp.SenderSettleMode) { b.senderMode = &mode }

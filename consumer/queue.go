@@ -214,8 +214,12 @@ func (b *Broker) attach(ctx context.Context, conn conn, q *queue) (*Link, error)
 // next drops. RabbitMQ may never answer the session's end: if it does not in
 // time, the whole connection goes.
 func (b *Broker) abortLink(ctx context.Context, conn conn, sess session) {
+	wait := abortCloseTimeout
+	if b.abortClose > 0 {
+		wait = b.abortClose
+	}
 	go func() {
-		if !closeSession(ctx, sess) {
+		if !closeSessionWithin(ctx, sess, wait) {
 			b.log.Warn("a session did not close in time; closing the broker connection so that its messages come again")
 			b.closeConn(conn)
 		}
@@ -225,7 +229,15 @@ func (b *Broker) abortLink(ctx context.Context, conn conn, sess session) {
 // closeSession ends sess within five seconds and reports whether it did,
 // whether ctx has ended or not: the session must end either way.
 func closeSession(ctx context.Context, sess session) bool {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	return closeSessionWithin(ctx, sess, abortCloseTimeout)
+}
+
+// abortCloseTimeout is how long an aborted link's session has to end
+// before the connection goes instead.
+const abortCloseTimeout = 5 * time.Second
+
+func closeSessionWithin(ctx context.Context, sess session, wait time.Duration) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), wait)
 	defer cancel()
 	return !errors.Is(sess.Close(ctx), context.DeadlineExceeded)
 }
