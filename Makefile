@@ -8,6 +8,7 @@ TOOLS   := $(CURDIR)/bin/tools
 TESTENV := scripts/testenv.sh
 DOCKERENV := scripts/dockerenv.sh
 GOLANGCI_LINT_VERSION := v2.15.0
+PROMETHEUS_VERSION := v0.316.0
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.Version=$(VERSION)
 
@@ -123,6 +124,12 @@ lint: $(TOOLS)/golangci-lint ## golangci-lint (.golangci.yml: vet, staticcheck, 
 # bin/tools (built once; about a minute).
 $(TOOLS)/golangci-lint:
 	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+# promtool checks and unit-tests deploy/prometheus's alerting rules. It comes
+# from the Go module proxy at a pinned version (Prometheus v3's module tag),
+# into bin/tools, built once (about eight minutes: it is most of Prometheus).
+$(TOOLS)/promtool:
+	GOBIN=$(TOOLS) $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
 
 .PHONY: services
 services: ## provision and start local PostgreSQL and RabbitMQ; prints their URLs

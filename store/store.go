@@ -20,7 +20,8 @@ const versionTable = "cmdtrack_schema_version"
 
 // Store writes to one PostgreSQL database through a connection pool.
 type Store struct {
-	pool *pgxpool.Pool
+	pool     *pgxpool.Pool
+	onChange ChangeFunc
 }
 
 // Options tune the connection pool.
@@ -32,6 +33,10 @@ type Options struct {
 	// ReadOnly makes every transaction read-only (the console's): a
 	// write is refused by PostgreSQL whatever the role may do.
 	ReadOnly bool
+	// OnChange, when set, is told after each commit of Apply which command
+	// rows it changed, from what to what (the outcome metrics). Apply then
+	// reads each row's state before and after; without it, it does not.
+	OnChange ChangeFunc
 }
 
 // Open parses url and creates the pool. It does not wait for the database:
@@ -62,7 +67,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create database pool: %w", err)
 	}
-	return &Store{pool: pool}, nil
+	return &Store{pool: pool, onChange: opts.OnChange}, nil
 }
 
 // Close waits for connections in use to be returned and closes them.
