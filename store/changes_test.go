@@ -43,8 +43,9 @@ func (l *changeLog) take() []store.Change {
 func setupTracking(t *testing.T, log *changeLog) (tracked, plain *store.Store) {
 	t.Helper()
 	plain, schema, url := testenv.Schema(t)
-	tracked, err := store.Open(context.Background(), url, store.Options{MaxConns: 4, Schema: schema, OnChange: log.add})
+	tracked, err := store.Open(context.Background(), url, store.Options{MaxConns: 4, Schema: schema})
 	require.NoError(t, err)
+	tracked.OnChange(log.add)
 	t.Cleanup(tracked.Close)
 	return tracked, plain
 }

@@ -33,10 +33,6 @@ type Options struct {
 	// ReadOnly makes every transaction read-only (the console's): a
 	// write is refused by PostgreSQL whatever the role may do.
 	ReadOnly bool
-	// OnChange, when set, is told after each commit of Apply which command
-	// rows it changed, from what to what (the outcome metrics). Apply then
-	// reads each row's state before and after; without it, it does not.
-	OnChange ChangeFunc
 }
 
 // Open parses url and creates the pool. It does not wait for the database:
@@ -67,8 +63,14 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create database pool: %w", err)
 	}
-	return &Store{pool: pool, onChange: opts.OnChange}, nil
+	return &Store{pool: pool}, nil
 }
+
+// OnChange sets f to be told, after each commit of Apply, which command
+// rows it changed, from what to what (the outcome metrics). Apply then reads
+// each row's state before and after; without f, it does not. Set it before
+// Apply is first called.
+func (s *Store) OnChange(f ChangeFunc) { s.onChange = f }
 
 // Close waits for connections in use to be returned and closes them.
 func (s *Store) Close() { s.pool.Close() }
