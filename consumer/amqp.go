@@ -342,6 +342,7 @@ func (b *Broker) checkBacklogs(ctx context.Context) {
 			marks[q.name] = at
 		}
 		if since, ok := q.backlog.atRisk(); ok {
+			b.m.backlogGaps.WithLabelValues(q.name, "at_risk").Inc()
 			b.log.Warn(LogBacklogAtRisk, "queue", q.name, "since", since.UTC().Format(time.RFC3339),
 				"repair", "once writes recover: cmdtrack reconcile -since "+since.UTC().Format(time.RFC3339))
 		}
