@@ -53,13 +53,18 @@ run: build ## run the worker against local PostgreSQL and RabbitMQ (provisioned 
 	exec $(BIN)/cmdtrack
 
 .PHONY: test
-test: ## every test with the race detector; then the service-restart tests (serial); then 20s of fuzzing
+test: test/rules ## the alerting rules; every test with the race detector; then the service-restart tests (serial); then 20s of fuzzing
 	@$(call with_services,$(GO) test -race -count=1 -timeout 20m ./...)
 	cd deploy && $(GO) test -count=1 -timeout 5m ./...
 	@# Restarting the shared services would disturb the parallel tests above,
 	@# so these run alone. They drive scripts/testenv.sh's services.
 	@eval "$$($(TESTENV) up)"; $(GO) test -race -count=1 -timeout 10m -tags restart -run 'TestRestart' ./cmd/cmdtrack/
 	$(GO) test ./notification -run '^$$' -fuzz FuzzDecode -fuzztime 20s
+
+.PHONY: test/rules
+test/rules: $(TOOLS)/promtool ## check deploy/prometheus's alerting rules and run their unit tests with promtool
+	$(TOOLS)/promtool check rules deploy/prometheus/cmdtrack.rules.yml
+	cd deploy/prometheus && $(TOOLS)/promtool test rules cmdtrack.rules.test.yml
 
 .PHONY: test/docker
 test/docker: ## the container path for real: the suite on testcontainers-go, the Dockerfile's image, docker compose; no leaks

@@ -143,6 +143,9 @@ func newBroker(cfg BrokerConfig, log *slog.Logger, m *Metrics, now func() time.T
 	share := cfg.MaxBytes / int64(len(cfg.Queues))
 	for _, name := range cfg.Queues {
 		b.queues = append(b.queues, newQueue(name, share, m, newBacklog(cfg.BacklogRetention, b.now)))
+		// At zero from the start, so that the first gap is an increase.
+		m.backlogGaps.WithLabelValues(name, "lost")
+		m.backlogGaps.WithLabelValues(name, "at_risk")
 	}
 	var tlsCfg *tls.Config
 	if u.Scheme == "amqps" {
