@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -141,21 +142,12 @@ func requireExported(t *testing.T, where string, exported map[string][]string, s
 			}
 		}
 		_, ok := exported[name]
-		require.Truef(t, ok || slicesContains(extra, name), "%s uses %s, which cmdtrack does not export", where, s.name)
+		require.Truef(t, ok || slices.Contains(extra, name), "%s uses %s, which cmdtrack does not export", where, s.name)
 		allowed := append([]string{"job", "instance"}, lbls...)
 		for _, l := range s.labels {
-			require.Truef(t, slicesContains(allowed, l), "%s: %s has no label %q (it has %v)", where, s.name, l, lbls)
+			require.Truef(t, slices.Contains(allowed, l), "%s: %s has no label %q (it has %v)", where, s.name, l, lbls)
 		}
 	}
-}
-
-func slicesContains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // Every query of the dashboard parses with Prometheus' own parser and names

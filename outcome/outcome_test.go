@@ -3,7 +3,6 @@ package outcome_test
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -82,24 +81,11 @@ func TestProductLabelOff(t *testing.T) {
 	t.Parallel()
 	m, reg := setup(t, false)
 	m.Record([]store.Change{{After: store.CommandState{Status: notification.Expired, ProductID: "p1"}}})
-	require.Equal(t, 1.0, testutil.ToFloat64(mustCounter(t, reg)))
-}
-
-func mustCounter(t *testing.T, reg *prometheus.Registry) prometheus.Collector {
-	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() == "cmdtrack_commands_finished_total" {
-			require.Len(t, mf.GetMetric(), 1)
-			require.Equal(t, "", mf.GetMetric()[0].GetLabel()[0].GetValue())
-			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "x"}, func() float64 {
-				return mf.GetMetric()[0].GetCounter().GetValue()
-			})
-		}
-	}
-	t.Fatal("no cmdtrack_commands_finished_total")
-	return nil
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP cmdtrack_commands_finished_total Commands whose stored status became final (SUCCESSFUL, FAILED, TIMEOUT, EXPIRED, CANCELED) for the first time, by product and that status.
+# TYPE cmdtrack_commands_finished_total counter
+cmdtrack_commands_finished_total{product_id="",status="EXPIRED"} 1
+`), "cmdtrack_commands_finished_total"))
 }
 
 type fakeDB struct {
@@ -117,7 +103,7 @@ func TestDBCollectorOnlyOnTheLeader(t *testing.T) {
 	t.Parallel()
 	var leader atomic.Bool
 	db := &fakeDB{stuck: map[notification.Status]int64{notification.Sent: 4}, newest: time.Now().Add(-time.Minute)}
-	c := outcome.NewDBCollector(db, leader.Load, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c := outcome.NewDBCollector(db, leader.Load, time.Hour, slog.New(slog.DiscardHandler))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c)
 
