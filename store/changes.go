@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -33,7 +34,8 @@ func (c *CommandState) Final() bool {
 // Change is what one committed transaction did to one command's row: the row
 // before the transaction (Existed false: there was none) and after it. Only
 // the transaction that changed a row reports it, so changes summed over every
-// writer and replica count each change of a row once.
+// writer and replica count each change of a row once. Before.ProductID is
+// left empty (not read): the product is After's.
 type Change struct {
 	CommandID string
 	Existed   bool
@@ -67,8 +69,10 @@ const stateColumns = "command_id, status, product_id, created_time, sent_time, d
 // by both writers.
 var (
 	insertCommandsFirst = insertOnce("device_commands", commandColumns) + "\nRETURNING " + stateColumns
-	lockCommands        = "SELECT " + stateColumns + " FROM device_commands WHERE command_id = ANY($1::text[]) ORDER BY command_id FOR UPDATE"
-	upsertTracking      = upsertCommands + "\nRETURNING " + stateColumns
+	// The state before needs no product (the counters label the state after).
+	lockCommands = "SELECT " + strings.Replace(stateColumns, "product_id", "NULL::text", 1) +
+		" FROM device_commands WHERE command_id = ANY($1::text[]) ORDER BY command_id FOR UPDATE"
+	upsertTracking = upsertCommands + "\nRETURNING " + stateColumns
 )
 
 // tracker follows the commands of one batch through its statements. Its
@@ -98,49 +102,66 @@ func newTracker(first []noteRow, changed []bool) *tracker {
 
 // queue queues the statements of steps 1 to 3 in place of the plain merge.
 func (t *tracker) queue(b *pgx.Batch, rounds [][]noteRow) {
-	b.Queue(insertCommandsFirst, args(commandColumns, t.round)...).Query(func(rows pgx.Rows) error {
-		return t.scan(rows, func(s *slot, st CommandState) {
-			s.read, s.existed, s.changed, s.after = true, false, true, st
-		}, t.round)
+	first := args(commandColumns, t.round) // steps 1 and 3 share the first round's arguments
+	b.Queue(insertCommandsFirst, first...).Query(func(rows pgx.Rows) error {
+		return t.scan(rows, t.round, func(s *slot) *CommandState {
+			s.read, s.existed, s.changed = true, false, true
+			return &s.after
+		})
 	})
 	b.Queue(lockCommands, t.ids).Query(func(rows pgx.Rows) error {
-		return t.scan(rows, func(s *slot, st CommandState) {
-			if !s.read { // not inserted by step 1
-				s.read, s.existed, s.before, s.after = true, true, st, st
+		return t.scan(rows, nil, func(s *slot) *CommandState {
+			if s.read { // inserted by step 1
+				return nil
 			}
-		}, nil)
+			s.read, s.existed = true, true
+			return &s.before
+		})
 	})
-	for _, round := range rounds {
-		b.Queue(upsertTracking, args(commandColumns, round)...).Query(func(rows pgx.Rows) error {
-			return t.scan(rows, func(s *slot, st CommandState) {
-				s.changed, s.after = true, st
-			}, round)
+	for i, round := range rounds {
+		a := first
+		if i > 0 {
+			a = args(commandColumns, round)
+		}
+		b.Queue(upsertTracking, a...).Query(func(rows pgx.Rows) error {
+			return t.scan(rows, round, func(s *slot) *CommandState {
+				if !s.changed {
+					s.changed, s.after = true, s.before // the product is only read here if it changed
+				}
+				return &s.after
+			})
 		})
 	}
 }
 
-// scan reads state rows into their slots; when round is given, it also
-// marks the items of round whose command came back as changed.
-func (t *tracker) scan(rows pgx.Rows, set func(*slot, CommandState), round []noteRow) error {
+// scan reads state rows into the states into returns for their slots (nil:
+// skip the row); when round is given, it also marks the items of round
+// whose command came back as changed. It allocates only for a product id
+// that differs from the one the state holds: the text is read in place.
+func (t *tracker) scan(rows pgx.Rows, round []noteRow, into func(*slot) *CommandState) error {
 	defer rows.Close()
 	var (
-		id, status, product                      pgtype.Text
+		id, status, product                      pgtype.DriverBytes
 		created, sent, delivered, response, last pgtype.Timestamptz
 	)
 	for rows.Next() {
 		if err := rows.Scan(&id, &status, &product, &created, &sent, &delivered, &response, &last); err != nil {
 			return err
 		}
-		i, ok := slices.BinarySearch(t.ids, id.String)
+		key := unsafe.String(unsafe.SliceData(id), len(id)) // only compared, not kept
+		i, ok := slices.BinarySearch(t.ids, key)
 		if !ok {
 			continue
 		}
-		set(&t.slots[i], CommandState{
-			Status: notification.Status(status.String), ProductID: product.String,
-			Created: created.Time, Sent: sent.Time, Delivered: delivered.Time, Response: response.Time, LastEvent: last.Time,
-		})
+		if st := into(&t.slots[i]); st != nil {
+			st.Status = knownStatus(status)
+			if st.ProductID != string(product) {
+				st.ProductID = string(product)
+			}
+			st.Created, st.Sent, st.Delivered, st.Response, st.LastEvent = created.Time, sent.Time, delivered.Time, response.Time, last.Time
+		}
 		if round != nil && t.changed != nil {
-			if j, ok := slices.BinarySearchFunc(round, id.String, func(r noteRow, id string) int {
+			if j, ok := slices.BinarySearchFunc(round, key, func(r noteRow, id string) int {
 				return strings.Compare(r.n.CommandID, id)
 			}); ok {
 				t.changed[round[j].idx] = true
@@ -148,6 +169,29 @@ func (t *tracker) scan(rows pgx.Rows, set func(*slot, CommandState), round []not
 		}
 	}
 	return rows.Err()
+}
+
+// knownStatus is the Status constant b spells, without allocating for it.
+func knownStatus(b []byte) notification.Status {
+	switch string(b) {
+	case string(notification.Pending):
+		return notification.Pending
+	case string(notification.Sent):
+		return notification.Sent
+	case string(notification.Delivered):
+		return notification.Delivered
+	case string(notification.Successful):
+		return notification.Successful
+	case string(notification.Failed):
+		return notification.Failed
+	case string(notification.Timeout):
+		return notification.Timeout
+	case string(notification.Expired):
+		return notification.Expired
+	case string(notification.Canceled):
+		return notification.Canceled
+	}
+	return notification.Status(b)
 }
 
 // changes are the batch's changed rows, once committed.
