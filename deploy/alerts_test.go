@@ -19,6 +19,7 @@ import (
 	"github.com/cmdtrack/cmdtrack/outcome"
 	"github.com/cmdtrack/cmdtrack/pipeline"
 	"github.com/cmdtrack/cmdtrack/reconcile"
+	"github.com/cmdtrack/cmdtrack/upkeep"
 )
 
 // descRegisterer is a prometheus.Registerer that keeps what each collector
@@ -52,6 +53,7 @@ func exportedMetrics(t *testing.T) map[string][]string {
 	consumer.NewMetrics(reg)
 	pipeline.NewMetrics(reg)
 	reconcile.NewMetrics(reg)
+	upkeep.NewMetrics(reg)
 	outcome.NewMetrics(reg, true)
 	reg.MustRegister(outcome.NewDBCollector(nil, nil, time.Hour, nil))
 
