@@ -70,8 +70,13 @@ const stateColumns = "command_id, status, product_id, created_time, sent_time, d
 var (
 	insertCommandsFirst = insertOnce("device_commands", commandColumns) + "\nRETURNING " + stateColumns
 	// The state before needs no product (the counters label the state after).
-	lockCommands = "SELECT " + strings.Replace(stateColumns, "product_id", "NULL::text", 1) +
-		" FROM device_commands WHERE command_id = ANY($1::text[]) ORDER BY command_id FOR UPDATE"
+	// One lookup of the primary key per command, in the order given (the
+	// batch's, command_id order): `command_id = ANY($1)` can be planned as a
+	// scan of the table comparing each row with the whole array, as it is
+	// while a new table has no statistics.
+	lockCommands = "SELECT d.* FROM unnest($1::text[]) AS u(id) CROSS JOIN LATERAL (SELECT " +
+		strings.Replace(stateColumns, "product_id", "NULL::text", 1) +
+		" FROM device_commands x WHERE x.command_id = u.id FOR UPDATE) d"
 	upsertTracking = upsertCommands + "\nRETURNING " + stateColumns
 )
 
