@@ -8,6 +8,7 @@ TOOLS   := $(CURDIR)/bin/tools
 TESTENV := scripts/testenv.sh
 DOCKERENV := scripts/dockerenv.sh
 GOLANGCI_LINT_VERSION := v2.15.0
+PROMETHEUS_VERSION := v0.316.0
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.Version=$(VERSION)
 
@@ -52,13 +53,18 @@ run: build ## run the worker against local PostgreSQL and RabbitMQ (provisioned 
 	exec $(BIN)/cmdtrack
 
 .PHONY: test
-test: ## every test with the race detector; then the service-restart tests (serial); then 20s of fuzzing
+test: test/rules ## the alerting rules; every test with the race detector; then the service-restart tests (serial); then 20s of fuzzing
 	@$(call with_services,$(GO) test -race -count=1 -timeout 20m ./...)
 	cd deploy && $(GO) test -count=1 -timeout 5m ./...
 	@# Restarting the shared services would disturb the parallel tests above,
 	@# so these run alone. They drive scripts/testenv.sh's services.
 	@eval "$$($(TESTENV) up)"; $(GO) test -race -count=1 -timeout 10m -tags restart -run 'TestRestart' ./cmd/cmdtrack/
 	$(GO) test ./notification -run '^$$' -fuzz FuzzDecode -fuzztime 20s
+
+.PHONY: test/rules
+test/rules: $(TOOLS)/promtool ## check deploy/prometheus's alerting rules and run their unit tests with promtool
+	$(TOOLS)/promtool check rules deploy/prometheus/cmdtrack.rules.yml
+	cd deploy/prometheus && $(TOOLS)/promtool test rules cmdtrack.rules.test.yml
 
 .PHONY: test/docker
 test/docker: ## the container path for real: the suite on testcontainers-go, the Dockerfile's image, docker compose; no leaks
@@ -123,6 +129,12 @@ lint: $(TOOLS)/golangci-lint ## golangci-lint (.golangci.yml: vet, staticcheck, 
 # bin/tools (built once; about a minute).
 $(TOOLS)/golangci-lint:
 	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+# promtool checks and unit-tests deploy/prometheus's alerting rules. It comes
+# from the Go module proxy at a pinned version (Prometheus v3's module tag),
+# into bin/tools, built once (about eight minutes: it is most of Prometheus).
+$(TOOLS)/promtool:
+	GOBIN=$(TOOLS) $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
 
 .PHONY: services
 services: ## provision and start local PostgreSQL and RabbitMQ; prints their URLs

@@ -146,6 +146,9 @@ func newBroker(cfg BrokerConfig, log *slog.Logger, m *Metrics, now func() time.T
 	share := cfg.MaxBytes / int64(len(cfg.Queues))
 	for _, name := range cfg.Queues {
 		b.queues = append(b.queues, newQueue(name, share, m, newBacklog(cfg.BacklogRetention, b.now)))
+		// At zero from the start, so that the first gap is an increase.
+		m.backlogGaps.WithLabelValues(name, "lost")
+		m.backlogGaps.WithLabelValues(name, "at_risk")
 	}
 	var tlsCfg *tls.Config
 	if u.Scheme == "amqps" {
@@ -345,6 +348,7 @@ func (b *Broker) checkBacklogs(ctx context.Context) {
 			marks[q.name] = at
 		}
 		if since, ok := q.backlog.atRisk(); ok {
+			b.m.backlogGaps.WithLabelValues(q.name, "at_risk").Inc()
 			b.log.Warn(LogBacklogAtRisk, "queue", q.name, "since", since.UTC().Format(time.RFC3339),
 				"repair", "once writes recover: cmdtrack reconcile -since "+since.UTC().Format(time.RFC3339))
 		}

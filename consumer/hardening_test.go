@@ -229,6 +229,7 @@ func TestBacklogGapAcrossRestarts(t *testing.T) {
 	logs.mu.Lock()
 	defer logs.mu.Unlock()
 	require.Contains(t, logs.msgs, consumer.LogBacklogLost)
+	require.Equal(t, 1.0, r.metric(t, "cmdtrack_backlog_gaps_total", "queue", f.queue, "when", "lost"))
 }
 
 // While the database is away and the queue's messages are held, a gap longer
@@ -246,5 +247,6 @@ func TestBacklogAtRiskWhileTheDatabaseIsAway(t *testing.T) {
 		defer logs.mu.Unlock()
 		return slices.Contains(logs.msgs, consumer.LogBacklogAtRisk)
 	}, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, 1.0, r.metric(t, "cmdtrack_backlog_gaps_total", "queue", f.queue, "when", "at_risk"))
 	require.ErrorIs(t, r.stop(), pipeline.ErrGraceRanOut)
 }

@@ -15,6 +15,7 @@ type Metrics struct {
 	queueAttached  *prometheus.GaugeVec
 	attachFailures *prometheus.CounterVec
 	presettled     *prometheus.CounterVec
+	backlogGaps    *prometheus.CounterVec
 }
 
 // NewMetrics creates the series and registers them on reg (nil: unregistered,
@@ -48,10 +49,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		presettled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cmdtrack_messages_presettled_total", Help: "Messages the broker sent already settled (delivered at most once), by queue.",
 		}, []string{"queue"}),
+		backlogGaps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cmdtrack_backlog_gaps_total",
+			Help: "Times a queue went unconsumed longer than the platform keeps its backlog (CMDTRACK_AMQP_BACKLOG_RETENTION): notifications may have been lost; by queue and when it was seen (lost: on attaching again, at_risk: while messages were held).",
+		}, []string{"queue", "when"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.received, m.unsettled, m.connected, m.reconnects, m.outages,
-			m.heldBytes, m.queueAttached, m.attachFailures, m.presettled)
+			m.heldBytes, m.queueAttached, m.attachFailures, m.presettled, m.backlogGaps)
 	}
 	return m
 }

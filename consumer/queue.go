@@ -90,6 +90,7 @@ func (b *Broker) runQueue(ctx context.Context, conn conn, q *queue, consume func
 		if err == nil {
 			if gapFrom, gapTo, lost := q.backlog.consumed(); lost {
 				from, to := gapFrom.UTC().Format(time.RFC3339), gapTo.UTC().Format(time.RFC3339)
+				b.m.backlogGaps.WithLabelValues(q.name, "lost").Inc()
 				b.log.Warn(LogBacklogLost, "queue", q.name, "from", from, "to", to, "gap", gapTo.Sub(gapFrom).Round(time.Second),
 					"repair", fmt.Sprintf("cmdtrack reconcile -since %s -until %s", from, to))
 			}

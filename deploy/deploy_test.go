@@ -1,8 +1,8 @@
 // Package deploy_test checks the deployment artefacts offline: the Dockerfile
 // and .dockerignore, docker-compose.yml, the systemd units, the Kubernetes
-// manifests and the Grafana dashboard, against each other and against the
-// code (the CMDTRACK_* variables `cmdtrack -h` prints, the metrics defined in
-// consumer/metrics.go and pipeline/metrics.go).
+// manifests, the Grafana dashboard and the alerting rules, against each
+// other and against the code (the CMDTRACK_* variables `cmdtrack -h` prints,
+// the metrics the code registers).
 //
 // It is a module of its own so that Kubernetes', Compose's and Moby's
 // packages stay out of the service's go.mod (and its Docker build).

@@ -18,9 +18,12 @@ type metricDef struct {
 }
 
 // metricSources are the files that define cmdtrack's metrics.
-var metricSources = []string{"consumer/metrics.go", "pipeline/metrics.go"}
+var metricSources = []string{"consumer/metrics.go", "pipeline/metrics.go", "reconcile/metrics.go", "upkeep/metrics.go",
+	"outcome/outcome.go", "outcome/db.go"}
 
-// definedMetrics reads the metric definitions from metricSources.
+// definedMetrics reads the metric definitions (kind and labels) from
+// metricSources, and checks them against what the code registers
+// (exportedMetrics): the names and labels must be the same.
 func definedMetrics(t *testing.T) map[string]metricDef {
 	t.Helper()
 	var src string
@@ -28,18 +31,36 @@ func definedMetrics(t *testing.T) map[string]metricDef {
 		src += string(readFile(t, f))
 	}
 	re := regexp.MustCompile(`prometheus\.New(\w+)\(prometheus\.\w+Opts\{\s*Name:\s*"(cmdtrack_[a-z0-9_]+)"[^}]*\}(?:,\s*\[\]string\{([^}]*)\})?`)
-	defs := map[string]metricDef{}
-	for _, m := range re.FindAllStringSubmatch(src, -1) {
+	// A collector's gauges, read at scrape time (outcome.DBCollector).
+	descRe := regexp.MustCompile(`prometheus\.NewDesc\(\s*"(cmdtrack_[a-z0-9_]+)",\s*"[^"]*",\s*(?:\[\]string\{([^}]*)\}|nil)`)
+	labelList := func(s string) []string {
 		var lbls []string
-		for _, l := range strings.Split(m[3], ",") {
+		for _, l := range strings.Split(s, ",") {
 			if l = strings.Trim(strings.TrimSpace(l), `"`); l != "" {
 				lbls = append(lbls, l)
 			}
 		}
-		defs[m[2]] = metricDef{kind: m[1], labels: lbls}
+		return lbls
 	}
-	// Cross-check the regexp against a plain count of Name: fields.
-	require.Len(t, defs, strings.Count(src, `Name: "cmdtrack_`), "every metric in %v was parsed", metricSources)
+	defs := map[string]metricDef{}
+	for _, m := range re.FindAllStringSubmatch(src, -1) {
+		defs[m[2]] = metricDef{kind: m[1], labels: labelList(m[3])}
+	}
+	for _, m := range descRe.FindAllStringSubmatch(src, -1) {
+		defs[m[1]] = metricDef{kind: "Gauge", labels: labelList(m[2])}
+	}
+	exported := exportedMetrics(t)
+	for name, labels := range exported {
+		if !strings.HasPrefix(name, "cmdtrack_") {
+			continue
+		}
+		def, ok := defs[name]
+		require.Truef(t, ok, "%s is registered but not found in %v", name, metricSources)
+		require.ElementsMatchf(t, labels, def.labels, "%s: labels", name)
+	}
+	for name := range defs {
+		require.Containsf(t, exported, name, "%s is in %v but not registered by the code", name, metricSources)
+	}
 	require.GreaterOrEqual(t, len(defs), 10)
 	return defs
 }

@@ -88,28 +88,42 @@ func (s *Store) apply(ctx context.Context, items []ingest.Item, res []ingest.Res
 }
 
 // applyOnce writes items in one transaction and says, index for index,
-// which notifications created or changed their command's row.
+// which notifications created or changed their command's row. Once it has
+// committed, it tells the store's ChangeFunc what the batch changed: a
+// batch rolled back tells nothing.
 func (s *Store) applyOnce(ctx context.Context, items []ingest.Item, report bool) ([]bool, error) {
 	b := &pgx.Batch{}
 	var changed []bool
 	if report {
 		changed = make([]bool, len(items))
 	}
-	queueWrites(b, items, changed)
+	tr := queueTracked(b, items, changed, report || s.onChange != nil)
 	// pgx sends the batch in one round trip and runs it as one implicit
 	// transaction: all of it commits or none of it does.
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("apply batch of %d: %w", len(items), err)
 	}
+	if tr != nil && s.onChange != nil {
+		if c := tr.changes(); len(c) > 0 {
+			s.onChange(c)
+		}
+	}
 	return changed, nil
 }
 
 // queueWrites queues the statements that store items, and marks in changed
-// the notifications whose merge created or changed their command's row.
+// (when not nil) the notifications whose merge created or changed their
+// command's row.
+func queueWrites(b *pgx.Batch, items []ingest.Item, changed []bool) {
+	queueTracked(b, items, changed, changed != nil)
+}
+
+// queueTracked is queueWrites; with track, the merge also reads each row's
+// state before and after (see tracker), and the tracker is returned.
 // Every statement takes its rows in a fixed order (command_id, then key), so
 // that two workers writing overlapping batches lock rows in the same order
 // and cannot deadlock.
-func queueWrites(b *pgx.Batch, items []ingest.Item, changed []bool) {
+func queueTracked(b *pgx.Batch, items []ingest.Item, changed []bool, track bool) *tracker {
 	var notes []noteRow
 	var presence []presenceRow
 	var dead []deadRow
@@ -123,6 +137,7 @@ func queueWrites(b *pgx.Batch, items []ingest.Item, changed []bool) {
 			dead = append(dead, newDeadRow(it.Source, it.DeadLetter))
 		}
 	}
+	var tr *tracker
 	if len(notes) > 0 {
 		slices.SortFunc(notes, func(a, b noteRow) int {
 			return cmp.Or(strings.Compare(a.n.CommandID, b.n.CommandID), bytes.Compare(a.key, b.key),
@@ -132,14 +147,14 @@ func queueWrites(b *pgx.Batch, items []ingest.Item, changed []bool) {
 			// First: the statements after it read these (firstReceipt).
 			b.Queue(insertReceipts, args(receiptColumns, receipts)...)
 		}
-		for _, round := range rounds(notes) {
-			if changed == nil {
+		rs := rounds(notes)
+		if track {
+			tr = newTracker(rs[0], changed)
+			tr.queue(b, rs)
+		} else {
+			for _, round := range rs {
 				b.Queue(upsertCommands, args(commandColumns, round)...)
-				continue
 			}
-			b.Queue(upsertReporting, args(commandColumns, round)...).Query(func(rows pgx.Rows) error {
-				return markChanged(rows, round, changed)
-			})
 		}
 		b.Queue(insertEvents, args(eventColumns, notes)...)
 	}
@@ -147,6 +162,7 @@ func queueWrites(b *pgx.Batch, items []ingest.Item, changed []bool) {
 	if len(dead) > 0 {
 		b.Queue(insertDeadLetters, args(deadLetterColumns, dead)...)
 	}
+	return tr
 }
 
 // receiptTimed are the rows timed by their receipt (legacy callbacks).
@@ -158,25 +174,6 @@ func receiptTimed(rows []noteRow) []noteRow {
 		}
 	}
 	return out
-}
-
-// markChanged reads the command ids a round's upsert returned (those it
-// inserted or changed) and marks their items. A round holds each command
-// once, in command_id order.
-func markChanged(rows pgx.Rows, round []noteRow, changed []bool) error {
-	defer rows.Close()
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return err
-		}
-		if i, ok := slices.BinarySearchFunc(round, id, func(r noteRow, id string) int {
-			return strings.Compare(r.n.CommandID, id)
-		}); ok {
-			changed[round[i].idx] = true
-		}
-	}
-	return rows.Err()
 }
 
 // rounds splits sorted rows so that no command appears twice in a round: one

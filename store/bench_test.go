@@ -9,6 +9,7 @@ import (
 	"github.com/cmdtrack/cmdtrack/internal/simulate"
 	"github.com/cmdtrack/cmdtrack/internal/testenv"
 	"github.com/cmdtrack/cmdtrack/notification"
+	"github.com/cmdtrack/cmdtrack/store"
 )
 
 // benchItems decodes a realistic stream (out of order, duplicates, a little
@@ -34,9 +35,22 @@ func benchItems(tb testing.TB, n int) []ingest.Item {
 // one Apply per batch, every batch new data. ns/op is per batch; msgs/s is
 // the write throughput of one writer.
 func BenchmarkApply(b *testing.B) {
+	benchmarkApply(b, false)
+}
+
+// BenchmarkApplyTracking is BenchmarkApply with the outcome metrics' change
+// tracking on, as the worker runs it (store.OnChange).
+func BenchmarkApplyTracking(b *testing.B) {
+	benchmarkApply(b, true)
+}
+
+func benchmarkApply(b *testing.B, tracking bool) {
 	for _, size := range []int{64, 256, 1024} {
 		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
 			st, _, _ := testenv.Schema(b)
+			if tracking {
+				st.OnChange(func([]store.Change) {})
+			}
 			items := benchItems(b, b.N*size)
 			ctx := context.Background()
 			b.ReportAllocs()

@@ -313,12 +313,8 @@ WHERE %s
 }
 
 var (
-	insertEvents   = insertOnce("device_command_events", eventColumns)
-	insertReceipts = insertOnce("device_command_receipts", receiptColumns)
-	upsertCommands = mergeUpsert("device_commands", commandColumns)
-	// upsertReporting also returns the command_id of every row it inserted
-	// or changed, for a caller who wants to know (reconcile); the worker
-	// does not pay for the answer.
-	upsertReporting   = upsertCommands + "\nRETURNING command_id"
+	insertEvents      = insertOnce("device_command_events", eventColumns)
+	insertReceipts    = insertOnce("device_command_receipts", receiptColumns)
+	upsertCommands    = mergeUpsert("device_commands", commandColumns)
 	insertDeadLetters = insertOnce("dead_letters", deadLetterColumns)
 )

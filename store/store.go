@@ -20,7 +20,8 @@ const versionTable = "cmdtrack_schema_version"
 
 // Store writes to one PostgreSQL database through a connection pool.
 type Store struct {
-	pool *pgxpool.Pool
+	pool     *pgxpool.Pool
+	onChange ChangeFunc
 }
 
 // Options tune the connection pool.
@@ -64,6 +65,12 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	return &Store{pool: pool}, nil
 }
+
+// OnChange sets f to be told, after each commit of Apply, which command
+// rows it changed, from what to what (the outcome metrics). Apply then reads
+// each row's state before and after; without f, it does not. Set it before
+// Apply is first called.
+func (s *Store) OnChange(f ChangeFunc) { s.onChange = f }
 
 // Close waits for connections in use to be returned and closes them.
 func (s *Store) Close() { s.pool.Close() }

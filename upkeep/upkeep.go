@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/cmdtrack/cmdtrack/store"
@@ -90,7 +91,14 @@ type Upkeep struct {
 	cfg Config
 	log *slog.Logger
 	m   *Metrics
+	// held says whether the last try took the lock.
+	held atomic.Bool
 }
+
+// HoldsLock reports whether this replica's last upkeep run took the lock:
+// the replica that exports what every replica would read the same from the
+// database (outcome.DBCollector).
+func (u *Upkeep) HoldsLock() bool { return u.held.Load() }
 
 // New returns an Upkeep; m may be nil (no metrics kept).
 func New(st Store, cfg Config, log *slog.Logger, m *Metrics) *Upkeep {
@@ -195,6 +203,7 @@ func (u *Upkeep) Loop(ctx context.Context) {
 // and logs its failure (a lack of privilege says what to do about it).
 func (u *Upkeep) locked(ctx context.Context, task string, f func() error) error {
 	unlock, ok, err := u.st.TryLock(ctx, LockName)
+	u.held.Store(ok)
 	if ok {
 		defer unlock()
 	}

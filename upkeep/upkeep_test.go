@@ -194,6 +194,22 @@ func TestBusyLockSkipsTheRun(t *testing.T) {
 	require.Zero(t, f.series(t, "cmdtrack_upkeep_failures_total"))
 }
 
+// HoldsLock follows the last try: the replica that took the lock exports
+// the database's gauges, one that found it busy stops exporting them.
+func TestHoldsLockFollowsTheLastTry(t *testing.T) {
+	t.Parallel()
+	st := &fakeStore{}
+	f := setup(t, st, upkeep.Config{})
+	require.False(t, f.up.HoldsLock(), "before any run")
+	require.NoError(t, f.up.Rollup(context.Background()))
+	require.True(t, f.up.HoldsLock())
+	st.mu.Lock()
+	st.busy = true
+	st.mu.Unlock()
+	require.NoError(t, f.up.Rollup(context.Background()))
+	require.False(t, f.up.HoldsLock())
+}
+
 // A lock that cannot be asked for (the database away) is a failure of its
 // class, tried again soon.
 func TestLockErrorIsAFailure(t *testing.T) {

@@ -93,11 +93,12 @@ type Config struct {
 	ReconcileThreshold time.Duration `envconfig:"RECONCILE_THRESHOLD" default:"1h" desc:"reconcile commands not final that have not moved for this long (within cmdtrack_settings.stuck_horizon)"`
 	ReconcileRate      float64       `envconfig:"RECONCILE_RATE" default:"5" desc:"most API calls per second while reconciling"`
 
-	ShutdownGrace time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"how long SIGTERM may take to store and settle messages in hand"`
-	StallTimeout  time.Duration `envconfig:"STALL_TIMEOUT" default:"5m" desc:"messages in hand with nothing stored or settled this long fail /healthz and the systemd watchdog"`
-	OpsAddr       string        `envconfig:"OPS_ADDR" default:"127.0.0.1:9464" desc:"address for /metrics, /healthz, /readyz (empty: off)"`
-	LogFormat     string        `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
-	LogLevel      string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	ShutdownGrace       time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"how long SIGTERM may take to store and settle messages in hand"`
+	StallTimeout        time.Duration `envconfig:"STALL_TIMEOUT" default:"5m" desc:"messages in hand with nothing stored or settled this long fail /healthz and the systemd watchdog"`
+	OpsAddr             string        `envconfig:"OPS_ADDR" default:"127.0.0.1:9464" desc:"address for /metrics, /healthz, /readyz (empty: off)"`
+	MetricsProductLabel bool          `envconfig:"METRICS_PRODUCT_LABEL" default:"true" desc:"label the outcome metrics with product_id (false: one series for all products)"`
+	LogFormat           string        `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
+	LogLevel            string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 }
 
 const envPrefix = "CMDTRACK"

@@ -18,6 +18,7 @@ import (
 	"github.com/cmdtrack/cmdtrack/httppush"
 	"github.com/cmdtrack/cmdtrack/internal/lifecycle"
 	"github.com/cmdtrack/cmdtrack/ops"
+	"github.com/cmdtrack/cmdtrack/outcome"
 	"github.com/cmdtrack/cmdtrack/pipeline"
 	"github.com/cmdtrack/cmdtrack/reconcile"
 	"github.com/cmdtrack/cmdtrack/store"
@@ -107,6 +108,7 @@ func assemble(cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
+	st.OnChange(outcome.NewMetrics(reg, cfg.MetricsProductLabel).Record)
 	w.broker, err = consumer.NewBroker(consumer.BrokerConfig{
 		URL:              cfg.AMQPURL,
 		Queues:           cfg.AMQPQueue,
@@ -158,6 +160,7 @@ func assemble(cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
 	}
 
 	w.up = newUpkeep(cfg, st, log.With("component", "upkeep"), upkeep.NewMetrics(reg))
+	reg.MustRegister(outcome.NewDBCollector(st, w.up.HoldsLock, cfg.ReconcileThreshold, log.With("component", "outcome")))
 	if cfg.ReconcileInterval > 0 {
 		if w.rec, err = newReconciler(cfg, st, log.With("component", "reconcile"), reconcile.NewMetrics(reg)); err != nil {
 			return nil, usageError{fmt.Errorf("reconciler: %w", err)}

@@ -1,0 +1,109 @@
+// Package outcome turns what the store changed into metrics about the
+// commands themselves: how many finished, and how, how long each stage of
+// their lifecycle took, and, from the database, how many are stuck.
+//
+// The counters are fed by store.Options.OnChange, which only the
+// transaction that changed a row is told of, after its commit: a redelivered
+// or late notification that changes nothing counts nothing, a batch rolled
+// back counts nothing, and two replicas never count the same change.
+package outcome
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+// StageBuckets fit IoTDA's scale: a command answered in a second, and one a
+// sleeping device picks up after days (send strategies allow up to 48 h).
+var StageBuckets = []float64{
+	0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
+	2 * 3600, 6 * 3600, 12 * 3600, 24 * 3600, 48 * 3600, 7 * 24 * 3600,
+}
+
+// The stages of a command's life, as cmdtrack_command_stage_seconds labels them.
+const (
+	StageCreatedSent       = "created_sent"
+	StageSentDelivered     = "sent_delivered"
+	StageDeliveredResponse = "delivered_response"
+	StageCreatedFinal      = "created_final"
+)
+
+// Metrics are the outcome counters and histograms.
+type Metrics struct {
+	finished     *prometheus.CounterVec
+	finalChanged *prometheus.CounterVec
+	stages       [4]prometheus.Observer
+	productLabel bool
+}
+
+// NewMetrics creates the series and registers them on reg (nil:
+// unregistered). Without productLabel, product_id is always empty, for
+// fleets with too many products for one series each.
+func NewMetrics(reg prometheus.Registerer, productLabel bool) *Metrics {
+	m := &Metrics{
+		productLabel: productLabel,
+		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cmdtrack_commands_finished_total",
+			Help: "Commands whose stored status became final (SUCCESSFUL, FAILED, TIMEOUT, EXPIRED, CANCELED) for the first time, by product and that status.",
+		}, []string{"product_id", "status"}),
+		finalChanged: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cmdtrack_commands_final_changed_total",
+			Help: "Final statuses replaced by a later final status (a TIMEOUT, then a late SUCCESSFUL), by the status before and after.",
+		}, []string{"from", "to"}),
+	}
+	stage := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "cmdtrack_command_stage_seconds",
+		Help:    "Time a command took for a stage of its life (created_sent, sent_delivered, delivered_response, created_final), observed once per command, when both ends are first known.",
+		Buckets: StageBuckets,
+	}, []string{"stage"})
+	for i, s := range []string{StageCreatedSent, StageSentDelivered, StageDeliveredResponse, StageCreatedFinal} {
+		m.stages[i] = stage.WithLabelValues(s)
+	}
+	if reg != nil {
+		reg.MustRegister(m.finished, m.finalChanged, stage)
+	}
+	return m
+}
+
+// Record counts what one committed batch changed. It is a store.ChangeFunc.
+func (m *Metrics) Record(changes []store.Change) {
+	for i := range changes {
+		c := &changes[i]
+		before, after := &c.Before, &c.After
+		wasFinal := c.Existed && before.Final()
+		if after.Final() {
+			switch {
+			case !wasFinal:
+				product := ""
+				if m.productLabel {
+					product = after.ProductID
+				}
+				m.finished.WithLabelValues(product, string(after.Status)).Inc()
+			case before.Status != after.Status:
+				m.finalChanged.WithLabelValues(string(before.Status), string(after.Status)).Inc()
+			}
+		}
+		var finalBefore, finalAfter time.Time
+		if wasFinal {
+			finalBefore = before.LastEvent
+		}
+		if after.Final() {
+			finalAfter = after.LastEvent
+		}
+		m.stage(0, before.Created, before.Sent, after.Created, after.Sent)
+		m.stage(1, before.Sent, before.Delivered, after.Sent, after.Delivered)
+		m.stage(2, before.Delivered, before.Response, after.Delivered, after.Response)
+		m.stage(3, before.Created, finalBefore, after.Created, finalAfter)
+	}
+}
+
+// stage observes a stage the first time both its ends are known.
+func (m *Metrics) stage(i int, from0, to0, from1, to1 time.Time) {
+	if (!from0.IsZero() && !to0.IsZero()) || from1.IsZero() || to1.IsZero() {
+		return
+	}
+	m.stages[i].Observe(max(0, to1.Sub(from1).Seconds()))
+}

@@ -1,0 +1,130 @@
+package outcome_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cmdtrack/cmdtrack/notification"
+	"github.com/cmdtrack/cmdtrack/outcome"
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func at(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
+
+func setup(t *testing.T, productLabel bool) (*outcome.Metrics, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	return outcome.NewMetrics(reg, productLabel), reg
+}
+
+func TestRecordCountsFinishesAndStagesOnce(t *testing.T) {
+	t.Parallel()
+	m, reg := setup(t, true)
+	sent := store.CommandState{Status: notification.Sent, ProductID: "p1", Created: at(0), Sent: at(2), LastEvent: at(2)}
+	delivered := sent
+	delivered.Status, delivered.Delivered, delivered.LastEvent = notification.Delivered, at(5), at(5)
+	timeout := delivered
+	timeout.Status, timeout.LastEvent = notification.Timeout, at(65)
+	late := timeout
+	late.Status, late.Response, late.LastEvent = notification.Successful, at(70), at(70)
+
+	m.Record([]store.Change{{CommandID: "c1", After: sent}}) // created: created->sent known
+	m.Record([]store.Change{{CommandID: "c1", Existed: true, Before: sent, After: delivered}})
+	m.Record([]store.Change{{CommandID: "c1", Existed: true, Before: delivered, After: timeout}}) // finished
+	m.Record([]store.Change{{CommandID: "c1", Existed: true, Before: timeout, After: late}})      // final changed
+	// A new row straight at a final status, without the product.
+	m.Record([]store.Change{{CommandID: "c2", After: store.CommandState{Status: notification.Failed, LastEvent: at(9)}}})
+
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP cmdtrack_commands_finished_total Commands whose stored status became final (SUCCESSFUL, FAILED, TIMEOUT, EXPIRED, CANCELED) for the first time, by product and that status.
+# TYPE cmdtrack_commands_finished_total counter
+cmdtrack_commands_finished_total{product_id="",status="FAILED"} 1
+cmdtrack_commands_finished_total{product_id="p1",status="TIMEOUT"} 1
+# HELP cmdtrack_commands_final_changed_total Final statuses replaced by a later final status (a TIMEOUT, then a late SUCCESSFUL), by the status before and after.
+# TYPE cmdtrack_commands_final_changed_total counter
+cmdtrack_commands_final_changed_total{from="TIMEOUT",to="SUCCESSFUL"} 1
+`), "cmdtrack_commands_finished_total", "cmdtrack_commands_final_changed_total"))
+
+	count := func(stage string) (uint64, float64) {
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			for _, mt := range mf.GetMetric() {
+				if mf.GetName() == "cmdtrack_command_stage_seconds" && mt.GetLabel()[0].GetValue() == stage {
+					return mt.GetHistogram().GetSampleCount(), mt.GetHistogram().GetSampleSum()
+				}
+			}
+		}
+		return 0, 0
+	}
+	for stage, want := range map[string]float64{
+		outcome.StageCreatedSent: 2, outcome.StageSentDelivered: 3, outcome.StageDeliveredResponse: 65, outcome.StageCreatedFinal: 65,
+	} {
+		n, sum := count(stage)
+		require.Equal(t, uint64(1), n, stage)
+		require.InDelta(t, want, sum, 1e-9, stage)
+	}
+}
+
+func TestProductLabelOff(t *testing.T) {
+	t.Parallel()
+	m, reg := setup(t, false)
+	m.Record([]store.Change{{After: store.CommandState{Status: notification.Expired, ProductID: "p1"}}})
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP cmdtrack_commands_finished_total Commands whose stored status became final (SUCCESSFUL, FAILED, TIMEOUT, EXPIRED, CANCELED) for the first time, by product and that status.
+# TYPE cmdtrack_commands_finished_total counter
+cmdtrack_commands_finished_total{product_id="",status="EXPIRED"} 1
+`), "cmdtrack_commands_finished_total"))
+}
+
+type fakeDB struct {
+	stuck  map[notification.Status]int64
+	newest time.Time
+	err    error
+}
+
+func (f *fakeDB) Stuck(context.Context, time.Time) (map[notification.Status]int64, error) {
+	return f.stuck, f.err
+}
+func (f *fakeDB) NewestEvent(context.Context) (time.Time, error) { return f.newest, f.err }
+
+func TestDBCollectorOnlyOnTheLeader(t *testing.T) {
+	t.Parallel()
+	var leader atomic.Bool
+	db := &fakeDB{stuck: map[notification.Status]int64{notification.Sent: 4}, newest: time.Now().Add(-time.Minute)}
+	c := outcome.NewDBCollector(db, leader.Load, time.Hour, slog.New(slog.DiscardHandler))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+
+	n, err := testutil.GatherAndCount(reg)
+	require.NoError(t, err)
+	require.Zero(t, n, "not the leader: nothing")
+
+	leader.Store(true)
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP cmdtrack_commands_stuck Commands not final (PENDING, SENT, DELIVERED) whose last notification is older than CMDTRACK_RECONCILE_THRESHOLD, by status; exported by the replica holding upkeep's lock.
+# TYPE cmdtrack_commands_stuck gauge
+cmdtrack_commands_stuck{status="DELIVERED"} 0
+cmdtrack_commands_stuck{status="PENDING"} 0
+cmdtrack_commands_stuck{status="SENT"} 4
+`), "cmdtrack_commands_stuck"))
+	age, err := testutil.GatherAndCount(reg, "cmdtrack_newest_notification_age_seconds")
+	require.NoError(t, err)
+	require.Equal(t, 1, age)
+
+	db.err = errors.New("database away")
+	n, err = testutil.GatherAndCount(reg)
+	require.NoError(t, err)
+	require.Zero(t, n, "a failed read exports nothing")
+}
