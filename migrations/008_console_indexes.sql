@@ -28,9 +28,14 @@ FROM device_commands c
 WHERE c.status IN ('SENT', 'DELIVERED')
   AND c.last_event_time > now() - (SELECT stuck_horizon FROM cmdtrack_settings);
 
-CREATE INDEX device_commands_open_idx ON device_commands (last_event_time)
-    INCLUDE (command_id, device_id, product_id, status, created_time)
+-- Each index ends with command_id, the pages' tie-break, so that it gives
+-- their order whole: the page is the first rows of one backward scan, with
+-- no sort, whatever the planner guesses of a status' or a product's share
+-- (a generic plan guesses one share for all; with a sort to do, a status
+-- as common as FAILED took 3.7 s at 10 M).
+CREATE INDEX device_commands_open_idx ON device_commands (last_event_time, command_id)
+    INCLUDE (device_id, product_id, status, created_time)
     WHERE status IN ('SENT', 'DELIVERED');
 
-CREATE INDEX device_commands_product_day_idx ON device_commands (product_id, (coalesce(created_time, first_seen_at)));
-CREATE INDEX device_commands_status_day_idx ON device_commands (status, (coalesce(created_time, first_seen_at)));
+CREATE INDEX device_commands_product_day_idx ON device_commands (product_id, (coalesce(created_time, first_seen_at)), command_id);
+CREATE INDEX device_commands_status_day_idx ON device_commands (status, (coalesce(created_time, first_seen_at)), command_id);
