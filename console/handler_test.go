@@ -230,10 +230,24 @@ func TestPagesJSON(t *testing.T) {
 		Commands []struct {
 			CommandID string `json:"command_id"`
 		} `json:"commands"`
-		More bool `json:"more"`
+		More     bool `json:"more"`
+		Presence *struct {
+			Status      string    `json:"status"`
+			StatusSince time.Time `json:"status_since"`
+		} `json:"presence"`
 	}
 	getJSON(t, srv.URL, "/devices/meter-4711", &d)
 	require.Equal(t, "meter-4711", d.DeviceID)
+	require.NotNil(t, d.Presence, "the device's presence on its page")
+	require.Equal(t, "ONLINE", d.Presence.Status)
+	var cp struct {
+		Presence *struct {
+			Status string `json:"status"`
+		} `json:"presence"`
+	}
+	getJSON(t, srv.URL, "/commands/"+f.valve, &cp)
+	require.NotNil(t, cp.Presence, "the device's presence beside the command")
+	require.Equal(t, "ONLINE", cp.Presence.Status)
 	require.EqualValues(t, 2, d.Rates.Commands)
 	require.InDelta(t, 0.5, d.Rates.SuccessRate, 1e-9)
 	require.Equal(t, f.stuck, d.Commands[0].CommandID, "newest first")

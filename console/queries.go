@@ -138,7 +138,10 @@ type CommandPage struct {
 	// Timeline holds every notification of the command in event order,
 	// from TimelineFrom to TimelineUntil (all of the history when
 	// TimelineAll).
-	Timeline      []Event    `json:"timeline"`
+	Timeline []Event `json:"timeline"`
+	// Presence is its device's last known status; null when cmdtrack has
+	// heard of no status change of that device.
+	Presence      *Presence  `json:"presence"`
 	TimelineFrom  *time.Time `json:"timeline_from"`
 	TimelineUntil *time.Time `json:"timeline_until"`
 	TimelineAll   bool       `json:"timeline_all"`
@@ -171,6 +174,9 @@ func loadCommand(ctx context.Context, db *pgxpool.Pool, id string, all bool) (*C
 		return nil, fmt.Errorf("read command: %w", err)
 	}
 	p := &CommandPage{Command: c, TimelineAll: all}
+	if p.Presence, err = loadPresence(ctx, db, c.DeviceID); err != nil {
+		return nil, err
+	}
 	q := `SELECT event_time, status, source, coalesce(request_id, ''), received_at, payload
 		FROM device_command_events WHERE command_id = $1`
 	args := []any{id}
@@ -492,6 +498,9 @@ func loadOverview(ctx context.Context, db *pgxpool.Pool, now time.Time) (*Overvi
 // DevicePage is /devices/{id}.
 type DevicePage struct {
 	DeviceID string `json:"device_id"`
+	// Presence is the device's last known status; null when cmdtrack has
+	// heard of no status change of it.
+	Presence *Presence `json:"presence"`
 	// Counted over the device's newest commands, at most Sampled of them.
 	Sampled  int           `json:"sampled"`
 	Rates    Rates         `json:"rates"`
@@ -523,6 +532,9 @@ func loadDevice(ctx context.Context, db *pgxpool.Pool, id string) (*DevicePage, 
 		return strings.Compare(b.CommandID, a.CommandID)
 	})
 	p := &DevicePage{DeviceID: id, Sampled: len(list)}
+	if p.Presence, err = loadPresence(ctx, db, id); err != nil {
+		return nil, err
+	}
 	by := map[string]int64{}
 	for _, c := range list {
 		p.Rates.add(c.Status, 1)
@@ -758,4 +770,31 @@ func loadOutcomes(ctx context.Context, db *pgxpool.Pool, product string, days in
 		p.Products[i].Chart = outcomeChart(p.Products[i], from, days)
 	}
 	return p, nil
+}
+
+// Presence is a device's last known status, from device.status
+// notifications (README "Device presence").
+type Presence struct {
+	Status          string     `json:"status"`
+	StatusSince     time.Time  `json:"status_since"`
+	LastOnlineTime  *time.Time `json:"last_online_time"`
+	LastOfflineTime *time.Time `json:"last_offline_time"`
+}
+
+// loadPresence reads a device's presence: nil, without an error, when none
+// is stored (or the command names no device).
+func loadPresence(ctx context.Context, db *pgxpool.Pool, deviceID string) (*Presence, error) {
+	if deviceID == "" {
+		return nil, nil
+	}
+	var p Presence
+	err := db.QueryRow(ctx, `SELECT status, status_since, last_online_time, last_offline_time
+		FROM device_presence WHERE device_id = $1`, deviceID).Scan(&p.Status, &p.StatusSince, &p.LastOnlineTime, &p.LastOfflineTime)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read device presence: %w", err)
+	}
+	return &p, nil
 }

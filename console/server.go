@@ -136,6 +136,15 @@ var funcs = template.FuncMap{
 	// every value in it escaped, so that html/template keeps its & and =.
 	"qs": func(s string) template.URL { return template.URL(s) }, //nolint:gosec // built by url.Values.Encode
 
+	"presenceClass": func(s string) string {
+		switch s {
+		case "ONLINE":
+			return "ok"
+		case "OFFLINE", "ABNORMAL":
+			return "bad"
+		}
+		return ""
+	},
 	"statusClass": func(s string) string {
 		switch s {
 		case "SUCCESSFUL":
