@@ -14,8 +14,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"crypto/tls"
-	"crypto/x509"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -26,12 +24,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cmdtrack/cmdtrack/internal/servertls"
 )
 
 // DefaultAddr is where the console listens unless told otherwise: loopback,
@@ -518,21 +517,9 @@ func Listen(cfg Config, h http.Handler, log *slog.Logger) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}}
 	if cfg.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		tc, err := servertls.Config(cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("console TLS (CMDTRACK_CONSOLE_TLS_CERT, _KEY): %w", err)
-		}
-		tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-		if cfg.ClientCAFile != "" {
-			pem, err := os.ReadFile(cfg.ClientCAFile)
-			if err != nil {
-				return nil, fmt.Errorf("console client CA (CMDTRACK_CONSOLE_CLIENT_CA): %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("console client CA %s (CMDTRACK_CONSOLE_CLIENT_CA) holds no PEM certificate", cfg.ClientCAFile)
-			}
-			tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+			return nil, fmt.Errorf("console TLS (CMDTRACK_CONSOLE_TLS_CERT, _KEY, CMDTRACK_CONSOLE_CLIENT_CA): %w", err)
 		}
 		s.srv.TLSConfig, s.tls = tc, true
 	}

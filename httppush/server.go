@@ -7,15 +7,12 @@ package httppush
 import (
 	"context"
 	"crypto/subtle"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +20,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
+	"github.com/cmdtrack/cmdtrack/internal/servertls"
 )
 
 // Submitter stores an item and says what became of it, or why it was not
@@ -113,21 +111,9 @@ func Listen(cfg Config, sub Submitter, log *slog.Logger) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	if cfg.CertFile != "" || cfg.KeyFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		tc, err := servertls.Config(cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("HTTP push TLS: %w", err)
-		}
-		tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-		if cfg.ClientCAFile != "" {
-			pem, err := os.ReadFile(cfg.ClientCAFile)
-			if err != nil {
-				return nil, fmt.Errorf("HTTP push client CA: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("HTTP push client CA %s holds no PEM certificate", cfg.ClientCAFile)
-			}
-			tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
 		}
 		s.srv.TLSConfig = tc
 		s.tls = true
