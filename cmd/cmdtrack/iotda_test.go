@@ -115,8 +115,12 @@ func TestIoTDAWrongAccessCode(t *testing.T) {
 	f := setup(t)
 	iot := testenv.IoTDA(t)
 	wrong := "wrong-" + iot.AccessCode
+	// RabbitMQ answers a refused login after 3 s on purpose; on a busy machine
+	// the answer came after the default 8 s idle timeout, which is a
+	// "cannot connect" line, not the refusal this test is about.
 	w := testenv.StartWorker(t, f.env(append(iotdaEnv(iot), "CMDTRACK_AMQP_ACCESS_CODE", wrong,
-		"CMDTRACK_AMQP_RECONNECT_MIN", "200ms", "CMDTRACK_AMQP_RECONNECT_MAX", "2s")...))
+		"CMDTRACK_AMQP_RECONNECT_MIN", "200ms", "CMDTRACK_AMQP_RECONNECT_MAX", "2s",
+		"CMDTRACK_AMQP_IDLE_TIMEOUT", "1m", "CMDTRACK_AMQP_DIAL_TIMEOUT", "1m")...))
 	require.Eventually(t, func() bool { return w.LogCount(consumer.LogAuthRefused) == 1 }, 20*time.Second, 20*time.Millisecond)
 	require.Eventually(t, func() bool { return len(iot.Logins()) >= 3 }, 30*time.Second, 20*time.Millisecond, "it keeps trying")
 	requireOnlyLine(t, w, consumer.LogAuthRefused) // one per outage, not per attempt, and not "connection lost"

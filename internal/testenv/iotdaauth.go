@@ -165,6 +165,9 @@ func startIoTDAAuth() (*iotdaServer, error) {
 	srv := &http.Server{Handler: auth, ReadHeaderTimeout: 10 * time.Second}
 	// It serves until the test binary exits: RabbitMQ may ask it at any time.
 	go func() { _ = srv.Serve(ln) }()
+	if _, err := warmUpIoTDA(amqpsURL, caFile); err != nil {
+		return nil, fmt.Errorf("%w; %s", err, howToRunIoTDA)
+	}
 	return &iotdaServer{url: amqpsURL, caFile: caFile, auth: auth}, nil
 }
 

@@ -92,6 +92,9 @@ func brokerWithIoTDA() (string, *iotdaServer, error) {
 	// localhost, not 127.0.0.1: like IoTDA's endpoint, a host name that the
 	// certificate must match.
 	iot := &iotdaServer{url: "amqps://localhost:" + tlsPort.Port(), caFile: caFile, auth: auth}
+	if _, err := warmUpIoTDA(iot.url, caFile); err != nil {
+		return "", nil, fmt.Errorf("%s: %w", containerIoTDA, err)
+	}
 	return "amqp://guest:guest@" + plain + "/", iot, nil
 }
 
