@@ -78,14 +78,10 @@ type Watermarks interface {
 // permission, a typo) is retried on its own, with its own backoff, while the
 // others keep flowing; the connection is re-dialled only when it dies.
 type Broker struct {
-	cfg    BrokerConfig
-	log    *slog.Logger
-	m      *Metrics
-	queues []*queue
-	// abortClose replaces abortCloseTimeout (tests on a busy machine,
-	// where RabbitMQ may take longer than that to end a session).
-	abortClose time.Duration
-
+	cfg       BrokerConfig
+	log       *slog.Logger
+	m         *Metrics
+	queues    []*queue
 	connected atomic.Bool
 
 	mu   sync.Mutex

@@ -1,8 +1,6 @@
 package consumer
 
 import (
-	"time"
-
 	"github.com/Azure/go-amqp"
 )
 
@@ -14,9 +12,9 @@ type AMQPReceiver = amqpReceiver
 // WrapReceivers makes b wrap every receiver its links use.
 func WrapReceivers(b *Broker, wrap func(AMQPReceiver) AMQPReceiver) { b.wrap = wrap }
 
-// SetAbortCloseTimeout gives an aborted link's session wait to end before
-// the connection is closed instead.
-func SetAbortCloseTimeout(b *Broker, wait time.Duration) { b.abortClose = wait }
+// LogSessionNotClosed is logged when an aborted link's session did not end
+// in time and the connection went instead.
+const LogSessionNotClosed = logSessionNotClosed
 
 // AskSenderSettleMode makes b ask the broker for mode instead of unsettled.
 func AskSenderSettleMode(b *Broker, mode amqp.SenderSettleMode) { b.senderMode = &mode }

@@ -68,30 +68,37 @@ func (f failingAccept) AcceptMessage(ctx context.Context, msg *amqp.Message) err
 
 // An accept that fails on a live link aborts the link, so the broker
 // delivers the message again now, not when the connection next drops.
+// RabbitMQ may not end the aborted link's session in time (on a busy
+// machine it once did not within a minute); then the worker closes the
+// connection instead, which redelivers too. Either way the messages come
+// again while the worker runs, and the connection goes only for that reason.
 func TestFailedAcceptIsRedeliveredNow(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	s := simulate.Generate(simulate.Config{Commands: 50, Seed: 53})
 	var failed atomic.Bool
-	r := f.startWith(t, options{hook: func(b *consumer.Broker) {
+	logs := &records{}
+	r := f.startWith(t, options{log: slog.New(logs), hook: func(b *consumer.Broker) {
 		consumer.WrapReceivers(b, func(r consumer.AMQPReceiver) consumer.AMQPReceiver {
 			return failingAccept{AMQPReceiver: r, failed: &failed}
 		})
-		// On a busy machine RabbitMQ may take longer than the 5 s the
-		// worker gives it to end the session, and the worker then (rightly)
-		// drops the connection instead, which is not what this test is about.
-		consumer.SetAbortCloseTimeout(b, time.Minute)
 	}})
 	f.pub.SendAll(t, bodies(s))
 	testenv.WaitStored(t, f.st.Pool(), s, time.Minute)
 	// The abort fails the accepts that follow on the same link too: each
-	// message whose accept failed must come again while the connection lives.
+	// message whose accept failed must come again.
 	n := float64(len(s.Messages))
 	require.Eventually(t, func() bool {
 		failures := r.metric(t, "cmdtrack_settle_failures_total")
 		return failures >= 1 && r.metric(t, "cmdtrack_messages_received_total") >= n+failures
-	}, 20*time.Second, 20*time.Millisecond, "the messages whose accept failed must come again while the connection lives")
-	require.Zero(t, r.metric(t, "cmdtrack_broker_reconnects_total"), "only the link was re-attached")
+	}, 20*time.Second, 20*time.Millisecond, "the messages whose accept failed must come again")
+	if r.metric(t, "cmdtrack_broker_reconnects_total") > 0 {
+		logs.mu.Lock()
+		msgs := slices.Clone(logs.msgs)
+		logs.mu.Unlock()
+		require.Contains(t, msgs, consumer.LogSessionNotClosed,
+			"the connection went, but not because the aborted session did not end in time")
+	}
 	require.NoError(t, r.stop())
 	testenv.VerifyStream(t, f.st.Pool(), s, f.queue)
 }

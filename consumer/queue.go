@@ -215,17 +215,16 @@ func (b *Broker) attach(ctx context.Context, conn conn, q *queue) (*Link, error)
 // next drops. RabbitMQ may never answer the session's end: if it does not in
 // time, the whole connection goes.
 func (b *Broker) abortLink(ctx context.Context, conn conn, sess session) {
-	wait := abortCloseTimeout
-	if b.abortClose > 0 {
-		wait = b.abortClose
-	}
 	go func() {
-		if !closeSessionWithin(ctx, sess, wait) {
-			b.log.Warn("a session did not close in time; closing the broker connection so that its messages come again")
+		if !closeSessionWithin(ctx, sess, abortCloseTimeout) {
+			b.log.Warn(logSessionNotClosed)
 			b.closeConn(conn)
 		}
 	}()
 }
+
+// logSessionNotClosed says why an abort took the connection with it.
+const logSessionNotClosed = "a session did not close in time; closing the broker connection so that its messages come again"
 
 // closeSession ends sess within five seconds and reports whether it did,
 // whether ctx has ended or not: the session must end either way.
