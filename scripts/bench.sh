@@ -10,10 +10,13 @@
 #   cmdtrack  the real worker binary, on a fresh schema
 # then check cmdtrack's database against the stream's expected final state (iotda-sim verify, plus history and
 # dead-letter counts), and measure cmdtrack's end-to-end latency at a steady rate (bench/latency).
-# Prints a table and writes it to bench/results/latest.txt. See docs/benchmarks.md.
+# Each contender runs BENCH_RUNS times; the report gives the median of the runs with the lowest and highest, and
+# the machine facts that move them (fsync latency, steal time, load). Prints a table and writes it to
+# bench/results/latest.txt. See docs/benchmarks.md.
 #
 # Environment:
 #   BENCH_MESSAGES          backlog per contender (default 200000; e.g. 20000 for a quick run)
+#   BENCH_RUNS              runs per contender, taking turns; the report gives medians and spread (default 3)
 #   BENCH_NAIVE_MESSAGES    backlog for the naive peer (default: BENCH_MESSAGES)
 #   BENCH_LATENCY_RATE      messages per second for the latency run (default 1000)
 #   BENCH_LATENCY_SECONDS   length of the latency run (default 30)
@@ -37,11 +40,12 @@ NAIVE_N=${BENCH_NAIVE_MESSAGES:-$N}
 LAT_RATE=${BENCH_LATENCY_RATE:-1000}
 LAT_SECONDS=${BENCH_LATENCY_SECONDS:-30}
 SEED=${BENCH_SEED:-1}
+RUNS=${BENCH_RUNS:-3}
 STREAM=${BENCH_STREAM:--out-of-order 0.1 -duplicate 0.02 -poison 0.001 -presence}
 CREDIT=${CMDTRACK_AMQP_CREDIT:-1024}
 WINDOW=${BENCH_DRAIN_WINDOW:-$((CREDIT / 4))}
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/results/latest.txt}
-for v in N NAIVE_N LAT_RATE LAT_SECONDS SEED WINDOW; do
+for v in N NAIVE_N LAT_RATE LAT_SECONDS SEED WINDOW RUNS; do
 	[[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || {
 		echo "bench: $v must be a positive integer, got '${!v}'" >&2
 		exit 2
@@ -155,121 +159,197 @@ worker_env() {
 	)
 }
 
+# Facts about the machine that move the figures, taken once before the runs.
+# fsync: what one WAL flush costs here (pg_test_fsync, fdatasync as PostgreSQL does it on Linux, on the data
+# directory's file system): with fsync on, every commit waits for one.
+PGDATA_FS=$(psql -X -tA "$DB" -c 'SHOW data_directory' 2>/dev/null || true)
+FSYNC_US=?
+if PGTF=$(command -v pg_test_fsync || ls /usr/lib/postgresql/*/bin/pg_test_fsync 2>/dev/null | tail -n 1) && [[ -n "$PGTF" && -d "$PGDATA_FS" ]]; then
+	f="$(dirname "$PGDATA_FS")/bench-fsync-test.$RUN"
+	FSYNC_US=$("$PGTF" -s 2 -f "$f" 2>/dev/null | awk '/fdatasync/ && /usecs\/op/ { print $(NF-1); exit }') || FSYNC_US=?
+	rm -f "$f"
+fi
+# steal and idle from the cpu line of /proc/stat (USER_HZ ticks): steal is time the hypervisor gave another guest.
+cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9, $5 + $6 }' /proc/stat; }
+# wal_bytes: PostgreSQL's WAL written since its statistics were reset (pg_stat_wal, PostgreSQL 14+).
+wal_bytes() { psql -X -tA "$DB" -c 'SELECT wal_bytes FROM pg_stat_wal' 2>/dev/null || echo 0; }
+
 START=$(date +%s)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-log "backlog: $N messages per contender (naive: $NAIVE_N), stream: -seed $SEED $STREAM"
+read -r TICKS0 STEAL0 IDLE0 < <(cpu_ticks)
+log "backlog: $N messages per contender (naive: $NAIVE_N), $RUNS runs each, stream: -seed $SEED $STREAM"
+log "machine: fsync (fdatasync) ${FSYNC_US} us per flush; load average $LOAD_START"
 
-# 1. Drain limit.
-new_queue drain
-log "drain: preloading $q"
-preload "$q" "$N" >"$WORK/drain.publish"
-log "drain: draining"
-"$BIN/runner" -name drain -n "$N" -log "$WORK/drain.log" -out "$TSV" -- \
-	"$BIN/drain" -url "$AMQP" -queue "$q" -n "$N" -window "$WINDOW" >&2
+# wal CONTENDER RUN BYTES: one line of WAL.tsv.
+WAL_TSV=$WORK/wal.tsv
 
-# 2. Naive peer.
-new_queue naive
-new_schema naive
-log "naive: preloading $q"
-preload "$q" "$NAIVE_N" >"$WORK/naive.publish"
-log "naive: draining"
-"$BIN/runner" -name naive -n "$NAIVE_N" -log "$WORK/naive.log" -out "$TSV" -- \
-	"$BIN/naive" -url "$AMQP" -queue "$q" -n "$NAIVE_N" -window "$WINDOW" -database-url "$DB" -schema "$s" >&2
-
-# 3. cmdtrack.
-new_queue cmdtrack
-new_schema cmdtrack
-worker_env "$s" "$q" 0 "$BIN/cmdtrack" migrate >"$WORK/cmdtrack-migrate.log" 2>&1
-log "cmdtrack: preloading $q"
-# With device status changes in the stream, their expected presence is checked too.
-PRESENCE=()
-[[ " $STREAM " == *" -presence "* ]] && PRESENCE=(-expect-presence "$WORK/presence.jsonl")
-preload "$q" "$N" -expect "$WORK/expect.jsonl" "${PRESENCE[@]}" | tee "$WORK/cmdtrack.publish" >&2
-port=$(free_port)
-log "cmdtrack: draining (ops on 127.0.0.1:$port)"
-worker_env "$s" "$q" "$port" "$BIN/runner" -name cmdtrack -n "$N" -metrics "http://127.0.0.1:$port/metrics" \
-	-log "$WORK/cmdtrack.log" -out "$TSV" -- "$BIN/cmdtrack" >&2
-
-log "cmdtrack: verifying the database against the expected final state"
-VERIFY_OK=1
-worker_env "$s" "$q" 0 "$BIN/iotda-sim" verify -exact -expect "$WORK/expect.jsonl" "${PRESENCE[@]}" >"$WORK/verify.out" 2>&1 || VERIFY_OK=0
-head -n 60 "$WORK/verify.out" >&2
-want_events=$(sed -n 's/.*, \([0-9]*\) distinct notifications, \([0-9]*\) distinct poison.*/\1/p' "$WORK/cmdtrack.publish")
-want_dead=$(sed -n 's/.*, \([0-9]*\) distinct notifications, \([0-9]*\) distinct poison.*/\2/p' "$WORK/cmdtrack.publish")
-got_events=$(psql -X -tA "$DB" -c "SELECT count(*) FROM $s.device_command_events")
-got_dead=$(psql -X -tA "$DB" -c "SELECT count(*) FROM $s.dead_letters")
-left=$(queue_depth "bench-$RUN-cmdtrack")
-COUNTS="history rows $got_events (want $want_events), dead letters $got_dead (want $want_dead), left on queue ${left:-?} (want 0)"
-log "$COUNTS"
-if [[ "$got_events" != "$want_events" || "$got_dead" != "$want_dead" || "${left:-x}" != 0 ]]; then
-	VERIFY_OK=0
-fi
-
-# 4. Latency at a steady rate.
-new_queue latency
-new_schema latency
-worker_env "$s" "$q" 0 "$BIN/cmdtrack" migrate >"$WORK/latency-migrate.log" 2>&1
-port=$(free_port)
-log "latency: cmdtrack on an empty queue, $LAT_RATE msg/s for ${LAT_SECONDS}s"
-# A subshell that execs, so that $! is the worker itself and SIGTERM reaches it.
-(
-	worker_exports "$s" "$q" "$port"
-	exec "$BIN/cmdtrack"
-) >"$WORK/latency-worker.log" 2>&1 &
-WORKER=$!
-PIDS+=("$WORKER")
-for _ in $(seq 300); do
-	curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-	sleep 0.1
-done
-curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || {
-	log "cmdtrack did not become ready; log:"
-	tail -n 30 "$WORK/latency-worker.log" >&2
-	exit 1
+# drain_run R: 1. the drain limit.
+drain_run() {
+	new_queue "drain$1"
+	log "run $1 drain: preloading $q"
+	preload "$q" "$N" >"$WORK/drain$1.publish"
+	log "run $1 drain: draining"
+	"$BIN/runner" -name drain -n "$N" -log "$WORK/drain$1.log" -out "$TSV" -- \
+		"$BIN/drain" -url "$AMQP" -queue "$q" -n "$N" -window "$WINDOW" >&2
 }
-LAT_N=$((LAT_RATE * LAT_SECONDS))
-(
-	worker_exports "$s" "$q" 0
-	exec "$BIN/latency" -sent "$WORK/sent.tsv" -n "$LAT_N" -out "$TSV" -timeout "$((LAT_SECONDS + 120))s" \
-		-poll 2ms
-) >"$WORK/latency.out" 2>&1 &
-LATENCY=$!
-PIDS+=("$LATENCY")
-"$BIN/iotda-sim" publish -quiet -url "$AMQP" -queue "$q" -messages "$LAT_N" -rate "$LAT_RATE" -seed "$((SEED + 1))" \
-	-out-of-order 0.1 -sent-log "$WORK/sent.tsv" >&2
+
+# naive_run R: 2. the naive peer.
+naive_run() {
+	new_queue "naive$1"
+	new_schema "naive$1"
+	log "run $1 naive: preloading $q"
+	preload "$q" "$NAIVE_N" >"$WORK/naive$1.publish"
+	log "run $1 naive: draining"
+	local w0
+	w0=$(wal_bytes)
+	"$BIN/runner" -name naive -n "$NAIVE_N" -log "$WORK/naive$1.log" -out "$TSV" -- \
+		"$BIN/naive" -url "$AMQP" -queue "$q" -n "$NAIVE_N" -window "$WINDOW" -database-url "$DB" -schema "$s" >&2
+	printf 'naive\t%s\t%s\n' "$1" "$(($(wal_bytes) - w0))" >>"$WAL_TSV"
+}
+
+# cmdtrack_run R: 3. cmdtrack, then its database checked against the stream's expected final state.
+VERIFY_OK=1
+COUNTS=
+cmdtrack_run() {
+	local r=$1 port w0
+	new_queue "cmdtrack$r"
+	new_schema "cmdtrack$r"
+	worker_env "$s" "$q" 0 "$BIN/cmdtrack" migrate >"$WORK/cmdtrack$r-migrate.log" 2>&1
+	log "run $r cmdtrack: preloading $q"
+	# With device status changes in the stream, their expected presence is checked too.
+	local presence=()
+	[[ " $STREAM " == *" -presence "* ]] && presence=(-expect-presence "$WORK/presence$r.jsonl")
+	preload "$q" "$N" -expect "$WORK/expect$r.jsonl" "${presence[@]}" | tee "$WORK/cmdtrack$r.publish" >&2
+	port=$(free_port)
+	log "run $r cmdtrack: draining (ops on 127.0.0.1:$port)"
+	w0=$(wal_bytes)
+	worker_env "$s" "$q" "$port" "$BIN/runner" -name cmdtrack -n "$N" -metrics "http://127.0.0.1:$port/metrics" \
+		-log "$WORK/cmdtrack$r.log" -out "$TSV" -- "$BIN/cmdtrack" >&2
+	printf 'cmdtrack\t%s\t%s\n' "$r" "$(($(wal_bytes) - w0))" >>"$WAL_TSV"
+
+	log "run $r cmdtrack: verifying the database against the expected final state"
+	worker_env "$s" "$q" 0 "$BIN/iotda-sim" verify -exact -expect "$WORK/expect$r.jsonl" "${presence[@]}" >"$WORK/verify$r.out" 2>&1 || VERIFY_OK=0
+	head -n 60 "$WORK/verify$r.out" >&2
+	local want_events want_dead got_events got_dead left
+	want_events=$(sed -n 's/.*, \([0-9]*\) distinct notifications, \([0-9]*\) distinct poison.*/\1/p' "$WORK/cmdtrack$r.publish")
+	want_dead=$(sed -n 's/.*, \([0-9]*\) distinct notifications, \([0-9]*\) distinct poison.*/\2/p' "$WORK/cmdtrack$r.publish")
+	got_events=$(psql -X -tA "$DB" -c "SELECT count(*) FROM $s.device_command_events")
+	got_dead=$(psql -X -tA "$DB" -c "SELECT count(*) FROM $s.dead_letters")
+	left=$(queue_depth "bench-$RUN-cmdtrack$r")
+	COUNTS="history rows $got_events (want $want_events), dead letters $got_dead (want $want_dead), left on queue ${left:-?} (want 0)"
+	log "run $r: $COUNTS"
+	if [[ "$got_events" != "$want_events" || "$got_dead" != "$want_dead" || "${left:-x}" != 0 ]]; then
+		VERIFY_OK=0
+	fi
+	FINAL=$(tail -n 1 "$WORK/verify$r.out")
+}
+
+# latency_run R: 4. latency at a steady rate.
 LAT_OK=1
-wait "$LATENCY" || LAT_OK=0
-cat "$WORK/latency.out" >&2
-kill -TERM "$WORKER" 2>/dev/null || true
-wait "$WORKER" || true
+latency_run() {
+	local r=$1 port worker latency
+	new_queue "latency$r"
+	new_schema "latency$r"
+	worker_env "$s" "$q" 0 "$BIN/cmdtrack" migrate >"$WORK/latency$r-migrate.log" 2>&1
+	port=$(free_port)
+	log "run $r latency: cmdtrack on an empty queue, $LAT_RATE msg/s for ${LAT_SECONDS}s"
+	# A subshell that execs, so that $! is the worker itself and SIGTERM reaches it.
+	(
+		worker_exports "$s" "$q" "$port"
+		exec "$BIN/cmdtrack"
+	) >"$WORK/latency$r-worker.log" 2>&1 &
+	worker=$!
+	PIDS+=("$worker")
+	for _ in $(seq 300); do
+		curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || {
+		log "cmdtrack did not become ready; log:"
+		tail -n 30 "$WORK/latency$r-worker.log" >&2
+		exit 1
+	}
+	local lat_n=$((LAT_RATE * LAT_SECONDS))
+	(
+		worker_exports "$s" "$q" 0
+		exec "$BIN/latency" -sent "$WORK/sent$r.tsv" -n "$lat_n" -out "$TSV" -timeout "$((LAT_SECONDS + 120))s" \
+			-poll 2ms
+	) >"$WORK/latency$r.out" 2>&1 &
+	latency=$!
+	PIDS+=("$latency")
+	"$BIN/iotda-sim" publish -quiet -url "$AMQP" -queue "$q" -messages "$lat_n" -rate "$LAT_RATE" -seed "$((SEED + 1))" \
+		-out-of-order 0.1 -sent-log "$WORK/sent$r.tsv" >&2
+	wait "$latency" || LAT_OK=0
+	cat "$WORK/latency$r.out" >&2
+	kill -TERM "$worker" 2>/dev/null || true
+	wait "$worker" || true
+}
+
+# The contenders take turns, run after run, so that a drift of the machine (a checkpoint, a neighbour) spreads
+# over all of them instead of landing on one.
+for r in $(seq "$RUNS"); do
+	drain_run "$r"
+	naive_run "$r"
+	cmdtrack_run "$r"
+	latency_run "$r"
+done
 
 # 5. Report.
 ELAPSED=$(($(date +%s) - START))
+read -r TICKS1 STEAL1 IDLE1 < <(cpu_ticks)
+STEAL_PCT=$(awk -v t=$((TICKS1 - TICKS0)) -v s=$((STEAL1 - STEAL0)) 'BEGIN { printf "%.1f", (t > 0 ? 100 * s / t : 0) }')
+BUSY_PCT=$(awk -v t=$((TICKS1 - TICKS0)) -v i=$((IDLE1 - IDLE0)) 'BEGIN { printf "%.0f", (t > 0 ? 100 * (t - i) / t : 0) }')
 mkdir -p "$(dirname "$RESULTS")"
 {
 	echo "cmdtrack benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+dirty')"
 	echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM;" \
 		"RabbitMQ $(timeout 60 rabbitmqctl -q version 2>/dev/null || echo '?'), PostgreSQL $(psql -X -tA "$DB" -c 'SHOW server_version' | cut -d' ' -f1)"
-	echo "load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running skews the figures)"
+	echo "machine facts: fsync (fdatasync, pg_test_fsync) $FSYNC_US us per flush; steal $STEAL_PCT % of CPU time; CPU busy $BUSY_PCT % over the run;" \
+		"load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg) (anything else running skews the figures)"
 	echo "stream: -seed $SEED $STREAM; drain/naive credit window $WINDOW; cmdtrack credit $CREDIT, batch ${CMDTRACK_BATCH_SIZE:-256}; PostgreSQL fsync $FSYNC"
+	echo "$RUNS runs per contender, taking turns; each figure is the median of the runs [lowest-highest]"
 	echo
-	awk -F'\t' '
-		BEGIN {
-			printf "%-9s %8s %8s %8s %9s %8s %9s %9s %13s\n", "", "messages", "seconds", "msg/s", "peak RSS", "CPU s", "broker", "postgres", "all CPU/msg"
+	awk -F'\t' -v fsync_us="$FSYNC_US" '
+		# med and rng of a space-separated list of numbers.
+		function sorted(s, a,   n, i, j, t) {
+			n = split(s, a, " ")
+			for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+			return n
 		}
-		$1 != "latency" {
-			printf "%-9s %8d %8.2f %8.0f %5.1f MiB %8.2f %7.2f s %7.2f s %10.0f us\n", $1, $2, $3, $4, $5, $6, $7, $8, ($6 + $7 + $8) / $2 * 1e6
-			rate[$1] = $4
+		function med(s,   a, n) { n = sorted(s, a); if (n == 0) return 0; return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+		function rng(s, f,   a, n) { n = sorted(s, a); if (n < 2) return ""; return sprintf(" [" f "-" f "]", a[1], a[n]) }
+		function fig(s, f) { return sprintf(f, med(s)) rng(s, f) }
+		FNR == 1 { file++ }
+		file == 1 && $1 != "latency" {
+			c = $1; if (!(c in seen)) { seen[c] = 1; order[++nc] = c }
+			msgs[c] = $2; rate[c] = rate[c] " " $4; rss[c] = rss[c] " " $5
+			own[c] = own[c] " " $6 / $2 * 1e6; brk[c] = brk[c] " " $7 / $2 * 1e6; pg[c] = pg[c] " " $8 / $2 * 1e6
+			all[c] = all[c] " " ($6 + $7 + $8) / $2 * 1e6
 		}
-		$1 == "latency" { lat = sprintf("cmdtrack latency (publish -> committed row, %d msgs): p50 %.1f ms, p99 %.1f ms, max %.1f ms (lower bound p50 %.1f, p99 %.1f)", $2, $3, $4, $5, $6, $7) }
+		file == 1 && $1 == "latency" { latn = $2; p50 = p50 " " $3; p99 = p99 " " $4; mx = mx " " $5 }
+		file == 2 { wal[$1] = wal[$1] " " $3 / msgs[$1] }
 		END {
+			printf "%-9s %8s %20s %16s %16s %18s %18s %18s %14s\n", "", "messages", "msg/s", "peak RSS MiB", \
+				"own CPU us/msg", "broker CPU us/msg", "postgres us/msg", "all CPU us/msg", "WAL B/msg"
+			for (i = 1; i <= nc; i++) {
+				c = order[i]
+				printf "%-9s %8d %20s %16s %16s %18s %18s %18s %14s\n", c, msgs[c], fig(rate[c], "%.0f"), fig(rss[c], "%.1f"), \
+					fig(own[c], "%.0f"), fig(brk[c], "%.0f"), fig(pg[c], "%.0f"), fig(all[c], "%.0f"), \
+					(c in wal) ? fig(wal[c], "%.0f") : "-"
+			}
 			print ""
-			if (rate["drain"] > 0) printf "cmdtrack / drain limit: %.2fx (target >= 0.80x)\n", rate["cmdtrack"] / rate["drain"]
-			if (rate["naive"] > 0) printf "cmdtrack / naive:       %.2fx\n", rate["cmdtrack"] / rate["naive"]
-			if (lat != "") print lat
-		}' "$TSV"
-	echo "(CPU s: the contender's own; broker, postgres: CPU used by RabbitMQ and PostgreSQL over the same span)"
-	echo "final state: $(tail -n 1 "$WORK/verify.out"); $COUNTS"
+			if (med(rate["drain"]) > 0) printf "cmdtrack / drain limit:  %.2fx msg/s\n", med(rate["cmdtrack"]) / med(rate["drain"])
+			if (med(rate["naive"]) > 0) printf "cmdtrack / naive:        %.2fx msg/s\n", med(rate["cmdtrack"]) / med(rate["naive"])
+			if (med(own["drain"]) > 0) printf "worker CPU per message:  %.2fx the bare receiver'\''s (target <= 1.2x)\n", med(own["cmdtrack"]) / med(own["drain"])
+			if (med(pg["cmdtrack"]) > 0) printf "PostgreSQL per message:  %.0f us (target <= 40 us)\n", med(pg["cmdtrack"])
+			if (med(brk["drain"]) > 0) printf "broker per message:      %.2fx for cmdtrack what it is for the bare receiver (target <= 1.00x)\n", med(brk["cmdtrack"]) / med(brk["drain"])
+			if (p99 != "") printf "cmdtrack latency (publish -> committed row, %d msgs per run): p50 %s ms, p99 %s ms, max %s ms (target p99 <= 50 ms; fsync %s us per flush)\n", \
+				latn, fig(p50, "%.1f"), fig(p99, "%.1f"), fig(mx, "%.1f"), fsync_us
+		}' "$TSV" "$WAL_TSV"
+	echo "(own CPU: the contender's; broker, postgres: CPU used by RabbitMQ and PostgreSQL over the same span; WAL: pg_stat_wal's bytes over the drain)"
+	echo "per run (name, messages, seconds, msg/s, peak RSS MiB, CPU s, broker CPU s, postgres CPU s; latency: n, p50, p99, max, lower-bound p50, p99):"
+	sed 's/^/  /' "$TSV"
+	echo "final state of the last run: $FINAL; $COUNTS"
 	if ((NAIVE_N != N)); then echo "note: the naive peer drained $NAIVE_N messages, the others $N; msg/s compare"; fi
 	echo "total run time: ${ELAPSED}s"
 } | tee "$RESULTS"
