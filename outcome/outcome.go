@@ -86,24 +86,22 @@ func (m *Metrics) Record(changes []store.Change) {
 				m.finalChanged.WithLabelValues(string(before.Status), string(after.Status)).Inc()
 			}
 		}
-		var finalBefore, finalAfter time.Time
-		if wasFinal {
-			finalBefore = before.LastEvent
-		}
+		m.stage(0, before.Created && before.Sent, after.Created, after.Sent)
+		m.stage(1, before.Sent && before.Delivered, after.Sent, after.Delivered)
+		m.stage(2, before.Delivered && before.Response, after.Delivered, after.Response)
+		var finalAfter time.Time
 		if after.Final() {
 			finalAfter = after.LastEvent
 		}
-		m.stage(0, before.Created, before.Sent, after.Created, after.Sent)
-		m.stage(1, before.Sent, before.Delivered, after.Sent, after.Delivered)
-		m.stage(2, before.Delivered, before.Response, after.Delivered, after.Response)
-		m.stage(3, before.Created, finalBefore, after.Created, finalAfter)
+		m.stage(3, before.Created && wasFinal, after.Created, finalAfter)
 	}
 }
 
-// stage observes a stage the first time both its ends are known.
-func (m *Metrics) stage(i int, from0, to0, from1, to1 time.Time) {
-	if (!from0.IsZero() && !to0.IsZero()) || from1.IsZero() || to1.IsZero() {
+// stage observes a stage the first time both its ends are known: known
+// says whether they both were before the change.
+func (m *Metrics) stage(i int, known bool, from, to time.Time) {
+	if known || from.IsZero() || to.IsZero() {
 		return
 	}
-	m.stages[i].Observe(max(0, to1.Sub(from1).Seconds()))
+	m.stages[i].Observe(max(0, to.Sub(from).Seconds()))
 }

@@ -40,9 +40,9 @@ func TestRecordCountsFinishesAndStagesOnce(t *testing.T) {
 	late.Status, late.Response, late.LastEvent = notification.Successful, at(70), at(70)
 
 	m.Record([]store.Change{{CommandID: "c1", After: sent}}) // created: created->sent known
-	m.Record([]store.Change{{CommandID: "c1", Existed: true, Before: sent, After: delivered}})
-	m.Record([]store.Change{{CommandID: "c1", Existed: true, Before: delivered, After: timeout}}) // finished
-	m.Record([]store.Change{{CommandID: "c1", Existed: true, Before: timeout, After: late}})      // final changed
+	m.Record([]store.Change{{CommandID: "c1", Existed: true, Before: sent.Previous(), After: delivered}})
+	m.Record([]store.Change{{CommandID: "c1", Existed: true, Before: delivered.Previous(), After: timeout}}) // finished
+	m.Record([]store.Change{{CommandID: "c1", Existed: true, Before: timeout.Previous(), After: late}})      // final changed
 	// A new row straight at a final status, without the product.
 	m.Record([]store.Change{{CommandID: "c2", After: store.CommandState{Status: notification.Failed, LastEvent: at(9)}}})
 

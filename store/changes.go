@@ -31,15 +31,33 @@ func (c *CommandState) Final() bool {
 	return ok && r == 3
 }
 
+// Previous is what the outcome metrics need of a command's row before a
+// change: its status, and which stage times were known.
+type Previous struct {
+	Status                             notification.Status
+	Created, Sent, Delivered, Response bool
+}
+
+// Final reports whether the status was final (rank 3).
+func (p *Previous) Final() bool {
+	r, ok := p.Status.Rank()
+	return ok && r == 3
+}
+
+// Previous is what a Change's Before says of c.
+func (c *CommandState) Previous() Previous {
+	return Previous{Status: c.Status, Created: !c.Created.IsZero(), Sent: !c.Sent.IsZero(),
+		Delivered: !c.Delivered.IsZero(), Response: !c.Response.IsZero()}
+}
+
 // Change is what one committed transaction did to one command's row: the row
 // before the transaction (Existed false: there was none) and after it. Only
 // the transaction that changed a row reports it, so changes summed over every
-// writer and replica count each change of a row once. Before.ProductID is
-// left empty (not read): the product is After's.
+// writer and replica count each change of a row once.
 type Change struct {
 	CommandID string
 	Existed   bool
-	Before    CommandState
+	Before    Previous
 	After     CommandState
 }
 
@@ -48,109 +66,71 @@ type Change struct {
 // slice.
 type ChangeFunc func([]Change)
 
-// stateColumns are the columns a CommandState is read from, in scan order.
-const stateColumns = "command_id, status, product_id, created_time, sent_time, delivered_time, response_time, last_event_time"
+// stateColumns are the columns a change is read from, in scan order.
+const stateColumns = "command_id, status, product_id, created_time, sent_time, delivered_time, response_time, last_event_time, " +
+	"previous_status, previous_known"
 
-// To know each row's state before and after a batch, exactly, with other
-// writers at work:
-//
-//  1. insertCommandsFirst inserts every command of the batch that has no row
-//     yet, with its first notification, and returns those rows (before: none).
-//     It waits for a concurrent writer inserting the same command, so after
-//     it every command of the batch has a committed or our own row.
-//  2. lockCommands (a new statement, so a new snapshot in READ COMMITTED that
-//     sees those rows) reads the latest version of each row and locks it
-//     until the commit: what it reads is the state before the batch, and no
-//     other writer can change it meanwhile.
-//  3. every round of the merge returns the rows it changed (after).
-//
-// Without step 1, a row another writer inserted after this statement's
-// snapshot would be updated without ever being read, and its change counted
-// by both writers.
-var (
-	insertCommandsFirst = insertOnce("device_commands", commandColumns) + "\nRETURNING " + stateColumns
-	// The state before needs no product (the counters label the state after).
-	// One lookup of the primary key per command, in the order given (the
-	// batch's, command_id order): `command_id = ANY($1)` can be planned as a
-	// scan of the table comparing each row with the whole array, as it is
-	// while a new table has no statistics.
-	lockCommands = "SELECT d.* FROM unnest($1::text[]) AS u(id) CROSS JOIN LATERAL (SELECT " +
-		strings.Replace(stateColumns, "product_id", "NULL::text", 1) +
-		" FROM device_commands x WHERE x.command_id = u.id FOR UPDATE) d"
-	upsertTracking = upsertCommands + "\nRETURNING " + stateColumns
-)
+// The merge upsert records, in the row it writes, what the row was before
+// (migration 010): in the UPDATE, d is the row version being replaced, the
+// latest committed one, locked, so this is exact whatever other writers do,
+// and it costs no statement of its own. A row inserted keeps both NULL.
+var previousSets = []string{
+	"previous_status = d.status",
+	"previous_known = (CASE WHEN d.created_time IS NULL THEN 0 ELSE 1 END) + (CASE WHEN d.sent_time IS NULL THEN 0 ELSE 2 END)" +
+		" + (CASE WHEN d.delivered_time IS NULL THEN 0 ELSE 4 END) + (CASE WHEN d.response_time IS NULL THEN 0 ELSE 8 END)",
+}
 
-// tracker follows the commands of one batch through its statements. Its
-// slots are the first round's rows: every command once, in command_id order.
+// upsertTracking is the merge, returning each row it inserted or changed.
+var upsertTracking = upsertCommands + "\nRETURNING " + stateColumns
+
+// tracker follows the commands of one batch through its rounds. Its slots
+// are the first round's rows: every command once, in command_id order. A
+// round changes a command's row at most once; the first round that returns
+// a row gives the state before the batch (rounds before it changed nothing,
+// and the row stays locked from the first round on), the last the state after.
 type tracker struct {
 	ids     []string
 	slots   []slot
 	changed []bool // by item index: the notification created or changed its row (reconcile)
-	round   []noteRow
 }
 
 type slot struct {
-	read    bool // before is known (or the row was inserted by this batch)
-	existed bool
 	changed bool
-	before  CommandState
+	existed bool
+	before  Previous
 	after   CommandState
 }
 
 func newTracker(first []noteRow, changed []bool) *tracker {
-	t := &tracker{ids: make([]string, len(first)), slots: make([]slot, len(first)), changed: changed, round: first}
+	t := &tracker{ids: make([]string, len(first)), slots: make([]slot, len(first)), changed: changed}
 	for i := range first {
 		t.ids[i] = first[i].n.CommandID
 	}
 	return t
 }
 
-// queue queues the statements of steps 1 to 3 in place of the plain merge.
+// queue queues the merge's rounds, each returning the rows it changed.
 func (t *tracker) queue(b *pgx.Batch, rounds [][]noteRow) {
-	first := args(commandColumns, t.round) // steps 1 and 3 share the first round's arguments
-	b.Queue(insertCommandsFirst, first...).Query(func(rows pgx.Rows) error {
-		return t.scan(rows, t.round, func(s *slot) *CommandState {
-			s.read, s.existed, s.changed = true, false, true
-			return &s.after
-		})
-	})
-	b.Queue(lockCommands, t.ids).Query(func(rows pgx.Rows) error {
-		return t.scan(rows, nil, func(s *slot) *CommandState {
-			if s.read { // inserted by step 1
-				return nil
-			}
-			s.read, s.existed = true, true
-			return &s.before
-		})
-	})
-	for i, round := range rounds {
-		a := first
-		if i > 0 {
-			a = args(commandColumns, round)
-		}
-		b.Queue(upsertTracking, a...).Query(func(rows pgx.Rows) error {
-			return t.scan(rows, round, func(s *slot) *CommandState {
-				if !s.changed {
-					s.changed, s.after = true, s.before // the product is only read here if it changed
-				}
-				return &s.after
-			})
+	for _, round := range rounds {
+		b.Queue(upsertTracking, args(commandColumns, round)...).Query(func(rows pgx.Rows) error {
+			return t.scan(rows, round)
 		})
 	}
 }
 
-// scan reads state rows into the states into returns for their slots (nil:
-// skip the row); when round is given, it also marks the items of round
-// whose command came back as changed. It allocates only for a product id
-// that differs from the one the state holds: the text is read in place.
-func (t *tracker) scan(rows pgx.Rows, round []noteRow, into func(*slot) *CommandState) error {
+// scan reads the rows a round changed into their slots, and marks the items
+// of round whose command came back as changed. It allocates only for a
+// product id that differs from the one the state holds: the text is read in
+// place.
+func (t *tracker) scan(rows pgx.Rows, round []noteRow) error {
 	defer rows.Close()
 	var (
-		id, status, product                      pgtype.DriverBytes
+		id, status, product, prevStatus          pgtype.DriverBytes
 		created, sent, delivered, response, last pgtype.Timestamptz
+		prevKnown                                pgtype.Int2
 	)
 	for rows.Next() {
-		if err := rows.Scan(&id, &status, &product, &created, &sent, &delivered, &response, &last); err != nil {
+		if err := rows.Scan(&id, &status, &product, &created, &sent, &delivered, &response, &last, &prevStatus, &prevKnown); err != nil {
 			return err
 		}
 		key := unsafe.String(unsafe.SliceData(id), len(id)) // only compared, not kept
@@ -158,14 +138,21 @@ func (t *tracker) scan(rows pgx.Rows, round []noteRow, into func(*slot) *Command
 		if !ok {
 			continue
 		}
-		if st := into(&t.slots[i]); st != nil {
-			st.Status = knownStatus(status)
-			if st.ProductID != string(product) {
-				st.ProductID = string(product)
+		s := &t.slots[i]
+		if !s.changed {
+			s.changed, s.existed = true, prevKnown.Valid
+			if prevKnown.Valid {
+				k := prevKnown.Int16
+				s.before = Previous{Status: knownStatus(prevStatus), Created: k&1 != 0, Sent: k&2 != 0, Delivered: k&4 != 0, Response: k&8 != 0}
 			}
-			st.Created, st.Sent, st.Delivered, st.Response, st.LastEvent = created.Time, sent.Time, delivered.Time, response.Time, last.Time
 		}
-		if round != nil && t.changed != nil {
+		st := &s.after
+		st.Status = knownStatus(status)
+		if st.ProductID != string(product) {
+			st.ProductID = string(product)
+		}
+		st.Created, st.Sent, st.Delivered, st.Response, st.LastEvent = created.Time, sent.Time, delivered.Time, response.Time, last.Time
+		if t.changed != nil {
 			if j, ok := slices.BinarySearchFunc(round, key, func(r noteRow, id string) int {
 				return strings.Compare(r.n.CommandID, id)
 			}); ok {

@@ -266,7 +266,9 @@ func insertOnce[R any](table string, cols []column[R]) string {
 // skips no-op updates so that duplicates do not churn the table, and so the
 // statement returns the identity of exactly the rows it inserted or changed.
 // Rows are taken in identity order, so concurrent writers cannot deadlock.
-func mergeUpsert[R any](table string, cols []column[R]) string {
+// extraSets are further assignments of the update (they may read d, the row
+// being replaced).
+func mergeUpsert[R any](table string, cols []column[R], extraSets ...string) string {
 	var names, selects, key, sets, olds, news, factOld, factLeast []string
 	for _, c := range cols {
 		if c.merge == input {
@@ -299,6 +301,7 @@ func mergeUpsert[R any](table string, cols []column[R]) string {
 		}
 	}
 	sets = append(sets, "updated_at = now()")
+	sets = append(sets, extraSets...)
 	return fmt.Sprintf(`INSERT INTO %s AS d (%s)
 SELECT %s
 FROM %s
@@ -315,6 +318,6 @@ WHERE %s
 var (
 	insertEvents      = insertOnce("device_command_events", eventColumns)
 	insertReceipts    = insertOnce("device_command_receipts", receiptColumns)
-	upsertCommands    = mergeUpsert("device_commands", commandColumns)
+	upsertCommands    = mergeUpsert("device_commands", commandColumns, previousSets...)
 	insertDeadLetters = insertOnce("dead_letters", deadLetterColumns)
 )
