@@ -3,6 +3,7 @@ package outcome_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -92,9 +93,11 @@ type fakeDB struct {
 	stuck  map[notification.Status]int64
 	newest time.Time
 	err    error
+	reads  int
 }
 
 func (f *fakeDB) Stuck(context.Context, time.Time) (map[notification.Status]int64, error) {
+	f.reads++
 	return f.stuck, f.err
 }
 func (f *fakeDB) NewestEvent(context.Context) (time.Time, error) { return f.newest, f.err }
@@ -104,6 +107,8 @@ func TestDBCollectorOnlyOnTheLeader(t *testing.T) {
 	var leader atomic.Bool
 	db := &fakeDB{stuck: map[notification.Status]int64{notification.Sent: 4}, newest: time.Now().Add(-time.Minute)}
 	c := outcome.NewDBCollector(db, leader.Load, time.Hour, slog.New(slog.DiscardHandler))
+	now := time.Now()
+	outcome.SetDBClock(c, func() time.Time { return now })
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c)
 
@@ -124,7 +129,39 @@ cmdtrack_commands_stuck{status="SENT"} 4
 	require.Equal(t, 1, age)
 
 	db.err = errors.New("database away")
+	now = now.Add(outcome.DBReadInterval)
 	n, err = testutil.GatherAndCount(reg)
 	require.NoError(t, err)
 	require.Zero(t, n, "a failed read exports nothing")
+}
+
+// Scrapes closer together than DBReadInterval share one reading of the
+// database; the age is still the scrape's.
+func TestDBCollectorReadsAtMostOncePerInterval(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	db := &fakeDB{stuck: map[notification.Status]int64{notification.Sent: 4}, newest: now.Add(-time.Minute)}
+	c := outcome.NewDBCollector(db, func() bool { return true }, time.Hour, slog.New(slog.DiscardHandler))
+	outcome.SetDBClock(c, func() time.Time { return now })
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	age := func() string {
+		t.Helper()
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			if mf.GetName() == "cmdtrack_newest_notification_age_seconds" {
+				return fmt.Sprint(mf.GetMetric()[0].GetGauge().GetValue())
+			}
+		}
+		return "none"
+	}
+	require.Equal(t, "60", age())
+	now = now.Add(outcome.DBReadInterval - time.Second)
+	db.stuck[notification.Sent] = 5
+	require.Equal(t, "69", age(), "the age is the scrape's")
+	require.Equal(t, 1, db.reads, "one reading for both scrapes")
+	now = now.Add(time.Second)
+	require.Equal(t, "70", age())
+	require.Equal(t, 2, db.reads, "read again once the interval has passed")
 }
