@@ -185,13 +185,29 @@ func jsonCol[R any](name string, m merge, get func(*R) []byte) column[R] {
 
 func valueCol[R, V any](name, typ string, m merge, get func(*R) V) column[R] {
 	return column[R]{name: name, typ: typ, merge: m, arg: func(rows []R) any {
-		out := make([]V, len(rows))
+		out := make(pointerArray[V], len(rows))
 		for i := range rows {
 			out[i] = get(&rows[i])
 		}
 		return out
 	}}
 }
+
+// pointerArray is a statement argument pgx encodes as a one-dimensional
+// array without reflection or an allocation per element: a plain slice of a
+// type pgx has no fast path for (pgtype.Text, []byte, ...) is walked with
+// reflect and each element boxed, which cost the worker about 30
+// allocations per notification (BenchmarkEncodeArgs). A pointer to an
+// element boxes for free, and pgx encodes through it.
+type pointerArray[V any] []V
+
+func (a pointerArray[V]) Dimensions() []pgtype.ArrayDimension {
+	return []pgtype.ArrayDimension{{Length: int32(len(a)), LowerBound: 1}}
+}
+
+func (a pointerArray[V]) Index(i int) any { return &a[i] }
+
+func (a pointerArray[V]) IndexType() any { return new(V) }
 
 // unsafeString views b as a string without copying it: the payload is
 // encoded into the statement's arguments and not kept.
