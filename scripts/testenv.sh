@@ -194,6 +194,8 @@ shared_buffers = 256MB
 fsync = off
 synchronous_commit = off
 full_page_writes = off
+# make bench's latency run reads each history row's commit time (pg_xact_commit_timestamp) instead of polling.
+track_commit_timestamp = on
 EOF
 }
 
