@@ -147,12 +147,12 @@ func TestBrowserWalk(t *testing.T) {
 	srv := f.server(t, console.Config{Addr: console.DefaultAddr})
 	ctx := browser(t)
 
-	require.EqualValues(t, http.StatusOK, open(ctx, t, srv.URL+"/", "#window-today"))
+	require.EqualValues(t, http.StatusOK, open(ctx, t, srv.URL+"/", "#window-24h"))
 	require.Equal(t, "1", strings.TrimSpace(text(ctx, t, "#stuck-now .big")))
 	require.Contains(t, text(ctx, t, "#window-week"), "gas-meter")
 	screenshot(ctx, t, "overview")
 
-	click(ctx, t, `#window-today a.status-count[href="/commands?status=SUCCESSFUL"]`, "table.commands")
+	click(ctx, t, `#window-24h a.status-count[href="/commands?status=SUCCESSFUL"]`, "table.commands")
 	require.Contains(t, eval[string](ctx, t, "location.search"), "status=SUCCESSFUL")
 	require.Equal(t, f.valve, text(ctx, t, "table.commands tbody tr:first-child td:nth-child(2)"), "newest first")
 
@@ -200,7 +200,7 @@ func TestBrowserWalk(t *testing.T) {
 	open(ctx, t, srv.URL+"/commands/"+f.valve, "#timeline")
 	require.LessOrEqual(t, eval[float64](ctx, t, "document.documentElement.scrollWidth"), 390.0, "the command page fits a phone's width")
 	screenshot(ctx, t, "command-phone")
-	open(ctx, t, srv.URL+"/", "#window-today")
+	open(ctx, t, srv.URL+"/", "#window-24h")
 	require.LessOrEqual(t, eval[float64](ctx, t, "document.documentElement.scrollWidth"), 390.0, "the overview fits a phone's width")
 }
 
@@ -329,7 +329,7 @@ func TestBrowserUnauthorized(t *testing.T) {
 	tok := f.server(t, console.Config{Addr: "0.0.0.0:9465", Token: "tok-1"})
 	require.EqualValues(t, http.StatusUnauthorized, open(ctx, t, tok.URL+"/", "#error"))
 	require.NoError(t, chromedp.Do(ctx, headers(map[string]string{"Authorization": "Bearer tok-1"})))
-	require.EqualValues(t, http.StatusOK, open(ctx, t, tok.URL+"/", "#window-today"))
+	require.EqualValues(t, http.StatusOK, open(ctx, t, tok.URL+"/", "#window-24h"))
 }
 
 // A hostile stream: a notification whose result, tags, product and device id

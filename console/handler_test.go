@@ -205,6 +205,11 @@ func TestPagesJSON(t *testing.T) {
 	}
 	getJSON(t, srv.URL, "/", &o)
 	require.Len(t, o.Windows, 2)
+	// Sliding, to the hour: the fixture's gas-meter commands are created
+	// every 135 minutes from two hours ago, so 10 of them (2 h to 22 h 15
+	// ago) and the 3 others are in the last 24 hours.
+	require.Equal(t, "24 hours", o.Windows[0].Name)
+	require.EqualValues(t, 13, o.Windows[0].Total.Commands)
 	require.Equal(t, "7 days", o.Windows[1].Name)
 	require.EqualValues(t, 63, o.Windows[1].Total.Commands)
 	require.EqualValues(t, 1, o.StuckNow)

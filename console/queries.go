@@ -368,10 +368,11 @@ type ProductRates struct {
 	Rates
 }
 
-// Window is the overview of the commands created in a span of UTC days.
+// Window is the overview of the commands created in a sliding window, to
+// the hour: From is the start of the hour it begins with (UTC).
 type Window struct {
 	Name     string         `json:"name"`
-	FromDay  string         `json:"from_day"`
+	From     time.Time      `json:"from"`
 	Statuses []StatusCount  `json:"statuses"`
 	Total    Rates          `json:"total"`
 	Products []ProductRates `json:"products"`
@@ -393,8 +394,8 @@ type QueueMark struct {
 // Overview is /.
 type Overview struct {
 	Now time.Time `json:"now"`
-	// Windows: "today" (the current UTC day) and "7 days" (it and the six
-	// before), from the daily outcome rollup.
+	// Windows: "24 hours" and "7 days", sliding, to the hour (the current
+	// hour and the 23 or 167 before it), from the hourly outcome rollup.
 	Windows []Window `json:"windows"`
 	// StuckNow counts the commands in stuck_commands quiet for more than
 	// ten minutes, up to stuckCountCap (StuckCapped: at least that many).
@@ -411,20 +412,21 @@ type Overview struct {
 
 func loadOverview(ctx context.Context, db *pgxpool.Pool, now time.Time) (*Overview, error) {
 	o := &Overview{Now: now, DeadLetters: []ClassCount{}, Queues: []QueueMark{}}
-	today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
-	rows, err := db.Query(ctx, `SELECT day, product_id, status, commands FROM command_outcomes_daily
-		WHERE day >= $1::date ORDER BY product_id`, today.AddDate(0, 0, -6))
+	hour := now.UTC().Truncate(time.Hour)
+	week := hour.Add(-167 * time.Hour)
+	rows, err := db.Query(ctx, `SELECT hour, product_id, status, commands FROM command_outcomes_hourly
+		WHERE hour >= $1 ORDER BY product_id`, week)
 	if err != nil {
 		return nil, fmt.Errorf("read outcomes: %w", err)
 	}
 	type cell struct {
-		day             time.Time
+		hour            time.Time
 		product, status string
 		n               int64
 	}
 	cells, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cell, error) {
 		var c cell
-		return c, r.Scan(&c.day, &c.product, &c.status, &c.n)
+		return c, r.Scan(&c.hour, &c.product, &c.status, &c.n)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read outcomes: %w", err)
@@ -432,12 +434,12 @@ func loadOverview(ctx context.Context, db *pgxpool.Pool, now time.Time) (*Overvi
 	for _, w := range []struct {
 		name string
 		from time.Time
-	}{{"today", today}, {"7 days", today.AddDate(0, 0, -6)}} {
-		win := Window{Name: w.name, FromDay: w.from.Format(time.DateOnly), Products: []ProductRates{}}
+	}{{"24 hours", hour.Add(-23 * time.Hour)}, {"7 days", week}} {
+		win := Window{Name: w.name, From: w.from, Products: []ProductRates{}}
 		byStatus := map[string]int64{}
 		var products []ProductRates
 		for _, c := range cells {
-			if c.day.Before(w.from) {
+			if c.hour.Before(w.from) {
 				continue
 			}
 			byStatus[c.status] += c.n

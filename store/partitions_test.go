@@ -179,6 +179,22 @@ func TestRefreshRollup(t *testing.T) {
 	require.Equal(t, []int{100, 26}, []int{commands, failed}, "today is recomputed")
 	row(time.Date(2027, 2, 5, 0, 0, 0, 0, time.UTC))
 	require.Equal(t, 1, commands, "a final day stays, though its command was deleted")
+
+	// The hourly rollup (the console's sliding windows) comes from the same
+	// scan, and keeps eight days.
+	hourly := func(hour time.Time) (n int) {
+		t.Helper()
+		require.NoError(t, st.Pool().QueryRow(ctx, `SELECT coalesce(sum(commands), 0) FROM command_outcomes_hourly
+			WHERE product_id = 'p' AND hour = $1`, hour).Scan(&n))
+		return n
+	}
+	require.Equal(t, 100, hourly(now.Add(-time.Hour)))
+	require.Equal(t, 1, hourly(now.AddDate(0, 0, -5)), "an hour older than the days refreshed stays")
+	require.NoError(t, st.RefreshRollup(ctx, 3, now.AddDate(0, 0, 4)))
+	require.Zero(t, hourly(now.AddDate(0, 0, -5)), "hours older than eight days go")
+	require.Equal(t, 100, hourly(now.Add(-time.Hour)))
+	row(time.Date(2027, 2, 5, 0, 0, 0, 0, time.UTC))
+	require.Equal(t, 1, commands, "the daily rollup keeps its days")
 }
 
 // An existing database migrates in place: the history of version 4 (one
