@@ -370,3 +370,16 @@ func TestTruncatedDeadLetter(t *testing.T) {
 		WHERE length(body) = $1 AND body_length = $2 AND body_sha256 = sha256($3::bytea)`,
 		ingest.DeadLetterPrefix, len(body), body))
 }
+
+// A value the notification does not carry is stored as NULL, never as the
+// JSON value null or an empty string: the merge keeps "any known value", and
+// the cookbook's IS NULL tests depend on it.
+func TestMissingValuesAreNULL(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	apply(t, st, []ingest.Item{{Source: "test", Notification: &notification.Notification{
+		CommandID: "c1", Status: notification.Sent, EventTime: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Payload: []byte(`{}`)}}})
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM device_commands WHERE command_id = 'c1'
+		AND tags IS NULL AND result IS NULL AND paras IS NULL AND device_id IS NULL AND created_time IS NULL
+		AND expire_time IS NULL AND previous_status IS NULL AND previous_known IS NULL`))
+}

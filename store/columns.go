@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -178,9 +177,12 @@ func timeCol[R any](name string, m merge, get func(*R) time.Time) column[R] {
 	})
 }
 
-// jsonCol is a jsonb column; nil is NULL.
+// jsonCol is a jsonb column; nil is NULL. The value is a plain []byte, which
+// pgx sends as the JSON text it is: through a pointer (pointerArray), a
+// json.RawMessage is a json.Marshaler, and a nil one would be stored as the
+// JSON value null instead of NULL.
 func jsonCol[R any](name string, m merge, get func(*R) []byte) column[R] {
-	return valueCol(name, "jsonb", m, func(r *R) json.RawMessage { return get(r) })
+	return valueCol(name, "jsonb", m, get)
 }
 
 func valueCol[R, V any](name, typ string, m merge, get func(*R) V) column[R] {
