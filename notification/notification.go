@@ -52,6 +52,9 @@ func (s Status) Rank() (int16, bool) {
 	return r, ok
 }
 
+// Final reports whether the status ends a command's life (rank 3).
+func (s Status) Final() bool { return ranks[s] == 3 }
+
 // Notification is one command status change, as decoded from any channel.
 // Empty strings and zero times mean "not reported" and are stored as NULL.
 type Notification struct {

@@ -26,10 +26,7 @@ type CommandState struct {
 }
 
 // Final reports whether the state's status is final (rank 3).
-func (c *CommandState) Final() bool {
-	r, ok := c.Status.Rank()
-	return ok && r == 3
-}
+func (c *CommandState) Final() bool { return c.Status.Final() }
 
 // Previous is what the outcome metrics need of a command's row before a
 // change: its status, and which stage times were known.
@@ -39,10 +36,7 @@ type Previous struct {
 }
 
 // Final reports whether the status was final (rank 3).
-func (p *Previous) Final() bool {
-	r, ok := p.Status.Rank()
-	return ok && r == 3
-}
+func (p *Previous) Final() bool { return p.Status.Final() }
 
 // Previous is what a Change's Before says of c.
 func (c *CommandState) Previous() Previous {
