@@ -147,7 +147,13 @@ func queueTracked(b *pgx.Batch, items []ingest.Item, changed []bool, track bool)
 			// First: the statements after it read these (firstReceipt).
 			b.Queue(insertReceipts, args(receiptColumns, receipts)...)
 		}
-		rs := rounds(notes)
+		merged := notes
+		if changed == nil {
+			// Which notification changed a row is not told once they
+			// are folded; nobody asked.
+			merged = fold(notes)
+		}
+		rs := rounds(merged)
 		if track {
 			tr = newTracker(rs[0], changed)
 			tr.queue(b, rs)
@@ -180,7 +186,8 @@ func receiptTimed(rows []noteRow) []noteRow {
 // INSERT ... ON CONFLICT DO UPDATE may not touch a row twice. Round k holds
 // the k-th notification of every command that has k or more. The merge rule
 // is order-independent, so how notifications are spread over rounds does not
-// change the result, and it stays implemented once, in SQL.
+// change the result, and it stays decided in SQL (fold only joins rows
+// where Go decides as the SQL does).
 func rounds(rows []noteRow) [][]noteRow {
 	var out [][]noteRow
 	run := 0

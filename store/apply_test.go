@@ -383,3 +383,53 @@ func TestMissingValuesAreNULL(t *testing.T) {
 		AND tags IS NULL AND result IS NULL AND paras IS NULL AND device_id IS NULL AND created_time IS NULL
 		AND expire_time IS NULL AND previous_status IS NULL AND previous_known IS NULL`))
 }
+
+// A batch that holds a command's whole lifecycle writes its row once (the
+// row it replaced is none: previous_status stays NULL) and stores the same
+// row as the notifications one batch each; two that disagree on a fact are
+// still merged by the statement, in two writes.
+func TestBatchWritesACommandOnce(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	lifecycle := func(id string) []ingest.Item {
+		var items []ingest.Item
+		for i, s := range []notification.Status{notification.Pending, notification.Sent, notification.Delivered, notification.Successful} {
+			n := &notification.Notification{CommandID: id, Status: s, EventTime: at.Add(time.Duration(i) * time.Second),
+				CreatedTime: at, RequestID: fmt.Sprint("req-", i), Payload: []byte(`{}`)}
+			// Each knows a fact the others do not: no one of them alone
+			// gives the row.
+			*[]*string{&n.ProductID, &n.DeviceID, &n.AppID, &n.NodeID}[i] = "x"
+			if i >= 1 {
+				n.SentTime = at.Add(time.Second)
+			}
+			if i >= 2 {
+				n.DeliveredTime = at.Add(2 * time.Second)
+			}
+			if i == 3 {
+				n.ResponseTime, n.Result = n.EventTime, json.RawMessage(`{"code":0}`)
+			}
+			items = append(items, ingest.Item{Source: "test", Notification: n})
+		}
+		return items
+	}
+	whole := lifecycle("c1")
+	slices.Reverse(whole)
+	apply(t, st, whole)
+	for _, it := range lifecycle("c2") {
+		apply(t, st, []ingest.Item{it})
+	}
+	one, each := readRow(t, st, "c1"), readRow(t, st, "c2")
+	one.CommandID, one.LastEventKey, each.CommandID, each.LastEventKey = "", nil, "", nil
+	require.Equal(t, each, one)
+	require.Equal(t, "SUCCESSFUL", one.Status)
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM device_commands WHERE command_id = 'c1' AND previous_status IS NULL`),
+		"the batch wrote c1 more than once")
+	require.Equal(t, 4, count(t, st, `SELECT count(*) FROM device_command_events WHERE command_id = 'c1'`))
+
+	split := lifecycle("c3")[1:3]
+	split[1].Notification.SentTime = at.Add(1500 * time.Millisecond) // the earlier one stays
+	apply(t, st, split)
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM device_commands WHERE command_id = 'c3'
+		AND previous_status IS NOT NULL AND status = 'DELIVERED' AND sent_time = $1`, at.Add(time.Second)))
+}

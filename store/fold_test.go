@@ -1,0 +1,104 @@
+package store
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cmdtrack/cmdtrack/notification"
+)
+
+func foldNote(id string, st notification.Status, sec int) notification.Notification {
+	base := time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
+	n := notification.Notification{CommandID: id, Status: st, EventTime: base.Add(time.Duration(sec) * time.Second),
+		DeviceID: "dev-1", CreatedTime: base}
+	if st != notification.Pending {
+		n.SentTime = base.Add(time.Second)
+	}
+	return n
+}
+
+func foldRows(notes ...notification.Notification) []noteRow {
+	rows := make([]noteRow, len(notes))
+	for i := range notes {
+		rows[i] = noteRow{n: &notes[i], source: "test", key: notes[i].Key(), idx: i}
+	}
+	return rows
+}
+
+// A command's notifications that agree fold into one row: the winner's
+// status, result, request id and time, every fact any of them knows.
+func TestFoldAgreeingNotifications(t *testing.T) {
+	t.Parallel()
+	pending, sent, done := foldNote("c1", notification.Pending, 0), foldNote("c1", notification.Sent, 1),
+		foldNote("c1", notification.Successful, 5)
+	pending.ProductID, pending.Tags = "prod-1", json.RawMessage(`["a"]`)
+	sent.AppID = "app-1"
+	done.Result, done.RequestID, done.ResponseTime = json.RawMessage(`{"code":0}`), "req-9", done.EventTime
+	other := foldNote("c2", notification.Sent, 2)
+
+	out := fold(foldRows(done, pending, sent, sent, other))
+	require.Len(t, out, 2)
+	got := out[0].n
+	require.Equal(t, notification.Successful, got.Status)
+	require.Equal(t, done.EventTime, got.EventTime)
+	require.Equal(t, done.Key(), out[0].key, "the winner's key is the row's last_event_key")
+	require.Equal(t, 0, out[0].idx)
+	require.Equal(t, "req-9", got.RequestID)
+	require.JSONEq(t, `{"code":0}`, string(got.Result))
+	require.Equal(t, "prod-1", got.ProductID)
+	require.Equal(t, "app-1", got.AppID)
+	require.Equal(t, `["a"]`, string(got.Tags))
+	require.Equal(t, sent.SentTime, got.SentTime)
+	require.Equal(t, done.ResponseTime, got.ResponseTime)
+	require.Equal(t, "c2", out[1].n.CommandID)
+	require.Equal(t, notification.Pending, pending.Status, "the notifications themselves are left as they were")
+}
+
+// What Go could decide differently from the SQL rule is left to it: facts
+// that disagree (LEAST compares text by collation, jsonb in its own order)
+// and notifications timed by their receipt (their time is read in SQL).
+func TestFoldLeavesTheRestToSQL(t *testing.T) {
+	t.Parallel()
+	a, b := foldNote("c1", notification.Sent, 1), foldNote("c1", notification.Delivered, 2)
+	b.DeviceID = "dev-2"
+	require.Len(t, fold(foldRows(a, b)), 2, "contradicting device ids")
+
+	a, b = foldNote("c1", notification.Sent, 1), foldNote("c1", notification.Delivered, 2)
+	b.SentTime = b.SentTime.Add(time.Millisecond)
+	require.Len(t, fold(foldRows(a, b)), 2, "contradicting sent times")
+
+	a, b = foldNote("c1", notification.Sent, 1), foldNote("c1", notification.Delivered, 2)
+	a.Tags, b.Tags = json.RawMessage(`["a"]`), json.RawMessage(`[ "a" ]`)
+	require.Len(t, fold(foldRows(a, b)), 2, "tags written differently")
+
+	a, b = foldNote("c1", notification.Sent, 1), foldNote("c1", notification.Delivered, 2)
+	b.TimeFromReceipt = true
+	require.Len(t, fold(foldRows(a, b)), 2, "timed by its receipt")
+
+	// Three where the middle one contradicts the first: the third still
+	// folds into whichever row it agrees with.
+	a, b, c := foldNote("c1", notification.Sent, 1), foldNote("c1", notification.Delivered, 2),
+		foldNote("c1", notification.Successful, 3)
+	b.DeviceID, c.DeviceID = "dev-2", ""
+	require.Len(t, fold(foldRows(a, b, c)), 2)
+}
+
+// The winner is decided at the microsecond PostgreSQL keeps: two event times
+// that differ by less are equal there, and the key decides.
+func TestFoldWinnerAtMicroseconds(t *testing.T) {
+	t.Parallel()
+	a, b := foldNote("c1", notification.Successful, 5), foldNote("c1", notification.Failed, 5)
+	b.EventTime = b.EventTime.Add(500 * time.Nanosecond)
+	rows := foldRows(a, b)
+	want := rows[0]
+	if string(rows[1].key) > string(rows[0].key) {
+		want = rows[1]
+	}
+	out := fold(rows)
+	require.Len(t, out, 1)
+	require.Equal(t, want.key, out[0].key)
+	require.Equal(t, want.n.Status, out[0].n.Status)
+}
