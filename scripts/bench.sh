@@ -181,6 +181,12 @@ read -r TICKS0 STEAL0 IDLE0 < <(cpu_ticks)
 log "backlog: $N messages per contender (naive: $NAIVE_N), $RUNS runs each, stream: -seed $SEED $STREAM"
 log "machine: fsync (fdatasync) ${FSYNC_US} us per flush; load average $LOAD_START"
 
+# checkpoint: a checkpoint just before a timed drain, so that none falls inside it. A drain writes a few hundred MB
+# of WAL; with max_wal_size at 1 GB every second or third drain otherwise met a checkpoint (pg_stat_bgwriter's
+# checkpoints_req), and every page it touched after that cost a full-page image in the WAL: runs of one code
+# differed by whether they met one.
+checkpoint() { psql -X -q "$DB" -c CHECKPOINT >/dev/null; }
+
 # wal CONTENDER RUN BYTES: one line of WAL.tsv.
 WAL_TSV=$WORK/wal.tsv
 
@@ -202,6 +208,7 @@ naive_run() {
 	preload "$q" "$NAIVE_N" >"$WORK/naive$1.publish"
 	log "run $1 naive: draining"
 	local w0
+	checkpoint
 	w0=$(wal_bytes)
 	"$BIN/runner" -name naive -n "$NAIVE_N" -log "$WORK/naive$1.log" -out "$TSV" -- \
 		"$BIN/naive" -url "$AMQP" -queue "$q" -n "$NAIVE_N" -window "$WINDOW" -database-url "$DB" -schema "$s" >&2
@@ -223,6 +230,7 @@ cmdtrack_run() {
 	preload "$q" "$N" -expect "$WORK/expect$r.jsonl" "${presence[@]}" | tee "$WORK/cmdtrack$r.publish" >&2
 	port=$(free_port)
 	log "run $r cmdtrack: draining (ops on 127.0.0.1:$port)"
+	checkpoint
 	w0=$(wal_bytes)
 	worker_env "$s" "$q" "$port" "$BIN/runner" -name cmdtrack -n "$N" -metrics "http://127.0.0.1:$port/metrics" \
 		-log "$WORK/cmdtrack$r.log" -out "$TSV" -- "$BIN/cmdtrack" >&2
