@@ -305,6 +305,20 @@ func TestDataErrorPoisonsOnlyItsMessage(t *testing.T) {
 	var reason string
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT reason FROM dead_letters WHERE reason_class = 'rejected_by_database'`).Scan(&reason))
 	require.Contains(t, reason, "invalid input syntax for type json")
+
+	// A refused result on a notification that loses the merge to another of
+	// its command in the same batch is refused all the same (the batch's
+	// notifications of one command are folded into one row where they can
+	// be): the winner is stored, the loser is a dead letter.
+	loser := &notification.Notification{CommandID: "c9", Status: notification.Sent, EventTime: at,
+		Result: json.RawMessage(`{"v":1e200000}`), Payload: []byte(`{"loser":1}`)} // numeric overflow
+	winner := &notification.Notification{CommandID: "c9", Status: notification.Delivered, EventTime: at.Add(time.Second),
+		Payload: []byte(`{"winner":1}`)}
+	res = apply(t, st, []ingest.Item{{Source: "test", Notification: winner}, {Source: "test", Notification: loser}})
+	require.Equal(t, ingest.Applied, res[0].Outcome)
+	require.Equal(t, ingest.DeadLettered, res[1].Outcome)
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM device_commands WHERE command_id = 'c9' AND status = 'DELIVERED'`))
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM dead_letters WHERE reason LIKE '%overflows numeric%'`))
 }
 
 // TestDeadLettersAreIdempotent stores the same poison body twice.

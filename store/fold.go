@@ -18,8 +18,10 @@ import (
 // It folds only what the SQL rule decides by values Go compares the same
 // way: facts that agree or are missing on one side (not two that disagree,
 // which LEAST decides by collation or jsonb order), the winner by status
-// rank, event time to the microsecond PostgreSQL keeps and key (bytes), and
-// no notification timed by its receipt (its time is read in the statement).
+// rank, event time to the microsecond PostgreSQL keeps and key (bytes), no
+// loser with a result of its own (every value is still written, so still
+// checked by PostgreSQL), and no notification timed by its receipt (its time
+// is read in the statement).
 // Anything else stays a row of its own, for the next round. So the stored
 // row is the same as without folding, and the rule is still decided in SQL
 // whenever Go could decide it differently.
@@ -62,6 +64,12 @@ func foldPair(a, b *noteRow) (noteRow, bool) {
 	win, lose := a, b
 	if beats(b, a) {
 		win, lose = b, a
+	}
+	if lose.n.Result != nil && !bytes.Equal(lose.n.Result, win.n.Result) {
+		// The loser's result would not be written, and so not checked:
+		// one PostgreSQL refuses (a number jsonb cannot hold) must still
+		// make its notification a dead letter, as it does unfolded.
+		return noteRow{}, false
 	}
 	n := *win.n // the winner's status, result, request id and time
 	l := lose.n

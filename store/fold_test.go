@@ -36,6 +36,9 @@ func TestFoldAgreeingNotifications(t *testing.T) {
 		foldNote("c1", notification.Successful, 5)
 	pending.ProductID, pending.Tags = "prod-1", json.RawMessage(`["a"]`)
 	sent.AppID = "app-1"
+	expire := 3600
+	pending.Creation = &notification.Creation{ServiceID: "svc", CommandName: "on"}
+	sent.Creation = &notification.Creation{CommandName: "on", Paras: json.RawMessage(`{"v":1}`), ExpireTime: &expire}
 	done.Result, done.RequestID, done.ResponseTime = json.RawMessage(`{"code":0}`), "req-9", done.EventTime
 	other := foldNote("c2", notification.Sent, 2)
 
@@ -53,6 +56,10 @@ func TestFoldAgreeingNotifications(t *testing.T) {
 	require.Equal(t, `["a"]`, string(got.Tags))
 	require.Equal(t, sent.SentTime, got.SentTime)
 	require.Equal(t, done.ResponseTime, got.ResponseTime)
+	require.Equal(t, &notification.Creation{ServiceID: "svc", CommandName: "on", Paras: json.RawMessage(`{"v":1}`),
+		ExpireTime: &expire}, got.Creation)
+	require.Equal(t, &notification.Creation{ServiceID: "svc", CommandName: "on"}, pending.Creation,
+		"the notifications' creations are left as they were")
 	require.Equal(t, "c2", out[1].n.CommandID)
 	require.Equal(t, notification.Pending, pending.Status, "the notifications themselves are left as they were")
 }
@@ -75,6 +82,10 @@ func TestFoldLeavesTheRestToSQL(t *testing.T) {
 	require.Len(t, fold(foldRows(a, b)), 2, "tags written differently")
 
 	a, b = foldNote("c1", notification.Sent, 1), foldNote("c1", notification.Delivered, 2)
+	a.Result = json.RawMessage(`{"v":1}`)
+	require.Len(t, fold(foldRows(a, b)), 2, "a result of the loser's own: PostgreSQL must still see it")
+
+	a, b = foldNote("c1", notification.Sent, 1), foldNote("c1", notification.Delivered, 2)
 	b.TimeFromReceipt = true
 	require.Len(t, fold(foldRows(a, b)), 2, "timed by its receipt")
 
@@ -84,6 +95,10 @@ func TestFoldLeavesTheRestToSQL(t *testing.T) {
 		foldNote("c1", notification.Successful, 3)
 	b.DeviceID, c.DeviceID = "dev-2", ""
 	require.Len(t, fold(foldRows(a, b, c)), 2)
+
+	a, b = foldNote("c1", notification.Sent, 1), foldNote("c1", notification.Delivered, 2)
+	a.Creation, b.Creation = &notification.Creation{CommandName: "on"}, &notification.Creation{CommandName: "off"}
+	require.Len(t, fold(foldRows(a, b)), 2, "contradicting command names")
 }
 
 // The winner is decided at the microsecond PostgreSQL keeps: two event times
