@@ -366,9 +366,9 @@ rabbit_env_block() {
 	echo "$MARK_BEGIN"
 	echo "# AMQP listener on loopback only."
 	echo "NODE_IP_ADDRESS=127.0.0.1"
-	# Erlang's schedulers spin while idle, by default, for up to a few ms: on a two-core machine shared with
-	# PostgreSQL, the worker and the tests, that is CPU taken from them at random, and make bench's broker CPU per
-	# message varied 51-87 us between runs of one stream. Sleep when idle (RabbitMQ's advice for shared hosts).
+	# Erlang's schedulers spin while idle, by default, before they sleep: on a two-core machine shared with
+	# PostgreSQL, the worker and the tests, that is CPU taken from them. They sleep at once instead (RabbitMQ's
+	# advice for shared hosts). It did not make make bench's runs agree: see docs/benchmarks.md.
 	local args="+sbwt none +sbwtdcpu none +sbwtdio none"
 	if hostname_is_loopback; then
 		echo "# epmd (port 4369) and Erlang distribution (port 25672) on loopback too."
