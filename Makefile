@@ -91,6 +91,11 @@ docs/screenshots: ## the console's screenshots in docs/screenshots, made by its 
 bench: ## drain limit vs naive peer vs cmdtrack on a 200k backlog, plus latency (BENCH_MESSAGES=20000 for a quick run)
 	@scripts/bench.sh
 
+.PHONY: bench/compare
+bench/compare: ## the working tree's throughput against REF's, ROUNDS runs each taking turns (REF=c8a16b3 ROUNDS=6)
+	@test -n "$(REF)" || { echo "bench/compare: say which revision to compare with: make bench/compare REF=<commit> [ROUNDS=6]" >&2; exit 2; }
+	@scripts/bench-compare.sh "$(REF)" $(or $(ROUNDS),6)
+
 .PHONY: bench/memory
 bench/memory: ## peak RSS and bytes held with a backlog of large messages while the database is down
 	@eval "$$($(TESTENV) up)"; set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \

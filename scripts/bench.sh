@@ -27,6 +27,9 @@
 #   BENCH_DRAIN_WINDOW      credit window of drain and naive (default: CMDTRACK_AMQP_CREDIT/4, as cmdtrack issues)
 #   BENCH_KEEP=1            keep the work directory, schemas and queues for inspection
 #   BENCH_RESULTS           where to write the table (default bench/results/latest.txt)
+#   BENCH_CMDTRACK_REF      build the cmdtrack contender from this git revision instead of the working tree; the
+#                           harness (simulator, drain, naive, runner, latency) stays this tree's, so that two
+#                           revisions are measured by the same yardstick (scripts/bench-compare.sh)
 #   CMDTRACK_*              worker settings (batch size, credit, pool size, ...) pass through to cmdtrack, except
 #                           the database URL, AMQP URL/queue and ops address, which the script sets.
 # Needs root (scripts/testenv.sh provisions PostgreSQL and RabbitMQ on loopback), go, psql and rabbitmqctl.
@@ -104,7 +107,20 @@ trap 'exit 130' INT TERM
 log "building into $BIN"
 mkdir -p "$BIN"
 # Not stripped, so that perf can name the worker's functions.
-go build -o "$BIN/" ./cmd/cmdtrack ./cmd/iotda-sim ./bench/drain ./bench/naive ./bench/runner ./bench/latency
+go build -o "$BIN/" ./cmd/iotda-sim ./bench/drain ./bench/naive ./bench/runner ./bench/latency
+if [[ -n "${BENCH_CMDTRACK_REF:-}" ]]; then
+	REV=$(git rev-parse --short "${BENCH_CMDTRACK_REF}^{commit}" 2>/dev/null) || {
+		echo "bench: BENCH_CMDTRACK_REF='$BENCH_CMDTRACK_REF' names no commit of this repository (try git log --oneline)" >&2
+		exit 2
+	}
+	log "building cmdtrack from $REV"
+	mkdir "$WORK/src"
+	git archive "$REV" | tar -x -C "$WORK/src"
+	(cd "$WORK/src" && go build -o "$BIN/" ./cmd/cmdtrack)
+else
+	REV="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+dirty')"
+	go build -o "$BIN/" ./cmd/cmdtrack
+fi
 
 # new_queue NAME: sets q to a fresh queue address (declared by the first link to attach), deleted on exit.
 # Not meant for $(...): the bookkeeping must happen in this shell.
@@ -309,7 +325,7 @@ STEAL_PCT=$(awk -v t=$((TICKS1 - TICKS0)) -v s=$((STEAL1 - STEAL0)) 'BEGIN { pri
 BUSY_PCT=$(awk -v t=$((TICKS1 - TICKS0)) -v i=$((IDLE1 - IDLE0)) 'BEGIN { printf "%.0f", (t > 0 ? 100 * (t - i) / t : 0) }')
 mkdir -p "$(dirname "$RESULTS")"
 {
-	echo "cmdtrack benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+dirty')"
+	echo "cmdtrack benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), git $REV$([[ -z "${BENCH_CMDTRACK_REF:-}" ]] || echo " (harness: $(git rev-parse --short HEAD))")"
 	echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM;" \
 		"RabbitMQ $(timeout 60 rabbitmqctl -q version 2>/dev/null || echo '?'), PostgreSQL $(psql -X -tA "$DB" -c 'SHOW server_version' | cut -d' ' -f1)"
 	echo "machine facts: fsync (fdatasync, pg_test_fsync) $FSYNC_US us per flush; steal $STEAL_PCT % of CPU time; CPU busy $BUSY_PCT % over the run;" \
