@@ -93,7 +93,6 @@ bench: ## drain limit vs naive peer vs cmdtrack on a 200k backlog, plus latency 
 
 .PHONY: bench/compare
 bench/compare: ## the working tree's throughput against REF's, ROUNDS runs each taking turns (REF=c8a16b3 ROUNDS=6)
-	@test -n "$(REF)" || { echo "bench/compare: say which revision to compare with: make bench/compare REF=<commit> [ROUNDS=6]" >&2; exit 2; }
 	@scripts/bench-compare.sh "$(REF)" $(or $(ROUNDS),6)
 
 .PHONY: bench/memory

@@ -28,7 +28,7 @@ usage() { # usage EXIT: the opening comment, then exit
 	exit "$1"
 }
 [[ "${1:-}" != -h && "${1:-}" != --help ]] || usage 0
-[[ $# -ge 1 && $# -le 2 ]] || usage 2
+[[ $# -ge 1 && $# -le 2 && -n "$1" ]] || usage 2
 REF=$1
 ROUNDS=${2:-6}
 [[ "$ROUNDS" =~ ^[0-9]+$ && "$ROUNDS" -gt 0 ]] || {

@@ -56,6 +56,13 @@ for v in N NAIVE_N LAT_RATE LAT_SECONDS SEED WINDOW RUNS; do
 	}
 done
 
+if [[ -n "${BENCH_CMDTRACK_REF:-}" ]]; then
+	REV=$(git rev-parse --short "${BENCH_CMDTRACK_REF}^{commit}" 2>/dev/null) || {
+		echo "bench: BENCH_CMDTRACK_REF='$BENCH_CMDTRACK_REF' names no commit of this repository (try git log --oneline)" >&2
+		exit 2
+	}
+fi
+
 log() { printf 'bench: %s\n' "$*" >&2; }
 
 log "provisioning PostgreSQL and RabbitMQ (scripts/testenv.sh up)"
@@ -109,10 +116,6 @@ mkdir -p "$BIN"
 # Not stripped, so that perf can name the worker's functions.
 go build -o "$BIN/" ./cmd/iotda-sim ./bench/drain ./bench/naive ./bench/runner ./bench/latency
 if [[ -n "${BENCH_CMDTRACK_REF:-}" ]]; then
-	REV=$(git rev-parse --short "${BENCH_CMDTRACK_REF}^{commit}" 2>/dev/null) || {
-		echo "bench: BENCH_CMDTRACK_REF='$BENCH_CMDTRACK_REF' names no commit of this repository (try git log --oneline)" >&2
-		exit 2
-	}
 	log "building cmdtrack from $REV"
 	mkdir "$WORK/src"
 	git archive "$REV" | tar -x -C "$WORK/src"
