@@ -66,11 +66,9 @@ done
 row() {
 	awk '/^drain  /{d=$3} /^cmdtrack  /{print $3, $5, $6, $7, $9, d}' "$1"
 }
-# med: the median [lowest-highest] of the numbers on stdin, with PRINTF's format.
+# med FORMAT: the median [lowest-highest] of the numbers on stdin, as make bench prints its figures.
 med() {
-	sort -g | awk -v f="$1" '{a[NR]=$1} END {
-		m = NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2
-		printf f " [" f "-" f "]", m, a[1], a[NR] }'
+	awk -v f="$1" "$(<scripts/figures.awk)"'{ s = s " " $1 } END { printf "%s", fig(s, f) }'
 }
 {
 	echo "cmdtrack: working tree ($(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')) against $(git rev-parse --short "$REF"), $ROUNDS rounds, $(date -u '+%Y-%m-%d %H:%M UTC')"

@@ -336,16 +336,8 @@ mkdir -p "$(dirname "$RESULTS")"
 	echo "stream: -seed $SEED $STREAM; drain/naive credit window $WINDOW; cmdtrack credit $CREDIT, batch ${CMDTRACK_BATCH_SIZE:-256}; PostgreSQL fsync $FSYNC"
 	echo "$RUNS runs per contender, taking turns; each figure is the median of the runs [lowest-highest]"
 	echo
-	awk -F'\t' -v fsync_us="$FSYNC_US" '
-		# med and rng of a space-separated list of numbers.
-		function sorted(s, a,   n, i, j, t) {
-			n = split(s, a, " ")
-			for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-			return n
-		}
-		function med(s,   a, n) { n = sorted(s, a); if (n == 0) return 0; return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
-		function rng(s, f,   a, n) { n = sorted(s, a); if (n < 2) return ""; return sprintf(" [" f "-" f "]", a[1], a[n]) }
-		function fig(s, f) { return sprintf(f, med(s)) rng(s, f) }
+	# fig(list, format): the median [lowest-highest] of a space-separated list (scripts/figures.awk).
+	awk -F'\t' -v fsync_us="$FSYNC_US" "$(<scripts/figures.awk)"'
 		FNR == 1 { file++ }
 		file == 1 && $1 != "latency" {
 			c = $1; if (!(c in seen)) { seen[c] = 1; order[++nc] = c }
