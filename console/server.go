@@ -78,7 +78,7 @@ func (c Config) Check() error {
 	if c.ClientCAFile != "" && c.CertFile == "" {
 		problems = append(problems, "CMDTRACK_CONSOLE_CLIENT_CA needs CMDTRACK_CONSOLE_TLS_CERT")
 	}
-	if len(problems) == 0 && !Loopback(c.Addr) && !c.authenticated() && !c.AllowUnauthenticated {
+	if len(problems) == 0 && !c.authenticated() && !c.AllowUnauthenticated && !mayBeLoopback(c.Addr) {
 		return ErrUnauthenticated
 	}
 	if len(problems) > 0 {
@@ -87,19 +87,25 @@ func (c Config) Check() error {
 	return nil
 }
 
-// Loopback reports whether addr (host:port) listens on loopback only. An
-// empty host listens everywhere; a host name other than localhost may
-// resolve anywhere.
-func Loopback(addr string) bool {
+// mayBeLoopback reports whether addr (host:port) may listen on loopback
+// only: an IP address says so itself, an empty host listens everywhere, and
+// a name is decided by the address it binds (Listen), since "localhost"
+// too resolves wherever the resolver says.
+func mayBeLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
+	if err != nil || host == "" {
 		return false
 	}
-	if host == "localhost" {
-		return true
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return true
+}
+
+// boundLoopback reports whether a listener's bound address is loopback.
+func boundLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }
 
 //go:embed templates/*.html
@@ -497,14 +503,21 @@ func (h *Handler) outcomes(w http.ResponseWriter, r *http.Request) {
 
 // Server is the console's listener.
 type Server struct {
-	srv *http.Server
-	ln  net.Listener
-	tls bool
+	srv      *http.Server
+	ln       net.Listener
+	tls      bool
+	loopback bool
 }
 
 // Listen checks cfg and binds its address now, so that a bad address,
-// certificate or missing authentication fails at start.
+// certificate or missing authentication fails at start. Whether the console
+// is on loopback is decided by the address it bound, not by the name
+// configured. It warns of credentials sent in clear text beyond loopback.
 func Listen(cfg Config, h http.Handler, log *slog.Logger) (*Server, error) {
+	return listenWith(cfg, h, log, net.Listen)
+}
+
+func listenWith(cfg Config, h http.Handler, log *slog.Logger, listen func(network, addr string) (net.Listener, error)) (*Server, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
@@ -523,16 +536,33 @@ func Listen(cfg Config, h http.Handler, log *slog.Logger) (*Server, error) {
 		}
 		s.srv.TLSConfig, s.tls = tc, true
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, err := listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("console: %w", err)
 	}
-	s.ln = ln
+	s.ln, s.loopback = ln, boundLoopback(ln.Addr())
+	if !s.loopback && !cfg.authenticated() && !cfg.AllowUnauthenticated {
+		_ = ln.Close()
+		return nil, fmt.Errorf("%w (%s bound %s)", ErrUnauthenticated, cfg.Addr, ln.Addr())
+	}
+	switch {
+	case s.loopback:
+	case !cfg.authenticated():
+		log.Warn("the console serves without authentication (CMDTRACK_CONSOLE_ALLOW_UNAUTHENTICATED=true): put an authenticating proxy in front of it",
+			"addr", s.Addr())
+	case !s.tls && (cfg.User != "" || cfg.Token != ""):
+		log.Warn("the console takes a password or token over plain HTTP beyond loopback, readable by anyone on the path: "+
+			"set CMDTRACK_CONSOLE_TLS_CERT and CMDTRACK_CONSOLE_TLS_KEY, or set CMDTRACK_CONSOLE_ADDR to loopback behind a proxy that terminates TLS",
+			"addr", s.Addr())
+	}
 	return s, nil
 }
 
 // Addr is the bound address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Close releases the listener of a Server that will not serve.
+func (s *Server) Close() error { return s.ln.Close() }
 
 // Serve answers requests until ctx ends, then lets those in flight finish
 // for up to grace.
