@@ -450,7 +450,8 @@ func TestConfigCheck(t *testing.T) {
 		{console.Config{Addr: "localhost:9465"}, ""},
 		{console.Config{Addr: ":9465"}, "CMDTRACK_CONSOLE_ALLOW_UNAUTHENTICATED"},
 		{console.Config{Addr: "0.0.0.0:9465"}, "CMDTRACK_CONSOLE_USER"},
-		{console.Config{Addr: "console.example:9465"}, "CMDTRACK_CONSOLE_TOKEN"},
+		// A name is decided by the address it binds (Listen).
+		{console.Config{Addr: "console.example:9465"}, ""},
 		{console.Config{Addr: "0.0.0.0:9465", AllowUnauthenticated: true}, ""},
 		{console.Config{Addr: "0.0.0.0:9465", User: "u", Password: "p"}, ""},
 		{console.Config{Addr: "0.0.0.0:9465", User: "u"}, "go together"},

@@ -2,9 +2,12 @@ package console
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,6 +120,15 @@ func scanCommand(row pgx.Row) (*Command, error) {
 	return &c, nil
 }
 
+// timelinePage is how many notifications one page of a command's timeline
+// shows; the page links to the next.
+const timelinePage = 50
+
+// payloadPreview is how many characters of each payload the timeline shows;
+// the whole payload is a link away. A page of them stays under about half a
+// megabyte whatever the payloads hold (html/template writes " as &#34;).
+const payloadPreview = 2048
+
 // Event is one notification in a command's history.
 type Event struct {
 	EventTime time.Time `json:"event_time"`
@@ -128,23 +140,53 @@ type Event struct {
 	// SincePreviousMS is the time since the event before it; null for the
 	// first.
 	SincePreviousMS *int64 `json:"since_previous_ms"`
-	// Payload is the notification byte for byte as received.
-	Payload string `json:"payload"`
+	// EventKey (hex) tells the command's notifications apart.
+	EventKey string `json:"event_key"`
+	// Payload is the notification byte for byte as received: its first
+	// payloadPreview characters when PayloadTruncated. PayloadURL serves
+	// it whole, PayloadBytes long.
+	Payload          string `json:"payload"`
+	PayloadBytes     int64  `json:"payload_bytes"`
+	PayloadTruncated bool   `json:"payload_truncated"`
+	PayloadURL       string `json:"payload_url"`
+}
+
+// TimelineCursor is where a page of a timeline continues: after this
+// notification, in the timeline's order.
+type TimelineCursor struct {
+	EventTime  time.Time
+	ReceivedAt time.Time
+	Key        []byte
+}
+
+// query is the cursor as a command page's query string.
+func (c *TimelineCursor) query(all bool) string {
+	v := url.Values{}
+	if all {
+		v.Set("history", "all")
+	}
+	v.Set("after", c.EventTime.UTC().Format(time.RFC3339Nano))
+	v.Set("after_received", c.ReceivedAt.UTC().Format(time.RFC3339Nano))
+	v.Set("after_key", hex.EncodeToString(c.Key))
+	return v.Encode()
 }
 
 // CommandPage is /commands/{id}.
 type CommandPage struct {
 	Command *Command `json:"command"`
-	// Timeline holds every notification of the command in event order,
+	// Timeline holds a page of the command's notifications in event order,
 	// from TimelineFrom to TimelineUntil (all of the history when
-	// TimelineAll).
+	// TimelineAll); Next is the query string of the next page, empty on
+	// the last. Continued: this page is not the first.
 	Timeline []Event `json:"timeline"`
+	Next     string  `json:"next"`
 	// Presence is its device's last known status; null when cmdtrack has
 	// heard of no status change of that device.
 	Presence      *Presence  `json:"presence"`
 	TimelineFrom  *time.Time `json:"timeline_from"`
 	TimelineUntil *time.Time `json:"timeline_until"`
 	TimelineAll   bool       `json:"timeline_all"`
+	Continued     bool       `json:"continued"`
 }
 
 // timelineBounds are the event times a command's notifications can carry:
@@ -165,7 +207,7 @@ func timelineBounds(c *Command) (from, until time.Time) {
 	return from.Add(-timelineMargin), until.Add(timelineMargin)
 }
 
-func loadCommand(ctx context.Context, db *pgxpool.Pool, id string, all bool) (*CommandPage, error) {
+func loadCommand(ctx context.Context, db *pgxpool.Pool, id string, all bool, after *TimelineCursor) (*CommandPage, error) {
 	c, err := scanCommand(db.QueryRow(ctx, `SELECT `+commandColumns+` FROM device_commands WHERE command_id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, errNotFound
@@ -173,41 +215,110 @@ func loadCommand(ctx context.Context, db *pgxpool.Pool, id string, all bool) (*C
 	if err != nil {
 		return nil, fmt.Errorf("read command: %w", err)
 	}
-	p := &CommandPage{Command: c, TimelineAll: all}
+	p := &CommandPage{Command: c, TimelineAll: all, Continued: after != nil}
 	if p.Presence, err = loadPresence(ctx, db, c.DeviceID); err != nil {
 		return nil, err
 	}
-	q := `SELECT event_time, status, source, coalesce(request_id, ''), received_at, payload
-		FROM device_command_events WHERE command_id = $1`
+	// A page of keys first, in order, without the payloads; then the first
+	// characters of those payloads alone, so that neither PostgreSQL nor the
+	// console reads more of them than a page shows.
+	var where []string
 	args := []any{id}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
 	if !all {
 		from, until := timelineBounds(c)
 		p.TimelineFrom, p.TimelineUntil = &from, &until
 		// Bounds on the partition key: only the partitions of these days
 		// are read.
-		q += ` AND event_time >= $2 AND event_time <= $3`
-		args = append(args, from, until)
+		where = append(where, ` AND event_time >= `+arg(from)+` AND event_time <= `+arg(until))
 	}
-	rows, err := db.Query(ctx, q+` ORDER BY event_time, received_at, event_key`, args...)
+	if after != nil {
+		where = append(where, ` AND (event_time, received_at, event_key) > (`+arg(after.EventTime)+`, `+arg(after.ReceivedAt)+`, `+arg(after.Key)+`)`)
+	}
+	q := `SELECT k.event_time, k.status, k.source, coalesce(k.request_id, ''), k.received_at, k.event_key,
+			left(e.payload, ` + strconv.Itoa(payloadPreview) + `), octet_length(e.payload)
+		FROM (SELECT event_time, status, source, request_id, received_at, event_key FROM device_command_events
+			WHERE command_id = $1` + strings.Join(where, "") + `
+			ORDER BY event_time, received_at, event_key LIMIT ` + strconv.Itoa(timelinePage+1) + `) k
+		JOIN device_command_events e ON e.command_id = $1 AND e.event_key = k.event_key AND e.event_time = k.event_time
+		ORDER BY k.event_time, k.received_at, k.event_key`
+	rows, err := db.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read timeline: %w", err)
 	}
 	p.Timeline, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Event, error) {
 		var e Event
-		err := r.Scan(&e.EventTime, &e.Status, &e.Source, &e.RequestID, &e.ReceivedAt, &e.Payload)
+		var key []byte
+		err := r.Scan(&e.EventTime, &e.Status, &e.Source, &e.RequestID, &e.ReceivedAt, &key, &e.Payload, &e.PayloadBytes)
+		e.EventKey = hex.EncodeToString(key)
+		e.PayloadTruncated = int64(len(e.Payload)) < e.PayloadBytes
+		e.PayloadURL = "/commands/" + url.PathEscape(id) + "/payload/" + e.EventKey + "?" +
+			url.Values{"at": {e.EventTime.UTC().Format(time.RFC3339Nano)}}.Encode()
 		return e, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read timeline: %w", err)
 	}
-	for i := 1; i < len(p.Timeline); i++ {
-		ms := p.Timeline[i].EventTime.Sub(p.Timeline[i-1].EventTime).Milliseconds()
-		p.Timeline[i].SincePreviousMS = &ms
+	if len(p.Timeline) > timelinePage {
+		p.Timeline = p.Timeline[:timelinePage]
+		last := p.Timeline[timelinePage-1]
+		key, _ := hex.DecodeString(last.EventKey)
+		p.Next = (&TimelineCursor{EventTime: last.EventTime, ReceivedAt: last.ReceivedAt, Key: key}).query(all)
+	}
+	var prev *time.Time
+	if after != nil {
+		prev = &after.EventTime
+	}
+	for i := range p.Timeline {
+		if prev != nil {
+			ms := p.Timeline[i].EventTime.Sub(*prev).Milliseconds()
+			p.Timeline[i].SincePreviousMS = &ms
+		}
+		prev = &p.Timeline[i].EventTime
 	}
 	if p.Timeline == nil {
 		p.Timeline = []Event{}
 	}
 	return p, nil
+}
+
+// payloadChunk is how many characters of a payload are read at a time.
+const payloadChunk = 64 << 10
+
+// writePayload writes a notification's payload, byte for byte, in chunks
+// read in one read-only transaction, so that its size bounds neither the
+// console's memory nor the time before the first byte. start is called
+// once the payload is found, with its length in bytes, and returns where to
+// write it; an error before start is the caller's to answer.
+func writePayload(ctx context.Context, db *pgxpool.Pool, id string, key []byte, at time.Time, start func(size int64) io.Writer) (started bool, err error) {
+	tx, err := db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return false, fmt.Errorf("read payload: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	const where = ` FROM device_command_events WHERE command_id = $1 AND event_key = $2 AND event_time = $3`
+	var chars, size int64
+	err = tx.QueryRow(ctx, `SELECT length(payload), octet_length(payload)`+where, id, key, at).Scan(&chars, &size)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, errNotFound
+	}
+	if err != nil {
+		return false, fmt.Errorf("read payload: %w", err)
+	}
+	w := start(size)
+	var chunk []byte
+	for pos := int64(1); pos <= chars; pos += payloadChunk {
+		if err := tx.QueryRow(ctx, `SELECT substr(payload, $4, $5)`+where, id, key, at, pos, payloadChunk).Scan(&chunk); err != nil {
+			return true, fmt.Errorf("read payload: %w", err)
+		}
+		if _, err := w.Write(chunk); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
 }
 
 // CommandSummary is a command in a list.
@@ -524,7 +635,15 @@ func loadDevice(ctx context.Context, db *pgxpool.Pool, id string) (*DevicePage, 
 		return nil, fmt.Errorf("read device: %w", err)
 	}
 	if len(list) == 0 {
-		return nil, errNotFound
+		// A device may be known from its status changes alone.
+		pr, err := loadPresence(ctx, db, id)
+		if err != nil {
+			return nil, err
+		}
+		if pr == nil {
+			return nil, errNotFound
+		}
+		return &DevicePage{DeviceID: id, Presence: pr, Statuses: []StatusCount{}, Commands: list}, nil
 	}
 	// The list page orders by the day key; keep the same order here.
 	slices.SortStableFunc(list, func(a, b CommandSummary) int {

@@ -15,10 +15,12 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -27,10 +29,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cmdtrack/cmdtrack/internal/servertls"
+	"github.com/cmdtrack/cmdtrack/store"
 )
 
 // DefaultAddr is where the console listens unless told otherwise: loopback,
@@ -78,7 +82,7 @@ func (c Config) Check() error {
 	if c.ClientCAFile != "" && c.CertFile == "" {
 		problems = append(problems, "CMDTRACK_CONSOLE_CLIENT_CA needs CMDTRACK_CONSOLE_TLS_CERT")
 	}
-	if len(problems) == 0 && !Loopback(c.Addr) && !c.authenticated() && !c.AllowUnauthenticated {
+	if len(problems) == 0 && !c.authenticated() && !c.AllowUnauthenticated && !mayBeLoopback(c.Addr) {
 		return ErrUnauthenticated
 	}
 	if len(problems) > 0 {
@@ -87,19 +91,25 @@ func (c Config) Check() error {
 	return nil
 }
 
-// Loopback reports whether addr (host:port) listens on loopback only. An
-// empty host listens everywhere; a host name other than localhost may
-// resolve anywhere.
-func Loopback(addr string) bool {
+// mayBeLoopback reports whether addr (host:port) may listen on loopback
+// only: an IP address says so itself, an empty host listens everywhere, and
+// a name is decided by the address it binds (Listen), since "localhost"
+// too resolves wherever the resolver says.
+func mayBeLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
+	if err != nil || host == "" {
 		return false
 	}
-	if host == "localhost" {
-		return true
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return true
+}
+
+// boundLoopback reports whether a listener's bound address is loopback.
+func boundLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }
 
 //go:embed templates/*.html
@@ -128,9 +138,19 @@ var funcs = template.FuncMap{
 		return pretty([]byte(s))
 	},
 	// path makes one path segment of an untrusted value: "/" and "?" in an
-	// id stay part of it.
+	// id stay part of it. html/template keeps its escapes (it only
+	// normalises a URL's path), so they are not escaped twice.
 	"path": url.PathEscape,
-	"q":    url.QueryEscape,
+	// query makes a query string of names and values, each escaped once by
+	// url.Values; html/template would escape the escapes again in a plain
+	// string ("my product" became "my+product" and then %2B).
+	"query": func(kv ...any) template.URL {
+		v := url.Values{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			v.Set(fmt.Sprint(kv[i]), fmt.Sprint(kv[i+1]))
+		}
+		return template.URL(v.Encode()) //nolint:gosec // every name and value escaped by url.Values.Encode
+	},
 	// qs marks a query string the console built with url.Values.Encode,
 	// every value in it escaped, so that html/template keeps its & and =.
 	"qs": func(s string) template.URL { return template.URL(s) }, //nolint:gosec // built by url.Values.Encode
@@ -205,6 +225,7 @@ func NewHandler(db *pgxpool.Pool, cfg Config, log *slog.Logger) (*Handler, error
 	mux.HandleFunc("GET /{$}", h.overview)
 	mux.HandleFunc("GET /commands", h.commands)
 	mux.HandleFunc("GET /commands/{id}", h.command)
+	mux.HandleFunc("GET /commands/{id}/payload/{key}", h.payload)
 	mux.HandleFunc("GET /devices/{id}", h.device)
 	mux.HandleFunc("GET /stuck", h.stuck)
 	mux.HandleFunc("GET /dead-letters", h.deadLetters)
@@ -239,8 +260,40 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusUnauthorized, "Sign in to see the console.")
 		return
 	}
+	if status, msg := checkText(r); status != 0 {
+		h.fail(w, r, status, msg)
+		return
+	}
 	h.mux.ServeHTTP(w, r)
 }
+
+// checkText refuses, before any handler, what PostgreSQL would refuse in
+// text: bytes that are not UTF-8, and NUL. Every id and filter comes from the
+// path or the query string, so checking them here covers every route and
+// parameter, now and to come. A path is a 404 (no id is stored so), a query
+// a 400 naming the parameter; neither reaches the database.
+func checkText(r *http.Request) (status int, msg string) {
+	if !validText(r.URL.Path) {
+		return http.StatusNotFound, "There is no such page: ids are UTF-8 text without NUL bytes."
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return http.StatusBadRequest, "The query string is malformed (" + err.Error() + "): parameters are UTF-8 text, percent-encoded."
+	}
+	for k, vs := range q {
+		if !validText(k) {
+			return http.StatusBadRequest, fmt.Sprintf("The query parameter %q is not UTF-8 text without NUL bytes.", k)
+		}
+		for _, v := range vs {
+			if !validText(v) {
+				return http.StatusBadRequest, fmt.Sprintf("The query parameter %s is not UTF-8 text without NUL bytes.", k)
+			}
+		}
+	}
+	return 0, ""
+}
+
+func validText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 // authorized reports whether r may read the console: any configured method
 // suffices. Client certificates were checked by TLS before any request.
@@ -300,16 +353,54 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, nam
 		_ = enc.Encode(data)
 		return
 	}
-	t := h.pages[name]
-	var b strings.Builder
-	if err := t.Execute(&b, page{Title: title, Nav: nav, Now: h.now().UTC(), Data: data, Query: r.URL.Query()}); err != nil {
-		h.log.Error("console: render", "page", name, "err", err)
+	pw := &pageWriter{w: w, status: status}
+	err := h.pages[name].Execute(pw, page{Title: title, Nav: nav, Now: h.now().UTC(), Data: data, Query: r.URL.Query()})
+	if err == nil {
+		_ = pw.flush()
+		return
+	}
+	h.log.Error("console: render", "page", name, "err", err)
+	if !pw.sent {
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(b.String()))
+	panic(http.ErrAbortHandler) // a page cut short must not look whole
+}
+
+// pageBuffer is how much of a page is held before it is sent: a template
+// that fails within it still answers a clean 500. Past it the page streams
+// to the client, never held whole.
+const pageBuffer = 32 << 10
+
+// pageWriter sends a page as html/template writes it, holding its start.
+type pageWriter struct {
+	w      http.ResponseWriter
+	status int
+	buf    []byte
+	sent   bool
+}
+
+func (p *pageWriter) Write(b []byte) (int, error) {
+	if !p.sent && len(p.buf)+len(b) <= pageBuffer {
+		p.buf = append(p.buf, b...)
+		return len(b), nil
+	}
+	if err := p.flush(); err != nil {
+		return 0, err
+	}
+	return p.w.Write(b)
+}
+
+func (p *pageWriter) flush() error {
+	if p.sent {
+		return nil
+	}
+	p.sent = true
+	p.w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	p.w.WriteHeader(p.status)
+	_, err := p.w.Write(p.buf)
+	p.buf = nil
+	return err
 }
 
 // problem is an error's JSON form.
@@ -330,6 +421,16 @@ func (h *Handler) dbFail(w http.ResponseWriter, r *http.Request, what string, er
 	}
 	if r.Context().Err() != nil {
 		return // the client went away
+	}
+	switch store.ClassifyError(err) {
+	case store.ConnectionError, store.ShutdownError, store.ResourcesError, store.AuthError, store.CanceledError:
+		// Down, restarting, full, refusing the console's role, or slower
+		// than queryTimeout: not the console's fault, and it may pass.
+		h.log.Error("console: the database did not answer: check that PostgreSQL is up and CMDTRACK_DATABASE_URL reaches it",
+			"page", r.URL.Path, "err", err)
+		w.Header().Set("Retry-After", "10")
+		h.fail(w, r, http.StatusServiceUnavailable, "The database did not answer; try again.")
+		return
 	}
 	h.log.Error("console: query failed", "page", r.URL.Path, "err", err)
 	h.fail(w, r, http.StatusInternalServerError, "The database did not answer; try again.")
@@ -396,14 +497,70 @@ func validStatus(s string) bool {
 }
 
 func (h *Handler) command(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var after *TimelineCursor
+	if q.Has("after") || q.Has("after_received") || q.Has("after_key") {
+		var c TimelineCursor
+		var errs []error
+		for _, p := range []struct {
+			name string
+			into *time.Time
+		}{{"after", &c.EventTime}, {"after_received", &c.ReceivedAt}} {
+			t, err := time.Parse(time.RFC3339Nano, q.Get(p.name))
+			*p.into = t
+			errs = append(errs, err)
+		}
+		var err error
+		c.Key, err = hex.DecodeString(q.Get("after_key"))
+		if errors.Join(append(errs, err)...) != nil {
+			h.fail(w, r, http.StatusBadRequest, "after, after_received and after_key are the cursor of the timeline's next page: follow its link")
+			return
+		}
+		after = &c
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 	defer cancel()
-	p, err := loadCommand(ctx, h.db, r.PathValue("id"), r.URL.Query().Get("history") == "all")
+	p, err := loadCommand(ctx, h.db, r.PathValue("id"), q.Get("history") == "all", after)
 	if err != nil {
 		h.dbFail(w, r, "command", err)
 		return
 	}
 	h.render(w, r, http.StatusOK, "command", "Command "+p.Command.CommandID, "commands", p)
+}
+
+// payload serves one notification's payload whole, as it was received, as
+// text: the command page shows its first characters.
+func (h *Handler) payload(w http.ResponseWriter, r *http.Request) {
+	key, err := hex.DecodeString(r.PathValue("key"))
+	if err != nil || len(key) == 0 {
+		h.fail(w, r, http.StatusNotFound, "No notification with this key is stored.")
+		return
+	}
+	at, err := time.Parse(time.RFC3339Nano, r.URL.Query().Get("at"))
+	if err != nil {
+		h.fail(w, r, http.StatusBadRequest, "at is the notification's event time (RFC 3339): follow the link on the command's page")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
+	defer cancel()
+	started, err := writePayload(ctx, h.db, r.PathValue("id"), key, at, func(size int64) io.Writer {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		w.WriteHeader(http.StatusOK)
+		return w
+	})
+	switch {
+	case err == nil:
+	case !started:
+		h.dbFail(w, r, "notification", err)
+	default:
+		// Part of it is sent: cut the connection, so that the client
+		// sees a short body rather than a payload that seems whole.
+		if r.Context().Err() == nil {
+			h.log.Error("console: payload cut short", "page", r.URL.Path, "err", err)
+		}
+		panic(http.ErrAbortHandler)
+	}
 }
 
 func (h *Handler) device(w http.ResponseWriter, r *http.Request) {
@@ -497,14 +654,21 @@ func (h *Handler) outcomes(w http.ResponseWriter, r *http.Request) {
 
 // Server is the console's listener.
 type Server struct {
-	srv *http.Server
-	ln  net.Listener
-	tls bool
+	srv      *http.Server
+	ln       net.Listener
+	tls      bool
+	loopback bool
 }
 
 // Listen checks cfg and binds its address now, so that a bad address,
-// certificate or missing authentication fails at start.
+// certificate or missing authentication fails at start. Whether the console
+// is on loopback is decided by the address it bound, not by the name
+// configured. It warns of credentials sent in clear text beyond loopback.
 func Listen(cfg Config, h http.Handler, log *slog.Logger) (*Server, error) {
+	return listenWith(cfg, h, log, net.Listen)
+}
+
+func listenWith(cfg Config, h http.Handler, log *slog.Logger, listen func(network, addr string) (net.Listener, error)) (*Server, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
@@ -523,16 +687,33 @@ func Listen(cfg Config, h http.Handler, log *slog.Logger) (*Server, error) {
 		}
 		s.srv.TLSConfig, s.tls = tc, true
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, err := listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("console: %w", err)
 	}
-	s.ln = ln
+	s.ln, s.loopback = ln, boundLoopback(ln.Addr())
+	if !s.loopback && !cfg.authenticated() && !cfg.AllowUnauthenticated {
+		_ = ln.Close()
+		return nil, fmt.Errorf("%w (%s bound %s)", ErrUnauthenticated, cfg.Addr, ln.Addr())
+	}
+	switch {
+	case s.loopback:
+	case !cfg.authenticated():
+		log.Warn("the console serves without authentication (CMDTRACK_CONSOLE_ALLOW_UNAUTHENTICATED=true): put an authenticating proxy in front of it",
+			"addr", s.Addr())
+	case !s.tls && (cfg.User != "" || cfg.Token != ""):
+		log.Warn("the console takes a password or token over plain HTTP beyond loopback, readable by anyone on the path: "+
+			"set CMDTRACK_CONSOLE_TLS_CERT and CMDTRACK_CONSOLE_TLS_KEY, or set CMDTRACK_CONSOLE_ADDR to loopback behind a proxy that terminates TLS",
+			"addr", s.Addr())
+	}
 	return s, nil
 }
 
 // Addr is the bound address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Close releases the listener of a Server that will not serve.
+func (s *Server) Close() error { return s.ln.Close() }
 
 // Serve answers requests until ctx ends, then lets those in flight finish
 // for up to grace.

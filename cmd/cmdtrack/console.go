@@ -29,10 +29,6 @@ func serveConsole(ctx context.Context, cfg *Config, st *store.Store, log *slog.L
 		}
 		return usageError{err}
 	}
-	if !console.Loopback(ccfg.Addr) && ccfg.AllowUnauthenticated && ccfg.User == "" && ccfg.Token == "" && ccfg.ClientCAFile == "" {
-		log.Warn("the console serves without authentication (CMDTRACK_CONSOLE_ALLOW_UNAUTHENTICATED=true): put an authenticating proxy in front of it",
-			"addr", srv.Addr())
-	}
 	log.Info("console serving", "addr", srv.Addr(), "tls", ccfg.CertFile != "",
 		"basic_auth", ccfg.User != "", "token", ccfg.Token != "", "client_certs", ccfg.ClientCAFile != "")
 	if err := srv.Serve(ctx, cfg.ShutdownGrace); err != nil {
