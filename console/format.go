@@ -60,6 +60,20 @@ func fmtTime(t any) string {
 
 // fmtMS shows a duration in milliseconds as people say it: 850 ms, 3.2 s,
 // 4 min 10 s, 2 h 5 min, 3 d 4 h.
+// fmtInputDur writes seconds as a form field's value: a duration that the
+// handler's time.ParseDuration reads back (fmtMS's "10 min 0 s" is for people,
+// and a form submitted unchanged must not be refused).
+func fmtInputDur(seconds float64) string {
+	s := time.Duration(seconds * float64(time.Second)).Round(time.Second).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
 func fmtMS(ms any) string {
 	var v int64
 	switch x := ms.(type) {

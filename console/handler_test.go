@@ -565,3 +565,19 @@ func TestTimelineReadsOnlyItsDays(t *testing.T) {
 	require.LessOrEqual(t, scanned("/commands/"+f.valve), 5)
 	require.Equal(t, parts, scanned("/commands/"+f.valve+"?history=all"))
 }
+
+// The stuck page's form shows the threshold in use; submitted unchanged, it
+// must give the same page, not a 400 for a duration it printed itself.
+func TestStuckFormResubmits(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	srv := f.server(t, console.Config{Addr: console.DefaultAddr})
+	for _, p := range []string{"/stuck", "/stuck?quiet=1h30m", "/stuck?quiet=90s"} {
+		resp, body := get(t, srv.URL, p, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", p, body)
+		m := regexp.MustCompile(`<input name="quiet" value="([^"]*)"`).FindStringSubmatch(body)
+		require.NotNil(t, m, "%s: no quiet field in\n%s", p, body)
+		resp, body = get(t, srv.URL, "/stuck?quiet="+url.QueryEscape(html.UnescapeString(m[1])), nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s resubmitted as %q: %s", p, m[1], body)
+	}
+}

@@ -132,6 +132,7 @@ type Handler struct {
 var funcs = template.FuncMap{
 	"time":   fmtTime,
 	"dur":    fmtMS,
+	"indur":  fmtInputDur,
 	"pct":    pct,
 	"pretty": func(raw json.RawMessage) string { return pretty(raw) },
 	"prettyText": func(s string) string {
