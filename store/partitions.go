@@ -582,8 +582,8 @@ func moveSQL(tables []partition, paged bool) (string, []any) {
 
 // fill moves the default partition's rows into the tables that are to
 // become partitions for them, a batch of pages at a time, each batch a
-// transaction of its own: writers, and the default partition's own
-// writers too, go on. Rows written into the default partition meanwhile,
+// transaction of its own: writers go on, those writing into the default
+// partition too. Rows written into the default partition meanwhile,
 // behind a batch, are left for attachPartition. It returns the rows moved.
 func (s *Store) fill(ctx context.Context, tables []partition) (int64, error) {
 	tune := tuningOf(ctx)
@@ -591,6 +591,7 @@ func (s *Store) fill(ctx context.Context, tables []partition) (int64, error) {
 	batch := 0
 	for group := range slices.Chunk(tables, moveGroup) {
 		q, args := moveSQL(group, true)
+		limit := -1
 		for page := 0; ; page += tune.pages {
 			var pages int
 			err := s.pool.QueryRow(ctx, `SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int`,
@@ -598,7 +599,14 @@ func (s *Store) fill(ctx context.Context, tables []partition) (int64, error) {
 			if err != nil {
 				return moved, fmt.Errorf("read the default history partition: %w", err)
 			}
-			if page >= pages { // it may have grown meanwhile: read to its end
+			if limit < 0 {
+				// It may grow meanwhile (writers of the periods being
+				// made write there until they are attached): read on to
+				// its end, but not forever if they write faster than
+				// this moves.
+				limit = 2*pages + 8*tune.pages
+			}
+			if page >= min(pages, limit) {
 				break
 			}
 			args[0], args[1] = fmt.Sprintf("(%d,0)", page), fmt.Sprintf("(%d,0)", page+tune.pages)
