@@ -86,6 +86,9 @@ type PartitionResult struct {
 	// an expired partition, or writers kept the history busy. Nothing
 	// failed; run again soon.
 	Later []string
+	// LockTimeouts counts the waits for the history's own lock that ran out
+	// (lockTimeout each): every one held the history's writers off that long.
+	LockTimeouts int
 }
 
 // history's tables.
@@ -125,6 +128,11 @@ const busyWait = `SELECT set_config('lock_timeout',
 // retrying at once would wait as long again.
 var errBusy = errors.New("partition busy")
 
+// errHistoryBusy marks a drop that could not have the history's own lock in
+// lockTimeout: a session holds the history (a reader whose partitions were
+// pruned holds it and none of them).
+var errHistoryBusy = errors.New("history busy")
+
 // heldByOthers asks whether a session other than autovacuum holds a lock on
 // a table: a reader that will not yield, unlike autovacuum. A session whose
 // type the role may not see (another role's, without pg_read_all_stats;
@@ -140,10 +148,13 @@ func lockNotAvailable(err error) bool {
 }
 
 // retryLocked runs f again, after a pause, while it fails for want of a
-// lock within lockTimeout.
-func retryLocked(ctx context.Context, f func() error) error {
+// lock within lockTimeout, counting those in timeouts.
+func retryLocked(ctx context.Context, timeouts *int, f func() error) error {
 	for attempt := 1; ; attempt++ {
 		err := f()
+		if lockNotAvailable(err) && !errors.Is(err, errBusy) {
+			*timeouts++
+		}
 		if attempt == lockRetries || !lockNotAvailable(err) || errors.Is(err, errBusy) {
 			return err
 		}
@@ -162,6 +173,11 @@ func retryLocked(ctx context.Context, f func() error) error {
 // retention, oldest first: no DELETE, no dead tuples. Rows older than the
 // window go into one partition per year (clipped to the window), not one
 // per period: a device whose clock restarted at 1970 costs one partition.
+//
+// A partition is made as a table of its own first, filled from the default
+// partition in short batches while writers go on, and only then attached
+// (see attachPartition). A run that stops between batches leaves such a
+// table behind, marked; the next run finishes it.
 //
 // One partition that cannot be made or dropped does not stop the others:
 // those a lock could not be had for are named in the result's Later (no
@@ -190,6 +206,11 @@ func (s *Store) MaintainPartitions(ctx context.Context, p Partitioning, now time
 	if err != nil {
 		return res, err
 	}
+	// Tables an earlier run made and began to fill, but did not attach.
+	unattached, err := s.unattached(ctx)
+	if err != nil {
+		return res, err
+	}
 	var cutoff time.Time // rows before it are older than retention
 	back := p.Back
 	if p.Retention > 0 {
@@ -200,17 +221,41 @@ func (s *Store) MaintainPartitions(ctx context.Context, p Partitioning, now time
 	// rows that old.
 	if !cutoff.IsZero() {
 		slices.SortFunc(parts, func(a, b partition) int { return a.from.Compare(b.from) })
+		historyBusy := false
 		for _, pt := range parts {
 			if ctx.Err() != nil {
 				return res, errors.Join(append(errs, ctx.Err())...)
 			}
-			if !pt.to.After(cutoff) && settle(pt.name, s.dropPartition(ctx, pt.name)) {
+			if pt.to.After(cutoff) {
+				continue
+			}
+			if historyBusy {
+				// Each try would hold the writers off for lockTimeout again,
+				// for the same reader: the next run tries.
+				res.Later = append(res.Later, pt.name)
+				continue
+			}
+			err := s.dropPartition(ctx, pt.name, &res.LockTimeouts)
+			historyBusy = errors.Is(err, errHistoryBusy)
+			if settle(pt.name, err) {
 				res.Dropped++
 			}
 		}
+		kept := unattached[:0]
+		for _, pt := range unattached {
+			if pt.to.After(cutoff) {
+				kept = append(kept, pt)
+				continue
+			}
+			n, err := s.dropUnattached(ctx, pt.name)
+			if settle(pt.name, err) {
+				res.Deleted += n
+			}
+		}
+		unattached = kept
 		tag, err := s.exec(ctx, `DELETE FROM `+defaultHistory+` WHERE event_time < $1`, cutoff)
 		if settle(defaultHistory, err) {
-			res.Deleted = tag
+			res.Deleted += tag
 		}
 		// The first receipts of legacy callbacks go with their history.
 		if _, err := s.exec(ctx, `DELETE FROM device_command_receipts WHERE event_time < $1`, cutoff); err != nil {
@@ -249,19 +294,60 @@ func (s *Store) MaintainPartitions(ctx context.Context, p Partitioning, now time
 	starts := slices.SortedFunc(maps.Keys(ranges), time.Time.Compare)
 
 	// 3. Make what is missing, around partitions that exist (perhaps of
-	// another size, made before the size was changed).
+	// another size, made before the size was changed) and the tables an
+	// earlier run left, as tables of their own for now.
+	pending := unattached
+	covered := slices.Concat(parts, unattached)
 	for _, t := range starts {
-		for _, gap := range gaps(parts, t, ranges[t]) {
+		for _, gap := range gaps(covered, t, ranges[t]) {
 			if ctx.Err() != nil {
 				return res, errors.Join(append(errs, ctx.Err())...)
 			}
-			moved, err := s.createPartition(ctx, gap.from, gap.to)
-			if settle(partitionName(gap.from), err) {
-				res.Created++
-				res.Moved += moved
-				gap.name = partitionName(gap.from)
-				parts = append(parts, gap)
+			gap.name = partitionName(gap.from)
+			if settle(gap.name, s.createUnattached(ctx, gap)) {
+				pending = append(pending, gap)
+				covered = append(covered, gap)
 			}
+		}
+	}
+	if len(pending) == 0 {
+		return res, errors.Join(errs...)
+	}
+
+	// 4. Fill them from the default partition, a batch at a time, all of
+	// them before any is attached: each ATTACH reads what is left in the
+	// default partition while writers wait, so that had better be little.
+	moved, err := s.fill(ctx, pending)
+	res.Moved += moved
+	if err != nil {
+		if (lockNotAvailable(err) || errors.Is(err, errBusy)) && ctx.Err() == nil {
+			for _, pt := range pending {
+				res.Later = append(res.Later, pt.name)
+			}
+		} else {
+			errs = append(errs, err)
+		}
+		// Left as they are, marked: the next run goes on filling them.
+		return res, errors.Join(errs...)
+	}
+
+	// 5. Attach them, each with the few rows that came meanwhile. After one
+	// that could not have the locks it needs, the rest are left for the
+	// next run, as drops are: each try holds the writers off.
+	historyBusy := false
+	for _, pt := range pending {
+		if ctx.Err() != nil {
+			return res, errors.Join(append(errs, ctx.Err())...)
+		}
+		if historyBusy {
+			res.Later = append(res.Later, pt.name)
+			continue
+		}
+		moved, err := s.attachPartition(ctx, pt, &res.LockTimeouts)
+		historyBusy = lockNotAvailable(err) && !errors.Is(err, errBusy)
+		if settle(pt.name, err) {
+			res.Created++
+			res.Moved += moved
 		}
 	}
 	return res, errors.Join(errs...)
@@ -294,7 +380,7 @@ func gaps(parts []partition, from, to time.Time) []partition {
 // exec runs one statement under the upkeep's lock timeout.
 func (s *Store) exec(ctx context.Context, sql string, args ...any) (int64, error) {
 	var n int64
-	err := retryLocked(ctx, func() error {
+	err := retryLocked(ctx, new(int), func() error {
 		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lockTimeout+`'`); err != nil {
 				return err
@@ -372,21 +458,211 @@ func (s *Store) strayStarts(ctx context.Context, size PartitionSize, windowStart
 	return starts, nil
 }
 
-// createPartition makes the partition [from, to), moving into it the rows of
-// the default partition that belong there, in one transaction: a range may
-// not be attached while the default partition holds rows in it. It first
-// locks the history against writes (SHARE ROW EXCLUSIVE, waiting at most
-// lockTimeout): a row committed into the default partition between the move
-// and the attach would fail the attach, and a writer whose statement began
-// before the attach would have its row routed by the old layout and refused
-// by the default partition's new bounds. Writers wait for the move and the
-// attach instead (a few milliseconds when the default partition is empty);
-// readers go on.
-func (s *Store) createPartition(ctx context.Context, from, to time.Time) (int64, error) {
-	name := partitionName(from)
+// The marks of a table made to become a partition but not attached yet: a
+// comment that gives its bounds (and tells an operator what it is), and a
+// CHECK constraint that says the same to PostgreSQL.
+const (
+	boundsCheck   = "cmdtrack_partition_bounds"
+	pendingRemark = "cmdtrack: a partition of " + historyTable + " from %s to %s, being filled from " + defaultHistory +
+		"; upkeep attaches it. Do not drop it: it holds history rows."
+)
+
+var pendingRE = regexp.MustCompile(`^cmdtrack: a partition of \S+ from (\S+) to (\S+), being filled`)
+
+// moveBatchPages is how much of the default partition one batch of a move
+// reads: 1 MiB of its heap, some thousands of rows, a transaction short
+// enough that a writer that meets one of its rows (a redelivered copy)
+// hardly waits.
+const moveBatchPages = 128
+
+// moveGroup bounds how many tables one pass over the default partition fills:
+// a statement per batch with a part for each.
+const moveGroup = 16
+
+// moveTuning lets a test shrink the batches and stop after one (a crash).
+type moveTuning struct {
+	pages      int
+	afterBatch func(batch int) error
+}
+
+type moveTuningKey struct{}
+
+func tuningOf(ctx context.Context) moveTuning {
+	t, _ := ctx.Value(moveTuningKey{}).(moveTuning)
+	if t.pages <= 0 {
+		t.pages = moveBatchPages
+	}
+	return t
+}
+
+// unattached lists the tables an earlier run made to become partitions, and
+// did not attach: it stopped while filling them, or could not attach them.
+func (s *Store) unattached(ctx context.Context) ([]partition, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c
+		WHERE c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = $1::regclass)
+		  AND c.relkind = 'r' AND NOT c.relispartition AND starts_with(c.relname, $1 || '_')
+		  AND starts_with(obj_description(c.oid, 'pg_class'), 'cmdtrack: ')`, historyTable)
+	if err != nil {
+		return nil, fmt.Errorf("list unattached history partitions: %w", err)
+	}
+	type marked struct{ Name, Remark string }
+	found, err := pgx.CollectRows(rows, pgx.RowToStructByPos[marked])
+	if err != nil {
+		return nil, fmt.Errorf("list unattached history partitions: %w", err)
+	}
+	var out []partition
+	for _, m := range found {
+		b := pendingRE.FindStringSubmatch(m.Remark)
+		if b == nil {
+			return nil, fmt.Errorf("table %s has a comment cmdtrack does not read: %q", m.Name, m.Remark)
+		}
+		from, err1 := time.Parse(time.RFC3339, b[1])
+		to, err2 := time.Parse(time.RFC3339, b[2])
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("table %s: %w", m.Name, err)
+		}
+		out = append(out, partition{name: m.Name, from: from.UTC(), to: to.UTC()})
+	}
+	slices.SortFunc(out, func(a, b partition) int { return a.from.Compare(b.from) })
+	return out, nil
+}
+
+// createUnattached makes the table that is to become the partition pt: the
+// history's columns, defaults and unique key (so that ATTACH has an index to
+// take rather than one to build), and a CHECK constraint of its bounds (so
+// that ATTACH need not read it), marked as cmdtrack's. Nobody writes to it
+// yet, so nobody waits.
+func (s *Store) createUnattached(ctx context.Context, pt partition) error {
+	table := pgx.Identifier{pt.name}.Sanitize()
+	from, to := pt.from.Format(time.RFC3339), pt.to.Format(time.RFC3339)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for _, q := range []string{
+			`SET LOCAL lock_timeout = '` + lockTimeout + `'`,
+			`CREATE TABLE ` + table + ` (LIKE ` + historyTable + ` INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)`,
+			fmt.Sprintf(`ALTER TABLE %s ADD CONSTRAINT %s CHECK (event_time >= '%s' AND event_time < '%s')`, table, boundsCheck, from, to),
+			fmt.Sprintf(`COMMENT ON TABLE %s IS '%s'`, table, fmt.Sprintf(pendingRemark, from, to)),
+		} {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("create history partition %s: %w", pt.name, err)
+	}
+	return nil
+}
+
+// moveSQL moves the default partition's rows of the tables' ranges into
+// them, those within $1 <= ctid < $2 when paged: one statement, so that a
+// row is in one place or the other whatever happens. A row already in its
+// table (a redelivered copy that came while its first was being moved) is
+// dropped there by the unique key.
+func moveSQL(tables []partition, paged bool) (string, []any) {
+	var args []any
+	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
+	var where []string
+	if paged {
+		where = append(where, `ctid >= `+arg("")+`::text::tid AND ctid < `+arg("")+`::text::tid`)
+	}
+	var ranges, inserts []string
+	for i, pt := range tables {
+		r := fmt.Sprintf(`event_time >= %s AND event_time < %s`, arg(pt.from), arg(pt.to))
+		ranges = append(ranges, "("+r+")")
+		inserts = append(inserts, fmt.Sprintf(`, i%d AS (INSERT INTO %s SELECT * FROM moved WHERE %s ON CONFLICT DO NOTHING)`,
+			i, pgx.Identifier{pt.name}.Sanitize(), r))
+	}
+	where = append(where, "("+strings.Join(ranges, " OR ")+")")
+	return `WITH moved AS (DELETE FROM ` + defaultHistory + ` WHERE ` + strings.Join(where, " AND ") + ` RETURNING *)` +
+		strings.Join(inserts, "") + `
+		SELECT count(*) FROM moved`, args
+}
+
+// fill moves the default partition's rows into the tables that are to
+// become partitions for them, a batch of pages at a time, each batch a
+// transaction of its own: writers go on, those writing into the default
+// partition too. Rows written into the default partition meanwhile,
+// behind a batch, are left for attachPartition. It returns the rows moved.
+func (s *Store) fill(ctx context.Context, tables []partition) (int64, error) {
+	tune := tuningOf(ctx)
 	var moved int64
-	err := retryLocked(ctx, func() error {
+	batch := 0
+	for group := range slices.Chunk(tables, moveGroup) {
+		q, args := moveSQL(group, true)
+		limit := -1
+		for page := 0; ; page += tune.pages {
+			var pages int
+			err := s.pool.QueryRow(ctx, `SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int`,
+				defaultHistory).Scan(&pages)
+			if err != nil {
+				return moved, fmt.Errorf("read the default history partition: %w", err)
+			}
+			if limit < 0 {
+				// It may grow meanwhile (writers of the periods being
+				// made write there until they are attached): read on to
+				// its end, but not forever if they write faster than
+				// this moves.
+				limit = 2*pages + 8*tune.pages
+			}
+			if page >= min(pages, limit) {
+				break
+			}
+			args[0], args[1] = fmt.Sprintf("(%d,0)", page), fmt.Sprintf("(%d,0)", page+tune.pages)
+			var n int64
+			err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lockTimeout+`'`); err != nil {
+					return err
+				}
+				return tx.QueryRow(ctx, q, args...).Scan(&n)
+			})
+			if err != nil {
+				return moved, fmt.Errorf("move history rows out of %s: %w", defaultHistory, err)
+			}
+			moved += n
+			batch++
+			if tune.afterBatch != nil {
+				if err := tune.afterBatch(batch); err != nil {
+					return moved, err
+				}
+			}
+		}
+	}
+	return moved, nil
+}
+
+// attachPartition moves into pt the last rows of its range that came into
+// the default partition after fill passed, and attaches it, in one
+// transaction, under a lock on the history against writes (SHARE ROW
+// EXCLUSIVE, waiting at most lockTimeout): a row committed into the default
+// partition between the move and the attach would fail the attach, and a
+// writer whose statement began before the attach would have its row routed
+// by the old layout and refused by the default partition's new bounds.
+// Writers wait only for those last rows and the ATTACH, which reads neither
+// pt (its CHECK constraint says it holds only its range) nor more of the
+// default partition than fill left there. It returns the rows moved.
+//
+// First, and without holding writers off, it takes pt and the default
+// partition from autovacuum (waiting busyWait, long enough for autovacuum to
+// yield; writers do not queue behind it), which would otherwise hold the
+// ATTACH, and the writers behind it, until lockTimeout.
+func (s *Store) attachPartition(ctx context.Context, pt partition, timeouts *int) (int64, error) {
+	table := pgx.Identifier{pt.name}.Sanitize()
+	var moved int64
+	err := retryLocked(ctx, timeouts, func() error {
 		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, busyWait); err != nil {
+				return err
+			}
+			for _, q := range []string{
+				`LOCK TABLE ` + table + ` IN ACCESS EXCLUSIVE MODE`,
+				`LOCK TABLE ` + defaultHistory + ` IN SHARE UPDATE EXCLUSIVE MODE`,
+			} {
+				if _, err := tx.Exec(ctx, q); err != nil {
+					return fmt.Errorf("%w: %w", errBusy, err)
+				}
+			}
 			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lockTimeout+`'`); err != nil {
 				return err
 			}
@@ -396,25 +672,53 @@ func (s *Store) createPartition(ctx context.Context, from, to time.Time) (int64,
 			if _, err := tx.Exec(ctx, `LOCK TABLE ONLY `+historyTable+` IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 				return err
 			}
-			table := pgx.Identifier{name}.Sanitize()
-			if _, err := tx.Exec(ctx, `CREATE TABLE `+table+` (LIKE `+historyTable+` INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`); err != nil {
+			q, args := moveSQL([]partition{pt}, false)
+			if err := tx.QueryRow(ctx, q, args...).Scan(&moved); err != nil {
 				return err
 			}
-			tag, err := tx.Exec(ctx, `WITH moved AS (DELETE FROM `+defaultHistory+` WHERE event_time >= $1 AND event_time < $2 RETURNING *)
-			INSERT INTO `+table+` SELECT * FROM moved`, from, to)
-			if err != nil {
-				return err
+			for _, q := range []string{
+				fmt.Sprintf(`ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM ('%s') TO ('%s')`,
+					historyTable, table, pt.from.Format(time.RFC3339), pt.to.Format(time.RFC3339)),
+				// The partition's bounds say as much from now on.
+				`ALTER TABLE ` + table + ` DROP CONSTRAINT ` + boundsCheck,
+				`COMMENT ON TABLE ` + table + ` IS NULL`,
+			} {
+				if _, err := tx.Exec(ctx, q); err != nil {
+					return err
+				}
 			}
-			moved = tag.RowsAffected()
-			_, err = tx.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM ('%s') TO ('%s')`,
-				historyTable, table, from.Format(time.RFC3339), to.Format(time.RFC3339)))
-			return err
+			return nil
 		})
 	})
 	if err != nil {
-		return 0, fmt.Errorf("create history partition %s: %w", name, err)
+		return 0, fmt.Errorf("create history partition %s: %w", pt.name, err)
 	}
 	return moved, nil
+}
+
+// dropUnattached drops a table made to become a partition whose range
+// retention no longer keeps, and returns how many rows it held. It is no
+// partition: writers do not wait for it.
+func (s *Store) dropUnattached(ctx context.Context, name string) (int64, error) {
+	var n int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		table := pgx.Identifier{name}.Sanitize()
+		if _, err := tx.Exec(ctx, busyWait); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `LOCK TABLE `+table+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+			return fmt.Errorf("%w: %w", errBusy, err)
+		}
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+table).Scan(&n); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DROP TABLE `+table)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("drop unattached history partition %s: %w", name, err)
+	}
+	return n, nil
 }
 
 // dropPartition drops one partition of the history. A partition that a
@@ -423,33 +727,38 @@ func (s *Store) createPartition(ctx context.Context, from, to time.Time) (int64,
 // yield, and writers do not queue behind it), then takes the history's lock
 // briefly (DETACH ... CONCURRENTLY is refused while a default partition
 // exists): the short lock timeout keeps writers from queueing behind it for
-// more than a moment.
-func (s *Store) dropPartition(ctx context.Context, name string) error {
+// more than a moment. That wait is not tried again: what holds the history
+// (a reader of it, its partitions pruned) holds it for every partition
+// alike, and each try would hold writers off again. It returns
+// errHistoryBusy then, counted in timeouts.
+func (s *Store) dropPartition(ctx context.Context, name string, timeouts *int) error {
 	if !strings.HasPrefix(name, historyTable+"_") || name == defaultHistory {
 		return fmt.Errorf("refusing to drop %s: not a history partition", name)
 	}
 	table := pgx.Identifier{name}.Sanitize()
-	err := retryLocked(ctx, func() error {
-		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			var held bool
-			if err := tx.QueryRow(ctx, heldByOthers, name).Scan(&held); err != nil {
-				return err
-			}
-			if held {
-				return errBusy
-			}
-			if _, err := tx.Exec(ctx, busyWait); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `LOCK TABLE `+table+` IN ACCESS EXCLUSIVE MODE`); err != nil {
-				return fmt.Errorf("%w: %w", errBusy, err)
-			}
-			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lockTimeout+`'`); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, `DROP TABLE `+table)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var held bool
+		if err := tx.QueryRow(ctx, heldByOthers, name).Scan(&held); err != nil {
 			return err
-		})
+		}
+		if held {
+			return errBusy
+		}
+		if _, err := tx.Exec(ctx, busyWait); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `LOCK TABLE `+table+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+			return fmt.Errorf("%w: %w", errBusy, err)
+		}
+		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lockTimeout+`'`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DROP TABLE `+table)
+		if lockNotAvailable(err) {
+			*timeouts++
+			return fmt.Errorf("%w: %w", errHistoryBusy, err)
+		}
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("drop history partition %s: %w", name, err)

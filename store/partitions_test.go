@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -338,4 +339,110 @@ func TestUpkeepYieldsToReaders(t *testing.T) {
 	res := <-upkeep
 	require.NotEmpty(t, res.Later, "upkeep left the partitions the reader holds for later")
 	require.Zero(t, res.Dropped)
+}
+
+// unattachedMarks says whether a table carries the marks of one being
+// filled: its bounds' CHECK constraint and the comment.
+func unattachedMarks(t *testing.T, st *store.Store, table string) (check, comment bool) {
+	t.Helper()
+	check = count(t, st, `SELECT count(*) FROM pg_constraint WHERE conrelid = $1::regclass AND conname = 'cmdtrack_partition_bounds'`, table) > 0
+	comment = count(t, st, `SELECT count(*) FROM pg_class WHERE oid = $1::regclass AND obj_description(oid, 'pg_class') IS NOT NULL`, table) > 0
+	return check, comment
+}
+
+var errCrash = errors.New("crashed")
+
+// A run that stops between two batches of a move (a crash, a deploy) leaves
+// every row in one place: the default partition, or the table being filled
+// for it. The next run finishes the job; a copy of a moved row that came
+// into the default partition meanwhile is not kept twice.
+func TestPartitionMoveResumesAfterCrash(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	now := time.Date(2028, 7, 1, 12, 0, 0, 0, time.UTC)
+	p := store.Partitioning{Size: store.Daily, Ahead: 1}
+	_, err := st.MaintainPartitions(ctx, p, now)
+	require.NoError(t, err)
+	dayA, dayB := now.AddDate(0, 0, 3).Truncate(24*time.Hour), now.AddDate(0, 0, 4).Truncate(24*time.Hour)
+	const loaded = 20_000 // the two days' rows, interleaved on the default partition's pages
+	_, err = st.Pool().Exec(ctx, `INSERT INTO device_command_events (command_id, event_key, status, event_time, source, payload)
+		SELECT 'bulk-' || g, sha256(g::text::bytea), 'SENT', CASE WHEN g % 2 = 0 THEN $1::timestamptz ELSE $2::timestamptz END + g * interval '1 s', 'import', '{}'
+		FROM generate_series(1, $3::int) g`, dayA, dayB, loaded)
+	require.NoError(t, err)
+	tableA, tableB := "device_command_events_"+dayA.Format("20060102"), "device_command_events_"+dayB.Format("20060102")
+
+	p.Ahead = 5
+	batches := 0
+	crashing := store.WithMoveBatches(ctx, 8, func(batch int) error {
+		batches = batch
+		if batch == 3 {
+			return errCrash
+		}
+		return nil
+	})
+	res, err := st.MaintainPartitions(crashing, p, now)
+	require.ErrorIs(t, err, errCrash)
+	require.Equal(t, 3, batches)
+	require.Zero(t, res.Created, "nothing is attached before every row is moved")
+	inDefault, inA, inB := countIn(t, st, "device_command_events_default"), countIn(t, st, tableA), countIn(t, st, tableB)
+	t.Logf("after the crash: %d rows in the default partition, %d and %d in the tables being filled", inDefault, inA, inB)
+	require.Positive(t, inA)
+	require.Positive(t, inB)
+	require.Positive(t, inDefault)
+	require.Equal(t, loaded, inDefault+inA+inB, "every row is in one place")
+	require.Equal(t, int64(inA+inB), res.Moved)
+	require.NotContains(t, partitionsOf(t, st), tableA)
+	check, comment := unattachedMarks(t, st, tableA)
+	require.True(t, check && comment, "the table being filled is marked")
+
+	// A copy of a moved row comes again: no partition takes it yet.
+	_, err = st.Pool().Exec(ctx, `INSERT INTO device_command_events SELECT * FROM `+tableA+` LIMIT 1`)
+	require.NoError(t, err)
+	require.Equal(t, inDefault+1, countIn(t, st, "device_command_events_default"))
+
+	res, err = st.MaintainPartitions(ctx, p, now)
+	require.NoError(t, err)
+	require.Empty(t, res.Later)
+	require.Zero(t, countIn(t, st, "device_command_events_default"))
+	require.Subset(t, partitionsOf(t, st), []string{tableA, tableB})
+	require.Equal(t, loaded, count(t, st, `SELECT count(*) FROM device_command_events`))
+	require.Equal(t, loaded, count(t, st, `SELECT count(DISTINCT (command_id, event_key, event_time)) FROM device_command_events`))
+	require.Equal(t, loaded/2, countIn(t, st, tableA))
+	check, comment = unattachedMarks(t, st, tableA)
+	require.False(t, check || comment, "an attached partition keeps no marks")
+
+	res, err = st.MaintainPartitions(ctx, p, now)
+	require.NoError(t, err)
+	require.Equal(t, store.PartitionResult{}, res, "nothing left to do")
+}
+
+// A table left half filled whose range retention no longer keeps is
+// dropped, with the rest of its rows in the default partition.
+func TestUnattachedPartitionExpires(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	now := time.Date(2028, 8, 1, 12, 0, 0, 0, time.UTC)
+	p := store.Partitioning{Size: store.Daily, Ahead: 1, Back: 3 * 24 * time.Hour}
+	_, err := st.MaintainPartitions(ctx, p, now)
+	require.NoError(t, err)
+	old := now.AddDate(0, 0, -10).Truncate(24 * time.Hour)
+	_, err = st.Pool().Exec(ctx, `INSERT INTO device_command_events (command_id, event_key, status, event_time, source, payload)
+		SELECT 'old-' || g, sha256(g::text::bytea), 'SENT', $1::timestamptz + g * interval '1 s', 'import', '{}'
+		FROM generate_series(1, 3000) g`, old)
+	require.NoError(t, err)
+	p.Back = 20 * 24 * time.Hour
+	_, err = st.MaintainPartitions(store.WithMoveBatches(ctx, 8, func(int) error { return errCrash }), p, now)
+	require.ErrorIs(t, err, errCrash)
+	table := "device_command_events_" + old.Format("20060102")
+	left := countIn(t, st, table)
+	require.Positive(t, left)
+
+	p.Retention = 5 * 24 * time.Hour
+	res, err := st.MaintainPartitions(ctx, p, now)
+	require.NoError(t, err)
+	require.Equal(t, int64(3000), res.Deleted, "the table's rows and the default partition's")
+	require.Zero(t, count(t, st, `SELECT count(*) FROM pg_class WHERE relname = $1 AND relnamespace = current_schema()::regnamespace`, table))
+	require.Zero(t, countIn(t, st, "device_command_events_default"))
 }

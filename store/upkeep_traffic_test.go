@@ -309,3 +309,152 @@ func TestPartitionFailureDoesNotStopTheRun(t *testing.T) {
 	require.Equal(t, 3, res.Created, "the partitions after the failed one are made")
 	require.Contains(t, partitionsOf(t, st), "device_command_events_"+now.AddDate(0, 0, 5).Format("20060102"))
 }
+
+// Making a partition for rows already in the default partition moves them in
+// short batches before it takes the history's lock: writers wait for the
+// last few rows and the ATTACH, not for the whole move. Writers go on
+// through the real Apply path during the move, half of them into the very
+// period being moved; nothing is lost or written twice.
+func TestPartitionMoveKeepsWritersMoving(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	now := time.Date(2028, 5, 1, 12, 0, 0, 0, time.UTC)
+	_, err := st.MaintainPartitions(ctx, store.Partitioning{Size: store.Daily, Ahead: 1}, now)
+	require.NoError(t, err)
+	moving := now.AddDate(0, 0, 4) // no partition yet: its rows are in the default partition
+	const loaded = 300_000
+	_, err = st.Pool().Exec(ctx, `INSERT INTO device_command_events (command_id, event_key, status, event_time, source, payload)
+		SELECT 'bulk-' || g, sha256(g::text::bytea), 'SENT', $1::timestamptz + g * interval '200 ms', 'import', '{"n":' || g || '}'
+		FROM generate_series(1, $2::int) g`, moving.Truncate(24*time.Hour), loaded)
+	require.NoError(t, err)
+	require.Equal(t, loaded, countIn(t, st, "device_command_events_default"))
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var written, intoMoving atomic.Int64
+	var mu sync.Mutex
+	var slowest time.Duration
+	writeErrs := make(chan error, 8)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				at := now
+				if i%2 == 1 {
+					at = moving.Add(time.Duration(i) * time.Millisecond)
+				}
+				n := notification.Notification{CommandID: fmt.Sprintf("w%d-%d", w, i), Status: notification.Sent,
+					EventTime: at, Payload: []byte(`{}`)}
+				start := time.Now()
+				_, err := st.Apply(ctx, []ingest.Item{{Source: "http", Notification: &n}})
+				took := time.Since(start)
+				if err != nil {
+					writeErrs <- err
+					return
+				}
+				mu.Lock()
+				slowest = max(slowest, took)
+				mu.Unlock()
+				written.Add(1)
+				if i%2 == 1 {
+					intoMoving.Add(1)
+				}
+			}
+		}()
+	}
+	require.Eventually(t, func() bool { return written.Load() > 50 }, 30*time.Second, 5*time.Millisecond)
+	started := time.Now()
+	res, err := st.MaintainPartitions(ctx, store.Partitioning{Size: store.Daily, Ahead: 5}, now)
+	took := time.Since(started)
+	// Writes go on a little after the move, so that one caught behind its
+	// last step is measured too.
+	after := written.Load()
+	require.Eventually(t, func() bool { return written.Load() > after+20 }, 30*time.Second, 5*time.Millisecond)
+	close(stop)
+	wg.Wait()
+	close(writeErrs)
+	for err := range writeErrs {
+		require.NoError(t, err, "a writer failed while upkeep moved rows")
+	}
+	require.NoError(t, err)
+	require.Empty(t, res.Later)
+	require.GreaterOrEqual(t, res.Moved, int64(loaded))
+	t.Logf("moved %d rows in %v; %d writes, the slowest took %v", res.Moved, took, written.Load(), slowest)
+
+	// A write takes milliseconds; on a loaded machine with the race
+	// detector, a few hundred. The old move held every writer for all of
+	// it: several seconds for these rows on the machine of the issue.
+	require.Less(t, slowest, 2*time.Second, "a writer waited behind the move (the move took %v)", took)
+
+	// Whatever came into the default partition during the move is moved by
+	// the next run; then every row is in its place, once.
+	_, err = st.MaintainPartitions(ctx, store.Partitioning{Size: store.Daily, Ahead: 5}, now)
+	require.NoError(t, err)
+	require.Zero(t, countIn(t, st, "device_command_events_default"))
+	day := "device_command_events_" + moving.Format("20060102")
+	require.Equal(t, loaded+int(intoMoving.Load()), countIn(t, st, day))
+	require.Equal(t, loaded+int(written.Load()), count(t, st, `SELECT count(*) FROM device_command_events`))
+	require.Equal(t, loaded+int(written.Load()), count(t, st, `SELECT count(DISTINCT (command_id, event_key, event_time)) FROM device_command_events`))
+}
+
+// A reader that holds only the history itself (a dashboard's query pruned
+// at plan time to the kept partitions) makes every DROP wait for the
+// history's lock, and every writer wait behind that DROP. Upkeep gives up
+// after the first such wait and leaves the other expired partitions for the
+// next run, rather than making writers wait again for each of them.
+func TestRetentionDefersAfterTheHistoryTimesOut(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	now := time.Date(2028, 6, 20, 12, 0, 0, 0, time.UTC)
+	p := store.Partitioning{Size: store.Daily, Ahead: 1, Back: 10 * 24 * time.Hour}
+	_, err := st.MaintainPartitions(ctx, p, now)
+	require.NoError(t, err)
+
+	reader, err := st.Pool().Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = reader.Rollback(ctx) }()
+	today := now.Truncate(24 * time.Hour)
+	// Constants in the text, so that the partitions are pruned when the
+	// query is planned and the reader locks today's partition only.
+	_, err = reader.Exec(ctx, fmt.Sprintf(`SELECT count(*) FROM device_command_events WHERE event_time >= '%s' AND event_time < '%s'`,
+		today.Format(time.RFC3339), today.AddDate(0, 0, 1).Format(time.RFC3339)))
+	require.NoError(t, err)
+	var held []string
+	rows, err := reader.Query(ctx, `SELECT c.relname FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+		WHERE l.pid = pg_backend_pid() AND c.relname LIKE 'device_command_events%' AND c.relkind IN ('r', 'p') ORDER BY 1`)
+	require.NoError(t, err)
+	held, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"device_command_events", "device_command_events_" + today.Format("20060102")}, held)
+
+	p.Retention = 5 * 24 * time.Hour
+	expired := 0
+	for _, name := range partitionsOf(t, st) {
+		from, err := time.Parse("20060102", stdstrings.TrimPrefix(name, "device_command_events_"))
+		if err == nil && !from.AddDate(0, 0, 1).After(now.Add(-p.Retention)) {
+			expired++
+		}
+	}
+	require.GreaterOrEqual(t, expired, 4)
+	res, err := st.MaintainPartitions(ctx, p, now)
+	require.NoError(t, err, "a held history is a reason to come back, not a failure")
+	require.Equal(t, 1, res.LockTimeouts, "upkeep waited for the history's lock %d times in one run (%d expired partitions)", res.LockTimeouts, expired)
+	require.Zero(t, res.Dropped)
+	require.Len(t, res.Later, expired, "every expired partition is left for the next run")
+
+	// Once the reader is gone, the next run drops them all.
+	require.NoError(t, reader.Rollback(ctx))
+	res, err = st.MaintainPartitions(ctx, p, now)
+	require.NoError(t, err)
+	require.Equal(t, expired, res.Dropped)
+	require.Empty(t, res.Later)
+	require.Zero(t, res.LockTimeouts)
+}

@@ -14,6 +14,7 @@ type Metrics struct {
 	dropped  prometheus.Counter
 	failures *prometheus.CounterVec
 	later    prometheus.Gauge
+	timeouts prometheus.Counter
 }
 
 // NewMetrics creates the series and registers them on reg (nil: unregistered).
@@ -34,12 +35,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		later: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cmdtrack_upkeep_partitions_left_for_later", Help: "History partitions the last run could not make or drop for want of a lock (a long reader); tried again within a minute.",
 		}),
+		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cmdtrack_upkeep_lock_timeouts_total",
+			Help: "Waits for the history's own lock that upkeep gave up (each held the history's writers off for 200 ms): a session holds the history. After one, a run leaves the partitions to drop for later.",
+		}),
 	}
 	for _, task := range []string{taskPartitions, taskRollup} {
 		m.runs.WithLabelValues(task)
 	}
 	if reg != nil {
-		reg.MustRegister(m.runs, m.created, m.dropped, m.failures, m.later)
+		reg.MustRegister(m.runs, m.created, m.dropped, m.failures, m.later, m.timeouts)
 	}
 	return m
 }

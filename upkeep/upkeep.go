@@ -126,13 +126,16 @@ func (u *Upkeep) Partitions(ctx context.Context) (later bool, err error) {
 		u.m.created.Add(float64(res.Created))
 		u.m.dropped.Add(float64(res.Dropped))
 		u.m.later.Set(float64(len(res.Later)))
+		u.m.timeouts.Add(float64(res.LockTimeouts))
 		if res.Created+res.Dropped > 0 || res.Moved+res.Deleted > 0 {
 			u.log.Info(LogKept, "created", res.Created, "dropped", res.Dropped,
 				"moved_from_default", res.Moved, "deleted_from_default", res.Deleted)
 		}
 		if len(res.Later) > 0 {
 			later = true
-			u.log.Warn(LogLater, "partitions", res.Later, "retry_in", u.cfg.Retry)
+			// history_lock_timeouts: a session holds the history itself (a
+			// reader whose partitions were pruned), not just these.
+			u.log.Warn(LogLater, "partitions", res.Later, "history_lock_timeouts", res.LockTimeouts, "retry_in", u.cfg.Retry)
 		}
 		// Retention of the other tables runs even when a partition failed:
 		// what can be done is done.

@@ -300,3 +300,21 @@ func TestLoopStops(t *testing.T) {
 	require.Equal(t, 1, f.st.count("partitions"), "at once, then an hour later")
 	require.Zero(t, f.series(t, "cmdtrack_upkeep_failures_total"))
 }
+
+// A run that gave up waiting for the history's lock (each wait held the
+// writers off) counts it, and says so with what it left for later.
+func TestHistoryLockTimeoutsCounted(t *testing.T) {
+	t.Parallel()
+	st := &fakeStore{results: []store.PartitionResult{
+		{Later: []string{"device_command_events_20280101", "device_command_events_20280102"}, LockTimeouts: 1},
+	}}
+	f := setup(t, st, upkeep.Config{})
+	later, err := f.up.Partitions(context.Background())
+	require.NoError(t, err)
+	require.True(t, later)
+	_, err = f.up.Partitions(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 2.0, f.metric(t, "cmdtrack_upkeep_lock_timeouts_total"))
+	require.Equal(t, 2.0, f.metric(t, "cmdtrack_upkeep_partitions_left_for_later"))
+	require.Contains(t, f.log.String(), "history_lock_timeouts=1")
+}
