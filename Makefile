@@ -57,8 +57,9 @@ test: test/rules ## the alerting rules; every test with the race detector; then 
 	@$(call with_services,$(GO) test -race -count=1 -timeout 20m ./...)
 	cd deploy && $(GO) test -count=1 -timeout 5m ./...
 	@# Restarting the shared services would disturb the parallel tests above,
-	@# so these run alone. They drive scripts/testenv.sh's services.
-	@eval "$$($(TESTENV) up)"; $(GO) test -race -count=1 -timeout 10m -tags restart -run 'TestRestart' ./cmd/cmdtrack/
+	@# so these run alone. They drive scripts/testenv.sh's services, and
+	@# TestRestartFailover* its highly available PostgreSQL (ha-up).
+	@eval "$$($(TESTENV) up)"; eval "$$($(TESTENV) ha-up)"; $(GO) test -race -count=1 -timeout 10m -tags restart -run 'TestRestart' ./cmd/cmdtrack/
 	$(GO) test ./notification -run '^$$' -fuzz FuzzDecode -fuzztime 20s
 
 .PHONY: test/rules

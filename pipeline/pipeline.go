@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +72,9 @@ type Config struct {
 	// ApplyTimeout bounds one attempt to write a batch, so that a connection
 	// that hangs without failing becomes an error to retry. Zero means 30 s.
 	ApplyTimeout time.Duration
+	// DatabaseHosts are the database's host:port pairs (no credentials),
+	// which the outage's log lines name as those tried.
+	DatabaseHosts []string
 	// StallTimeout is how long deliveries may be in hand with nothing
 	// stored or settled before Stalled says the pipeline is wedged. Zero
 	// means 5 minutes.
@@ -92,9 +96,17 @@ type Pipeline struct {
 	// failingSince is when database writes began to fail (UnixNano), 0
 	// while they succeed.
 	failingSince atomic.Int64
-	// now is the clock that progress and stalls are measured by, so that
-	// tests move it instead of waiting on the wall clock.
-	now func() time.Time
+	// outageLogged is when the outage was last logged (UnixNano);
+	// outageFailures counts its failed writes.
+	outageLogged   atomic.Int64
+	outageFailures atomic.Int64
+	// hosts names the database's hosts in the outage's log lines.
+	hosts string
+	// now is the clock that progress, stalls and outages are measured by,
+	// and after waits out a retry's backoff, so that tests move time
+	// instead of waiting on the wall clock.
+	now   func() time.Time
+	after func(time.Duration) <-chan time.Time
 }
 
 // New assembles a pipeline; nothing runs until Run.
@@ -114,7 +126,8 @@ func New(st Applier, cfg Config, log *slog.Logger, m *Metrics) *Pipeline {
 		cfg.RetryMin = 200 * time.Millisecond
 	}
 	cfg.RetryMax = max(cfg.RetryMax, cfg.RetryMin)
-	p := &Pipeline{store: st, cfg: cfg, log: log, m: m, now: time.Now}
+	p := &Pipeline{store: st, cfg: cfg, log: log, m: m, now: time.Now, after: time.After,
+		hosts: strings.Join(cfg.DatabaseHosts, ",")}
 	p.dbHealthy.Store(true)
 	p.progress.Store(p.now().UnixNano())
 	return p
@@ -359,17 +372,38 @@ func (p *Pipeline) write(ctx context.Context, in <-chan *batch, out chan<- *batc
 	return nil
 }
 
-// The outage's log lines, one per outage; cmdtrack_database_errors_total
-// and readiness say the same for tests and alerts.
+// The outage's log lines: one when it starts, one every outageLogEvery
+// while it lasts (how long, and which hosts were tried), one when it ends;
+// cmdtrack_database_errors_total and readiness say the same for tests and
+// alerts.
 const (
 	logWriteFailed     = "database write failed; retrying with backoff"
 	logWriteRecovered  = "database writes recovered"
-	logWriteStillFails = "database still failing"
+	logWriteStillFails = "database writes still failing"
 )
 
-// apply writes one batch, retrying with backoff while the
-// database fails. The writers share one "failed"/"recovered" pair of log
-// lines per outage.
+// outageLogEvery spaces the "still failing" lines of an outage: often
+// enough that an operator watching the log of a 50 s failover sees it go
+// on, seldom enough that an outage of hours is not a flood.
+const outageLogEvery = 10 * time.Second
+
+// unavailableRetryMax caps the backoff while the database is away (its
+// connection refused or dropped, the server shutting down), whatever
+// RetryMax says: a failover or a restart ends at an instant nobody
+// announces, and writes should resume within about this of it. A failed
+// connection attempt costs the database next to nothing; refusals (a missing
+// table, a bad password, too many connections) keep the full backoff.
+const unavailableRetryMax = time.Second
+
+// retrySoon reports whether err says the database is away rather than
+// refusing what was asked, as *store.Error's RetrySoon does.
+func retrySoon(err error) bool {
+	var e interface{ RetrySoon() bool }
+	return errors.As(err, &e) && e.RetrySoon()
+}
+
+// apply writes one batch, retrying with backoff while the database fails.
+// The writers share the outage's log lines.
 func (p *Pipeline) apply(ctx context.Context, b *batch) error {
 	for attempt := 1; ; attempt++ {
 		if p.dropForsaken(b); len(b.items) == 0 {
@@ -384,7 +418,8 @@ func (p *Pipeline) apply(ctx context.Context, b *batch) error {
 			p.progress.Store(p.now().UnixNano())
 			p.m.applySeconds.Observe(time.Since(start).Seconds())
 			if since := p.failingSince.Swap(0); since != 0 {
-				p.log.Info(logWriteRecovered, "failing_for", time.Since(time.Unix(0, since)).Round(time.Millisecond))
+				p.log.Info(logWriteRecovered, "failing_for", p.now().Sub(time.Unix(0, since)).Round(time.Millisecond),
+					"failed_writes", p.outageFailures.Swap(0))
 			}
 			p.dbHealthy.Store(true)
 			return nil
@@ -400,17 +435,35 @@ func (p *Pipeline) apply(ctx context.Context, b *batch) error {
 			return fmt.Errorf("unstorable batch: %w", err)
 		}
 		p.dbHealthy.Store(false)
-		if p.failingSince.CompareAndSwap(0, time.Now().UnixNano()) {
-			p.log.Warn(logWriteFailed, "err", err, "class", class, "batch", len(b.items))
-		} else if attempt%20 == 0 {
-			p.log.Warn(logWriteStillFails, "attempts", attempt, "err", err)
+		p.logOutage(err, class, len(b.items))
+		hi := p.cfg.RetryMax
+		if retrySoon(err) {
+			hi = min(hi, unavailableRetryMax)
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("batch of %d not stored before shutdown: %w", len(b.items), context.Cause(ctx))
-		case <-time.After(backoff.Delay(attempt, p.cfg.RetryMin, p.cfg.RetryMax)):
+		case <-p.after(backoff.Delay(attempt, p.cfg.RetryMin, hi)):
 		}
 	}
+}
+
+// logOutage counts a failed write and says so when the outage starts and
+// every outageLogEvery after.
+func (p *Pipeline) logOutage(err error, class string, batch int) {
+	p.outageFailures.Add(1)
+	now := p.now().UnixNano()
+	if p.failingSince.CompareAndSwap(0, now) {
+		p.outageLogged.Store(now)
+		p.log.Warn(logWriteFailed, "err", err, "class", class, "batch", batch, "hosts", p.hosts)
+		return
+	}
+	last, since := p.outageLogged.Load(), p.failingSince.Load()
+	if since == 0 || time.Duration(now-last) < outageLogEvery || !p.outageLogged.CompareAndSwap(last, now) {
+		return
+	}
+	p.log.Warn(logWriteStillFails, "failing_for", time.Duration(now-since).Round(time.Second),
+		"failed_writes", p.outageFailures.Load(), "class", class, "err", err, "hosts", p.hosts)
 }
 
 // settleTimeout bounds settling one batch. An accept waits only for its

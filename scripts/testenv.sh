@@ -19,11 +19,22 @@
 #                       stop / start / bounce only the RabbitMQ application inside a running node
 #                       (rabbitmqctl stop_app / start_app): the listener goes away and comes back, much faster
 #   status              show what is running (on stderr)
+#   ha-up               a highly available PostgreSQL of its own (pg_auto_failover: Debian's
+#                       postgresql-NN-auto-failover, installed if missing): a monitor on 127.0.0.1:54340 and two
+#                       nodes on 54341/54342 with synchronous replication, under /var/tmp/cmdtrack-testenv/ha;
+#                       returns once one node is primary and the other its secondary; prints ha-env's lines
+#   ha-env              print its export lines only (CMDTRACK_TEST_HA_DATABASE_URL, multi-host, read-write;
+#                       CMDTRACK_TEST_HA_STANDBY_URL, prefer-standby)
+#   ha-failover         a planned failover (pg_autoctl perform failover); returns once the pair is whole again
+#   ha-kill-primary     kill -9 the primary's postmaster; returns once a primary accepts writes and the pair is whole
+#   ha-down             stop the monitor and both nodes (their data stays, for the next ha-up)
+#   ha-state            the monitor's view of the pair (on stderr)
 # Every command is idempotent and returns only once the service is really up (or really down).
 # Only the export lines go to stdout; all progress and diagnostics go to stderr.
 #
 # Environment:
 #   CMDTRACK_TESTENV_PG_PORT   PostgreSQL TCP port on 127.0.0.1 (default 54329)
+# The HA pair is apart from that cluster: the serial tests stop and kill its nodes without disturbing anyone else.
 #
 # Needs root (it installs packages, edits /etc/rabbitmq and runs the services as their own users).
 set -euo pipefail
@@ -589,6 +600,219 @@ rabbit_start_app() {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
+# A highly available PostgreSQL: pg_auto_failover's monitor and two nodes, for the failover test
+# (cmd/cmdtrack/failover_test.go). pg_autoctl must run as postgres; its configuration, state and pid files live
+# under HA_DIR (XDG_*), so that nothing of it is left elsewhere.
+# ---------------------------------------------------------------------------------------------------------------
+
+readonly HA_DIR="$BASE_DIR/ha"
+readonly HA_MONITOR_PORT=54340
+readonly HA_NODE_PORTS=(54341 54342)
+readonly HA_NODES=(node1 node2)
+HA_PGBIN=''
+
+ha_ensure_installed() {
+	ensure_pg_installed
+	# pg_autoctl finds postgres next to pg_ctl, so it gets the real directory rather than a symlink's.
+	HA_PGBIN=$(dirname "$(readlink -f "$PGBIN/pg_ctl")")
+	local major
+	major=$("$HA_PGBIN/pg_ctl" --version | awk '{ split($NF, v, "."); print v[1] }')
+	if ! command -v pg_autoctl >/dev/null || [[ ! -e "/usr/lib/postgresql/$major/lib/pgautofailover.so" ]]; then
+		log "pg_auto_failover not installed; installing postgresql-$major-auto-failover"
+		if ((APT_UPDATED == 0)); then
+			log "apt-get update"
+			apt-get update >&2
+			APT_UPDATED=1
+		fi
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "postgresql-$major-auto-failover" >&2
+		command -v pg_autoctl >/dev/null || die "pg_autoctl still not found after installing postgresql-$major-auto-failover"
+	fi
+}
+
+ha_autoctl() {
+	runuser -u postgres -- env PATH="$HA_PGBIN:/usr/sbin:/usr/bin:/sbin:/bin" HOME="$HA_DIR" \
+		XDG_CONFIG_HOME="$HA_DIR/config" XDG_DATA_HOME="$HA_DIR/data" XDG_RUNTIME_DIR="$HA_DIR/run" \
+		pg_autoctl "$@"
+}
+
+ha_monitor_url() { printf 'postgres://autoctl_node@127.0.0.1:%s/pg_auto_failover?sslmode=disable' "$HA_MONITOR_PORT"; }
+
+# True if the pg_autoctl service of data directory $1 runs.
+ha_service_running() {
+	ha_autoctl status --pgdata "$1" >/dev/null 2>&1
+}
+
+# Starts pg_autoctl in the background, detached, its output in a log: "$@" is `run ...` or `create ... --run`.
+ha_spawn() {
+	local name=$1
+	shift
+	log "pg_autoctl $1 $name (log: $HA_DIR/$name.log)"
+	runuser -u postgres -- env PATH="$HA_PGBIN:/usr/sbin:/usr/bin:/sbin:/bin" HOME="$HA_DIR" \
+		XDG_CONFIG_HOME="$HA_DIR/config" XDG_DATA_HOME="$HA_DIR/data" XDG_RUNTIME_DIR="$HA_DIR/run" \
+		setsid pg_autoctl "$@" </dev/null >>"$HA_DIR/$name.log" 2>&1 &
+}
+
+ha_created() { [[ -s "$HA_DIR/config/pg_autoctl$HA_DIR/$1/pg_autoctl.cfg" ]]; }
+
+# Waits until $1 (a command) succeeds, at most START_TIMEOUT seconds; $2 says what for.
+ha_await() {
+	local deadline=$((SECONDS + START_TIMEOUT))
+	until "$1"; do
+		if ((SECONDS >= deadline)); then
+			ha_state >&2 || true
+			die "$2 within ${START_TIMEOUT}s; see $HA_DIR/*.log"
+		fi
+		sleep 0.2
+	done
+}
+
+ha_monitor_answers() {
+	"$PSQL" -X -q -At -h 127.0.0.1 -p "$HA_MONITOR_PORT" -U autoctl_node -d pg_auto_failover -c 'SELECT 1' >/dev/null 2>&1
+}
+
+# The monitor's view: one line per node, "port reported_state assigned_state".
+ha_nodes() {
+	"$PSQL" -X -q -At -F ' ' -h 127.0.0.1 -p "$HA_MONITOR_PORT" -U autoctl_node -d pg_auto_failover \
+		-c 'SELECT nodeport, reportedstate, goalstate FROM pgautofailover.node ORDER BY nodeport' 2>/dev/null
+}
+
+# True once one node is primary and the other secondary, both as the monitor wants them, and the primary takes a
+# write: the pair is whole and the URL's read-write session finds it.
+ha_whole() {
+	local nodes primary
+	nodes=$(ha_nodes) || return 1
+	[[ $(grep -c '^[0-9]* primary primary$' <<<"$nodes") == 1 && $(grep -c '^[0-9]* secondary secondary$' <<<"$nodes") == 1 ]] ||
+		return 1
+	primary=$(awk '$2 == "primary" { print $1 }' <<<"$nodes")
+	[[ "$("$PSQL" -X -q -At -h 127.0.0.1 -p "$primary" -U postgres -d "$PG_DB" \
+		-c 'SELECT pg_is_in_recovery()' 2>/dev/null)" == f ]]
+}
+
+# ha_whole, speeding up the standby's clone: pg_basebackup asks for a spread checkpoint (minutes on an idle
+# primary), which an immediate one requested meanwhile completes at once.
+ha_whole_nudged() {
+	ha_whole && return 0
+	local nodes primary
+	nodes=$(ha_nodes) || return 1
+	if grep -q ' catchingup$' <<<"$nodes" && primary=$(awk '$3 ~ /primary$/ { print $1 }' <<<"$nodes") && [[ -n "$primary" ]]; then
+		"$PSQL" -X -q -h 127.0.0.1 -p "$primary" -U postgres -d postgres -c CHECKPOINT >/dev/null 2>&1 || true
+		sleep 0.8
+	fi
+	return 1
+}
+
+ha_primary_port() { ha_nodes | awk '$2 == "primary" && $3 == "primary" { print $1 }'; }
+
+ha_state() {
+	ha_monitor_answers || {
+		log "HA monitor not answering on 127.0.0.1:$HA_MONITOR_PORT"
+		return 1
+	}
+	ha_autoctl show state --pgdata "$HA_DIR/monitor" >&2
+}
+
+ha_up() {
+	require_root
+	ha_ensure_installed
+	install -d -o postgres -g postgres -m 0755 "$BASE_DIR" "$HA_DIR" "$HA_DIR/config" "$HA_DIR/data" "$HA_DIR/run"
+	if ! ha_service_running "$HA_DIR/monitor"; then
+		if ha_created monitor; then
+			ha_spawn monitor run --pgdata "$HA_DIR/monitor"
+		else
+			rm -rf "${HA_DIR:?}/monitor"
+			ha_spawn monitor create monitor --pgdata "$HA_DIR/monitor" --pgport "$HA_MONITOR_PORT" --listen 127.0.0.1 \
+				--hostname 127.0.0.1 --auth trust --no-ssl --run
+		fi
+	fi
+	ha_await ha_monitor_answers "the HA monitor did not answer on 127.0.0.1:$HA_MONITOR_PORT"
+	local i name port
+	for i in "${!HA_NODES[@]}"; do
+		name=${HA_NODES[$i]} port=${HA_NODE_PORTS[$i]}
+		ha_service_running "$HA_DIR/$name" && continue
+		if ha_created "$name"; then
+			ha_spawn "$name" run --pgdata "$HA_DIR/$name"
+		else
+			rm -rf "${HA_DIR:?}/$name"
+			# Whoever is registered first becomes the primary; the second waits for it, then clones it.
+			ha_spawn "$name" create postgres --pgdata "$HA_DIR/$name" --pgport "$port" --listen 127.0.0.1 \
+				--hostname 127.0.0.1 --name "$name" --dbname "$PG_DB" --monitor "$(ha_monitor_url)" \
+				--auth trust --no-ssl --run
+			# The second node's registration must not race the first's.
+			ha_await ha_registered "node $name did not register with the monitor"
+		fi
+	done
+	ha_await ha_whole_nudged "the HA pair did not become primary and secondary"
+	for port in "$HA_MONITOR_PORT" "${HA_NODE_PORTS[@]}"; do
+		if listens_beyond_loopback "$port"; then
+			die "port $port listens beyond loopback; see $HA_DIR"
+		fi
+	done
+	log "HA PostgreSQL ready: primary on 127.0.0.1:$(ha_primary_port) (nodes ${HA_NODE_PORTS[*]}, monitor $HA_MONITOR_PORT)"
+}
+
+ha_registered() {
+	[[ "$(ha_nodes | awk -v p="$port" '$1 == p' | wc -l)" == 1 ]]
+}
+
+ha_down() {
+	local name
+	[[ -d "$HA_DIR" ]] || {
+		log "HA PostgreSQL not provisioned; nothing to stop"
+		return 0
+	}
+	command -v pg_autoctl >/dev/null && find_pg_bin || return 0
+	HA_PGBIN=$(dirname "$(readlink -f "$PGBIN/pg_ctl")")
+	for name in "${HA_NODES[@]}" monitor; do
+		if ha_service_running "$HA_DIR/$name"; then
+			log "stopping pg_autoctl $name"
+			ha_autoctl stop --pgdata "$HA_DIR/$name" --fast >&2 || true
+			local deadline=$((SECONDS + START_TIMEOUT))
+			while ha_service_running "$HA_DIR/$name"; do
+				((SECONDS < deadline)) || die "pg_autoctl $name did not stop"
+				sleep 0.2
+			done
+		fi
+	done
+}
+
+ha_failover() {
+	ha_await ha_whole "the HA pair is not whole before the failover"
+	local before
+	before=$(ha_primary_port)
+	log "planned failover away from 127.0.0.1:$before"
+	ha_autoctl perform failover --pgdata "$HA_DIR/monitor" --wait "$START_TIMEOUT" >&2
+	ha_await ha_whole "the HA pair did not become whole again after the failover"
+	log "primary now on 127.0.0.1:$(ha_primary_port)"
+}
+
+ha_kill_primary() {
+	ha_await ha_whole "the HA pair is not whole before the kill"
+	local port pid
+	port=$(ha_primary_port)
+	pid=$(head -n 1 "$HA_DIR/$(ha_node_of "$port")/postmaster.pid")
+	log "kill -9 the primary's postmaster (127.0.0.1:$port, pid $pid)"
+	kill -9 "$pid"
+	# Until the monitor or the keeper notices, the dead primary may still be the one it names.
+	while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+	ha_await ha_whole "the HA pair did not become whole again after the kill"
+	log "primary now on 127.0.0.1:$(ha_primary_port)"
+}
+
+ha_node_of() {
+	local i
+	for i in "${!HA_NODES[@]}"; do
+		[[ "${HA_NODE_PORTS[$i]}" == "$1" ]] && echo "${HA_NODES[$i]}"
+	done
+}
+
+ha_print_env() {
+	local hosts
+	hosts="127.0.0.1:${HA_NODE_PORTS[0]},127.0.0.1:${HA_NODE_PORTS[1]}"
+	printf "export CMDTRACK_TEST_HA_DATABASE_URL='postgres://postgres@%s/%s?sslmode=disable&target_session_attrs=read-write'\n" "$hosts" "$PG_DB"
+	printf "export CMDTRACK_TEST_HA_STANDBY_URL='postgres://postgres@%s/%s?sslmode=disable&target_session_attrs=prefer-standby'\n" "$hosts" "$PG_DB"
+}
+
+# ---------------------------------------------------------------------------------------------------------------
 
 status() {
 	if find_pg_bin && pg_running; then
@@ -624,6 +848,10 @@ main() {
 	case "$cmd" in
 	env)
 		print_env
+		return 0
+		;;
+	ha-env)
+		ha_print_env
 		return 0
 		;;
 	help | -h | --help)
@@ -666,6 +894,14 @@ main() {
 		} >&2
 		;;
 	status) status ;;
+	ha-up)
+		ha_up >&2
+		ha_print_env
+		;;
+	ha-down) ha_down >&2 ;;
+	ha-failover) { ha_ensure_installed && ha_failover; } >&2 ;;
+	ha-kill-primary) { ha_ensure_installed && ha_kill_primary; } >&2 ;;
+	ha-state) { ha_ensure_installed && ha_state; } >&2 ;;
 	*)
 		log "unknown command: $cmd"
 		usage

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"regexp"
 
@@ -89,6 +90,12 @@ func ClassifyError(err error) ErrorClass {
 	if errors.As(err, &netErr) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
 		return ConnectionError
 	}
+	// The connection ended where an answer was due, with no word from the
+	// server: its backend or host died, or a failover took it. pgx says
+	// io.ErrUnexpectedEOF (io.EOF where a message would have begun).
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return ConnectionError
+	}
 	var connectErr *pgconn.ConnectError
 	if errors.As(err, &connectErr) {
 		return ConnectionError
@@ -127,6 +134,13 @@ func (e *Error) Class() string { return string(e.class) }
 // Retry reports whether the same write may succeed later: all but a data
 // error may.
 func (e *Error) Retry() bool { return e.class != DataError }
+
+// RetrySoon reports whether the database was away (its connection refused
+// or dropped, the server shutting down), as in a failover or a restart,
+// which end by themselves at an instant nobody announces: the pipeline
+// retries such writes often, to resume soon after. A database short of
+// resources is not among them: more attempts would not help it.
+func (e *Error) RetrySoon() bool { return e.class == ConnectionError || e.class == ShutdownError }
 
 // IsDataError reports whether err says that a value in what was written is at
 // fault, so that retrying the same write can never succeed.

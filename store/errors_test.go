@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
+	"github.com/cmdtrack/cmdtrack/internal/testenv"
 	"github.com/cmdtrack/cmdtrack/notification"
 	"github.com/cmdtrack/cmdtrack/pipeline"
 	"github.com/cmdtrack/cmdtrack/store"
@@ -36,6 +40,10 @@ func TestErrorsTranslatedAtTheBoundary(t *testing.T) {
 		{&pgconn.PgError{Code: "28P01"}, store.AuthError, true},
 		{&pgconn.PgError{Code: "57P01"}, store.ShutdownError, true},
 		{&net.OpError{Op: "dial", Err: errors.New("refused")}, store.ConnectionError, true},
+		// What pgx returns when the connection ends mid-query (a backend
+		// or its host gone, a failover): TestConnectionDroppedMidQuery.
+		{io.ErrUnexpectedEOF, store.ConnectionError, true},
+		{io.EOF, store.ConnectionError, true},
 		{context.DeadlineExceeded, store.CanceledError, true},
 		{errors.New("something else"), store.OtherError, true},
 	} {
@@ -61,4 +69,65 @@ func TestApplyErrorsAreTranslated(t *testing.T) {
 	require.ErrorAs(t, err, &werr)
 	require.True(t, werr.Retry())
 	require.Equal(t, string(store.ConnectionError), werr.Class())
+}
+
+// A connection that ends mid-query with no word from the server (its
+// backend killed, its host gone, a failover) is a connection error, and the
+// database is away: an alert on the connection class sees it, and the
+// worker retries it quickly. A real one, from pgx, through a proxy that
+// hangs up while a query runs.
+func TestConnectionDroppedMidQuery(t *testing.T) {
+	t.Parallel()
+	base := testenv.DatabaseURL(t)
+	proxy, url := testenv.NewProxy(t, base)
+	app := testenv.Name("hangup_")
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	st, err := store.Open(t.Context(), url+sep+"application_name="+app, store.Options{MaxConns: 1})
+	require.NoError(t, err)
+	defer st.Close()
+	admin, err := store.Open(t.Context(), base, store.Options{MaxConns: 1})
+	require.NoError(t, err)
+	defer admin.Close()
+	defer func() {
+		_, _ = admin.Pool().Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, app)
+	}()
+
+	errc := make(chan error, 1)
+	go func() {
+		// With an argument, as the store's writes have: the extended
+		// protocol. (Without, pgx's simple protocol says "conn closed",
+		// which was a connection error already.)
+		_, err := st.Pool().Exec(context.Background(), `SELECT pg_sleep($1)`, 60)
+		errc <- err
+	}()
+	require.Eventually(t, func() bool {
+		return testenv.Count(t, admin.Pool(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'`, app) == 1
+	}, 30*time.Second, 10*time.Millisecond, "the query never ran")
+	proxy.Hangup()
+	select {
+	case err = <-errc:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the query did not fail when its connection ended")
+	}
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF, "what pgx says (%v)", err)
+	require.Equal(t, store.ConnectionError, store.ClassifyError(err), "%v", err)
+	require.True(t, store.Unavailable(err))
+	var werr interface{ RetrySoon() bool }
+	require.ErrorAs(t, store.InterpretError(err), &werr)
+	require.True(t, werr.RetrySoon(), "the pipeline retries it soon")
+}
+
+// The outage's log lines name the hosts a URL lists, in its order, and
+// nothing of its credentials.
+func TestHosts(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, []string{"db1.example:5432", "db2.example:6432", "[::1]:5433"},
+		store.Hosts("postgres://u:secret@db1.example,db2.example:6432,[::1]:5433/d?target_session_attrs=read-write"))
+	require.Equal(t, []string{"127.0.0.1:54341", "127.0.0.1:54342"},
+		store.Hosts("host=127.0.0.1,127.0.0.1 port=54341,54342 user=u password=secret sslmode=prefer"),
+		"sslmode=prefer's second try of each host is not another host")
+	require.Nil(t, store.Hosts("postgres://%zz"))
 }

@@ -130,12 +130,13 @@ func assemble(cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
 		return nil, usageError{err}
 	}
 	w.pipe = pipeline.New(st, pipeline.Config{
-		BatchSize:    cfg.BatchSize,
-		BatchWait:    cfg.BatchWait,
-		Writers:      cfg.Writers,
-		RetryMin:     cfg.DBRetryMin,
-		RetryMax:     cfg.DBRetryMax,
-		StallTimeout: cfg.StallTimeout,
+		BatchSize:     cfg.BatchSize,
+		BatchWait:     cfg.BatchWait,
+		Writers:       cfg.Writers,
+		RetryMin:      cfg.DBRetryMin,
+		RetryMax:      cfg.DBRetryMax,
+		DatabaseHosts: store.Hosts(cfg.DatabaseURL),
+		StallTimeout:  cfg.StallTimeout,
 	}, log.With("component", "pipeline"), pipeline.NewMetrics(reg))
 	w.sources = []pipeline.Source{w.broker}
 

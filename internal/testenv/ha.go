@@ -1,0 +1,86 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+// HAScript runs scripts/testenv.sh cmd (ha-up, ha-failover,
+// ha-kill-primary, ...: the highly available PostgreSQL of its own, a
+// pg_auto_failover pair) and returns its stdout. The script needs root.
+func HAScript(cmd string) (stdout string, err error) {
+	c := exec.Command("bash", filepath.Join(repoRoot, "scripts", "testenv.sh"), cmd)
+	var out, diag bytes.Buffer
+	c.Stdout, c.Stderr = &out, &diag
+	if err := c.Run(); err != nil {
+		return out.String(), &scriptError{cmd: cmd, err: err, stderr: diag.String()}
+	}
+	return out.String(), nil
+}
+
+type scriptError struct {
+	cmd    string
+	err    error
+	stderr string
+}
+
+func (e *scriptError) Error() string {
+	return "scripts/testenv.sh " + e.cmd + ": " + e.err.Error() + ":\n" + e.stderr
+}
+
+// HA provisions the highly available PostgreSQL (scripts/testenv.sh ha-up,
+// idempotent) and returns its URLs: readWrite lists both nodes with
+// target_session_attrs=read-write (the primary, wherever it is), standby
+// prefers a standby.
+func HA(t testing.TB) (readWrite, standby string) {
+	t.Helper()
+	needServices(t)
+	out, err := HAScript("ha-up")
+	require.NoError(t, err)
+	env := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^export (\w+)='([^']*)'$`).FindAllStringSubmatch(out, -1) {
+		env[m[1]] = m[2]
+	}
+	readWrite, standby = env["CMDTRACK_TEST_HA_DATABASE_URL"], env["CMDTRACK_TEST_HA_STANDBY_URL"]
+	require.NotEmpty(t, readWrite, "ha-up printed no CMDTRACK_TEST_HA_DATABASE_URL:\n%s", out)
+	require.NotEmpty(t, standby, "ha-up printed no CMDTRACK_TEST_HA_STANDBY_URL:\n%s", out)
+	return readWrite, standby
+}
+
+// SchemaAt is Schema on the database at base (say, HA's): a migrated schema
+// of its own, dropped when the test ends, and base with it as search_path.
+func SchemaAt(t testing.TB, base string) (st *store.Store, schema, url string) {
+	t.Helper()
+	ctx := context.Background()
+	schema = Name("t_")
+	admin, err := store.Open(ctx, base, store.Options{MaxConns: 1})
+	require.NoError(t, err)
+	defer admin.Close()
+	_, err = admin.Pool().Exec(ctx, "CREATE SCHEMA "+schema)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		admin, err := store.Open(context.Background(), base, store.Options{MaxConns: 1})
+		if err == nil {
+			_, _ = admin.Pool().Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+			admin.Close()
+		}
+	})
+	st, err = store.Open(ctx, base, store.Options{MaxConns: 8, Schema: schema})
+	require.NoError(t, err)
+	t.Cleanup(st.Close)
+	require.NoError(t, st.Migrate(ctx))
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	return st, schema, base + sep + "search_path=" + schema
+}
