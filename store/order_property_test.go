@@ -110,6 +110,64 @@ func TestRowIsAFunctionOfTheSet(t *testing.T) {
 		"order their notifications arrived in (by column: %v); the first:\n%s", seed, seed, differ, commands, columns, example)
 }
 
+// The cases of TestRowIsAFunctionOfTheSet one by one, in both orders, in
+// separate batches (the SQL merge) and in one (the fold, then the SQL): of
+// jsonb-equal facts the smallest text stays; of two results with one key,
+// the greater text wins.
+func TestEqualJSONKeepsOneSpelling(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	note := func(id string, tags, paras, result string) *notification.Notification {
+		n := &notification.Notification{CommandID: id, Status: notification.Successful, EventTime: at, Payload: []byte(`{}`)}
+		if tags != "" {
+			n.Tags = json.RawMessage(tags)
+		}
+		if paras != "" {
+			n.Creation = &notification.Creation{Paras: json.RawMessage(paras)}
+		}
+		if result != "" {
+			n.Result = json.RawMessage(result)
+		}
+		return n
+	}
+	for _, c := range []struct {
+		name       string
+		a, b       [3]string // tags, paras, result
+		column     string
+		want       string
+		oneKeyWant bool
+	}{
+		{"tags 1 and 1.0", [3]string{`[1.0]`}, [3]string{`[1]`}, "tags", `[1.0]`, false}, // "." is before "]"
+		{"tags 10E-1 and 1e0", [3]string{`[10E-1]`}, [3]string{`[1e0]`}, "tags", `[1.0]`, false},
+		{"paras", [3]string{"", `{"v":1}`}, [3]string{"", `{"v":1.0}`}, "paras", `{"v": 1.0}`, false},
+		{"paras, a key escaped", [3]string{"", `{"\u0076":1.00}`}, [3]string{"", `{"v":1.0}`}, "paras", `{"v": 1.00}`, false},
+		{"a result's duplicate keys", [3]string{"", "", `{"\u0061":1,"a":2}`}, [3]string{"", "", `{"a":2,"\u0061":1}`},
+			"result", `{"a": 2}`, true},
+		{"a result's equal duplicates", [3]string{"", "", `{"\u0061":1,"a":1.0}`}, [3]string{"", "", `{"a":1.0,"\u0061":1}`},
+			"result", `{"a": 1}`, true},
+	} {
+		for i, order := range []string{"ab", "ba", "ab together", "ba together"} {
+			id := fmt.Sprintf("%s %d", c.name, i)
+			a, b := note(id, c.a[0], c.a[1], c.a[2]), note(id, c.b[0], c.b[1], c.b[2])
+			require.Equal(t, c.oneKeyWant, string(a.Key()) == string(b.Key()), c.name)
+			if order[0] == 'b' {
+				a, b = b, a
+			}
+			if strings.HasSuffix(order, "together") {
+				apply(t, st, []ingest.Item{{Source: "test", Notification: a}, {Source: "test", Notification: b}})
+			} else {
+				apply(t, st, []ingest.Item{{Source: "test", Notification: a}})
+				apply(t, st, []ingest.Item{{Source: "test", Notification: b}})
+			}
+			var got string
+			require.NoError(t, st.Pool().QueryRow(context.Background(),
+				`SELECT `+c.column+`::text FROM device_commands WHERE command_id = $1`, id).Scan(&got))
+			require.Equal(t, c.want, got, "%s, %s", c.name, order)
+		}
+	}
+}
+
 // commandRows is every command's row as text, but for what records when
 // and from what it was written (updated_at, first_seen_at, and the row
 // before the last change, previous_status and previous_known).
