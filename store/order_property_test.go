@@ -270,7 +270,7 @@ func jsonVariants(rng *rand.Rand, id string) []notification.Notification {
 	at := func(sec int) time.Time { return base.Add(time.Duration(sec) * time.Second) }
 	tags := randomValue(rng, 2, true)
 	paras := randomValue(rng, 2, false)
-	result := randomValue(rng, 3, false)
+	result := randomValue(rng, 2, false)
 	maybe := func(v *spelled) json.RawMessage {
 		if rng.IntN(5) == 0 {
 			return nil
