@@ -29,7 +29,9 @@ const (
 	identity merge = iota
 	// fact keeps any known value: LEAST ignores NULLs, so a notification
 	// that omits the value never erases it, and if two notifications ever
-	// disagree the smallest (earliest) value stays.
+	// disagree the smallest (earliest) value stays. jsonb calls some
+	// different values equal (1 and 1.0), so equal jsonb values are ordered
+	// by their text (see least).
 	fact
 	// latest is a fact that keeps the greatest value (GREATEST ignores
 	// NULLs): the last time something was seen.
@@ -40,6 +42,14 @@ const (
 	// the notification with the greatest tuple of order columns, compared in
 	// the table's order.
 	order
+	// tiebreak is a winner's jsonb value whose text (bytes) is the last
+	// element of the winner's order, after the order columns. Two
+	// notifications with one key differ at most in how their JSON is
+	// written, and jsonb may read two such spellings differently (the key's
+	// canonical form sorts members by their keys as written; jsonb unescapes
+	// keys and keeps the last of duplicates): without it the first to
+	// arrive would stay.
+	tiebreak
 	// input is fed to the statement but not stored.
 	input
 	// plain is a column of a table that is only ever inserted, not merged.
@@ -77,7 +87,8 @@ func (r *noteRow) creation() *notification.Creation {
 }
 
 // commandColumns are device_commands' columns. The order columns, in this
-// order, are (status_rank, last_event_time, last_event_key).
+// order, are (status_rank, last_event_time, last_event_key), then result's
+// text.
 var commandColumns = []column[noteRow]{
 	textCol("command_id", identity, func(r *noteRow) string { return r.n.CommandID }),
 	textCol("device_id", fact, func(r *noteRow) string { return r.n.DeviceID }),
@@ -92,7 +103,7 @@ var commandColumns = []column[noteRow]{
 	timeCol("response_time", fact, func(r *noteRow) time.Time { return r.n.ResponseTime }),
 	textCol("status", winner, func(r *noteRow) string { return string(r.n.Status) }),
 	valueCol("status_rank", "int2", order, func(r *noteRow) int16 { return r.n.Rank() }),
-	jsonCol("result", winner, func(r *noteRow) []byte { return r.n.Result }),
+	jsonCol("result", tiebreak, func(r *noteRow) []byte { return r.n.Result }),
 	withExpr(valueCol("last_event_time", "timestamptz", order, func(r *noteRow) time.Time { return r.n.EventTime }),
 		firstReceipt("last_event_key", "last_event_time")),
 	valueCol("last_event_key", "bytea", order, func(r *noteRow) []byte { return r.key }),
@@ -275,8 +286,9 @@ func insertOnce[R any](table string, cols []column[R]) string {
 }
 
 // mergeUpsert is the merge rule as one INSERT ... ON CONFLICT DO UPDATE:
-//   - the notification with the greater tuple of order columns wins and sets
-//     the winner and order columns;
+//   - the notification with the greater tuple of order columns (then
+//     tiebreak columns' text) wins and sets the winner, order and tiebreak
+//     columns;
 //   - fact columns keep any known value, the smallest if two disagree.
 //
 // Both parts are commutative, associative and idempotent, so the row is the
@@ -287,7 +299,7 @@ func insertOnce[R any](table string, cols []column[R]) string {
 // extraSets are further assignments of the update (they may read d, the row
 // being replaced).
 func mergeUpsert[R any](table string, cols []column[R], extraSets ...string) string {
-	var names, selects, key, sets, olds, news, factOld, factLeast []string
+	var names, selects, key, sets, olds, news, oldTies, newTies, factOld, factLeast []string
 	for _, c := range cols {
 		if c.merge == input {
 			continue
@@ -298,10 +310,17 @@ func mergeUpsert[R any](table string, cols []column[R], extraSets ...string) str
 		case identity:
 			key = append(key, c.name)
 		case fact:
-			least := fmt.Sprintf("LEAST(d.%[1]s, EXCLUDED.%[1]s)", c.name)
+			least := least(c.name, c.typ)
 			sets = append(sets, c.name+" = "+least)
-			factOld = append(factOld, "d."+c.name)
-			factLeast = append(factLeast, least)
+			if c.typ == "jsonb" {
+				// Changed means another text: jsonb's = would call the
+				// smaller of two equal spellings no change.
+				factOld = append(factOld, byText("d."+c.name))
+				factLeast = append(factLeast, byText("("+least+")"))
+			} else {
+				factOld = append(factOld, "d."+c.name)
+				factLeast = append(factLeast, least)
+			}
 		case latest:
 			greatest := fmt.Sprintf("GREATEST(d.%[1]s, EXCLUDED.%[1]s)", c.name)
 			sets = append(sets, c.name+" = "+greatest)
@@ -310,11 +329,15 @@ func mergeUpsert[R any](table string, cols []column[R], extraSets ...string) str
 		case order:
 			olds = append(olds, "d."+c.name)
 			news = append(news, "EXCLUDED."+c.name)
+		case tiebreak:
+			oldTies = append(oldTies, byText("d."+c.name))
+			newTies = append(newTies, byText("EXCLUDED."+c.name))
 		}
 	}
+	olds, news = append(olds, oldTies...), append(news, newTies...)
 	wins := "(" + strings.Join(news, ", ") + ") > (" + strings.Join(olds, ", ") + ")"
 	for _, c := range cols {
-		if c.merge == winner || c.merge == order {
+		if c.merge == winner || c.merge == order || c.merge == tiebreak {
 			sets = append(sets, fmt.Sprintf("%[1]s = CASE WHEN %[2]s THEN EXCLUDED.%[1]s ELSE d.%[1]s END", c.name, wins))
 		}
 	}
@@ -332,6 +355,25 @@ WHERE %s
 		strings.Join(key, ", "), strings.Join(key, ", "), strings.Join(sets, ",\n\t"),
 		wins, strings.Join(factOld, ", "), strings.Join(factLeast, ", "))
 }
+
+// least is a fact's merge: the smaller of the row's value and the new one,
+// NULL only if both are. LEAST keeps the first of two equal values, the
+// row's; for jsonb, which calls different values equal (1, 1.0 and 10E-1;
+// {"v":1} and {"v":1.00}), that would keep whichever arrived first, so
+// equal jsonb values are ordered by their text, as bytes: the smallest is
+// one value whatever the order. (The row comparison is NULL, so false, when
+// EXCLUDED's is NULL.)
+func least(name, typ string) string {
+	if typ != "jsonb" {
+		return fmt.Sprintf("LEAST(d.%[1]s, EXCLUDED.%[1]s)", name)
+	}
+	return fmt.Sprintf("CASE WHEN d.%[1]s IS NULL OR (EXCLUDED.%[1]s, %[2]s) < (d.%[1]s, %[3]s) THEN EXCLUDED.%[1]s ELSE d.%[1]s END",
+		name, byText("EXCLUDED."+name), byText("d."+name))
+}
+
+// byText is a value's text ordered as bytes, whatever the database's
+// collation.
+func byText(v string) string { return v + `::text COLLATE "C"` }
 
 var (
 	insertEvents      = insertOnce("device_command_events", eventColumns)

@@ -16,12 +16,14 @@ import (
 // third of a 256-notification batch shares its command with another.
 //
 // It folds only what the SQL rule decides by values Go compares the same
-// way: facts that agree or are missing on one side (not two that disagree,
-// which LEAST decides by collation or jsonb order), the winner by status
-// rank, event time to the microsecond PostgreSQL keeps and key (bytes), no
-// loser with a result of its own (every value is still written, so still
-// checked by PostgreSQL), and no notification timed by its receipt (its time
-// is read in the statement).
+// way: facts that agree (the same bytes) or are missing on one side (not two
+// that disagree, which the SQL decides by collation or by jsonb order and
+// then jsonb's text), the winner by status rank, event time to the
+// microsecond PostgreSQL keeps and key (bytes), no loser with a result of
+// its own (every value is still written, so still checked by PostgreSQL;
+// and of two with the same key, the SQL decides by the result's jsonb
+// text), and no notification timed by its receipt (its time is read in the
+// statement).
 // Anything else stays a row of its own, for the next round. So the stored
 // row is the same as without folding, and the rule is still decided in SQL
 // whenever Go could decide it differently.
@@ -58,9 +60,13 @@ func foldPair(a, b *noteRow) (noteRow, bool) {
 	if x.TimeFromReceipt || y.TimeFromReceipt || !agree(x, y) {
 		return noteRow{}, false
 	}
-	if bytes.Equal(a.key, b.key) {
+	if bytes.Equal(a.key, b.key) && bytes.Equal(x.Result, y.Result) {
 		return *a, true // the same notification twice
 	}
+	// One key and two results: the same result written two ways, which
+	// jsonb may read as two values (duplicate keys, one escaped). The SQL
+	// orders them by their text, which Go does not know: the loser's result
+	// check below leaves them to it.
 	win, lose := a, b
 	if beats(b, a) {
 		win, lose = b, a
