@@ -66,7 +66,7 @@ func TestInFlightBound(t *testing.T) {
 		return resp.StatusCode
 	}
 	first := make(chan int, 1)
-	go func() { first <- post("Bearer "+testToken) }()
+	go func() { first <- post("Bearer " + testToken) }()
 	<-g.entered // the first push holds the only place
 	require.Equal(t, http.StatusServiceUnavailable, post("bearer "+testToken), "the second push must be refused while the first waits")
 	close(g.release)
@@ -261,18 +261,22 @@ func TestConnectionsCapped(t *testing.T) {
 	defer cancel()
 	go func() { _ = srv.Serve(ctx, time.Second) }()
 
-	statuses := make(chan int, 2)
+	type answer struct {
+		status int
+		err    error
+	}
+	answers := make(chan answer, 2)
 	push := func() {
 		client := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{DisableKeepAlives: true}}
 		req, _ := http.NewRequest(http.MethodPost, "http://"+srv.Addr()+"/", strings.NewReader(`{"resource":"device.property","event":"report"}`))
 		req.Header.Set("Authorization", "Bearer "+testToken)
 		resp, err := client.Do(req)
-		if !assert.NoError(t, err) {
-			statuses <- 0
+		if err != nil {
+			answers <- answer{err: err}
 			return
 		}
 		resp.Body.Close()
-		statuses <- resp.StatusCode
+		answers <- answer{status: resp.StatusCode}
 	}
 	go push()
 	<-g.entered // the first push holds the only place, waiting for its commit
@@ -283,8 +287,11 @@ func TestConnectionsCapped(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 	close(g.release)
-	require.Equal(t, http.StatusOK, <-statuses)
-	require.Equal(t, http.StatusOK, <-statuses, "served once the place is free")
+	for range 2 {
+		a := <-answers
+		require.NoError(t, a.err)
+		require.Equal(t, http.StatusOK, a.status, "served once the place is free")
+	}
 }
 
 // Requests that never finish their headers (no token read yet) cannot hold
