@@ -340,7 +340,7 @@ func TestHeaderTimeout(t *testing.T) {
 // keptAlive opens a connection to addr, sends one push on it with the given
 // Authorization header (none if empty), reads the answer and returns the
 // connection, left open as a keep-alive client leaves it, with the status.
-func keptAlive(t *testing.T, addr, auth string) (net.Conn, int) {
+func keptAlive(t testing.TB, addr, auth string) (net.Conn, int) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
@@ -363,7 +363,7 @@ func keptAlive(t *testing.T, addr, auth string) (net.Conn, int) {
 }
 
 // closedByServer waits, generously, for the server to close c.
-func closedByServer(t *testing.T, c net.Conn, msgAndArgs ...any) {
+func closedByServer(t testing.TB, c net.Conn, msgAndArgs ...any) {
 	t.Helper()
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(30*time.Second)))
 	_, err := io.Copy(io.Discard, c)
@@ -461,4 +461,45 @@ func oneClosedByServer(t *testing.T, cs []net.Conn, msgAndArgs ...any) {
 		}
 	}
 	require.NoError(t, err, msgAndArgs...) // each read ran into its deadline: none was closed
+}
+
+// BenchmarkPushAtTheCap times a genuine push on a new connection while the
+// default 512 connections are taken: by clients answered 401 and left idle
+// (issue 26's lockout: they are closed after their answer), or by idle
+// authenticated keep-alive clients (each push closes the one idle longest;
+// another is opened between iterations, outside the timer).
+func BenchmarkPushAtTheCap(b *testing.B) {
+	for _, auth := range []string{"", "Bearer " + testToken} {
+		name := map[string]string{"": "refused", "Bearer " + testToken: "idle"}[auth]
+		b.Run(name, func(b *testing.B) {
+			const maxConns = 512
+			g := gate{entered: make(chan struct{}, 1), release: make(chan struct{})}
+			close(g.release)
+			srv, err := httppush.Listen(httppush.Config{
+				Addr: "127.0.0.1:0", Token: testToken, Limits: ingest.Limits{MaxBodyBytes: 1024}, Wait: 10 * time.Second,
+				MaxInFlight: maxConns, MaxConns: maxConns,
+			}, g, slog.New(slog.DiscardHandler))
+			require.NoError(b, err)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() { _ = srv.Serve(ctx, time.Second) }()
+			fill := func() { _, _ = keptAlive(b, srv.Addr(), auth) }
+			for range maxConns {
+				fill()
+			}
+			client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+			b.ResetTimer()
+			for range b.N {
+				req, _ := http.NewRequest(http.MethodPost, "http://"+srv.Addr()+"/", strings.NewReader(`{"resource":"device.property","event":"report"}`))
+				req.Header.Set("Authorization", "Bearer "+testToken)
+				resp, err := client.Do(req)
+				require.NoError(b, err)
+				resp.Body.Close()
+				require.Equal(b, http.StatusOK, resp.StatusCode)
+				b.StopTimer()
+				fill()
+				b.StartTimer()
+			}
+		})
+	}
 }
