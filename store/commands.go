@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -76,12 +77,19 @@ func (s *Store) CommandsByID(ctx context.Context, ids []string) ([]CommandRef, e
 // counts as 30 days. ctx bounds the query.
 func (s *Store) StuckHorizon(ctx context.Context) (time.Duration, error) {
 	var seconds float64
-	err := s.pool.QueryRow(ctx, `SELECT extract(epoch FROM stuck_horizon)::float8 FROM cmdtrack_settings`).Scan(&seconds)
+	var text string
+	err := s.pool.QueryRow(ctx, `SELECT extract(epoch FROM stuck_horizon)::float8, stuck_horizon::text FROM cmdtrack_settings`).Scan(&seconds, &text)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, errors.New("cmdtrack_settings has no row; restore the defaults with INSERT INTO cmdtrack_settings DEFAULT VALUES")
 	}
 	if err != nil {
 		return 0, fmt.Errorf("read cmdtrack_settings.stuck_horizon: %w", err)
+	}
+	// Past a time.Duration's range the conversion wraps, and a horizon of
+	// centuries would select every open command.
+	if !(math.Abs(seconds) < math.MaxInt64/float64(time.Second)) {
+		return 0, fmt.Errorf("cmdtrack_settings.stuck_horizon (%s) is longer than the 292 years cmdtrack can count; "+
+			"set one of days, e.g. UPDATE cmdtrack_settings SET stuck_horizon = '30 days'", text)
 	}
 	return time.Duration(seconds * float64(time.Second)), nil
 }

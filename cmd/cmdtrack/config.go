@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/kelseyhightower/envconfig"
 
@@ -64,18 +65,18 @@ type Config struct {
 	HTTPTLSCert              string        `envconfig:"HTTP_TLS_CERT" desc:"certificate (PEM) to serve the push receiver over HTTPS"`
 	HTTPTLSKey               string        `envconfig:"HTTP_TLS_KEY" desc:"private key (PEM) for CMDTRACK_HTTP_TLS_CERT"`
 	HTTPClientCA             string        `envconfig:"HTTP_CLIENT_CA" desc:"require client certificates signed by this CA (PEM)"`
-	HTTPToken                string        `envconfig:"HTTP_TOKEN" desc:"require \"Authorization: Bearer <token>\" on pushes"`
-	HTTPWait                 time.Duration `envconfig:"HTTP_WAIT" default:"10s" desc:"longest a push waits for its commit before 503 (keep it under the platform's 15 s timeout)"`
+	HTTPToken                string        `envconfig:"HTTP_TOKEN" desc:"require \"Authorization: Bearer <token>\" on pushes (at least 16 characters)"`
+	HTTPWait                 time.Duration `envconfig:"HTTP_WAIT" default:"10s" desc:"longest a push waits for its commit before 503 (under the platform's 15 s timeout)"`
 	HTTPMaxInFlight          int           `envconfig:"HTTP_MAX_IN_FLIGHT" default:"256" desc:"most pushes handled at once; more are answered 503"`
 	HTTPMaxBytesInFlight     int64         `envconfig:"HTTP_MAX_BYTES_IN_FLIGHT" default:"33554432" desc:"most body bytes of pushes handled at once; more are answered 503"`
-	HTTPMaxConns             int           `envconfig:"HTTP_MAX_CONNS" default:"512" desc:"most connections open to the push receiver at once, counted before authentication; more wait in the kernel's backlog"`
+	HTTPMaxConns             int           `envconfig:"HTTP_MAX_CONNS" default:"512" desc:"most connections open to the push receiver at once, counted before authentication (at least CMDTRACK_HTTP_MAX_IN_FLIGHT); at the cap, a new one takes the place of a refused, idle or half-open one"`
 	HTTPHeaderTimeout        time.Duration `envconfig:"HTTP_HEADER_TIMEOUT" default:"5s" desc:"longest a push connection may take over its TLS handshake and request headers"`
 	HTTPAllowUnauthenticated bool          `envconfig:"HTTP_ALLOW_UNAUTHENTICATED" default:"false" desc:"serve pushes without a token or client certificates (anyone could forge notifications)"`
 
 	ConsoleAddr                 string `envconfig:"CONSOLE_ADDR" default:"127.0.0.1:9465" desc:"(console) address of the read-only web console"`
 	ConsoleUser                 string `envconfig:"CONSOLE_USER" desc:"(console) basic authentication user, with CMDTRACK_CONSOLE_PASSWORD"`
 	ConsolePassword             string `envconfig:"CONSOLE_PASSWORD" desc:"(console) basic authentication password"`
-	ConsoleToken                string `envconfig:"CONSOLE_TOKEN" desc:"(console) accept \"Authorization: Bearer <token>\""`
+	ConsoleToken                string `envconfig:"CONSOLE_TOKEN" desc:"(console) accept \"Authorization: Bearer <token>\" (at least 16 characters)"`
 	ConsoleTLSCert              string `envconfig:"CONSOLE_TLS_CERT" desc:"(console) certificate (PEM) to serve the console over HTTPS"`
 	ConsoleTLSKey               string `envconfig:"CONSOLE_TLS_KEY" desc:"(console) private key (PEM) for CMDTRACK_CONSOLE_TLS_CERT"`
 	ConsoleClientCA             string `envconfig:"CONSOLE_CLIENT_CA" desc:"(console) require client certificates signed by this CA (PEM)"`
@@ -102,6 +103,9 @@ type Config struct {
 }
 
 const envPrefix = "CMDTRACK"
+
+// platformPushTimeout is how long IoTDA's push client waits for an answer.
+const platformPushTimeout = 15 * time.Second
 
 // loadConfig reads and checks the environment for cmd. Its errors are one
 // line.
@@ -142,8 +146,20 @@ func (c *Config) validate(cmd string) error {
 		check((c.HTTPTLSCert == "") == (c.HTTPTLSKey == ""), "CMDTRACK_HTTP_TLS_CERT and CMDTRACK_HTTP_TLS_KEY go together")
 		check(c.HTTPClientCA == "" || c.HTTPTLSCert != "", "CMDTRACK_HTTP_CLIENT_CA needs CMDTRACK_HTTP_TLS_CERT")
 		check(c.HTTPWait > 0, "CMDTRACK_HTTP_WAIT must be positive")
+		// Past it, the platform sees a timeout instead of the 503, and in
+		// time stops pushing.
+		check(c.HTTPWait < platformPushTimeout,
+			"CMDTRACK_HTTP_WAIT (%v) is not under IoTDA's 15 s push timeout: the platform would give up before the answer; set it to 10s (the default) or less",
+			c.HTTPWait)
 		check(c.HTTPMaxInFlight >= 1, "CMDTRACK_HTTP_MAX_IN_FLIGHT must be at least 1")
 		check(c.HTTPMaxConns >= 1, "CMDTRACK_HTTP_MAX_CONNS must be at least 1")
+		// Each push in flight holds a connection: fewer connections than
+		// that leaves the in-flight bound unreachable, and connections at
+		// the cap all busy, none to give way to a new one.
+		check(c.HTTPMaxConns >= c.HTTPMaxInFlight,
+			"CMDTRACK_HTTP_MAX_CONNS (%d) is below CMDTRACK_HTTP_MAX_IN_FLIGHT (%d): set CMDTRACK_HTTP_MAX_CONNS to at least that, or lower CMDTRACK_HTTP_MAX_IN_FLIGHT",
+			c.HTTPMaxConns, c.HTTPMaxInFlight)
+		check(c.HTTPToken == "" || utf8.RuneCountInString(c.HTTPToken) >= httppush.MinTokenLength, "%v", httppush.ErrShortToken)
 		check(c.HTTPHeaderTimeout > 0, "CMDTRACK_HTTP_HEADER_TIMEOUT must be positive")
 		check(c.HTTPAddr == "" || c.HTTPToken != "" || c.HTTPClientCA != "" || c.HTTPAllowUnauthenticated,
 			"%v", httppush.ErrUnauthenticated)
@@ -154,6 +170,9 @@ func (c *Config) validate(cmd string) error {
 		check(c.AMQPBacklogRetention > 0, "CMDTRACK_AMQP_BACKLOG_RETENTION must be positive")
 	}
 	if cmd == "console" {
+		check(c.ConsoleToken == "" || utf8.RuneCountInString(c.ConsoleToken) >= httppush.MinTokenLength,
+			"CMDTRACK_CONSOLE_TOKEN is shorter than %d characters: it could be guessed; set a random one, e.g. from openssl rand -hex 32",
+			httppush.MinTokenLength)
 		if err := c.console().Check(); err != nil {
 			check(false, "%v", err)
 		}

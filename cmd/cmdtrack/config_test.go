@@ -38,6 +38,16 @@ func TestConfigErrorsAreOneClearLine(t *testing.T) {
 			"CMDTRACK_RETENTION_COMMANDS (48h0m0s) is shorter than CMDTRACK_ROLLUP_DAYS (3 days)"},
 		{"command retention shorter than more rollup days", map[string]string{"CMDTRACK_RETENTION_COMMANDS": "7d", "CMDTRACK_ROLLUP_DAYS": "8"},
 			"CMDTRACK_RETENTION_COMMANDS (168h0m0s) is shorter than CMDTRACK_ROLLUP_DAYS (8 days)"},
+		{"short push token", map[string]string{"CMDTRACK_HTTP_ADDR": "127.0.0.1:0", "CMDTRACK_HTTP_TOKEN": "hunter2"},
+			"CMDTRACK_HTTP_TOKEN is shorter than 16 characters"},
+		{"fewer connections than pushes in flight", map[string]string{"CMDTRACK_HTTP_MAX_CONNS": "100"},
+			"CMDTRACK_HTTP_MAX_CONNS (100) is below CMDTRACK_HTTP_MAX_IN_FLIGHT (256)"},
+		{"fewer connections than more pushes in flight", map[string]string{"CMDTRACK_HTTP_MAX_CONNS": "512", "CMDTRACK_HTTP_MAX_IN_FLIGHT": "1000"},
+			"CMDTRACK_HTTP_MAX_CONNS (512) is below CMDTRACK_HTTP_MAX_IN_FLIGHT (1000)"},
+		{"wait as long as the platform", map[string]string{"CMDTRACK_HTTP_WAIT": "15s"},
+			"CMDTRACK_HTTP_WAIT (15s) is not under IoTDA's 15 s push timeout"},
+		{"wait longer than the platform", map[string]string{"CMDTRACK_HTTP_WAIT": "1m"},
+			"CMDTRACK_HTTP_WAIT (1m0s) is not under IoTDA's 15 s push timeout"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for k, v := range base {
@@ -96,9 +106,14 @@ func TestUsageErrors(t *testing.T) {
 	require.True(t, strings.HasPrefix(out.String(), "cmdtrack "))
 }
 
-// mainStatus runs cmdtrack as main does and returns its exit status.
+// mainStatus runs cmdtrack as main does and returns its exit status. A
+// configuration that should have been refused but started a daemon is
+// stopped after a generous while (a refusal is immediate), so that the test
+// fails on its status rather than hanging.
 func mainStatus(args []string, stdout, stderr *bytes.Buffer) int {
-	return exitStatus(run(context.Background(), args, stdout, stderr), stderr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return exitStatus(run(ctx, args, stdout, stderr), stderr)
 }
 
 // "q1, q2" is what people type: queue names are trimmed, then checked.
@@ -171,4 +186,27 @@ func TestHTTPWaitFitsThePlatform(t *testing.T) {
 	const platformGivesUp = 15 * time.Second
 	// Reading the body and writing the answer take time too.
 	require.LessOrEqual(t, c.HTTPWait, platformGivesUp*2/3, "CMDTRACK_HTTP_WAIT's default")
+	// And a value set is refused unless under it (TestConfigErrorsAreOneClearLine
+	// has the message).
+	t.Setenv("CMDTRACK_HTTP_WAIT", platformGivesUp.String())
+	_, err = loadConfig("run")
+	require.ErrorContains(t, err, "CMDTRACK_HTTP_WAIT")
+	t.Setenv("CMDTRACK_HTTP_WAIT", (platformGivesUp - time.Second).String())
+	_, err = loadConfig("run")
+	require.NoError(t, err)
+}
+
+// A console token short enough to guess is refused like the push's, in one
+// line that does not repeat it.
+func TestShortConsoleTokenRefused(t *testing.T) {
+	t.Setenv("CMDTRACK_DATABASE_URL", "postgres://db/x")
+	t.Setenv("CMDTRACK_CONSOLE_TOKEN", "hunter2")
+	var out bytes.Buffer
+	require.Equal(t, 2, mainStatus([]string{"console"}, &out, &out))
+	require.Contains(t, out.String(), "CMDTRACK_CONSOLE_TOKEN is shorter than 16 characters")
+	require.Equal(t, 1, strings.Count(out.String(), "\n"), "one line: %q", out.String())
+	require.NotContains(t, out.String(), "hunter2")
+	t.Setenv("CMDTRACK_CONSOLE_TOKEN", strings.Repeat("k", 16))
+	_, err := loadConfig("console")
+	require.NoError(t, err)
 }

@@ -3,6 +3,7 @@ package main_test
 // The HTTP(S) push receiver, with a token and with client certificates.
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -11,6 +12,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -27,6 +29,10 @@ import (
 	"github.com/cmdtrack/cmdtrack/internal/testenv"
 )
 
+// pushToken is the receiver's token in these tests: long enough to be
+// accepted (16 characters at least).
+const pushToken = "s3cret-push-token-0123"
+
 // TestHTTPPush runs the HTTPS push receiver with a token: v5 and legacy
 // notifications are stored and answered 200 after the commit, malformed ones
 // dead-lettered and answered 400, oversized ones 413, and requests without
@@ -40,7 +46,7 @@ func TestHTTPPush(t *testing.T) {
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close())
 	w := testenv.StartWorker(t, f.env("CMDTRACK_HTTP_ADDR", addr, "CMDTRACK_HTTP_TLS_CERT", certFile,
-		"CMDTRACK_HTTP_TLS_KEY", keyFile, "CMDTRACK_HTTP_TOKEN", "s3cret", "CMDTRACK_MAX_BODY_BYTES", "4096"))
+		"CMDTRACK_HTTP_TLS_KEY", keyFile, "CMDTRACK_HTTP_TOKEN", pushToken, "CMDTRACK_MAX_BODY_BYTES", "4096"))
 	w.WaitReady(30 * time.Second)
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	post := func(body string, token string) (int, string) {
@@ -61,16 +67,16 @@ func TestHTTPPush(t *testing.T) {
 		require.NoError(t, err)
 		return string(b)
 	}
-	code, _ := post(seed("seed000.json"), "s3cret")
+	code, _ := post(seed("seed000.json"), pushToken)
 	require.Equal(t, 200, code)
-	code, _ = post(seed("seed001_legacy_cmd_status.json"), "s3cret")
+	code, _ = post(seed("seed001_legacy_cmd_status.json"), pushToken)
 	require.Equal(t, 200, code)
-	code, _ = post(`{"notifyType":"messageConfirm","header":{"requestId":"108a9c71462a48e09426e06e844d47ba","from":"/devices/92d3f8da-200a-4143-8d0d-591a7e11de6c","to":"app","status":"executed","timestamp":"20261122T101010Z"},"body":{}}`, "s3cret")
+	code, _ = post(`{"notifyType":"messageConfirm","header":{"requestId":"108a9c71462a48e09426e06e844d47ba","from":"/devices/92d3f8da-200a-4143-8d0d-591a7e11de6c","to":"app","status":"executed","timestamp":"20261122T101010Z"},"body":{}}`, pushToken)
 	require.Equal(t, 200, code)
-	code, body := post(`{"resource":"device.command.status","event":"update"`, "s3cret")
+	code, body := post(`{"resource":"device.command.status","event":"update"`, pushToken)
 	require.Equal(t, 400, code)
 	require.Contains(t, body, "invalid_json")
-	code, _ = post(`{"pad":"`+strings.Repeat("x", 5000)+`"}`, "s3cret")
+	code, _ = post(`{"pad":"`+strings.Repeat("x", 5000)+`"}`, pushToken)
 	require.Equal(t, 413, code)
 	code, _ = post(seed("seed000.json"), "")
 	require.Equal(t, 401, code)
@@ -92,7 +98,7 @@ func TestHTTPPush(t *testing.T) {
 	require.Equal(t, 1, f.count(t, `SELECT count(*) FROM dead_letters WHERE source = 'http'`))
 	w.Signal(syscall.SIGTERM)
 	require.Equal(t, 0, w.Wait(20*time.Second))
-	require.NotContains(t, w.Output(), "s3cret")
+	require.NotContains(t, w.Output(), pushToken)
 }
 
 func selfSignedCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
@@ -154,6 +160,74 @@ func TestHTTPPushClientCertificate(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, 1, f.count(t, `SELECT count(*) FROM device_commands WHERE command_id = 'id'`))
+	w.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, w.Wait(20*time.Second))
+}
+
+// TestHTTPSPushNotLockedOut is issue 26's lockout over HTTPS, through the
+// daemon: the connections to the receiver (CMDTRACK_HTTP_MAX_CONNS) filled
+// by clients without the token, each answered 401 and then idle on
+// keep-alive, and then by idle authenticated clients; each time a genuine
+// push still gets its answer.
+func TestHTTPSPushNotLockedOut(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	certFile, keyFile, pool := selfSignedCert(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	const maxConns = 4
+	w := testenv.StartWorker(t, f.env("CMDTRACK_HTTP_ADDR", addr, "CMDTRACK_HTTP_TLS_CERT", certFile,
+		"CMDTRACK_HTTP_TLS_KEY", keyFile, "CMDTRACK_HTTP_TOKEN", pushToken,
+		"CMDTRACK_HTTP_MAX_CONNS", fmt.Sprint(maxConns), "CMDTRACK_HTTP_MAX_IN_FLIGHT", fmt.Sprint(maxConns)))
+	w.WaitReady(30 * time.Second)
+	tlsConfig := &tls.Config{RootCAs: pool}
+	body, err := os.ReadFile(filepath.Join("..", "..", "notification", "testdata", "seed000.json"))
+	require.NoError(t, err)
+
+	// keptAlive pushes once on a connection of its own and leaves it open.
+	keptAlive := func(token string) (net.Conn, int) {
+		c, err := tls.Dial("tcp", addr, tlsConfig)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		req, err := http.NewRequest(http.MethodPost, "https://"+addr+"/", strings.NewReader(string(body)))
+		require.NoError(t, err)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		require.NoError(t, req.Write(c))
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(30*time.Second)))
+		resp, err := http.ReadResponse(bufio.NewReader(c), req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return c, resp.StatusCode
+	}
+	// A genuine push, on a connection of its own. 30 s is generous: it is
+	// answered in milliseconds once it has a connection; past it, it is
+	// starved (IoTDA gives up after 15 s).
+	genuine := func() int {
+		client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig, DisableKeepAlives: true}}
+		req, err := http.NewRequest(http.MethodPost, "https://"+addr+"/", strings.NewReader(string(body)))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+pushToken)
+		resp, err := client.Do(req)
+		require.NoError(t, err, "a genuine push got no answer while the connections were at the cap")
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	for range maxConns {
+		_, code := keptAlive("")
+		require.Equal(t, http.StatusUnauthorized, code)
+	}
+	require.Equal(t, http.StatusOK, genuine(), "connections of refused clients")
+	for range maxConns {
+		_, code := keptAlive(pushToken)
+		require.Equal(t, http.StatusOK, code)
+	}
+	require.Equal(t, http.StatusOK, genuine(), "idle authenticated connections")
 	w.Signal(syscall.SIGTERM)
 	require.Equal(t, 0, w.Wait(20*time.Second))
 }
