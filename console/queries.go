@@ -268,7 +268,9 @@ func scanSummaries(rows pgx.Rows) ([]CommandSummary, error) {
 	return out, err
 }
 
-func listCommands(ctx context.Context, db *pgxpool.Pool, f CommandFilter) (*CommandsPage, error) {
+// commandsQuery is the statement of one page of /commands: pageSize+1 rows,
+// so that the caller knows whether there is a next page.
+func commandsQuery(f CommandFilter) (string, []any) {
 	// Newest first by a command's day key, which indexes serve alone and
 	// with a device, a product or a status (migrations 006 and 008); the
 	// cursor is the last row's key and id (keyset: a page costs the same
@@ -305,6 +307,11 @@ func listCommands(ctx context.Context, db *pgxpool.Pool, f CommandFilter) (*Comm
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY " + key + " DESC, command_id DESC LIMIT " + strconv.Itoa(pageSize+1)
+	return q, args
+}
+
+func listCommands(ctx context.Context, db *pgxpool.Pool, f CommandFilter) (*CommandsPage, error) {
+	q, args := commandsQuery(f)
 	rows, err := db.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list commands: %w", err)
@@ -640,8 +647,10 @@ type DeadLettersPage struct {
 
 const previewBytes = 160
 
-func listDeadLetters(ctx context.Context, db *pgxpool.Pool, class string, before *time.Time, beforeID int64) (*DeadLettersPage, error) {
-	p := &DeadLettersPage{Class: class}
+// deadLettersQuery is the statement of one page of /dead-letters, newest
+// first: pageSize+1 rows, so that the caller knows whether there is a next
+// page.
+func deadLettersQuery(class string, before *time.Time, beforeID int64) (string, []any) {
 	var where []string
 	var args []any
 	arg := func(v any) string {
@@ -660,7 +669,13 @@ func listDeadLetters(ctx context.Context, db *pgxpool.Pool, class string, before
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	rows, err := db.Query(ctx, q+" ORDER BY received_at DESC, id DESC LIMIT "+strconv.Itoa(pageSize+1), args...)
+	return q + " ORDER BY received_at DESC, id DESC LIMIT " + strconv.Itoa(pageSize+1), args
+}
+
+func listDeadLetters(ctx context.Context, db *pgxpool.Pool, class string, before *time.Time, beforeID int64) (*DeadLettersPage, error) {
+	p := &DeadLettersPage{Class: class}
+	q, args := deadLettersQuery(class, before, beforeID)
+	rows, err := db.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list dead letters: %w", err)
 	}
