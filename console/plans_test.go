@@ -138,31 +138,46 @@ func literal(v any) string {
 		return "'" + v.UTC().Format(time.RFC3339Nano) + "'::timestamptz"
 	case int64:
 		return strconv.FormatInt(v, 10)
+	case []string:
+		lits := make([]string, len(v))
+		for i, e := range v {
+			lits[i] = literal(e)
+		}
+		return "ARRAY[" + strings.Join(lits, ", ") + "]::text[]"
 	}
 	panic(fmt.Sprintf("literal: %T", v))
 }
 
-// explain runs q under EXPLAIN ANALYZE, once planned for its arguments (a
-// custom plan) and once as a prepared statement's generic plan (which the
-// console's pool may settle on after a few runs), and returns both plans.
-func explain(t *testing.T, conn *pgx.Conn, q string, args []any) (custom, generic planNode) {
+// explain runs a list's statement under EXPLAIN ANALYZE, with the settings
+// the console runs it with, once planned for its arguments (a custom plan)
+// and once as a prepared statement's generic plan (which the console's
+// pool may settle on after a few runs), and returns both plans.
+func explain(t *testing.T, conn *pgx.Conn, st listStatement) (custom, generic planNode) {
 	t.Helper()
 	ctx := context.Background()
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	if st.inOrder {
+		_, err := tx.Exec(ctx, inOrderOnly)
+		require.NoError(t, err)
+	}
 	read := func(sql string, args ...any) planNode {
 		var out []struct {
 			Plan planNode `json:"Plan"`
 		}
 		var doc []byte
-		require.NoError(t, conn.QueryRow(ctx, sql, args...).Scan(&doc), "%s", sql)
+		require.NoError(t, tx.QueryRow(ctx, sql, args...).Scan(&doc), "%s", sql)
 		require.NoError(t, json.Unmarshal(doc, &out))
 		return out[0].Plan
 	}
-	custom = read("EXPLAIN (ANALYZE, FORMAT JSON) "+q, args...)
-	_, err := conn.Exec(ctx, "PREPARE list_plan AS "+q)
+	custom = read("EXPLAIN (ANALYZE, FORMAT JSON) "+st.sql, st.args...)
+	_, err = tx.Exec(ctx, "PREPARE list_plan AS "+st.sql)
 	require.NoError(t, err)
-	defer func() { _, _ = conn.Exec(ctx, "DEALLOCATE list_plan") }()
-	lits := make([]string, len(args))
-	for i, a := range args {
+	_, err = tx.Exec(ctx, "SET LOCAL plan_cache_mode = force_generic_plan")
+	require.NoError(t, err)
+	lits := make([]string, len(st.args))
+	for i, a := range st.args {
 		lits[i] = literal(a)
 	}
 	exec := "EXECUTE list_plan"
@@ -170,6 +185,8 @@ func explain(t *testing.T, conn *pgx.Conn, q string, args []any) (custom, generi
 		exec += "(" + strings.Join(lits, ", ") + ")"
 	}
 	generic = read("EXPLAIN (ANALYZE, FORMAT JSON) " + exec)
+	_, err = tx.Exec(ctx, "DEALLOCATE list_plan")
+	require.NoError(t, err)
 	return custom, generic
 }
 
@@ -199,13 +216,14 @@ func TestListPlansAreBoundedByThePage(t *testing.T) {
 	require.NoError(t, err)
 	defer conn.Release()
 
-	// A page reads at most a page per status (a device's or a product's
-	// commands are read status by status), plus the rows of the cursor's
-	// own time that a filter removes.
-	bound := float64(len(statuses)*(pageSize+1) + pageSize)
-	check := func(name, relation, q string, args []any) {
+	// A page reads its rows, plus the head of each status' range that a
+	// merge of them looks at and does not keep, and the rows of the
+	// cursor's own time before it: 54 at most here. Twice a page leaves
+	// room for ties, and is far below what a scan that filters reads.
+	bound := float64(2 * (pageSize + 1))
+	check := func(name, relation string, st listStatement) {
 		t.Helper()
-		custom, generic := explain(t, conn.Conn(), q, args)
+		custom, generic := explain(t, conn.Conn(), st)
 		for _, p := range []struct {
 			kind string
 			plan planNode
@@ -214,7 +232,7 @@ func TestListPlansAreBoundedByThePage(t *testing.T) {
 			plan, _ := json.Marshal(p.plan)
 			if len(bad) > 0 || read > bound {
 				t.Errorf("%s (%s plan): read %.0f rows of %s (at most %.0f), %v\nstatement: %s\nplan: %s",
-					name, p.kind, read, relation, bound, bad, q, plan)
+					name, p.kind, read, relation, bound, bad, st.sql, plan)
 			}
 		}
 	}
@@ -239,8 +257,7 @@ func TestListPlansAreBoundedByThePage(t *testing.T) {
 					f := CommandFilter{Device: device, Product: product, Status: status, Since: w.since, Until: w.until}
 					for page := 1; page <= 2; page++ {
 						name := fmt.Sprintf("/commands device=%q product=%q status=%q window=%q page %d", device, product, status, w.name, page)
-						q, args := commandsQuery(f)
-						check(name, "device_commands", q, args)
+						check(name, "device_commands", commandsQuery(f))
 						p, err := listCommands(ctx, db, f)
 						require.NoError(t, err, name)
 						got := []string{}
@@ -264,8 +281,7 @@ func TestListPlansAreBoundedByThePage(t *testing.T) {
 		var before *time.Time
 		var beforeID int64
 		for page := 1; page <= 2; page++ {
-			q, args := deadLettersQuery(class, before, beforeID)
-			check(fmt.Sprintf("/dead-letters class=%q page %d", class, page), "dead_letters", q, args)
+			check(fmt.Sprintf("/dead-letters class=%q page %d", class, page), "dead_letters", deadLettersQuery(class, before, beforeID))
 			p, err := listDeadLetters(ctx, db, class, before, beforeID)
 			require.NoError(t, err)
 			if p.Next == "" {
