@@ -346,6 +346,8 @@ func commandsQuery(f CommandFilter) listStatement {
 	}
 	if f.Before != nil {
 		b := arg(*f.Before)
+		// The first bound is the one the day index can use; the others
+		// take the row comparison whole.
 		where = append(where, key+" <= "+b, "("+key+", command_id) < ("+b+", "+arg(f.BeforeID)+")")
 	}
 	limit := " LIMIT " + strconv.Itoa(pageSize+1)
@@ -365,7 +367,7 @@ func commandsQuery(f CommandFilter) listStatement {
 		// sort of those): no other index can serve it, so no setting.
 		return listStatement{sql: page(where, summaryColumns), args: args}
 	}
-	if f.Status != "" || lead == "status" {
+	if f.Status != "" {
 		return listStatement{sql: page(where, summaryColumns), args: args, inOrder: true}
 	}
 	// statuses are every status a command can have: a notification with
