@@ -379,11 +379,48 @@ func scanSummaries(rows pgx.Rows) ([]CommandSummary, error) {
 	return out, err
 }
 
-func listCommands(ctx context.Context, db *pgxpool.Pool, f CommandFilter) (*CommandsPage, error) {
-	// Newest first by a command's day key, which indexes serve alone and
-	// with a device, a product or a status (migrations 006 and 008); the
-	// cursor is the last row's key and id (keyset: a page costs the same
-	// however deep it is).
+// listStatement is one page of a list: pageSize+1 rows, so that the caller
+// knows whether there is a next page.
+type listStatement struct {
+	sql  string
+	args []any
+	// inOrder: run it with inOrderOnly, so that the planner takes the index
+	// that gives the statement's order, the only plan without a sort.
+	inOrder bool
+}
+
+// inOrderOnly leaves a filtered list one plan that needs no sort: the scan of
+// the index whose leading columns are the filter's and which then holds the
+// list's order, stopping at the page. Without it the planner may prefer
+// another index that gives the order with a filter (the day index, or the
+// status index for a product and a status), estimating from the filter's
+// share of the table that a page comes after a few hundred rows, which is
+// wrong when the matching rows are old or the pair is rare: every row
+// newer than them is read. A sort over the filter's rows is no better.
+const inOrderOnly = `SELECT set_config('enable_sort', 'off', true), set_config('enable_incremental_sort', 'off', true)`
+
+// listColumns are summaryColumns, named so that merged pages are read by
+// name.
+const listColumns = `command_id, coalesce(device_id, '') AS device, coalesce(product_id, '') AS product, status,
+	created_time, first_seen_at, last_event_time, response_time, coalesce(created_time, first_seen_at) AS list_key`
+
+// commandsQuery is the statement of one page of /commands.
+//
+// The list is newest first by a command's day key, with command_id as the
+// tie-break; the cursor is the last row's key and id (keyset: a page costs
+// the same however deep it is). Each filter has an index that begins with
+// its columns and then holds that order: (device, status, day),
+// (product, status, day), (status, day) (migrations 008 and 012), and the
+// day index without a filter. The filter's first column is compared with
+// ANY and leads the ORDER BY: an equality would make it a constant to the
+// planner and every index holding the day order after it would do; this
+// way only the intended one gives the order without a sort (a device's
+// product, the one filter left out of its index, is checked on the
+// device's rows). A device or a product without a status is read as eight
+// pages, one per status, each the head of its index range, merged as
+// they come: about a page of rows, where one scan of the device's or the
+// product's commands would read all of them.
+func commandsQuery(f CommandFilter) listStatement {
 	const key = `coalesce(created_time, first_seen_at)`
 	var where []string
 	var args []any
@@ -391,14 +428,26 @@ func listCommands(ctx context.Context, db *pgxpool.Pool, f CommandFilter) (*Comm
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
-	if f.Device != "" {
-		where = append(where, "device_id = "+arg(f.Device))
-	}
-	if f.Product != "" {
-		where = append(where, "product_id = "+arg(f.Product))
+	var lead string
+	switch {
+	case f.Device != "":
+		lead = "device_id"
+		where = append(where, "device_id = ANY("+arg([]string{f.Device})+"::text[])")
+		if f.Product != "" {
+			where = append(where, "product_id = "+arg(f.Product))
+		}
+	case f.Product != "":
+		lead = "product_id"
+		where = append(where, "product_id = ANY("+arg([]string{f.Product})+"::text[])")
+	case f.Status != "":
+		lead = "status"
 	}
 	if f.Status != "" {
-		where = append(where, "status = "+arg(f.Status))
+		if lead == "status" {
+			where = append(where, "status = ANY("+arg([]string{f.Status})+"::text[])")
+		} else {
+			where = append(where, "status = "+arg(f.Status))
+		}
 	}
 	if f.Since != nil {
 		where = append(where, key+" >= "+arg(*f.Since))
@@ -408,19 +457,74 @@ func listCommands(ctx context.Context, db *pgxpool.Pool, f CommandFilter) (*Comm
 	}
 	if f.Before != nil {
 		b := arg(*f.Before)
-		// The first bound is the one an index can use.
+		// The first bound is the one the day index can use; the others
+		// take the row comparison whole.
 		where = append(where, key+" <= "+b, "("+key+", command_id) < ("+b+", "+arg(f.BeforeID)+")")
 	}
-	q := `SELECT ` + summaryColumns + ` FROM device_commands`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
+	limit := " LIMIT " + strconv.Itoa(pageSize+1)
+	order := key + " DESC, command_id DESC"
+	if lead != "" {
+		order = lead + " DESC, " + order
 	}
-	q += " ORDER BY " + key + " DESC, command_id DESC LIMIT " + strconv.Itoa(pageSize+1)
-	rows, err := db.Query(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list commands: %w", err)
+	page := func(where []string, columns string) string {
+		q := `SELECT ` + columns + ` FROM device_commands`
+		if len(where) > 0 {
+			q += " WHERE " + strings.Join(where, " AND ")
+		}
+		return q + " ORDER BY " + order + limit
 	}
-	list, err := scanSummaries(rows)
+	if lead == "" {
+		// The day index, in order but for ties of the key (an incremental
+		// sort of those): no other index can serve it, so no setting.
+		return listStatement{sql: page(where, summaryColumns), args: args}
+	}
+	if f.Status != "" {
+		return listStatement{sql: page(where, summaryColumns), args: args, inOrder: true}
+	}
+	// statuses are every status a command can have: a notification with
+	// another is a dead letter (notification.ClassUnknownStatus). They are
+	// written into the statement, not passed, so that even a generic plan
+	// knows each branch's status.
+	branches := make([]string, len(statuses))
+	for i, s := range statuses {
+		branches[i] = "(" + page(append(slices.Clip(where), "status = '"+s+"'"), listColumns+", "+lead+" AS lead") + ")"
+	}
+	return listStatement{
+		sql: `SELECT command_id, device, product, status, created_time, first_seen_at, last_event_time, response_time, list_key
+			FROM (` + strings.Join(branches, "\nUNION ALL ") + `) c ORDER BY lead DESC, list_key DESC, command_id DESC` + limit,
+		args:    args,
+		inOrder: true,
+	}
+}
+
+// queryList runs a list's statement and reads its rows with scan.
+func queryList[T any](ctx context.Context, db *pgxpool.Pool, st listStatement, scan func(pgx.Rows) (T, error)) (T, error) {
+	if !st.inOrder {
+		rows, err := db.Query(ctx, st.sql, st.args...)
+		if err != nil {
+			var zero T
+			return zero, err
+		}
+		return scan(rows)
+	}
+	var out T
+	// The settings are local to this transaction.
+	err := pgx.BeginTxFunc(ctx, db, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, inOrderOnly); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, st.sql, st.args...)
+		if err != nil {
+			return err
+		}
+		out, err = scan(rows)
+		return err
+	})
+	return out, err
+}
+
+func listCommands(ctx context.Context, db *pgxpool.Pool, f CommandFilter) (*CommandsPage, error) {
+	list, err := queryList(ctx, db, commandsQuery(f), scanSummaries)
 	if err != nil {
 		return nil, fmt.Errorf("list commands: %w", err)
 	}
@@ -759,16 +863,21 @@ type DeadLettersPage struct {
 
 const previewBytes = 160
 
-func listDeadLetters(ctx context.Context, db *pgxpool.Pool, class string, before *time.Time, beforeID int64) (*DeadLettersPage, error) {
-	p := &DeadLettersPage{Class: class}
+// deadLettersQuery is the statement of one page of /dead-letters, newest
+// first. A class has its index in that order (migration 012), the only plan
+// without a sort as commandsQuery's are; without one, the index by when
+// they came, with an incremental sort of the ties.
+func deadLettersQuery(class string, before *time.Time, beforeID int64) listStatement {
 	var where []string
 	var args []any
 	arg := func(v any) string {
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
+	order := "received_at DESC, id DESC"
 	if class != "" {
-		where = append(where, "reason_class = "+arg(class))
+		where = append(where, "reason_class = ANY("+arg([]string{class})+"::text[])")
+		order = "reason_class DESC, " + order
 	}
 	if before != nil {
 		b := arg(*before)
@@ -779,16 +888,20 @@ func listDeadLetters(ctx context.Context, db *pgxpool.Pool, class string, before
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	rows, err := db.Query(ctx, q+" ORDER BY received_at DESC, id DESC LIMIT "+strconv.Itoa(pageSize+1), args...)
-	if err != nil {
-		return nil, fmt.Errorf("list dead letters: %w", err)
-	}
-	p.DeadLetters, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (DeadLetter, error) {
-		var d DeadLetter
-		var body []byte
-		err := r.Scan(&d.ID, &d.ReceivedAt, &d.Source, &d.ReasonClass, &d.Reason, &d.BodyLength, &d.BodyStored, &body, &d.ReplayCount)
-		d.setBody(body, true)
-		return d, err
+	return listStatement{sql: q + " ORDER BY " + order + " LIMIT " + strconv.Itoa(pageSize+1), args: args, inOrder: class != ""}
+}
+
+func listDeadLetters(ctx context.Context, db *pgxpool.Pool, class string, before *time.Time, beforeID int64) (*DeadLettersPage, error) {
+	p := &DeadLettersPage{Class: class}
+	var err error
+	p.DeadLetters, err = queryList(ctx, db, deadLettersQuery(class, before, beforeID), func(rows pgx.Rows) ([]DeadLetter, error) {
+		return pgx.CollectRows(rows, func(r pgx.CollectableRow) (DeadLetter, error) {
+			var d DeadLetter
+			var body []byte
+			err := r.Scan(&d.ID, &d.ReceivedAt, &d.Source, &d.ReasonClass, &d.Reason, &d.BodyLength, &d.BodyStored, &body, &d.ReplayCount)
+			d.setBody(body, true)
+			return d, err
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list dead letters: %w", err)
@@ -798,7 +911,7 @@ func listDeadLetters(ctx context.Context, db *pgxpool.Pool, class string, before
 		last := p.DeadLetters[pageSize-1]
 		p.Next = deadLetterQuery(class, &last.ReceivedAt, last.ID)
 	}
-	rows, err = db.Query(ctx, `SELECT reason_class, count(*), max(received_at) FROM dead_letters
+	rows, err := db.Query(ctx, `SELECT reason_class, count(*), max(received_at) FROM dead_letters
 		WHERE received_at > now() - interval '7 days' GROUP BY 1 ORDER BY 2 DESC, 1`)
 	if err != nil {
 		return nil, fmt.Errorf("count dead letters: %w", err)

@@ -172,11 +172,13 @@ func run(ctx context.Context, w io.Writer, url string, n, ingestN, migrateN, run
 		add("query: "+q.name, fmt.Sprintf("%.2f ms (%s)", float64(d.Microseconds())/1000, shape))
 	}
 
-	// Migration 008's indexes, built on the full table.
-	if _, err := db.Exec(ctx, `DROP INDEX device_commands_open_idx, device_commands_product_day_idx, device_commands_status_day_idx`); err != nil {
+	// Migration 012's indexes, built on the full tables (those of 008 took
+	// 40 s at 10 M: bench/results/scale.txt of 2026-11-30).
+	if _, err := db.Exec(ctx, `DROP INDEX device_commands_device_status_day_idx, device_commands_product_status_day_idx,
+		dead_letters_class_received_idx`); err != nil {
 		return err
 	}
-	indexes, err := migrationIndexes("008_console_indexes.sql")
+	indexes, err := migrationIndexes("012_list_indexes.sql")
 	if err != nil {
 		return err
 	}
@@ -184,8 +186,8 @@ func run(ctx context.Context, w io.Writer, url string, n, ingestN, migrateN, run
 	if _, err := db.Exec(ctx, indexes); err != nil {
 		return err
 	}
-	add(fmt.Sprintf("migration 008's three indexes, built on %d commands (the table's writes wait meanwhile)", n), time.Since(start).Round(time.Millisecond).String())
-	if _, err := db.Exec(ctx, "ANALYZE device_commands"); err != nil {
+	add(fmt.Sprintf("migration 012's indexes (two on device_commands), built on %d commands (the table's writes wait meanwhile)", n), time.Since(start).Round(time.Millisecond).String())
+	if _, err := db.Exec(ctx, "ANALYZE device_commands, dead_letters"); err != nil {
 		return err
 	}
 
@@ -340,13 +342,39 @@ func seed(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
 		                CASE WHEN g % 200 = 0 THEN 1 WHEN g % 200 < 3 THEN 2 ELSE 3 END::int2 AS rank) s`, n, from); err != nil {
 		return fmt.Errorf("seed commands: %w", err)
 	}
-	// Dead letters: one per thousand commands, in three classes.
+	// The lists' awkward filters (console/plans_test.go has the same): a
+	// device with 5,000 commands, all in the first day, its three oldest
+	// failed; a rare device; a rare pair (the fleet's products 4 to 6 time
+	// out, product 7 three times, long ago).
+	if _, err := db.Exec(ctx, `
+		INSERT INTO device_commands (command_id, device_id, product_id, app_id, status, status_rank, created_time,
+			last_event_time, last_event_key, first_seen_at, updated_at)
+		SELECT id, device, product, 'app-1', status, 3, t, t, sha256(id::bytea), t, t
+		FROM (
+			SELECT 'old-' || g AS id, 'dev-old' AS device, 'prod-3' AS product,
+				CASE WHEN g <= 3 THEN 'FAILED' ELSE 'SUCCESSFUL' END AS status, $1::timestamptz + (g / 5000.0) * interval '1 day' AS t
+			FROM generate_series(1, 5000) g
+			UNION ALL
+			SELECT 'rare-' || g, 'dev-rare', 'prod-5', 'FAILED', $1::timestamptz + interval '10 days' + g * interval '1 min'
+			FROM generate_series(1, 3) g
+			UNION ALL
+			SELECT 'pair-' || g, 'dev-pair-' || g, 'prod-7', 'TIMEOUT', $1::timestamptz + interval '2 days' + g * interval '1 min'
+			FROM generate_series(1, 3) g
+		) s`, from); err != nil {
+		return fmt.Errorf("seed the lists' filters: %w", err)
+	}
+	// Dead letters: one per thousand commands, in three classes, and a rare
+	// class three times, long ago.
 	if _, err := db.Exec(ctx, `
 		INSERT INTO dead_letters (received_at, source, reason_class, reason, body, body_length, body_sha256, properties)
 		SELECT $2::timestamptz + (g::float8 / ($1 / 1000 + 1)) * interval '30 days', 'amqp:DefaultQueue',
 			(ARRAY['invalid_json', 'missing_field', 'unknown_status'])[g % 3 + 1], 'seeded for the console''s pages',
 			convert_to('{"not":"a notification ' || g || '"}', 'UTF8'), 40, sha256(g::text::bytea), '{"queue":"DefaultQueue"}'
-		FROM generate_series(1, $1 / 1000 + 1) g`, n, from); err != nil {
+		FROM generate_series(1, $1 / 1000 + 1) g
+		UNION ALL
+		SELECT $2::timestamptz + g * interval '1 hour', 'amqp:DefaultQueue', 'rare_class', 'seeded for the console''s pages',
+			'{}', 2, sha256(('rare-' || g)::bytea), '{"queue":"DefaultQueue"}'::jsonb
+		FROM generate_series(1, 3) g`, n, from); err != nil {
 		return fmt.Errorf("seed dead letters: %w", err)
 	}
 	// Presence, one row per device: online, but for most devices whose

@@ -86,31 +86,94 @@ func pages(ctx context.Context, dbURL, schema string, runs int, add func(string,
 	if err := db.QueryRow(ctx, `SELECT max(id) FROM dead_letters`).Scan(&deadID); err != nil {
 		return fmt.Errorf("pick a dead letter: %w", err)
 	}
-	var first struct {
-		Next string `json:"next"`
+	next := func(path string) (string, error) {
+		var page struct {
+			Next string `json:"next"`
+		}
+		if err := getJSON(srv.URL+path, &page); err != nil {
+			return "", err
+		}
+		if page.Next == "" {
+			return "", fmt.Errorf("%s: no next page", path)
+		}
+		return "/commands?" + page.Next, nil
 	}
-	if err := getJSON(srv.URL+"/commands", &first); err != nil {
+	first, err := next("/commands")
+	if err != nil {
 		return err
 	}
-	list := []struct{ name, path string }{
-		{"overview", "/"},
-		{"commands, newest first", "/commands"},
-		{"commands, the next page (keyset)", "/commands?" + first.Next},
-		{"commands of a device", "/commands?device=" + url.QueryEscape(device)},
-		{"commands of a product", "/commands?product=" + url.QueryEscape(product)},
-		{"commands that failed", "/commands?status=FAILED"},
-		{"commands canceled (none: a rare status)", "/commands?status=CANCELED"},
-		{"commands of a product and status in a day", "/commands?product=" + url.QueryEscape(product) + "&status=TIMEOUT&since=" +
-			time.Now().UTC().AddDate(0, 0, -3).Format(time.DateOnly) + "&until=" + time.Now().UTC().AddDate(0, 0, -2).Format(time.DateOnly)},
-		{"a command with its timeline", "/commands/" + url.PathEscape(command)},
-		{"a device", "/devices/" + url.PathEscape(device)},
-		{"stuck commands", "/stuck"},
-		{"dead letters", "/dead-letters"},
-		{"dead letters of a class", "/dead-letters?class=invalid_json"},
-		{"a dead letter", fmt.Sprintf("/dead-letters/%d", deadID)},
-		{"outcomes, 30 days, every product", "/outcomes"},
-		{"outcomes, 90 days, one product", "/outcomes?product=" + url.QueryEscape(product) + "&days=90"},
+	oldNext, err := next("/commands?device=dev-old")
+	if err != nil {
+		return err
 	}
+	type page struct {
+		name, path string
+		list       bool // a list: say how many rows its statements read
+	}
+	list := []page{
+		{"overview", "/", false},
+		{"commands, newest first", "/commands", true},
+		{"commands, the next page (keyset)", first, true},
+		{"commands of the device with old commands only, the next page (keyset)", oldNext, true},
+	}
+	// Every combination of the list's filters (console/plans_test.go checks
+	// their plans): a device of the fleet (ten commands over the 30 days),
+	// one with 5,000 commands in the first day only, a rare one (three
+	// commands); a product, and with no device a rare pair (product 7 timed
+	// out three times, long ago); a status; a day's window.
+	day := "&since=" + time.Now().UTC().AddDate(0, 0, -3).Format(time.DateOnly) + "&until=" + time.Now().UTC().AddDate(0, 0, -2).Format(time.DateOnly)
+	var devProduct string
+	if err := db.QueryRow(ctx, `SELECT product_id FROM device_commands WHERE device_id = $1 LIMIT 1`, device).Scan(&devProduct); err != nil {
+		return fmt.Errorf("pick a product: %w", err)
+	}
+	devices := []struct{ name, id, product string }{
+		{"", "", ""}, {"a device", device, devProduct}, {"a device with old commands only", "dev-old", "prod-3"},
+		{"a rare device", "dev-rare", "prod-5"},
+	}
+	for _, d := range devices {
+		products := []struct{ name, id string }{{"", ""}, {"its product", d.product}}
+		if d.id == "" {
+			products = []struct{ name, id string }{{"", ""}, {"a product", product}, {"product 7 (rare with TIMEOUT)", "prod-7"}}
+		}
+		for _, pr := range products {
+			for _, status := range []string{"", "FAILED", "TIMEOUT"} {
+				for _, window := range []string{"", day} {
+					var name []string
+					q := url.Values{}
+					if d.id != "" {
+						name = append(name, d.name)
+						q.Set("device", d.id)
+					}
+					if pr.id != "" {
+						name = append(name, pr.name)
+						q.Set("product", pr.id)
+					}
+					if status != "" {
+						name = append(name, status)
+						q.Set("status", status)
+					}
+					if window != "" {
+						name = append(name, "a day's window")
+					}
+					if len(name) == 0 {
+						continue // newest first, above
+					}
+					list = append(list, page{"commands: " + strings.Join(name, ", "), "/commands?" + q.Encode() + window, true})
+				}
+			}
+		}
+	}
+	list = append(list, []page{
+		{"a command with its timeline", "/commands/" + url.PathEscape(command), false},
+		{"a device", "/devices/" + url.PathEscape(device), false},
+		{"stuck commands", "/stuck", false},
+		{"dead letters", "/dead-letters", true},
+		{"dead letters of a class", "/dead-letters?class=invalid_json", true},
+		{"dead letters of a rare class (three, long ago)", "/dead-letters?class=rare_class", true},
+		{"a dead letter", fmt.Sprintf("/dead-letters/%d", deadID), false},
+		{"outcomes, 30 days, every product", "/outcomes", false},
+		{"outcomes, 90 days, one product", "/outcomes?product=" + url.QueryEscape(product) + "&days=90", false},
+	}...)
 	for _, p := range list {
 		get := func() error {
 			resp, err := http.Get(srv.URL + p.path)
@@ -136,11 +199,23 @@ func pages(ctx context.Context, dbURL, schema string, runs int, add func(string,
 			return err
 		}
 		var shapes []string
-		for _, s := range stmts {
-			shape, err := planShapeArgs(ctx, db, s.sql, s.args)
+		// A list's statement may run in a transaction with planner
+		// settings (console.inOrderOnly): explain it with them.
+		var settings string
+		for _, st := range stmts {
+			low := strings.ToLower(strings.TrimSpace(st.sql))
+			switch {
+			case strings.HasPrefix(low, "begin"), low == "commit", low == "rollback":
+				continue
+			case strings.Contains(low, "set_config("):
+				settings = st.sql
+				continue
+			}
+			shape, err := planShapeArgs(ctx, db, settings, st.sql, st.args, p.list)
 			if err != nil {
 				return fmt.Errorf("%s: explain: %w", p.path, err)
 			}
+			settings = ""
 			shapes = append(shapes, shape)
 		}
 		add("page: "+p.name+" (`"+strings.SplitN(p.path, "?", 2)[0]+"`)",
@@ -171,10 +246,22 @@ func getJSON(u string, into any) error {
 
 var partitionScan = regexp.MustCompile(`on device_command_events_\w+ device_command_events`)
 
-// planShapeArgs is planShape for a statement with arguments, with the
-// number of history partitions it reads.
-func planShapeArgs(ctx context.Context, db *pgxpool.Pool, sql string, args []any) (string, error) {
-	rows, err := db.Query(ctx, "EXPLAIN "+sql, args...)
+// planShapeArgs is planShape for a statement with arguments, run after
+// settings (if any) in one transaction, with the number of history
+// partitions it reads and, for a list, the rows its scans read (returned,
+// or removed by a filter: EXPLAIN ANALYZE).
+func planShapeArgs(ctx context.Context, db *pgxpool.Pool, settings, sql string, args []any, list bool) (string, error) {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if settings != "" {
+		if _, err := tx.Exec(ctx, settings); err != nil {
+			return "", err
+		}
+	}
+	rows, err := tx.Query(ctx, "EXPLAIN "+sql, args...)
 	if err != nil {
 		return "", err
 	}
@@ -186,5 +273,48 @@ func planShapeArgs(ctx context.Context, db *pgxpool.Pool, sql string, args []any
 	if parts := len(partitionScan.FindAllString(strings.Join(lines, "\n"), -1)); parts > 0 {
 		shape += fmt.Sprintf(" [%d history partitions]", parts)
 	}
+	if list {
+		var doc []byte
+		if err := tx.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+sql, args...).Scan(&doc); err != nil {
+			return "", err
+		}
+		var plans []struct {
+			Plan planNode `json:"Plan"`
+		}
+		if err := json.Unmarshal(doc, &plans); err != nil {
+			return "", err
+		}
+		shape += fmt.Sprintf(" [read %.0f rows]", plans[0].Plan.rowsRead())
+	}
 	return shape, nil
+}
+
+// planNode is a node of EXPLAIN (ANALYZE, FORMAT JSON).
+type planNode struct {
+	NodeType    string     `json:"Node Type"`
+	Relation    string     `json:"Relation Name"`
+	ActualRows  float64    `json:"Actual Rows"`
+	ActualLoops float64    `json:"Actual Loops"`
+	Removed     float64    `json:"Rows Removed by Filter"`
+	Recheck     float64    `json:"Rows Removed by Index Recheck"`
+	Plans       []planNode `json:"Plans"`
+}
+
+// rowsRead is the rows a plan's scans of tables read: those they returned
+// and those a filter removed; for a bitmap scan, every entry of its index
+// scans, read whatever the limit above.
+func (n planNode) rowsRead() float64 {
+	var read float64
+	switch {
+	case n.NodeType == "Bitmap Index Scan":
+		read = n.ActualRows * n.ActualLoops
+	case n.NodeType == "Bitmap Heap Scan":
+		read = n.Removed + n.Recheck
+	case n.Relation != "":
+		read = n.ActualRows*n.ActualLoops + n.Removed + n.Recheck
+	}
+	for _, c := range n.Plans {
+		read += c.rowsRead()
+	}
+	return read
 }
