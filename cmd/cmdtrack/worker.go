@@ -53,8 +53,8 @@ type worker struct {
 	push     *httppush.Server // nil: CMDTRACK_HTTP_ADDR is off
 	up       *upkeep.Upkeep
 	rec      *reconcile.Reconciler // nil: CMDTRACK_RECONCILE_INTERVAL is 0
-	exporter *outcome.Exporter
 	ops      *ops.Server           // nil: CMDTRACK_OPS_ADDR is off
+	exporter *outcome.Exporter
 	migrated atomic.Bool
 	group    *lifecycle.Group
 }
