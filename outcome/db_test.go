@@ -75,7 +75,7 @@ func TestOneExporterOfTheDatabase(t *testing.T) {
 	for range 2 { // ticks again change nothing
 		a.exporter.Tick(ctx)
 		b.exporter.Tick(ctx)
-		require.True(t, a.lease.Held() != b.lease.Held(), "one holds the lease")
+		require.NotEqual(t, a.lease.Held(), b.lease.Held(), "one holds the lease")
 	}
 	leader, other := a, b
 	if b.lease.Held() {

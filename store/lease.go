@@ -43,7 +43,7 @@ func (l *Lease) Keep(ctx context.Context) (bool, error) {
 		if err == nil {
 			return true, nil
 		}
-		l.closeLocked(false)
+		l.closeLocked(ctx, false)
 		return false, fmt.Errorf("lease %s: the session holding it is gone: %w", l.name, err)
 	}
 	conn, err := pgx.ConnectConfig(ctx, l.s.pool.Config().ConnConfig.Copy())
@@ -53,7 +53,7 @@ func (l *Lease) Keep(ctx context.Context) (bool, error) {
 	var ok bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+lockKey+`)`, l.name).Scan(&ok); err != nil || !ok {
 		l.conn = conn
-		l.closeLocked(false)
+		l.closeLocked(ctx, false)
 		if err != nil {
 			return false, fmt.Errorf("lease %s: %w", l.name, err)
 		}
@@ -72,15 +72,16 @@ func (l *Lease) Held() bool { return l.held.Load() }
 func (l *Lease) Release() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.closeLocked(true)
+	l.closeLocked(context.Background(), true)
 }
 
-func (l *Lease) closeLocked(unlock bool) {
+func (l *Lease) closeLocked(ctx context.Context, unlock bool) {
 	if l.conn == nil {
 		return
 	}
 	l.held.Store(false)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Closing must happen whether ctx has ended or not.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	// The server releases a closed session's locks only once its backend
 	// has exited; unlocking first frees the lock for the next taker now.
