@@ -170,6 +170,9 @@ type Folder interface {
 // Exporter keeps this replica's claim to the metrics lease, and while it
 // holds it, folds the outcome events into their totals so that the table
 // the merge appends to stays small, whether /metrics is scraped or not.
+// Without a lease (a replica that serves no /metrics must not take it from
+// one that does) it folds on every tick: folds running at once are still
+// exact, each adding what it deletes.
 type Exporter struct {
 	lease Lease
 	db    Folder
@@ -179,7 +182,8 @@ type Exporter struct {
 	lost bool
 }
 
-// NewExporter returns an Exporter; its Loop does the work.
+// NewExporter returns an Exporter; its Loop does the work. lease may be
+// nil: fold without one.
 func NewExporter(lease Lease, db Folder, log *slog.Logger) *Exporter {
 	return &Exporter{lease: lease, db: db, log: log}
 }
@@ -187,7 +191,9 @@ func NewExporter(lease Lease, db Folder, log *slog.Logger) *Exporter {
 // Loop runs Tick at once and every DBReadInterval until ctx ends, then
 // gives the lease up for another replica to take at once.
 func (e *Exporter) Loop(ctx context.Context) {
-	defer e.lease.Release()
+	if e.lease != nil {
+		defer e.lease.Release()
+	}
 	t := time.NewTicker(DBReadInterval)
 	defer t.Stop()
 	for {
@@ -202,6 +208,10 @@ func (e *Exporter) Loop(ctx context.Context) {
 
 // Tick takes or keeps the lease, and folds the events if it holds it.
 func (e *Exporter) Tick(ctx context.Context) {
+	if e.lease == nil {
+		e.fold(ctx)
+		return
+	}
 	held, err := e.lease.Keep(ctx)
 	switch {
 	case ctx.Err() != nil:
@@ -214,9 +224,12 @@ func (e *Exporter) Tick(ctx context.Context) {
 		return
 	}
 	e.lost = false
-	if !held {
-		return
+	if held {
+		e.fold(ctx)
 	}
+}
+
+func (e *Exporter) fold(ctx context.Context) {
 	if _, err := e.db.FoldOutcomes(ctx); err != nil && ctx.Err() == nil {
 		e.log.Warn("could not fold the outcome events into their totals; trying again soon", "err", err)
 	}

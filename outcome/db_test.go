@@ -125,3 +125,17 @@ func TestLeaseLostWithItsSession(t *testing.T) {
 	exports, _ := a.exports(t)
 	require.False(t, exports)
 }
+
+type folds struct{ n int }
+
+func (f *folds) FoldOutcomes(context.Context) (int64, error) { f.n++; return 0, nil }
+
+// A replica that serves no /metrics takes no lease, and folds on every tick.
+func TestExporterWithoutLeaseFolds(t *testing.T) {
+	t.Parallel()
+	var f folds
+	e := outcome.NewExporter(nil, &f, slog.New(slog.DiscardHandler))
+	e.Tick(context.Background())
+	e.Tick(context.Background())
+	require.Equal(t, 2, f.n)
+}
