@@ -54,8 +54,8 @@ func exportedMetrics(t *testing.T) map[string][]string {
 	pipeline.NewMetrics(reg)
 	reconcile.NewMetrics(reg)
 	upkeep.NewMetrics(reg)
-	outcome.NewMetrics(reg, true)
-	reg.MustRegister(outcome.NewDBCollector(nil, nil, time.Hour, nil))
+	outcome.NewMetrics(reg)
+	reg.MustRegister(outcome.NewDBCollector(nil, nil, time.Hour, true, nil))
 
 	nameRe := regexp.MustCompile(`fqName: "([^"]+)"`)
 	labelsRe := regexp.MustCompile(`variableLabels: \{([^}]*)\}`)

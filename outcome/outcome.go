@@ -2,10 +2,15 @@
 // commands themselves: how many finished, and how, how long each stage of
 // their lifecycle took, and, from the database, how many are stuck.
 //
-// The counters are fed by store.Options.OnChange, which only the
-// transaction that changed a row is told of, after its commit: a redelivered
-// or late notification that changes nothing counts nothing, a batch rolled
-// back counts nothing, and two replicas never count the same change.
+// The counts of finished commands are the database's (store.OutcomeTotals):
+// the merge writes them in the statement that changes the row, whoever runs
+// it (a worker, cmdtrack replay, cmdtrack reconcile), and one replica
+// exports them (DBCollector). The stage histograms are this process's, fed
+// by store.Options.OnChange, which only the transaction that changed a row
+// is told of, after its commit: a redelivered or late notification that
+// changes nothing observes nothing, a batch rolled back observes nothing,
+// and two replicas never observe the same change; the repairs of the
+// command-line tools observe none.
 package outcome
 
 import (
@@ -31,61 +36,35 @@ const (
 	StageCreatedFinal      = "created_final"
 )
 
-// Metrics are the outcome counters and histograms.
+// Metrics are the stage histograms.
 type Metrics struct {
-	finished     *prometheus.CounterVec
-	finalChanged *prometheus.CounterVec
-	stages       [4]prometheus.Observer
-	productLabel bool
+	stages [4]prometheus.Observer
 }
 
 // NewMetrics creates the series and registers them on reg (nil:
-// unregistered). Without productLabel, product_id is always empty, for
-// fleets with too many products for one series each.
-func NewMetrics(reg prometheus.Registerer, productLabel bool) *Metrics {
-	m := &Metrics{
-		productLabel: productLabel,
-		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "cmdtrack_commands_finished_total",
-			Help: "Commands whose stored status became final (SUCCESSFUL, FAILED, TIMEOUT, EXPIRED, CANCELED) for the first time, by product and that status.",
-		}, []string{"product_id", "status"}),
-		finalChanged: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "cmdtrack_commands_final_changed_total",
-			Help: "Final statuses replaced by a later final status (a TIMEOUT, then a late SUCCESSFUL), by the status before and after.",
-		}, []string{"from", "to"}),
-	}
+// unregistered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{}
 	stage := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "cmdtrack_command_stage_seconds",
-		Help:    "Time a command took for a stage of its life (created_sent, sent_delivered, delivered_response, created_final), observed once per command, when both ends are first known.",
+		Help:    "Time a command took for a stage of its life (created_sent, sent_delivered, delivered_response, created_final), observed once per command, when both ends are first known, by the worker that wrote it.",
 		Buckets: StageBuckets,
 	}, []string{"stage"})
 	for i, s := range []string{StageCreatedSent, StageSentDelivered, StageDeliveredResponse, StageCreatedFinal} {
 		m.stages[i] = stage.WithLabelValues(s)
 	}
 	if reg != nil {
-		reg.MustRegister(m.finished, m.finalChanged, stage)
+		reg.MustRegister(stage)
 	}
 	return m
 }
 
-// Record counts what one committed batch changed. It is a store.ChangeFunc.
+// Record observes what one committed batch changed. It is a store.ChangeFunc.
 func (m *Metrics) Record(changes []store.Change) {
 	for i := range changes {
 		c := &changes[i]
 		before, after := &c.Before, &c.After
 		wasFinal := c.Existed && before.Final()
-		if after.Final() {
-			switch {
-			case !wasFinal:
-				product := ""
-				if m.productLabel {
-					product = after.ProductID
-				}
-				m.finished.WithLabelValues(product, string(after.Status)).Inc()
-			case before.Status != after.Status:
-				m.finalChanged.WithLabelValues(string(before.Status), string(after.Status)).Inc()
-			}
-		}
 		m.stage(0, before.Created && before.Sent, after.Created, after.Sent)
 		m.stage(1, before.Sent && before.Delivered, after.Sent, after.Delivered)
 		m.stage(2, before.Delivered && before.Response, after.Delivered, after.Response)

@@ -23,15 +23,10 @@ var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func at(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
 
-func setup(t *testing.T, productLabel bool) (*outcome.Metrics, *prometheus.Registry) {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	return outcome.NewMetrics(reg, productLabel), reg
-}
-
-func TestRecordCountsFinishesAndStagesOnce(t *testing.T) {
+func TestRecordObservesStagesOnce(t *testing.T) {
 	t.Parallel()
-	m, reg := setup(t, true)
+	reg := prometheus.NewRegistry()
+	m := outcome.NewMetrics(reg)
 	sent := store.CommandState{Status: notification.Sent, ProductID: "p1", Created: at(0), Sent: at(2), LastEvent: at(2)}
 	delivered := sent
 	delivered.Status, delivered.Delivered, delivered.LastEvent = notification.Delivered, at(5), at(5)
@@ -44,18 +39,8 @@ func TestRecordCountsFinishesAndStagesOnce(t *testing.T) {
 	m.Record([]store.Change{{CommandID: "c1", Existed: true, Before: sent.Previous(), After: delivered}})
 	m.Record([]store.Change{{CommandID: "c1", Existed: true, Before: delivered.Previous(), After: timeout}}) // finished
 	m.Record([]store.Change{{CommandID: "c1", Existed: true, Before: timeout.Previous(), After: late}})      // final changed
-	// A new row straight at a final status, without the product.
+	// A new row straight at a final status, without a creation time.
 	m.Record([]store.Change{{CommandID: "c2", After: store.CommandState{Status: notification.Failed, LastEvent: at(9)}}})
-
-	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP cmdtrack_commands_finished_total Commands whose stored status became final (SUCCESSFUL, FAILED, TIMEOUT, EXPIRED, CANCELED) for the first time, by product and that status.
-# TYPE cmdtrack_commands_finished_total counter
-cmdtrack_commands_finished_total{product_id="",status="FAILED"} 1
-cmdtrack_commands_finished_total{product_id="p1",status="TIMEOUT"} 1
-# HELP cmdtrack_commands_final_changed_total Final statuses replaced by a later final status (a TIMEOUT, then a late SUCCESSFUL), by the status before and after.
-# TYPE cmdtrack_commands_final_changed_total counter
-cmdtrack_commands_final_changed_total{from="TIMEOUT",to="SUCCESSFUL"} 1
-`), "cmdtrack_commands_finished_total", "cmdtrack_commands_final_changed_total"))
 
 	count := func(stage string) (uint64, float64) {
 		mfs, err := reg.Gather()
@@ -78,23 +63,15 @@ cmdtrack_commands_final_changed_total{from="TIMEOUT",to="SUCCESSFUL"} 1
 	}
 }
 
-func TestProductLabelOff(t *testing.T) {
-	t.Parallel()
-	m, reg := setup(t, false)
-	m.Record([]store.Change{{After: store.CommandState{Status: notification.Expired, ProductID: "p1"}}})
-	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP cmdtrack_commands_finished_total Commands whose stored status became final (SUCCESSFUL, FAILED, TIMEOUT, EXPIRED, CANCELED) for the first time, by product and that status.
-# TYPE cmdtrack_commands_finished_total counter
-cmdtrack_commands_finished_total{product_id="",status="EXPIRED"} 1
-`), "cmdtrack_commands_finished_total"))
-}
-
 type fakeDB struct {
 	stuck  map[notification.Status]int64
 	newest time.Time
+	totals []store.OutcomeTotal
 	err    error
 	reads  int
 }
+
+func (f *fakeDB) OutcomeTotals(context.Context) ([]store.OutcomeTotal, error) { return f.totals, f.err }
 
 func (f *fakeDB) Stuck(context.Context, time.Time) (map[notification.Status]int64, error) {
 	f.reads++
@@ -106,7 +83,7 @@ func TestDBCollectorOnlyOnTheLeader(t *testing.T) {
 	t.Parallel()
 	var leader atomic.Bool
 	db := &fakeDB{stuck: map[notification.Status]int64{notification.Sent: 4}, newest: time.Now().Add(-time.Minute)}
-	c := outcome.NewDBCollector(db, leader.Load, time.Hour, slog.New(slog.DiscardHandler))
+	c := outcome.NewDBCollector(db, leader.Load, time.Hour, true, slog.New(slog.DiscardHandler))
 	now := time.Now()
 	outcome.SetDBClock(c, func() time.Time { return now })
 	reg := prometheus.NewRegistry()
@@ -118,7 +95,7 @@ func TestDBCollectorOnlyOnTheLeader(t *testing.T) {
 
 	leader.Store(true)
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP cmdtrack_commands_stuck Commands not final (PENDING, SENT, DELIVERED) whose last notification is older than CMDTRACK_RECONCILE_THRESHOLD, by status; exported by the replica holding upkeep's lock.
+# HELP cmdtrack_commands_stuck Commands not final (PENDING, SENT, DELIVERED) whose last notification is older than CMDTRACK_RECONCILE_THRESHOLD, by status; exported by the replica holding the metrics lease.
 # TYPE cmdtrack_commands_stuck gauge
 cmdtrack_commands_stuck{status="DELIVERED"} 0
 cmdtrack_commands_stuck{status="PENDING"} 0
@@ -141,7 +118,7 @@ func TestDBCollectorReadsAtMostOncePerInterval(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	db := &fakeDB{stuck: map[notification.Status]int64{notification.Sent: 4}, newest: now.Add(-time.Minute)}
-	c := outcome.NewDBCollector(db, func() bool { return true }, time.Hour, slog.New(slog.DiscardHandler))
+	c := outcome.NewDBCollector(db, func() bool { return true }, time.Hour, true, slog.New(slog.DiscardHandler))
 	outcome.SetDBClock(c, func() time.Time { return now })
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c)
@@ -164,4 +141,37 @@ func TestDBCollectorReadsAtMostOncePerInterval(t *testing.T) {
 	now = now.Add(time.Second)
 	require.Equal(t, "70", age())
 	require.Equal(t, 2, db.reads, "read again once the interval has passed")
+}
+
+// The counters are the database's totals, by product and status, or by
+// status alone without the product label.
+func TestDBCollectorCounters(t *testing.T) {
+	t.Parallel()
+	db := &fakeDB{stuck: map[notification.Status]int64{}, totals: []store.OutcomeTotal{
+		{Kind: store.KindFinished, ProductID: "p1", Status: "SUCCESSFUL", Commands: 3},
+		{Kind: store.KindFinished, ProductID: "p2", Status: "SUCCESSFUL", Commands: 2},
+		{Kind: store.KindFinished, ProductID: "", Status: "FAILED", Commands: 1},
+		{Kind: store.KindFinalChanged, ProductID: "p1", Status: "SUCCESSFUL", FromStatus: "TIMEOUT", Commands: 1},
+		{Kind: store.KindFinalChanged, ProductID: "p2", Status: "SUCCESSFUL", FromStatus: "TIMEOUT", Commands: 4},
+	}}
+	const help = `# HELP cmdtrack_commands_final_changed_total Final statuses replaced by a later final status (a TIMEOUT, then a late SUCCESSFUL), by the status before and after; read from the database by the replica holding the metrics lease.
+# TYPE cmdtrack_commands_final_changed_total counter
+cmdtrack_commands_final_changed_total{from="TIMEOUT",to="SUCCESSFUL"} 5
+# HELP cmdtrack_commands_finished_total Commands whose stored status became final (SUCCESSFUL, FAILED, TIMEOUT, EXPIRED, CANCELED) for the first time, by product and that status, whoever wrote it; read from the database by the replica holding the metrics lease.
+# TYPE cmdtrack_commands_finished_total counter
+`
+	for label, want := range map[bool]string{
+		true: `cmdtrack_commands_finished_total{product_id="",status="FAILED"} 1
+cmdtrack_commands_finished_total{product_id="p1",status="SUCCESSFUL"} 3
+cmdtrack_commands_finished_total{product_id="p2",status="SUCCESSFUL"} 2
+`,
+		false: `cmdtrack_commands_finished_total{product_id="",status="FAILED"} 1
+cmdtrack_commands_finished_total{product_id="",status="SUCCESSFUL"} 5
+`,
+	} {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(outcome.NewDBCollector(db, func() bool { return true }, time.Hour, label, slog.New(slog.DiscardHandler)))
+		require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(help+want),
+			"cmdtrack_commands_finished_total", "cmdtrack_commands_final_changed_total"), "product label %v", label)
+	}
 }

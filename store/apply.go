@@ -159,7 +159,7 @@ func queueTracked(b *pgx.Batch, items []ingest.Item, changed []bool, track bool)
 			tr.queue(b, rs)
 		} else {
 			for _, round := range rs {
-				b.Queue(upsertCommands, args(commandColumns, round)...)
+				b.Queue(upsertCounting, args(commandColumns, round)...)
 			}
 		}
 		b.Queue(insertEvents, args(eventColumns, notes)...)

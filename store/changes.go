@@ -74,8 +74,55 @@ var previousSets = []string{
 		" + (CASE WHEN d.delivered_time IS NULL THEN 0 ELSE 4 END) + (CASE WHEN d.response_time IS NULL THEN 0 ELSE 8 END)",
 }
 
-// upsertTracking is the merge, returning each row it inserted or changed.
-var upsertTracking = upsertCommands + "\nRETURNING " + stateColumns
+// The kinds of outcome_events' rows (migration 013), as issue 29's webhooks
+// name their events.
+const (
+	// KindFinished: commands that reached their first final status.
+	KindFinished = "command.finished"
+	// KindFinalChanged: final statuses replaced by another final status.
+	KindFinalChanged = "command.final_changed"
+)
+
+// recordOutcomes is the INSERT that follows the merge m in the same
+// statement: it writes to outcome_events what the rows m inserted or changed
+// say of their outcome, one row per kind, product and status. m returns only
+// the rows the merge changed, each with its status before (previous_status,
+// NULL for a row inserted), and the merge can only raise a row's rank, so a
+// command reaches its first final status in one statement only, whichever
+// writer, replica or redelivery runs it: each is written once. Unless its
+// row was deleted by retention as final (a tombstone) and recreated since:
+// that command finished already.
+var recordOutcomes = `INSERT INTO outcome_events (kind, product_id, status, from_status, command_ids)
+SELECT o.kind, o.product_id, o.status, o.from_status, array_agg(o.command_id ORDER BY o.command_id)
+FROM (
+	SELECT CASE WHEN p.was_final THEN '` + KindFinalChanged + `' ELSE '` + KindFinished + `' END AS kind,
+		coalesce(m.product_id, '') AS product_id, m.status,
+		CASE WHEN p.was_final THEN m.previous_status ELSE '' END AS from_status, m.command_id
+	FROM m, LATERAL (SELECT coalesce(m.previous_status IN (` + finalStatusList() + `), false) AS was_final) p
+	WHERE m.status_rank = 3 AND CASE WHEN p.was_final THEN m.previous_status <> m.status
+		ELSE NOT EXISTS (SELECT 1 FROM command_tombstones t WHERE t.command_id = m.command_id) END
+) o
+GROUP BY o.kind, o.product_id, o.status, o.from_status`
+
+// upsertCounting is the merge, recording outcomes.
+var upsertCounting = "WITH m AS (\n" + upsertCommands +
+	"\nRETURNING command_id, status, product_id, previous_status, status_rank)\n" + recordOutcomes
+
+// upsertTracking is the merge, recording outcomes and returning each row it
+// inserted or changed.
+var upsertTracking = "WITH m AS (\n" + upsertCommands + "\nRETURNING " + stateColumns + ", status_rank),\n" +
+	"e AS (" + recordOutcomes + ")\nSELECT " + stateColumns + " FROM m"
+
+// finalStatusList is the final statuses as an SQL list of literals.
+func finalStatusList() string {
+	var out []string
+	for _, s := range allStatuses() {
+		if notification.Status(s).Final() {
+			out = append(out, "'"+s+"'")
+		}
+	}
+	return strings.Join(out, ", ")
+}
 
 // tracker follows the commands of one batch through its rounds. Its slots
 // are the first round's rows: every command once, in command_id order. A

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -206,4 +207,156 @@ func utc(s store.CommandState) store.CommandState {
 		}
 	}
 	return s
+}
+
+// finishedIDs are the commands outcome_events says finished, with how many
+// times each.
+func finishedIDs(t *testing.T, st *store.Store) map[string]int {
+	t.Helper()
+	rows, err := st.Pool().Query(context.Background(),
+		`SELECT unnest(command_ids) FROM outcome_events WHERE kind = $1`, store.KindFinished)
+	require.NoError(t, err)
+	out := map[string]int{}
+	for rows.Next() {
+		var id string
+		require.NoError(t, rows.Scan(&id))
+		out[id]++
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+func totals(t *testing.T, st *store.Store) map[string]int64 {
+	t.Helper()
+	ts, err := st.OutcomeTotals(context.Background())
+	require.NoError(t, err)
+	out := map[string]int64{}
+	for _, o := range ts {
+		out[o.Kind+" "+o.ProductID+" "+o.FromStatus+">"+o.Status] += o.Commands
+	}
+	return out
+}
+
+// Writers with and without OnChange (a worker's, a command-line tool's),
+// applying overlapping batches at once, with duplicates and in any order:
+// the database records each command reaching a final status once, in the
+// statement that made it so, and the fold moves the records to the totals
+// without changing them.
+func TestOutcomesRecordedOnceAcrossWriters(t *testing.T) {
+	t.Parallel()
+	var log changeLog
+	tracked, plain := setupTracking(t, &log)
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const commands = 300
+	var items []ingest.Item
+	lifecycle := []notification.Status{notification.Pending, notification.Sent, notification.Delivered, notification.Timeout, notification.Successful}
+	for c := range commands {
+		id := fmt.Sprintf("cmd-%03d", c)
+		for s := range 2 + c%4 { // some stop before a final status, some change it
+			it := ingest.Item{Source: "test", Notification: &notification.Notification{
+				CommandID: id, Status: lifecycle[s], EventTime: t0.Add(time.Duration(s) * time.Minute), ProductID: "p" + fmt.Sprint(c%3),
+				Payload: []byte(`{}`)}}
+			items = append(items, it, it)
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for w, wst := range []*store.Store{tracked, plain, tracked, plain} {
+		mine := append([]ingest.Item(nil), items...)
+		rng := rand.New(rand.NewPCG(uint64(w), 11))
+		rng.Shuffle(len(mine), func(i, j int) { mine[i], mine[j] = mine[j], mine[i] })
+		g.Go(func() error {
+			for len(mine) > 0 {
+				n := min(len(mine), 1+rng.IntN(64))
+				var err error
+				if w == 2 {
+					_, err = wst.ApplyReportingChanges(gctx, mine[:n]) // reconcile's way
+				} else {
+					_, err = wst.Apply(gctx, mine[:n])
+				}
+				if err != nil {
+					return err
+				}
+				mine = mine[n:]
+			}
+			return nil
+		})
+	}
+	require.NoError(t, g.Wait())
+
+	var final, successful int
+	require.NoError(t, plain.Pool().QueryRow(ctx,
+		`SELECT count(*) FILTER (WHERE status_rank = 3), count(*) FILTER (WHERE status = 'SUCCESSFUL') FROM device_commands`).
+		Scan(&final, &successful))
+	ids := finishedIDs(t, plain)
+	require.Len(t, ids, final, "every final command recorded as finished")
+	for id, n := range ids {
+		require.Equal(t, 1, n, "%s recorded as finished %d times", id, n)
+	}
+	before := totals(t, plain)
+	var finished, changed int64
+	for k, n := range before {
+		if strings.HasPrefix(k, store.KindFinished) {
+			finished += n
+		} else {
+			require.Equal(t, store.KindFinalChanged, strings.Fields(k)[0])
+			require.True(t, strings.HasSuffix(k, "TIMEOUT>SUCCESSFUL"), k)
+			changed += n
+		}
+	}
+	require.Equal(t, int64(final), finished)
+	require.LessOrEqual(t, changed, int64(successful), "a TIMEOUT replaced by SUCCESSFUL at most once per command")
+
+	folded, err := plain.FoldOutcomes(ctx)
+	require.NoError(t, err)
+	require.Positive(t, folded)
+	require.Equal(t, before, totals(t, plain), "the fold changes no total")
+	require.Zero(t, count(t, plain, `SELECT count(*) FROM outcome_events`))
+	folded, err = plain.FoldOutcomes(ctx)
+	require.NoError(t, err)
+	require.Zero(t, folded)
+	require.Equal(t, before, totals(t, plain))
+}
+
+// Command retention deletes a final command; heard of again, it is not
+// recorded as finished again, for as long as its tombstone lasts (one more
+// retention period). A command deleted before it was final, heard of again
+// as final, finished for the first time.
+func TestOutcomesAfterRetention(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	now := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+	old := now.Add(-10 * 24 * time.Hour)
+	n := func(id string, s notification.Status, at time.Time) ingest.Item {
+		return ingest.Item{Source: "test", Notification: &notification.Notification{
+			CommandID: id, Status: s, EventTime: at, CreatedTime: at, ProductID: "p1", Payload: []byte(`{}`)}}
+	}
+	apply := func(items ...ingest.Item) {
+		t.Helper()
+		_, err := st.Apply(ctx, items)
+		require.NoError(t, err)
+	}
+	apply(n("final", notification.Successful, old), n("open", notification.Sent, old))
+	require.Equal(t, map[string]int{"final": 1}, finishedIDs(t, st))
+	_, err := st.FoldOutcomes(ctx)
+	require.NoError(t, err)
+
+	retention := store.Retention{Commands: 7 * 24 * time.Hour}
+	res, err := st.Prune(ctx, retention, now)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), res.Commands)
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM command_tombstones WHERE command_id = 'final' AND status = 'SUCCESSFUL'`))
+
+	apply(n("final", notification.Successful, old), n("open", notification.Delivered, old))
+	apply(n("final", notification.Failed, old.Add(time.Minute)), n("open", notification.Successful, old.Add(time.Minute)))
+	require.Equal(t, map[string]int{"open": 1}, finishedIDs(t, st), "final finished before; open now")
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM device_commands WHERE command_id = 'final'`), "the row is back")
+
+	// A tombstone lasts one more retention period, then goes.
+	_, err = st.Pool().Exec(ctx, `DELETE FROM device_commands`)
+	require.NoError(t, err)
+	_, err = st.Prune(ctx, retention, time.Now().Add(retention.Commands+time.Hour))
+	require.NoError(t, err)
+	require.Zero(t, count(t, st, `SELECT count(*) FROM command_tombstones`))
 }

@@ -42,11 +42,25 @@ func (s *Store) Prune(ctx context.Context, r Retention, now time.Time) (PruneRes
 	}
 	if r.Commands > 0 {
 		// The index on a command's day serves it; a command that still moves
-		// (last_event_time) is kept.
-		res.Commands, err = s.pruneBatches(ctx, "device_commands", `DELETE FROM device_commands WHERE command_id IN (
-			SELECT command_id FROM device_commands
+		// (last_event_time) is kept. A final one leaves a tombstone, so that
+		// heard of again it is not counted as finished again (migration 013);
+		// its row is locked, so its status is the one deleted.
+		res.Commands, err = s.pruneBatches(ctx, "device_commands", `WITH doomed AS (
+			SELECT command_id, status, status_rank FROM device_commands
 			WHERE coalesce(created_time, first_seen_at) < $1 AND last_event_time < $1
-			LIMIT `+pruneLimit+` FOR UPDATE SKIP LOCKED)`, now.Add(-r.Commands))
+			LIMIT `+pruneLimit+` FOR UPDATE SKIP LOCKED
+		), tombstones AS (
+			INSERT INTO command_tombstones (command_id, status)
+			SELECT command_id, status FROM doomed WHERE status_rank = 3 ORDER BY command_id
+			ON CONFLICT (command_id) DO UPDATE SET status = EXCLUDED.status, pruned_at = now()
+		)
+		DELETE FROM device_commands WHERE command_id IN (SELECT command_id FROM doomed)`, now.Add(-r.Commands))
+		if err != nil {
+			return res, err
+		}
+		// Tombstones are kept one more retention period.
+		_, err = s.pruneBatches(ctx, "command_tombstones", `DELETE FROM command_tombstones WHERE command_id IN (
+			SELECT command_id FROM command_tombstones WHERE pruned_at < $1 LIMIT `+pruneLimit+`)`, now.Add(-r.Commands))
 	}
 	return res, err
 }

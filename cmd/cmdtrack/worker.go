@@ -54,6 +54,7 @@ type worker struct {
 	up       *upkeep.Upkeep
 	rec      *reconcile.Reconciler // nil: CMDTRACK_RECONCILE_INTERVAL is 0
 	ops      *ops.Server           // nil: CMDTRACK_OPS_ADDR is off
+	exporter *outcome.Exporter
 	migrated atomic.Bool
 	group    *lifecycle.Group
 }
@@ -74,6 +75,9 @@ func (w *worker) components() []lifecycle.Component {
 		// Pings begin once READY=1 is sent, so systemd hears them in order.
 		{Name: "watchdog", Run: w.watchdog, Stop: stopServing},
 		{Name: "upkeep", Run: w.upkeep, Stop: stopIntake},
+		// It keeps the metrics lease until the end, so that the database's
+		// metrics stay visible as long as the ops server is.
+		{Name: "outcome exporter", Run: w.exportOutcomes, Stop: stopServing},
 		// It stops with intake, since what it writes is a kind of intake.
 		{Name: "reconciler", Run: w.reconcile, Stop: stopIntake},
 	}
@@ -108,7 +112,7 @@ func assemble(cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
-	st.OnChange(outcome.NewMetrics(reg, cfg.MetricsProductLabel).Record)
+	st.OnChange(outcome.NewMetrics(reg).Record)
 	w.broker, err = consumer.NewBroker(consumer.BrokerConfig{
 		URL:              cfg.AMQPURL,
 		Queues:           cfg.AMQPQueue,
@@ -161,7 +165,14 @@ func assemble(cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
 	}
 
 	w.up = newUpkeep(cfg, st, log.With("component", "upkeep"), upkeep.NewMetrics(reg))
-	reg.MustRegister(outcome.NewDBCollector(st, w.up.HoldsLock, cfg.ReconcileThreshold, log.With("component", "outcome")))
+	// Only a replica serving /metrics competes for the metrics lease.
+	if cfg.OpsAddr != "" {
+		lease := st.Lease(outcome.LeaseName)
+		w.exporter = outcome.NewExporter(lease, st, log.With("component", "outcome"))
+		reg.MustRegister(outcome.NewDBCollector(st, lease.Held, cfg.ReconcileThreshold, cfg.MetricsProductLabel, log.With("component", "outcome")))
+	} else {
+		w.exporter = outcome.NewExporter(nil, st, log.With("component", "outcome"))
+	}
 	if cfg.ReconcileInterval > 0 {
 		if w.rec, err = newReconciler(cfg, st, log.With("component", "reconcile"), reconcile.NewMetrics(reg)); err != nil {
 			return nil, usageError{fmt.Errorf("reconciler: %w", err)}
@@ -268,6 +279,13 @@ func (w *worker) upkeep(ctx context.Context) error {
 		return nil
 	}
 	w.up.Loop(ctx)
+	return nil
+}
+
+// exportOutcomes holds the metrics lease while it can (one replica exports
+// the database's metrics) and folds the outcome events meanwhile.
+func (w *worker) exportOutcomes(ctx context.Context) error {
+	w.exporter.Loop(ctx)
 	return nil
 }
 

@@ -9,7 +9,8 @@ import (
 
 // The worker's order, as its components declare it: what needs the schema
 // starts after migrations, the ops server and the push receiver answer
-// before them, and only the ops server and the watchdog outlive the drain.
+// before them, and only the ops server, the watchdog and the outcome
+// exporter (the database's metrics) outlive the drain.
 func TestWorkerComponentOrder(t *testing.T) {
 	t.Parallel()
 	var names []string
@@ -22,11 +23,11 @@ func TestWorkerComponentOrder(t *testing.T) {
 	}
 	migrations := slices.Index(names, "migrations")
 	require.Positive(t, migrations)
-	for _, n := range []string{"pipeline", "watchdog", "upkeep", "reconciler"} {
+	for _, n := range []string{"pipeline", "watchdog", "upkeep", "outcome exporter", "reconciler"} {
 		require.Greater(t, slices.Index(names, n), migrations, "%s needs the schema", n)
 	}
 	for _, n := range []string{"ops server", "HTTP push receiver"} {
 		require.Less(t, slices.Index(names, n), migrations, "%s answers at once", n)
 	}
-	require.ElementsMatch(t, []string{"ops server", "watchdog"}, serving)
+	require.ElementsMatch(t, []string{"ops server", "watchdog", "outcome exporter"}, serving)
 }

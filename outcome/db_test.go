@@ -1,0 +1,141 @@
+package outcome_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cmdtrack/cmdtrack/ingest"
+	"github.com/cmdtrack/cmdtrack/internal/testenv"
+	"github.com/cmdtrack/cmdtrack/notification"
+	"github.com/cmdtrack/cmdtrack/outcome"
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+// replica is what a worker has of the database's metrics: its lease, its
+// exporter and its collector.
+type replica struct {
+	lease    *store.Lease
+	exporter *outcome.Exporter
+	reg      *prometheus.Registry
+}
+
+func newReplica(t *testing.T, st *store.Store) *replica {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	r := &replica{lease: st.Lease(outcome.LeaseName), reg: prometheus.NewRegistry()}
+	t.Cleanup(r.lease.Release)
+	r.exporter = outcome.NewExporter(r.lease, st, log)
+	r.reg.MustRegister(outcome.NewDBCollector(st, r.lease.Held, time.Hour, true, log))
+	return r
+}
+
+// exports reports whether r exports each of the database's metrics (all or
+// none: anything else fails), and the finished commands it says.
+func (r *replica) exports(t *testing.T) (bool, float64) {
+	t.Helper()
+	var n int
+	var finished float64
+	mfs, err := r.reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		n++
+		if mf.GetName() == "cmdtrack_commands_finished_total" {
+			for _, m := range mf.GetMetric() {
+				finished += m.GetCounter().GetValue()
+			}
+		}
+	}
+	require.Contains(t, []int{0, 4}, n, "stuck, newest age, finished and final changed, or nothing")
+	return n == 4, finished
+}
+
+// Two replicas on one database: the database's gauges and counters are
+// exported by exactly one of them; when it goes, the other takes over, and
+// the counter goes on from where it was.
+func TestOneExporterOfTheDatabase(t *testing.T) {
+	t.Parallel()
+	st, _, _ := testenv.Schema(t)
+	ctx := context.Background()
+	final := func(id string, s notification.Status) {
+		t.Helper()
+		_, err := st.Apply(ctx, []ingest.Item{{Source: "test", Notification: &notification.Notification{
+			CommandID: id, Status: s, EventTime: time.Now(), Payload: []byte(`{}`)}}})
+		require.NoError(t, err)
+	}
+	final("c1", notification.Successful)
+	final("c2", notification.Timeout)
+	final("c2", notification.Successful) // a final changed
+
+	a, b := newReplica(t, st), newReplica(t, st)
+	for range 2 { // ticks again change nothing
+		a.exporter.Tick(ctx)
+		b.exporter.Tick(ctx)
+		require.NotEqual(t, a.lease.Held(), b.lease.Held(), "one holds the lease")
+	}
+	leader, other := a, b
+	if b.lease.Held() {
+		leader, other = b, a
+	}
+	exports, finished := leader.exports(t)
+	require.True(t, exports)
+	require.Equal(t, 2.0, finished)
+	exports, _ = other.exports(t)
+	require.False(t, exports, "the other exports nothing")
+	require.Zero(t, testenv.Count(t, st.Pool(), `SELECT count(*) FROM outcome_events`), "the leader folded the events")
+
+	final("c3", notification.Failed)
+	leader.lease.Release() // the leader stops (Exporter.Loop's end)
+	other.exporter.Tick(ctx)
+	leader.exporter.Tick(ctx)
+	require.True(t, other.lease.Held())
+	require.False(t, leader.lease.Held(), "taken by the other")
+	exports, finished = other.exports(t)
+	require.True(t, exports)
+	require.Equal(t, 3.0, finished, "counted on from where it was")
+	exports, _ = leader.exports(t)
+	require.False(t, exports)
+}
+
+// A leader whose session is gone (the database restarted, the connection
+// was cut) finds out at its next tick and stops exporting, and another
+// replica takes the lease.
+func TestLeaseLostWithItsSession(t *testing.T) {
+	t.Parallel()
+	st, _, _ := testenv.Schema(t)
+	ctx := context.Background()
+	a, b := newReplica(t, st), newReplica(t, st)
+	a.exporter.Tick(ctx)
+	require.True(t, a.lease.Held())
+	_, err := st.Pool().Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+		AND (classid::bigint << 32 | objid::bigint) = (hashtextextended($1 || ':' || current_schema(), 0))`,
+		outcome.LeaseName)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		b.exporter.Tick(ctx)
+		return b.lease.Held()
+	}, 10*time.Second, 20*time.Millisecond, "the other replica takes the lease once the session is gone")
+	a.exporter.Tick(ctx)
+	require.False(t, a.lease.Held())
+	exports, _ := a.exports(t)
+	require.False(t, exports)
+}
+
+type folds struct{ n int }
+
+func (f *folds) FoldOutcomes(context.Context) (int64, error) { f.n++; return 0, nil }
+
+// A replica that serves no /metrics takes no lease, and folds on every tick.
+func TestExporterWithoutLeaseFolds(t *testing.T) {
+	t.Parallel()
+	var f folds
+	e := outcome.NewExporter(nil, &f, slog.New(slog.DiscardHandler))
+	e.Tick(context.Background())
+	e.Tick(context.Background())
+	require.Equal(t, 2, f.n)
+}
