@@ -112,6 +112,11 @@ func TestRestartFailover(t *testing.T) {
 	w.Signal(syscall.SIGTERM)
 	require.Equal(t, 0, w.Wait(20*time.Second))
 	testenv.VerifyStream(t, st.Pool(), s, q)
+	for _, r := range w.Logs() {
+		if r["msg"] == "database writes recovered" {
+			t.Logf("the worker's writes failed for %s (%v writes)", time.Duration(r["failing_for"].(float64)).Round(100*time.Millisecond), r["failed_writes"])
+		}
+	}
 	t.Logf("%d messages streamed in %s; the test took %s", len(s.Messages), streamed.Round(time.Second), time.Since(started).Round(time.Second))
 }
 
