@@ -26,7 +26,12 @@
 #   ha-env              print its export lines only (CMDTRACK_TEST_HA_DATABASE_URL, multi-host, read-write;
 #                       CMDTRACK_TEST_HA_STANDBY_URL, prefer-standby)
 #   ha-failover         a planned failover (pg_autoctl perform failover); returns once the pair is whole again
-#   ha-kill-primary     kill -9 the primary's postmaster; returns once a primary accepts writes and the pair is whole
+#   ha-kill-primary     the primary node dies: kill -9 its pg_autoctl and PostgreSQL (its whole process group); waits
+#                       until the monitor has promoted the other node and it takes writes, then brings the dead node
+#                       back as the standby (ha-rejoin); returns once the pair is whole; prints on stdout one line,
+#                       `killed=HOST:PORT promoted=HOST:PORT writes_after=SECONDS whole_after=SECONDS`
+#   ha-rejoin           ha-up without its output: starts whatever of the pair is not running (a killed node rejoins as
+#                       the standby) and returns once the pair is whole
 #   ha-down             stop the monitor and both nodes (their data stays, for the next ha-up)
 #   ha-state            the monitor's view of the pair (on stderr)
 # Every command is idempotent and returns only once the service is really up (or really down).
@@ -610,6 +615,28 @@ readonly HA_MONITOR_PORT=54340
 readonly HA_NODE_PORTS=(54341 54342)
 readonly HA_NODES=(node1 node2)
 HA_PGBIN=''
+HA_KILL_REPORT=''
+
+# The monitor's failover timing for the test pair (the defaults in parentheses). By default a node whose keeper and
+# PostgreSQL die is failed over only after 20 s without a report from its keeper, and the standby is then promoted only
+# after the 30 s that the monitor gives the lost primary to demote itself: a 50 s outage, most of the failover test's
+# run time. On loopback, where a silent keeper is a dead one, shorter is safe:
+# - health checks (the monitor connecting to each node) every 1 s (5 s), 2 retries 0.5 s apart (2 s), each within 2 s
+#   (5 s): a dead node is known within about 2 s, and a slow connection on a busy machine still passes;
+# - node_considered_unhealthy_timeout 5 s (20 s): a node is failed over once its keeper has not reported for this
+#   long and its health check fails; the keepers report about every second, so 5 s of silence is no hiccup;
+# - primary_demote_timeout 5 s (30 s): how long the monitor waits for the lost primary to stop taking writes before
+#   promoting. In production that wait lets a primary cut off by a network partition demote itself (its keeper's
+#   network_partition_timeout, 20 s); here the primary is dead, and with synchronous replication a primary that the
+#   standby has left cannot commit anyway.
+readonly HA_MONITOR_SETTINGS=(
+	pgautofailover.health_check_period=1000
+	pgautofailover.health_check_retry_delay=500
+	pgautofailover.health_check_max_retries=2
+	pgautofailover.health_check_timeout=2000
+	pgautofailover.node_considered_unhealthy_timeout=5000
+	pgautofailover.primary_demote_timeout=5000
+)
 
 ha_ensure_installed() {
 	ensure_pg_installed
@@ -670,6 +697,25 @@ ha_monitor_answers() {
 	"$PSQL" -X -q -At -h 127.0.0.1 -p "$HA_MONITOR_PORT" -U autoctl_node -d pg_auto_failover -c 'SELECT 1' >/dev/null 2>&1
 }
 
+# Applies HA_MONITOR_SETTINGS to the monitor (ALTER SYSTEM and a reload: they take effect at once), if not yet.
+ha_monitor_tune() {
+	local setting name value current changed=0
+	for setting in "${HA_MONITOR_SETTINGS[@]}"; do
+		name=${setting%%=*} value=${setting#*=}
+		current=$("$PSQL" -X -q -At -h 127.0.0.1 -p "$HA_MONITOR_PORT" -U postgres -d pg_auto_failover \
+			-c "SELECT setting FROM pg_settings WHERE name = '$name'")
+		[[ -n "$current" ]] || die "the HA monitor has no setting $name (pg_auto_failover too old?)"
+		[[ "$current" == "$value" ]] && continue
+		log "HA monitor: $name = $value (was $current)"
+		"$PSQL" -X -q -h 127.0.0.1 -p "$HA_MONITOR_PORT" -U postgres -d pg_auto_failover \
+			-c "ALTER SYSTEM SET $name = '$value'" >&2
+		changed=1
+	done
+	if ((changed)); then
+		"$PSQL" -X -q -At -h 127.0.0.1 -p "$HA_MONITOR_PORT" -U postgres -d pg_auto_failover -c 'SELECT pg_reload_conf()' >/dev/null
+	fi
+}
+
 # The monitor's view: one line per node, "port reported_state assigned_state".
 ha_nodes() {
 	"$PSQL" -X -q -At -F ' ' -h 127.0.0.1 -p "$HA_MONITOR_PORT" -U autoctl_node -d pg_auto_failover \
@@ -725,6 +771,20 @@ ha_up() {
 		fi
 	fi
 	ha_await ha_monitor_answers "the HA monitor did not answer on 127.0.0.1:$HA_MONITOR_PORT"
+	ha_monitor_tune
+	ha_rejoin
+	local port
+	for port in "$HA_MONITOR_PORT" "${HA_NODE_PORTS[@]}"; do
+		if listens_beyond_loopback "$port"; then
+			die "port $port listens beyond loopback; see $HA_DIR"
+		fi
+	done
+	log "HA PostgreSQL ready: primary on 127.0.0.1:$(ha_primary_port) (nodes ${HA_NODE_PORTS[*]}, monitor $HA_MONITOR_PORT)"
+}
+
+# Starts (or creates) the pg_autoctl of each node that is not running, and waits until the pair is whole: a node
+# that died comes back as the standby, rewound or cloned from the new primary by its keeper.
+ha_rejoin() {
 	local i name port
 	for i in "${!HA_NODES[@]}"; do
 		name=${HA_NODES[$i]} port=${HA_NODE_PORTS[$i]}
@@ -742,12 +802,6 @@ ha_up() {
 		fi
 	done
 	ha_await ha_whole_nudged "the HA pair did not become primary and secondary"
-	for port in "$HA_MONITOR_PORT" "${HA_NODE_PORTS[@]}"; do
-		if listens_beyond_loopback "$port"; then
-			die "port $port listens beyond loopback; see $HA_DIR"
-		fi
-	done
-	log "HA PostgreSQL ready: primary on 127.0.0.1:$(ha_primary_port) (nodes ${HA_NODE_PORTS[*]}, monitor $HA_MONITOR_PORT)"
 }
 
 ha_registered() {
@@ -785,23 +839,60 @@ ha_failover() {
 	log "primary now on 127.0.0.1:$(ha_primary_port)"
 }
 
+# The primary node dies, as its host would: its keeper (pg_autoctl, whose service restarts a PostgreSQL that merely
+# crashed, so that the monitor never fails over) and its PostgreSQL are killed at once with SIGKILL. ha_spawn ran the
+# keeper under setsid, so its process group holds all of them, the postmaster's backends included, and nothing else.
 ha_kill_primary() {
 	ha_await ha_whole "the HA pair is not whole before the kill"
-	local port pid
+	local port name pid pgid other started promoted whole
 	port=$(ha_primary_port)
-	pid=$(head -n 1 "$HA_DIR/$(ha_node_of "$port")/postmaster.pid")
-	log "kill -9 the primary's postmaster (127.0.0.1:$port, pid $pid)"
-	kill -9 "$pid"
-	# Until the monitor or the keeper notices, the dead primary may still be the one it names.
-	while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-	ha_await ha_whole "the HA pair did not become whole again after the kill"
-	log "primary now on 127.0.0.1:$(ha_primary_port)"
+	name=$(ha_node_of "$port")
+	other=$(ha_other_port "$port")
+	pid=$(head -n 1 "$HA_DIR/$name/postmaster.pid")
+	pgid=$(ps -o pgid= -p "$pid" | tr -d ' ')
+	[[ "$pgid" =~ ^[0-9]+$ ]] && ((pgid > 1)) && [[ "$pgid" != "$(ps -o pgid= -p $$ | tr -d ' ')" ]] ||
+		die "no process group of its own for node $name's PostgreSQL (pid $pid)"
+	log "killing node $name, the primary (127.0.0.1:$port): kill -9 its pg_autoctl and PostgreSQL (process group $pgid)"
+	started=$EPOCHREALTIME
+	kill -9 -- "-$pgid"
+	# Until the backends are gone, the node still answers on connections made before.
+	while pgrep -g "$pgid" >/dev/null; do sleep 0.1; done
+	HA_PROMOTED_PORT=$other
+	ha_await ha_promoted "the monitor did not promote node $(ha_node_of "$other") (127.0.0.1:$other) after node $name died"
+	promoted=$(ha_since "$started")
+	log "node $(ha_node_of "$other") (127.0.0.1:$other) promoted and taking writes ${promoted}s after the kill; node $name rejoins"
+	ha_rejoin
+	whole=$(ha_since "$started")
+	log "the pair is whole again ${whole}s after the kill: primary on 127.0.0.1:$(ha_primary_port)"
+	# For main to print on stdout once the rest has gone to stderr. (Not through a file descriptor of its own: the
+	# keeper that ha_rejoin started would inherit it and hold the caller's pipe open.)
+	HA_KILL_REPORT="killed=127.0.0.1:$port promoted=127.0.0.1:$other writes_after=$promoted whole_after=$whole"
+}
+
+# Seconds since $1 (an EPOCHREALTIME), to a tenth.
+ha_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+
+# True once node HA_PROMOTED_PORT is the primary as the monitor sees it (wait_primary: promoted, its standby gone) and
+# commits a transaction that has a transaction id: neither in recovery nor read-only, and not waiting for a
+# synchronous standby (timeout(1): such a commit would wait forever).
+ha_promoted() {
+	ha_nodes | grep -Eq "^$HA_PROMOTED_PORT (wait_primary|primary) (wait_primary|primary)\$" || return 1
+	[[ "$(timeout 5 "$PSQL" -X -q -At -h 127.0.0.1 -p "$HA_PROMOTED_PORT" -U postgres -d "$PG_DB" -c "SELECT CASE
+		WHEN pg_is_in_recovery() OR current_setting('transaction_read_only')::bool THEN 'read-only'
+		ELSE pg_current_xact_id()::text END" 2>/dev/null)" =~ ^[0-9]+$ ]]
+}
+
+ha_other_port() {
+	local p
+	for p in "${HA_NODE_PORTS[@]}"; do
+		if [[ "$p" != "$1" ]]; then echo "$p"; fi
+	done
 }
 
 ha_node_of() {
 	local i
 	for i in "${!HA_NODES[@]}"; do
-		[[ "${HA_NODE_PORTS[$i]}" == "$1" ]] && echo "${HA_NODES[$i]}"
+		if [[ "${HA_NODE_PORTS[$i]}" == "$1" ]]; then echo "${HA_NODES[$i]}"; fi
 	done
 }
 
@@ -900,7 +991,11 @@ main() {
 		;;
 	ha-down) ha_down >&2 ;;
 	ha-failover) { ha_ensure_installed && ha_failover; } >&2 ;;
-	ha-kill-primary) { ha_ensure_installed && ha_kill_primary; } >&2 ;;
+	ha-kill-primary)
+		{ ha_ensure_installed && ha_kill_primary; } >&2
+		printf '%s\n' "$HA_KILL_REPORT"
+		;;
+	ha-rejoin) ha_up >&2 ;;
 	ha-state) { ha_ensure_installed && ha_state; } >&2 ;;
 	*)
 		log "unknown command: $cmd"

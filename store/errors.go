@@ -38,6 +38,10 @@ const (
 	// takes it: the schema's doing, never the message's; a retry routes it
 	// afresh.
 	PartitionError ErrorClass = "partition"
+
+	// ReadOnlyError: the server refuses writes in this session (25006,
+	// read_only_sql_transaction).
+	ReadOnlyError ErrorClass = "read_only"
 )
 
 // ClassifyError says what kind of database error err is ("" for nil).
@@ -58,6 +62,8 @@ func ClassifyError(err error) ErrorClass {
 			return SerializationError
 		case code == "40P01":
 			return DeadlockError
+		case code == "25006":
+			return ReadOnlyError
 		case code == "23514" && pgErr.ConstraintName == "":
 			// A CHECK constraint names itself; PostgreSQL's partition checks
 			// ("violates partition constraint", "no partition of relation
@@ -136,22 +142,29 @@ func (e *Error) Class() string { return string(e.class) }
 func (e *Error) Retry() bool { return e.class != DataError }
 
 // RetrySoon reports whether the database was away (its connection refused
-// or dropped, the server shutting down), as in a failover or a restart,
+// or dropped, the server shutting down, or the session on a server that no
+// longer takes writes: the old primary), as in a failover or a restart,
 // which end by themselves at an instant nobody announces: the pipeline
 // retries such writes often, to resume soon after. A database short of
 // resources is not among them: more attempts would not help it.
-func (e *Error) RetrySoon() bool { return e.class == ConnectionError || e.class == ShutdownError }
+func (e *Error) RetrySoon() bool {
+	switch e.class {
+	case ConnectionError, ShutdownError, ReadOnlyError:
+		return true
+	}
+	return false
+}
 
 // IsDataError reports whether err says that a value in what was written is at
 // fault, so that retrying the same write can never succeed.
 func IsDataError(err error) bool { return ClassifyError(err) == DataError }
 
-// Unavailable reports whether err says the database is away, shutting down
-// or short of resources (as opposed to refusing the request): worth waiting
-// for.
+// Unavailable reports whether err says the database is away, shutting down,
+// not taking writes or short of resources (as opposed to refusing the
+// request): worth waiting for.
 func Unavailable(err error) bool {
 	switch ClassifyError(err) {
-	case ConnectionError, ShutdownError, ResourcesError:
+	case ConnectionError, ShutdownError, ReadOnlyError, ResourcesError:
 		return true
 	}
 	return false

@@ -39,6 +39,9 @@ func TestErrorsTranslatedAtTheBoundary(t *testing.T) {
 		{&pgconn.PgError{Code: "42P01"}, store.SchemaError, true},
 		{&pgconn.PgError{Code: "28P01"}, store.AuthError, true},
 		{&pgconn.PgError{Code: "57P01"}, store.ShutdownError, true},
+		// A session on a server that no longer takes writes: the old
+		// primary of a failover, still reached (TestReadOnlySessionIsDropped).
+		{&pgconn.PgError{Code: "25006"}, store.ReadOnlyError, true},
 		{&net.OpError{Op: "dial", Err: errors.New("refused")}, store.ConnectionError, true},
 		// What pgx returns when the connection ends mid-query (a backend
 		// or its host gone, a failover): TestConnectionDroppedMidQuery.
@@ -118,6 +121,47 @@ func TestConnectionDroppedMidQuery(t *testing.T) {
 	var werr interface{ RetrySoon() bool }
 	require.ErrorAs(t, store.InterpretError(err), &werr)
 	require.True(t, werr.RetrySoon(), "the pipeline retries it soon")
+}
+
+// A pooled connection to a server that went read-only (the old primary of a
+// failover behind one DNS name, a session that stayed open to it) fails every
+// write with SQLSTATE 25006: that is retried soon, like a connection lost,
+// and the store drops the connection so that the retry gets a fresh one
+// rather than the same read-only session again. The session here is made
+// read-only by hand, on the pool's only connection.
+func TestReadOnlySessionIsDropped(t *testing.T) {
+	t.Parallel()
+	_, _, url := testenv.Schema(t)
+	st, err := store.Open(t.Context(), url, store.Options{MaxConns: 1})
+	require.NoError(t, err)
+	defer st.Close()
+	item := func(id string) []ingest.Item {
+		return []ingest.Item{{Source: "test", Notification: &notification.Notification{
+			CommandID: id, Status: notification.Sent, EventTime: time.Now(), Payload: []byte(`{}`)}}}
+	}
+	var before int
+	require.NoError(t, st.Pool().QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&before))
+	_, err = st.Pool().Exec(t.Context(), `SET default_transaction_read_only = on`)
+	require.NoError(t, err)
+
+	_, err = st.Apply(t.Context(), item("ro1"))
+	require.Error(t, err)
+	require.Equal(t, store.ReadOnlyError, store.ClassifyError(err), "%v", err)
+	var werr interface {
+		Retry() bool
+		RetrySoon() bool
+	}
+	require.ErrorAs(t, err, &werr)
+	require.True(t, werr.Retry(), "%v", err)
+	require.True(t, werr.RetrySoon(), "the pipeline retries it soon: %v", err)
+	require.True(t, store.Unavailable(err), "%v", err)
+
+	_, err = st.Apply(t.Context(), item("ro1"))
+	require.NoError(t, err, "the retry got the same read-only session again")
+	var after int
+	require.NoError(t, st.Pool().QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&after))
+	require.NotEqual(t, before, after, "the read-only session was handed out again")
+	require.Equal(t, 1, testenv.Count(t, st.Pool(), `SELECT count(*) FROM device_commands WHERE command_id = 'ro1'`))
 }
 
 // The outage's log lines name the hosts a URL lists, in its order, and

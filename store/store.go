@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/tern/v2/migrate"
 
@@ -51,6 +52,21 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	if opts.ReadOnly {
 		cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+	} else {
+		// A session that is refused a write (25006) is on a server that no
+		// longer takes them: the old primary of a failover, its connection
+		// kept (one DNS name that moved, the server demoted without a
+		// restart). pgx closes the connection when this returns false, so
+		// the pool dials afresh, and the URL's target_session_attrs or the
+		// moved name finds the primary, instead of handing the same
+		// session out to fail every retry.
+		onPgError := cfg.ConnConfig.OnPgError // closes on FATAL
+		cfg.ConnConfig.OnPgError = func(c *pgconn.PgConn, err *pgconn.PgError) bool {
+			if err.Code == "25006" {
+				return false
+			}
+			return onPgError == nil || onPgError(c, err)
+		}
 	}
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "cmdtrack"

@@ -29,12 +29,16 @@ import (
 // TestRestartFailover streams ~300 notifications a second to a worker whose
 // CMDTRACK_DATABASE_URL lists both nodes with
 // target_session_attrs=read-write, performs a planned failover and then
-// kills the new primary's postmaster (its keeper restarts it) mid-stream:
-// every notification is stored exactly, nothing is dead-lettered, every
-// failed write was classified (none "other"), and the worker is ready again.
+// kills the new primary node mid-stream (its keeper and its PostgreSQL, so
+// that the monitor must promote the other; the dead node then rejoins as the
+// standby): each moves the primary to the other node, every notification is
+// stored exactly, nothing is dead-lettered, every failed write was
+// classified (none "other"), and the worker is ready again.
 func TestRestartFailover(t *testing.T) {
 	started := time.Now()
 	haURL, _ := testenv.HA(t)
+	first, err := testenv.HAPrimary(t.Context(), haURL)
+	require.NoError(t, err)
 	_, schema, dbURL := testenv.SchemaAt(t, haURL)
 	q := testenv.Queue(t)
 	pub := testenv.NewPublisher(t, q)
@@ -48,9 +52,11 @@ func TestRestartFailover(t *testing.T) {
 	// The failover and the kill happen while the stream flows; this
 	// goroutine may not fail the test itself, so it reports.
 	type step struct {
-		name string
-		took time.Duration
-		err  error
+		name    string
+		took    time.Duration
+		out     string
+		primary string // after the step, asked of the nodes
+		err     error
 	}
 	steps := make(chan step, 2)
 	go func() {
@@ -58,9 +64,13 @@ func TestRestartFailover(t *testing.T) {
 		time.Sleep(5 * time.Second) // the stream is flowing and being stored
 		for _, cmd := range []string{"ha-failover", "ha-kill-primary"} {
 			start := time.Now()
-			_, err := testenv.HAScript(cmd)
-			steps <- step{cmd, time.Since(start), err}
-			if err != nil {
+			out, err := testenv.HAScript(cmd)
+			s := step{name: cmd, took: time.Since(start), out: strings.TrimSpace(out), err: err}
+			if err == nil {
+				s.primary, s.err = testenv.HAPrimary(context.Background(), haURL)
+			}
+			steps <- s
+			if s.err != nil {
 				return
 			}
 			time.Sleep(5 * time.Second) // a stretch of quiet between the two
@@ -76,9 +86,17 @@ func TestRestartFailover(t *testing.T) {
 		pub.SendAll(t, bodies(s.Messages[i:min(i+chunk, len(s.Messages))]))
 	}
 	streamed := time.Since(started)
+	primary := first
 	for st := range steps {
-		require.NoError(t, st.err)
-		t.Logf("%s took %s", st.name, st.took.Round(100*time.Millisecond))
+		require.NoError(t, st.err, st.name)
+		t.Logf("%s took %s: primary %s, then %s %s", st.name, st.took.Round(100*time.Millisecond), primary, st.primary, st.out)
+		require.NotEqual(t, primary, st.primary, "%s left the primary where it was", st.name)
+		if st.name == "ha-kill-primary" {
+			// The script's own account agrees: the node it killed was the
+			// primary, and the monitor promoted the other.
+			require.Contains(t, st.out, "killed="+primary+" promoted="+st.primary+" ")
+		}
+		primary = st.primary
 	}
 
 	// The verifying pool is opened after the chaos, so that it has no
@@ -94,6 +112,11 @@ func TestRestartFailover(t *testing.T) {
 	w.Signal(syscall.SIGTERM)
 	require.Equal(t, 0, w.Wait(20*time.Second))
 	testenv.VerifyStream(t, st.Pool(), s, q)
+	for _, r := range w.Logs() {
+		if r["msg"] == "database writes recovered" {
+			t.Logf("the worker's writes failed for %s (%v writes)", time.Duration(r["failing_for"].(float64)).Round(100*time.Millisecond), r["failed_writes"])
+		}
+	}
 	t.Logf("%d messages streamed in %s; the test took %s", len(s.Messages), streamed.Round(time.Second), time.Since(started).Round(time.Second))
 }
 
