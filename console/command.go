@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -252,4 +253,39 @@ func loadCommand(ctx context.Context, db *pgxpool.Pool, id string, all bool, aft
 		p.Timeline = []Event{}
 	}
 	return p, nil
+}
+
+var commandPage = endpoint[*CommandPage]{template: "command", title: "Command", nav: "commands", thing: "command",
+	subject: func(p *CommandPage) string { return p.Command.CommandID },
+	load: func(ctx context.Context, db *pgxpool.Pool, r *http.Request, _ time.Time) (*CommandPage, error) {
+		q := r.URL.Query()
+		after, err := timelineCursor(q)
+		if err != nil {
+			return nil, err
+		}
+		return loadCommand(ctx, db, r.PathValue("id"), q.Get("history") == "all", after)
+	}}
+
+// timelineCursor reads where a page of a timeline starts from its query
+// string: nil for the first page.
+func timelineCursor(q url.Values) (*TimelineCursor, error) {
+	if !q.Has("after") && !q.Has("after_received") && !q.Has("after_key") {
+		return nil, nil
+	}
+	var c TimelineCursor
+	var errs []error
+	for _, p := range []struct {
+		name string
+		into *time.Time
+	}{{"after", &c.EventTime}, {"after_received", &c.ReceivedAt}} {
+		t, err := time.Parse(time.RFC3339Nano, q.Get(p.name))
+		*p.into = t
+		errs = append(errs, err)
+	}
+	var err error
+	c.Key, err = hex.DecodeString(q.Get("after_key"))
+	if errors.Join(append(errs, err)...) != nil {
+		return nil, badRequest("after, after_received and after_key are the cursor of the timeline's next page: follow its link")
+	}
+	return &c, nil
 }

@@ -3,6 +3,8 @@ package console
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -182,4 +184,52 @@ func listCommands(ctx context.Context, db *pgxpool.Pool, f CommandFilter) (*Comm
 		p.Next = next.query()
 	}
 	return p, nil
+}
+
+var commandsPage = endpoint[*CommandsPage]{template: "commands", title: "Commands", nav: "commands",
+	load: func(ctx context.Context, db *pgxpool.Pool, r *http.Request, _ time.Time) (*CommandsPage, error) {
+		q := r.URL.Query()
+		if id := strings.TrimSpace(q.Get("command")); id != "" {
+			return nil, seeOther("/commands/" + url.PathEscape(id))
+		}
+		f, err := commandFilter(q)
+		if err != nil {
+			return nil, err
+		}
+		return listCommands(ctx, db, f)
+	}}
+
+// commandFilter reads /commands' query string: a bad request names each
+// parameter wrong.
+func commandFilter(q url.Values) (CommandFilter, error) {
+	f := CommandFilter{Device: strings.TrimSpace(q.Get("device")), Product: strings.TrimSpace(q.Get("product")),
+		Status: strings.ToUpper(strings.TrimSpace(q.Get("status")))}
+	var errs []string
+	var err error
+	if f.Since, err = parseTime(q.Get("since")); err != nil {
+		errs = append(errs, "since: "+err.Error())
+	}
+	if f.Until, err = parseTime(q.Get("until")); err != nil {
+		errs = append(errs, "until: "+err.Error())
+	}
+	if f.Before, err = parseTime(q.Get("before")); err != nil {
+		errs = append(errs, "before: "+err.Error())
+	}
+	f.BeforeID = q.Get("before_id")
+	if f.Status != "" && !validStatus(f.Status) {
+		errs = append(errs, "status must be one of "+strings.Join(statuses, ", "))
+	}
+	if len(errs) > 0 {
+		return f, badRequest(strings.Join(errs, "; "))
+	}
+	return f, nil
+}
+
+func validStatus(s string) bool {
+	for _, v := range statuses {
+		if s == v {
+			return true
+		}
+	}
+	return false
 }

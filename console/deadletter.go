@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -26,3 +29,13 @@ func loadDeadLetter(ctx context.Context, db *pgxpool.Pool, id int64) (*DeadLette
 	d.setBody(body, false)
 	return &d, nil
 }
+
+var deadLetterPage = endpoint[*DeadLetter]{template: "deadletter", title: "Dead letter", nav: "dead-letters", thing: "dead letter",
+	subject: func(d *DeadLetter) string { return strconv.FormatInt(d.ID, 10) },
+	load: func(ctx context.Context, db *pgxpool.Pool, r *http.Request, _ time.Time) (*DeadLetter, error) {
+		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+		if err != nil {
+			return nil, errNotFound // "No dead letter with this id is stored."
+		}
+		return loadDeadLetter(ctx, db, id)
+	}}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -98,17 +99,40 @@ func listDeadLetters(ctx context.Context, db *pgxpool.Pool, class string, before
 		last := p.DeadLetters[pageSize-1]
 		p.Next = deadLetterQuery(class, &last.ReceivedAt, last.ID)
 	}
+	if p.Classes, err = countClasses(ctx, db, "now() - interval '7 days'"); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// countClasses counts the dead letters received since a time by class,
+// most first; since is SQL: the overview's clock ($1) or the database's.
+func countClasses(ctx context.Context, db *pgxpool.Pool, since string, args ...any) ([]ClassCount, error) {
 	rows, err := db.Query(ctx, `SELECT reason_class, count(*), max(received_at) FROM dead_letters
-		WHERE received_at > now() - interval '7 days' GROUP BY 1 ORDER BY 2 DESC, 1`)
+		WHERE received_at > `+since+` GROUP BY 1 ORDER BY 2 DESC, 1`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("count dead letters: %w", err)
 	}
-	p.Classes, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (ClassCount, error) {
+	classes, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ClassCount, error) {
 		var c ClassCount
 		return c, r.Scan(&c.Class, &c.Count, &c.Newest)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("count dead letters: %w", err)
 	}
-	return p, nil
+	return classes, nil
 }
+
+var deadLettersPage = endpoint[*DeadLettersPage]{template: "deadletters", title: "Dead letters", nav: "dead-letters",
+	load: func(ctx context.Context, db *pgxpool.Pool, r *http.Request, _ time.Time) (*DeadLettersPage, error) {
+		q := r.URL.Query()
+		before, err := parseTime(q.Get("before"))
+		var beforeID int64
+		if err == nil && before != nil {
+			beforeID, err = strconv.ParseInt(q.Get("before_id"), 10, 64)
+		}
+		if err != nil {
+			return nil, badRequest("before and before_id are the cursor of the next page: follow the Next link")
+		}
+		return listDeadLetters(ctx, db, strings.TrimSpace(q.Get("class")), before, beforeID)
+	}}

@@ -3,9 +3,11 @@ package console
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -75,3 +77,9 @@ func loadDevice(ctx context.Context, db *pgxpool.Pool, id string) (*DevicePage, 
 	p.More = len(list) > pageSize
 	return p, nil
 }
+
+var devicePage = endpoint[*DevicePage]{template: "device", title: "Device", nav: "commands", thing: "device",
+	subject: func(p *DevicePage) string { return p.DeviceID },
+	load: func(ctx context.Context, db *pgxpool.Pool, r *http.Request, _ time.Time) (*DevicePage, error) {
+		return loadDevice(ctx, db, r.PathValue("id"))
+	}}

@@ -3,6 +3,9 @@ package console
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -73,3 +76,17 @@ func loadOutcomes(ctx context.Context, db *pgxpool.Pool, product string, days in
 	}
 	return p, nil
 }
+
+var outcomesPage = endpoint[*OutcomesPage]{template: "outcomes", title: "Outcomes", nav: "outcomes",
+	load: func(ctx context.Context, db *pgxpool.Pool, r *http.Request, now time.Time) (*OutcomesPage, error) {
+		q := r.URL.Query()
+		days := 30
+		if s := q.Get("days"); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 || n > 366 {
+				return nil, badRequest("days must be a number from 1 to 366")
+			}
+			days = n
+		}
+		return loadOutcomes(ctx, db, strings.TrimSpace(q.Get("product")), days, now)
+	}}

@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -101,17 +102,8 @@ func loadOverview(ctx context.Context, db *pgxpool.Pool, now time.Time) (*Overvi
 	if o.StuckNow, o.StuckCapped, err = countStuck(ctx, db, stuckQuiet); err != nil {
 		return nil, err
 	}
-	rows, err = db.Query(ctx, `SELECT reason_class, count(*), max(received_at) FROM dead_letters
-		WHERE received_at > $1 GROUP BY 1 ORDER BY 2 DESC, 1`, now.Add(-7*24*time.Hour))
-	if err != nil {
-		return nil, fmt.Errorf("count dead letters: %w", err)
-	}
-	o.DeadLetters, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (ClassCount, error) {
-		var c ClassCount
-		return c, r.Scan(&c.Class, &c.Count, &c.Newest)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("count dead letters: %w", err)
+	if o.DeadLetters, err = countClasses(ctx, db, "$1", now.Add(-7*24*time.Hour)); err != nil {
+		return nil, err
 	}
 	// The newest of each status' newest, each the end of the status index.
 	if err := db.QueryRow(ctx, `SELECT max(m) FROM unnest($1::text[]) s(status),
@@ -136,3 +128,8 @@ func loadOverview(ctx context.Context, db *pgxpool.Pool, now time.Time) (*Overvi
 	}
 	return o, nil
 }
+
+var overviewPage = endpoint[*Overview]{template: "overview", title: "Overview", nav: "overview",
+	load: func(ctx context.Context, db *pgxpool.Pool, _ *http.Request, now time.Time) (*Overview, error) {
+		return loadOverview(ctx, db, now)
+	}}

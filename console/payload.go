@@ -2,9 +2,12 @@ package console
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -46,3 +49,25 @@ func writePayload(ctx context.Context, db *pgxpool.Pool, id string, key []byte, 
 	}
 	return true, nil
 }
+
+// payloadPage serves one notification's payload whole, as it was received,
+// as text: the command page shows its first characters.
+var payloadPage = endpoint[stream]{thing: "notification",
+	load: func(ctx context.Context, db *pgxpool.Pool, r *http.Request, _ time.Time) (stream, error) {
+		key, err := hex.DecodeString(r.PathValue("key"))
+		if err != nil || len(key) == 0 {
+			return nil, notFound("No notification with this key is stored.")
+		}
+		at, err := time.Parse(time.RFC3339Nano, r.URL.Query().Get("at"))
+		if err != nil {
+			return nil, badRequest("at is the notification's event time (RFC 3339): follow the link on the command's page")
+		}
+		return func(w http.ResponseWriter) (bool, error) {
+			return writePayload(ctx, db, r.PathValue("id"), key, at, func(size int64) io.Writer {
+				w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+				w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+				w.WriteHeader(http.StatusOK)
+				return w
+			})
+		}, nil
+	}}

@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -91,3 +92,16 @@ func countStuck(ctx context.Context, db *pgxpool.Pool, quiet time.Duration) (n i
 	}
 	return n, false, nil
 }
+
+var stuckPage = endpoint[*StuckPage]{template: "stuck", title: "Stuck commands", nav: "stuck",
+	load: func(ctx context.Context, db *pgxpool.Pool, r *http.Request, _ time.Time) (*StuckPage, error) {
+		quiet := stuckQuiet
+		if s := r.URL.Query().Get("quiet"); s != "" {
+			d, err := time.ParseDuration(s)
+			if err != nil || d < 0 {
+				return nil, badRequest("quiet must be a duration such as 10m or 2h")
+			}
+			quiet = d
+		}
+		return loadStuck(ctx, db, quiet)
+	}}
