@@ -232,9 +232,8 @@ func loadCommand(ctx context.Context, db *pgxpool.Pool, id string, all bool, aft
 	if err != nil {
 		return nil, fmt.Errorf("read timeline: %w", err)
 	}
-	if len(p.Timeline) > timelinePage {
-		p.Timeline = p.Timeline[:timelinePage]
-		last := p.Timeline[timelinePage-1]
+	var last *Event
+	if p.Timeline, last = cutPage(p.Timeline, timelinePage); last != nil {
 		key, _ := hex.DecodeString(last.EventKey)
 		p.Next = (&TimelineCursor{EventTime: last.EventTime, ReceivedAt: last.ReceivedAt, Key: key}).query(all)
 	}

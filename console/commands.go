@@ -175,10 +175,9 @@ func listCommands(ctx context.Context, db *pgxpool.Pool, f CommandFilter) (*Comm
 	if err != nil {
 		return nil, fmt.Errorf("list commands: %w", err)
 	}
-	p := &CommandsPage{Filter: f, Commands: list}
-	if len(list) > pageSize {
-		p.Commands = list[:pageSize]
-		last := p.Commands[pageSize-1]
+	p := &CommandsPage{Filter: f}
+	var last *CommandSummary
+	if p.Commands, last = cutPage(list, pageSize); last != nil {
 		next := f
 		next.Before, next.BeforeID = &last.Key, last.CommandID
 		p.Next = next.query()

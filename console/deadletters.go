@@ -94,9 +94,8 @@ func listDeadLetters(ctx context.Context, db *pgxpool.Pool, class string, before
 	if err != nil {
 		return nil, fmt.Errorf("list dead letters: %w", err)
 	}
-	if len(p.DeadLetters) > pageSize {
-		p.DeadLetters = p.DeadLetters[:pageSize]
-		last := p.DeadLetters[pageSize-1]
+	var last *DeadLetter
+	if p.DeadLetters, last = cutPage(p.DeadLetters, pageSize); last != nil {
 		p.Next = deadLetterQuery(class, &last.ReceivedAt, last.ID)
 	}
 	if p.Classes, err = countClasses(ctx, db, "now() - interval '7 days'"); err != nil {

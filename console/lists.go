@@ -55,3 +55,13 @@ func queryList[T any](ctx context.Context, db *pgxpool.Pool, st listStatement, s
 	})
 	return out, err
 }
+
+// cutPage cuts a list read one row past its page, so that its reader knows
+// whether another page follows, to the page; last is the page's last row
+// when one follows (the next page's cursor), nil on the last page.
+func cutPage[T any](list []T, size int) (page []T, last *T) {
+	if len(list) <= size {
+		return list, nil
+	}
+	return list[:size], &list[size-1]
+}
