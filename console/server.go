@@ -15,18 +15,15 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -34,7 +31,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cmdtrack/cmdtrack/internal/servertls"
-	"github.com/cmdtrack/cmdtrack/store"
 )
 
 // DefaultAddr is where the console listens unless told otherwise: loopback,
@@ -223,15 +219,9 @@ func NewHandler(db *pgxpool.Pool, cfg Config, log *slog.Logger) (*Handler, error
 	static, _ := fs.Sub(staticFS, "static")
 	mux := http.NewServeMux()
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
-	mux.HandleFunc("GET /{$}", h.overview)
-	mux.HandleFunc("GET /commands", h.commands)
-	mux.HandleFunc("GET /commands/{id}", h.command)
-	mux.HandleFunc("GET /commands/{id}/payload/{key}", h.payload)
-	mux.HandleFunc("GET /devices/{id}", h.device)
-	mux.HandleFunc("GET /stuck", h.stuck)
-	mux.HandleFunc("GET /dead-letters", h.deadLetters)
-	mux.HandleFunc("GET /dead-letters/{id}", h.deadLetter)
-	mux.HandleFunc("GET /outcomes", h.outcomes)
+	for _, rt := range routes {
+		mux.HandleFunc(rt.pattern, rt.page.handler(h))
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
@@ -321,336 +311,6 @@ func (h *Handler) authorized(r *http.Request) bool {
 func equal(a, b string) bool {
 	x, y := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))
 	return subtle.ConstantTimeCompare(x[:], y[:]) == 1
-}
-
-// page is what every template gets.
-type page struct {
-	Title string
-	Nav   string
-	Now   time.Time
-	Data  any
-	Query url.Values
-	Error string
-}
-
-func wantsJSON(r *http.Request) bool {
-	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
-		mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
-		if mt == "application/json" {
-			return true
-		}
-	}
-	return false
-}
-
-// render answers with data: JSON when asked for, else the page named.
-func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, name, title, nav string, data any) {
-	w.Header().Add("Vary", "Accept")
-	if wantsJSON(r) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(data)
-		return
-	}
-	pw := &pageWriter{w: w, status: status}
-	err := h.pages[name].Execute(pw, page{Title: title, Nav: nav, Now: h.now().UTC(), Data: data, Query: r.URL.Query()})
-	if err == nil {
-		_ = pw.flush()
-		return
-	}
-	h.log.Error("console: render", "page", name, "err", err)
-	if !pw.sent {
-		http.Error(w, "internal error", http.StatusInternalServerError)
-		return
-	}
-	panic(http.ErrAbortHandler) // a page cut short must not look whole
-}
-
-// pageBuffer is how much of a page is held before it is sent: a template
-// that fails within it still answers a clean 500. Past it the page streams
-// to the client, never held whole.
-const pageBuffer = 32 << 10
-
-// pageWriter sends a page as html/template writes it, holding its start.
-type pageWriter struct {
-	w      http.ResponseWriter
-	status int
-	buf    []byte
-	sent   bool
-}
-
-func (p *pageWriter) Write(b []byte) (int, error) {
-	if !p.sent && len(p.buf)+len(b) <= pageBuffer {
-		p.buf = append(p.buf, b...)
-		return len(b), nil
-	}
-	if err := p.flush(); err != nil {
-		return 0, err
-	}
-	return p.w.Write(b)
-}
-
-func (p *pageWriter) flush() error {
-	if p.sent {
-		return nil
-	}
-	p.sent = true
-	p.w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	p.w.WriteHeader(p.status)
-	_, err := p.w.Write(p.buf)
-	p.buf = nil
-	return err
-}
-
-// problem is an error's JSON form.
-type problem struct {
-	Status int    `json:"status"`
-	Error  string `json:"error"`
-}
-
-func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, msg string) {
-	h.render(w, r, status, "error", http.StatusText(status), "", problem{Status: status, Error: msg})
-}
-
-// dbFail answers a failed query; errNotFound is a 404 page.
-func (h *Handler) dbFail(w http.ResponseWriter, r *http.Request, what string, err error) {
-	if errors.Is(err, errNotFound) {
-		h.fail(w, r, http.StatusNotFound, "No "+what+" with this id is stored.")
-		return
-	}
-	if r.Context().Err() != nil {
-		return // the client went away
-	}
-	switch store.ClassifyError(err) {
-	case store.ConnectionError, store.ShutdownError, store.ResourcesError, store.AuthError, store.CanceledError:
-		// Down, restarting, full, refusing the console's role, or slower
-		// than queryTimeout: not the console's fault, and it may pass.
-		h.log.Error("console: the database did not answer: check that PostgreSQL is up and CMDTRACK_DATABASE_URL reaches it",
-			"page", r.URL.Path, "err", err)
-		w.Header().Set("Retry-After", "10")
-		h.fail(w, r, http.StatusServiceUnavailable, "The database did not answer; try again.")
-		return
-	}
-	h.log.Error("console: query failed", "page", r.URL.Path, "err", err)
-	h.fail(w, r, http.StatusInternalServerError, "The database did not answer; try again.")
-}
-
-// queryTimeout bounds every page's queries.
-const queryTimeout = 15 * time.Second
-
-func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
-	defer cancel()
-	o, err := loadOverview(ctx, h.db, h.now().UTC())
-	if err != nil {
-		h.dbFail(w, r, "", err)
-		return
-	}
-	h.render(w, r, http.StatusOK, "overview", "Overview", "overview", o)
-}
-
-func (h *Handler) commands(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if id := strings.TrimSpace(q.Get("command")); id != "" {
-		http.Redirect(w, r, "/commands/"+url.PathEscape(id), http.StatusSeeOther)
-		return
-	}
-	f := CommandFilter{Device: strings.TrimSpace(q.Get("device")), Product: strings.TrimSpace(q.Get("product")),
-		Status: strings.ToUpper(strings.TrimSpace(q.Get("status")))}
-	var errs []string
-	var err error
-	if f.Since, err = parseTime(q.Get("since")); err != nil {
-		errs = append(errs, "since: "+err.Error())
-	}
-	if f.Until, err = parseTime(q.Get("until")); err != nil {
-		errs = append(errs, "until: "+err.Error())
-	}
-	if f.Before, err = parseTime(q.Get("before")); err != nil {
-		errs = append(errs, "before: "+err.Error())
-	}
-	f.BeforeID = q.Get("before_id")
-	if f.Status != "" && !validStatus(f.Status) {
-		errs = append(errs, "status must be one of "+strings.Join(statuses, ", "))
-	}
-	if len(errs) > 0 {
-		h.fail(w, r, http.StatusBadRequest, strings.Join(errs, "; "))
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
-	defer cancel()
-	p, err := listCommands(ctx, h.db, f)
-	if err != nil {
-		h.dbFail(w, r, "", err)
-		return
-	}
-	h.render(w, r, http.StatusOK, "commands", "Commands", "commands", p)
-}
-
-func validStatus(s string) bool {
-	for _, v := range statuses {
-		if s == v {
-			return true
-		}
-	}
-	return false
-}
-
-func (h *Handler) command(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	var after *TimelineCursor
-	if q.Has("after") || q.Has("after_received") || q.Has("after_key") {
-		var c TimelineCursor
-		var errs []error
-		for _, p := range []struct {
-			name string
-			into *time.Time
-		}{{"after", &c.EventTime}, {"after_received", &c.ReceivedAt}} {
-			t, err := time.Parse(time.RFC3339Nano, q.Get(p.name))
-			*p.into = t
-			errs = append(errs, err)
-		}
-		var err error
-		c.Key, err = hex.DecodeString(q.Get("after_key"))
-		if errors.Join(append(errs, err)...) != nil {
-			h.fail(w, r, http.StatusBadRequest, "after, after_received and after_key are the cursor of the timeline's next page: follow its link")
-			return
-		}
-		after = &c
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
-	defer cancel()
-	p, err := loadCommand(ctx, h.db, r.PathValue("id"), q.Get("history") == "all", after)
-	if err != nil {
-		h.dbFail(w, r, "command", err)
-		return
-	}
-	h.render(w, r, http.StatusOK, "command", "Command "+p.Command.CommandID, "commands", p)
-}
-
-// payload serves one notification's payload whole, as it was received, as
-// text: the command page shows its first characters.
-func (h *Handler) payload(w http.ResponseWriter, r *http.Request) {
-	key, err := hex.DecodeString(r.PathValue("key"))
-	if err != nil || len(key) == 0 {
-		h.fail(w, r, http.StatusNotFound, "No notification with this key is stored.")
-		return
-	}
-	at, err := time.Parse(time.RFC3339Nano, r.URL.Query().Get("at"))
-	if err != nil {
-		h.fail(w, r, http.StatusBadRequest, "at is the notification's event time (RFC 3339): follow the link on the command's page")
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
-	defer cancel()
-	started, err := writePayload(ctx, h.db, r.PathValue("id"), key, at, func(size int64) io.Writer {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
-		w.WriteHeader(http.StatusOK)
-		return w
-	})
-	switch {
-	case err == nil:
-	case !started:
-		h.dbFail(w, r, "notification", err)
-	default:
-		// Part of it is sent: cut the connection, so that the client
-		// sees a short body rather than a payload that seems whole.
-		if r.Context().Err() == nil {
-			h.log.Error("console: payload cut short", "page", r.URL.Path, "err", err)
-		}
-		panic(http.ErrAbortHandler)
-	}
-}
-
-func (h *Handler) device(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
-	defer cancel()
-	p, err := loadDevice(ctx, h.db, r.PathValue("id"))
-	if err != nil {
-		h.dbFail(w, r, "device", err)
-		return
-	}
-	h.render(w, r, http.StatusOK, "device", "Device "+p.DeviceID, "commands", p)
-}
-
-func (h *Handler) stuck(w http.ResponseWriter, r *http.Request) {
-	quiet := stuckQuiet
-	if s := r.URL.Query().Get("quiet"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil || d < 0 {
-			h.fail(w, r, http.StatusBadRequest, "quiet must be a duration such as 10m or 2h")
-			return
-		}
-		quiet = d
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
-	defer cancel()
-	p, err := loadStuck(ctx, h.db, quiet)
-	if err != nil {
-		h.dbFail(w, r, "", err)
-		return
-	}
-	h.render(w, r, http.StatusOK, "stuck", "Stuck commands", "stuck", p)
-}
-
-func (h *Handler) deadLetters(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	before, err := parseTime(q.Get("before"))
-	var beforeID int64
-	if err == nil && before != nil {
-		beforeID, err = strconv.ParseInt(q.Get("before_id"), 10, 64)
-	}
-	if err != nil {
-		h.fail(w, r, http.StatusBadRequest, "before and before_id are the cursor of the next page: follow the Next link")
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
-	defer cancel()
-	p, err := listDeadLetters(ctx, h.db, strings.TrimSpace(q.Get("class")), before, beforeID)
-	if err != nil {
-		h.dbFail(w, r, "", err)
-		return
-	}
-	h.render(w, r, http.StatusOK, "deadletters", "Dead letters", "dead-letters", p)
-}
-
-func (h *Handler) deadLetter(w http.ResponseWriter, r *http.Request) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil {
-		h.fail(w, r, http.StatusNotFound, "No dead letter with this id is stored.")
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
-	defer cancel()
-	d, err := loadDeadLetter(ctx, h.db, id)
-	if err != nil {
-		h.dbFail(w, r, "dead letter", err)
-		return
-	}
-	h.render(w, r, http.StatusOK, "deadletter", "Dead letter "+strconv.FormatInt(d.ID, 10), "dead-letters", d)
-}
-
-func (h *Handler) outcomes(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	days := 30
-	if s := q.Get("days"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 366 {
-			h.fail(w, r, http.StatusBadRequest, "days must be a number from 1 to 366")
-			return
-		}
-		days = n
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
-	defer cancel()
-	p, err := loadOutcomes(ctx, h.db, strings.TrimSpace(q.Get("product")), days, h.now().UTC())
-	if err != nil {
-		h.dbFail(w, r, "", err)
-		return
-	}
-	h.render(w, r, http.StatusOK, "outcomes", "Outcomes", "outcomes", p)
 }
 
 // Server is the console's listener.

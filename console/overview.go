@@ -1,0 +1,135 @@
+package console
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ProductRates are one product's rates.
+type ProductRates struct {
+	ProductID string `json:"product_id"`
+	Rates
+}
+
+// Window is the overview of the commands created in a sliding window, to
+// the hour: From is the start of the hour it begins with (UTC).
+type Window struct {
+	Name     string         `json:"name"`
+	From     time.Time      `json:"from"`
+	Statuses []StatusCount  `json:"statuses"`
+	Total    Rates          `json:"total"`
+	Products []ProductRates `json:"products"`
+}
+
+// QueueMark is when a queue's messages were last settled by a worker.
+type QueueMark struct {
+	Queue      string    `json:"queue"`
+	ConsumedAt time.Time `json:"consumed_at"`
+}
+
+// Overview is /.
+type Overview struct {
+	Now time.Time `json:"now"`
+	// Windows: "24 hours" and "7 days", sliding, to the hour (the current
+	// hour and the 23 or 167 before it), from the hourly outcome rollup.
+	Windows []Window `json:"windows"`
+	// StuckNow counts the commands in stuck_commands quiet for more than
+	// ten minutes, up to stuckCountCap (StuckCapped: at least that many).
+	StuckNow    int64 `json:"stuck_now"`
+	StuckCapped bool  `json:"stuck_capped"`
+	// DeadLetters counts the last 7 days' dead letters by class.
+	DeadLetters []ClassCount `json:"dead_letters"`
+	// NewestEventTime is the latest last_event_time of any command: when the
+	// newest notification that moved a command happened.
+	NewestEventTime *time.Time  `json:"newest_event_time"`
+	NewestEventAgeS *float64    `json:"newest_event_age_s"`
+	Queues          []QueueMark `json:"queues"`
+}
+
+func loadOverview(ctx context.Context, db *pgxpool.Pool, now time.Time) (*Overview, error) {
+	o := &Overview{Now: now, DeadLetters: []ClassCount{}, Queues: []QueueMark{}}
+	hour := now.UTC().Truncate(time.Hour)
+	week := hour.Add(-167 * time.Hour)
+	rows, err := db.Query(ctx, `SELECT hour, product_id, status, commands FROM command_outcomes_hourly
+		WHERE hour >= $1 ORDER BY product_id`, week)
+	if err != nil {
+		return nil, fmt.Errorf("read outcomes: %w", err)
+	}
+	type cell struct {
+		hour            time.Time
+		product, status string
+		n               int64
+	}
+	cells, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cell, error) {
+		var c cell
+		return c, r.Scan(&c.hour, &c.product, &c.status, &c.n)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read outcomes: %w", err)
+	}
+	for _, w := range []struct {
+		name string
+		from time.Time
+	}{{"24 hours", hour.Add(-23 * time.Hour)}, {"7 days", week}} {
+		win := Window{Name: w.name, From: w.from, Products: []ProductRates{}}
+		byStatus := map[string]int64{}
+		var products []ProductRates
+		for _, c := range cells {
+			if c.hour.Before(w.from) {
+				continue
+			}
+			byStatus[c.status] += c.n
+			win.Total.add(c.status, c.n)
+			if len(products) == 0 || products[len(products)-1].ProductID != c.product {
+				products = append(products, ProductRates{ProductID: c.product})
+			}
+			products[len(products)-1].add(c.status, c.n)
+		}
+		for _, s := range statuses {
+			win.Statuses = append(win.Statuses, StatusCount{Status: s, Commands: byStatus[s]})
+		}
+		if products != nil {
+			win.Products = products
+		}
+		o.Windows = append(o.Windows, win)
+	}
+
+	if o.StuckNow, o.StuckCapped, err = countStuck(ctx, db, stuckQuiet); err != nil {
+		return nil, err
+	}
+	if o.DeadLetters, err = countClasses(ctx, db, "$1", now.Add(-7*24*time.Hour)); err != nil {
+		return nil, err
+	}
+	// The newest of each status' newest, each the end of the status index.
+	if err := db.QueryRow(ctx, `SELECT max(m) FROM unnest($1::text[]) s(status),
+		LATERAL (SELECT max(last_event_time) AS m FROM device_commands c WHERE c.status = s.status) x`,
+		statuses).Scan(&o.NewestEventTime); err != nil {
+		return nil, fmt.Errorf("read the newest event: %w", err)
+	}
+	if o.NewestEventTime != nil {
+		age := now.Sub(*o.NewestEventTime).Seconds()
+		o.NewestEventAgeS = &age
+	}
+	rows, err = db.Query(ctx, `SELECT queue, consumed_at FROM queue_watermarks ORDER BY queue`)
+	if err != nil {
+		return nil, fmt.Errorf("read queue watermarks: %w", err)
+	}
+	o.Queues, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (QueueMark, error) {
+		var q QueueMark
+		return q, r.Scan(&q.Queue, &q.ConsumedAt)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read queue watermarks: %w", err)
+	}
+	return o, nil
+}
+
+var overviewPage = endpoint[*Overview]{template: "overview", title: "Overview", nav: "overview",
+	load: func(ctx context.Context, db *pgxpool.Pool, _ *http.Request, now time.Time) (*Overview, error) {
+		return loadOverview(ctx, db, now)
+	}}
