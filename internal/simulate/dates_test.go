@@ -55,7 +55,8 @@ func TestFixedDateStreamsUnchanged(t *testing.T) {
 // none of them dated ahead of its receipt.
 func TestRecentStreamFillsTheLastDay(t *testing.T) {
 	t.Parallel()
-	now := time.Date(2026, 12, 7, 9, 30, 15, 0, time.UTC)
+	// Not in UTC: the bodies' stamps must still be.
+	now := time.Date(2026, 12, 7, 17, 30, 15, 0, time.FixedZone("UTC+8", 8*3600))
 	within := func(what func() string, at time.Time) {
 		t.Helper()
 		if !at.After(now.Add(-24*time.Hour)) || at.After(now) {
@@ -109,6 +110,7 @@ func TestRecentStreamFillsTheLastDay(t *testing.T) {
 		}
 		require.Positivef(t, offline, "%s: offline devices", c.name)
 
+		last := map[string]time.Time{}
 		for _, m := range s.Messages {
 			if m.Kind != simulate.Valid && m.Kind != simulate.PresenceChange {
 				continue
@@ -118,6 +120,14 @@ func TestRecentStreamFillsTheLastDay(t *testing.T) {
 				require.Failf(t, "dead letter", "%s: %s: %s", c.name, it.DeadLetter.Reason, m.Body)
 			}
 			within(func() string { return string(m.Body) }, it.EventTime())
+			if m.Kind == simulate.Valid && it.EventTime().After(last[m.CommandID]) {
+				last[m.CommandID] = it.EventTime()
+			}
+		}
+		// The expected state is what the bodies say, to their precision.
+		for _, cmd := range s.Commands {
+			require.Truef(t, last[cmd.ID].Equal(cmd.LastEventTime), "%s: %s: the bodies say last_event_time %s, the expected state %s",
+				c.name, cmd.ID, last[cmd.ID], cmd.LastEventTime)
 		}
 	}
 }

@@ -255,9 +255,10 @@ func lifecycle(rng *rand.Rand, created, limit time.Time) []step {
 		const least, most = 50 * time.Millisecond, 86_400_000 * time.Millisecond
 		at := next(int(most / time.Millisecond))
 		if !limit.IsZero() && at.After(limit) {
-			// The same draw, scaled into the room before limit.
+			// The same draw, scaled into the room before limit, in whole
+			// milliseconds as the bodies carry it.
 			room := float64(limit.Sub(created) - least)
-			at = created.Add(least + time.Duration(float64(at.Sub(created)-least)*room/float64(most)))
+			at = created.Add(least + time.Duration(float64(at.Sub(created)-least)*room/float64(most))).Truncate(time.Millisecond)
 		}
 		return append(steps, step{notification.Expired, at})
 	case p < 0.10: // still on its way
