@@ -98,7 +98,7 @@ func parsePublish(args []string, stderr io.Writer) (*publishFlags, error) {
 	fs.Float64Var(&p.sim.Foreign, "foreign", 0, "notifications of other resources (skipped by cmdtrack) per valid one")
 	fs.BoolVar(&p.sim.Presence, "presence", false, "also device status changes (device.status), coherent with the commands: a device goes offline while "+
 		"a command of its times out or stays stuck; -poison then covers them too")
-	fs.Func("start", "date the stream from this fixed time instead of just before now: RFC 3339 or a day (2006-01-02); "+
+	fs.Func("start", "date the stream from this fixed `time` instead of just before now: RFC 3339 or a day (2006-01-02); "+
 		"the tests' and benchmarks' streams start at "+simulate.FixedStart.Format(time.DateOnly)+
 		" (default: commands created over the 23 hours up to 5 minutes before now)", func(v string) error {
 		t, err := time.Parse(time.RFC3339, v)
