@@ -100,7 +100,7 @@ func parsePublish(args []string, stderr io.Writer) (*publishFlags, error) {
 		"a command of its times out or stays stuck; -poison then covers them too")
 	fs.Func("start", "date the stream from this fixed `time` instead of just before now: RFC 3339 or a day (2006-01-02); "+
 		"the tests' and benchmarks' streams start at "+simulate.FixedStart.Format(time.DateOnly)+
-		" (default: commands created over the 23 hours up to 5 minutes before now)", func(v string) error {
+		" (default: commands created over the 22 hours up to 5 minutes before now)", func(v string) error {
 		t, err := time.Parse(time.RFC3339, v)
 		if err != nil {
 			t, err = time.Parse(time.DateOnly, v)

@@ -34,12 +34,14 @@ type Config struct {
 	// apart: fixed dates, for tests and benchmarks. Zero: Now decides.
 	Start time.Time
 	// Now, when Start is zero, dates the stream just before it instead: the
-	// commands are created evenly over the 23 hours up to 5 minutes before
+	// commands are created evenly over the 22 hours up to 5 minutes before
 	// Now, and no time in the stream is later than a minute before Now
 	// (an expiry, which may otherwise come a day after its command, is
-	// drawn in the room left). Published at once, such a stream fills a
-	// console's last 24 hours, and its commands that stay SENT or DELIVERED
-	// are stuck (quiet for more than 10 minutes) but for the last few.
+	// drawn in the room left). Published at once, such a stream is all in
+	// the console's last 24 hours (from the hour 23 hours before the
+	// current one) for 55 minutes at least, and its commands that stay SENT
+	// or DELIVERED are stuck (quiet for more than 10 minutes) but for the
+	// last few.
 	// With both zero, the stream starts at FixedStart.
 	Now time.Time
 	// Presence adds device status changes (device.status) coherent with
@@ -58,7 +60,7 @@ var FixedStart = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 // long before Now the last one is, and how long before Now the last time of
 // the stream is at the latest.
 const (
-	recentSpan  = 23 * time.Hour
+	recentSpan  = 22 * time.Hour
 	recentQuiet = 5 * time.Minute
 	recentLimit = time.Minute
 )
