@@ -170,7 +170,7 @@ ensure_pg_installed() {
 	[[ -n "$PGBIN" ]] && return 0
 	if ! find_pg_bin; then
 		log "PostgreSQL server binaries not found; installing Debian's postgresql"
-		apt_install postgresql
+		apt_install --no-install-recommends postgresql
 		find_pg_bin || die "initdb/pg_ctl still not found after installing postgresql"
 	fi
 	# The package creates this user; a hand-installed server may not have it, and initdb refuses to run as root.
@@ -366,7 +366,7 @@ rmqctl() { timeout 120 rabbitmqctl "$@"; }
 ensure_rabbit_installed() {
 	if ! command -v rabbitmq-server >/dev/null || ! command -v rabbitmqctl >/dev/null; then
 		log "rabbitmq-server not installed; installing"
-		apt_install rabbitmq-server
+		apt_install --no-install-recommends rabbitmq-server # not exim4, bsd-mailx, ...: Depends holds every Erlang app the plugins use
 	fi
 }
 

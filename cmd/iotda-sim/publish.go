@@ -37,69 +37,13 @@ type publishFlags struct {
 }
 
 func publishCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var p publishFlags
-	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&p.url, "url", envOr(defaultAMQPURL, "CMDTRACK_AMQP_URL"), "AMQP 1.0 broker URL (default $CMDTRACK_AMQP_URL, else "+defaultAMQPURL+")")
-	fs.StringVar(&p.queue, "queue", "/queue/cmdtrack", "target address; a bare NAME means /queue/NAME (RabbitMQ declares it, durable)")
-	fs.IntVar(&p.sim.Commands, "commands", 1000, "commands in the stream (each makes 2 to 4 notifications)")
-	fs.IntVar(&p.sim.Devices, "devices", 0, "devices the commands are spread over (0: commands/4)")
-	fs.IntVar(&p.sim.Products, "products", 3, "products the devices belong to")
-	fs.Uint64Var(&p.sim.Seed, "seed", 1, "seed: the same flags give the same stream")
-	fs.Float64Var(&p.sim.OutOfOrder, "out-of-order", 0, "fraction of messages moved to a later place (1: shuffle everything)")
-	fs.Float64Var(&p.sim.Duplicate, "duplicate", 0, "fraction of messages sent twice (the copy comes later, like a redelivery)")
-	fs.Float64Var(&p.sim.Poison, "poison", 0, "unusable messages per valid one (truncated JSON, unknown status, ...)")
-	fs.Float64Var(&p.sim.Foreign, "foreign", 0, "notifications of other resources (skipped by cmdtrack) per valid one")
-	fs.BoolVar(&p.sim.Presence, "presence", false, "also device status changes (device.status), coherent with the commands: a device goes offline while "+
-		"a command of its times out or stays stuck; -poison then covers them too")
-	fs.Float64Var(&p.rate, "rate", 0, "messages per second, evenly paced (0: as fast as possible, pipelined)")
-	fs.IntVar(&p.messages, "messages", 0, "publish exactly this many messages: without -commands the stream is sized to it; "+
-		"with -commands the stream is cut after it (then -expect is refused)")
-	fs.StringVar(&p.expect, "expect", "", "write the expected final state of every command here (JSON lines), before publishing")
-	fs.StringVar(&p.expectPresence, "expect-presence", "", "with -presence: write the expected presence of every device here (JSON lines), before publishing")
-	fs.StringVar(&p.sentLog, "sent-log", "", "write `request_id<TAB>unix-nanoseconds` of each notification's send start here, after publishing (for latency)")
-	fs.IntVar(&p.inflight, "inflight", 1000, "most messages sent and not yet confirmed by the broker")
-	fs.DurationVar(&p.timeout, "timeout", 30*time.Minute, "give up after this long")
-	fs.BoolVar(&p.quiet, "quiet", false, "no progress lines on stderr")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: iotda-sim publish [flags]
-
-Publishes N commands over M devices and products, each with a plausible
-lifecycle (PENDING -> SENT -> DELIVERED -> SUCCESSFUL | FAILED | TIMEOUT,
-some EXPIRED, some still in flight) and consistent timestamps, as durable
-messages with one Data section. Prints a one-line summary on stdout.
-
-Flags:
-`)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
-	}
-	fs.Visit(func(f *flag.Flag) { p.commandsSetExplicit = p.commandsSetExplicit || f.Name == "commands" })
-	if err := p.validate(fs); err != nil {
-		return usageError{err}
-	}
-	if !strings.HasPrefix(p.queue, "/") {
-		p.queue = "/queue/" + p.queue
+	p, err := parsePublish(args, stderr)
+	if p == nil || err != nil {
+		return err
 	}
 
 	genStart := time.Now()
-	var s *simulate.Stream
-	msgs := []simulate.Message(nil)
-	if p.messages > 0 && !p.commandsSetExplicit {
-		s = simulate.GenerateN(p.sim, p.messages)
-		msgs = s.Messages
-	} else {
-		s = simulate.Generate(p.sim)
-		msgs = s.Messages
-		if p.messages > 0 && p.messages < len(msgs) {
-			msgs = msgs[:p.messages]
-		}
-	}
+	s, msgs := p.stream(genStart)
 	if !p.quiet {
 		fmt.Fprintf(stderr, "iotda-sim: generated %d messages (%d commands) in %s\n",
 			len(msgs), len(s.Commands), time.Since(genStart).Round(time.Millisecond))
@@ -120,7 +64,7 @@ Flags:
 	defer cancel()
 	sent := make([]int64, len(msgs))
 	start := time.Now()
-	if err := publish(ctx, &p, msgs, sent, stderr); err != nil {
+	if err := publish(ctx, p, msgs, sent, stderr); err != nil {
 		return err
 	}
 	elapsed := time.Since(start)
@@ -135,6 +79,93 @@ Flags:
 		len(msgs), len(s.Commands), notes, poison, foreign, changes, len(s.Devices), p.queue,
 		elapsed.Round(time.Millisecond), float64(len(msgs))/elapsed.Seconds())
 	return nil
+}
+
+// parsePublish reads publish's flags; nil and no error after -h.
+func parsePublish(args []string, stderr io.Writer) (*publishFlags, error) {
+	var p publishFlags
+	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&p.url, "url", envOr(defaultAMQPURL, "CMDTRACK_AMQP_URL"), "AMQP 1.0 broker URL (default $CMDTRACK_AMQP_URL, else "+defaultAMQPURL+")")
+	fs.StringVar(&p.queue, "queue", "/queue/cmdtrack", "target address; a bare NAME means /queue/NAME (RabbitMQ declares it, durable)")
+	fs.IntVar(&p.sim.Commands, "commands", 1000, "commands in the stream (each makes 2 to 4 notifications)")
+	fs.IntVar(&p.sim.Devices, "devices", 0, "devices the commands are spread over (0: commands/4)")
+	fs.IntVar(&p.sim.Products, "products", 3, "products the devices belong to")
+	fs.Uint64Var(&p.sim.Seed, "seed", 1, "seed: the same flags give the same stream")
+	fs.Float64Var(&p.sim.OutOfOrder, "out-of-order", 0, "fraction of messages moved to a later place (1: shuffle everything)")
+	fs.Float64Var(&p.sim.Duplicate, "duplicate", 0, "fraction of messages sent twice (the copy comes later, like a redelivery)")
+	fs.Float64Var(&p.sim.Poison, "poison", 0, "unusable messages per valid one (truncated JSON, unknown status, ...)")
+	fs.Float64Var(&p.sim.Foreign, "foreign", 0, "notifications of other resources (skipped by cmdtrack) per valid one")
+	fs.BoolVar(&p.sim.Presence, "presence", false, "also device status changes (device.status), coherent with the commands: a device goes offline while "+
+		"a command of its times out or stays stuck; -poison then covers them too")
+	fs.Func("start", "date the stream from this fixed `time` instead of just before now: RFC 3339 or a day (2006-01-02); "+
+		"the tests' and benchmarks' streams start at "+simulate.FixedStart.Format(time.DateOnly)+
+		" (default: commands created over the 22 hours up to 5 minutes before now)", func(v string) error {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			t, err = time.Parse(time.DateOnly, v)
+		}
+		if err != nil {
+			return fmt.Errorf("want RFC 3339 (2026-11-01T00:00:00Z) or a day (2026-11-01), got %q", v)
+		}
+		p.sim.Start = t.UTC()
+		return nil
+	})
+	fs.Float64Var(&p.rate, "rate", 0, "messages per second, evenly paced (0: as fast as possible, pipelined)")
+	fs.IntVar(&p.messages, "messages", 0, "publish exactly this many messages: without -commands the stream is sized to it; "+
+		"with -commands the stream is cut after it (then -expect is refused)")
+	fs.StringVar(&p.expect, "expect", "", "write the expected final state of every command here (JSON lines), before publishing")
+	fs.StringVar(&p.expectPresence, "expect-presence", "", "with -presence: write the expected presence of every device here (JSON lines), before publishing")
+	fs.StringVar(&p.sentLog, "sent-log", "", "write `request_id<TAB>unix-nanoseconds` of each notification's send start here, after publishing (for latency)")
+	fs.IntVar(&p.inflight, "inflight", 1000, "most messages sent and not yet confirmed by the broker")
+	fs.DurationVar(&p.timeout, "timeout", 30*time.Minute, "give up after this long")
+	fs.BoolVar(&p.quiet, "quiet", false, "no progress lines on stderr")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: iotda-sim publish [flags]
+
+Publishes N commands over M devices and products, each with a plausible
+lifecycle (PENDING -> SENT -> DELIVERED -> SUCCESSFUL | FAILED | TIMEOUT,
+some EXPIRED, some still in flight) and consistent timestamps, as durable
+messages with one Data section. Prints a one-line summary on stdout.
+The stream is dated just before now, so that a console shows it in its last
+24 hours, with commands still in flight stuck; -start dates it at a fixed
+time instead, the same every run.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, nil
+		}
+		return nil, usageError{err}
+	}
+	fs.Visit(func(f *flag.Flag) { p.commandsSetExplicit = p.commandsSetExplicit || f.Name == "commands" })
+	if err := p.validate(fs); err != nil {
+		return nil, usageError{err}
+	}
+	if !strings.HasPrefix(p.queue, "/") {
+		p.queue = "/queue/" + p.queue
+	}
+	return &p, nil
+}
+
+// stream generates the stream to publish, dated just before now unless
+// -start fixes its dates, and the messages of it to send.
+func (p *publishFlags) stream(now time.Time) (*simulate.Stream, []simulate.Message) {
+	cfg := p.sim
+	cfg.Now = now
+	if p.messages > 0 && !p.commandsSetExplicit {
+		s := simulate.GenerateN(cfg, p.messages)
+		return s, s.Messages
+	}
+	s := simulate.Generate(cfg)
+	msgs := s.Messages
+	if p.messages > 0 && p.messages < len(msgs) {
+		msgs = msgs[:p.messages]
+	}
+	return s, msgs
 }
 
 func (p *publishFlags) validate(fs *flag.FlagSet) error {

@@ -30,8 +30,20 @@ type Config struct {
 	// Foreign is the number of other-resource notifications (skipped by the
 	// worker) per valid one.
 	Foreign float64
-	// Start is the created_time of the first command.
+	// Start is the created_time of the first command, the next ones 37 ms
+	// apart: fixed dates, for tests and benchmarks. Zero: Now decides.
 	Start time.Time
+	// Now, when Start is zero, dates the stream just before it instead: the
+	// commands are created evenly over the 22 hours up to 5 minutes before
+	// Now, and no time in the stream is later than a minute before Now
+	// (an expiry, which may otherwise come a day after its command, is
+	// drawn in the room left). Published at once, such a stream is all in
+	// the console's last 24 hours (from the hour 23 hours before the
+	// current one) for 55 minutes at least, and its commands that stay SENT
+	// or DELIVERED are stuck (quiet for more than 10 minutes) but for the
+	// last few.
+	// With both zero, the stream starts at FixedStart.
+	Now time.Time
 	// Presence adds device status changes (device.status) coherent with
 	// the commands: a device goes offline while a command of its times
 	// out, and comes back after; one whose command stays SENT or DELIVERED
@@ -39,6 +51,19 @@ type Config struct {
 	// is exactly what it was without presence.
 	Presence bool
 }
+
+// FixedStart is where a stream starts that neither Start nor Now dates:
+// the day the tests' and the benchmarks' streams are dated at.
+var FixedStart = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+
+// Dating near Now (Config.Now): the span the commands are created over, how
+// long before Now the last one is, and how long before Now the last time of
+// the stream is at the latest.
+const (
+	recentSpan  = 22 * time.Hour
+	recentQuiet = 5 * time.Minute
+	recentLimit = time.Minute
+)
 
 // Message is one body to publish.
 type Message struct {
@@ -106,8 +131,18 @@ func Generate(cfg Config) *Stream {
 	if cfg.Products < 1 {
 		cfg.Products = 3
 	}
-	if cfg.Start.IsZero() {
-		cfg.Start = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	// Command i is created at Start + i*every; no time is after limit
+	// unless it is zero.
+	every, limit := 37*time.Millisecond, time.Time{}
+	switch {
+	case !cfg.Start.IsZero():
+	case !cfg.Now.IsZero():
+		// UTC: the bodies' stamps are formatted with a literal Z.
+		limit = cfg.Now.UTC().Add(-recentLimit)
+		cfg.Start = cfg.Now.UTC().Add(-recentQuiet - recentSpan)
+		every = recentSpan / time.Duration(max(1, cfg.Commands-1))
+	default:
+		cfg.Start = FixedStart
 	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
 	s := &Stream{}
@@ -125,10 +160,10 @@ func Generate(cfg Config) *Stream {
 			ProductID:   fmt.Sprintf("prod-%02d", dev%cfg.Products),
 			AppID:       "app-cmdtrack-sim",
 			NodeID:      fmt.Sprintf("node-%05d", dev),
-			CreatedTime: cfg.Start.Add(time.Duration(i) * 37 * time.Millisecond).Truncate(time.Second),
+			CreatedTime: cfg.Start.Add(time.Duration(i) * every).Truncate(time.Second),
 		}
 		c.GatewayID = c.DeviceID
-		steps := lifecycle(rng, c.CreatedTime)
+		steps := lifecycle(rng, c.CreatedTime, limit)
 		var result json.RawMessage
 		last := steps[len(steps)-1]
 		switch last.status {
@@ -206,8 +241,10 @@ func Generate(cfg Config) *Stream {
 	return s
 }
 
-// lifecycle draws a plausible path with consistent, increasing times.
-func lifecycle(rng *rand.Rand, created time.Time) []step {
+// lifecycle draws a plausible path with consistent, increasing times, none
+// after limit unless it is zero. It draws the same numbers either way, so
+// that a limit changes the times of a stream, never its paths.
+func lifecycle(rng *rand.Rand, created, limit time.Time) []step {
 	at := created
 	next := func(maxMS int) time.Time {
 		at = at.Add(time.Duration(50+rng.IntN(maxMS)) * time.Millisecond)
@@ -216,8 +253,16 @@ func lifecycle(rng *rand.Rand, created time.Time) []step {
 	p := rng.Float64()
 	steps := []step{{notification.Pending, created}}
 	switch {
-	case p < 0.06: // expired in the platform's cache
-		return append(steps, step{notification.Expired, next(86_400_000)})
+	case p < 0.06: // expired in the platform's cache, up to a day later
+		const least, most = 50 * time.Millisecond, 86_400_000 * time.Millisecond
+		at := next(int(most / time.Millisecond))
+		if !limit.IsZero() && at.After(limit) {
+			// The same draw, scaled into the room before limit, in whole
+			// milliseconds as the bodies carry it.
+			room := float64(limit.Sub(created) - least)
+			at = created.Add(least + time.Duration(float64(at.Sub(created)-least)*room/float64(most))).Truncate(time.Millisecond)
+		}
+		return append(steps, step{notification.Expired, at})
 	case p < 0.10: // still on its way
 		return append(steps, step{notification.Sent, next(2000)})
 	}
