@@ -48,7 +48,7 @@ type worker struct {
 	st       *store.Store
 	log      *slog.Logger
 	pipe     *pipeline.Pipeline
-	sources  []pipeline.Source // readiness, liveness and close ask only this
+	sources  []pipeline.Source
 	push     *httppush.Server // nil: CMDTRACK_HTTP_ADDR is off
 	up       *upkeep.Upkeep
 	rec      *reconcile.Reconciler // nil: CMDTRACK_RECONCILE_INTERVAL is 0
