@@ -3,8 +3,11 @@ package reconcile_test
 import (
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/cmdtrack/cmdtrack/internal/testenv"
 )
 
-// TestMain removes the containers that testenv started, if any.
-func TestMain(m *testing.M) { testenv.Main(m) }
+// TestMain removes the containers that testenv started, if any, then fails
+// the tests if any left a goroutine running.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(testenv.M(m)) }
