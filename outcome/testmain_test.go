@@ -9,5 +9,6 @@ import (
 )
 
 // TestMain removes the containers that testenv started, if any, then fails
-// the tests if any left a goroutine running.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(testenv.M(m)) }
+// the tests if any left a goroutine running (testcontainers' reaper
+// connection aside: see testenv.IgnoreReaper).
+func TestMain(m *testing.M) { goleak.VerifyTestMain(testenv.M(m), testenv.IgnoreReaper) }
