@@ -61,6 +61,10 @@ func (s linkSource) Run(ctx context.Context, consume func(context.Context, pipel
 	return err
 }
 
+func (s linkSource) Ready() error                { return nil }
+func (s linkSource) Connected() bool             { return true }
+func (s linkSource) Close(context.Context) error { return nil }
+
 // linkSender is the broker's side of the fake link.
 type linkSender struct {
 	fr *fakeReceiver

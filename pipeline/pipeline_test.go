@@ -130,6 +130,10 @@ func (s *fakeSource) Run(ctx context.Context, consume func(context.Context, pipe
 	return consume(ctx, s)
 }
 
+func (s *fakeSource) Ready() error                { return nil }
+func (s *fakeSource) Connected() bool             { return true }
+func (s *fakeSource) Close(context.Context) error { return nil }
+
 func (s *fakeSource) Next(ctx context.Context) (pipeline.Delivery, error) {
 	if s.gate != nil {
 		select {

@@ -36,13 +36,28 @@ type Receiver interface {
 }
 
 // Source opens receivers: an AMQP broker connection with a link per queue,
-// or the HTTP inbox.
+// or the HTTP inbox. The worker asks every source the same questions for
+// its readiness and liveness, and closes each the same way, so that a new
+// kind of input is a new Source, not an edit of the worker.
 type Source interface {
 	// Run calls consume for every receiver it opens, each in its own
 	// goroutine, for as long as that receiver lives, re-opening them as it
 	// sees fit. It returns nil once ctx ends and every consume has returned,
 	// or an error if the source fails for good.
 	Run(ctx context.Context, consume func(context.Context, Receiver) error) error
+	// Ready reports why the source cannot take deliveries now, in words
+	// for /readyz (not connected, a queue not attached), or nil. It is
+	// asked at any time, from any goroutine, before, during and after Run.
+	Ready() error
+	// Connected reports whether the senders are there to hear settles.
+	// While one source is not, what the pipeline holds of it waits for its
+	// return, and a pipeline that makes no progress is waiting, not
+	// wedged: liveness does not fail for it. Asked as Ready is.
+	Connected() bool
+	// Close releases what Run left open so that the drain could settle
+	// (the broker connection). It is called once the pipeline's Run has
+	// returned, and again harmlessly; ctx bounds the wait.
+	Close(ctx context.Context) error
 }
 
 // ErrStopping is returned by Inbox.Submit once intake has ended.
@@ -124,6 +139,17 @@ func (in *Inbox) Run(ctx context.Context, consume func(context.Context, Receiver
 	defer close(in.stopping)
 	return consume(ctx, inboxReceiver{in.in})
 }
+
+// Ready is nil: the inbox takes what its handlers submit for as long as
+// the pipeline runs, and the worker says "stopping" after that.
+func (in *Inbox) Ready() error { return nil }
+
+// Connected is true: the senders are the handlers in this process, which
+// always hear their answer.
+func (in *Inbox) Connected() bool { return true }
+
+// Close has nothing to release.
+func (in *Inbox) Close(context.Context) error { return nil }
 
 type inboxReceiver struct{ in <-chan *submission }
 

@@ -236,96 +236,129 @@ func (r *Reconciler) Remember(unknownAfter time.Duration) {
 // that no call is spent on answers that cannot be recorded). ctx bounds the
 // whole run; what was stored before it ended stays stored.
 func (r *Reconciler) Run(ctx context.Context, sel Selection, report func(Check)) (Summary, error) {
-	var sum Summary
 	unlock, ok, err := r.st.TryLock(ctx, LockName)
 	if err != nil {
-		return sum, fmt.Errorf("reconcile: %w", err)
+		return Summary{}, fmt.Errorf("reconcile: %w", err)
 	}
 	if !ok {
-		return sum, ErrBusy
+		return Summary{}, ErrBusy
 	}
 	defer unlock()
 	r.m.runs.Inc()
 
-	now := r.now()
-	r.forget(now)
-	check := func(ref store.CommandRef) error {
-		c, err := r.check(ctx, ref)
-		if err != nil {
+	ru := &run{r: r, now: r.now(), threshold: sel.Threshold, report: report}
+	r.forget(ru.now)
+	if len(sel.IDs) > 0 {
+		err = ru.named(ctx, sel.IDs)
+	} else {
+		err = ru.open(ctx, sel)
+	}
+	return ru.sum, err
+}
+
+// run is one Run's checks, counted.
+type run struct {
+	r         *Reconciler
+	now       time.Time
+	threshold time.Duration
+	report    func(Check)
+	sum       Summary
+}
+
+// named checks the commands called ids, whatever their status, each once,
+// in id order.
+func (ru *run) named(ctx context.Context, ids []string) error {
+	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
+	refs, err := ru.r.st.CommandsByID(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	for _, id := range ids {
+		i, found := slices.BinarySearchFunc(refs, id, func(r store.CommandRef, id string) int { return strings.Compare(r.CommandID, id) })
+		ref := store.CommandRef{CommandID: id}
+		if found {
+			ref = refs[i]
+		}
+		if err := ru.check(ctx, ref); err != nil {
 			return err
 		}
-		sum.add(c.Outcome)
-		r.m.count(c.Outcome)
-		r.remember(ref.CommandID, c.Outcome, sel.Threshold, now)
-		if report != nil {
-			report(c)
-		}
-		return nil
 	}
+	return nil
+}
 
-	if len(sel.IDs) > 0 {
-		ids := slices.Compact(slices.Sorted(slices.Values(sel.IDs)))
-		refs, err := r.st.CommandsByID(ctx, ids)
-		if err != nil {
-			return sum, fmt.Errorf("reconcile: %w", err)
-		}
-		for _, id := range ids {
-			i, found := slices.BinarySearchFunc(refs, id, func(r store.CommandRef, id string) int { return strings.Compare(r.CommandID, id) })
-			ref := store.CommandRef{CommandID: id}
-			if found {
-				ref = refs[i]
-			}
-			if err := check(ref); err != nil {
-				return sum, err
-			}
-		}
-		return sum, nil
+// open checks the commands not final that sel chooses (by threshold or
+// window, see Selection), oldest first, a page at a time.
+func (ru *run) open(ctx context.Context, sel Selection) error {
+	q, err := ru.openQuery(ctx, sel)
+	if err != nil {
+		return err
 	}
-
-	q := store.OpenQuery{Before: now.Add(-sel.Threshold), Limit: r.cfg.PageSize}
 	windowed := !sel.Since.IsZero() || !sel.Until.IsZero()
-	if !windowed {
-		horizon, err := r.st.StuckHorizon(ctx)
-		if err != nil {
-			return sum, fmt.Errorf("reconcile: %w", err)
-		}
-		if horizon <= sel.Threshold {
-			r.log.Warn("reconcile: the threshold is not shorter than the stuck horizon, so no command is selected; "+
-				"lower CMDTRACK_RECONCILE_THRESHOLD or raise cmdtrack_settings.stuck_horizon",
-				"threshold", sel.Threshold.String(), "stuck_horizon", horizon.String())
-		}
-		q.Since = now.Add(-horizon)
-	} else {
-		q.Before = sel.Until
-		if q.Before.IsZero() {
-			q.Before = now
-		}
-		if !sel.Since.IsZero() {
-			q.Since = sel.Since.Add(-Lookback)
-		}
-	}
 	// A row the run updates may move within the selection and come up again
 	// on a later page: ask once per run.
 	seen := map[string]bool{}
 	for {
-		page, err := r.st.OpenCommands(ctx, q)
+		page, err := ru.r.st.OpenCommands(ctx, q)
 		if err != nil {
-			return sum, fmt.Errorf("reconcile: %w", err)
+			return fmt.Errorf("reconcile: %w", err)
 		}
 		for _, ref := range page {
-			if seen[ref.CommandID] || (!windowed && r.recent(ref.CommandID, now)) {
+			if seen[ref.CommandID] || (!windowed && ru.r.recent(ref.CommandID, ru.now)) {
 				continue
 			}
 			seen[ref.CommandID] = true
-			if err := check(ref); err != nil {
-				return sum, err
+			if err := ru.check(ctx, ref); err != nil {
+				return err
 			}
 		}
 		if len(page) < q.Limit {
-			return sum, nil
+			return nil
 		}
 		q.After = &page[len(page)-1]
 	}
+}
+
+// openQuery is the first page's query for sel: a window's bounds, or the
+// threshold within the stuck horizon.
+func (ru *run) openQuery(ctx context.Context, sel Selection) (store.OpenQuery, error) {
+	q := store.OpenQuery{Before: ru.now.Add(-sel.Threshold), Limit: ru.r.cfg.PageSize}
+	if !sel.Since.IsZero() || !sel.Until.IsZero() {
+		q.Before = sel.Until
+		if q.Before.IsZero() {
+			q.Before = ru.now
+		}
+		if !sel.Since.IsZero() {
+			q.Since = sel.Since.Add(-Lookback)
+		}
+		return q, nil
+	}
+	horizon, err := ru.r.st.StuckHorizon(ctx)
+	if err != nil {
+		return q, fmt.Errorf("reconcile: %w", err)
+	}
+	if horizon <= sel.Threshold {
+		ru.r.log.Warn("reconcile: the threshold is not shorter than the stuck horizon, so no command is selected; "+
+			"lower CMDTRACK_RECONCILE_THRESHOLD or raise cmdtrack_settings.stuck_horizon",
+			"threshold", sel.Threshold.String(), "stuck_horizon", horizon.String())
+	}
+	q.Since = ru.now.Add(-horizon)
+	return q, nil
+}
+
+// check checks one command, counts and reports it. It returns an error
+// only when the run must stop.
+func (ru *run) check(ctx context.Context, ref store.CommandRef) error {
+	c, err := ru.r.check(ctx, ref)
+	if err != nil {
+		return err
+	}
+	ru.sum.add(c.Outcome)
+	ru.r.m.count(c.Outcome)
+	ru.r.remember(ref.CommandID, c.Outcome, ru.threshold, ru.now)
+	if ru.report != nil {
+		ru.report(c)
+	}
+	return nil
 }
 
 // check asks the API about one command and stores its answer. It returns an

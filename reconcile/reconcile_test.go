@@ -21,8 +21,13 @@ import (
 	"github.com/cmdtrack/cmdtrack/store"
 )
 
+// fixture is a reconciler's world: the fake API, and the fake store (setup)
+// or PostgreSQL (setupDB, for the tests of what the store's merge and
+// history make of the answers).
 type fixture struct {
-	st   *store.Store
+	st   reconcile.Store
+	fake *fakeStore   // nil on PostgreSQL
+	db   *store.Store // nil on the fake
 	api  *iotdafake.Server
 	reg  *prometheus.Registry
 	m    *reconcile.Metrics
@@ -33,9 +38,24 @@ type fixture struct {
 
 func setup(t *testing.T) *fixture {
 	t.Helper()
-	st, _, _ := testenv.Schema(t)
+	f := newFixture(t)
+	f.fake = newFakeStore()
+	f.st = f.fake
+	return f
+}
+
+func setupDB(t *testing.T) *fixture {
+	t.Helper()
+	f := newFixture(t)
+	f.db, _, _ = testenv.Schema(t)
+	f.st = f.db
+	return f
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	return &fixture{st: st, api: iotdafake.Start(t), reg: reg, m: reconcile.NewMetrics(reg), logs: &testenv.LogBuffer{},
+	return &fixture{api: iotdafake.Start(t), reg: reg, m: reconcile.NewMetrics(reg), logs: &testenv.LogBuffer{},
 		now: time.Now().UTC().Truncate(time.Second)}
 }
 
@@ -76,7 +96,11 @@ func (f *fixture) notify(t *testing.T, id, device string, status notification.St
 	if result != "" {
 		n.Result = json.RawMessage(result)
 	}
-	_, err := f.st.Apply(context.Background(), []ingest.Item{{Source: "amqp:test", Notification: n}})
+	if f.fake != nil {
+		f.fake.merge(n)
+		return
+	}
+	_, err := f.db.Apply(context.Background(), []ingest.Item{{Source: "amqp:test", Notification: n}})
 	require.NoError(t, err)
 }
 
@@ -86,18 +110,32 @@ type stored struct {
 	Result       *string
 }
 
+// row is a command's row in PostgreSQL.
 func (f *fixture) row(t *testing.T, id string) stored {
 	t.Helper()
 	var r stored
-	require.NoError(t, f.st.Pool().QueryRow(context.Background(),
+	require.NoError(t, f.db.Pool().QueryRow(context.Background(),
 		`SELECT status, response_time, result::text FROM device_commands WHERE command_id = $1`, id).
 		Scan(&r.Status, &r.ResponseTime, &r.Result))
 	return r
 }
 
+func (f *fixture) status(t *testing.T, id string) string {
+	t.Helper()
+	if f.fake != nil {
+		return string(f.fake.row(id).Status)
+	}
+	return f.row(t, id).Status
+}
+
+// apiEvents is how many answers were written for the command: its history's
+// rows of source "api".
 func (f *fixture) apiEvents(t *testing.T, id string) int {
 	t.Helper()
-	return testenv.Count(t, f.st.Pool(), `SELECT count(*) FROM device_command_events WHERE source = 'api' AND command_id = '`+id+`'`)
+	if f.fake != nil {
+		return f.fake.answers(id)
+	}
+	return testenv.Count(t, f.db.Pool(), `SELECT count(*) FROM device_command_events WHERE source = 'api' AND command_id = '`+id+`'`)
 }
 
 func (f *fixture) metric(name string, labels ...string) float64 {
@@ -127,10 +165,11 @@ func (f *fixture) metric(name string, labels ...string) float64 {
 
 // Commands stuck in SENT and DELIVERED become final, with the API's
 // response time and result, recorded in the history; recent and final ones
-// are not asked about.
+// are not asked about. Against PostgreSQL: the selection's SQL, the merge
+// and the history, end to end.
 func TestStuckCommandsBecomeFinal(t *testing.T) {
 	t.Parallel()
-	f := setup(t)
+	f := setupDB(t)
 	f.notify(t, "stuck-sent", "dev-1", notification.Sent, f.now.Add(-3*time.Hour), "")
 	f.notify(t, "stuck-delivered", "dev-2", notification.Delivered, f.now.Add(-2*time.Hour), "")
 	f.notify(t, "recent", "dev-3", notification.Sent, f.now.Add(-10*time.Minute), "")
@@ -173,10 +212,10 @@ func TestStuckCommandsBecomeFinal(t *testing.T) {
 
 // A notification that arrives while the API is being asked keeps its state
 // when it wins by the merge rule; when the API's answer is the later news,
-// the answer wins. Either way the row is what the rule says.
+// the answer wins. Either way the row is what the rule says (PostgreSQL's).
 func TestNotificationDuringReconcile(t *testing.T) {
 	t.Parallel()
-	f := setup(t)
+	f := setupDB(t)
 	f.notify(t, "overtaken", "dev-1", notification.Delivered, f.now.Add(-2*time.Hour), "")
 	f.notify(t, "answer-newer", "dev-2", notification.Delivered, f.now.Add(-2*time.Hour), "")
 	// The API saw the command time out (timed by its delivered_time, the
@@ -266,7 +305,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 	require.Len(t, times, 2)
 	require.GreaterOrEqual(t, times[1].Sub(times[0]), 950*time.Millisecond, "waited as Retry-After said")
 	require.Equal(t, float64(1), f.metric("cmdtrack_reconcile_api_errors_total", "class", "rate_limited"))
-	require.Equal(t, "EXPIRED", f.row(t, "c1").Status)
+	require.Equal(t, "EXPIRED", f.status(t, "c1"))
 }
 
 // 401 stops the run at once: nothing more is asked, nothing written.
@@ -285,7 +324,7 @@ func TestAuthFailureStops(t *testing.T) {
 	require.ErrorContains(t, err, "HTTP 401")
 	require.Zero(t, sum.Checked)
 	require.Equal(t, map[string]int{"c1": 1}, f.api.AllCalls(), "no retry, no further call")
-	require.Equal(t, "SENT", f.row(t, "c2").Status)
+	require.Equal(t, "SENT", f.status(t, "c2"))
 	require.Equal(t, float64(1), f.metric("cmdtrack_reconcile_api_errors_total", "class", "auth"))
 }
 
@@ -310,10 +349,10 @@ func TestBadAnswers(t *testing.T) {
 	require.Equal(t, reconcile.Summary{Checked: 4, Updated: 1, Unknown: 1, Failed: 2}, sum)
 	require.Equal(t, map[string]int{"unknown": 1, "garbage": 1, "down": 3, "flaky": 3}, f.api.AllCalls())
 	for _, id := range []string{"unknown", "garbage", "down"} {
-		require.Equal(t, "SENT", f.row(t, id).Status, id)
+		require.Equal(t, "SENT", f.status(t, id), id)
 		require.Zero(t, f.apiEvents(t, id), "nothing written for %s", id)
 	}
-	require.Equal(t, "SUCCESSFUL", f.row(t, "flaky").Status)
+	require.Equal(t, "SUCCESSFUL", f.status(t, "flaky"))
 	require.Equal(t, reconcile.Unknown, checks[0].Outcome)
 	require.ErrorContains(t, checks[1].Err, "decode show command response")
 	require.ErrorContains(t, checks[2].Err, "gave up after 3 attempts")
@@ -401,8 +440,7 @@ func TestThresholdStaysInHorizon(t *testing.T) {
 	require.Equal(t, reconcile.Summary{Checked: 3, Unknown: 3}, sum, "the window takes what moved since 48 h before it")
 	require.Equal(t, map[string]int{"year-old": 1, "beyond": 1, "within": 2, "recent": 2}, f.api.AllCalls())
 
-	_, err = f.st.Pool().Exec(context.Background(), `UPDATE cmdtrack_settings SET stuck_horizon = '4 days'`)
-	require.NoError(t, err)
+	f.fake.setHorizon(4 * 24 * time.Hour)
 	sum, err = r.Run(context.Background(), reconcile.Selection{Threshold: time.Hour}, nil)
 	require.NoError(t, err)
 	require.Equal(t, reconcile.Summary{Checked: 3, Unknown: 3}, sum)
@@ -410,8 +448,7 @@ func TestThresholdStaysInHorizon(t *testing.T) {
 	require.Equal(t, 1, f.api.Calls("year-old"))
 
 	// A horizon no longer than the threshold selects nothing, and says so.
-	_, err = f.st.Pool().Exec(context.Background(), `UPDATE cmdtrack_settings SET stuck_horizon = '1 hour'`)
-	require.NoError(t, err)
+	f.fake.setHorizon(time.Hour)
 	sum, err = r.Run(context.Background(), reconcile.Selection{Threshold: time.Hour}, nil)
 	require.NoError(t, err)
 	require.Zero(t, sum.Checked)
@@ -433,8 +470,24 @@ func TestAnswerAboutAnotherDevice(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, reconcile.Summary{Checked: 1, Failed: 1}, sum)
 	require.ErrorContains(t, checks[0].Err, `device "dev-other"`)
-	require.Equal(t, "SENT", f.row(t, "c1").Status)
+	require.Equal(t, "SENT", f.status(t, "c1"))
 	require.Zero(t, f.apiEvents(t, "c1"))
-	require.Equal(t, 1, testenv.Count(t, f.st.Pool(), `SELECT count(*) FROM device_commands WHERE command_id = 'c1' AND device_id = 'dev-1'`))
+	require.Equal(t, "dev-1", f.fake.row("c1").DeviceID)
 	require.Equal(t, float64(1), f.metric("cmdtrack_reconcile_api_errors_total", "class", "bad_response"))
+}
+
+// A database that fails ends the run, in either mode, before any call is
+// spent on an answer that could not be recorded.
+func TestDatabaseDownAsksNothing(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.notify(t, "c1", "dev", notification.Sent, f.now.Add(-2*time.Hour), "")
+	errDown := errors.New("database away")
+	f.fake.down = errDown
+	for _, sel := range []reconcile.Selection{{Threshold: time.Hour}, {Since: f.now.Add(-3 * time.Hour)}, {IDs: []string{"c1"}}} {
+		sum, err := f.reconciler(t, reconcile.Config{}).Run(context.Background(), sel, nil)
+		require.ErrorIs(t, err, errDown, "%+v", sel)
+		require.Zero(t, sum.Checked)
+	}
+	require.Empty(t, f.api.AllCalls())
 }

@@ -3,8 +3,12 @@ package reconcile_test
 import (
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/cmdtrack/cmdtrack/internal/testenv"
 )
 
-// TestMain removes the containers that testenv started, if any.
-func TestMain(m *testing.M) { testenv.Main(m) }
+// TestMain removes the containers that testenv started, if any, then fails
+// the tests if any left a goroutine running (testcontainers' reaper
+// connection aside: see testenv.IgnoreReaper).
+func TestMain(m *testing.M) { goleak.VerifyTestMain(testenv.M(m), testenv.IgnoreReaper) }

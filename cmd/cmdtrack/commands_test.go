@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -57,8 +56,7 @@ func TestReplay(t *testing.T) {
 	require.Empty(t, bad)
 	require.Equal(t, 2, f.count(t, `SELECT count(*) FROM dead_letters`))
 	require.Equal(t, 2, f.count(t, `SELECT count(*) FROM dead_letters WHERE replay_count = 1 AND reason_class <> 'x'`))
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 }
 
 // TestSendCommandLifecycle sends a command with `cmdtrack send` against a
@@ -143,6 +141,5 @@ func TestSendCommandLifecycle(t *testing.T) {
 	require.Equal(t, []string{"Switch", "ON_OFF", "immediately", `{"value": "ON"}`, "prod-9"}, []string{service, name, strategy, paras, product})
 	require.Equal(t, time.Date(2026, 11, 22, 10, 10, 11, 0, time.UTC), sent.UTC())
 	require.Equal(t, 3, f.count(t, `SELECT count(*) FROM device_command_events WHERE command_id = 'cmd-sent-1'`))
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 }

@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -109,8 +108,7 @@ func TestRestartFailover(t *testing.T) {
 	require.Positive(t, metricSum(t, w, "cmdtrack_database_errors_total"), "the worker's writes failed over")
 	require.Zero(t, metric(t, w, `cmdtrack_database_errors_total{class="other"}`), "every failed write was classified")
 	require.Zero(t, metricSum(t, w, "cmdtrack_messages_dead_lettered_total"))
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 	testenv.VerifyStream(t, st.Pool(), s, q)
 	for _, r := range w.Logs() {
 		if r["msg"] == "database writes recovered" {

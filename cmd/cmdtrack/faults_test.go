@@ -51,8 +51,7 @@ func TestCrashKill9(t *testing.T) {
 	w := testenv.StartWorker(t, f.env())
 	w.WaitReady(30 * time.Second)
 	f.waitStored(t, s, 2*time.Minute)
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 	f.verify(t, s)
 }
 
@@ -93,8 +92,7 @@ func TestBrokerConnectionCut(t *testing.T) {
 	require.Equal(t, float64(1), metric(t, w, "cmdtrack_broker_outages_total"), "one outage")
 	require.Greater(t, metric(t, w, "cmdtrack_broker_reconnects_total"), float64(1), "re-dialled while it was refused")
 	require.Equal(t, float64(1), metric(t, w, "cmdtrack_broker_connected"))
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 	// The outage outlasted what the platform would keep (2 s here): the
 	// worker says notifications may be lost, and how to repair the window.
 	require.Equal(t, 1, w.LogCount(consumer.LogBacklogLost))
@@ -141,8 +139,7 @@ func TestDatabaseOutage(t *testing.T) {
 
 	f.waitStored(t, s, time.Minute)
 	w.WaitReady(15 * time.Second) // writes recovered
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 	f.verify(t, s) // includes: no good message was dead-lettered
 }
 
@@ -165,11 +162,8 @@ func TestReplicas(t *testing.T) {
 	for i, w := range workers {
 		require.Zero(t, metric(t, w, `cmdtrack_database_errors_total{class="`+string(store.DeadlockError)+`"}`), "worker %d", i)
 		require.Zero(t, metricSum(t, w, "cmdtrack_database_errors_total"), "worker %d: no write failed", i)
-		w.Signal(syscall.SIGTERM)
 	}
-	for _, w := range workers {
-		require.Equal(t, 0, w.Wait(20*time.Second))
-	}
+	stopCleanly(t, workers...)
 	f.verify(t, s)
 }
 
@@ -201,7 +195,6 @@ func TestShutdownDuringDatabaseOutage(t *testing.T) {
 	w2 := testenv.StartWorker(t, f.env())
 	w2.WaitReady(30 * time.Second)
 	f.waitStored(t, s, time.Minute)
-	w2.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w2.Wait(20*time.Second))
+	stopCleanly(t, w2)
 	f.verify(t, s)
 }

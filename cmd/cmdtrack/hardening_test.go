@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -43,8 +42,7 @@ func TestLivenessSeesAWedge(t *testing.T) {
 	proxy.Resume()
 	f.waitStored(t, s, time.Minute)
 	require.Eventually(t, func() bool { code, _ := w.Get("/healthz"); return code == 200 }, 30*time.Second, 100*time.Millisecond)
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 	f.verify(t, s)
 }
 
@@ -64,8 +62,7 @@ func TestBadQueueNamedWhileOthersFlow(t *testing.T) {
 	require.Contains(t, body, fmt.Sprintf("queue %q is not attached", missing))
 	require.Equal(t, float64(1), metric(t, w, fmt.Sprintf(`cmdtrack_queue_attached{queue=%q}`, f.queue)))
 	require.Equal(t, float64(0), metric(t, w, fmt.Sprintf(`cmdtrack_queue_attached{queue=%q}`, missing)))
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 	f.verify(t, s)
 }
 

@@ -20,7 +20,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -96,8 +95,7 @@ func TestHTTPPush(t *testing.T) {
 	require.Equal(t, "SUCCESSFUL", status)
 	require.Equal(t, 3, f.count(t, `SELECT count(*) FROM device_command_events WHERE source = 'http'`))
 	require.Equal(t, 1, f.count(t, `SELECT count(*) FROM dead_letters WHERE source = 'http'`))
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 	require.NotContains(t, w.Output(), pushToken)
 }
 
@@ -160,8 +158,7 @@ func TestHTTPPushClientCertificate(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, 1, f.count(t, `SELECT count(*) FROM device_commands WHERE command_id = 'id'`))
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 }
 
 // TestHTTPSPushNotLockedOut is issue 26's lockout over HTTPS, through the
@@ -228,6 +225,5 @@ func TestHTTPSPushNotLockedOut(t *testing.T) {
 		require.Equal(t, http.StatusOK, code)
 	}
 	require.Equal(t, http.StatusOK, genuine(), "idle authenticated connections")
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 }

@@ -3,7 +3,6 @@ package main_test
 import (
 	"log/slog"
 	"regexp"
-	"syscall"
 	"testing"
 	"time"
 
@@ -67,8 +66,7 @@ func TestIoTDAEndpoint(t *testing.T) {
 	f.waitStored(t, s, time.Minute)
 	require.Equal(t, float64(1), metric(t, w, "cmdtrack_broker_connected"))
 	require.Zero(t, metric(t, w, "cmdtrack_broker_reconnects_total"), "connected once, never lost")
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second), w.Output())
+	stopCleanly(t, w)
 	require.Empty(t, w.LogsAtLeast(slog.LevelError))
 	require.NotContains(t, w.Output(), iot.AccessCode)
 	f.verify(t, s)
@@ -103,8 +101,7 @@ func TestIoTDAUntrustedCertificate(t *testing.T) {
 	requireOnlyLine(t, w, consumer.LogBadCertificate) // one per outage, not per attempt, and not "connection lost"
 	require.Zero(t, metric(t, w, "cmdtrack_broker_connected"))
 	require.Empty(t, iot.Logins(), "no credentials were sent to an unverified peer")
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 }
 
 // A wrong access code: one clear line that names the credential variables
@@ -142,7 +139,6 @@ func TestIoTDAWrongAccessCode(t *testing.T) {
 	}
 	code, _ := w.Get("/readyz")
 	require.Equal(t, 503, code)
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 	require.NotContains(t, w.Output(), wrong, "the access code is never logged")
 }

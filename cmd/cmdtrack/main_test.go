@@ -122,8 +122,7 @@ func TestWorkerStoresStreamAndStopsOnSIGTERM(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond)
 	require.Equal(t, float64(1), metric(t, w, "cmdtrack_broker_connected"))
 
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second), w.Output()) // 0: stopped cleanly
+	stopCleanly(t, w)
 	require.Empty(t, w.LogsAtLeast(slog.LevelError))
 	f.verify(t, s)
 }
@@ -193,8 +192,7 @@ func TestSeveralQueues(t *testing.T) {
 	w.WaitReady(30 * time.Second)
 	f.waitStored(t, s, time.Minute)
 	require.Greater(t, metric(t, w, fmt.Sprintf(`cmdtrack_messages_received_total{queue=%q}`, q2)), float64(0))
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 	f.verify(t, s)
 	testenv.RequireQueueEmpty(t, q2)
 }

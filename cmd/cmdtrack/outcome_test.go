@@ -4,7 +4,6 @@ import (
 	"context"
 	"os/exec"
 	"regexp"
-	"syscall"
 	"testing"
 	"time"
 
@@ -68,12 +67,7 @@ func TestOutcomesCountedOnceAcrossWorkers(t *testing.T) {
 	}
 	require.Equal(t, float64(finalCreated), createdFinal)
 	require.Equal(t, 1, exporters, "one replica exports the database's metrics")
-	for _, w := range workers {
-		w.Signal(syscall.SIGTERM)
-	}
-	for _, w := range workers {
-		require.Equal(t, 0, w.Wait(20*time.Second))
-	}
+	stopCleanly(t, workers...)
 	f.verify(t, s)
 }
 
@@ -142,8 +136,7 @@ func TestReplayedFinalIsCounted(t *testing.T) {
 	require.Contains(t, out, "1 applied")
 	require.Equal(t, "FAILED", status(t, f.st, "replayed-1"))
 	finishedBy(t, 2, w)
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 }
 
 // `cmdtrack reconcile` (the repair after an outage) writes a final status:
@@ -163,8 +156,7 @@ func TestReconciledFinalIsCounted(t *testing.T) {
 	require.Contains(t, out, "updated 1")
 	require.Equal(t, "SUCCESSFUL", status(t, f.st, "rec-1"))
 	finishedBy(t, 2, w)
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 }
 
 // A final command deleted by command retention, and then heard of again
@@ -187,6 +179,5 @@ func TestFinalHeardAgainAfterRetentionCountedOnce(t *testing.T) {
 		return f.count(t, `SELECT count(*) FROM device_commands WHERE command_id IN ('old-1', 'new-1')`) == 2
 	}, 30*time.Second, 50*time.Millisecond)
 	finishedBy(t, 2, w) // new-1, not old-1 again
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -86,8 +85,7 @@ func TestPresenceStream(t *testing.T) {
 		return f.count(t, `SELECT count(*) FROM dead_letters`) >= 4 && f.count(t, `SELECT count(*) FROM device_commands`) == 2 &&
 			f.count(t, `SELECT count(*) FROM device_presence`) == 2
 	}, time.Minute, 50*time.Millisecond)
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second), w.Output())
+	stopCleanly(t, w)
 	testenv.RequireQueueEmpty(t, f.queue)
 
 	rows, err := f.st.Pool().Query(context.Background(), `
@@ -144,8 +142,7 @@ func TestSimulatedPresence(t *testing.T) {
 	w := testenv.StartWorker(t, f.env())
 	w.WaitReady(30 * time.Second)
 	f.waitStored(t, s, time.Minute)
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second), w.Output())
+	stopCleanly(t, w)
 	f.verify(t, s)
 	// Every command that timed out or stays on its way shows its device's status.
 	require.Zero(t, f.count(t, `SELECT count(*) FROM command_durations

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -179,9 +178,8 @@ func TestReconcileWorker(t *testing.T) {
 	}
 	require.Equal(t, float64(len(ids)), checked)
 	require.Equal(t, len(ids), f.count(t, `SELECT count(*) FROM device_command_events WHERE source = 'api'`))
+	stopCleanly(t, workers...)
 	for _, w := range workers {
-		w.Signal(syscall.SIGTERM)
-		require.Equal(t, 0, w.Wait(20*time.Second))
 		require.Zero(t, w.LogCount(reconcile.LogStopped))
 	}
 }
@@ -208,6 +206,5 @@ func TestReconcileWorkerRefusedCredentials(t *testing.T) {
 
 	code, _ := w.Get("/readyz")
 	require.Equal(t, 200, code, "consuming goes on")
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -64,8 +63,7 @@ func restartBrokerMidStream(t *testing.T, f *fixture, seed uint64, env []string,
 	f.waitStored(t, s, 2*time.Minute)
 	require.GreaterOrEqual(t, metric(t, w, "cmdtrack_broker_outages_total"), float64(1))
 	require.Equal(t, float64(1), metric(t, w, "cmdtrack_broker_connected"), "connected again")
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 	f.verify(t, s)
 }
 
@@ -88,8 +86,7 @@ func TestRestartDatabase(t *testing.T) {
 	f.waitStored(t, s, 2*time.Minute)
 	require.Greater(t, metricSum(t, w, "cmdtrack_database_errors_total"), float64(0), "writes failed")
 	w.WaitReady(15 * time.Second) // and recovered
-	w.Signal(syscall.SIGTERM)
-	require.Equal(t, 0, w.Wait(20*time.Second))
+	stopCleanly(t, w)
 	f.verify(t, s)
 }
 

@@ -31,8 +31,8 @@ const (
 	// for good): intake ends (links stop receiving, the push server takes
 	// no new requests), the reconciler and the upkeep stop (a call in
 	// flight is abandoned, nothing of it written), and the pipeline writes
-	// and settles what it holds within the shutdown grace, then closes the
-	// broker connection.
+	// and settles what it holds within the shutdown grace, then closes its
+	// sources (the broker connection).
 	stopIntake lifecycle.Phase = iota
 	// stopServing comes once all of intake has returned: the ops server
 	// and the watchdog, so that readiness and metrics stay visible until
@@ -47,7 +47,6 @@ type worker struct {
 	cfg      *Config
 	st       *store.Store
 	log      *slog.Logger
-	broker   *consumer.Broker
 	pipe     *pipeline.Pipeline
 	sources  []pipeline.Source
 	push     *httppush.Server // nil: CMDTRACK_HTTP_ADDR is off
@@ -111,9 +110,8 @@ func assemble(cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
 	w.group = lifecycle.New(log.With("component", "lifecycle"), w.components()...)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var err error
 	st.OnChange(outcome.NewMetrics(reg).Record)
-	w.broker, err = consumer.NewBroker(consumer.BrokerConfig{
+	broker, err := consumer.NewBroker(consumer.BrokerConfig{
 		URL:              cfg.AMQPURL,
 		Queues:           cfg.AMQPQueue,
 		AccessKey:        cfg.AMQPAccessKey,
@@ -142,7 +140,7 @@ func assemble(cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
 		DatabaseHosts: store.Hosts(cfg.DatabaseURL),
 		StallTimeout:  cfg.StallTimeout,
 	}, log.With("component", "pipeline"), pipeline.NewMetrics(reg))
-	w.sources = []pipeline.Source{w.broker}
+	w.sources = []pipeline.Source{broker}
 
 	if cfg.HTTPAddr != "" {
 		inbox := pipeline.NewInbox()
@@ -196,8 +194,10 @@ func (w *worker) ready(ctx context.Context) error {
 	if !w.migrated.Load() {
 		return errors.New("migrations not applied yet")
 	}
-	if err := w.broker.Ready(); err != nil {
-		return err
+	for _, s := range w.sources {
+		if err := s.Ready(); err != nil {
+			return err
+		}
 	}
 	if err := w.pipe.Ready(); err != nil {
 		return err
@@ -206,11 +206,13 @@ func (w *worker) ready(ctx context.Context) error {
 }
 
 // live is /healthz and the watchdog's test. It fails only for a wedge:
-// messages in hand, the broker there to take their accepts, and nothing
-// stored or settled for StallTimeout.
+// messages in hand, every source there to take their settles (the broker's
+// accepts), and nothing stored or settled for StallTimeout.
 func (w *worker) live(context.Context) error {
-	if !w.broker.Connected() {
-		return nil
+	for _, s := range w.sources {
+		if !s.Connected() {
+			return nil
+		}
 	}
 	return w.pipe.Stalled()
 }
@@ -252,15 +254,17 @@ func (w *worker) migrate(ctx context.Context) error {
 	return nil
 }
 
-// runPipeline consumes until ctx ends, drains, then closes the broker
-// connection, whose links the drain settled on.
+// runPipeline consumes until ctx ends, drains, then closes the sources
+// (the broker connection, whose links the drain settled on).
 func (w *worker) runPipeline(ctx context.Context) error {
 	err := w.pipe.Run(ctx, w.cfg.ShutdownGrace, w.sources...)
-	// ctx has ended: the close has a deadline of its own.
+	// ctx has ended: the closes have a deadline of their own.
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if cerr := w.broker.Close(closeCtx); cerr != nil {
-		w.log.Debug("closing broker connection", "err", cerr)
+	for _, s := range w.sources {
+		if cerr := s.Close(closeCtx); cerr != nil {
+			w.log.Debug("closing a source", "err", cerr)
+		}
 	}
 	if err == nil {
 		w.log.Info("cmdtrack stopped cleanly")

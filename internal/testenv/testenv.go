@@ -32,6 +32,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/wait"
+	"go.uber.org/goleak"
 
 	"github.com/cmdtrack/cmdtrack/consumer"
 	"github.com/cmdtrack/cmdtrack/store"
@@ -128,24 +129,41 @@ func atExit(f func() error) {
 }
 
 // Main runs a package's tests, then removes the containers started for them,
-// and exits. Every package whose tests use the services calls it:
+// and exits. Every package whose tests use the services calls it, or M:
 //
 //	func TestMain(m *testing.M) { testenv.Main(m) }
 //
 // testcontainers' reaper (Ryuk) would remove them too, but only where its
 // image can be pulled; Main needs nothing.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(M(m).Run()) }
+
+// M is m, whose Run also removes the containers started for its tests (see
+// Main), for a TestMain that checks more once they are gone:
+//
+//	func TestMain(m *testing.M) { goleak.VerifyTestMain(testenv.M(m), testenv.IgnoreReaper) }
+func M(m *testing.M) interface{ Run() int } { return mainM{m} }
+
+// IgnoreReaper is the goroutine goleak leaves alone in the tests that use
+// the services: testcontainers' connection to its reaper (Ryuk), which lives
+// as long as the test binary by design, where containers were started with
+// the reaper on (make test/docker, where its image can be had). On loopback
+// services (make test) there is none.
+var IgnoreReaper = goleak.IgnoreTopFunction("github.com/testcontainers/testcontainers-go.(*Reaper).connect.func1")
+
+type mainM struct{ m *testing.M }
+
+func (mm mainM) Run() int {
 	containersMu.Lock()
 	mainRunning = true
 	containersMu.Unlock()
-	code := m.Run()
+	code := mm.m.Run()
 	if err := removeContainers(); err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
 		if code == 0 {
 			code = 1
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 func removeContainers() error {

@@ -38,8 +38,11 @@ type Harness struct {
 // TestSource runs a Source through the pipeline's cases (stored, retried,
 // drained at shutdown, given up when the grace runs out) and checks its
 // contract: every delivery is answered exactly once, by Settle or Abandon;
-// the sender hears of every settle; and once the pipeline has returned,
-// the source holds nothing unanswered.
+// the sender hears of every settle; once the pipeline has returned, the
+// source holds nothing unanswered, and Close returns nil, twice. A source
+// that is settling is ready and connected, and its Ready and Connected
+// are asked all along the run, from another goroutine, as the worker's
+// probes ask them (the race detector sees what they read unguarded).
 func TestSource(t *testing.T, newHarness func(t *testing.T) Harness) {
 	// Stored at once, or after the first writes failed: every message is
 	// settled, once.
@@ -54,6 +57,8 @@ func TestSource(t *testing.T, newHarness func(t *testing.T) Harness) {
 			r := start(t, newHarness(t), a, time.Second)
 			r.h.Sender.Send(40)
 			r.waitSettled(t, 40)
+			require.NoError(t, r.h.Source.Ready(), "ready while it settles")
+			require.True(t, r.h.Source.Connected(), "connected while it settles")
 			require.NoError(t, r.stop(t))
 			r.check(t, 40, 0)
 		})
@@ -101,6 +106,7 @@ func start(t *testing.T, h Harness, a *applier, grace time.Duration) *run {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, grace, recordingSource{h.Source, rec}) }()
+	probed := probe(h.Source, done)
 	r := &run{h: h, rec: rec}
 	var once sync.Once
 	var err error
@@ -109,7 +115,7 @@ func start(t *testing.T, h Harness, a *applier, grace time.Duration) *run {
 		once.Do(func() {
 			cancel()
 			select {
-			case err = <-done:
+			case err = <-probed:
 			case <-time.After(20 * time.Second):
 				t.Fatal("the pipeline did not return")
 			}
@@ -118,6 +124,27 @@ func start(t *testing.T, h Harness, a *applier, grace time.Duration) *run {
 	}
 	t.Cleanup(func() { _ = r.stop(t) })
 	return r
+}
+
+// probe asks the source's Ready and Connected, as the worker's readiness
+// and liveness probes do, until the pipeline returns; it passes on what the
+// pipeline returned once it has stopped asking.
+func probe(s pipeline.Source, done <-chan error) <-chan error {
+	out := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			_, _ = s.Ready(), s.Connected()
+			select {
+			case err := <-done:
+				out <- err
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return out
 }
 
 func (r *run) waitSettled(t *testing.T, n int) {
@@ -153,6 +180,12 @@ func (r *run) check(t *testing.T, settled, abandoned int) {
 	require.Eventually(t, func() bool { return r.h.Sender.Outstanding() == 0 && r.h.Sender.Settled() == s },
 		5*time.Second, time.Millisecond, "%d messages still held unanswered; the sender heard of %d settles, want %d",
 		r.h.Sender.Outstanding(), r.h.Sender.Settled(), s)
+	// The worker closes its sources once the pipeline has returned; a
+	// second close (a stop that raced a failure) changes nothing.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, r.h.Source.Close(ctx), "close")
+	require.NoError(t, r.h.Source.Close(ctx), "close again")
 }
 
 // applier is a store that fails its first failFirst attempts (-1: all), or
