@@ -139,6 +139,10 @@ func interpretError(err error) error {
 	return &Error{class: ClassifyError(err), err: err}
 }
 
+// NewError is err as the store returns an error of class: for fakes of the
+// store in other packages' tests, which then need no driver's error.
+func NewError(class ErrorClass, err error) *Error { return &Error{class: class, err: err} }
+
 func (e *Error) Error() string { return e.err.Error() }
 
 func (e *Error) Unwrap() error { return e.err }
