@@ -40,20 +40,20 @@ func fold(rows []noteRow) []noteRow {
 	out := make([]noteRow, 0, len(rows))
 	start := 0 // the first row of out for the current command
 	for i := range rows {
-		r := rows[i]
+		r := &rows[i] // not a copy: the fold's functions would move it to the heap
 		if len(out) == 0 || out[start].n.CommandID != r.n.CommandID {
 			start = len(out)
-			out = append(out, r)
+			out = append(out, *r)
 			continue
 		}
 		folded := false
 		for j := start; j < len(out) && !folded; j++ {
-			if m, ok := commandFold.pair(&out[j], &r); ok {
+			if m, ok := commandFold.pair(&out[j], r); ok {
 				out[j], folded = m, true
 			}
 		}
 		if !folded {
-			out = append(out, r)
+			out = append(out, *r)
 		}
 	}
 	return out
@@ -121,8 +121,13 @@ func (f *foldRule) pair(a, b *noteRow) (noteRow, bool) {
 		}
 	}
 	win, lose := a, b
-	if f.beats(b, a) {
+	switch f.compare(b, a) {
+	case 1:
 		win, lose = b, a
+	case 0:
+		if f.sameTies(a, b) {
+			return *a, true // the same notification twice (the order holds its key)
+		}
 	}
 	for i := range f.ties {
 		// The loser's value would not be written, and so not checked: one
@@ -134,31 +139,48 @@ func (f *foldRule) pair(a, b *noteRow) (noteRow, bool) {
 			return noteRow{}, false
 		}
 	}
-	n := *win.n // the winner's status, result, request id and time
-	if lose.n.Creation != nil {
-		// A copy, which the loser's creation facts may fill in.
-		var c notification.Creation
-		if n.Creation != nil {
-			c = *n.Creation
-		}
-		n.Creation = &c
+	// One allocation for the row and its notification, which starts as the
+	// winner's (status, result, request id, time).
+	m := &struct {
+		r noteRow
+		n notification.Notification
+	}{n: *win.n}
+	m.r = noteRow{n: &m.n, source: win.source, key: win.key, idx: win.idx}
+	switch l := lose.n.Creation; {
+	case l == nil:
+	case m.n.Creation == nil:
+		// Shared: where the loser knows a creation fact, so does the row,
+		// so nothing is written into it below.
+		m.n.Creation = l
+	default:
+		c := *m.n.Creation // a copy, which the loser's creation facts fill in
+		m.n.Creation = &c
 	}
-	m := noteRow{n: &n, source: win.source, key: win.key, idx: win.idx}
 	for i := range f.facts {
-		if c := &f.facts[i]; c.missing(&m) && !c.missing(lose) {
-			c.take(&m, lose)
+		if c := &f.facts[i]; c.missing(&m.r) && !c.missing(lose) {
+			c.take(&m.r, lose)
 		}
 	}
-	return m, true
+	return m.r, true
 }
 
-// beats reports whether a wins the merge over b: the greater tuple of order
-// columns.
-func (f *foldRule) beats(a, b *noteRow) bool {
+// compare orders a and b as the merge does: by the tuple of order columns.
+func (f *foldRule) compare(a, b *noteRow) int {
 	for i := range f.orders {
 		if c := f.orders[i].compare(a, b); c != 0 {
-			return c > 0
+			return c
 		}
 	}
-	return false
+	return 0
+}
+
+// sameTies reports whether a and b have the same tiebreak values.
+func (f *foldRule) sameTies(a, b *noteRow) bool {
+	for i := range f.ties {
+		c := &f.ties[i]
+		if c.missing(a) != c.missing(b) || !c.equal(a, b) {
+			return false
+		}
+	}
+	return true
 }
