@@ -1,6 +1,8 @@
 package store
 
 import (
+	"bytes"
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -66,6 +68,24 @@ type column[R any] struct {
 	// expr, when set, is the SELECT expression that computes the stored
 	// value from the unnested input u (default u.<name>).
 	expr string
+	// fold is how fold (fold.go) reads and merges the column in Go.
+	fold foldOps[R]
+}
+
+// foldOps are a column's values as fold (fold.go) sees them, each function
+// given rows: set on device_commands' fact, order and tiebreak columns by
+// the constructors below (foldable, orderBy), read by foldRule, which says
+// which columns it needs them on.
+type foldOps[R any] struct {
+	// missing: the row has no value (NULL).
+	missing func(*R) bool
+	// equal: a's value and b's are the same to PostgreSQL, as bytes.
+	equal func(a, b *R) bool
+	// take gives dst src's value.
+	take func(dst, src *R)
+	// compare orders two rows' values as PostgreSQL does (an order
+	// column's).
+	compare func(a, b *R) int
 }
 
 // noteRow is a notification with what the statements need precomputed.
@@ -89,35 +109,47 @@ func (r *noteRow) creation() *notification.Creation {
 // commandColumns are device_commands' columns. The order columns, in this
 // order, are (status_rank, last_event_time, last_event_key), then result's
 // text.
+//
+// Its fact, order and tiebreak columns say where a notification holds their
+// value (foldable, orderBy): fold (fold.go) merges by them in Go what the
+// statement would merge in SQL, and a column it cannot merge so stops it
+// from folding at all (foldRule).
 var commandColumns = []column[noteRow]{
 	textCol("command_id", identity, func(r *noteRow) string { return r.n.CommandID }),
-	textCol("device_id", fact, func(r *noteRow) string { return r.n.DeviceID }),
-	textCol("product_id", fact, func(r *noteRow) string { return r.n.ProductID }),
-	textCol("app_id", fact, func(r *noteRow) string { return r.n.AppID }),
-	textCol("gateway_id", fact, func(r *noteRow) string { return r.n.GatewayID }),
-	textCol("node_id", fact, func(r *noteRow) string { return r.n.NodeID }),
-	jsonCol("tags", fact, func(r *noteRow) []byte { return r.n.Tags }),
-	timeCol("created_time", fact, func(r *noteRow) time.Time { return r.n.CreatedTime }),
-	timeCol("sent_time", fact, func(r *noteRow) time.Time { return r.n.SentTime }),
-	timeCol("delivered_time", fact, func(r *noteRow) time.Time { return r.n.DeliveredTime }),
-	timeCol("response_time", fact, func(r *noteRow) time.Time { return r.n.ResponseTime }),
+	textFact("device_id", func(r *noteRow) *string { return &r.n.DeviceID }),
+	textFact("product_id", func(r *noteRow) *string { return &r.n.ProductID }),
+	textFact("app_id", func(r *noteRow) *string { return &r.n.AppID }),
+	textFact("gateway_id", func(r *noteRow) *string { return &r.n.GatewayID }),
+	textFact("node_id", func(r *noteRow) *string { return &r.n.NodeID }),
+	jsonFact("tags", fact, func(r *noteRow) *[]byte { return (*[]byte)(&r.n.Tags) }),
+	timeFact("created_time", func(r *noteRow) *time.Time { return &r.n.CreatedTime }),
+	timeFact("sent_time", func(r *noteRow) *time.Time { return &r.n.SentTime }),
+	timeFact("delivered_time", func(r *noteRow) *time.Time { return &r.n.DeliveredTime }),
+	timeFact("response_time", func(r *noteRow) *time.Time { return &r.n.ResponseTime }),
 	textCol("status", winner, func(r *noteRow) string { return string(r.n.Status) }),
-	valueCol("status_rank", "int2", order, func(r *noteRow) int16 { return r.n.Rank() }),
-	jsonCol("result", tiebreak, func(r *noteRow) []byte { return r.n.Result }),
-	withExpr(valueCol("last_event_time", "timestamptz", order, func(r *noteRow) time.Time { return r.n.EventTime }),
+	orderBy(valueCol("status_rank", "int2", order, func(r *noteRow) int16 { return r.n.Rank() }),
+		func(a, b *noteRow) int { return cmp.Compare(a.n.Rank(), b.n.Rank()) }),
+	jsonFact("result", tiebreak, func(r *noteRow) *[]byte { return (*[]byte)(&r.n.Result) }),
+	// A row timed by its receipt is not folded (its time is read in the
+	// statement): the time compared is the notification's own, to the
+	// microsecond PostgreSQL keeps.
+	orderBy(withExpr(valueCol("last_event_time", "timestamptz", order, func(r *noteRow) time.Time { return r.n.EventTime }),
 		firstReceipt("last_event_key", "last_event_time")),
-	valueCol("last_event_key", "bytea", order, func(r *noteRow) []byte { return r.key }),
+		func(a, b *noteRow) int { return cmp.Compare(a.n.EventTime.UnixMicro(), b.n.EventTime.UnixMicro()) }),
+	orderBy(valueCol("last_event_key", "bytea", order, func(r *noteRow) []byte { return r.key }),
+		func(a, b *noteRow) int { return bytes.Compare(a.key, b.key) }),
 	textCol("last_request_id", winner, func(r *noteRow) string { return r.n.RequestID }),
-	textCol("service_id", fact, func(r *noteRow) string { return r.creation().ServiceID }),
-	textCol("command_name", fact, func(r *noteRow) string { return r.creation().CommandName }),
-	jsonCol("paras", fact, func(r *noteRow) []byte { return r.creation().Paras }),
-	textCol("send_strategy", fact, func(r *noteRow) string { return r.creation().SendStrategy }),
-	valueCol("expire_time", "int4", fact, func(r *noteRow) pgtype.Int4 {
+	textFact("service_id", func(r *noteRow) *string { return &r.creation().ServiceID }),
+	textFact("command_name", func(r *noteRow) *string { return &r.creation().CommandName }),
+	jsonFact("paras", fact, func(r *noteRow) *[]byte { return (*[]byte)(&r.creation().Paras) }),
+	textFact("send_strategy", func(r *noteRow) *string { return &r.creation().SendStrategy }),
+	foldable(valueCol("expire_time", "int4", fact, func(r *noteRow) pgtype.Int4 {
 		if e := r.creation().ExpireTime; e != nil {
 			return pgtype.Int4{Int32: int32(*e), Valid: true}
 		}
 		return pgtype.Int4{}
-	}),
+	}), func(r *noteRow) **int { return &r.creation().ExpireTime },
+		func(e *int) bool { return e == nil }, func(a, b *int) bool { return *a == *b }),
 	valueCol("from_receipt", "bool", input, func(r *noteRow) bool { return r.n.TimeFromReceipt }),
 }
 
@@ -175,6 +207,44 @@ var deadLetterColumns = []column[deadRow]{
 	valueCol("body_length", "int8", plain, func(r *deadRow) int64 { return r.length }),
 	valueCol("body_sha256", "bytea", identity, func(r *deadRow) []byte { return r.sum }),
 	jsonCol("properties", plain, func(r *deadRow) []byte { return r.properties }),
+}
+
+// foldable is c with how fold reads and merges it: field is where a row holds
+// its value, missing says when it is NULL, equal when two are one value
+// (as bytes, where PostgreSQL's order could tell them apart).
+func foldable[R, V any](c column[R], field func(*R) *V, missing func(V) bool, equal func(a, b V) bool) column[R] {
+	c.fold = foldOps[R]{
+		missing: func(r *R) bool { return missing(*field(r)) },
+		equal:   func(a, b *R) bool { return equal(*field(a), *field(b)) },
+		take:    func(dst, src *R) { *field(dst) = *field(src) },
+	}
+	return c
+}
+
+// orderBy is the order column c with how Go compares its values.
+func orderBy[R any](c column[R], compare func(a, b *R) int) column[R] {
+	c.fold.compare = compare
+	return c
+}
+
+// textFact is a text fact column; "" is NULL.
+func textFact[R any](name string, field func(*R) *string) column[R] {
+	return foldable(textCol(name, fact, func(r *R) string { return *field(r) }), field,
+		func(s string) bool { return s == "" }, func(a, b string) bool { return a == b })
+}
+
+// timeFact is a timestamptz fact column; the zero time is NULL. PostgreSQL
+// keeps microseconds.
+func timeFact[R any](name string, field func(*R) *time.Time) column[R] {
+	return foldable(timeCol(name, fact, func(r *R) time.Time { return *field(r) }), field,
+		time.Time.IsZero, func(a, b time.Time) bool { return a.UnixMicro() == b.UnixMicro() })
+}
+
+// jsonFact is a jsonb column (a fact, or a tiebreak) that fold can read:
+// two values are one only if they are the same text.
+func jsonFact[R any](name string, m merge, field func(*R) *[]byte) column[R] {
+	return foldable(jsonCol(name, m, func(r *R) []byte { return *field(r) }), field,
+		func(b []byte) bool { return b == nil }, bytes.Equal)
 }
 
 func textCol[R any](name string, m merge, get func(*R) string) column[R] {

@@ -54,7 +54,7 @@ func (s *Store) OpenCommands(ctx context.Context, q OpenQuery) ([]CommandRef, er
 		LIMIT $5`,
 		q.Before, pgtype.Timestamptz{Time: q.Since, Valid: !q.Since.IsZero()}, afterTime, afterID, q.Limit)
 	if err != nil {
-		return nil, fmt.Errorf("select open commands: %w", err)
+		return nil, interpretError(fmt.Errorf("select open commands: %w", err))
 	}
 	return scanRefs(rows)
 }
@@ -66,7 +66,7 @@ func (s *Store) CommandsByID(ctx context.Context, ids []string) ([]CommandRef, e
 		SELECT command_id, coalesce(device_id, ''), status, last_event_time FROM device_commands
 		WHERE command_id = ANY($1) ORDER BY command_id`, ids)
 	if err != nil {
-		return nil, fmt.Errorf("select commands by id: %w", err)
+		return nil, interpretError(fmt.Errorf("select commands by id: %w", err))
 	}
 	return scanRefs(rows)
 }
@@ -80,16 +80,16 @@ func (s *Store) StuckHorizon(ctx context.Context) (time.Duration, error) {
 	var text string
 	err := s.pool.QueryRow(ctx, `SELECT extract(epoch FROM stuck_horizon)::float8, stuck_horizon::text FROM cmdtrack_settings`).Scan(&seconds, &text)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, errors.New("cmdtrack_settings has no row; restore the defaults with INSERT INTO cmdtrack_settings DEFAULT VALUES")
+		return 0, interpretError(errors.New("cmdtrack_settings has no row; restore the defaults with INSERT INTO cmdtrack_settings DEFAULT VALUES"))
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read cmdtrack_settings.stuck_horizon: %w", err)
+		return 0, interpretError(fmt.Errorf("read cmdtrack_settings.stuck_horizon: %w", err))
 	}
 	// Past a time.Duration's range the conversion wraps, and a horizon of
 	// centuries would select every open command.
 	if !(math.Abs(seconds) < math.MaxInt64/float64(time.Second)) {
-		return 0, fmt.Errorf("cmdtrack_settings.stuck_horizon (%s) is longer than the 292 years cmdtrack can count; "+
-			"set one of days, e.g. UPDATE cmdtrack_settings SET stuck_horizon = '30 days'", text)
+		return 0, interpretError(fmt.Errorf("cmdtrack_settings.stuck_horizon (%s) is longer than the 292 years cmdtrack can count; "+
+			"set one of days, e.g. UPDATE cmdtrack_settings SET stuck_horizon = '30 days'", text))
 	}
 	return time.Duration(seconds * float64(time.Second)), nil
 }
@@ -103,7 +103,7 @@ func scanRefs(rows pgx.Rows) ([]CommandRef, error) {
 		return r, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read commands: %w", err)
+		return nil, interpretError(fmt.Errorf("read commands: %w", err))
 	}
 	return refs, nil
 }
@@ -118,7 +118,7 @@ func scanRefs(rows pgx.Rows) ([]CommandRef, error) {
 func (s *Store) TryLock(ctx context.Context, name string) (unlock func(), ok bool, err error) {
 	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
 	if err != nil {
-		return nil, false, fmt.Errorf("lock %s: %w", name, err)
+		return nil, false, interpretError(fmt.Errorf("lock %s: %w", name, err))
 	}
 	const key = `hashtextextended($1 || ':' || coalesce(current_schema(), ''), 0)`
 	closeConn := func(unlock bool) {
@@ -136,7 +136,7 @@ func (s *Store) TryLock(ctx context.Context, name string) (unlock func(), ok boo
 	if err != nil || !ok {
 		closeConn(false)
 		if err != nil {
-			return nil, false, fmt.Errorf("lock %s: %w", name, err)
+			return nil, false, interpretError(fmt.Errorf("lock %s: %w", name, err))
 		}
 		return nil, false, nil
 	}

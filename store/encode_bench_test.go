@@ -1,6 +1,10 @@
 package store
 
 import (
+	"bytes"
+	"cmp"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -50,4 +54,28 @@ func BenchmarkEncodeArgs(b *testing.B) {
 			}
 		}
 	}
+}
+
+// BenchmarkFold folds a batch of 256 notifications of the simulator's
+// stream, sorted as the store sorts them: the Go share of joining a
+// command's notifications before they are written.
+func BenchmarkFold(b *testing.B) {
+	s := simulate.GenerateN(simulate.Config{Seed: 9}, 256)
+	rows := make([]noteRow, 0, 256)
+	for _, m := range s.Messages {
+		n, err := notification.Decode(m.Body)
+		if err != nil {
+			continue
+		}
+		rows = append(rows, noteRow{n: &n, source: "amqp:q", key: n.Key()})
+	}
+	slices.SortFunc(rows, func(a, b noteRow) int {
+		return cmp.Or(strings.Compare(a.n.CommandID, b.n.CommandID), bytes.Compare(a.key, b.key))
+	})
+	b.ReportAllocs()
+	var out []noteRow
+	for b.Loop() {
+		out = fold(rows)
+	}
+	b.ReportMetric(float64(len(rows)-len(out)), "folded/batch")
 }

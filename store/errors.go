@@ -109,6 +109,15 @@ func ClassifyError(err error) ErrorClass {
 	return OtherError
 }
 
+// lockNotAvailable reports whether err is PostgreSQL's lock_timeout (55P03,
+// lock_not_available): the partition work (partitions.go) waits only
+// briefly for its locks, and gives up to try again later. It is not a class
+// of its own: such an error that leaves the store is counted as other.
+func lockNotAvailable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+}
+
 // Error is a database error as it leaves the store: classified here, where
 // the driver is known, so that callers decide on retrying without knowing
 // pgx (river's interpretError does the same). It satisfies
@@ -129,6 +138,10 @@ func interpretError(err error) error {
 	}
 	return &Error{class: ClassifyError(err), err: err}
 }
+
+// NewError is err as the store returns an error of class: for fakes of the
+// store in other packages' tests, which then need no driver's error.
+func NewError(class ErrorClass, err error) *Error { return &Error{class: class, err: err} }
 
 func (e *Error) Error() string { return e.err.Error() }
 

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
@@ -134,4 +135,25 @@ func TestFoldLeavesOneKeyTwoResultsToSQL(t *testing.T) {
 
 	b.Result = a.Result
 	require.Len(t, fold(foldRows(a, b)), 1, "a redelivery")
+}
+
+// The fold reads the merge from the column table: every column of
+// device_commands is one it knows how to merge, so that a column added
+// without saying how fold reads it (foldable, orderBy) fails here rather
+// than being folded wrong or, silently, not at all.
+func TestFoldKnowsEveryColumn(t *testing.T) {
+	t.Parallel()
+	require.NoError(t, commandFold.err)
+	require.Len(t, commandFold.orders, 3, "status_rank, last_event_time, last_event_key")
+	require.Len(t, commandFold.ties, 1, "result")
+
+	added := append(slices.Clone(commandColumns),
+		textCol("added_fact", fact, func(r *noteRow) string { return r.n.RequestID }))
+	require.ErrorContains(t, newFoldRule(added).err, "added_fact")
+	added = append(slices.Clone(commandColumns),
+		valueCol("added_order", "int2", order, func(r *noteRow) int16 { return 0 }))
+	require.ErrorContains(t, newFoldRule(added).err, "added_order")
+	added = append(slices.Clone(commandColumns),
+		timeCol("added_latest", latest, func(r *noteRow) time.Time { return r.n.EventTime }))
+	require.ErrorContains(t, newFoldRule(added).err, "added_latest")
 }

@@ -20,19 +20,19 @@ func (s *Store) Stuck(ctx context.Context, before time.Time) (map[notification.S
 		SELECT s, (SELECT count(*) FROM device_commands WHERE status = s AND last_event_time < $2)
 		FROM unnest($1::text[]) AS s`, openStatuses, before)
 	if err != nil {
-		return nil, fmt.Errorf("count stuck commands: %w", err)
+		return nil, interpretError(fmt.Errorf("count stuck commands: %w", err))
 	}
 	out := make(map[notification.Status]int64, len(openStatuses))
 	var status string
 	var n int64
 	for rows.Next() {
 		if err := rows.Scan(&status, &n); err != nil {
-			return nil, fmt.Errorf("count stuck commands: %w", err)
+			return nil, interpretError(fmt.Errorf("count stuck commands: %w", err))
 		}
 		out[notification.Status(status)] = n
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("count stuck commands: %w", err)
+		return nil, interpretError(fmt.Errorf("count stuck commands: %w", err))
 	}
 	return out, nil
 }
@@ -46,7 +46,7 @@ func (s *Store) NewestEvent(ctx context.Context) (time.Time, error) {
 		SELECT max((SELECT max(last_event_time) FROM device_commands WHERE status = s))
 		FROM unnest($1::text[]) AS s`, allStatuses()).Scan(&t)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("read the newest notification's time: %w", err)
+		return time.Time{}, interpretError(fmt.Errorf("read the newest notification's time: %w", err))
 	}
 	return t.Time, nil
 }

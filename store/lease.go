@@ -35,6 +35,11 @@ const lockKey = `hashtextextended($1 || ':' || coalesce(current_schema(), ''), 0
 // is still there, and reports whether it is held now. An error (the
 // database away) leaves it not held.
 func (l *Lease) Keep(ctx context.Context) (bool, error) {
+	held, err := l.keep(ctx)
+	return held, interpretError(err)
+}
+
+func (l *Lease) keep(ctx context.Context) (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.conn != nil {

@@ -26,7 +26,11 @@ import (
 // PostgreSQL's jsonb calls equal but keeps apart (numbers 1, 1.0, 1e0,
 // 10E-1; keys escaped or not) or reads differently from how the key's
 // canonical form does (duplicate keys, escaped and not, in another member
-// order): the merge must not keep whichever spelling came first.
+// order): the merge must not keep whichever spelling came first. Each
+// command's notifications tie on time and rank (two final ones at the same
+// second), omit facts (device, creation time, product, tags, paras) or
+// disagree on one (sent time), carry a result on a loser only, and one
+// command in six is a legacy callback's, timed by its receipt.
 //
 // The orders are: round by round (each notification of a command in a batch
 // of its own, so every merge is the SQL's, across batches), each command's
@@ -282,13 +286,31 @@ func jsonVariants(rng *rand.Rand, id string) []notification.Notification {
 		}
 		return json.RawMessage(v.respell(rng).render())
 	}
+	// A legacy callback carries no event time: it is timed by its receipt
+	// (the same for a redelivery, which is the same *Notification here).
+	legacy := rng.IntN(6) == 0
 	mk := func(st notification.Status, sec int) notification.Notification {
-		n := notification.Notification{CommandID: id, Status: st, EventTime: at(sec), DeviceID: "dev-" + id,
-			CreatedTime: at(0), Tags: maybe(tags), Payload: []byte(`{}`)}
+		n := notification.Notification{CommandID: id, Status: st, EventTime: at(sec), TimeFromReceipt: legacy,
+			Tags: maybe(tags), Payload: []byte(`{}`)}
+		// Facts each notification may omit, or (sent_time) disagree on.
+		if rng.IntN(4) != 0 {
+			n.DeviceID = "dev-" + id
+		}
+		if rng.IntN(4) != 0 {
+			n.CreatedTime = at(0)
+		}
+		if rng.IntN(3) == 0 {
+			n.ProductID = "prod-" + id[len(id)-1:]
+		}
+		if r, _ := st.Rank(); r > 0 && rng.IntN(2) == 0 {
+			n.SentTime = at(1 + rng.IntN(2))
+		}
 		if rng.IntN(3) == 0 {
 			n.Creation = &notification.Creation{CommandName: "SET", Paras: maybe(paras)}
 		}
-		if r, _ := st.Rank(); r == 3 {
+		// A final status sometimes without a result: of two of equal rank
+		// and time, the result may be on the loser only.
+		if r, _ := st.Rank(); r == 3 && rng.IntN(3) != 0 {
 			n.Result = json.RawMessage(result.respell(rng).render())
 		}
 		return n

@@ -26,19 +26,19 @@ func (s *Store) OutcomeTotals(ctx context.Context) ([]OutcomeTotal, error) {
 		GROUP BY kind, product_id, status, from_status
 		ORDER BY kind, product_id, status, from_status`)
 	if err != nil {
-		return nil, fmt.Errorf("read outcome totals: %w", err)
+		return nil, interpretError(fmt.Errorf("read outcome totals: %w", err))
 	}
 	defer rows.Close()
 	var out []OutcomeTotal
 	for rows.Next() {
 		var o OutcomeTotal
 		if err := rows.Scan(&o.Kind, &o.ProductID, &o.Status, &o.FromStatus, &o.Commands); err != nil {
-			return nil, fmt.Errorf("read outcome totals: %w", err)
+			return nil, interpretError(fmt.Errorf("read outcome totals: %w", err))
 		}
 		out = append(out, o)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read outcome totals: %w", err)
+		return nil, interpretError(fmt.Errorf("read outcome totals: %w", err))
 	}
 	return out, nil
 }
@@ -62,7 +62,7 @@ func (s *Store) FoldOutcomes(ctx context.Context) (int64, error) {
 		)
 		SELECT count(*) FROM gone`).Scan(&n)
 	if err != nil {
-		return 0, fmt.Errorf("fold outcome events: %w", err)
+		return 0, interpretError(fmt.Errorf("fold outcome events: %w", err))
 	}
 	return n, nil
 }

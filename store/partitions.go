@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/cmdtrack/cmdtrack/internal/backoff"
 )
@@ -141,12 +140,6 @@ const heldByOthers = `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activ
 	WHERE l.locktype = 'relation' AND l.relation = $1::regclass AND l.granted AND l.pid <> pg_backend_pid()
 	AND a.backend_type <> 'autovacuum worker')`
 
-// lockNotAvailable reports whether err is PostgreSQL's lock_timeout.
-func lockNotAvailable(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
-}
-
 // retryLocked runs f again, after a pause, while it fails for want of a
 // lock within lockTimeout, counting those in timeouts.
 func retryLocked(ctx context.Context, timeouts *int, f func() error) error {
@@ -184,6 +177,11 @@ func retryLocked(ctx context.Context, timeouts *int, f func() error) error {
 // error); other failures are joined in the error. Call it under an advisory
 // lock (one replica at a time). ctx bounds the run; what was done stays done.
 func (s *Store) MaintainPartitions(ctx context.Context, p Partitioning, now time.Time) (PartitionResult, error) {
+	res, err := s.maintainPartitions(ctx, p, now)
+	return res, interpretError(err)
+}
+
+func (s *Store) maintainPartitions(ctx context.Context, p Partitioning, now time.Time) (PartitionResult, error) {
 	var res PartitionResult
 	var errs []error
 	// settle files the outcome of one partition's work.

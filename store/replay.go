@@ -83,7 +83,7 @@ func (s *Store) ReplaceDeadLetter(ctx context.Context, after int64, decide func(
 		res = ingest.Result{Outcome: ingest.DeadLettered, DeadLetter: retry}
 	}
 	if err != nil {
-		return 0, ingest.Result{}, fmt.Errorf("replay dead letter %d: %w", dl.ID, err)
+		return 0, ingest.Result{}, interpretError(fmt.Errorf("replay dead letter %d: %w", dl.ID, err))
 	}
 	return dl.ID, res, nil
 }

@@ -30,6 +30,11 @@ const pruneBatch = 5000
 // Prune deletes rows older than the retention allows, in short batches.
 // ctx bounds the whole prune; batches already deleted stay deleted.
 func (s *Store) Prune(ctx context.Context, r Retention, now time.Time) (PruneResult, error) {
+	res, err := s.prune(ctx, r, now)
+	return res, interpretError(err)
+}
+
+func (s *Store) prune(ctx context.Context, r Retention, now time.Time) (PruneResult, error) {
 	var res PruneResult
 	var err error
 	if r.DeadLetters > 0 {

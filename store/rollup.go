@@ -41,7 +41,7 @@ func (s *Store) RefreshRollup(ctx context.Context, days int, now time.Time) erro
 		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
-		return fmt.Errorf("refresh the outcome rollups: %w", err)
+		return interpretError(fmt.Errorf("refresh the outcome rollups: %w", err))
 	}
 	return nil
 }

@@ -42,7 +42,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// pgx's parse errors can echo the URL, password included.
-		return nil, fmt.Errorf("invalid database URL: %w", redactedError{err})
+		return nil, interpretError(fmt.Errorf("invalid database URL: %w", redactedError{err}))
 	}
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
@@ -77,7 +77,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	cfg.HealthCheckPeriod = 10 * time.Second
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("create database pool: %w", err)
+		return nil, interpretError(fmt.Errorf("create database pool: %w", err))
 	}
 	return &Store{pool: pool}, nil
 }
@@ -96,7 +96,7 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Ping checks that a connection can be had and used. ctx bounds the wait.
 func (s *Store) Ping(ctx context.Context) error {
-	return s.pool.Ping(ctx)
+	return interpretError(s.pool.Ping(ctx))
 }
 
 // Migrate applies every migration not yet applied. tern holds an advisory
@@ -111,15 +111,15 @@ func (s *Store) Migrate(ctx context.Context) error {
 func (s *Store) MigrateTo(ctx context.Context, version int32) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return interpretError(fmt.Errorf("migrate: %w", err))
 	}
 	defer conn.Release()
 	m, err := migrate.NewMigrator(ctx, conn.Conn(), versionTable)
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return interpretError(fmt.Errorf("migrate: %w", err))
 	}
 	if err := m.LoadMigrations(migrations.FS); err != nil {
-		return fmt.Errorf("migrate: load: %w", err)
+		return interpretError(fmt.Errorf("migrate: load: %w", err))
 	}
 	if version < 0 {
 		err = m.Migrate(ctx)
@@ -127,7 +127,7 @@ func (s *Store) MigrateTo(ctx context.Context, version int32) error {
 		err = m.MigrateTo(ctx, version)
 	}
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return interpretError(fmt.Errorf("migrate: %w", err))
 	}
 	return nil
 }
@@ -137,11 +137,11 @@ func (s *Store) MigrateTo(ctx context.Context, version int32) error {
 func (s *Store) SchemaVersion(ctx context.Context) (applied, latest int32, err error) {
 	names, err := migrate.FindMigrations(migrations.FS)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, interpretError(err)
 	}
 	err = s.pool.QueryRow(ctx, "SELECT version FROM "+versionTable).Scan(&applied)
 	if err != nil {
-		return 0, int32(len(names)), fmt.Errorf("read schema version: %w", err)
+		return 0, int32(len(names)), interpretError(fmt.Errorf("read schema version: %w", err))
 	}
 	return applied, int32(len(names)), nil
 }

@@ -13,7 +13,7 @@ import (
 func (s *Store) QueueWatermarks(ctx context.Context) (map[string]time.Time, error) {
 	rows, err := s.pool.Query(ctx, `SELECT queue, consumed_at FROM queue_watermarks`)
 	if err != nil {
-		return nil, fmt.Errorf("read queue watermarks: %w", err)
+		return nil, interpretError(fmt.Errorf("read queue watermarks: %w", err))
 	}
 	out := map[string]time.Time{}
 	var q string
@@ -23,7 +23,7 @@ func (s *Store) QueueWatermarks(ctx context.Context) (map[string]time.Time, erro
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read queue watermarks: %w", err)
+		return nil, interpretError(fmt.Errorf("read queue watermarks: %w", err))
 	}
 	return out, nil
 }
@@ -46,7 +46,7 @@ func (s *Store) SaveQueueWatermarks(ctx context.Context, marks map[string]time.T
 		ON CONFLICT (queue) DO UPDATE SET consumed_at = greatest(queue_watermarks.consumed_at, EXCLUDED.consumed_at)`,
 		queues, times)
 	if err != nil {
-		return fmt.Errorf("save queue watermarks: %w", err)
+		return interpretError(fmt.Errorf("save queue watermarks: %w", err))
 	}
 	return nil
 }

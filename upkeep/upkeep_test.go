@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -168,7 +167,7 @@ func (f *fixture) series(t *testing.T, name string) int {
 	return 0
 }
 
-var privilegeErr = &pgconn.PgError{Code: "42501", Message: "must be owner of table device_command_events"}
+var privilegeErr = store.NewError(store.PrivilegeError, errors.New("must be owner of table device_command_events"))
 
 // Both background jobs name their advisory locks one way.
 func TestLockNames(t *testing.T) {
@@ -214,7 +213,7 @@ func TestHoldsLockFollowsTheLastTry(t *testing.T) {
 // class, tried again soon.
 func TestLockErrorIsAFailure(t *testing.T) {
 	t.Parallel()
-	f := setup(t, &fakeStore{lockErr: &pgconn.ConnectError{}}, upkeep.Config{})
+	f := setup(t, &fakeStore{lockErr: store.NewError(store.ConnectionError, errors.New("connection refused"))}, upkeep.Config{})
 	later, err := f.up.Partitions(context.Background())
 	require.Error(t, err)
 	require.True(t, later)
@@ -271,10 +270,10 @@ func TestRetryByClass(t *testing.T) {
 		err   error
 		later bool
 	}{
-		{&pgconn.PgError{Code: "57P01"}, true},      // admin shutdown
-		{&pgconn.PgError{Code: "40P01"}, true},      // deadlock
-		{privilegeErr, false},                       // needs an operator
-		{&pgconn.PgError{Code: "42P01"}, false},     // schema
+		{store.NewError(store.ShutdownError, errors.New("terminating connection")), true},
+		{store.NewError(store.DeadlockError, errors.New("deadlock detected")), true},
+		{privilegeErr, false}, // needs an operator
+		{store.NewError(store.SchemaError, errors.New(`relation "x" does not exist`)), false},
 		{errors.New("partition has bounds"), false}, // other
 	} {
 		f := setup(t, &fakeStore{partErr: tc.err}, upkeep.Config{})
