@@ -91,11 +91,11 @@ func TestBrokerConnectionCut(t *testing.T) {
 	f.waitStored(t, s, time.Minute)
 	require.Equal(t, float64(1), metric(t, w, "cmdtrack_broker_outages_total"), "one outage")
 	require.Greater(t, metric(t, w, "cmdtrack_broker_reconnects_total"), float64(1), "re-dialled while it was refused")
-	require.Equal(t, float64(1), metric(t, w, "cmdtrack_broker_connected"))
+	require.Equal(t, float64(1), metric(t, w, "cmdtrack_broker_connected"), "connected again")
 	stopCleanly(t, w)
 	// The outage outlasted what the platform would keep (2 s here): the
 	// worker says notifications may be lost, and how to repair the window.
-	require.Equal(t, 1, w.LogCount(consumer.LogBacklogLost))
+	require.Equal(t, 1, w.LogCount(consumer.LogBacklogLost), "lines saying the backlog may be lost")
 	f.verify(t, s)
 }
 
