@@ -294,7 +294,8 @@ func (r *Reconciler) Run(ctx context.Context, sel Selection, report func(Check))
 				"lower CMDTRACK_RECONCILE_THRESHOLD or raise cmdtrack_settings.stuck_horizon",
 				"threshold", sel.Threshold.String(), "stuck_horizon", horizon.String())
 		}
-		q.Since = now.Add(-horizon)
+		// The console's and the gauge's definition (store.OpenQuery.Stuck).
+		q.Stuck = sel.Threshold
 	} else {
 		q.Before = sel.Until
 		if q.Before.IsZero() {
