@@ -54,7 +54,7 @@ func (s *Store) OpenCommands(ctx context.Context, q OpenQuery) ([]CommandRef, er
 			WHERE ($2::timestamptz IS NULL OR (last_event_time, command_id) > ($2, $3))
 			ORDER BY last_event_time, command_id
 			LIMIT $4`,
-			Interval(q.Stuck), afterTime, afterID, q.Limit)
+			pgInterval(q.Stuck), afterTime, afterID, q.Limit)
 		if err != nil {
 			return nil, fmt.Errorf("select stuck commands: %w", err)
 		}

@@ -15,7 +15,7 @@ import (
 // console's and reconcile's definition too). It reads the open commands'
 // index within the horizon.
 func (s *Store) Stuck(ctx context.Context, quiet time.Duration) (map[notification.Status]int64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT status, count(*) FROM stuck_commands($1) GROUP BY status`, Interval(quiet))
+	rows, err := s.pool.Query(ctx, `SELECT status, count(*) FROM stuck_commands($1) GROUP BY status`, pgInterval(quiet))
 	if err != nil {
 		return nil, fmt.Errorf("count stuck commands: %w", err)
 	}
@@ -34,9 +34,9 @@ func (s *Store) Stuck(ctx context.Context, quiet time.Duration) (map[notificatio
 	return out, nil
 }
 
-// Interval is d as a PostgreSQL interval, to the microsecond, for the
+// pgInterval is d as a PostgreSQL interval, to the microsecond, for the
 // quiet time stuck_commands(quiet) takes.
-func Interval(d time.Duration) pgtype.Interval {
+func pgInterval(d time.Duration) pgtype.Interval {
 	return pgtype.Interval{Microseconds: d.Microseconds(), Valid: true}
 }
 
