@@ -144,7 +144,8 @@ func headers(h map[string]string) chromedp.Action[chromedp.Void] {
 func TestBrowserWalk(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	srv := f.server(t, console.Config{Addr: console.DefaultAddr})
+	// The fixture's stuck command has been quiet for 30 minutes.
+	srv := f.server(t, console.Config{Addr: console.DefaultAddr, StuckQuiet: 10 * time.Minute})
 	ctx := browser(t)
 
 	require.EqualValues(t, http.StatusOK, open(ctx, t, srv.URL+"/", "#window-24h"))

@@ -68,6 +68,7 @@ func (e endpoint[T]) handler(h *Handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 		defer cancel()
+		ctx = context.WithValue(ctx, stuckQuietKey{}, h.cfg.StuckQuiet)
 		data, err := e.load(ctx, h.db, r, h.now().UTC())
 		if err != nil {
 			h.answerError(w, r, e.thing, err)

@@ -173,7 +173,8 @@ func TestCommandJSON(t *testing.T) {
 func TestPagesJSON(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	srv := f.server(t, console.Config{Addr: console.DefaultAddr})
+	// The fixture's stuck command has been quiet for 30 minutes.
+	srv := f.server(t, console.Config{Addr: console.DefaultAddr, StuckQuiet: 10 * time.Minute})
 
 	var o struct {
 		Now     string `json:"now"`

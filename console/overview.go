@@ -38,10 +38,11 @@ type Overview struct {
 	// Windows: "24 hours" and "7 days", sliding, to the hour (the current
 	// hour and the 23 or 167 before it), from the hourly outcome rollup.
 	Windows []Window `json:"windows"`
-	// StuckNow counts the commands in stuck_commands quiet for more than
-	// ten minutes, up to stuckCountCap (StuckCapped: at least that many).
-	StuckNow    int64 `json:"stuck_now"`
-	StuckCapped bool  `json:"stuck_capped"`
+	// StuckNow counts the commands in stuck_commands(StuckQuietS), up to
+	// stuckCountCap (StuckCapped: at least that many).
+	StuckNow    int64   `json:"stuck_now"`
+	StuckCapped bool    `json:"stuck_capped"`
+	StuckQuietS float64 `json:"stuck_quiet_s"`
 	// DeadLetters counts the last 7 days' dead letters by class.
 	DeadLetters []ClassCount `json:"dead_letters"`
 	// NewestEventTime is the latest last_event_time of any command: when the
@@ -99,7 +100,8 @@ func loadOverview(ctx context.Context, db *pgxpool.Pool, now time.Time) (*Overvi
 		o.Windows = append(o.Windows, win)
 	}
 
-	if o.StuckNow, o.StuckCapped, err = countStuck(ctx, db, stuckQuiet); err != nil {
+	o.StuckQuietS = stuckQuiet(ctx).Seconds()
+	if o.StuckNow, o.StuckCapped, err = countStuck(ctx, db, stuckQuiet(ctx)); err != nil {
 		return nil, err
 	}
 	if o.DeadLetters, err = countClasses(ctx, db, "$1", now.Add(-7*24*time.Hour)); err != nil {

@@ -50,6 +50,11 @@ type Config struct {
 	// AllowUnauthenticated serves a non-loopback address without any of the
 	// above (behind an authenticating proxy).
 	AllowUnauthenticated bool
+	// StuckQuiet is how long a command has not moved before the overview
+	// and /stuck call it stuck (zero: DefaultStuckQuiet):
+	// CMDTRACK_RECONCILE_THRESHOLD, so that they count what the gauge
+	// cmdtrack_commands_stuck counts and reconcile asks about.
+	StuckQuiet time.Duration
 }
 
 // ErrUnauthenticated is returned by Check for a console that would show

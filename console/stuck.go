@@ -11,9 +11,23 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// stuckQuiet is how long a command has not moved before the overview and
-// /stuck call it stuck, unless ?quiet= says otherwise.
-const stuckQuiet = 10 * time.Minute
+// DefaultStuckQuiet is how long a command has not moved before the overview
+// and /stuck call it stuck, when Config.StuckQuiet is zero: the default of
+// CMDTRACK_RECONCILE_THRESHOLD, which the gauge and reconcile use.
+const DefaultStuckQuiet = time.Hour
+
+// stuckQuietKey carries Config.StuckQuiet to the pages in their context.
+type stuckQuietKey struct{}
+
+// stuckQuiet is the quiet time of the one definition of stuck
+// (stuck_commands(quiet)) that the overview counts and /stuck shows unless
+// ?quiet= says otherwise.
+func stuckQuiet(ctx context.Context) time.Duration {
+	if d, ok := ctx.Value(stuckQuietKey{}).(time.Duration); ok && d > 0 {
+		return d
+	}
+	return DefaultStuckQuiet
+}
 
 // interval is d as PostgreSQL reads an interval.
 func interval(d time.Duration) string {
@@ -57,7 +71,7 @@ func loadStuck(ctx context.Context, db *pgxpool.Pool, quiet time.Duration) (*Stu
 	// order of their last move, quiet longest first.
 	rows, err := db.Query(ctx, `SELECT command_id, coalesce(device_id, ''), coalesce(product_id, ''), status, created_time,
 		last_event_time, extract(epoch FROM stuck_for)::float8, coalesce(device_status, ''), device_status_since
-		FROM stuck_commands WHERE last_event_time < now() - $1::interval ORDER BY last_event_time, command_id LIMIT 200`, iv)
+		FROM stuck_commands($1::interval) ORDER BY last_event_time, command_id LIMIT 200`, iv)
 	if err != nil {
 		return nil, fmt.Errorf("list stuck commands: %w", err)
 	}
@@ -78,12 +92,11 @@ func loadStuck(ctx context.Context, db *pgxpool.Pool, quiet time.Duration) (*Stu
 // at 10 M commands.
 const stuckCountCap = 10_000
 
-// countStuck counts the commands of stuck_commands quiet for longer than
-// quiet, up to stuckCountCap. The bound is on last_event_time, not on
-// stuck_for (now() minus it), so that an index can serve it.
+// countStuck counts the commands of stuck_commands(quiet), up to
+// stuckCountCap.
 func countStuck(ctx context.Context, db *pgxpool.Pool, quiet time.Duration) (n int64, capped bool, err error) {
-	err = db.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM stuck_commands
-		WHERE last_event_time < now() - $1::interval LIMIT $2) s`, interval(quiet), stuckCountCap+1).Scan(&n)
+	err = db.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM stuck_commands($1::interval) LIMIT $2) s`,
+		interval(quiet), stuckCountCap+1).Scan(&n)
 	if err != nil {
 		return 0, false, fmt.Errorf("count stuck commands: %w", err)
 	}
@@ -95,7 +108,7 @@ func countStuck(ctx context.Context, db *pgxpool.Pool, quiet time.Duration) (n i
 
 var stuckPage = endpoint[*StuckPage]{template: "stuck", title: "Stuck commands", nav: "stuck",
 	load: func(ctx context.Context, db *pgxpool.Pool, r *http.Request, _ time.Time) (*StuckPage, error) {
-		quiet := stuckQuiet
+		quiet := stuckQuiet(ctx)
 		if s := r.URL.Query().Get("quiet"); s != "" {
 			d, err := time.ParseDuration(s)
 			if err != nil || d < 0 {

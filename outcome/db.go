@@ -14,7 +14,7 @@ import (
 
 // Database is what the database's metrics read.
 type Database interface {
-	Stuck(ctx context.Context, before time.Time) (map[notification.Status]int64, error)
+	Stuck(ctx context.Context, quiet time.Duration) (map[notification.Status]int64, error)
 	NewestEvent(ctx context.Context) (time.Time, error)
 	OutcomeTotals(ctx context.Context) ([]store.OutcomeTotal, error)
 }
@@ -35,7 +35,8 @@ var LeaseName = store.LockName("metrics")
 // It reads the database at most once per DBReadInterval: scrapes in between
 // (a second Prometheus, a person with curl, a benchmark polling for its end)
 // get the last reading, the age still taken at the scrape. Counting the
-// stuck commands reads every open command's index entry, and make bench's
+// stuck commands reads every index entry of the open commands within the
+// stuck horizon, and make bench's
 // runner scrapes 50 times a second near the end of a drain.
 type DBCollector struct {
 	db           Database
@@ -59,15 +60,15 @@ type DBCollector struct {
 // and how often the Exporter folds the outcome events.
 const DBReadInterval = 10 * time.Second
 
-// NewDBCollector reads db when scraped on the leader. A command is stuck
-// when it is not final and its last notification is older than stuckAfter.
+// NewDBCollector reads db when scraped on the leader. The stuck commands
+// are stuck_commands(stuckAfter), as the console and reconcile count them.
 // Without productLabel, product_id is always empty, for fleets with too many
 // products for one series each.
 func NewDBCollector(db Database, leader func() bool, stuckAfter time.Duration, productLabel bool, log *slog.Logger) *DBCollector {
 	return &DBCollector{
 		db: db, leader: leader, stuckAfter: stuckAfter, productLabel: productLabel, timeout: 5 * time.Second, log: log, now: time.Now,
 		stuck: prometheus.NewDesc("cmdtrack_commands_stuck",
-			"Commands not final (PENDING, SENT, DELIVERED) whose last notification is older than CMDTRACK_RECONCILE_THRESHOLD, by status; exported by the replica holding the metrics lease.",
+			"Commands stuck (not final, quiet for longer than CMDTRACK_RECONCILE_THRESHOLD, moved within cmdtrack_settings.stuck_horizon: the view stuck_commands), by status; exported by the replica holding the metrics lease.",
 			[]string{"status"}, nil),
 		newest: prometheus.NewDesc("cmdtrack_newest_notification_age_seconds",
 			"Age of the newest notification stored (its event time); exported by the replica holding the metrics lease.",
@@ -142,7 +143,7 @@ func (c *DBCollector) read(now time.Time) {
 		c.log.Warn("could not read the outcome counters for /metrics", "err", err)
 		return
 	}
-	stuck, err := c.db.Stuck(ctx, now.Add(-c.stuckAfter))
+	stuck, err := c.db.Stuck(ctx, c.stuckAfter)
 	if err != nil {
 		c.log.Warn("could not count stuck commands for /metrics", "err", err)
 		return

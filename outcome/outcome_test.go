@@ -73,7 +73,7 @@ type fakeDB struct {
 
 func (f *fakeDB) OutcomeTotals(context.Context) ([]store.OutcomeTotal, error) { return f.totals, f.err }
 
-func (f *fakeDB) Stuck(context.Context, time.Time) (map[notification.Status]int64, error) {
+func (f *fakeDB) Stuck(context.Context, time.Duration) (map[notification.Status]int64, error) {
 	f.reads++
 	return f.stuck, f.err
 }
@@ -95,7 +95,7 @@ func TestDBCollectorOnlyOnTheLeader(t *testing.T) {
 
 	leader.Store(true)
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP cmdtrack_commands_stuck Commands not final (PENDING, SENT, DELIVERED) whose last notification is older than CMDTRACK_RECONCILE_THRESHOLD, by status; exported by the replica holding the metrics lease.
+# HELP cmdtrack_commands_stuck Commands stuck (not final, quiet for longer than CMDTRACK_RECONCILE_THRESHOLD, moved within cmdtrack_settings.stuck_horizon: the view stuck_commands), by status; exported by the replica holding the metrics lease.
 # TYPE cmdtrack_commands_stuck gauge
 cmdtrack_commands_stuck{status="DELIVERED"} 0
 cmdtrack_commands_stuck{status="PENDING"} 0

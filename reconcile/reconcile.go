@@ -342,6 +342,9 @@ func (ru *run) openQuery(ctx context.Context, sel Selection) (store.OpenQuery, e
 			"threshold", sel.Threshold.String(), "stuck_horizon", horizon.String())
 	}
 	q.Since = ru.now.Add(-horizon)
+	// The console's and the gauge's definition (store.OpenQuery.Stuck);
+	// Since stays for stores that filter by it, such as the tests' fake.
+	q.Stuck = sel.Threshold
 	return q, nil
 }
 

@@ -66,6 +66,8 @@ func argFor(t *testing.T, name string, typ reflect.Type) reflect.Value {
 		v = context.Background()
 	case reflect.TypeFor[time.Time]():
 		v = now
+	case reflect.TypeFor[time.Duration]():
+		v = time.Hour
 	case reflect.TypeFor[int](), reflect.TypeFor[int32](), reflect.TypeFor[int64]():
 		return reflect.ValueOf(1).Convert(typ)
 	case reflect.TypeFor[string]():

@@ -34,6 +34,10 @@ type OpenQuery struct {
 	After *CommandRef
 	// Limit is the page size.
 	Limit int
+	// Stuck, unless zero, replaces Before and Since: the commands
+	// stuck_commands(Stuck) holds, quiet for longer than Stuck within the
+	// stuck horizon, as the console and cmdtrack_commands_stuck count them.
+	Stuck time.Duration
 }
 
 // OpenCommands returns a page of commands that are not final, as q says.
@@ -43,6 +47,18 @@ func (s *Store) OpenCommands(ctx context.Context, q OpenQuery) ([]CommandRef, er
 	afterTime, afterID := pgtype.Timestamptz{}, ""
 	if q.After != nil {
 		afterTime, afterID = pgtype.Timestamptz{Time: q.After.LastEventTime, Valid: true}, q.After.CommandID
+	}
+	if q.Stuck > 0 {
+		rows, err := s.pool.Query(ctx, `
+			SELECT command_id, coalesce(device_id, ''), status, last_event_time FROM stuck_commands($1)
+			WHERE ($2::timestamptz IS NULL OR (last_event_time, command_id) > ($2, $3))
+			ORDER BY last_event_time, command_id
+			LIMIT $4`,
+			pgInterval(q.Stuck), afterTime, afterID, q.Limit)
+		if err != nil {
+			return nil, interpretError(fmt.Errorf("select stuck commands: %w", err))
+		}
+		return scanRefs(rows)
 	}
 	rows, err := s.pool.Query(ctx, `
 		SELECT command_id, coalesce(device_id, ''), status, last_event_time FROM device_commands

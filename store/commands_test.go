@@ -102,6 +102,48 @@ func TestOpenCommandsAndCommandsByID(t *testing.T) {
 	require.Empty(t, refs[0].DeviceID, "no device id known")
 }
 
+// OpenQuery.Stuck pages through stuck_commands(quiet), oldest first, and
+// Stuck counts the same commands by status.
+func TestStuckPagesAndCount(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	var items []ingest.Item
+	statuses := []notification.Status{notification.Pending, notification.Sent, notification.Delivered, notification.Successful}
+	for i := range 9 {
+		// c0 to c6 quiet for over an hour, one minute apart, newest first;
+		// c7 and c8 quiet for minutes.
+		at := now.Add(-2*time.Hour + time.Duration(i)*time.Minute)
+		if i >= 7 {
+			at = now.Add(-time.Duration(i) * time.Minute)
+		}
+		items = append(items, ingest.Item{Source: "test", Notification: &notification.Notification{
+			CommandID: fmt.Sprintf("c%d", i), Status: statuses[i%len(statuses)], DeviceID: "d",
+			EventTime: at, Payload: []byte(`{}`)}})
+	}
+	apply(t, st, items)
+
+	var got []string
+	q := store.OpenQuery{Stuck: time.Hour, Limit: 2}
+	for {
+		page, err := st.OpenCommands(ctx, q)
+		require.NoError(t, err)
+		if len(page) == 0 {
+			break
+		}
+		require.LessOrEqual(t, len(page), 2)
+		for _, r := range page {
+			got = append(got, r.CommandID)
+		}
+		q.After = &page[len(page)-1]
+	}
+	require.Equal(t, []string{"c0", "c1", "c2", "c4", "c5", "c6"}, got)
+	n, err := st.Stuck(ctx, time.Hour)
+	require.NoError(t, err)
+	require.Equal(t, map[notification.Status]int64{notification.Pending: 2, notification.Sent: 2, notification.Delivered: 2}, n)
+}
+
 // The stuck horizon is read from cmdtrack_settings, as an operator set it.
 func TestStuckHorizon(t *testing.T) {
 	t.Parallel()

@@ -10,19 +10,16 @@ import (
 	"github.com/cmdtrack/cmdtrack/notification"
 )
 
-// openStatuses are the statuses a command may be stuck in.
-var openStatuses = []string{string(notification.Pending), string(notification.Sent), string(notification.Delivered)}
-
-// Stuck counts, by status, the commands not final whose last notification
-// is older than before. Each status is one range of the status index.
-func (s *Store) Stuck(ctx context.Context, before time.Time) (map[notification.Status]int64, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT s, (SELECT count(*) FROM device_commands WHERE status = s AND last_event_time < $2)
-		FROM unnest($1::text[]) AS s`, openStatuses, before)
+// Stuck counts, by status, the commands stuck_commands(quiet) holds: not
+// final, quiet for longer than quiet, moved within the stuck horizon (the
+// console's and reconcile's definition too). It reads the open commands'
+// index within the horizon.
+func (s *Store) Stuck(ctx context.Context, quiet time.Duration) (map[notification.Status]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT status, count(*) FROM stuck_commands($1) GROUP BY status`, pgInterval(quiet))
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("count stuck commands: %w", err))
 	}
-	out := make(map[notification.Status]int64, len(openStatuses))
+	out := map[notification.Status]int64{}
 	var status string
 	var n int64
 	for rows.Next() {
@@ -35,6 +32,12 @@ func (s *Store) Stuck(ctx context.Context, before time.Time) (map[notification.S
 		return nil, interpretError(fmt.Errorf("count stuck commands: %w", err))
 	}
 	return out, nil
+}
+
+// pgInterval is d as a PostgreSQL interval, to the microsecond, for the
+// quiet time stuck_commands(quiet) takes.
+func pgInterval(d time.Duration) pgtype.Interval {
+	return pgtype.Interval{Microseconds: d.Microseconds(), Valid: true}
 }
 
 // NewestEvent is the event time of the newest notification stored (zero:

@@ -141,8 +141,10 @@ func run(ctx context.Context, w io.Writer, url string, n, ingestN, migrateN, run
 	cookbook := []struct{ name, sql string }{
 		{"a device's last 20 commands", `SELECT command_id, status, created_time, queued_for, delivery_took, device_took, result
 			FROM command_durations WHERE device_id = '` + device + `' ORDER BY created_time DESC NULLS LAST LIMIT 20`},
-		{"the 100 commands stuck longest (quiet > 10 min)", `SELECT command_id, device_id, status, stuck_for FROM stuck_commands
-			WHERE last_event_time < now() - interval '10 minutes' ORDER BY last_event_time LIMIT 100`},
+		{"the 100 commands stuck longest (quiet > 1 h)", `SELECT command_id, device_id, status, stuck_for FROM stuck_commands('1 hour')
+			ORDER BY last_event_time LIMIT 100`},
+		{"the stuck commands by status (quiet > 1 h), as cmdtrack_commands_stuck counts them", `SELECT status, count(*)
+			FROM stuck_commands('1 hour') GROUP BY status`},
 		{"the 100 stuck longest whose device is online", `SELECT command_id, device_id, status, stuck_for, device_status_since
 			FROM stuck_commands WHERE device_status = 'ONLINE' AND last_event_time < now() - interval '10 minutes'
 			ORDER BY last_event_time LIMIT 100`},

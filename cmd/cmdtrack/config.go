@@ -303,7 +303,7 @@ func (c *Config) logAttrs() []any {
 func (c *Config) console() console.Config {
 	return console.Config{Addr: c.ConsoleAddr, User: c.ConsoleUser, Password: c.ConsolePassword, Token: c.ConsoleToken,
 		CertFile: c.ConsoleTLSCert, KeyFile: c.ConsoleTLSKey, ClientCAFile: c.ConsoleClientCA,
-		AllowUnauthenticated: c.ConsoleAllowUnauthenticated}
+		AllowUnauthenticated: c.ConsoleAllowUnauthenticated, StuckQuiet: c.ReconcileThreshold}
 }
 
 // partitioning is how the history is partitioned and kept.
