@@ -1,39 +1,19 @@
 package console_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/console"
+	"github.com/cmdtrack/cmdtrack/internal/syncbuf"
 	"github.com/cmdtrack/cmdtrack/store"
 )
-
-// syncBuffer is a log's output, written by the server's goroutines and
-// read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // Bytes PostgreSQL refuses in text (invalid UTF-8, NUL), in any id or
 // filter of any route: a clear 400 (404 for an id in the path) before any
@@ -44,7 +24,7 @@ func TestBadBytesRefusedBeforeTheDatabase(t *testing.T) {
 	st, err := store.Open(context.Background(), f.reader, store.Options{MaxConns: 4, ReadOnly: true})
 	require.NoError(t, err)
 	t.Cleanup(st.Close)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	h, err := console.NewHandler(st.Pool(), console.Config{Addr: console.DefaultAddr}, slog.New(slog.NewTextHandler(&logs, nil)))
 	require.NoError(t, err)
 	base := newServer(t, h)
@@ -102,7 +82,7 @@ func TestDatabaseDownIs503(t *testing.T) {
 	db, err := pgxpool.New(context.Background(), "postgres://console:pw@"+closed+"/cmdtrack?connect_timeout=5")
 	require.NoError(t, err)
 	t.Cleanup(db.Close)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	h, err := console.NewHandler(db, console.Config{Addr: console.DefaultAddr}, slog.New(slog.NewTextHandler(&logs, nil)))
 	require.NoError(t, err)
 	base := newServer(t, h)

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/console"
+	"github.com/cmdtrack/cmdtrack/internal/syncbuf"
 )
 
 // Basic or bearer authentication over plain HTTP beyond loopback sends the
@@ -27,7 +28,7 @@ func TestListenWarnsOfCredentialsWithoutTLS(t *testing.T) {
 		{console.Config{Addr: "127.0.0.1:0", Token: "a-long-enough-token"}, ""},
 		{console.Config{Addr: "127.0.0.1:0"}, ""},
 	} {
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		srv, err := console.Listen(c.cfg, http.NotFoundHandler(), slog.New(slog.NewTextHandler(&logs, nil)))
 		require.NoError(t, err, "%+v", c.cfg)
 		require.NoError(t, srv.Close())

@@ -1,7 +1,6 @@
 package pipeline_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
+	"github.com/cmdtrack/cmdtrack/internal/syncbuf"
 	"github.com/cmdtrack/cmdtrack/pipeline"
 )
 
@@ -32,28 +32,15 @@ type outage struct {
 	*fixture
 	mu     sync.Mutex
 	delays []time.Duration
-	log    syncBuffer
+	log    syncbuf.Buffer
 	end    time.Time
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
 }
 
 // records are the log records whose message is msg.
 func (o *outage) records(t *testing.T, msg string) []map[string]any {
 	t.Helper()
-	o.log.mu.Lock()
-	defer o.log.mu.Unlock()
 	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(o.log.b.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(o.log.String()), "\n") {
 		var r map[string]any
 		require.NoError(t, json.Unmarshal([]byte(line), &r), line)
 		if r["msg"] == msg {

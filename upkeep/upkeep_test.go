@@ -1,7 +1,6 @@
 package upkeep_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -12,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cmdtrack/cmdtrack/internal/syncbuf"
 	"github.com/cmdtrack/cmdtrack/reconcile"
 	"github.com/cmdtrack/cmdtrack/store"
 	"github.com/cmdtrack/cmdtrack/upkeep"
@@ -95,32 +95,14 @@ type fixture struct {
 	st  *fakeStore
 	up  *upkeep.Upkeep
 	reg *prometheus.Registry
-	log *syncBuffer
-}
-
-// syncBuffer is a log sink safe for Loop's goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	log *syncbuf.Buffer
 }
 
 func setup(t *testing.T, st *fakeStore, cfg upkeep.Config) *fixture {
 	t.Helper()
 	st.calls = map[string]int{}
 	st.called = make(chan string, 100)
-	f := &fixture{st: st, reg: prometheus.NewRegistry(), log: &syncBuffer{}}
+	f := &fixture{st: st, reg: prometheus.NewRegistry(), log: &syncbuf.Buffer{}}
 	log := slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f.up = upkeep.New(st, cfg, log, upkeep.NewMetrics(f.reg))
 	return f

@@ -108,27 +108,7 @@ func HAPrimary(ctx context.Context, url string) (string, error) {
 // of its own, dropped when the test ends, and base with it as search_path.
 func SchemaAt(t testing.TB, base string) (st *store.Store, schema, url string) {
 	t.Helper()
-	ctx := context.Background()
-	schema = Name("t_")
-	admin, err := store.Open(ctx, base, store.Options{MaxConns: 1})
-	require.NoError(t, err)
-	defer admin.Close()
-	_, err = admin.Pool().Exec(ctx, "CREATE SCHEMA "+schema)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		admin, err := store.Open(context.Background(), base, store.Options{MaxConns: 1})
-		if err == nil {
-			_, _ = admin.Pool().Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-			admin.Close()
-		}
-	})
-	st, err = store.Open(ctx, base, store.Options{MaxConns: 8, Schema: schema})
-	require.NoError(t, err)
-	t.Cleanup(st.Close)
-	require.NoError(t, st.Migrate(ctx))
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	return st, schema, base + sep + "search_path=" + schema
+	st, schema, url = emptySchemaAt(t, base)
+	require.NoError(t, st.Migrate(context.Background()))
+	return st, schema, url
 }

@@ -271,8 +271,15 @@ func Schema(t testing.TB) (st *store.Store, schema, url string) {
 // EmptySchema is Schema without the migrations, for tests of a migration.
 func EmptySchema(t testing.TB) (st *store.Store, schema, url string) {
 	t.Helper()
+	return emptySchemaAt(t, DatabaseURL(t))
+}
+
+// emptySchemaAt makes a schema of the test's own on the database at base,
+// dropped when the test ends, and returns a store on it and base with it as
+// search_path.
+func emptySchemaAt(t testing.TB, base string) (st *store.Store, schema, url string) {
+	t.Helper()
 	ctx := context.Background()
-	base := DatabaseURL(t)
 	schema = Name("t_")
 	admin, err := store.Open(ctx, base, store.Options{MaxConns: 1})
 	require.NoError(t, err)
