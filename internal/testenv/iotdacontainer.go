@@ -47,8 +47,11 @@ func brokerWithIoTDA() (string, *iotdaServer, error) {
 	}
 	auth := newIoTDAAuth(time.Now)
 	srv := &http.Server{Handler: auth, ReadHeaderTimeout: 10 * time.Second}
-	// It serves until the test binary exits: RabbitMQ may ask it at any time.
+	// It serves until the tests end (RabbitMQ may ask it at any time), and
+	// is closed after the containers are removed, so that goleak's check in
+	// the packages' TestMain finds its goroutine gone.
 	go func() { _ = srv.Serve(ln) }()
+	atExit(srv.Close)
 
 	tls, err := newTestTLS()
 	if err != nil {
