@@ -107,6 +107,11 @@ func TestCompose(t *testing.T) {
 	pg := svc("postgres")
 	require.Equal(t, "postgres:15-alpine", pg.Image)
 	require.Contains(t, healthTest(pg), "pg_isready")
+	// Over TCP: on a first start the image's entrypoint runs an init server on
+	// the Unix socket only, which a socket check finds ready; the real server
+	// then restarts, and a service started on that word was refused
+	// (console-reader exited 2 in make test/docker).
+	require.Contains(t, healthTest(pg), "-h 127.0.0.1", "postgres' healthcheck must ask over TCP")
 	pgEnv := deref(pg.Environment)
 
 	rmq := svc("rabbitmq")
