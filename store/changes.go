@@ -99,18 +99,18 @@ FROM (
 		coalesce(m.product_id, '') AS product_id, m.status,
 		CASE WHEN p.was_final THEN m.previous_status ELSE '' END AS from_status, m.command_id
 	FROM m, LATERAL (SELECT coalesce(m.previous_status IN (` + finalStatusList() + `), false) AS was_final) p
-	WHERE m.status_rank = 3 AND CASE WHEN p.was_final THEN m.previous_status <> m.status
+	WHERE m.status IN (` + finalStatusList() + `) AND CASE WHEN p.was_final THEN m.previous_status <> m.status
 		ELSE NOT EXISTS (SELECT 1 FROM command_tombstones t WHERE t.command_id = m.command_id) END
 ) o
 GROUP BY o.kind, o.product_id, o.status, o.from_status`
 
 // upsertCounting is the merge, recording outcomes.
 var upsertCounting = "WITH m AS (\n" + upsertCommands +
-	"\nRETURNING command_id, status, product_id, previous_status, status_rank)\n" + recordOutcomes
+	"\nRETURNING command_id, status, product_id, previous_status)\n" + recordOutcomes
 
 // upsertTracking is the merge, recording outcomes and returning each row it
 // inserted or changed.
-var upsertTracking = "WITH m AS (\n" + upsertCommands + "\nRETURNING " + stateColumns + ", status_rank),\n" +
+var upsertTracking = "WITH m AS (\n" + upsertCommands + "\nRETURNING " + stateColumns + "),\n" +
 	"e AS (" + recordOutcomes + ")\nSELECT " + stateColumns + " FROM m"
 
 // finalStatusList is the final statuses as an SQL list of literals.
