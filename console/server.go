@@ -30,6 +30,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/cmdtrack/cmdtrack/internal/httpserve"
 	"github.com/cmdtrack/cmdtrack/internal/servertls"
 )
 
@@ -382,25 +383,7 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 func (s *Server) Close() error { return s.ln.Close() }
 
 // Serve answers requests until ctx ends, then lets those in flight finish
-// for up to grace.
+// for up to grace (httpserve.Serve).
 func (s *Server) Serve(ctx context.Context, grace time.Duration) error {
-	errc := make(chan error, 1)
-	go func() {
-		if s.tls {
-			errc <- s.srv.ServeTLS(s.ln, "", "")
-		} else {
-			errc <- s.srv.Serve(s.ln)
-		}
-	}()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("console: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
-	defer cancel()
-	if err := s.srv.Shutdown(sctx); err != nil {
-		_ = s.srv.Close()
-	}
-	return nil
+	return httpserve.Serve(ctx, "console", s.srv, s.ln, grace)
 }

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
+	"github.com/cmdtrack/cmdtrack/internal/httpserve"
 	"github.com/cmdtrack/cmdtrack/internal/servertls"
 )
 
@@ -97,7 +98,6 @@ type Server struct {
 	log      *slog.Logger
 	srv      *http.Server
 	ln       *connLimit
-	tls      bool
 }
 
 // Listen binds the address now, so that a bad address or certificate fails
@@ -142,7 +142,6 @@ func Listen(cfg Config, sub Submitter, log *slog.Logger) (*Server, error) {
 			return nil, fmt.Errorf("HTTP push TLS: %w", err)
 		}
 		s.srv.TLSConfig = tc
-		s.tls = true
 	} else if cfg.ClientCAFile != "" {
 		return nil, errors.New("HTTP push: a client CA needs TLS (certificate and key)")
 	}
@@ -378,31 +377,10 @@ type connKey struct{}
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Serve answers requests until ctx ends, then stops taking new ones and
-// waits up to grace for those in flight to get their outcome.
+// waits up to grace for those in flight to get their outcome
+// (httpserve.Serve).
 func (s *Server) Serve(ctx context.Context, grace time.Duration) error {
-	errc := make(chan error, 1)
-	go func() {
-		if s.tls {
-			errc <- s.srv.ServeTLS(s.ln, "", "")
-		} else {
-			errc <- s.srv.Serve(s.ln)
-		}
-	}()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	// The shutdown has its own deadline: ctx has ended already.
-	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
-	defer cancel()
-	if err := s.srv.Shutdown(shutCtx); err != nil {
-		_ = s.srv.Close()
-	}
-	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return httpserve.Serve(ctx, "HTTP push", s.srv, s.ln, grace)
 }
 
 func (s *Server) handle(w http.ResponseWriter, r *http.Request) {

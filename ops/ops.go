@@ -4,7 +4,6 @@ package ops
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cmdtrack/cmdtrack/internal/httpserve"
 )
 
 // CheckFunc reports why the daemon cannot do its work now, or nil.
@@ -67,23 +68,8 @@ func check(f CheckFunc, ok, failed string) http.HandlerFunc {
 // Addr is the bound address (useful with port 0).
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Serve serves until ctx ends, then shuts down within five seconds.
+// Serve serves until ctx ends, then shuts down within five seconds
+// (httpserve.Serve).
 func (s *Server) Serve(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	// ctx has ended: the shutdown has a deadline of its own.
-	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := s.srv.Shutdown(shutCtx); err != nil {
-		return err
-	}
-	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return httpserve.Serve(ctx, "ops", s.srv, s.ln, 5*time.Second)
 }
