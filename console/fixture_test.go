@@ -89,7 +89,7 @@ func setup(t *testing.T) *fixture {
 	add := func(source string, bodies ...[]byte) {
 		for _, b := range bodies {
 			it := ingest.Classify(b, source, f.now, lim)
-			require.True(t, it.Notification != nil || it.Presence != nil || it.DeadLetter != nil, "%s", b)
+			require.True(t, it.Record != nil || it.DeadLetter != nil, "%s", b)
 			items = append(items, it)
 		}
 	}

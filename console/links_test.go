@@ -15,6 +15,7 @@ import (
 
 	"github.com/cmdtrack/cmdtrack/console"
 	"github.com/cmdtrack/cmdtrack/ingest"
+	n11n "github.com/cmdtrack/cmdtrack/notification"
 )
 
 // Links to ids with characters that URLs escape lead to those ids, escaped
@@ -33,7 +34,7 @@ func TestLinksKeepIDs(t *testing.T) {
 			c := f.now.Add(-time.Duration(i*60+j+1) * time.Minute)
 			b := notification(fmt.Sprintf("cmd %s %02d", id, j), "dev "+id, "prod "+id, "SUCCESSFUL", c, c.Add(time.Second), nil, nil)
 			it := ingest.Classify(b, "http", f.now, lim)
-			require.NotNil(t, it.Notification, "%s", b)
+			require.NotNil(t, it.Notification(), "%s", b)
 			items = append(items, it)
 		}
 	}
@@ -110,7 +111,7 @@ func TestPresenceOnlyDevice(t *testing.T) {
 	b := fmt.Appendf(nil, `{"resource":"device.status","event":"update","event_time":%q,`+
 		`"notify_data":{"header":{"device_id":"quiet-meter"},"body":{"status":"OFFLINE"}}}`, f.now.Add(-time.Minute).Format(stamp))
 	it := ingest.Classify(b, "http", f.now, ingest.Limits{MaxBodyBytes: 1 << 20, MaxFutureSkew: time.Hour})
-	require.NotNil(t, it.Presence)
+	require.Equal(t, n11n.KindPresence, it.Record.Kind())
 	_, err := f.st.Apply(context.Background(), []ingest.Item{it})
 	require.NoError(t, err)
 	srv := f.server(t, console.Config{Addr: console.DefaultAddr})

@@ -52,7 +52,7 @@ func TestStuckHasOneDefinition(t *testing.T) {
 		case n11n.Successful:
 			n.ResponseTime = at
 		}
-		items = append(items, ingest.Item{Source: "amqp:test", Notification: n})
+		items = append(items, ingest.Item{Source: "amqp:test", Record: n})
 	}
 	stuck := []string{"sent-past-quiet", "delivered-past-quiet", "pending-past-quiet", "sent-in-horizon", "offline-device"}
 	add("sent-past-quiet", "dev-1", n11n.Sent, quiet+margin)

@@ -30,7 +30,7 @@ func TestFromAPICreation(t *testing.T) {
 	it, err := ingest.FromAPI(apiCommand(t, body), testNow, limits)
 	require.NoError(t, err)
 	require.Equal(t, ingest.SourceAPI, it.Source)
-	n := it.Notification
+	n := it.Notification()
 	created := time.Date(2026, 11, 22, 10, 10, 10, 0, time.UTC)
 	require.Equal(t, notification.Sent, n.Status)
 	require.Equal(t, created.Add(-time.Microsecond), n.EventTime, "no sent_time yet: the latest time it carries, less 1µs")
@@ -68,8 +68,8 @@ func TestFromAPIEventTime(t *testing.T) {
 			t.Parallel()
 			it, err := ingest.FromAPI(apiCommand(t, `{"command_id":"c1","device_id":"d1","status":"`+c.status+`",`+c.extra+`}`), testNow, limits)
 			require.NoError(t, err)
-			require.Equal(t, c.want.Add(-time.Microsecond), it.Notification.EventTime)
-			require.Nil(t, it.Notification.Creation, "nothing of the creation in this answer")
+			require.Equal(t, c.want.Add(-time.Microsecond), it.Notification().EventTime)
+			require.Nil(t, it.Notification().Creation, "nothing of the creation in this answer")
 		})
 	}
 }
@@ -80,7 +80,7 @@ func TestFromAPIFutureTime(t *testing.T) {
 	t.Parallel()
 	it, err := ingest.FromAPI(apiCommand(t, `{"command_id":"c1","status":"SUCCESSFUL","response_time":"20991231T000000Z"}`), testNow, limits)
 	require.NoError(t, err)
-	require.Nil(t, it.Notification)
+	require.Nil(t, it.Notification())
 	require.Equal(t, notification.ClassFutureTime, it.DeadLetter.Class)
 	require.Equal(t, ingest.SourceAPI, it.Source)
 }

@@ -26,7 +26,7 @@ func BenchmarkClassify(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		it := ingest.Classify(bodies[i], "amqp:DefaultQueue", now, lim)
-		if it.Notification == nil {
+		if it.Notification() == nil {
 			b.Fatalf("not decoded: %+v", it.DeadLetter)
 		}
 		i++

@@ -19,39 +19,40 @@ import (
 	"github.com/cmdtrack/cmdtrack/notification"
 )
 
-// Item is the effect of one received message: a notification to merge into
-// its command's row and history, a device status change to merge into the
-// device's presence, a dead letter, or neither (skip).
+// Item is the effect of one received message: a record of a tracked kind
+// to merge into what the store holds (a command status notification into
+// its command's row and history, a device status change into the device's
+// presence, ...), a dead letter, or neither (skip).
 type Item struct {
 	// Source names where the message came from ("amqp:DefaultQueue", "http", "api").
-	Source       string
-	Notification *notification.Notification
-	Presence     *notification.Presence
-	DeadLetter   *DeadLetter
+	Source     string
+	Record     Record
+	DeadLetter *DeadLetter
 }
 
-// EventTime is when the platform generated the item's notification or
-// status change (zero for a dead letter or a skipped message).
+// Notification is the item's command status notification, or nil when it
+// holds another kind, a dead letter or nothing.
+func (it *Item) Notification() *notification.Notification {
+	n, _ := it.Record.(*notification.Notification)
+	return n
+}
+
+// EventTime is when the platform generated the item's record (zero for a
+// dead letter or a skipped message).
 func (it *Item) EventTime() time.Time {
-	switch {
-	case it.Notification != nil:
-		return it.Notification.EventTime
-	case it.Presence != nil:
-		return it.Presence.EventTime
+	if it.Record == nil {
+		return time.Time{}
 	}
-	return time.Time{}
+	return it.Record.Time()
 }
 
-// Payload is the body of the item's notification or status change (nil for
-// a dead letter or a skipped message).
+// Payload is the body of the item's record (nil for a dead letter or a
+// skipped message).
 func (it *Item) Payload() []byte {
-	switch {
-	case it.Notification != nil:
-		return it.Notification.Payload
-	case it.Presence != nil:
-		return it.Presence.Payload
+	if it.Record == nil {
+		return nil
 	}
-	return nil
+	return it.Record.Body()
 }
 
 // DeadLetter is a message cmdtrack could not use, kept for replay.
@@ -117,7 +118,7 @@ type Result struct {
 // Result is what storing it as it is would mean.
 func (it *Item) Result() Result {
 	switch {
-	case it.Notification != nil, it.Presence != nil:
+	case it.Record != nil:
 		return Result{Outcome: Applied}
 	case it.DeadLetter != nil:
 		return Result{Outcome: DeadLettered, DeadLetter: it.DeadLetter}
@@ -181,25 +182,12 @@ func classify(body []byte, source string, receivedAt, judgeAt time.Time, judged 
 		it.DeadLetter.Length, it.DeadLetter.SHA256 = len(body), sum[:]
 		return it
 	}
-	n, err := notification.DecodeAt(body, receivedAt)
+	rec, err := decode(body, receivedAt)
 	if err == nil {
-		// The item's copy goes to the heap here, and only here: taking &n
-		// would move n there for every message, skipped and dead-lettered
-		// ones too.
-		kept := n
-		return accept(&kept, source, judgeAt, judged, lim)
+		return accept(rec, source, judgeAt, judged, lim)
 	}
-	var skip *notification.SkipError
-	if errors.As(err, &skip) {
-		if skip.Resource != notification.ResourceDeviceStatus {
-			return Item{Source: source}
-		}
-		p, perr := notification.DecodePresence(body)
-		if perr == nil {
-			kept := p
-			return acceptPresence(&kept, source, judgeAt, judged, lim)
-		}
-		err = perr
+	if errors.As(err, new(*notification.SkipError)) {
+		return Item{Source: source}
 	}
 	var bad *notification.Error
 	if !errors.As(err, &bad) {
@@ -208,39 +196,19 @@ func classify(body []byte, source string, receivedAt, judgeAt time.Time, judged 
 	return Unusable(source, body, bad.Class, bad.Reason)
 }
 
-// Accept is the item for a notification, once it is found plausible: one
-// built from a structured answer (the command API) goes through the same
-// rules as one decoded from a body.
-func Accept(n *notification.Notification, source string, receivedAt time.Time, lim Limits) Item {
-	return accept(n, source, receivedAt, "its receipt", lim)
+// Accept is the item for a record, once it is found plausible: one built
+// from a structured answer (the command API) goes through the same rules
+// as one decoded from a body.
+func Accept(rec Record, source string, receivedAt time.Time, lim Limits) Item {
+	return accept(rec, source, receivedAt, "its receipt", lim)
 }
 
 // accept is Accept, judging times ahead against at, named by judged.
-func accept(n *notification.Notification, source string, at time.Time, judged string, lim Limits) Item {
-	limit := at.Add(lim.skew())
-	for _, t := range []timed{
-		{"event time", n.EventTime}, {"created_time", n.CreatedTime}, {"sent_time", n.SentTime},
-		{"delivered_time", n.DeliveredTime}, {"response_time", n.ResponseTime},
-	} {
-		if t.at.After(limit) {
-			return futureDated(source, n.Payload, t, at, judged, lim)
-		}
+func accept(rec Record, source string, at time.Time, judged string, lim Limits) Item {
+	if field, t, ahead := rec.Ahead(at.Add(lim.skew())); ahead {
+		return futureDated(source, rec.Body(), timed{field, t}, at, judged, lim)
 	}
-	return Item{Source: source, Notification: n}
-}
-
-// acceptPresence is accept for a device status change: the latest change
-// wins the merge, so one dated too far ahead is a dead letter.
-func acceptPresence(p *notification.Presence, source string, at time.Time, judged string, lim Limits) Item {
-	limit := at.Add(lim.skew())
-	for _, t := range []timed{
-		{"event time", p.EventTime}, {"status_update_time", p.Since}, {"last_online_time", p.LastOnlineTime},
-	} {
-		if t.at.After(limit) {
-			return futureDated(source, p.Payload, t, at, judged, lim)
-		}
-	}
-	return Item{Source: source, Presence: p}
+	return Item{Source: source, Record: rec}
 }
 
 type timed struct {

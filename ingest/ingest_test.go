@@ -105,7 +105,7 @@ func TestFutureTimesAreDeadLetters(t *testing.T) {
 			t.Parallel()
 			it := ingest.Classify(c.body, "http", received, lim)
 			if !c.future {
-				require.NotNil(t, it.Notification, "%+v", it.DeadLetter)
+				require.NotNil(t, it.Notification(), "%+v", it.DeadLetter)
 				return
 			}
 			require.NotNil(t, it.DeadLetter)

@@ -63,7 +63,7 @@ func TestOneExporterOfTheDatabase(t *testing.T) {
 	ctx := context.Background()
 	final := func(id string, s notification.Status) {
 		t.Helper()
-		_, err := st.Apply(ctx, []ingest.Item{{Source: "test", Notification: &notification.Notification{
+		_, err := st.Apply(ctx, []ingest.Item{{Source: "test", Record: &notification.Notification{
 			CommandID: id, Status: s, EventTime: time.Now(), Payload: []byte(`{}`)}}})
 		require.NoError(t, err)
 	}

@@ -1,11 +1,18 @@
 package pipeline
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cmdtrack/cmdtrack/ingest"
+)
 
 // Metrics are the pipeline's Prometheus series. They are registered on the
 // Registerer given to NewMetrics, never on the global registry.
 type Metrics struct {
-	applied        prometheus.Counter
+	applied *prometheus.CounterVec
+	// appliedKind is applied's counter for each kind, looked up once: the
+	// pipeline counts every message.
+	appliedKind    map[string]prometheus.Counter
 	skipped        prometheus.Counter
 	deadLettered   *prometheus.CounterVec
 	batches        prometheus.Counter
@@ -21,9 +28,9 @@ type Metrics struct {
 // as tests that do not look at metrics want).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		applied: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cmdtrack_messages_applied_total", Help: "Command status notifications stored and settled.",
-		}),
+		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cmdtrack_messages_applied_total", Help: "Notifications stored and settled, by kind (command, presence, ...).",
+		}, []string{"kind"}),
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cmdtrack_messages_skipped_total", Help: "Notifications of other resources, settled without storing.",
 		}),
@@ -55,6 +62,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "cmdtrack_messages_dropped_total",
 			Help: "HTTP pushes dropped unwritten because their sender stopped waiting (answered 503 or gone; the platform pushes them again).",
 		}),
+	}
+	// Every kind's series exists from the start, at 0, so that a rate over
+	// a kind that has not been seen yet is 0, not absent.
+	m.appliedKind = make(map[string]prometheus.Counter)
+	for _, kind := range ingest.Kinds() {
+		m.appliedKind[kind] = m.applied.WithLabelValues(kind)
 	}
 	if reg != nil {
 		reg.MustRegister(m.applied, m.skipped, m.deadLettered, m.batches, m.batchSize,

@@ -499,7 +499,7 @@ func (p *Pipeline) settle(ctx context.Context, in <-chan *batch) {
 func (p *Pipeline) count(it *ingest.Item, res ingest.Result) {
 	switch res.Outcome {
 	case ingest.Applied:
-		p.m.applied.Inc()
+		p.m.appliedKind[it.Record.Kind()].Inc()
 		p.m.lag.Observe(time.Since(it.EventTime()).Seconds())
 	case ingest.DeadLettered:
 		p.m.deadLettered.WithLabelValues(string(res.DeadLetter.Class)).Inc()

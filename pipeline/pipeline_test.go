@@ -171,7 +171,7 @@ func (s *fakeSource) send(n int) []*fakeDelivery {
 }
 
 func note(i int) ingest.Item {
-	return ingest.Item{Source: "fake", Notification: &notification.Notification{
+	return ingest.Item{Source: "fake", Record: &notification.Notification{
 		CommandID: "c" + string(rune('a'+i%26)), Status: notification.Sent, EventTime: time.Now()}}
 }
 
@@ -286,6 +286,48 @@ func TestBatchesFillFromWhatIsInHand(t *testing.T) {
 // Deliveries that had arrived when intake ended are in hand: the drain
 // writes them, in full batches, rather than leaving them to their sender.
 // (Under load, TestBatchesFillFromWhatIsInHand lost its last four so.)
+// TestAppliedCountedByKind: cmdtrack_messages_applied_total has a series
+// for every kind of the ingest table, at 0 before any arrives, and counts
+// each record under its own kind.
+func TestAppliedCountedByKind(t *testing.T) {
+	t.Parallel()
+	f := setup(t, pipeline.Config{BatchSize: 8, BatchWait: time.Hour, Writers: 1})
+	for _, kind := range ingest.Kinds() {
+		require.Zero(t, f.kindCount(t, kind), kind)
+	}
+	ds := f.src.send(3)
+	presence := &fakeDelivery{item: ingest.Item{Source: "fake", Record: &notification.Presence{
+		DeviceID: "d", Status: notification.Online, EventTime: time.Now()}}}
+	f.src.in <- presence
+	stop := f.run(t, time.Second)
+	_, err := stop()
+	require.NoError(t, err)
+	requireSettledOnce(t, append(ds, presence))
+	require.Equal(t, float64(3), f.kindCount(t, notification.KindCommand))
+	require.Equal(t, float64(1), f.kindCount(t, notification.KindPresence))
+}
+
+// kindCount is cmdtrack_messages_applied_total{kind}, or -1 if the series
+// does not exist.
+func (f *fixture) kindCount(t *testing.T, kind string) float64 {
+	t.Helper()
+	fams, err := f.reg.Gather()
+	require.NoError(t, err)
+	for _, fam := range fams {
+		if fam.GetName() != "cmdtrack_messages_applied_total" {
+			continue
+		}
+		for _, m := range fam.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == kind {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return -1
+}
+
 func TestShutdownWritesWhatHadArrived(t *testing.T) {
 	t.Parallel()
 	f := setup(t, pipeline.Config{BatchSize: 8, BatchWait: time.Hour, Writers: 1})

@@ -125,7 +125,7 @@ func (in *Inbox) HeldBytes() int64 { return in.held.Load() }
 // bodyBytes is what an item holds of its message's body.
 func bodyBytes(it ingest.Item) int64 {
 	switch {
-	case it.Notification != nil, it.Presence != nil:
+	case it.Record != nil:
 		return int64(len(it.Payload()))
 	case it.DeadLetter != nil:
 		return int64(len(it.DeadLetter.Body))

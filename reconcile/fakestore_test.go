@@ -118,10 +118,10 @@ func (s *fakeStore) ApplyReportingChanges(_ context.Context, items []ingest.Item
 	res := make([]ingest.Result, len(items))
 	for i, it := range items {
 		res[i] = it.Result()
-		if it.Notification != nil {
-			res[i].Changed = s.merge(it.Notification)
+		if it.Notification() != nil {
+			res[i].Changed = s.merge(it.Notification())
 			s.mu.Lock()
-			s.applied[it.Notification.CommandID]++
+			s.applied[it.Notification().CommandID]++
 			s.mu.Unlock()
 		}
 	}

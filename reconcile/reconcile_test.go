@@ -100,7 +100,7 @@ func (f *fixture) notify(t *testing.T, id, device string, status notification.St
 		f.fake.merge(n)
 		return
 	}
-	_, err := f.db.Apply(context.Background(), []ingest.Item{{Source: "amqp:test", Notification: n}})
+	_, err := f.db.Apply(context.Background(), []ingest.Item{{Source: "amqp:test", Record: n}})
 	require.NoError(t, err)
 }
 

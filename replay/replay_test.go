@@ -37,11 +37,11 @@ func TestDecide(t *testing.T) {
 	}
 
 	it := replay.Decide(dl(v5("c1", now.Add(-time.Hour).Format(apiTime)), lagged), now, limits)
-	require.NotNil(t, it.Notification, "what the lagging clock refused goes through: %+v", it.DeadLetter)
-	require.Equal(t, now.Add(-time.Hour), it.Notification.EventTime)
+	require.NotNil(t, it.Notification(), "what the lagging clock refused goes through: %+v", it.DeadLetter)
+	require.Equal(t, now.Add(-time.Hour), it.Notification().EventTime)
 
 	it = replay.Decide(dl(v5("c1", now.Add(59*time.Minute).Format(apiTime)), lagged), now, limits)
-	require.NotNil(t, it.Notification, "within the skew of now")
+	require.NotNil(t, it.Notification(), "within the skew of now")
 
 	it = replay.Decide(dl(v5("c1", "20991231T000000Z"), lagged), now, limits)
 	require.NotNil(t, it.DeadLetter, "a forgery is still refused")
@@ -50,14 +50,14 @@ func TestDecide(t *testing.T) {
 
 	future := now.Add(2 * time.Hour) // received by a clock ahead of this one's
 	it = replay.Decide(dl(v5("c1", future.Add(30*time.Minute).Format(apiTime)), future), now, limits)
-	require.NotNil(t, it.Notification, "judged against its receipt when that is later than now")
+	require.NotNil(t, it.Notification(), "judged against its receipt when that is later than now")
 	it = replay.Decide(dl(v5("c1", future.Add(2*time.Hour).Format(apiTime)), future), now, limits)
 	require.NotNil(t, it.DeadLetter)
 	require.Contains(t, it.DeadLetter.Reason, "ahead of its receipt at")
 
 	it = replay.Decide(dl([]byte(`{"deviceId":"d2","commandId":"legacy","result":{"resultCode":"SENT"}}`), lagged), now, limits)
-	require.NotNil(t, it.Notification)
-	require.Equal(t, lagged, it.Notification.EventTime, "timed by its receipt, not by the replay")
+	require.NotNil(t, it.Notification())
+	require.Equal(t, lagged, it.Notification().EventTime, "timed by its receipt, not by the replay")
 
 	it = replay.Decide(dl([]byte(`{"resource":"device.property","event":"report","notify_data":{}}`), lagged), now, limits)
 	require.Equal(t, ingest.Item{Source: "amqp:q"}, it, "another resource")

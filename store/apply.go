@@ -120,54 +120,77 @@ func queueWrites(b *pgx.Batch, items []ingest.Item, changed []bool) {
 
 // queueTracked is queueWrites; with track, the merge also reads each row's
 // state before and after (see tracker), and the tracker is returned.
-// Every statement takes its rows in a fixed order (command_id, then key), so
-// that two workers writing overlapping batches lock rows in the same order
-// and cannot deadlock.
+// Each kind's writer queues its statements in the order of the writers
+// table, and every statement takes its rows in a fixed order (command_id,
+// then key), so that two workers writing overlapping batches lock rows in
+// the same order and cannot deadlock.
 func queueTracked(b *pgx.Batch, items []ingest.Item, changed []bool, track bool) *tracker {
-	var notes []noteRow
-	var presence []presenceRow
+	var ws [maxKinds]writer
 	var dead []deadRow
 	for i := range items {
 		switch it := &items[i]; {
-		case it.Notification != nil:
-			notes = append(notes, noteRow{n: it.Notification, source: it.Source, key: it.Notification.Key(), idx: i})
-		case it.Presence != nil:
-			presence = append(presence, presenceRow{p: it.Presence, key: it.Presence.Key()})
+		case it.Record != nil:
+			k := writerOf(it.Record.Kind())
+			if ws[k] == nil {
+				ws[k] = writers[k].new()
+			}
+			ws[k].add(it, i)
 		case it.DeadLetter != nil:
 			dead = append(dead, newDeadRow(it.Source, it.DeadLetter))
 		}
 	}
 	var tr *tracker
-	if len(notes) > 0 {
-		slices.SortFunc(notes, func(a, b noteRow) int {
-			return cmp.Or(strings.Compare(a.n.CommandID, b.n.CommandID), bytes.Compare(a.key, b.key),
-				a.n.EventTime.Compare(b.n.EventTime))
-		})
-		if receipts := receiptTimed(notes); len(receipts) > 0 {
-			// First: the statements after it read these (firstReceipt).
-			b.Queue(insertReceipts, args(receiptColumns, receipts)...)
-		}
-		merged := notes
-		if changed == nil {
-			// Which notification changed a row is not told once they
-			// are folded; nobody asked.
-			merged = fold(notes)
-		}
-		rs := rounds(merged)
-		if track {
-			tr = newTracker(rs[0], changed)
-			tr.queue(b, rs)
-		} else {
-			for _, round := range rs {
-				b.Queue(upsertCounting, args(commandColumns, round)...)
+	for _, w := range ws {
+		if w != nil {
+			if t := w.queue(b, changed, track); t != nil {
+				tr = t
 			}
 		}
-		b.Queue(insertEvents, args(eventColumns, notes)...)
 	}
-	queuePresence(b, presence)
 	if len(dead) > 0 {
 		b.Queue(insertDeadLetters, args(deadLetterColumns, dead)...)
 	}
+	return tr
+}
+
+// commandWriter stores a batch's command status notifications: the merge
+// into device_commands and the history in command_events.
+type commandWriter struct {
+	notes []noteRow
+}
+
+func (w *commandWriter) add(it *ingest.Item, idx int) {
+	n := it.Record.(*notification.Notification)
+	w.notes = append(w.notes, noteRow{n: n, source: it.Source, key: n.Key(), idx: idx})
+}
+
+func (w *commandWriter) queue(b *pgx.Batch, changed []bool, track bool) *tracker {
+	notes := w.notes
+	slices.SortFunc(notes, func(a, b noteRow) int {
+		return cmp.Or(strings.Compare(a.n.CommandID, b.n.CommandID), bytes.Compare(a.key, b.key),
+			a.n.EventTime.Compare(b.n.EventTime))
+	})
+	if receipts := receiptTimed(notes); len(receipts) > 0 {
+		// First: the statements after it read these (firstReceipt).
+		b.Queue(insertReceipts, args(receiptColumns, receipts)...)
+	}
+	merged := notes
+	if changed == nil {
+		// Which notification changed a row is not told once they
+		// are folded; nobody asked.
+		merged = fold(notes)
+	}
+	rs := rounds(merged, func(a, b *noteRow) bool { return a.n.CommandID == b.n.CommandID })
+	var tr *tracker
+	if track {
+		tr = newTracker(rs[0], changed)
+		tr.queue(b, rs)
+	} else {
+		for _, round := range rs {
+			b.Queue(upsertCounting, args(commandColumns, round)...)
+		}
+	}
+	b.Queue(insertEvents, args(eventColumns, notes)...)
 	return tr
 }
 
@@ -182,23 +205,24 @@ func receiptTimed(rows []noteRow) []noteRow {
 	return out
 }
 
-// rounds splits sorted rows so that no command appears twice in a round: one
-// INSERT ... ON CONFLICT DO UPDATE may not touch a row twice. Round k holds
-// the k-th notification of every command that has k or more. The merge rule
-// is order-independent, so how notifications are spread over rounds does not
-// change the result, and it stays decided in SQL (fold only joins rows
-// where Go decides as the SQL does).
-func rounds(rows []noteRow) [][]noteRow {
-	var out [][]noteRow
+// rounds splits rows, sorted so that the rows of one merged row (one
+// command, one device) stand together, so that no merged row appears twice
+// in a round: one INSERT ... ON CONFLICT DO UPDATE may not touch a row
+// twice. Round k holds the k-th row of every merged row that has k or more.
+// The merge rules are order-independent, so how rows are spread over rounds
+// does not change the result, and it stays decided in SQL (fold only joins
+// rows where Go decides as the SQL does).
+func rounds[T any](rows []T, same func(a, b *T) bool) [][]T {
+	var out [][]T
 	run := 0
 	for i := range rows {
-		if i > 0 && rows[i].n.CommandID == rows[i-1].n.CommandID {
+		if i > 0 && same(&rows[i], &rows[i-1]) {
 			run++
 		} else {
 			run = 0
 		}
 		if run == len(out) {
-			out = append(out, make([]noteRow, 0, len(rows)/(run+1)))
+			out = append(out, make([]T, 0, len(rows)/(run+1)))
 		}
 		out[run] = append(out[run], rows[i])
 	}

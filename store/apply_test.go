@@ -210,7 +210,7 @@ func TestMergeOrderIndependent(t *testing.T) {
 				k := 1 + rng.IntN(len(notes))
 				items := make([]ingest.Item, k)
 				for i := range k {
-					items[i] = ingest.Item{Source: "test", Notification: &notes[i]}
+					items[i] = ingest.Item{Source: "test", Record: &notes[i]}
 				}
 				apply(t, st, items)
 				notes = notes[k:]
@@ -262,7 +262,7 @@ func TestStatusNeverMovesBack(t *testing.T) {
 	st := setup(t)
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	n := func(s notification.Status, sec int) ingest.Item {
-		return ingest.Item{Source: "test", Notification: &notification.Notification{
+		return ingest.Item{Source: "test", Record: &notification.Notification{
 			CommandID: "c1", Status: s, EventTime: at.Add(time.Duration(sec) * time.Second), Payload: []byte(`{}`)}}
 	}
 	apply(t, st, []ingest.Item{n(notification.Successful, 10)})
@@ -288,7 +288,7 @@ func TestDataErrorPoisonsOnlyItsMessage(t *testing.T) {
 		if i == 4 {
 			result = json.RawMessage(`{"bad":"\ud800"}`) // lone surrogate: jsonb refuses it
 		}
-		items = append(items, ingest.Item{Source: "test", Notification: &notification.Notification{
+		items = append(items, ingest.Item{Source: "test", Record: &notification.Notification{
 			CommandID: fmt.Sprintf("c%d", i), Status: notification.Sent, EventTime: at, Result: result, Payload: []byte(`{}`)}})
 	}
 	res := apply(t, st, items)
@@ -301,7 +301,7 @@ func TestDataErrorPoisonsOnlyItsMessage(t *testing.T) {
 		}
 		require.Equal(t, ingest.Applied, r.Outcome, "item %d", i)
 	}
-	require.NotNil(t, items[4].Notification, "Apply leaves its input alone")
+	require.NotNil(t, items[4].Notification(), "Apply leaves its input alone")
 	var reason string
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT reason FROM dead_letters WHERE reason_class = 'rejected_by_database'`).Scan(&reason))
 	require.Contains(t, reason, "invalid input syntax for type json")
@@ -314,7 +314,7 @@ func TestDataErrorPoisonsOnlyItsMessage(t *testing.T) {
 		Result: json.RawMessage(`{"v":1e200000}`), Payload: []byte(`{"loser":1}`)} // numeric overflow
 	winner := &notification.Notification{CommandID: "c9", Status: notification.Delivered, EventTime: at.Add(time.Second),
 		Payload: []byte(`{"winner":1}`)}
-	res = apply(t, st, []ingest.Item{{Source: "test", Notification: winner}, {Source: "test", Notification: loser}})
+	res = apply(t, st, []ingest.Item{{Source: "test", Record: winner}, {Source: "test", Record: loser}})
 	require.Equal(t, ingest.Applied, res[0].Outcome)
 	require.Equal(t, ingest.DeadLettered, res[1].Outcome)
 	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM device_commands WHERE command_id = 'c9' AND status = 'DELIVERED'`))
@@ -347,7 +347,7 @@ func TestReceiptTimedRedelivery(t *testing.T) {
 		body := []byte(`{"deviceId":"d","commandId":"legacy-1","result":{"resultCode":"` + code + `"}}`)
 		n, err := notification.DecodeAt(body, at)
 		require.NoError(t, err)
-		return ingest.Item{Source: "http", Notification: &n}
+		return ingest.Item{Source: "http", Record: &n}
 	}
 	apply(t, st, []ingest.Item{legacy("TIMEOUT", t0)})
 	apply(t, st, []ingest.Item{legacy("SUCCESS", t0.Add(time.Minute))})
@@ -391,7 +391,7 @@ func TestTruncatedDeadLetter(t *testing.T) {
 func TestMissingValuesAreNULL(t *testing.T) {
 	t.Parallel()
 	st := setup(t)
-	apply(t, st, []ingest.Item{{Source: "test", Notification: &notification.Notification{
+	apply(t, st, []ingest.Item{{Source: "test", Record: &notification.Notification{
 		CommandID: "c1", Status: notification.Sent, EventTime: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Payload: []byte(`{}`)}}})
 	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM device_commands WHERE command_id = 'c1'
 		AND tags IS NULL AND result IS NULL AND paras IS NULL AND device_id IS NULL AND created_time IS NULL
@@ -423,7 +423,7 @@ func TestBatchWritesACommandOnce(t *testing.T) {
 			if i == 3 {
 				n.ResponseTime, n.Result = n.EventTime, json.RawMessage(`{"code":0}`)
 			}
-			items = append(items, ingest.Item{Source: "test", Notification: n})
+			items = append(items, ingest.Item{Source: "test", Record: n})
 		}
 		return items
 	}
@@ -442,7 +442,7 @@ func TestBatchWritesACommandOnce(t *testing.T) {
 	require.Equal(t, 4, count(t, st, `SELECT count(*) FROM device_command_events WHERE command_id = 'c1'`))
 
 	split := lifecycle("c3")[1:3]
-	split[1].Notification.SentTime = at.Add(1500 * time.Millisecond) // the earlier one stays
+	split[1].Notification().SentTime = at.Add(1500 * time.Millisecond) // the earlier one stays
 	apply(t, st, split)
 	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM device_commands WHERE command_id = 'c3'
 		AND previous_status IS NOT NULL AND status = 'DELIVERED' AND sent_time = $1`, at.Add(time.Second)))

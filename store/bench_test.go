@@ -25,7 +25,7 @@ func benchItems(tb testing.TB, n int) []ingest.Item {
 			items[i].DeadLetter = &ingest.DeadLetter{Class: notification.ClassInvalidJSON, Reason: err.Error(), Body: m.Body}
 			continue
 		}
-		items[i].Notification = &note
+		items[i].Record = &note
 	}
 	return items
 }

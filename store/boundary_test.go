@@ -75,7 +75,7 @@ func argFor(t *testing.T, name string, typ reflect.Type) reflect.Value {
 	case reflect.TypeFor[[]string]():
 		v = []string{"c1"}
 	case reflect.TypeFor[[]ingest.Item]():
-		v = []ingest.Item{{Source: "test", Notification: &notification.Notification{
+		v = []ingest.Item{{Source: "test", Record: &notification.Notification{
 			CommandID: "c1", Status: notification.Sent, EventTime: now, Payload: []byte(`{}`)}}}
 	case reflect.TypeFor[func(store.StoredDeadLetter) ingest.Item]():
 		v = func(store.StoredDeadLetter) ingest.Item { return ingest.Item{} }

@@ -72,7 +72,7 @@ func TestApplyTellsWhatItChanged(t *testing.T) {
 		default:
 			nt.ResponseTime = at(sec)
 		}
-		return ingest.Item{Source: "test", Notification: nt}
+		return ingest.Item{Source: "test", Record: nt}
 	}
 	apply := func(items ...ingest.Item) []store.Change {
 		t.Helper()
@@ -124,7 +124,7 @@ func TestRolledBackBatchTellsNothing(t *testing.T) {
 	st, _ := setupTracking(t, &log)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	item := ingest.Item{Source: "test", Notification: &notification.Notification{
+	item := ingest.Item{Source: "test", Record: &notification.Notification{
 		CommandID: "c1", Status: notification.Failed, EventTime: time.Now(), Payload: []byte(`{}`)}}
 	_, err := st.Apply(ctx, []ingest.Item{item})
 	require.Error(t, err)
@@ -152,7 +152,7 @@ func TestChangesCountedOnceAcrossWriters(t *testing.T) {
 		steps := 2 + c%4 // some stop before a final status
 		for s := range steps {
 			st := lifecycle[s]
-			it := ingest.Item{Source: "test", Notification: &notification.Notification{
+			it := ingest.Item{Source: "test", Record: &notification.Notification{
 				CommandID: id, Status: st, EventTime: t0.Add(time.Duration(s) * time.Minute), ProductID: "p" + fmt.Sprint(c%3),
 				Payload: []byte(`{}`)}}
 			items = append(items, it, it) // every notification twice
@@ -254,7 +254,7 @@ func TestOutcomesRecordedOnceAcrossWriters(t *testing.T) {
 	for c := range commands {
 		id := fmt.Sprintf("cmd-%03d", c)
 		for s := range 2 + c%4 { // some stop before a final status, some change it
-			it := ingest.Item{Source: "test", Notification: &notification.Notification{
+			it := ingest.Item{Source: "test", Record: &notification.Notification{
 				CommandID: id, Status: lifecycle[s], EventTime: t0.Add(time.Duration(s) * time.Minute), ProductID: "p" + fmt.Sprint(c%3),
 				Payload: []byte(`{}`)}}
 			items = append(items, it, it)
@@ -329,7 +329,7 @@ func TestOutcomesAfterRetention(t *testing.T) {
 	now := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 	old := now.Add(-10 * 24 * time.Hour)
 	n := func(id string, s notification.Status, at time.Time) ingest.Item {
-		return ingest.Item{Source: "test", Notification: &notification.Notification{
+		return ingest.Item{Source: "test", Record: &notification.Notification{
 			CommandID: id, Status: s, EventTime: at, CreatedTime: at, ProductID: "p1", Payload: []byte(`{}`)}}
 	}
 	apply := func(items ...ingest.Item) {

@@ -22,7 +22,7 @@ func TestApplySaysWhatChanged(t *testing.T) {
 	st := setup(t)
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	n := func(id string, s notification.Status, sec int, device string) ingest.Item {
-		return ingest.Item{Source: "test", Notification: &notification.Notification{
+		return ingest.Item{Source: "test", Record: &notification.Notification{
 			CommandID: id, Status: s, EventTime: at.Add(time.Duration(sec) * time.Second), DeviceID: device, Payload: []byte(`{}`)}}
 	}
 	changed := func(res []ingest.Result) []bool {
@@ -62,7 +62,7 @@ func TestOpenCommandsAndCommandsByID(t *testing.T) {
 		if i == 3 {
 			device = ""
 		}
-		items = append(items, ingest.Item{Source: "test", Notification: &notification.Notification{
+		items = append(items, ingest.Item{Source: "test", Record: &notification.Notification{
 			CommandID: fmt.Sprintf("c%d", i), Status: statuses[i%len(statuses)], DeviceID: device,
 			EventTime: t0.Add(time.Duration(i) * time.Minute), Payload: []byte(`{}`)}})
 	}
@@ -118,7 +118,7 @@ func TestStuckPagesAndCount(t *testing.T) {
 		if i >= 7 {
 			at = now.Add(-time.Duration(i) * time.Minute)
 		}
-		items = append(items, ingest.Item{Source: "test", Notification: &notification.Notification{
+		items = append(items, ingest.Item{Source: "test", Record: &notification.Notification{
 			CommandID: fmt.Sprintf("c%d", i), Status: statuses[i%len(statuses)], DeviceID: "d",
 			EventTime: at, Payload: []byte(`{}`)}})
 	}

@@ -136,7 +136,7 @@ func TestReadOnlySessionIsDropped(t *testing.T) {
 	require.NoError(t, err)
 	defer st.Close()
 	item := func(id string) []ingest.Item {
-		return []ingest.Item{{Source: "test", Notification: &notification.Notification{
+		return []ingest.Item{{Source: "test", Record: &notification.Notification{
 			CommandID: id, Status: notification.Sent, EventTime: time.Now(), Payload: []byte(`{}`)}}}
 	}
 	var before int

@@ -74,7 +74,7 @@ func TestRowIsAFunctionOfTheSet(t *testing.T) {
 				for _, batch := range batches {
 					items := make([]ingest.Item, len(batch))
 					for j, n := range batch {
-						items[j] = ingest.Item{Source: "test", Notification: n}
+						items[j] = ingest.Item{Source: "test", Record: n}
 					}
 					res, err := st.Apply(context.Background(), items)
 					require.NoError(t, err, "seed %d", seed)
@@ -164,10 +164,10 @@ func TestEqualJSONKeepsOneSpelling(t *testing.T) {
 				a, b = b, a
 			}
 			if strings.HasSuffix(order, "together") {
-				apply(t, st, []ingest.Item{{Source: "test", Notification: a}, {Source: "test", Notification: b}})
+				apply(t, st, []ingest.Item{{Source: "test", Record: a}, {Source: "test", Record: b}})
 			} else {
-				apply(t, st, []ingest.Item{{Source: "test", Notification: a}})
-				apply(t, st, []ingest.Item{{Source: "test", Notification: b}})
+				apply(t, st, []ingest.Item{{Source: "test", Record: a}})
+				apply(t, st, []ingest.Item{{Source: "test", Record: b}})
 			}
 			var got string
 			require.NoError(t, st.Pool().QueryRow(context.Background(),

@@ -120,7 +120,7 @@ func TestRedeliveryAcrossPartitions(t *testing.T) {
 	v5 := func() ingest.Item {
 		n := notification.Notification{CommandID: "c1", Status: notification.Delivered, EventTime: at,
 			DeviceID: "d1", Payload: []byte(`{"a":1}`)}
-		return ingest.Item{Source: "amqp:q", Notification: &n}
+		return ingest.Item{Source: "amqp:q", Record: &n}
 	}
 	apply(t, st, []ingest.Item{v5()}) // no partition for that day yet: the default one
 	require.Equal(t, 1, countIn(t, st, "device_command_events_default"))
@@ -245,7 +245,7 @@ func TestConcurrentReceiptTimedCopies(t *testing.T) {
 	}
 	v5 := func(id string) ingest.Item {
 		n := notification.Notification{CommandID: id, Status: notification.Successful, EventTime: between, Payload: []byte(`{}`)}
-		return ingest.Item{Source: "amqp:q", Notification: &n}
+		return ingest.Item{Source: "amqp:q", Record: &n}
 	}
 	// One after the other.
 	apply(t, st, []ingest.Item{legacy("seq", t1)})
@@ -295,7 +295,7 @@ func TestBatchLocksFewPartitions(t *testing.T) {
 		tx, err := st.Pool().Begin(ctx)
 		require.NoError(t, err)
 		b := &pgx.Batch{}
-		store.QueueWrites(b, []ingest.Item{{Source: "q", Notification: &n}}, nil)
+		store.QueueWrites(b, []ingest.Item{{Source: "q", Record: &n}}, nil)
 		require.NoError(t, tx.SendBatch(ctx, b).Close())
 		var locks int
 		require.NoError(t, tx.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation'`).Scan(&locks))
@@ -334,7 +334,7 @@ func TestUpkeepYieldsToReaders(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	n := notification.Notification{CommandID: "w", Status: notification.Sent, EventTime: now, Payload: []byte(`{}`)}
 	start := time.Now()
-	apply(t, st, []ingest.Item{{Source: "q", Notification: &n}})
+	apply(t, st, []ingest.Item{{Source: "q", Record: &n}})
 	require.Less(t, time.Since(start), 2*time.Second, "a writer waited behind upkeep")
 	res := <-upkeep
 	require.NotEmpty(t, res.Later, "upkeep left the partitions the reader holds for later")

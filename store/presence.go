@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/notification"
 )
 
@@ -48,30 +49,27 @@ var presenceColumns = []column[presenceRow]{
 
 var upsertPresence = mergeUpsert("device_presence", presenceColumns)
 
-// queuePresence queues the merge of rows into device_presence, in rounds
-// (as commands are: one upsert may not touch a row twice), each taking its
-// rows in device_id order.
-func queuePresence(b *pgx.Batch, rows []presenceRow) {
-	if len(rows) == 0 {
-		return
-	}
+// presenceWriter stores a batch's device status changes: the merge into
+// device_presence, in rounds (as commands are: one upsert may not touch a
+// row twice), each taking its rows in device_id order.
+type presenceWriter struct {
+	rows []presenceRow
+}
+
+func (w *presenceWriter) add(it *ingest.Item, _ int) {
+	p := it.Record.(*notification.Presence)
+	w.rows = append(w.rows, presenceRow{p: p, key: p.Key()})
+}
+
+// queue queues the merge; presence changes are told to nobody, so it
+// returns no tracker.
+func (w *presenceWriter) queue(b *pgx.Batch, _ []bool, _ bool) *tracker {
+	rows := w.rows
 	slices.SortFunc(rows, func(a, b presenceRow) int {
 		return cmp.Or(strings.Compare(a.p.DeviceID, b.p.DeviceID), bytes.Compare(a.key, b.key))
 	})
-	var rounds [][]presenceRow
-	run := 0
-	for i := range rows {
-		if i > 0 && rows[i].p.DeviceID == rows[i-1].p.DeviceID {
-			run++
-		} else {
-			run = 0
-		}
-		if run == len(rounds) {
-			rounds = append(rounds, nil)
-		}
-		rounds[run] = append(rounds[run], rows[i])
-	}
-	for _, round := range rounds {
+	for _, round := range rounds(rows, func(a, b *presenceRow) bool { return a.p.DeviceID == b.p.DeviceID }) {
 		b.Queue(upsertPresence, args(presenceColumns, round)...)
 	}
+	return nil
 }

@@ -155,14 +155,14 @@ func TestPresenceMergeOrderIndependent(t *testing.T) {
 			var items []ingest.Item
 			for _, i := range rng.Perm(len(template)) {
 				c := template[i]
-				items = append(items, ingest.Item{Source: "test", Presence: &c})
+				items = append(items, ingest.Item{Source: "test", Record: &c})
 				if rng.IntN(3) == 0 { // a duplicate
-					items = append(items, ingest.Item{Source: "test", Presence: &c})
+					items = append(items, ingest.Item{Source: "test", Record: &c})
 				}
 				if rng.IntN(3) == 0 { // a command notification in the same batch
 					n := notification.Notification{CommandID: fmt.Sprintf("c-%d-%d-%d", d, p, i), Status: notification.Sent,
 						EventTime: c.Since, DeviceID: device, Payload: []byte(`{}`)}
-					items = append(items, ingest.Item{Source: "test", Notification: &n})
+					items = append(items, ingest.Item{Source: "test", Record: &n})
 				}
 			}
 			for len(items) > 0 {
@@ -190,10 +190,10 @@ func TestPresenceDuplicateChangesNothing(t *testing.T) {
 	st := setup(t)
 	ctx := context.Background()
 	p := changes(rand.New(rand.NewPCG(5, 6)), "dev-dup")[1]
-	apply(t, st, []ingest.Item{{Presence: &p}})
+	apply(t, st, []ingest.Item{{Record: &p}})
 	var before time.Time
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT updated_at FROM device_presence`).Scan(&before))
-	apply(t, st, []ingest.Item{{Presence: &p}, {Presence: &p}})
+	apply(t, st, []ingest.Item{{Record: &p}, {Record: &p}})
 	var after time.Time
 	var rows int
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT updated_at, count(*) OVER () FROM device_presence`).Scan(&after, &rows))
@@ -210,7 +210,7 @@ func TestPresenceRejectedIsDeadLettered(t *testing.T) {
 	bad.DeviceID = "dev-bad"
 	bad.Tags = json.RawMessage(`[1,`) // invalid jsonb
 	bad.Payload = []byte(`{"bad":true}`)
-	res := apply(t, st, []ingest.Item{{Source: "test", Presence: &good}, {Source: "test", Presence: &bad}})
+	res := apply(t, st, []ingest.Item{{Source: "test", Record: &good}, {Source: "test", Record: &bad}})
 	require.Equal(t, ingest.Applied, res[0].Outcome)
 	require.Equal(t, ingest.DeadLettered, res[1].Outcome)
 	require.Equal(t, notification.ClassRejected, res[1].DeadLetter.Class)
@@ -226,7 +226,7 @@ func TestViewsShowPresence(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	cmd := func(id, device string) ingest.Item {
-		return ingest.Item{Source: "test", Notification: &notification.Notification{CommandID: id, Status: notification.Delivered,
+		return ingest.Item{Source: "test", Record: &notification.Notification{CommandID: id, Status: notification.Delivered,
 			EventTime: now.Add(-time.Hour), DeviceID: device, Payload: []byte(`{}`)}}
 	}
 	off := notification.Presence{DeviceID: "dev-off", Status: notification.Offline, Since: now.Add(-2 * time.Hour),
@@ -234,7 +234,7 @@ func TestViewsShowPresence(t *testing.T) {
 	on := notification.Presence{DeviceID: "dev-on", Status: notification.Online, Since: now.Add(-3 * time.Hour),
 		EventTime: now.Add(-3 * time.Hour), Payload: []byte(`{}`)}
 	apply(t, st, []ingest.Item{cmd("c-off", "dev-off"), cmd("c-on", "dev-on"), cmd("c-unknown", "dev-unknown"),
-		{Presence: &off}, {Presence: &on}})
+		{Record: &off}, {Record: &on}})
 
 	for _, view := range []string{"stuck_commands", "command_durations"} {
 		rows, err := st.Pool().Query(ctx, `SELECT command_id, device_status, device_status_since FROM `+view+` ORDER BY command_id`)

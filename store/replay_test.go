@@ -31,7 +31,7 @@ func TestReplaceDeadLetter(t *testing.T) {
 		require.NoError(t, err)
 	}
 	note := func(id, result string) ingest.Item {
-		return ingest.Item{Source: "amqp:q", Notification: &notification.Notification{
+		return ingest.Item{Source: "amqp:q", Record: &notification.Notification{
 			CommandID: id, Status: notification.Sent, EventTime: received, Result: []byte(result), Payload: []byte(`{}`)}}
 	}
 	var seen []store.StoredDeadLetter

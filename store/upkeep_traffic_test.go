@@ -57,7 +57,7 @@ func TestPartitionRoutingErrorIsNotTheMessagesFault(t *testing.T) {
 	_, err = st.Pool().Exec(ctx, `ALTER TABLE device_command_events DETACH PARTITION device_command_events_default`)
 	require.NoError(t, err)
 	n := notification.Notification{CommandID: "stray", Status: notification.Sent, EventTime: now.AddDate(0, 0, 40), Payload: []byte(`{}`)}
-	res, err := st.Apply(ctx, []ingest.Item{{Source: "http", Notification: &n}})
+	res, err := st.Apply(ctx, []ingest.Item{{Source: "http", Record: &n}})
 	require.Error(t, err, "not a dead letter: %+v", res)
 	require.Equal(t, store.PartitionError, store.ClassifyError(err), "%v", err)
 	require.False(t, store.IsDataError(err))
@@ -92,7 +92,7 @@ func TestPartitionsMadeUnderTraffic(t *testing.T) {
 				// writes, spread over the days upkeep makes.
 				n := notification.Notification{CommandID: fmt.Sprintf("w%d-%d", w, i), Status: notification.Sent,
 					EventTime: now.Add(time.Duration(i%(days*24)) * time.Hour), Payload: []byte(`{}`)}
-				res, err := st.Apply(ctx, []ingest.Item{{Source: "http", Notification: &n}})
+				res, err := st.Apply(ctx, []ingest.Item{{Source: "http", Record: &n}})
 				if err == nil && res[0].Outcome == ingest.DeadLettered {
 					err = fmt.Errorf("dead-lettered: %s", res[0].DeadLetter.Reason)
 				}
@@ -148,7 +148,7 @@ func TestPartitionWaitsForWriters(t *testing.T) {
 	later := now.AddDate(0, 0, 3) // no partition yet: the default one
 	n := func(id string, at time.Time) []ingest.Item {
 		n := notification.Notification{CommandID: id, Status: notification.Sent, EventTime: at, Payload: []byte(`{}`)}
-		return []ingest.Item{{Source: "http", Notification: &n}}
+		return []ingest.Item{{Source: "http", Record: &n}}
 	}
 	b := &pgx.Batch{}
 	store.QueueWrites(b, n("first", now), nil)
@@ -353,7 +353,7 @@ func TestPartitionMoveKeepsWritersMoving(t *testing.T) {
 				n := notification.Notification{CommandID: fmt.Sprintf("w%d-%d", w, i), Status: notification.Sent,
 					EventTime: at, Payload: []byte(`{}`)}
 				start := time.Now()
-				_, err := st.Apply(ctx, []ingest.Item{{Source: "http", Notification: &n}})
+				_, err := st.Apply(ctx, []ingest.Item{{Source: "http", Record: &n}})
 				took := time.Since(start)
 				if err != nil {
 					writeErrs <- err

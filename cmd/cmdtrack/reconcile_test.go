@@ -24,7 +24,7 @@ func stuck(t *testing.T, st *store.Store, id, device string, status notification
 	t.Helper()
 	at := time.Now().UTC().Truncate(time.Second).Add(-ago)
 	n := &notification.Notification{CommandID: id, DeviceID: device, Status: status, EventTime: at, SentTime: at, Payload: []byte(`{}`)}
-	_, err := st.Apply(context.Background(), []ingest.Item{{Source: "amqp:test", Notification: n}})
+	_, err := st.Apply(context.Background(), []ingest.Item{{Source: "amqp:test", Record: n}})
 	require.NoError(t, err)
 }
 
