@@ -129,12 +129,15 @@ func decodeStd(body []byte, receivedAt time.Time) (Notification, error) {
 	var n Notification
 	var env envelope
 	err := env.read(body, ResourceCommandStatus, resourceCommandStatusMisspelled)
-	var skip *SkipError
-	switch {
-	case errors.As(err, &skip) && skip.Resource == "":
-		// Without a resource it is not a push: the legacy formats have none.
-		return decodeLegacy(body, receivedAt)
-	case err != nil:
+	if err != nil {
+		// errors.As puts skip on the heap: declared here, it costs an
+		// allocation only to the bodies that are not stored.
+		var skip *SkipError
+		if errors.As(err, &skip) && skip.Resource == "" {
+			// Without a resource it is not a push: the legacy formats
+			// have none.
+			return decodeLegacy(body, receivedAt)
+		}
 		return n, err
 	}
 	data := env.NotifyData
