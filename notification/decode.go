@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-	"unicode/utf8"
 )
 
 // Resource names of the command status notification. The API reference's
@@ -72,27 +71,13 @@ var (
 	maxTime = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
 )
 
-// envelope is an IoTDA push notification, decoded in one pass: the fields
-// common to every resource, and notify_data as a command status carries it.
-type envelope struct {
-	Resource    string             `json:"resource"`
-	Event       string             `json:"event"`
-	EventTime   string             `json:"event_time"`
-	EventTimeMS string             `json:"event_time_ms"`
-	RequestID   string             `json:"request_id"`
-	NotifyData  *commandStatusData `json:"notify_data"`
-}
+// envelope is a command status push: notify_data as a command status
+// carries it.
+type envelope = push[commandStatusData]
 
 type commandStatusData struct {
-	Header struct {
-		AppID     string          `json:"app_id"`
-		DeviceID  string          `json:"device_id"`
-		NodeID    string          `json:"node_id"`
-		ProductID string          `json:"product_id"`
-		GatewayID string          `json:"gateway_id"`
-		Tags      json.RawMessage `json:"tags"`
-	} `json:"header"`
-	Body *struct {
+	Header header `json:"header"`
+	Body   *struct {
 		CommandID     string          `json:"command_id"`
 		CreatedTime   string          `json:"created_time"`
 		SentTime      string          `json:"sent_time"`
@@ -142,34 +127,18 @@ var checkFast func(body []byte, receivedAt time.Time, sure bool, n Notification,
 // and every reason, and the reference that decodeFast must agree with.
 func decodeStd(body []byte, receivedAt time.Time) (Notification, error) {
 	var n Notification
-	if len(bytes.TrimSpace(body)) == 0 {
-		return n, errorf(ClassEmpty, "empty body")
-	}
-	if !utf8.Valid(body) {
-		return n, errorf(ClassNotUTF8, "body is not valid UTF-8")
-	}
 	var env envelope
-	// Unmarshal goes on past a field of the wrong type and reports the first
-	// one; other resources have other notify_data shapes, so such an error
-	// only counts once the resource is known to be ours.
-	err := json.Unmarshal(body, &env)
-	var typeErr *json.UnmarshalTypeError
-	if err != nil && !errors.As(err, &typeErr) {
-		return n, jsonError(err)
-	}
-	switch {
-	case typeErr != nil && typeErr.Field == "resource":
-		return n, jsonError(err)
-	case env.Resource == "":
-		return decodeLegacy(body, receivedAt)
-	case env.Resource != ResourceCommandStatus && env.Resource != resourceCommandStatusMisspelled:
-		return n, &SkipError{Resource: env.Resource, Event: env.Event}
-	case env.Event != eventUpdate:
-		return n, errorf(ClassUnknownEvent, "resource %s with event %q, want %q", env.Resource, env.Event, eventUpdate)
-	case err != nil:
-		return n, jsonError(err)
-	case env.NotifyData == nil:
-		return n, errorf(ClassMissingField, "notify_data is missing")
+	err := env.read(body, ResourceCommandStatus, resourceCommandStatusMisspelled)
+	if err != nil {
+		// errors.As puts skip on the heap: declared here, it costs an
+		// allocation only to the bodies that are not stored.
+		var skip *SkipError
+		if errors.As(err, &skip) && skip.Resource == "" {
+			// Without a resource it is not a push: the legacy formats
+			// have none.
+			return decodeLegacy(body, receivedAt)
+		}
+		return n, err
 	}
 	data := env.NotifyData
 	b := data.Body
@@ -189,17 +158,7 @@ func decodeStd(body []byte, receivedAt time.Time) (Notification, error) {
 	n.CommandID = b.CommandID
 	n.RequestID = env.RequestID
 
-	// event_time_ms carries milliseconds, event_time only seconds; the finer
-	// one orders notifications of the same second.
-	switch {
-	case env.EventTimeMS != "":
-		n.EventTime, err = parseTime("event_time_ms", env.EventTimeMS)
-	case env.EventTime != "":
-		n.EventTime, err = parseTime("event_time", env.EventTime)
-	default:
-		err = errorf(ClassMissingField, "event_time is missing")
-	}
-	if err != nil {
+	if n.EventTime, err = env.eventTime(); err != nil {
 		return n, err
 	}
 	for _, f := range []struct {
@@ -222,19 +181,12 @@ func decodeStd(body []byte, receivedAt time.Time) (Notification, error) {
 
 	h := &data.Header
 	n.DeviceID, n.ProductID, n.AppID, n.GatewayID, n.NodeID = h.DeviceID, h.ProductID, h.AppID, h.GatewayID, h.NodeID
-	if n.Tags = nullToNil(h.Tags); n.Tags != nil && n.Tags[0] != '[' {
-		return n, errorf(ClassInvalidField, "notify_data.header.tags: want an array")
+	if n.Tags, err = headerTags(h); err != nil {
+		return n, err
 	}
 	n.Result = nullToNil(b.Result)
 	n.Payload = body
-
-	// Catching what PostgreSQL would refuse here gives a clear reason
-	// instead of a database error. (Numbers beyond numeric's range are left
-	// to the store, which isolates and dead-letters them.)
-	if reason := unstorableEscape(body); reason != "" {
-		return n, errorf(ClassUnstorable, "%s", reason)
-	}
-	return n, nil
+	return n, storable(body)
 }
 
 // ParseTime accepts the two formats IoTDA uses: yyyyMMdd'T'HHmmss'Z' and
@@ -294,6 +246,17 @@ func nullToNil(raw json.RawMessage) json.RawMessage {
 		return nil
 	}
 	return raw
+}
+
+// storable is the last check of every decoder: catching what PostgreSQL
+// would refuse here gives a clear reason instead of a database error.
+// (Numbers beyond numeric's range are left to the store, which isolates and
+// dead-letters them.)
+func storable(body []byte) error {
+	if reason := unstorableEscape(body); reason != "" {
+		return errorf(ClassUnstorable, "%s", reason)
+	}
+	return nil
 }
 
 // unstorableEscape finds a \u escape that PostgreSQL's text and jsonb

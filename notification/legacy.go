@@ -73,10 +73,7 @@ func decodeLegacy(body []byte, receivedAt time.Time) (Notification, error) {
 	n.EventTime, n.TimeFromReceipt = receivedAt.UTC().Truncate(time.Microsecond), true
 	n.Result = nullToNil(lb.Result.ResultDetail)
 	n.Payload = body
-	if reason := unstorableEscape(body); reason != "" {
-		return n, errorf(ClassUnstorable, "%s", reason)
-	}
-	return n, nil
+	return n, storable(body)
 }
 
 // decodeConfirm maps a messageConfirm acknowledgment. It carries no command
@@ -112,8 +109,5 @@ func decodeConfirm(body []byte, lb *legacyBody) (Notification, error) {
 		n.Result = r
 	}
 	n.Payload = body
-	if reason := unstorableEscape(body); reason != "" {
-		return n, errorf(ClassUnstorable, "%s", reason)
-	}
-	return n, nil
+	return n, storable(body)
 }

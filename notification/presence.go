@@ -1,12 +1,9 @@
 package notification
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"time"
-	"unicode/utf8"
 )
 
 // ResourceDeviceStatus is the resource of a device status change ("Push a
@@ -88,24 +85,13 @@ type presenceBody struct {
 // presenceEnvelope is a device.status push. The reference table puts body
 // in notify_data, beside header; the platform's own sample puts it beside
 // notify_data, at the top level. Both are read.
-type presenceEnvelope struct {
-	Resource    string `json:"resource"`
-	Event       string `json:"event"`
-	EventTime   string `json:"event_time"`
-	EventTimeMS string `json:"event_time_ms"`
-	RequestID   string `json:"request_id"`
-	NotifyData  *struct {
-		Header struct {
-			AppID     string          `json:"app_id"`
-			DeviceID  string          `json:"device_id"`
-			NodeID    string          `json:"node_id"`
-			ProductID string          `json:"product_id"`
-			GatewayID string          `json:"gateway_id"`
-			Tags      json.RawMessage `json:"tags"`
-		} `json:"header"`
-		Body *presenceBody `json:"body"`
-	} `json:"notify_data"`
-	Body *presenceBody `json:"body"`
+type presenceEnvelope = pushBeside[presenceData, presenceBody]
+
+// presenceData names an unnamed struct, as header does, to keep the reasons
+// that name its type.
+type presenceData = struct {
+	Header header        `json:"header"`
+	Body   *presenceBody `json:"body"`
 }
 
 // DecodePresence parses a device.status / update notification, for which
@@ -119,27 +105,9 @@ type presenceEnvelope struct {
 // from notify_data.body.
 func DecodePresence(body []byte) (Presence, error) {
 	var p Presence
-	if len(bytes.TrimSpace(body)) == 0 {
-		return p, errorf(ClassEmpty, "empty body")
-	}
-	if !utf8.Valid(body) {
-		return p, errorf(ClassNotUTF8, "body is not valid UTF-8")
-	}
 	var env presenceEnvelope
-	err := json.Unmarshal(body, &env)
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case err != nil && !errors.As(err, &typeErr),
-		typeErr != nil && (typeErr.Field == "" || typeErr.Field == "resource"):
-		return p, jsonError(err)
-	case env.Resource != ResourceDeviceStatus:
-		return p, &SkipError{Resource: env.Resource, Event: env.Event}
-	case env.Event != eventUpdate:
-		return p, errorf(ClassUnknownEvent, "resource %s with event %q, want %q", env.Resource, env.Event, eventUpdate)
-	case err != nil:
-		return p, jsonError(err)
-	case env.NotifyData == nil:
-		return p, errorf(ClassMissingField, "notify_data is missing")
+	if err := env.read(body, ResourceDeviceStatus); err != nil {
+		return p, err
 	}
 	data := env.NotifyData
 	b, where := data.Body, "notify_data.body"
@@ -160,15 +128,8 @@ func DecodePresence(body []byte) (Presence, error) {
 	if _, ok := presenceStatuses[p.Status]; !ok {
 		return p, errorf(ClassUnknownStatus, "unknown device status %q", b.Status)
 	}
-	switch {
-	case env.EventTimeMS != "":
-		p.EventTime, err = parseTime("event_time_ms", env.EventTimeMS)
-	case env.EventTime != "":
-		p.EventTime, err = parseTime("event_time", env.EventTime)
-	default:
-		err = errorf(ClassMissingField, "event_time is missing")
-	}
-	if err != nil {
+	var err error
+	if p.EventTime, err = env.eventTime(); err != nil {
 		return p, err
 	}
 	p.Since = p.EventTime
@@ -183,13 +144,10 @@ func DecodePresence(body []byte) (Presence, error) {
 		}
 	}
 	p.DeviceID, p.ProductID, p.AppID, p.GatewayID, p.NodeID = h.DeviceID, h.ProductID, h.AppID, h.GatewayID, h.NodeID
-	if p.Tags = nullToNil(h.Tags); p.Tags != nil && p.Tags[0] != '[' {
-		return p, errorf(ClassInvalidField, "notify_data.header.tags: want an array")
+	if p.Tags, err = headerTags(h); err != nil {
+		return p, err
 	}
 	p.RequestID = env.RequestID
 	p.Payload = body
-	if reason := unstorableEscape(body); reason != "" {
-		return p, errorf(ClassUnstorable, "%s", reason)
-	}
-	return p, nil
+	return p, storable(body)
 }
