@@ -168,8 +168,12 @@ func TestMessageKey(t *testing.T) {
 		func(_, _, b map[string]any) { b["message_id"] = "m-2" },
 		func(_, _, b map[string]any) { b["name"] = "other" },
 		func(_, _, b map[string]any) { b["topic"] = "other" },
-		func(_, _, b map[string]any) { b["error_info"] = map[string]any{"error_code": "X", "error_msg": "not subscribed"} },
-		func(_, _, b map[string]any) { b["error_info"] = map[string]any{"error_code": "IOTDA.014112", "error_msg": "x"} },
+		func(_, _, b map[string]any) {
+			b["error_info"] = map[string]any{"error_code": "X", "error_msg": "not subscribed"}
+		},
+		func(_, _, b map[string]any) {
+			b["error_info"] = map[string]any{"error_code": "IOTDA.014112", "error_msg": "x"}
+		},
 		func(env, _, _ map[string]any) { env["event_time"] = "20240101T010002Z" },
 		func(env, _, _ map[string]any) { env["request_id"] = "r" },
 		func(_, h, _ map[string]any) { h["device_id"] = "dev-2" },
