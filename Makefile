@@ -114,8 +114,8 @@ bench/go: ## Go benchmarks: decoder and upsert path (needs the services, like ma
 # The decoder's fuzz targets: DecodeAt (checked against encoding/json on
 # every input, see notification/export_test.go), the fast path against
 # encoding/json, Key against its first version, the time parser against
-# time.Parse, canonical, and the device status decoder.
-FUZZ_TARGETS := FuzzDecode FuzzFastMatchesStd FuzzKeyMatchesV0 FuzzParseStamp FuzzCanonical FuzzPresence
+# time.Parse, canonical, and the device status and device message decoders.
+FUZZ_TARGETS := FuzzDecode FuzzFastMatchesStd FuzzKeyMatchesV0 FuzzParseStamp FuzzCanonical FuzzPresence FuzzMessage
 
 .PHONY: fuzz
 fuzz: ## fuzz the decoder's targets, one after the other (FUZZTIME=1m each by default)

@@ -46,6 +46,7 @@ type Kind struct {
 var kinds = []Kind{
 	{notification.KindCommand, []string{notification.ResourceCommandStatus}, decodeCommand},
 	{notification.KindPresence, []string{notification.ResourceDeviceStatus}, decodePresence},
+	{notification.KindMessage, []string{notification.ResourceMessageStatus}, decodeMessage},
 }
 
 // byResource finds the kind a resource names.
@@ -92,6 +93,10 @@ func decodeCommand(body []byte, receivedAt time.Time) (Record, error) {
 
 func decodePresence(body []byte, _ time.Time) (Record, error) {
 	return record(notification.DecodePresence(body))
+}
+
+func decodeMessage(body []byte, _ time.Time) (Record, error) {
+	return record(notification.DecodeMessage(body))
 }
 
 // record is a decoder's answer as a Record. The copy goes to the heap here,

@@ -16,6 +16,8 @@ var samples = map[string]string{
 		`"notify_data":{"header":{"device_id":"d-1"},"body":{"command_id":"c-1","status":"SENT"}}}`,
 	notification.ResourceDeviceStatus: `{"resource":"device.status","event":"update","event_time":"20261201T100000Z",` +
 		`"notify_data":{"header":{"device_id":"d-1"},"body":{"status":"ONLINE"}}}`,
+	notification.ResourceMessageStatus: `{"resource":"device.message.status","event":"update","event_time":"20261201T100000Z",` +
+		`"notify_data":{"header":{"device_id":"d-1"},"body":{"message_id":"m-1","status":"DELIVERED"}}}`,
 }
 
 // TestEveryResourceDecodesToItsKind holds the kinds table together: every

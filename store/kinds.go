@@ -30,6 +30,7 @@ var writers = [...]struct {
 }{
 	{notification.KindCommand, func() writer { return &commandWriter{} }},
 	{notification.KindPresence, func() writer { return &presenceWriter{} }},
+	{notification.KindMessage, func() writer { return &messageWriter{} }},
 }
 
 const maxKinds = len(writers)

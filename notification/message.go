@@ -1,0 +1,183 @@
+package notification
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"time"
+)
+
+// ResourceMessageStatus is the resource of a device message's status change
+// ("Push a Device Message Status Change Notification", API reference): the
+// downlink of MQTT devices, sent with CreateMessage.
+const ResourceMessageStatus = "device.message.status"
+
+// MessageStatus is a device message's status as IoTDA reports it.
+type MessageStatus string
+
+// The device message statuses IoTDA documents. PENDING: the platform holds
+// the message for an offline device; the other three are final.
+const (
+	MessagePending   MessageStatus = "PENDING"
+	MessageDelivered MessageStatus = "DELIVERED"
+	MessageFailed    MessageStatus = "FAILED"
+	MessageTimeout   MessageStatus = "TIMEOUT"
+)
+
+// messageRanks orders message statuses: a final status outranks PENDING,
+// and among final statuses the later event wins.
+var messageRanks = map[MessageStatus]int16{
+	MessagePending: 0, MessageDelivered: 1, MessageFailed: 1, MessageTimeout: 1,
+}
+
+// Rank reports the status's place in the message's life and whether it is
+// known.
+func (s MessageStatus) Rank() (int16, bool) {
+	r, ok := messageRanks[s]
+	return r, ok
+}
+
+// Final reports whether the status ends the message's life.
+func (s MessageStatus) Final() bool { return messageRanks[s] == 1 }
+
+// Message is one device message status change.
+// Empty strings and zero times mean "not reported" and are stored as NULL.
+type Message struct {
+	// DeviceID and MessageID name the message: a message id is unique per
+	// device only.
+	DeviceID  string
+	MessageID string
+	Status    MessageStatus
+	// EventTime is when the platform generated the notification; with the
+	// status rank it decides which notification wins the merge.
+	EventTime time.Time
+	// At is when the message reached Status: the body's timestamp, or the
+	// event time when it carries none.
+	At        time.Time
+	RequestID string
+
+	Name      string
+	Topic     string
+	ErrorCode string
+	ErrorMsg  string
+
+	ProductID string
+	AppID     string
+	GatewayID string
+	NodeID    string
+	Tags      json.RawMessage // a JSON array, or nil
+
+	// Payload is the notification as received (UTF-8 JSON), kept in history.
+	Payload []byte
+}
+
+// Rank is the lifecycle rank of the message's status. DecodeMessage only
+// returns messages whose status is known.
+func (m *Message) Rank() int16 {
+	r, _ := m.Status.Rank()
+	return r
+}
+
+// Key identifies the notification's content, as Notification.Key does: the
+// history's de-duplication key and the merge's last tie-break. Stored keys
+// must stay valid: the bytes hashed never change.
+func (m *Message) Key() []byte {
+	var stack [1024]byte
+	b := append(stack[:0], "message/1"...)
+	b = appendString(b, m.DeviceID)
+	b = appendString(b, m.MessageID)
+	b = appendString(b, string(m.Status))
+	b = appendTime(b, m.EventTime)
+	b = appendTime(b, m.At)
+	b = appendString(b, m.RequestID)
+	b = appendString(b, m.Name)
+	b = appendString(b, m.Topic)
+	b = appendString(b, m.ErrorCode)
+	b = appendString(b, m.ErrorMsg)
+	b = appendString(b, m.ProductID)
+	b = appendString(b, m.AppID)
+	b = appendString(b, m.GatewayID)
+	b = appendString(b, m.NodeID)
+	b = appendJSON(b, m.Tags)
+	sum := sha256.Sum256(b)
+	return sum[:]
+}
+
+type messageBody struct {
+	MessageID string `json:"message_id"`
+	Name      string `json:"name"`
+	Topic     string `json:"topic"`
+	Status    string `json:"status"`
+	Timestamp string `json:"timestamp"`
+	ErrorInfo *struct {
+		ErrorCode string `json:"error_code"`
+		ErrorMsg  string `json:"error_msg"`
+	} `json:"error_info"`
+}
+
+// messageEnvelope is a device.message.status push. As for device.status,
+// the reference puts body in notify_data and the published sample beside
+// it; both are read.
+type messageEnvelope = pushBeside[messageData, messageBody]
+
+type messageData = struct {
+	Header header       `json:"header"`
+	Body   *messageBody `json:"body"`
+}
+
+// DecodeMessage parses a device.message.status / update notification. It
+// returns a *SkipError for another resource's notification and an *Error,
+// as DecodeAt does, for anything that cannot be stored as it is. The
+// returned Message's Payload aliases body, and so may its Tags.
+//
+// The body is notify_data.body, or, where notify_data has none, the
+// top-level body (the sample's shape); a notification with both is read
+// from notify_data.body.
+func DecodeMessage(body []byte) (Message, error) {
+	var m Message
+	var env messageEnvelope
+	if err := env.read(body, ResourceMessageStatus); err != nil {
+		return m, err
+	}
+	data := env.NotifyData
+	b, where := data.Body, "notify_data.body"
+	if b == nil {
+		b, where = env.Body, "body"
+	}
+	if b == nil {
+		return m, errorf(ClassMissingField, "notify_data.body (or body beside notify_data) is missing")
+	}
+	h := &data.Header
+	switch {
+	case h.DeviceID == "":
+		return m, errorf(ClassMissingField, "notify_data.header.device_id is missing")
+	case b.MessageID == "":
+		return m, errorf(ClassMissingField, "%s.message_id is missing", where)
+	case b.Status == "":
+		return m, errorf(ClassMissingField, "%s.status is missing", where)
+	}
+	m.Status = MessageStatus(asciiUpper(b.Status))
+	if _, ok := messageRanks[m.Status]; !ok {
+		return m, errorf(ClassUnknownStatus, "unknown device message status %q", b.Status)
+	}
+	var err error
+	if m.EventTime, err = env.eventTime(); err != nil {
+		return m, err
+	}
+	m.At = m.EventTime
+	if b.Timestamp != "" {
+		if m.At, err = parseTime(where+".timestamp", b.Timestamp); err != nil {
+			return m, err
+		}
+	}
+	if m.Tags, err = headerTags(h); err != nil {
+		return m, err
+	}
+	m.DeviceID, m.MessageID, m.Name, m.Topic = h.DeviceID, b.MessageID, b.Name, b.Topic
+	if e := b.ErrorInfo; e != nil {
+		m.ErrorCode, m.ErrorMsg = e.ErrorCode, e.ErrorMsg
+	}
+	m.ProductID, m.AppID, m.GatewayID, m.NodeID = h.ProductID, h.AppID, h.GatewayID, h.NodeID
+	m.RequestID = env.RequestID
+	m.Payload = body
+	return m, storable(body)
+}
