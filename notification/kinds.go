@@ -46,21 +46,6 @@ func (p *Presence) Ahead(limit time.Time) (field string, at time.Time, ok bool) 
 		named{"last_online_time", p.LastOnlineTime})
 }
 
-// Kind names the device message's kind.
-func (m *Message) Kind() string { return KindMessage }
-
-// Time is when the platform generated the notification.
-func (m *Message) Time() time.Time { return m.EventTime }
-
-// Body is the notification as received.
-func (m *Message) Body() []byte { return m.Payload }
-
-// Ahead names the first time the message claims that is after limit: the
-// later event wins between final statuses.
-func (m *Message) Ahead(limit time.Time) (field string, at time.Time, ok bool) {
-	return firstAfter(limit, named{"event time", m.EventTime}, named{"timestamp", m.At})
-}
-
 // named is a time a record claims, with the field it came from.
 type named struct {
 	field string

@@ -102,6 +102,21 @@ func (m *Message) Key() []byte {
 	return sum[:]
 }
 
+// Kind names the device message's kind.
+func (m *Message) Kind() string { return KindMessage }
+
+// Time is when the platform generated the notification.
+func (m *Message) Time() time.Time { return m.EventTime }
+
+// Body is the notification as received.
+func (m *Message) Body() []byte { return m.Payload }
+
+// Ahead names the first time the message claims that is after limit: the
+// later event wins between final statuses.
+func (m *Message) Ahead(limit time.Time) (field string, at time.Time, ok bool) {
+	return firstAfter(limit, named{"event time", m.EventTime}, named{"timestamp", m.At})
+}
+
 type messageBody struct {
 	MessageID string `json:"message_id"`
 	Name      string `json:"name"`
