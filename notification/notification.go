@@ -181,3 +181,21 @@ func appendJSON(b, raw []byte) []byte {
 	copy(b[start:], prefix[:p])
 	return b
 }
+
+// Kind names the notification's kind.
+func (n *Notification) Kind() string { return KindCommand }
+
+// Time is when the platform generated the notification.
+func (n *Notification) Time() time.Time { return n.EventTime }
+
+// Body is the notification as received.
+func (n *Notification) Body() []byte { return n.Payload }
+
+// Ahead names the first time the notification claims that is after limit.
+// The merge takes the latest event and the latest facts, so a time from the
+// future would outrank every genuine notification that follows.
+func (n *Notification) Ahead(limit time.Time) (field string, at time.Time, ok bool) {
+	return firstAfter(limit, named{"event time", n.EventTime}, named{"created_time", n.CreatedTime},
+		named{"sent_time", n.SentTime}, named{"delivered_time", n.DeliveredTime},
+		named{"response_time", n.ResponseTime})
+}

@@ -151,3 +151,19 @@ func DecodePresence(body []byte) (Presence, error) {
 	p.Payload = body
 	return p, storable(body)
 }
+
+// Kind names the device status change's kind.
+func (p *Presence) Kind() string { return KindPresence }
+
+// Time is when the platform generated the change's notification.
+func (p *Presence) Time() time.Time { return p.EventTime }
+
+// Body is the notification as received.
+func (p *Presence) Body() []byte { return p.Payload }
+
+// Ahead names the first time the change claims that is after limit: the
+// latest change wins the merge.
+func (p *Presence) Ahead(limit time.Time) (field string, at time.Time, ok bool) {
+	return firstAfter(limit, named{"event time", p.EventTime}, named{"status_update_time", p.Since},
+		named{"last_online_time", p.LastOnlineTime})
+}
