@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cmdtrack/cmdtrack/internal/backoff"
+	"github.com/cmdtrack/cmdtrack/notification"
 )
 
 // PartitionSize is how much time one partition of the history covers.
@@ -59,7 +60,8 @@ func (p PartitionSize) next(t time.Time) time.Time {
 	return t.AddDate(0, 0, 1)
 }
 
-// Partitioning says how the history is partitioned and kept.
+// Partitioning says how the histories are partitioned and kept: every one
+// alike.
 type Partitioning struct {
 	Size PartitionSize
 	// Ahead is how many partitions beyond the current one exist ahead of
@@ -85,25 +87,73 @@ type PartitionResult struct {
 	// an expired partition, or writers kept the history busy. Nothing
 	// failed; run again soon.
 	Later []string
-	// LockTimeouts counts the waits for the history's own lock that ran out
-	// (lockTimeout each): every one held the history's writers off that long.
+	// LockTimeouts counts the waits for a history's own lock that ran out
+	// (lockTimeout each): every one held that history's writers off that long.
 	LockTimeouts int
+	// Histories is the same, per history (by its name: command, message),
+	// for each history the run did or left something of; the fields above
+	// are their sums. Its own Histories is nil.
+	Histories map[string]PartitionResult
 }
 
-// history's tables.
-const (
-	historyTable   = "device_command_events"
-	defaultHistory = "device_command_events_default"
-)
+// add counts r, the result of the history named name, in res.
+func (res *PartitionResult) add(name string, r PartitionResult) {
+	res.Created += r.Created
+	res.Dropped += r.Dropped
+	res.Moved += r.Moved
+	res.Deleted += r.Deleted
+	res.Later = append(res.Later, r.Later...)
+	res.LockTimeouts += r.LockTimeouts
+	if r.Created+r.Dropped+r.LockTimeouts+len(r.Later) > 0 || r.Moved+r.Deleted > 0 {
+		if res.Histories == nil {
+			res.Histories = map[string]PartitionResult{}
+		}
+		res.Histories[name] = r
+	}
+}
 
-// partition is one partition of the history and the times it holds.
+// history is one table partitioned by event time that upkeep keeps: a kind's
+// history, with the same settings for all (Partitioning).
+type history struct {
+	// name is the kind's, as metrics and logs name the history.
+	name string
+	// table is the partitioned table: its partitions are table_YYYYMMDD,
+	// its default partition table_default.
+	table string
+	// companions are tables whose rows go with the history's by their
+	// event_time when retention drops it (they are no partitions).
+	companions []string
+}
+
+// histories are every partitioned history, each kept the same way by
+// MaintainPartitions, in this order. A kind with a history adds a line.
+var histories = []history{
+	// The first receipts of legacy callbacks go with their history.
+	{name: notification.KindCommand, table: "device_command_events", companions: []string{"device_command_receipts"}},
+	{name: notification.KindMessage, table: "device_message_events"},
+}
+
+// HistoryNames are the names of the histories MaintainPartitions keeps, as
+// PartitionResult.Histories keys them.
+func HistoryNames() []string {
+	names := make([]string, len(histories))
+	for i, h := range histories {
+		names[i] = h.name
+	}
+	return names
+}
+
+// defaultPartition is the partition that takes the rows no other takes.
+func (h history) defaultPartition() string { return h.table + "_default" }
+
+// partitionName is the name of the history's partition that begins at from.
+func (h history) partitionName(from time.Time) string { return h.table + "_" + from.Format("20060102") }
+
+// partition is one partition of a history and the times it holds.
 type partition struct {
 	name     string
 	from, to time.Time
 }
-
-// partitionName is the name of the partition that begins at from.
-func partitionName(from time.Time) string { return historyTable + "_" + from.Format("20060102") }
 
 // lockTimeout bounds how long upkeep's DDL waits for a lock on the history
 // itself: while it waits, every writer queues behind it, so it must give up
@@ -159,13 +209,15 @@ func retryLocked(ctx context.Context, timeouts *int, f func() error) error {
 	}
 }
 
-// MaintainPartitions makes the history's partitions cover what p asks (the
-// retention window back from now, or Back, and Ahead partitions ahead), moves
-// rows out of the default partition into partitions made for them (or deletes
-// those older than retention), and drops partitions wholly older than
-// retention, oldest first: no DELETE, no dead tuples. Rows older than the
-// window go into one partition per year (clipped to the window), not one
-// per period: a device whose clock restarted at 1970 costs one partition.
+// MaintainPartitions keeps every history (histories: the commands', the
+// messages') alike, one after the other: it makes its partitions cover what
+// p asks (the retention window back from now, or Back, and Ahead partitions
+// ahead), moves rows out of its default partition into partitions made for
+// them (or deletes those older than retention), and drops partitions wholly
+// older than retention, oldest first: no DELETE, no dead tuples. Rows older
+// than the window go into one partition per year (clipped to the window),
+// not one per period: a device whose clock restarted at 1970 costs one
+// partition.
 //
 // A partition is made as a table of its own first, filled from the default
 // partition in short batches while writers go on, and only then attached
@@ -174,14 +226,30 @@ func retryLocked(ctx context.Context, timeouts *int, f func() error) error {
 //
 // One partition that cannot be made or dropped does not stop the others:
 // those a lock could not be had for are named in the result's Later (no
-// error); other failures are joined in the error. Call it under an advisory
-// lock (one replica at a time). ctx bounds the run; what was done stays done.
+// error); other failures are joined in the error. Nor does one history that
+// fails stop the next. Call it under an advisory lock (one replica at a
+// time). ctx bounds the run; what was done stays done.
 func (s *Store) MaintainPartitions(ctx context.Context, p Partitioning, now time.Time) (PartitionResult, error) {
-	res, err := s.maintainPartitions(ctx, p, now)
-	return res, interpretError(err)
+	var res PartitionResult
+	var errs []error
+	for _, h := range histories {
+		if err := ctx.Err(); err != nil {
+			if !errors.Is(errors.Join(errs...), err) {
+				errs = append(errs, err)
+			}
+			break
+		}
+		r, err := s.maintainPartitions(ctx, h, p, now)
+		res.add(h.name, r)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return res, interpretError(errors.Join(errs...))
 }
 
-func (s *Store) maintainPartitions(ctx context.Context, p Partitioning, now time.Time) (PartitionResult, error) {
+// maintainPartitions keeps one history.
+func (s *Store) maintainPartitions(ctx context.Context, h history, p Partitioning, now time.Time) (PartitionResult, error) {
 	var res PartitionResult
 	var errs []error
 	// settle files the outcome of one partition's work.
@@ -200,12 +268,12 @@ func (s *Store) maintainPartitions(ctx context.Context, p Partitioning, now time
 		p.Size = Daily
 	}
 	p.Ahead = max(p.Ahead, 1)
-	parts, err := s.partitions(ctx)
+	parts, err := s.partitions(ctx, h)
 	if err != nil {
 		return res, err
 	}
 	// Tables an earlier run made and began to fill, but did not attach.
-	unattached, err := s.unattached(ctx)
+	unattached, err := s.unattached(ctx, h)
 	if err != nil {
 		return res, err
 	}
@@ -233,7 +301,7 @@ func (s *Store) maintainPartitions(ctx context.Context, p Partitioning, now time
 				res.Later = append(res.Later, pt.name)
 				continue
 			}
-			err := s.dropPartition(ctx, pt.name, &res.LockTimeouts)
+			err := s.dropPartition(ctx, h, pt.name, &res.LockTimeouts)
 			historyBusy = errors.Is(err, errHistoryBusy)
 			if settle(pt.name, err) {
 				res.Dropped++
@@ -251,15 +319,16 @@ func (s *Store) maintainPartitions(ctx context.Context, p Partitioning, now time
 			}
 		}
 		unattached = kept
-		tag, err := s.exec(ctx, `DELETE FROM `+defaultHistory+` WHERE event_time < $1`, cutoff)
-		if settle(defaultHistory, err) {
+		tag, err := s.exec(ctx, `DELETE FROM `+h.defaultPartition()+` WHERE event_time < $1`, cutoff)
+		if settle(h.defaultPartition(), err) {
 			res.Deleted += tag
 		}
-		// The first receipts of legacy callbacks go with their history.
-		if _, err := s.exec(ctx, `DELETE FROM device_command_receipts WHERE event_time < $1`, cutoff); err != nil {
-			errs = append(errs, fmt.Errorf("delete old receipts: %w", err))
+		for _, c := range h.companions {
+			if _, err := s.exec(ctx, `DELETE FROM `+c+` WHERE event_time < $1`, cutoff); err != nil {
+				errs = append(errs, fmt.Errorf("delete old rows of %s: %w", c, err))
+			}
 		}
-		if parts, err = s.partitions(ctx); err != nil {
+		if parts, err = s.partitions(ctx, h); err != nil {
 			return res, errors.Join(append(errs, err)...)
 		}
 	}
@@ -275,7 +344,7 @@ func (s *Store) maintainPartitions(ctx context.Context, p Partitioning, now time
 	for t := windowStart; t.Before(end); t = p.Size.next(t) {
 		ranges[t] = p.Size.next(t)
 	}
-	stray, err := s.strayStarts(ctx, p.Size, windowStart)
+	stray, err := s.strayStarts(ctx, h, p.Size, windowStart)
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
 	}
@@ -301,8 +370,8 @@ func (s *Store) maintainPartitions(ctx context.Context, p Partitioning, now time
 			if ctx.Err() != nil {
 				return res, errors.Join(append(errs, ctx.Err())...)
 			}
-			gap.name = partitionName(gap.from)
-			if settle(gap.name, s.createUnattached(ctx, gap)) {
+			gap.name = h.partitionName(gap.from)
+			if settle(gap.name, s.createUnattached(ctx, h, gap)) {
 				pending = append(pending, gap)
 				covered = append(covered, gap)
 			}
@@ -315,7 +384,7 @@ func (s *Store) maintainPartitions(ctx context.Context, p Partitioning, now time
 	// 4. Fill them from the default partition, a batch at a time, all of
 	// them before any is attached: each ATTACH reads what is left in the
 	// default partition while writers wait, so that had better be little.
-	moved, err := s.fill(ctx, pending)
+	moved, err := s.fill(ctx, h, pending)
 	res.Moved += moved
 	if err != nil {
 		if (lockNotAvailable(err) || errors.Is(err, errBusy)) && ctx.Err() == nil {
@@ -341,7 +410,7 @@ func (s *Store) maintainPartitions(ctx context.Context, p Partitioning, now time
 			res.Later = append(res.Later, pt.name)
 			continue
 		}
-		moved, err := s.attachPartition(ctx, pt, &res.LockTimeouts)
+		moved, err := s.attachPartition(ctx, h, pt, &res.LockTimeouts)
 		historyBusy = lockNotAvailable(err) && !errors.Is(err, errBusy)
 		if settle(pt.name, err) {
 			res.Created++
@@ -394,7 +463,7 @@ func (s *Store) exec(ctx context.Context, sql string, args ...any) (int64, error
 var boundRE = regexp.MustCompile(`^FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)$`)
 
 // partitions lists the history's partitions but the default one.
-func (s *Store) partitions(ctx context.Context) ([]partition, error) {
+func (s *Store) partitions(ctx context.Context, h history) ([]partition, error) {
 	var out []partition
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Bounds are printed in the session's time zone.
@@ -404,7 +473,7 @@ func (s *Store) partitions(ctx context.Context) ([]partition, error) {
 		rows, err := tx.Query(ctx, `
 			SELECT c.relname, pg_get_expr(c.relpartbound, c.oid)
 			FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-			WHERE i.inhparent = $1::regclass`, historyTable)
+			WHERE i.inhparent = $1::regclass`, h.table)
 		if err != nil {
 			return err
 		}
@@ -431,7 +500,7 @@ func (s *Store) partitions(ctx context.Context) ([]partition, error) {
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list history partitions: %w", err)
+		return nil, fmt.Errorf("list the partitions of %s: %w", h.table, err)
 	}
 	return out, nil
 }
@@ -439,15 +508,15 @@ func (s *Store) partitions(ctx context.Context) ([]partition, error) {
 // strayStarts are the starts of the partitions that the default
 // partition's rows belong in: their period's, or for rows before
 // windowStart, their year's.
-func (s *Store) strayStarts(ctx context.Context, size PartitionSize, windowStart time.Time) ([]time.Time, error) {
+func (s *Store) strayStarts(ctx context.Context, h history, size PartitionSize, windowStart time.Time) ([]time.Time, error) {
 	rows, err := s.pool.Query(ctx, `SELECT DISTINCT date_trunc(CASE WHEN event_time < $2 THEN 'year' ELSE $1 END, event_time AT TIME ZONE 'UTC')
-		FROM `+defaultHistory, string(size), windowStart)
+		FROM `+h.defaultPartition(), string(size), windowStart)
 	if err != nil {
-		return nil, fmt.Errorf("read the default history partition: %w", err)
+		return nil, fmt.Errorf("read %s: %w", h.defaultPartition(), err)
 	}
 	starts, err := pgx.CollectRows(rows, pgx.RowTo[time.Time])
 	if err != nil {
-		return nil, fmt.Errorf("read the default history partition: %w", err)
+		return nil, fmt.Errorf("read %s: %w", h.defaultPartition(), err)
 	}
 	for i, t := range starts {
 		// date_trunc of a timestamp without time zone comes back as UTC wall time.
@@ -460,9 +529,9 @@ func (s *Store) strayStarts(ctx context.Context, size PartitionSize, windowStart
 // comment that gives its bounds (and tells an operator what it is), and a
 // CHECK constraint that says the same to PostgreSQL.
 const (
-	boundsCheck   = "cmdtrack_partition_bounds"
-	pendingRemark = "cmdtrack: a partition of " + historyTable + " from %s to %s, being filled from " + defaultHistory +
-		"; upkeep attaches it. Do not drop it: it holds history rows."
+	boundsCheck = "cmdtrack_partition_bounds"
+	// Of the table, its default partition, from and to.
+	pendingRemark = "cmdtrack: a partition of %s from %s to %s, being filled from %s; upkeep attaches it. Do not drop it: it holds history rows."
 )
 
 var pendingRE = regexp.MustCompile(`^cmdtrack: a partition of \S+ from (\S+) to (\S+), being filled`)
@@ -495,19 +564,19 @@ func tuningOf(ctx context.Context) moveTuning {
 
 // unattached lists the tables an earlier run made to become partitions, and
 // did not attach: it stopped while filling them, or could not attach them.
-func (s *Store) unattached(ctx context.Context) ([]partition, error) {
+func (s *Store) unattached(ctx context.Context, h history) ([]partition, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c
 		WHERE c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = $1::regclass)
 		  AND c.relkind = 'r' AND NOT c.relispartition AND starts_with(c.relname, $1 || '_')
-		  AND starts_with(obj_description(c.oid, 'pg_class'), 'cmdtrack: ')`, historyTable)
+		  AND starts_with(obj_description(c.oid, 'pg_class'), 'cmdtrack: ')`, h.table)
 	if err != nil {
-		return nil, fmt.Errorf("list unattached history partitions: %w", err)
+		return nil, fmt.Errorf("list the unattached partitions of %s: %w", h.table, err)
 	}
 	type marked struct{ Name, Remark string }
 	found, err := pgx.CollectRows(rows, pgx.RowToStructByPos[marked])
 	if err != nil {
-		return nil, fmt.Errorf("list unattached history partitions: %w", err)
+		return nil, fmt.Errorf("list the unattached partitions of %s: %w", h.table, err)
 	}
 	var out []partition
 	for _, m := range found {
@@ -531,15 +600,15 @@ func (s *Store) unattached(ctx context.Context) ([]partition, error) {
 // take rather than one to build), and a CHECK constraint of its bounds (so
 // that ATTACH need not read it), marked as cmdtrack's. Nobody writes to it
 // yet, so nobody waits.
-func (s *Store) createUnattached(ctx context.Context, pt partition) error {
+func (s *Store) createUnattached(ctx context.Context, h history, pt partition) error {
 	table := pgx.Identifier{pt.name}.Sanitize()
 	from, to := pt.from.Format(time.RFC3339), pt.to.Format(time.RFC3339)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		for _, q := range []string{
 			`SET LOCAL lock_timeout = '` + lockTimeout + `'`,
-			`CREATE TABLE ` + table + ` (LIKE ` + historyTable + ` INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)`,
+			`CREATE TABLE ` + table + ` (LIKE ` + h.table + ` INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)`,
 			fmt.Sprintf(`ALTER TABLE %s ADD CONSTRAINT %s CHECK (event_time >= '%s' AND event_time < '%s')`, table, boundsCheck, from, to),
-			fmt.Sprintf(`COMMENT ON TABLE %s IS '%s'`, table, fmt.Sprintf(pendingRemark, from, to)),
+			fmt.Sprintf(`COMMENT ON TABLE %s IS '%s'`, table, fmt.Sprintf(pendingRemark, h.table, from, to, h.defaultPartition())),
 		} {
 			if _, err := tx.Exec(ctx, q); err != nil {
 				return err
@@ -558,7 +627,7 @@ func (s *Store) createUnattached(ctx context.Context, pt partition) error {
 // row is in one place or the other whatever happens. A row already in its
 // table (a redelivered copy that came while its first was being moved) is
 // dropped there by the unique key.
-func moveSQL(tables []partition, paged bool) (string, []any) {
+func moveSQL(h history, tables []partition, paged bool) (string, []any) {
 	var args []any
 	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
 	var where []string
@@ -573,7 +642,7 @@ func moveSQL(tables []partition, paged bool) (string, []any) {
 			i, pgx.Identifier{pt.name}.Sanitize(), r))
 	}
 	where = append(where, "("+strings.Join(ranges, " OR ")+")")
-	return `WITH moved AS (DELETE FROM ` + defaultHistory + ` WHERE ` + strings.Join(where, " AND ") + ` RETURNING *)` +
+	return `WITH moved AS (DELETE FROM ` + h.defaultPartition() + ` WHERE ` + strings.Join(where, " AND ") + ` RETURNING *)` +
 		strings.Join(inserts, "") + `
 		SELECT count(*) FROM moved`, args
 }
@@ -583,19 +652,19 @@ func moveSQL(tables []partition, paged bool) (string, []any) {
 // transaction of its own: writers go on, those writing into the default
 // partition too. Rows written into the default partition meanwhile,
 // behind a batch, are left for attachPartition. It returns the rows moved.
-func (s *Store) fill(ctx context.Context, tables []partition) (int64, error) {
+func (s *Store) fill(ctx context.Context, h history, tables []partition) (int64, error) {
 	tune := tuningOf(ctx)
 	var moved int64
 	batch := 0
 	for group := range slices.Chunk(tables, moveGroup) {
-		q, args := moveSQL(group, true)
+		q, args := moveSQL(h, group, true)
 		limit := -1
 		for page := 0; ; page += tune.pages {
 			var pages int
 			err := s.pool.QueryRow(ctx, `SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int`,
-				defaultHistory).Scan(&pages)
+				h.defaultPartition()).Scan(&pages)
 			if err != nil {
-				return moved, fmt.Errorf("read the default history partition: %w", err)
+				return moved, fmt.Errorf("read %s: %w", h.defaultPartition(), err)
 			}
 			if limit < 0 {
 				// It may grow meanwhile (writers of the periods being
@@ -616,7 +685,7 @@ func (s *Store) fill(ctx context.Context, tables []partition) (int64, error) {
 				return tx.QueryRow(ctx, q, args...).Scan(&n)
 			})
 			if err != nil {
-				return moved, fmt.Errorf("move history rows out of %s: %w", defaultHistory, err)
+				return moved, fmt.Errorf("move history rows out of %s: %w", h.defaultPartition(), err)
 			}
 			moved += n
 			batch++
@@ -645,7 +714,7 @@ func (s *Store) fill(ctx context.Context, tables []partition) (int64, error) {
 // partition from autovacuum (waiting busyWait, long enough for autovacuum to
 // yield; writers do not queue behind it), which would otherwise hold the
 // ATTACH, and the writers behind it, until lockTimeout.
-func (s *Store) attachPartition(ctx context.Context, pt partition, timeouts *int) (int64, error) {
+func (s *Store) attachPartition(ctx context.Context, h history, pt partition, timeouts *int) (int64, error) {
 	table := pgx.Identifier{pt.name}.Sanitize()
 	var moved int64
 	err := retryLocked(ctx, timeouts, func() error {
@@ -655,7 +724,7 @@ func (s *Store) attachPartition(ctx context.Context, pt partition, timeouts *int
 			}
 			for _, q := range []string{
 				`LOCK TABLE ` + table + ` IN ACCESS EXCLUSIVE MODE`,
-				`LOCK TABLE ` + defaultHistory + ` IN SHARE UPDATE EXCLUSIVE MODE`,
+				`LOCK TABLE ` + h.defaultPartition() + ` IN SHARE UPDATE EXCLUSIVE MODE`,
 			} {
 				if _, err := tx.Exec(ctx, q); err != nil {
 					return fmt.Errorf("%w: %w", errBusy, err)
@@ -667,16 +736,16 @@ func (s *Store) attachPartition(ctx context.Context, pt partition, timeouts *int
 			// ONLY: the partitions need no lock (writers are held off by
 			// the parent's), and autovacuum on one of them must not make
 			// this wait.
-			if _, err := tx.Exec(ctx, `LOCK TABLE ONLY `+historyTable+` IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+			if _, err := tx.Exec(ctx, `LOCK TABLE ONLY `+h.table+` IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 				return err
 			}
-			q, args := moveSQL([]partition{pt}, false)
+			q, args := moveSQL(h, []partition{pt}, false)
 			if err := tx.QueryRow(ctx, q, args...).Scan(&moved); err != nil {
 				return err
 			}
 			for _, q := range []string{
 				fmt.Sprintf(`ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM ('%s') TO ('%s')`,
-					historyTable, table, pt.from.Format(time.RFC3339), pt.to.Format(time.RFC3339)),
+					h.table, table, pt.from.Format(time.RFC3339), pt.to.Format(time.RFC3339)),
 				// The partition's bounds say as much from now on.
 				`ALTER TABLE ` + table + ` DROP CONSTRAINT ` + boundsCheck,
 				`COMMENT ON TABLE ` + table + ` IS NULL`,
@@ -729,9 +798,9 @@ func (s *Store) dropUnattached(ctx context.Context, name string) (int64, error) 
 // (a reader of it, its partitions pruned) holds it for every partition
 // alike, and each try would hold writers off again. It returns
 // errHistoryBusy then, counted in timeouts.
-func (s *Store) dropPartition(ctx context.Context, name string, timeouts *int) error {
-	if !strings.HasPrefix(name, historyTable+"_") || name == defaultHistory {
-		return fmt.Errorf("refusing to drop %s: not a history partition", name)
+func (s *Store) dropPartition(ctx context.Context, h history, name string, timeouts *int) error {
+	if !strings.HasPrefix(name, h.table+"_") || name == h.defaultPartition() {
+		return fmt.Errorf("refusing to drop %s: not a partition of %s", name, h.table)
 	}
 	table := pgx.Identifier{name}.Sanitize()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -16,28 +17,65 @@ import (
 	"github.com/cmdtrack/cmdtrack/store"
 )
 
-// partitionsOf lists the history's partitions, by name.
+// historyCase is one partitioned history, for the tests that hold for every
+// one: upkeep keeps them alike.
+type historyCase struct {
+	name, table string
+	// ids are its id columns; idsOf gives their values from one text
+	// expression.
+	ids   string
+	idsOf func(expr string) string
+}
+
+var historyCases = []historyCase{
+	{name: "command", table: "device_command_events", ids: "command_id", idsOf: func(e string) string { return e }},
+	{name: "message", table: "device_message_events", ids: "device_id, message_id", idsOf: func(e string) string { return "'dev-1', " + e }},
+}
+
+var commandHistory = historyCases[0]
+
+func (h historyCase) defaultPartition() string { return h.table + "_default" }
+
+// partition is the name of the partition that begins on from's day.
+func (h historyCase) partition(from time.Time) string { return h.table + "_" + from.Format("20060102") }
+
+// insert writes rows into the history with SQL (a bulk import), each with
+// the id and event time of the SQL expressions id and at, over the rest of
+// the statement, from (a FROM clause, or nothing for one row).
+func (h historyCase) insert(t *testing.T, st *store.Store, id, at, from string, args ...any) {
+	t.Helper()
+	_, err := st.Pool().Exec(context.Background(), fmt.Sprintf(`INSERT INTO %s (%s, event_key, status, event_time, source, payload)
+		SELECT %s, sha256(convert_to(%s, 'UTF8')), 'SENT', %s, 'import', '{}' %s`, h.table, h.ids, h.idsOf(id), id, at, from), args...)
+	require.NoError(t, err)
+}
+
+// row writes one row dated at.
+func (h historyCase) row(t *testing.T, st *store.Store, id string, at time.Time) {
+	t.Helper()
+	h.insert(t, st, "$1::text", "$2::timestamptz", "", id, at)
+}
+
+// partitionsOf lists the command history's partitions, by name.
 func partitionsOf(t *testing.T, st *store.Store) []string {
+	t.Helper()
+	return commandHistory.partitionsOf(t, st)
+}
+
+// partitionsOf lists the history's partitions, by name.
+func (h historyCase) partitionsOf(t *testing.T, st *store.Store) []string {
 	t.Helper()
 	rows, err := st.Pool().Query(context.Background(), `
 		SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-		WHERE i.inhparent = 'device_command_events'::regclass ORDER BY 1`)
+		WHERE i.inhparent = $1::regclass ORDER BY 1`, h.table)
 	require.NoError(t, err)
-	var names []string
-	for rows.Next() {
-		var n string
-		require.NoError(t, rows.Scan(&n))
-		names = append(names, n)
-	}
-	require.NoError(t, rows.Err())
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
 	return names
 }
 
 func historyRow(t *testing.T, st *store.Store, id string, at time.Time) {
 	t.Helper()
-	_, err := st.Pool().Exec(context.Background(), `INSERT INTO device_command_events
-		(command_id, event_key, status, event_time, source, payload) VALUES ($1, sha256(convert_to($1, 'UTF8')), 'SENT', $2, 'import', '{}')`, id, at)
-	require.NoError(t, err)
+	commandHistory.row(t, st, id, at)
 }
 
 func countIn(t *testing.T, st *store.Store, table string) int {
@@ -47,32 +85,42 @@ func countIn(t *testing.T, st *store.Store, table string) int {
 
 // Upkeep makes partitions back over the retention window and ahead of now,
 // empties the default partition into partitions made for its rows, and
-// drops what retention no longer keeps, without a DELETE.
+// drops what retention no longer keeps, without a DELETE: for every
+// history, in one run.
 func TestMaintainPartitions(t *testing.T) {
 	t.Parallel()
 	st := setup(t)
 	ctx := context.Background()
 	now := time.Date(2027, 3, 10, 12, 0, 0, 0, time.UTC) // far from the days migration 005 made
 
-	// Rows written straight into the table (a bulk import), before any
-	// partition covers their days: they land in the default partition.
-	historyRow(t, st, "imported-old", now.AddDate(0, 0, -40))
-	historyRow(t, st, "imported-recent", now.AddDate(0, 0, -2))
-	historyRow(t, st, "imported-future", now.AddDate(0, 0, 20))
-	require.Equal(t, 3, countIn(t, st, "device_command_events_default"))
+	// Rows written straight into the tables (a bulk import), before any
+	// partition covers their days: they land in the default partitions.
+	for _, h := range historyCases {
+		h.row(t, st, "imported-old", now.AddDate(0, 0, -40))
+		h.row(t, st, "imported-recent", now.AddDate(0, 0, -2))
+		h.row(t, st, "imported-future", now.AddDate(0, 0, 20))
+		require.Equal(t, 3, countIn(t, st, h.defaultPartition()))
+	}
 
 	p := store.Partitioning{Size: store.Daily, Ahead: 3, Retention: 30 * 24 * time.Hour}
 	res, err := st.MaintainPartitions(ctx, p, now)
 	require.NoError(t, err)
-	require.Equal(t, int64(1), res.Deleted, "the row older than retention is gone")
-	require.Equal(t, int64(2), res.Moved)
-	require.Zero(t, countIn(t, st, "device_command_events_default"), "the default partition is empty")
-	names := partitionsOf(t, st)
-	for _, day := range []string{"20270208", "20270310", "20270313", "20270330"} {
-		require.Contains(t, names, "device_command_events_"+day)
+	require.Equal(t, int64(len(historyCases)), res.Deleted)
+	require.Equal(t, int64(2*len(historyCases)), res.Moved)
+	for _, h := range historyCases {
+		r := res.Histories[h.name]
+		require.Equal(t, int64(1), r.Deleted, "%s: the row older than retention is gone", h.name)
+		require.Equal(t, int64(2), r.Moved, h.name)
+		require.Positive(t, r.Created, h.name)
+		require.Zero(t, countIn(t, st, h.defaultPartition()), "%s: the default partition is empty", h.name)
+		names := h.partitionsOf(t, st)
+		for _, day := range []string{"20270208", "20270310", "20270313", "20270330"} {
+			require.Contains(t, names, h.table+"_"+day)
+		}
+		require.NotContains(t, names, h.table+"_20270314", "three partitions ahead, no more")
+		require.Equal(t, 2, countIn(t, st, h.table))
 	}
-	require.NotContains(t, names, "device_command_events_20270314", "three partitions ahead, no more")
-	require.Equal(t, 2, count(t, st, `SELECT count(*) FROM device_command_events`))
+	require.Equal(t, res.Created, res.Histories["command"].Created+res.Histories["message"].Created)
 
 	// A second run has nothing to do.
 	res, err = st.MaintainPartitions(ctx, p, now)
@@ -83,10 +131,12 @@ func TestMaintainPartitions(t *testing.T) {
 	// of two days before is in one of them, the future one is kept.
 	res, err = st.MaintainPartitions(ctx, p, now.AddDate(0, 0, 30))
 	require.NoError(t, err)
-	require.GreaterOrEqual(t, res.Dropped, 30)
 	require.Zero(t, res.Deleted, "retention deletes nothing row by row")
-	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM device_command_events WHERE command_id = 'imported-future'`))
-	require.Zero(t, count(t, st, `SELECT count(*) FROM device_command_events WHERE command_id = 'imported-recent'`))
+	for _, h := range historyCases {
+		require.GreaterOrEqual(t, res.Histories[h.name].Dropped, 30, h.name)
+		require.Equal(t, 1, count(t, st, `SELECT count(*) FROM `+h.table+` WHERE event_time > $1`, now), h.name)
+		require.Zero(t, count(t, st, `SELECT count(*) FROM `+h.table+` WHERE event_time < $1`, now), h.name)
+	}
 }
 
 // Partition size can be changed on a live table: new partitions fit around
@@ -338,7 +388,7 @@ func TestUpkeepYieldsToReaders(t *testing.T) {
 	require.Less(t, time.Since(start), 2*time.Second, "a writer waited behind upkeep")
 	res := <-upkeep
 	require.NotEmpty(t, res.Later, "upkeep left the partitions the reader holds for later")
-	require.Zero(t, res.Dropped)
+	require.Zero(t, res.Histories["command"].Dropped)
 }
 
 // unattachedMarks says whether a table carries the marks of one being
@@ -355,66 +405,69 @@ var errCrash = errors.New("crashed")
 // A run that stops between two batches of a move (a crash, a deploy) leaves
 // every row in one place: the default partition, or the table being filled
 // for it. The next run finishes the job; a copy of a moved row that came
-// into the default partition meanwhile is not kept twice.
+// into the default partition meanwhile is not kept twice. For each history.
 func TestPartitionMoveResumesAfterCrash(t *testing.T) {
 	t.Parallel()
-	st := setup(t)
-	ctx := context.Background()
-	now := time.Date(2028, 7, 1, 12, 0, 0, 0, time.UTC)
-	p := store.Partitioning{Size: store.Daily, Ahead: 1}
-	_, err := st.MaintainPartitions(ctx, p, now)
-	require.NoError(t, err)
-	dayA, dayB := now.AddDate(0, 0, 3).Truncate(24*time.Hour), now.AddDate(0, 0, 4).Truncate(24*time.Hour)
-	const loaded = 20_000 // the two days' rows, interleaved on the default partition's pages
-	_, err = st.Pool().Exec(ctx, `INSERT INTO device_command_events (command_id, event_key, status, event_time, source, payload)
-		SELECT 'bulk-' || g, sha256(g::text::bytea), 'SENT', CASE WHEN g % 2 = 0 THEN $1::timestamptz ELSE $2::timestamptz END + g * interval '1 s', 'import', '{}'
-		FROM generate_series(1, $3::int) g`, dayA, dayB, loaded)
-	require.NoError(t, err)
-	tableA, tableB := "device_command_events_"+dayA.Format("20060102"), "device_command_events_"+dayB.Format("20060102")
+	for _, h := range historyCases {
+		t.Run(h.name, func(t *testing.T) {
+			t.Parallel()
+			st := setup(t)
+			ctx := context.Background()
+			now := time.Date(2028, 7, 1, 12, 0, 0, 0, time.UTC)
+			p := store.Partitioning{Size: store.Daily, Ahead: 1}
+			_, err := st.MaintainPartitions(ctx, p, now)
+			require.NoError(t, err)
+			dayA, dayB := now.AddDate(0, 0, 3).Truncate(24*time.Hour), now.AddDate(0, 0, 4).Truncate(24*time.Hour)
+			const loaded = 20_000 // the two days' rows, interleaved on the default partition's pages
+			h.insert(t, st, `'bulk-' || g`, `CASE WHEN g % 2 = 0 THEN $1::timestamptz ELSE $2::timestamptz END + g * interval '1 s'`,
+				`FROM generate_series(1, $3::int) g`, dayA, dayB, loaded)
+			tableA, tableB := h.partition(dayA), h.partition(dayB)
 
-	p.Ahead = 5
-	batches := 0
-	crashing := store.WithMoveBatches(ctx, 8, func(batch int) error {
-		batches = batch
-		if batch == 3 {
-			return errCrash
-		}
-		return nil
-	})
-	res, err := st.MaintainPartitions(crashing, p, now)
-	require.ErrorIs(t, err, errCrash)
-	require.Equal(t, 3, batches)
-	require.Zero(t, res.Created, "nothing is attached before every row is moved")
-	inDefault, inA, inB := countIn(t, st, "device_command_events_default"), countIn(t, st, tableA), countIn(t, st, tableB)
-	t.Logf("after the crash: %d rows in the default partition, %d and %d in the tables being filled", inDefault, inA, inB)
-	require.Positive(t, inA)
-	require.Positive(t, inB)
-	require.Positive(t, inDefault)
-	require.Equal(t, loaded, inDefault+inA+inB, "every row is in one place")
-	require.Equal(t, int64(inA+inB), res.Moved)
-	require.NotContains(t, partitionsOf(t, st), tableA)
-	check, comment := unattachedMarks(t, st, tableA)
-	require.True(t, check && comment, "the table being filled is marked")
+			p.Ahead = 5
+			batches := 0
+			crashing := store.WithMoveBatches(ctx, 8, func(batch int) error {
+				batches = batch
+				if batch == 3 {
+					return errCrash
+				}
+				return nil
+			})
+			res, err := st.MaintainPartitions(crashing, p, now)
+			require.ErrorIs(t, err, errCrash)
+			require.Equal(t, 3, batches)
+			require.Zero(t, res.Histories[h.name].Created, "nothing is attached before every row is moved")
+			inDefault, inA, inB := countIn(t, st, h.defaultPartition()), countIn(t, st, tableA), countIn(t, st, tableB)
+			t.Logf("after the crash: %d rows in the default partition, %d and %d in the tables being filled", inDefault, inA, inB)
+			require.Positive(t, inA)
+			require.Positive(t, inB)
+			require.Positive(t, inDefault)
+			require.Equal(t, loaded, inDefault+inA+inB, "every row is in one place")
+			require.Equal(t, int64(inA+inB), res.Histories[h.name].Moved)
+			require.NotContains(t, h.partitionsOf(t, st), tableA)
+			check, comment := unattachedMarks(t, st, tableA)
+			require.True(t, check && comment, "the table being filled is marked")
 
-	// A copy of a moved row comes again: no partition takes it yet.
-	_, err = st.Pool().Exec(ctx, `INSERT INTO device_command_events SELECT * FROM `+tableA+` LIMIT 1`)
-	require.NoError(t, err)
-	require.Equal(t, inDefault+1, countIn(t, st, "device_command_events_default"))
+			// A copy of a moved row comes again: no partition takes it yet.
+			_, err = st.Pool().Exec(ctx, `INSERT INTO `+h.table+` SELECT * FROM `+tableA+` LIMIT 1`)
+			require.NoError(t, err)
+			require.Equal(t, inDefault+1, countIn(t, st, h.defaultPartition()))
 
-	res, err = st.MaintainPartitions(ctx, p, now)
-	require.NoError(t, err)
-	require.Empty(t, res.Later)
-	require.Zero(t, countIn(t, st, "device_command_events_default"))
-	require.Subset(t, partitionsOf(t, st), []string{tableA, tableB})
-	require.Equal(t, loaded, count(t, st, `SELECT count(*) FROM device_command_events`))
-	require.Equal(t, loaded, count(t, st, `SELECT count(DISTINCT (command_id, event_key, event_time)) FROM device_command_events`))
-	require.Equal(t, loaded/2, countIn(t, st, tableA))
-	check, comment = unattachedMarks(t, st, tableA)
-	require.False(t, check || comment, "an attached partition keeps no marks")
+			res, err = st.MaintainPartitions(ctx, p, now)
+			require.NoError(t, err)
+			require.Empty(t, res.Later)
+			require.Zero(t, countIn(t, st, h.defaultPartition()))
+			require.Subset(t, h.partitionsOf(t, st), []string{tableA, tableB})
+			require.Equal(t, loaded, countIn(t, st, h.table))
+			require.Equal(t, loaded, count(t, st, `SELECT count(DISTINCT (`+h.ids+`, event_key, event_time)) FROM `+h.table))
+			require.Equal(t, loaded/2, countIn(t, st, tableA))
+			check, comment = unattachedMarks(t, st, tableA)
+			require.False(t, check || comment, "an attached partition keeps no marks")
 
-	res, err = st.MaintainPartitions(ctx, p, now)
-	require.NoError(t, err)
-	require.Equal(t, store.PartitionResult{}, res, "nothing left to do")
+			res, err = st.MaintainPartitions(ctx, p, now)
+			require.NoError(t, err)
+			require.Equal(t, store.PartitionResult{}, res, "nothing left to do")
+		})
+	}
 }
 
 // A table left half filled whose range retention no longer keeps is

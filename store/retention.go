@@ -7,25 +7,77 @@ import (
 )
 
 // Retention says how long rows are kept; zero keeps them forever. The
-// history, the table that grows fastest, is kept by partitions instead
+// histories, the tables that grow fastest, are kept by partitions instead
 // (MaintainPartitions).
 type Retention struct {
 	// DeadLetters bounds dead_letters by received_at.
 	DeadLetters time.Duration
-	// Commands bounds device_commands, for deployments that only care about
-	// recent commands: a command goes once it was created (or first heard
-	// of) and last moved before the limit.
+	// Commands bounds device_commands and device_messages, for deployments
+	// that only care about recent ones: a command goes once it was created
+	// (or first heard of) and last moved before the limit, a message once
+	// it was first pending (or first heard of) and last moved before it.
 	Commands time.Duration
 }
 
 // PruneResult counts deleted rows.
 type PruneResult struct {
-	DeadLetters, Commands int64
+	DeadLetters, Commands, Messages int64
 }
 
 // pruneBatch keeps each delete short, so retention never holds locks or
 // bloats WAL the way one huge DELETE would.
 const pruneBatch = 5000
+
+// kept is a kind's table of rows that command retention prunes.
+type kept struct {
+	table string
+	// key is its primary key's columns.
+	key string
+	// day is the indexed expression of the time a row began (its index
+	// serves the prune).
+	day string
+	// finalRank is the status_rank of its final statuses: a row pruned with
+	// one leaves a tombstone in tombstones, keyed like the table, so that
+	// heard of again it is not counted as finished again.
+	finalRank  int
+	tombstones string
+	// count is where its pruned rows are counted.
+	count func(*PruneResult) *int64
+}
+
+// keptRows are the kinds' tables CMDTRACK_RETENTION_COMMANDS bounds, one
+// line each.
+var keptRows = []kept{
+	{table: "device_commands", key: "command_id", day: "coalesce(created_time, first_seen_at)",
+		finalRank: 3, tombstones: "command_tombstones", count: func(r *PruneResult) *int64 { return &r.Commands }},
+	{table: "device_messages", key: "device_id, message_id", day: "coalesce(pending_time, first_seen_at)",
+		finalRank: 1, tombstones: "message_tombstones", count: func(r *PruneResult) *int64 { return &r.Messages }},
+}
+
+// pruneSQL deletes at most pruneBatch of k's rows that began and last moved
+// before $1 (the index on the row's day serves it; a row that still moves,
+// last_event_time, is kept). A final one leaves a tombstone (migrations 013,
+// 017); its row is locked, so its status is the one deleted.
+func (k kept) pruneSQL() string {
+	return fmt.Sprintf(`WITH doomed AS (
+			SELECT %[2]s, status, status_rank FROM %[1]s
+			WHERE %[3]s < $1 AND last_event_time < $1
+			LIMIT %[6]s FOR UPDATE SKIP LOCKED
+		), tombstones AS (
+			INSERT INTO %[4]s (%[2]s, status)
+			SELECT %[2]s, status FROM doomed WHERE status_rank = %[5]d ORDER BY %[2]s
+			ON CONFLICT (%[2]s) DO UPDATE SET status = EXCLUDED.status, pruned_at = now()
+		)
+		DELETE FROM %[1]s WHERE (%[2]s) IN (SELECT %[2]s FROM doomed)`,
+		k.table, k.key, k.day, k.tombstones, k.finalRank, pruneLimit)
+}
+
+// tombstonesSQL deletes at most pruneBatch of k's tombstones older than $1
+// (the BRIN index on pruned_at serves it).
+func (k kept) tombstonesSQL() string {
+	return fmt.Sprintf(`DELETE FROM %[1]s WHERE (%[2]s) IN (
+			SELECT %[2]s FROM %[1]s WHERE pruned_at < $1 LIMIT %[3]s)`, k.tombstones, k.key, pruneLimit)
+}
 
 // Prune deletes rows older than the retention allows, in short batches.
 // ctx bounds the whole prune; batches already deleted stay deleted.
@@ -45,29 +97,21 @@ func (s *Store) prune(ctx context.Context, r Retention, now time.Time) (PruneRes
 			return res, err
 		}
 	}
-	if r.Commands > 0 {
-		// The index on a command's day serves it; a command that still moves
-		// (last_event_time) is kept. A final one leaves a tombstone, so that
-		// heard of again it is not counted as finished again (migration 013);
-		// its row is locked, so its status is the one deleted.
-		res.Commands, err = s.pruneBatches(ctx, "device_commands", `WITH doomed AS (
-			SELECT command_id, status, status_rank FROM device_commands
-			WHERE coalesce(created_time, first_seen_at) < $1 AND last_event_time < $1
-			LIMIT `+pruneLimit+` FOR UPDATE SKIP LOCKED
-		), tombstones AS (
-			INSERT INTO command_tombstones (command_id, status)
-			SELECT command_id, status FROM doomed WHERE status_rank = 3 ORDER BY command_id
-			ON CONFLICT (command_id) DO UPDATE SET status = EXCLUDED.status, pruned_at = now()
-		)
-		DELETE FROM device_commands WHERE command_id IN (SELECT command_id FROM doomed)`, now.Add(-r.Commands))
+	if r.Commands <= 0 {
+		return res, nil
+	}
+	for _, k := range keptRows {
+		n, err := s.pruneBatches(ctx, k.table, k.pruneSQL(), now.Add(-r.Commands))
+		*k.count(&res) = n
 		if err != nil {
 			return res, err
 		}
 		// Tombstones are kept one more retention period.
-		_, err = s.pruneBatches(ctx, "command_tombstones", `DELETE FROM command_tombstones WHERE command_id IN (
-			SELECT command_id FROM command_tombstones WHERE pruned_at < $1 LIMIT `+pruneLimit+`)`, now.Add(-r.Commands))
+		if _, err := s.pruneBatches(ctx, k.tombstones, k.tombstonesSQL(), now.Add(-r.Commands)); err != nil {
+			return res, err
+		}
 	}
-	return res, err
+	return res, nil
 }
 
 var pruneLimit = fmt.Sprint(pruneBatch)

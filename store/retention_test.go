@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,6 +11,47 @@ import (
 	"github.com/cmdtrack/cmdtrack/store"
 )
 
+// prunedKind is a kind whose rows command retention prunes, for the tests
+// that hold for each.
+type prunedKind struct {
+	name, table, tombstones, dayIndex string
+	// ids are its key columns; idsOf gives their values from one text
+	// expression; began is the column of when a row began (else
+	// first_seen_at).
+	ids, began string
+	idsOf      func(expr string) string
+	// A final and an open status, with their ranks.
+	final, open         string
+	finalRank, openRank int
+	pruned              func(store.PruneResult) int64
+}
+
+var prunedKinds = []prunedKind{
+	{name: "command", table: "device_commands", tombstones: "command_tombstones", dayIndex: "device_commands_day_idx",
+		ids: "command_id", began: "created_time", idsOf: func(e string) string { return e },
+		final: "SUCCESSFUL", open: "SENT", finalRank: 3, openRank: 1,
+		pruned: func(r store.PruneResult) int64 { return r.Commands }},
+	{name: "message", table: "device_messages", tombstones: "message_tombstones", dayIndex: "device_messages_day_idx",
+		ids: "device_id, message_id", began: "pending_time", idsOf: func(e string) string { return "'dev-1', " + e },
+		final: "DELIVERED", open: "PENDING", finalRank: 1, openRank: 0,
+		pruned: func(r store.PruneResult) int64 { return r.Messages }},
+}
+
+// insert writes n rows of the kind, ids prefix1, prefix2, ..., with the
+// status of rank, begun at began (NULL: heard of first at firstSeen) and
+// last moved at moved.
+func (k prunedKind) insert(t *testing.T, st *store.Store, prefix string, n int, status string, rank int, began *time.Time, firstSeen, moved time.Time) {
+	t.Helper()
+	_, err := st.Pool().Exec(context.Background(), fmt.Sprintf(`INSERT INTO %s (%s, status, status_rank, %s, first_seen_at, last_event_time, last_event_key)
+		SELECT %s, $2, $3, $4, $5, $6, '\x00' FROM generate_series(1, $7::int) g`, k.table, k.ids, k.began, k.idsOf(`$1::text || g`)),
+		prefix, status, rank, began, firstSeen, moved, n)
+	require.NoError(t, err)
+}
+
+// Retention deletes dead letters by their receipt, and every kind's rows
+// (commands, messages) that began and last moved before the limit, final or
+// not, in batches; a row that still moves, or is recent, stays. A final one
+// deleted leaves a tombstone, kept one more retention period.
 func TestPrune(t *testing.T) {
 	t.Parallel()
 	st := setup(t)
@@ -23,28 +65,55 @@ func TestPrune(t *testing.T) {
 	exec(`INSERT INTO dead_letters (source, reason_class, reason, body, body_sha256, received_at)
 		VALUES ('t', 'x', 'x', 'a', sha256('a'), $1), ('t', 'x', 'x', 'b', sha256('b'), $2)`,
 		now.Add(-40*24*time.Hour), now)
-	// 12,000 old commands (more than one prune batch), one created long ago
-	// that still moves, and one recent.
-	exec(`INSERT INTO device_commands (command_id, status, status_rank, created_time, last_event_time, last_event_key)
-		SELECT 'old' || g, 'SUCCESSFUL', 3, $1, $1, '\x00' FROM generate_series(1, 12000) g`, now.Add(-400*24*time.Hour))
-	exec(`INSERT INTO device_commands (command_id, status, status_rank, created_time, last_event_time, last_event_key)
-		VALUES ('moving', 'DELIVERED', 2, $1, $2, '\x00'), ('new', 'SENT', 1, $2, $2, '\x00')`,
-		now.Add(-400*24*time.Hour), now)
+	old := now.Add(-400 * 24 * time.Hour)
+	for _, k := range prunedKinds {
+		// 12,001 old rows (more than one prune batch): final ones, open
+		// ones gone quiet, and a final one first heard of at its end; one
+		// begun long ago that still moves, and one recent.
+		k.insert(t, st, "final", 6000, k.final, k.finalRank, &old, old, old)
+		k.insert(t, st, "quiet", 6000, k.open, k.openRank, &old, old, old)
+		k.insert(t, st, "unbegun", 1, k.final, k.finalRank, nil, old, old)
+		k.insert(t, st, "moving", 1, k.open, k.openRank, &old, old, now)
+		k.insert(t, st, "new", 1, k.open, k.openRank, &now, now, now)
+	}
 
 	res, err := st.Prune(ctx, store.Retention{DeadLetters: 30 * 24 * time.Hour}, now)
 	require.NoError(t, err)
 	require.Equal(t, store.PruneResult{DeadLetters: 1}, res)
-	require.Equal(t, 12002, count(t, st, `SELECT count(*) FROM device_commands`), "commands kept: no command retention set")
+	for _, k := range prunedKinds {
+		require.Equal(t, 12003, countIn(t, st, k.table), "%s: kept, no command retention set", k.name)
+	}
 
-	res, err = st.Prune(ctx, store.Retention{Commands: 365 * 24 * time.Hour}, now)
+	retention := store.Retention{Commands: 365 * 24 * time.Hour}
+	res, err = st.Prune(ctx, retention, now)
 	require.NoError(t, err)
-	require.Equal(t, int64(12000), res.Commands)
-	require.Equal(t, 2, count(t, st, `SELECT count(*) FROM device_commands WHERE command_id IN ('new', 'moving')`))
-	// The delete finds its rows through the index on a command's day, not a
-	// scan of the table.
-	require.Contains(t, plan(t, st, `SELECT command_id FROM device_commands
-		WHERE coalesce(created_time, first_seen_at) < now() - interval '1 year' AND last_event_time < now() - interval '1 year' LIMIT 5000`),
-		"device_commands_day_idx")
+	for _, k := range prunedKinds {
+		require.Equal(t, int64(12001), k.pruned(res), k.name)
+		left := count(t, st, `SELECT count(*) FROM `+k.table+` WHERE (`+k.ids+`) IN ((`+k.idsOf(`'moving1'`)+`), (`+k.idsOf(`'new1'`)+`))`)
+		require.Equal(t, 2, left, "%s: the moving and the recent one are kept", k.name)
+		require.Equal(t, 2, countIn(t, st, k.table), k.name)
+		require.Equal(t, 6001, count(t, st, `SELECT count(*) FROM `+k.tombstones+` WHERE status = $1`, k.final),
+			"%s: a tombstone for each final one", k.name)
+		require.Equal(t, 6001, countIn(t, st, k.tombstones), "%s: none for the open ones", k.name)
+		// The delete finds its rows through the index on a row's day, not a
+		// scan of the table.
+		require.Contains(t, plan(t, st, `SELECT `+k.ids+` FROM `+k.table+`
+			WHERE coalesce(`+k.began+`, first_seen_at) < now() - interval '1 year' AND last_event_time < now() - interval '1 year' LIMIT 5000`),
+			k.dayIndex, k.name)
+	}
+
+	// Tombstones are kept one more retention period after the prune (they
+	// were written at the database's now), then go.
+	_, err = st.Prune(ctx, retention, time.Now().Add(retention.Commands/2))
+	require.NoError(t, err)
+	for _, k := range prunedKinds {
+		require.Equal(t, 6001, countIn(t, st, k.tombstones), k.name)
+	}
+	_, err = st.Prune(ctx, retention, time.Now().Add(retention.Commands+time.Hour))
+	require.NoError(t, err)
+	for _, k := range prunedKinds {
+		require.Zero(t, countIn(t, st, k.tombstones), k.name)
+	}
 }
 
 // TestViews checks that the history views answer from real rows.

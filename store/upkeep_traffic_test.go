@@ -66,7 +66,7 @@ func TestPartitionRoutingErrorIsNotTheMessagesFault(t *testing.T) {
 
 // Upkeep makes partitions for periods whose notifications keep arriving:
 // neither the writers nor upkeep fail, nothing is dead-lettered, and every
-// row ends in its period's partition.
+// row ends in its period's partition, in every history.
 func TestPartitionsMadeUnderTraffic(t *testing.T) {
 	t.Parallel()
 	st := setup(t)
@@ -77,6 +77,8 @@ func TestPartitionsMadeUnderTraffic(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var written atomic.Int64
+	// Of each history, by its index in historyCases.
+	var writtenTo [2]atomic.Int64
 	writeErrs := make(chan error, 8)
 	for w := range 4 {
 		wg.Add(1)
@@ -89,10 +91,15 @@ func TestPartitionsMadeUnderTraffic(t *testing.T) {
 				default:
 				}
 				// One-item batches, as an HTTP push or a reconcile answer
-				// writes, spread over the days upkeep makes.
-				n := notification.Notification{CommandID: fmt.Sprintf("w%d-%d", w, i), Status: notification.Sent,
-					EventTime: now.Add(time.Duration(i%(days*24)) * time.Hour), Payload: []byte(`{}`)}
-				res, err := st.Apply(ctx, []ingest.Item{{Source: "http", Record: &n}})
+				// writes, spread over the days upkeep makes: commands and
+				// messages by turns.
+				id, at := fmt.Sprintf("w%d-%d", w, i), now.Add(time.Duration(i%(days*24))*time.Hour)
+				var record ingest.Record = &notification.Notification{CommandID: id, Status: notification.Sent, EventTime: at, Payload: []byte(`{}`)}
+				if i%2 == 1 {
+					record = &notification.Message{DeviceID: "d", MessageID: id, Status: notification.MessagePending,
+						EventTime: at, At: at, Payload: []byte(`{}`)}
+				}
+				res, err := st.Apply(ctx, []ingest.Item{{Source: "http", Record: record}})
 				if err == nil && res[0].Outcome == ingest.DeadLettered {
 					err = fmt.Errorf("dead-lettered: %s", res[0].DeadLetter.Reason)
 				}
@@ -101,6 +108,7 @@ func TestPartitionsMadeUnderTraffic(t *testing.T) {
 					return
 				}
 				written.Add(1)
+				writtenTo[i%2].Add(1)
 			}
 		}()
 	}
@@ -123,11 +131,16 @@ func TestPartitionsMadeUnderTraffic(t *testing.T) {
 	require.NoError(t, upkeepErr)
 	require.Empty(t, res.Later)
 
-	// Whatever landed in the default partition meanwhile is moved by the next run.
+	// Whatever landed in the default partitions meanwhile is moved by the next run.
 	_, err := st.MaintainPartitions(ctx, store.Partitioning{Size: store.Daily, Ahead: days}, now)
 	require.NoError(t, err)
-	require.Zero(t, countIn(t, st, "device_command_events_default"))
-	require.Equal(t, int(written.Load()), count(t, st, `SELECT count(*) FROM device_command_events`))
+	for i, h := range historyCases {
+		require.Zero(t, countIn(t, st, h.defaultPartition()), h.name)
+		require.Equal(t, int(writtenTo[i].Load()), countIn(t, st, h.table), h.name)
+		for d := range days {
+			require.Contains(t, h.partitionsOf(t, st), h.partition(now.AddDate(0, 0, d)))
+		}
+	}
 	require.Zero(t, count(t, st, `SELECT count(*) FROM dead_letters`))
 }
 
@@ -222,6 +235,19 @@ func TestOldEventTimesCoarsePartitions(t *testing.T) {
 	require.Zero(t, res.Created)
 }
 
+// expiredPartitions counts the history's daily partitions that end by cutoff.
+func expiredPartitions(t *testing.T, st *store.Store, h historyCase, cutoff time.Time) int {
+	t.Helper()
+	expired := 0
+	for _, name := range h.partitionsOf(t, st) {
+		from, err := time.Parse("20060102", stdstrings.TrimPrefix(name, h.table+"_"))
+		if err == nil && !from.AddDate(0, 0, 1).After(cutoff) {
+			expired++
+		}
+	}
+	return expired
+}
+
 // Retention drops every expired partition it can, oldest first, and leaves
 // a busy one (an analyst's long query holds it) for later, without failing
 // the run; once the reader lets go, the next run drops it.
@@ -247,17 +273,14 @@ func TestRetentionSkipsBusyPartition(t *testing.T) {
 	}
 
 	p.Retention = 20 * 24 * time.Hour
-	expired := 0
-	for _, name := range partitionsOf(t, st) {
-		from, err := time.Parse("20060102", stdstrings.TrimPrefix(name, "device_command_events_"))
-		if err == nil && !from.AddDate(0, 0, 1).After(now.Add(-p.Retention)) {
-			expired++
-		}
-	}
+	expired := expiredPartitions(t, st, commandHistory, now.Add(-p.Retention))
+	expiredMessages := expiredPartitions(t, st, historyCases[1], now.Add(-p.Retention))
 	res, err := st.MaintainPartitions(ctx, p, now)
 	require.NoError(t, err, "a busy partition is left for later, not a failure")
 	require.Equal(t, []string{oldest, middle}, res.Later)
-	require.Equal(t, expired-2, res.Dropped, "the other expired partitions are dropped")
+	require.Equal(t, expired-2, res.Histories["command"].Dropped, "the other expired partitions are dropped")
+	require.Equal(t, expiredMessages, res.Histories["message"].Dropped, "the other history's, all of them")
+	require.Zero(t, expiredPartitions(t, st, historyCases[1], now.Add(-p.Retention)))
 	names := partitionsOf(t, st)
 	require.Contains(t, names, oldest)
 	require.NotContains(t, names, "device_command_events_"+now.AddDate(0, 0, -21).Format("20060102"))
@@ -288,7 +311,7 @@ func TestPartitionMadeBesideVacuum(t *testing.T) {
 	res, err := st.MaintainPartitions(ctx, store.Partitioning{Size: store.Daily, Ahead: 3}, now)
 	require.NoError(t, err)
 	require.Empty(t, res.Later)
-	require.Equal(t, 2, res.Created)
+	require.Equal(t, 2, res.Histories["command"].Created)
 }
 
 // One period whose partition cannot be made does not keep upkeep from the
@@ -306,7 +329,8 @@ func TestPartitionFailureDoesNotStopTheRun(t *testing.T) {
 	require.NoError(t, err)
 	res, err := st.MaintainPartitions(ctx, store.Partitioning{Size: store.Daily, Ahead: 5}, now)
 	require.ErrorContains(t, err, blocked)
-	require.Equal(t, 3, res.Created, "the partitions after the failed one are made")
+	require.Equal(t, 3, res.Histories["command"].Created, "the partitions after the failed one are made")
+	require.Equal(t, 4, res.Histories["message"].Created, "and the next history's")
 	require.Contains(t, partitionsOf(t, st), "device_command_events_"+now.AddDate(0, 0, 5).Format("20060102"))
 }
 
@@ -408,7 +432,8 @@ func TestPartitionMoveKeepsWritersMoving(t *testing.T) {
 // at plan time to the kept partitions) makes every DROP wait for the
 // history's lock, and every writer wait behind that DROP. Upkeep gives up
 // after the first such wait and leaves the other expired partitions for the
-// next run, rather than making writers wait again for each of them.
+// next run, rather than making writers wait again for each of them. The
+// other histories, which the reader does not hold, are kept all the same.
 func TestRetentionDefersAfterTheHistoryTimesOut(t *testing.T) {
 	t.Parallel()
 	st := setup(t)
@@ -436,19 +461,17 @@ func TestRetentionDefersAfterTheHistoryTimesOut(t *testing.T) {
 	require.Equal(t, []string{"device_command_events", "device_command_events_" + today.Format("20060102")}, held)
 
 	p.Retention = 5 * 24 * time.Hour
-	expired := 0
-	for _, name := range partitionsOf(t, st) {
-		from, err := time.Parse("20060102", stdstrings.TrimPrefix(name, "device_command_events_"))
-		if err == nil && !from.AddDate(0, 0, 1).After(now.Add(-p.Retention)) {
-			expired++
-		}
-	}
+	expired := expiredPartitions(t, st, commandHistory, now.Add(-p.Retention))
+	expiredMessages := expiredPartitions(t, st, historyCases[1], now.Add(-p.Retention))
 	require.GreaterOrEqual(t, expired, 4)
 	res, err := st.MaintainPartitions(ctx, p, now)
 	require.NoError(t, err, "a held history is a reason to come back, not a failure")
 	require.Equal(t, 1, res.LockTimeouts, "upkeep waited for the history's lock %d times in one run (%d expired partitions)", res.LockTimeouts, expired)
-	require.Zero(t, res.Dropped)
+	require.Equal(t, 1, res.Histories["command"].LockTimeouts)
+	require.Zero(t, res.Histories["command"].Dropped)
 	require.Len(t, res.Later, expired, "every expired partition is left for the next run")
+	require.Equal(t, expiredMessages, res.Histories["message"].Dropped, "the message history, not held, is kept as ever")
+	require.Empty(t, res.Histories["message"].Later)
 
 	// Once the reader is gone, the next run drops them all.
 	require.NoError(t, reader.Rollback(ctx))

@@ -10,11 +10,11 @@ import (
 // to NewMetrics, never on the global registry.
 type Metrics struct {
 	runs     *prometheus.CounterVec
-	created  prometheus.Counter
-	dropped  prometheus.Counter
+	created  *prometheus.CounterVec
+	dropped  *prometheus.CounterVec
 	failures *prometheus.CounterVec
-	later    prometheus.Gauge
-	timeouts prometheus.Counter
+	later    *prometheus.GaugeVec
+	timeouts *prometheus.CounterVec
 }
 
 // NewMetrics creates the series and registers them on reg (nil: unregistered).
@@ -23,25 +23,31 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cmdtrack_upkeep_runs_total", Help: "Upkeep runs done with the lock held, by task: partitions (with retention), rollup.",
 		}, []string{"task"}),
-		created: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cmdtrack_upkeep_partitions_created_total", Help: "History partitions made.",
-		}),
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cmdtrack_upkeep_partitions_dropped_total", Help: "History partitions dropped by retention.",
-		}),
+		created: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cmdtrack_upkeep_partitions_created_total", Help: "History partitions made, by history: command, message.",
+		}, []string{"history"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cmdtrack_upkeep_partitions_dropped_total", Help: "History partitions dropped by retention, by history: command, message.",
+		}, []string{"history"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cmdtrack_upkeep_failures_total", Help: "Failed upkeep runs, by task and class (store's error classes: privilege, connection, ...).",
 		}, []string{"task", "class"}),
-		later: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "cmdtrack_upkeep_partitions_left_for_later", Help: "History partitions the last run could not make or drop for want of a lock (a long reader); tried again within a minute.",
-		}),
-		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
+		later: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cmdtrack_upkeep_partitions_left_for_later", Help: "History partitions the last run could not make or drop for want of a lock (a long reader), by history; tried again within a minute.",
+		}, []string{"history"}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cmdtrack_upkeep_lock_timeouts_total",
-			Help: "Waits for the history's own lock that upkeep gave up (each held the history's writers off for 200 ms): a session holds the history. After one, a run leaves the partitions to drop for later.",
-		}),
+			Help: "Waits for a history's own lock that upkeep gave up (each held that history's writers off for 200 ms), by history: a session holds the history. After one, a run leaves that history's partitions to drop for later.",
+		}, []string{"history"}),
 	}
 	for _, task := range []string{taskPartitions, taskRollup} {
 		m.runs.WithLabelValues(task)
+	}
+	for _, h := range store.HistoryNames() {
+		m.created.WithLabelValues(h)
+		m.dropped.WithLabelValues(h)
+		m.later.WithLabelValues(h)
+		m.timeouts.WithLabelValues(h)
 	}
 	if reg != nil {
 		reg.MustRegister(m.runs, m.created, m.dropped, m.failures, m.later, m.timeouts)

@@ -1,15 +1,18 @@
 // Package upkeep keeps the schema in shape while the workers run: the
-// history's partitions (made ahead and back, the default partition emptied
-// into them, those older than retention dropped), the other tables'
-// retention, and the rollup behind product_daily_outcomes. One replica at a
-// time does each run, under an advisory lock; `cmdtrack upkeep` does one run
-// (RunOnce), the worker runs Loop.
+// histories' partitions (the commands' and the messages': made ahead and
+// back, the default partition emptied into them, those older than retention
+// dropped), the other tables' retention, and the rollup behind
+// product_daily_outcomes. One replica at a time does each run, under an
+// advisory lock; `cmdtrack upkeep` does one run (RunOnce), the worker runs
+// Loop.
 package upkeep
 
 import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -40,7 +43,7 @@ const (
 
 // Config tunes upkeep. Zero values take the defaults.
 type Config struct {
-	// Partitioning is how the history is partitioned and kept.
+	// Partitioning is how the histories are partitioned and kept.
 	Partitioning store.Partitioning
 	// Retention bounds the other tables.
 	Retention store.Retention
@@ -114,7 +117,7 @@ const (
 	taskRollup     = "rollup"
 )
 
-// Partitions keeps the history's partitions and runs retention, once, under
+// Partitions keeps the histories' partitions and runs retention, once, under
 // the lock (nothing, and no error, when another replica holds it). later
 // says whether something was left for a later run: partitions busy, or a
 // failure worth trying again soon. ctx bounds the run; what was done stays
@@ -123,13 +126,18 @@ func (u *Upkeep) Partitions(ctx context.Context) (later bool, err error) {
 	err = u.locked(ctx, taskPartitions, func() error {
 		now := u.cfg.Now()
 		res, perr := u.st.MaintainPartitions(ctx, u.cfg.Partitioning, now)
-		u.m.created.Add(float64(res.Created))
-		u.m.dropped.Add(float64(res.Dropped))
-		u.m.later.Set(float64(len(res.Later)))
-		u.m.timeouts.Add(float64(res.LockTimeouts))
-		if res.Created+res.Dropped > 0 || res.Moved+res.Deleted > 0 {
-			u.log.Info(LogKept, "created", res.Created, "dropped", res.Dropped,
-				"moved_from_default", res.Moved, "deleted_from_default", res.Deleted)
+		for _, h := range store.HistoryNames() {
+			u.m.later.WithLabelValues(h).Set(float64(len(res.Histories[h].Later)))
+		}
+		for _, h := range slices.Sorted(maps.Keys(res.Histories)) {
+			r := res.Histories[h]
+			u.m.created.WithLabelValues(h).Add(float64(r.Created))
+			u.m.dropped.WithLabelValues(h).Add(float64(r.Dropped))
+			u.m.timeouts.WithLabelValues(h).Add(float64(r.LockTimeouts))
+			if r.Created+r.Dropped > 0 || r.Moved+r.Deleted > 0 {
+				u.log.Info(LogKept, "history", h, "created", r.Created, "dropped", r.Dropped,
+					"moved_from_default", r.Moved, "deleted_from_default", r.Deleted)
+			}
 		}
 		if len(res.Later) > 0 {
 			later = true
@@ -141,7 +149,7 @@ func (u *Upkeep) Partitions(ctx context.Context) (later bool, err error) {
 		// what can be done is done.
 		pruned, rerr := u.st.Prune(ctx, u.cfg.Retention, now)
 		if pruned != (store.PruneResult{}) {
-			u.log.Info(LogPruned, "dead_letters", pruned.DeadLetters, "commands", pruned.Commands)
+			u.log.Info(LogPruned, "dead_letters", pruned.DeadLetters, "commands", pruned.Commands, "messages", pruned.Messages)
 		}
 		return errors.Join(perr, rerr)
 	})

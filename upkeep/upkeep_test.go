@@ -26,6 +26,7 @@ type fakeStore struct {
 	locks    []string
 	results  []store.PartitionResult // one per MaintainPartitions call; the last repeats
 	partErr  error
+	pruned   store.PruneResult
 	pruneErr error
 	calls    map[string]int
 	called   chan string
@@ -72,7 +73,7 @@ func (f *fakeStore) Prune(context.Context, store.Retention, time.Time) (store.Pr
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.call("prune")
-	return store.PruneResult{}, f.pruneErr
+	return f.pruned, f.pruneErr
 }
 
 func (f *fakeStore) RefreshRollup(context.Context, int, time.Time) error {
@@ -83,6 +84,20 @@ func (f *fakeStore) RefreshRollup(context.Context, int, time.Time) error {
 	}
 	f.call("rollup")
 	return nil
+}
+
+// byHistory is the result of a run that did per of each history.
+func byHistory(per map[string]store.PartitionResult) store.PartitionResult {
+	res := store.PartitionResult{Histories: per}
+	for _, r := range per {
+		res.Created += r.Created
+		res.Dropped += r.Dropped
+		res.Moved += r.Moved
+		res.Deleted += r.Deleted
+		res.Later = append(res.Later, r.Later...)
+		res.LockTimeouts += r.LockTimeouts
+	}
+	return res
 }
 
 func (f *fakeStore) count(name string) int {
@@ -217,13 +232,17 @@ func TestPrivilegeFailure(t *testing.T) {
 	require.Contains(t, f.log.String(), upkeep.LogPrivilege+": run `cmdtrack upkeep` as the owner")
 }
 
-// What a run made and dropped is counted; what it left for later is shown
-// and logged, and the loop comes back for it after Retry, not Interval.
+// What a run made and dropped is counted, per history; what it left for
+// later is shown and logged, and the loop comes back for it after Retry,
+// not Interval.
 func TestLeftForLaterIsRetriedSoon(t *testing.T) {
 	t.Parallel()
 	st := &fakeStore{results: []store.PartitionResult{
-		{Created: 2, Dropped: 3, Later: []string{"device_command_events_20280102"}},
-		{Dropped: 1},
+		byHistory(map[string]store.PartitionResult{
+			"command": {Created: 2, Dropped: 3, Later: []string{"device_command_events_20280102"}},
+			"message": {Created: 5, Later: []string{"device_message_events_20280103"}},
+		}),
+		byHistory(map[string]store.PartitionResult{"message": {Dropped: 1}}),
 	}}
 	f := setup(t, st, upkeep.Config{Interval: time.Hour, Retry: time.Millisecond, RollupInterval: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -236,12 +255,41 @@ func TestLeftForLaterIsRetriedSoon(t *testing.T) {
 	cancel()
 	<-done
 	require.Equal(t, 2, st.count("partitions"), "after a run that left nothing, the next waits an Interval")
-	require.Equal(t, 2.0, f.metric(t, "cmdtrack_upkeep_partitions_created_total"))
-	require.Equal(t, 4.0, f.metric(t, "cmdtrack_upkeep_partitions_dropped_total"))
-	require.Zero(t, f.metric(t, "cmdtrack_upkeep_partitions_left_for_later"), "the second run left nothing")
+	for _, c := range []struct {
+		history          string
+		created, dropped float64
+	}{{"command", 2, 3}, {"message", 5, 1}} {
+		require.Equal(t, c.created, f.metric(t, "cmdtrack_upkeep_partitions_created_total", "history", c.history), c.history)
+		require.Equal(t, c.dropped, f.metric(t, "cmdtrack_upkeep_partitions_dropped_total", "history", c.history), c.history)
+		require.Zero(t, f.metric(t, "cmdtrack_upkeep_partitions_left_for_later", "history", c.history), "%s: the second run left nothing", c.history)
+	}
 	require.Equal(t, 2.0, f.metric(t, "cmdtrack_upkeep_runs_total", "task", "partitions"))
 	require.Contains(t, f.log.String(), upkeep.LogLater)
 	require.Contains(t, f.log.String(), "device_command_events_20280102")
+	require.Contains(t, f.log.String(), "device_message_events_20280103")
+	require.Contains(t, f.log.String(), "history=message created=0 dropped=1")
+}
+
+// Every history's series exist before anything happened to it, at zero:
+// a rule or panel over them has something to read.
+func TestHistorySeriesStartAtZero(t *testing.T) {
+	t.Parallel()
+	f := setup(t, &fakeStore{}, upkeep.Config{})
+	for _, name := range []string{"cmdtrack_upkeep_partitions_created_total", "cmdtrack_upkeep_partitions_dropped_total",
+		"cmdtrack_upkeep_partitions_left_for_later", "cmdtrack_upkeep_lock_timeouts_total"} {
+		require.Equal(t, len(store.HistoryNames()), f.series(t, name), name)
+	}
+	require.Equal(t, []string{"command", "message"}, store.HistoryNames())
+}
+
+// What retention deleted is logged, messages with commands.
+func TestPrunedLogged(t *testing.T) {
+	t.Parallel()
+	f := setup(t, &fakeStore{pruned: store.PruneResult{Commands: 2, Messages: 3}}, upkeep.Config{})
+	_, err := f.up.Partitions(context.Background())
+	require.NoError(t, err)
+	require.Contains(t, f.log.String(), upkeep.LogPruned)
+	require.Contains(t, f.log.String(), "commands=2 messages=3")
 }
 
 // A passing failure (the database away) is tried again soon; a privilege
@@ -287,7 +335,9 @@ func TestLoopStops(t *testing.T) {
 func TestHistoryLockTimeoutsCounted(t *testing.T) {
 	t.Parallel()
 	st := &fakeStore{results: []store.PartitionResult{
-		{Later: []string{"device_command_events_20280101", "device_command_events_20280102"}, LockTimeouts: 1},
+		byHistory(map[string]store.PartitionResult{
+			"command": {Later: []string{"device_command_events_20280101", "device_command_events_20280102"}, LockTimeouts: 1},
+		}),
 	}}
 	f := setup(t, st, upkeep.Config{})
 	later, err := f.up.Partitions(context.Background())
@@ -295,7 +345,8 @@ func TestHistoryLockTimeoutsCounted(t *testing.T) {
 	require.True(t, later)
 	_, err = f.up.Partitions(context.Background())
 	require.NoError(t, err)
-	require.Equal(t, 2.0, f.metric(t, "cmdtrack_upkeep_lock_timeouts_total"))
-	require.Equal(t, 2.0, f.metric(t, "cmdtrack_upkeep_partitions_left_for_later"))
+	require.Equal(t, 2.0, f.metric(t, "cmdtrack_upkeep_lock_timeouts_total", "history", "command"))
+	require.Zero(t, f.metric(t, "cmdtrack_upkeep_lock_timeouts_total", "history", "message"))
+	require.Equal(t, 2.0, f.metric(t, "cmdtrack_upkeep_partitions_left_for_later", "history", "command"))
 	require.Contains(t, f.log.String(), "history_lock_timeouts=1")
 }
