@@ -25,7 +25,7 @@ func TestDownlinksSignedAndRead(t *testing.T) {
 	var got *recorded
 	var verr error
 	answers := map[string]string{
-		http.MethodPost + " messages":  `{"message_id":"m-1","result":{"status":"PENDING","created_time":"20261201T100000Z"}}`,
+		http.MethodPost + " messages": `{"message_id":"m-1","result":{"status":"PENDING","created_time":"20261201T100000Z"}}`,
 		http.MethodGet + " messages/m-1": `{"message_id":"m-1","name":"cfg","topic":"t","status":"FAILED","created_time":"20261201T100000Z",` +
 			`"finished_time":"20261201T100005Z","error_info":{"error_code":"IOTDA.014112","error_msg":"not subscribed"}}`,
 		http.MethodPost + " commands":  `{"command_id":"sc-1","response":{"result_code":0,"paras":{"v":1}}}`,

@@ -32,5 +32,6 @@ func TestCallRecord(t *testing.T) {
 	require.True(t, ahead)
 	require.Equal(t, "finished_time", field)
 	require.Equal(t, f.FinishedTime, when)
-	require.Equal(t, c.Key(), c.Key())
+	again := c
+	require.Equal(t, c.Key(), again.Key(), "the key is a function of the content")
 }

@@ -26,8 +26,8 @@ type fakeStore struct {
 	applied map[string]int // answers written, per command (the history's "api" rows)
 	// msgs are the device messages, by device and message id; writes counts
 	// their row changes, standing in for updated_at.
-	msgs   map[[2]string]store.MessageRef
-	writes int64
+	msgs    map[[2]string]store.MessageRef
+	writes  int64
 	horizon time.Duration
 	locked  bool
 	// down, when set, is every read's error: the database is away.

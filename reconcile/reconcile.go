@@ -141,7 +141,7 @@ const (
 type Check struct {
 	// CommandID names a command; MessageID (with DeviceID) a message.
 	CommandID, MessageID, DeviceID string
-	Outcome             Outcome
+	Outcome                        Outcome
 	// Stored is the status before the run; API the status the API answered
 	// (empty unless it answered).
 	Stored, API notification.Status

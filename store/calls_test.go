@@ -105,7 +105,7 @@ func TestCallMergeOrderIndependent(t *testing.T) {
 	r1 := readCall(t, st, "c1")
 	require.Equal(t, "SUCCESSFUL", r1.Status)
 	require.Equal(t, `{"result_code": 0}`, *r1.Response)
-	require.Equal(t, `{"value": "ON"}`, *r1.Request)
+	require.JSONEq(t, `{"value":"ON"}`, *r1.Request)
 	require.Equal(t, "sc-c1", *r1.Command)
 	require.Nil(t, r1.ErrorCode)
 	require.Equal(t, time.Date(2026, 12, 1, 10, 0, 3, 0, time.UTC), r1.Finished.UTC())

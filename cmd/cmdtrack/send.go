@@ -262,7 +262,7 @@ func sendMessage(ctx context.Context, cfg *Config, st *store.Store, f *sendFlags
 			EventTime: now, At: now, ErrorCode: cmp.Or(apiErr.ErrorCode, fmt.Sprintf("HTTP %d", apiErr.StatusCode)),
 			ErrorMsg: apiErr.ErrorMsg, Payload: errorPayload(apiErr)}
 		if rerr := record(ctx, st, ingest.Accept(refused, ingest.SourceSend, now, cfg.limits())); rerr != nil {
-			return fmt.Errorf("send: message %s was refused (%w), and recording that failed, so its row says PENDING: %v", id, err, rerr)
+			return fmt.Errorf("send: message %s was refused (%w), and recording that failed, so its row says PENDING: %w", id, err, rerr)
 		}
 		return fmt.Errorf("send: message %s was refused, and is recorded FAILED: %w", id, err)
 	case err != nil:
@@ -304,13 +304,17 @@ func sendCall(ctx context.Context, cfg *Config, st *store.Store, f *sendFlags, s
 		req := iotdaapi.CommandRequest{ServiceID: f.service, CommandName: f.command, Paras: json.RawMessage(f.paras)}
 		err = iotdaapi.ValidateCommand(f.device, req)
 		base.CallKind, base.ServiceID, base.CommandName, base.Request = notification.CallCommand, f.service, f.command, req.Paras
-		call = func(ctx context.Context) (*iotdaapi.SyncResponse, error) { return client.CreateCommand(ctx, f.device, req) }
+		call = func(ctx context.Context) (*iotdaapi.SyncResponse, error) {
+			return client.CreateCommand(ctx, f.device, req)
+		}
 		body, _ = json.Marshal(req)
 	} else {
 		req := iotdaapi.PropertiesRequest{Services: json.RawMessage(f.properties)}
 		err = iotdaapi.ValidateProperties(f.device, req)
 		base.CallKind, base.Request = notification.CallProperties, req.Services
-		call = func(ctx context.Context) (*iotdaapi.SyncResponse, error) { return client.UpdateProperties(ctx, f.device, req) }
+		call = func(ctx context.Context) (*iotdaapi.SyncResponse, error) {
+			return client.UpdateProperties(ctx, f.device, req)
+		}
 		body, _ = json.Marshal(req)
 	}
 	if err != nil {

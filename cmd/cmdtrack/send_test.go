@@ -260,7 +260,8 @@ func TestSendSyncRecordsEveryOutcome(t *testing.T) {
 	require.Len(t, calls, len(want))
 	for d, w := range want {
 		c := calls[d]
-		require.Equal(t, w, [3]string{c.Status, str(c.ErrorCode), c.Kind}, d)
+		got := [3]string{c.Status, str(c.ErrorCode), c.Kind}
+		require.Equal(t, w, got, d)
 		require.Equal(t, c.Status != "PENDING", c.Finished != nil, d)
 	}
 	require.NotNil(t, calls["dev-ok"].Response)
