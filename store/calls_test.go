@@ -118,6 +118,15 @@ func TestCallMergeOrderIndependent(t *testing.T) {
 	require.Equal(t, "Switch", *r2.Service)
 
 	require.Equal(t, map[[2]string]int{{"", "SUCCESSFUL"}: 2, {"meter", "FAILED"}: 1}, finishedCalls(t, st))
+
+	// A second, later outcome of a call already final (never written by
+	// cmdtrack send, but possible by hand) wins the row; the call finished
+	// once, and is not counted again.
+	late := *f1
+	late.Status, late.EventTime, late.Response = notification.CallError, f1.EventTime.Add(time.Second), nil
+	require.Equal(t, []bool{true}, changed(applyCall(t, st, &late)))
+	require.Equal(t, "ERROR", readCall(t, st, "c1").Status)
+	require.Equal(t, map[[2]string]int{{"", "SUCCESSFUL"}: 2, {"meter", "FAILED"}: 1}, finishedCalls(t, st))
 }
 
 // A call whose process died between the call and its answer keeps its
