@@ -94,6 +94,8 @@ func parseSendFlags(args []string, stdout, stderr io.Writer) (action, error) {
 		return nil, usageError{errors.New("send: -properties names its services itself; -paras, -service and -command are for commands")}
 	case (set["sync"] || set["properties"]) && (set["strategy"] || set["expire"]):
 		return nil, usageError{errors.New("send: -strategy and -expire are for asynchronous commands")}
+	case modes == 0 && set["product"]:
+		return nil, usageError{errors.New("send: -product is for -message, -sync and -properties (an asynchronous command's product comes with its notifications)")}
 	case !set["message"] && (set["message-id"] || set["name"] || set["topic"] || set["ttl"]):
 		return nil, usageError{errors.New("send: -message-id, -name, -topic and -ttl are for -message")}
 	case !set["message"] && !set["properties"] && f.paras == "":

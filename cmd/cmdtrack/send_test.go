@@ -142,6 +142,8 @@ func TestSendMessage(t *testing.T) {
 	require.Equal(t, 2, code, out)
 	out, code = sendRun(t, dbURL, api, "-device", "dev-1", "-message", `{}`, "-paras", `{}`)
 	require.Equal(t, 2, code, out)
+	out, code = sendRun(t, dbURL, api, "-device", "dev-1", "-paras", `{}`, "-product", "meter")
+	require.Equal(t, 2, code, out)
 	require.Equal(t, 4, testenv.Count(t, st.Pool(), `SELECT count(*) FROM device_messages`), "nothing recorded for a usage error")
 }
 
