@@ -3,12 +3,14 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
+	"github.com/cmdtrack/cmdtrack/internal/testenv"
 	"github.com/cmdtrack/cmdtrack/notification"
 	"github.com/cmdtrack/cmdtrack/store"
 )
@@ -149,4 +151,21 @@ func changed(res []ingest.Result) []bool {
 		out[i] = r.Changed
 	}
 	return out
+}
+
+// BenchmarkCallRecords is what one `cmdtrack send -sync` costs the
+// database: the record before the call and its outcome, each its own
+// transaction, as send writes them.
+func BenchmarkCallRecords(b *testing.B) {
+	st, _, _ := testenv.Schema(b)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := range b.N {
+		p, f := callRecords(fmt.Sprintf("b%d", i), notification.CallSuccessful)
+		for _, c := range []*notification.Call{p, f} {
+			if _, err := st.Apply(ctx, []ingest.Item{{Source: ingest.SourceSend, Record: c}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 }
