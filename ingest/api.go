@@ -119,3 +119,66 @@ func nullToNil(raw json.RawMessage) json.RawMessage {
 	}
 	return raw
 }
+
+// SourceSend is the source of what `cmdtrack send` records itself: a device
+// message before it is sent, a synchronous call before and after.
+const SourceSend = "send"
+
+// FromAPIMessage turns a device message the API answered (CreateMessage on
+// creation, ShowDeviceMessage when asked) into the device.message.status
+// notification it stands for, as FromAPI does for commands: timed by the
+// time its status implies (created_time for PENDING, finished_time for a
+// final status, else the latest it carries), less a microsecond, so that
+// the platform's own notification of the same change wins the tie and a
+// later one wins outright; then through Accept. An answer without a message
+// id or a device id, with an unknown status, a time in neither format or no
+// time at all is an error: nothing is stored for it.
+func FromAPIMessage(d *iotdaapi.DeviceMessage, receivedAt time.Time, lim Limits) (Item, error) {
+	switch {
+	case d.MessageID == "":
+		return Item{}, errors.New("the API's answer has no message_id")
+	case d.DeviceID == "":
+		return Item{}, fmt.Errorf("message %s: no device id", d.MessageID)
+	}
+	status := notification.MessageStatus(d.Status)
+	if _, ok := status.Rank(); !ok {
+		return Item{}, fmt.Errorf("message %s: the API answered status %q, which cmdtrack does not know", d.MessageID, d.Status)
+	}
+	var created, finished time.Time
+	for _, f := range []struct {
+		name string
+		in   string
+		out  *time.Time
+	}{{"created_time", d.CreatedTime, &created}, {"finished_time", d.FinishedTime, &finished}} {
+		if f.in == "" {
+			continue
+		}
+		t, err := notification.ParseTime(f.in)
+		if err != nil {
+			return Item{}, fmt.Errorf("message %s: %s: %w", d.MessageID, f.name, err)
+		}
+		*f.out = t
+	}
+	at := created
+	if status.Final() || at.IsZero() {
+		at = finished
+	}
+	if at.IsZero() {
+		at = created
+	}
+	if at.IsZero() {
+		return Item{}, fmt.Errorf("message %s: the API's answer carries no time to order it by", d.MessageID)
+	}
+	m := &notification.Message{DeviceID: d.DeviceID, MessageID: d.MessageID, Status: status,
+		EventTime: at.Add(-time.Microsecond), At: at, Name: d.Name, Topic: d.Topic, Payload: d.Raw}
+	if e := d.ErrorInfo; e != nil {
+		m.ErrorCode, m.ErrorMsg = e.ErrorCode, e.ErrorMsg
+	}
+	if len(m.Payload) == 0 {
+		var err error
+		if m.Payload, err = json.Marshal(d); err != nil {
+			return Item{}, fmt.Errorf("message %s: %w", d.MessageID, err)
+		}
+	}
+	return Accept(m, SourceAPI, receivedAt, lim), nil
+}

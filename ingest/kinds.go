@@ -30,12 +30,15 @@ type Record interface {
 type Kind struct {
 	// Name is the name its records give (Record.Kind).
 	Name string
-	// Resources are the notification resources it reads.
+	// Resources are the notification resources it reads; none for a kind
+	// the platform pushes nothing about, whose records cmdtrack makes itself
+	// (the synchronous calls `cmdtrack send` records).
 	Resources []string
 	// Decode reads one message of the kind, receivedAt standing in for a
 	// time the format does not carry. It returns an *notification.Error for
 	// a message that cannot be used as it is, and may return a
-	// *notification.SkipError for another resource's notification.
+	// *notification.SkipError for another resource's notification. Nil
+	// when the kind reads no resource.
 	Decode func(body []byte, receivedAt time.Time) (Record, error)
 }
 
@@ -47,6 +50,7 @@ var kinds = []Kind{
 	{notification.KindCommand, []string{notification.ResourceCommandStatus}, decodeCommand},
 	{notification.KindPresence, []string{notification.ResourceDeviceStatus}, decodePresence},
 	{notification.KindMessage, []string{notification.ResourceMessageStatus}, decodeMessage},
+	{notification.KindCall, nil, nil},
 }
 
 // byResource finds the kind a resource names.

@@ -2,7 +2,9 @@
 // (IoTDA) application-side APIs. It covers "Deliver an Asynchronous Command"
 // (POST /v5/iot/{project_id}/devices/{device_id}/async-commands) and "Query a
 // Command with a Specific ID", ShowAsyncDeviceCommand (GET
-// /v5/iot/{project_id}/devices/{device_id}/async-commands/{command_id}),
+// /v5/iot/{project_id}/devices/{device_id}/async-commands/{command_id}), and
+// the downlinks of MQTT devices (downlinks.go): CreateMessage,
+// ShowDeviceMessage, CreateCommand and UpdateProperties,
 // authenticated with API Gateway AK/SK signing or with an IAM token, over TLS
 // that is always verified.
 //
@@ -212,7 +214,7 @@ func (c *Client) SendAsyncCommand(ctx context.Context, deviceID string, req Asyn
 	if err := validateRequest(deviceID, req); err != nil {
 		return nil, err
 	}
-	body, err := encodeRequest(req)
+	body, err := encodeRequest(req, "paras")
 	if err != nil {
 		return nil, err
 	}
@@ -329,13 +331,14 @@ func (c *Client) authenticate(r *http.Request, body []byte) {
 
 // encodeRequest serializes req without HTML escaping, so that "<", ">" and
 // "&" in string values reach the device exactly as written, and enforces the
-// documented 256 KB limit on the result.
-func encodeRequest(req AsyncCommandRequest) ([]byte, error) {
+// documented 256 KB limit on the result. field names the payload a failure
+// blames.
+func encodeRequest(req any, field string) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(req); err != nil {
-		return nil, &ValidationError{Field: "paras", Reason: err.Error()}
+		return nil, &ValidationError{Field: field, Reason: err.Error()}
 	}
 	body := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	if len(body) > MaxRequestSize {

@@ -24,6 +24,10 @@ type fakeStore struct {
 	mu      sync.Mutex
 	rows    map[string]store.CommandRef
 	applied map[string]int // answers written, per command (the history's "api" rows)
+	// msgs are the device messages, by device and message id; writes counts
+	// their row changes, standing in for updated_at.
+	msgs    map[[2]string]store.MessageRef
+	writes  int64
 	horizon time.Duration
 	locked  bool
 	// down, when set, is every read's error: the database is away.
@@ -34,7 +38,8 @@ var _ reconcile.Store = (*fakeStore)(nil)
 
 func newFakeStore() *fakeStore {
 	// cmdtrack_settings.stuck_horizon's default.
-	return &fakeStore{rows: map[string]store.CommandRef{}, applied: map[string]int{}, horizon: 3 * 24 * time.Hour}
+	return &fakeStore{rows: map[string]store.CommandRef{}, applied: map[string]int{}, horizon: 3 * 24 * time.Hour,
+		msgs: map[[2]string]store.MessageRef{}}
 }
 
 func (s *fakeStore) setHorizon(d time.Duration) {
@@ -118,6 +123,10 @@ func (s *fakeStore) ApplyReportingChanges(_ context.Context, items []ingest.Item
 	res := make([]ingest.Result, len(items))
 	for i, it := range items {
 		res[i] = it.Result()
+		if m, ok := it.Record.(*notification.Message); ok {
+			res[i].Changed = s.mergeMessage(m)
+			continue
+		}
 		if it.Notification() != nil {
 			res[i].Changed = s.merge(it.Notification())
 			s.mu.Lock()
@@ -146,4 +155,64 @@ func (s *fakeStore) StuckHorizon(context.Context) (time.Duration, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.horizon, nil
+}
+
+// mergeMessage applies m to its row by the rule's outline (a final status
+// outranks PENDING, then the later event), and reports whether it changed.
+func (s *fakeStore) mergeMessage(m *notification.Message) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := [2]string{m.DeviceID, m.MessageID}
+	old, ok := s.msgs[k]
+	oldRank, _ := old.Status.Rank()
+	if ok && (m.Rank() < oldRank || m.Rank() == oldRank && !m.EventTime.After(old.LastEventTime)) {
+		return false
+	}
+	s.writes++
+	s.msgs[k] = store.MessageRef{DeviceID: m.DeviceID, MessageID: m.MessageID, Status: m.Status, LastEventTime: m.EventTime,
+		UpdatedAt: time.Unix(s.writes, 0)}
+	return true
+}
+
+func (s *fakeStore) message(device, id string) store.MessageRef {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.msgs[[2]string{device, id}]
+}
+
+// StuckMessages is stuck_messages(quiet): PENDING, quiet for longer than
+// q.Quiet, within the horizon; oldest first.
+func (s *fakeStore) StuckMessages(_ context.Context, q store.StuckMessageQuery) ([]store.MessageRef, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down != nil {
+		return nil, s.down
+	}
+	now := time.Now()
+	var page []store.MessageRef
+	for _, r := range s.msgs {
+		switch {
+		case r.Status != notification.MessagePending, !r.LastEventTime.Before(now.Add(-q.Quiet)),
+			!r.LastEventTime.After(now.Add(-s.horizon)),
+			q.After != nil && compareMessages(r, *q.After) <= 0:
+			continue
+		}
+		page = append(page, r)
+	}
+	slices.SortFunc(page, compareMessages)
+	return page[:min(len(page), q.Limit)], nil
+}
+
+func compareMessages(a, b store.MessageRef) int {
+	return cmp.Or(a.LastEventTime.Compare(b.LastEventTime), cmp.Compare(a.DeviceID, b.DeviceID), cmp.Compare(a.MessageID, b.MessageID))
+}
+
+func (s *fakeStore) Message(_ context.Context, device, id string) (store.MessageRef, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down != nil {
+		return store.MessageRef{}, false, s.down
+	}
+	r, ok := s.msgs[[2]string{device, id}]
+	return r, ok, nil
 }

@@ -8,6 +8,7 @@ type Metrics struct {
 	runs      prometheus.Counter
 	checked   prometheus.Counter
 	outcomes  *prometheus.CounterVec
+	messages  *prometheus.CounterVec
 	apiErrors *prometheus.CounterVec
 }
 
@@ -18,10 +19,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "cmdtrack_reconcile_runs_total", Help: "Reconcile runs started (with the lock held).",
 		}),
 		checked: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cmdtrack_reconcile_checked_total", Help: "Commands checked against IoTDA's API.",
+			Name: "cmdtrack_reconcile_checked_total", Help: "Commands and device messages checked against IoTDA's API.",
 		}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cmdtrack_reconcile_commands_total", Help: "Checked commands by outcome: updated, unchanged, unknown (the API does not know it), failed.",
+		}, []string{"outcome"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cmdtrack_reconcile_messages_total", Help: "Checked device messages by outcome: updated, unchanged, unknown (the API does not know it), failed.",
 		}, []string{"outcome"}),
 		apiErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cmdtrack_reconcile_api_errors_total", Help: "Failed API calls (retries included), by class: auth, rate_limited, unavailable, bad_response, endpoint, rejected.",
@@ -29,9 +33,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	for _, o := range []Outcome{Updated, Unchanged, Unknown, Failed} {
 		m.outcomes.WithLabelValues(string(o))
+		m.messages.WithLabelValues(string(o))
 	}
 	if reg != nil {
-		reg.MustRegister(m.runs, m.checked, m.outcomes, m.apiErrors)
+		reg.MustRegister(m.runs, m.checked, m.outcomes, m.messages, m.apiErrors)
 	}
 	return m
 }
@@ -39,4 +44,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) count(o Outcome) {
 	m.checked.Inc()
 	m.outcomes.WithLabelValues(string(o)).Inc()
+}
+
+func (m *Metrics) countMessage(o Outcome) {
+	m.checked.Inc()
+	m.messages.WithLabelValues(string(o)).Inc()
 }

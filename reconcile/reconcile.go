@@ -1,10 +1,11 @@
 // Package reconcile repairs what notifications missed. It asks IoTDA's API
 // (ShowAsyncDeviceCommand) for the state of commands cmdtrack still holds as
-// not final, or of named commands, and merges each answer through the same
-// merge rule as a notification (source "api", recorded in the history), so
-// that an answer can never move a row backwards or overwrite a newer
-// notification. A command the API does not know is counted, never invented;
-// nothing is written from a call that failed.
+// not final, or of named commands, and (ShowDeviceMessage) of device
+// messages stuck PENDING, and merges each answer through the same merge
+// rule as a notification (source "api", recorded in the history), so that
+// an answer can never move a row backwards or overwrite a newer
+// notification. A command or message the API does not know is counted,
+// never invented; nothing is written from a call that failed.
 package reconcile
 
 import (
@@ -23,9 +24,10 @@ import (
 	"github.com/cmdtrack/cmdtrack/store"
 )
 
-// API is the call reconcile makes (an *iotdaapi.Client).
+// API is the calls reconcile makes (an *iotdaapi.Client).
 type API interface {
 	ShowAsyncDeviceCommand(ctx context.Context, deviceID, commandID string) (*iotdaapi.Command, error)
+	ShowDeviceMessage(ctx context.Context, deviceID, messageID string) (*iotdaapi.DeviceMessage, error)
 }
 
 // Store is what reconcile reads and writes (a *store.Store).
@@ -35,6 +37,8 @@ type Store interface {
 	ApplyReportingChanges(ctx context.Context, items []ingest.Item) ([]ingest.Result, error)
 	TryLock(ctx context.Context, name string) (unlock func(), ok bool, err error)
 	StuckHorizon(ctx context.Context) (time.Duration, error)
+	StuckMessages(ctx context.Context, q store.StuckMessageQuery) ([]store.MessageRef, error)
+	Message(ctx context.Context, deviceID, messageID string) (store.MessageRef, bool, error)
 }
 
 // LockName is the advisory lock that lets one reconcile run at a time per
@@ -133,10 +137,11 @@ const (
 	Failed Outcome = "failed"
 )
 
-// Check is one checked command, as -v reports it.
+// Check is one checked command or device message, as -v reports it.
 type Check struct {
-	CommandID, DeviceID string
-	Outcome             Outcome
+	// CommandID names a command; MessageID (with DeviceID) a message.
+	CommandID, MessageID, DeviceID string
+	Outcome                        Outcome
 	// Stored is the status before the run; API the status the API answered
 	// (empty unless it answered).
 	Stored, API notification.Status
@@ -252,6 +257,9 @@ func (r *Reconciler) Run(ctx context.Context, sel Selection, report func(Check))
 		err = ru.named(ctx, sel.IDs)
 	} else {
 		err = ru.open(ctx, sel)
+	}
+	if err == nil && len(sel.IDs) == 0 && sel.Since.IsZero() && sel.Until.IsZero() {
+		err = ru.messages(ctx, sel.Threshold)
 	}
 	return ru.sum, err
 }
@@ -380,31 +388,18 @@ func (r *Reconciler) check(ctx context.Context, ref store.CommandRef) (Check, er
 		return c, nil
 	}
 
-	answer, err := r.ask(ctx, ref)
-	var stop *StopError
-	switch {
-	case errors.As(err, &stop) || ctx.Err() != nil:
-		if ctx.Err() != nil {
-			return c, ctx.Err()
-		}
-		return c, err
-	case iotdaapi.Classify(err) == iotdaapi.ClassNotFound:
-		c.Outcome = Unknown
-		log.Info("reconcile: the API does not know the command; left as it is", "err", err)
-		return c, nil
-	case err != nil:
-		c.Outcome, c.Err = Failed, err
-		log.Warn("reconcile: no usable answer; nothing stored", "class", string(iotdaapi.Classify(err)), "err", err)
-		return c, nil
+	var answer *iotdaapi.Command
+	err := r.ask(ctx, log, func(ctx context.Context) (err error) {
+		answer, err = r.api.ShowAsyncDeviceCommand(ctx, ref.DeviceID, ref.CommandID)
+		return err
+	})
+	if done, stop := r.judge(ctx, err, &c, log); done {
+		return c, stop
 	}
 	c.API = notification.Status(answer.Status)
-
 	item, err := ingest.FromAPI(answer, r.now(), r.cfg.Limits)
 	if err != nil {
-		r.m.apiErrors.WithLabelValues(string(iotdaapi.ClassBadResponse)).Inc()
-		c.Outcome, c.Err = Failed, err
-		log.Warn("reconcile: unusable answer; nothing stored", "err", err)
-		return c, nil
+		return r.unusable(c, err, log), nil
 	}
 	res, err := r.st.ApplyReportingChanges(ctx, []ingest.Item{item})
 	if err != nil {
@@ -413,35 +408,74 @@ func (r *Reconciler) check(ctx context.Context, ref store.CommandRef) (Check, er
 		}
 		return c, fmt.Errorf("reconcile: store the answer for command %s: %w", ref.CommandID, err)
 	}
-	switch {
-	case res[0].Outcome == ingest.DeadLettered:
-		c.Outcome, c.Err = Failed, errors.New(res[0].DeadLetter.Reason)
-		log.Warn("reconcile: the answer was refused, and kept as a dead letter", "class", string(res[0].DeadLetter.Class), "err", c.Err)
-	case res[0].Changed:
+	if r.refused(&c, res[0], log) {
+		return c, nil
+	}
+	c.Outcome = Unchanged
+	if res[0].Changed {
 		c.Outcome = Updated
 		log.Debug("reconcile: updated", "stored", string(c.Stored), "api", string(c.API))
-	default:
-		c.Outcome = Unchanged
 	}
 	return c, nil
 }
 
-// ask calls the API within the rate, retrying throttling, 5xx and timeouts
+// judge decides what a failed call means for the check c: done when the
+// call failed (c says how), with an error when the run must stop.
+func (r *Reconciler) judge(ctx context.Context, err error, c *Check, log *slog.Logger) (done bool, stop error) {
+	var stopErr *StopError
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.As(err, &stopErr) || ctx.Err() != nil:
+		if ctx.Err() != nil {
+			return true, ctx.Err()
+		}
+		return true, err
+	case iotdaapi.Classify(err) == iotdaapi.ClassNotFound:
+		c.Outcome = Unknown
+		log.Info("reconcile: the API does not know it; left as it is", "err", err)
+		return true, nil
+	}
+	c.Outcome, c.Err = Failed, err
+	log.Warn("reconcile: no usable answer; nothing stored", "class", string(iotdaapi.Classify(err)), "err", err)
+	return true, nil
+}
+
+// unusable is the check c whose answer could not be turned into a record.
+func (r *Reconciler) unusable(c Check, err error, log *slog.Logger) Check {
+	r.m.apiErrors.WithLabelValues(string(iotdaapi.ClassBadResponse)).Inc()
+	c.Outcome, c.Err = Failed, err
+	log.Warn("reconcile: unusable answer; nothing stored", "err", err)
+	return c
+}
+
+// refused reports whether the store kept the answer as a dead letter, and
+// if so counts c as failed.
+func (r *Reconciler) refused(c *Check, res ingest.Result, log *slog.Logger) bool {
+	if res.Outcome != ingest.DeadLettered {
+		return false
+	}
+	c.Outcome, c.Err = Failed, errors.New(res.DeadLetter.Reason)
+	log.Warn("reconcile: the answer was refused, and kept as a dead letter", "class", string(res.DeadLetter.Class), "err", c.Err)
+	return true
+}
+
+// ask makes call within the rate, retrying throttling, 5xx and timeouts
 // with backoff (or as long as Retry-After asks, for everyone). It returns a
-// *StopError for refusals that end the run.
-func (r *Reconciler) ask(ctx context.Context, ref store.CommandRef) (*iotdaapi.Command, error) {
+// *StopError for refusals that end the run. log names what is asked about.
+func (r *Reconciler) ask(ctx context.Context, log *slog.Logger, call func(context.Context) error) error {
 	for attempt := 1; ; attempt++ {
 		if err := r.limiter.wait(ctx); err != nil {
-			return nil, err
+			return err
 		}
 		callCtx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
-		answer, err := r.api.ShowAsyncDeviceCommand(callCtx, ref.DeviceID, ref.CommandID)
+		err := call(callCtx)
 		cancel()
 		if err == nil {
-			return answer, nil
+			return nil
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 		class := iotdaapi.Classify(err)
 		if class != iotdaapi.ClassNotFound {
@@ -449,15 +483,15 @@ func (r *Reconciler) ask(ctx context.Context, ref store.CommandRef) (*iotdaapi.C
 		}
 		switch class {
 		case iotdaapi.ClassAuth:
-			return nil, &StopError{Class: class, Err: err, Hint: r.cfg.AuthHint}
+			return &StopError{Class: class, Err: err, Hint: r.cfg.AuthHint}
 		case iotdaapi.ClassEndpoint:
-			return nil, &StopError{Class: class, Err: err, Hint: r.cfg.EndpointHint}
+			return &StopError{Class: class, Err: err, Hint: r.cfg.EndpointHint}
 		case iotdaapi.ClassRateLimited, iotdaapi.ClassUnavailable:
 		default:
-			return nil, err
+			return err
 		}
 		if attempt >= r.cfg.Attempts {
-			return nil, fmt.Errorf("gave up after %d attempts: %w", attempt, err)
+			return fmt.Errorf("gave up after %d attempts: %w", attempt, err)
 		}
 		delay := backoff.Delay(attempt, r.cfg.RetryMin, r.cfg.RetryMax)
 		var apiErr *iotdaapi.APIError
@@ -467,13 +501,13 @@ func (r *Reconciler) ask(ctx context.Context, ref store.CommandRef) (*iotdaapi.C
 		if class == iotdaapi.ClassRateLimited {
 			// The quota is the account's: every call waits, not just this one.
 			r.limiter.pause(r.now().Add(delay))
-			r.log.Info("reconcile: the API is throttling; waiting", "command_id", ref.CommandID, "wait", delay.String())
+			log.Info("reconcile: the API is throttling; waiting", "wait", delay.String())
 			continue
 		}
-		r.log.Debug("reconcile: retrying", "command_id", ref.CommandID, "attempt", attempt, "wait", delay.String(), "err", err)
+		log.Debug("reconcile: retrying", "attempt", attempt, "wait", delay.String(), "err", err)
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(delay):
 		}
 	}

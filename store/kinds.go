@@ -31,6 +31,7 @@ var writers = [...]struct {
 	{notification.KindCommand, func() writer { return &commandWriter{} }},
 	{notification.KindPresence, func() writer { return &presenceWriter{} }},
 	{notification.KindMessage, func() writer { return &messageWriter{} }},
+	{notification.KindCall, func() writer { return &callWriter{} }},
 }
 
 const maxKinds = len(writers)

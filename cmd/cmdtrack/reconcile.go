@@ -19,7 +19,7 @@ import (
 // names.
 const (
 	apiAuthHint = "check CMDTRACK_API_ACCESS_KEY and CMDTRACK_API_SECRET_KEY (or CMDTRACK_API_TOKEN), " +
-		"CMDTRACK_API_PROJECT_ID and CMDTRACK_API_INSTANCE_ID, the IAM permission iotda:asynccommands:query, and the host clock"
+		"CMDTRACK_API_PROJECT_ID and CMDTRACK_API_INSTANCE_ID, the IAM permission iotda:asynccommands:query (and, for messages, the one for ShowDeviceMessage), and the host clock"
 	apiEndpointHint = "check CMDTRACK_API_ENDPOINT (the https address of your instance's application API) and CMDTRACK_API_CA_FILE"
 )
 
@@ -60,7 +60,8 @@ func parseReconcileFlags(args []string, stdout, stderr io.Writer) (action, error
 
 Asks IoTDA's API (ShowAsyncDeviceCommand) about commands and merges each answer
 like a notification. Without arguments: commands not final that have not moved
-for -threshold, but moved within cmdtrack_settings.stuck_horizon (3 days). With -since/-until: commands not final that may have changed in
+for -threshold, but moved within cmdtrack_settings.stuck_horizon (3 days), and
+device messages PENDING as long (ShowDeviceMessage). With -since/-until: commands not final that may have changed in
 that window. With command ids: those commands, whatever their status.
 Configuration (CMDTRACK_DATABASE_URL, CMDTRACK_API_*) comes from the environment,
 see cmdtrack -h.
@@ -116,7 +117,11 @@ func reconcileCmd(ctx context.Context, cfg *Config, st *store.Store, f *reconcil
 		return usageError{fmt.Errorf("reconcile: %w", err)}
 	}
 	sum, err := r.Run(ctx, sel, func(c reconcile.Check) {
-		if f.verbose && c.Outcome == reconcile.Updated {
+		switch {
+		case !f.verbose || c.Outcome != reconcile.Updated:
+		case c.MessageID != "":
+			fmt.Fprintf(stdout, "updated message %s on device %s: stored %s, the API says %s\n", c.MessageID, c.DeviceID, c.Stored, c.API)
+		default:
 			fmt.Fprintf(stdout, "updated %s on device %s: stored %s, the API says %s\n", c.CommandID, c.DeviceID, c.Stored, c.API)
 		}
 	})

@@ -1,8 +1,10 @@
 // Package iotdafake plays IoTDA's application API for tests: an HTTPS
 // server, with a certificate from a test CA made for it, that answers
 // ShowAsyncDeviceCommand (GET /v5/iot/{project}/devices/{device}/async-commands/{command})
-// from a table the test fills, checks the IAM token, and counts the calls per
-// command.
+// and the downlinks of MQTT devices (downlinks.go: CreateMessage,
+// ShowDeviceMessage, CreateCommand, UpdateProperties) from a table the test
+// fills, checks the IAM token, and counts the calls per command (or per
+// key, for the downlinks).
 package iotdafake
 
 import (
@@ -45,6 +47,8 @@ type Answer struct {
 	// Delay holds the reply back (a slow or hung platform); the request's
 	// end cuts it short.
 	Delay time.Duration
+	// Hangup closes the connection without a reply: a transport error.
+	Hangup bool
 }
 
 // Server is the fake API. Its methods are safe for concurrent use.
@@ -64,6 +68,7 @@ type Server struct {
 	calls    map[string]int
 	times    map[string][]time.Time
 	devices  map[string]string // command id -> device id asked for
+	bodies   map[string][]string
 	onCall   func(commandID string)
 	throttle int // answer the next n calls with 429
 }
@@ -72,7 +77,8 @@ type Server struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	caPEM, cert, pool := testCA(t)
-	s := &Server{CAPool: pool, answers: map[string][]Answer{}, calls: map[string]int{}, times: map[string][]time.Time{}, devices: map[string]string{}}
+	s := &Server{CAPool: pool, answers: map[string][]Answer{}, calls: map[string]int{}, times: map[string][]time.Time{},
+		devices: map[string]string{}, bodies: map[string][]string{}}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	// Handshakes refused by clients that do not trust the CA are expected.
@@ -127,7 +133,7 @@ func (s *Server) Throttle(n int) {
 	s.throttle = n
 }
 
-// OnCall runs fn with the command id at each call, before the answer is
+// OnCall runs fn with the command id (a downlink's key) at each call, before the answer is
 // written: what happens meanwhile happens "during" the call.
 func (s *Server) OnCall(fn func(commandID string)) {
 	s.mu.Lock()
@@ -169,21 +175,24 @@ func (s *Server) Device(commandID string) string {
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
-	// /v5/iot/{project}/devices/{device}/async-commands/{command}
+	// /v5/iot/{project}/devices/{device}/async-commands/{command}, or a
+	// downlink's path (route).
 	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	if r.Method != http.MethodGet || len(parts) != 7 || parts[0] != "v5" || parts[1] != "iot" ||
-		parts[3] != "devices" || parts[5] != "async-commands" {
+	rt, ok := route(r.Method, parts)
+	if !ok {
 		w.WriteHeader(http.StatusNotFound)
 		_, _ = io.WriteString(w, `{"error_code":"APIG.0101","error_msg":"The API does not exist or has not been published in the environment"}`)
 		return
 	}
-	device, id := parts[4], parts[6]
+	device, id := parts[4], rt.key
+	body, _ := io.ReadAll(r.Body)
 
 	// Every call counts, refused ones too: they spend the quota as well.
 	s.mu.Lock()
 	s.calls[id]++
 	s.times[id] = append(s.times[id], time.Now())
 	s.devices[id] = device
+	s.bodies[id] = append(s.bodies[id], string(body))
 	s.mu.Unlock()
 	if r.Header.Get("X-Auth-Token") != Token {
 		w.WriteHeader(http.StatusUnauthorized)
@@ -219,6 +228,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case throttled:
 		a = Answer{Status: http.StatusTooManyRequests, Header: map[string]string{"Retry-After": "1"},
 			Body: `{"error_code":"APIG.0308","error_msg":"The throttling threshold has been reached: policy user over ratelimit,limit:5,time:1 second"}`}
+	case !known && rt.answer != nil:
+		a = rt.answer(body)
 	case !known:
 		a = Answer{Status: http.StatusNotFound, Body: `{"error_code":"IOTDA.014016","error_msg":"The command does not exist."}`}
 	}
@@ -228,6 +239,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		}
+	}
+	if a.Hangup {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			_ = conn.Close()
+		}
+		return
 	}
 	for k, v := range a.Header {
 		w.Header().Set(k, v)
