@@ -64,12 +64,25 @@ var byResource = func() map[string]*Kind {
 	return m
 }()
 
-// Kinds names the kinds cmdtrack tracks, in the order of the table, for
-// those that label by kind (metrics).
+// Kinds names the kinds cmdtrack tracks, in the order of the table.
 func Kinds() []string {
 	names := make([]string, len(kinds))
 	for i, k := range kinds {
 		names[i] = k.Name
+	}
+	return names
+}
+
+// ReceivedKinds names the kinds a received message may be, in the order of
+// the table, for those that label what they receive by kind (metrics): a
+// kind that reads no resource is recorded by cmdtrack itself (cmdtrack
+// send), never received.
+func ReceivedKinds() []string {
+	var names []string
+	for _, k := range kinds {
+		if k.Decode != nil {
+			names = append(names, k.Name)
+		}
 	}
 	return names
 }

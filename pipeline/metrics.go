@@ -66,7 +66,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	// Every kind's series exists from the start, at 0, so that a rate over
 	// a kind that has not been seen yet is 0, not absent.
 	m.appliedKind = make(map[string]prometheus.Counter)
-	for _, kind := range ingest.Kinds() {
+	for _, kind := range ingest.ReceivedKinds() {
 		m.appliedKind[kind] = m.applied.WithLabelValues(kind)
 	}
 	if reg != nil {

@@ -83,6 +83,8 @@ func argFor(t *testing.T, name string, typ reflect.Type) reflect.Value {
 		v = map[string]time.Time{"q": now}
 	case reflect.TypeFor[store.OpenQuery]():
 		v = store.OpenQuery{Before: now, Limit: 1}
+	case reflect.TypeFor[store.StuckMessageQuery]():
+		v = store.StuckMessageQuery{Quiet: time.Hour, Limit: 1}
 	case reflect.TypeFor[store.Retention]():
 		v = store.Retention{DeadLetters: time.Hour, Commands: time.Hour}
 	case reflect.TypeFor[store.Partitioning]():
