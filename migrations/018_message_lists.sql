@@ -1,16 +1,16 @@
 -- The console's message pages (README, "The console") read a page's rows,
 -- whatever their filter, as the command pages do (migrations 008 and 012):
 -- /messages by device, by product, by status, by a time window and a
--- cursor, and any combination of them; the overview and /outcomes count
+-- cursor, and any combination of them: the overview and /outcomes count
 -- messages per product, status and day. console/plans_test.go checks every
 -- combination's plan against these indexes.
 --
 -- A message's day is coalesce(pending_time, first_seen_at) (migration 015's
--- day index); a message is named by (device_id, message_id), the lists'
+-- day index): a message is named by (device_id, message_id), the lists'
 -- tie-break and, with the day, their keyset cursor.
 
 -- A device's messages, newest first, by status: with a status in the
--- filter the page is the first rows of one backward scan; without one the
+-- filter the page is the first rows of one backward scan: without one the
 -- console reads the head of each of the four statuses' ranges and merges
 -- them. A device's product, when filtered too, is checked on the device's
 -- own rows (a device is of one product). Without it a device's messages
@@ -52,6 +52,6 @@ CREATE INDEX device_messages_day_idx ON device_messages ((coalesce(pending_time,
 -- change, and the open index is partial on status, so it is never HOT) adds
 -- an entry to every index of the table: six now (the key, the open
 -- messages, the day, and the three above), where device_commands has eight.
--- Building them holds device_messages' write lock for as long as it takes;
+-- Building them holds device_messages' write lock for as long as it takes,
 -- the table is new (migration 015), so run `cmdtrack migrate` before it
 -- fills, or before the new workers start.

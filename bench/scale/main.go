@@ -616,15 +616,16 @@ func migrationIndexes(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var out []string
-	for _, stmt := range strings.Split(string(src), ";") {
-		var lines []string
-		for _, l := range strings.Split(stmt, "\n") {
-			if !strings.HasPrefix(strings.TrimSpace(l), "--") {
-				lines = append(lines, l)
-			}
+	// Comments first: one may hold a semicolon.
+	var lines []string
+	for _, l := range strings.Split(string(src), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+			lines = append(lines, l)
 		}
-		if s := strings.TrimSpace(strings.Join(lines, "\n")); strings.HasPrefix(s, "CREATE INDEX") {
+	}
+	var out []string
+	for _, stmt := range strings.Split(strings.Join(lines, "\n"), ";") {
+		if s := strings.TrimSpace(stmt); strings.HasPrefix(s, "CREATE INDEX") {
 			out = append(out, s)
 		}
 	}
