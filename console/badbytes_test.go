@@ -35,6 +35,8 @@ func TestBadBytesRefusedBeforeTheDatabase(t *testing.T) {
 			"/commands/" + bad, "/devices/" + bad, "/dead-letters/" + bad,
 			"/commands/" + bad + "/payload/00?at=2026-01-01T00:00:00Z",
 			"/commands/" + f.valve + "/payload/" + bad + "?at=2026-01-01T00:00:00Z",
+			"/messages/" + bad + "/m", "/messages/meter-4711/" + bad, "/calls/" + bad,
+			"/messages/meter-4711/" + f.msgFailed + "/payload/" + bad + "?at=2026-01-01T00:00:00Z",
 		}
 		for _, p := range paths {
 			for _, hdr := range []map[string]string{nil, asJSON} {
@@ -55,6 +57,10 @@ func TestBadBytesRefusedBeforeTheDatabase(t *testing.T) {
 			"/stuck?quiet=" + bad,
 			"/dead-letters?class=" + bad, "/dead-letters?" + before + "&before_id=" + bad, "/dead-letters/1?x=" + bad,
 			"/outcomes?product=" + bad, "/outcomes?days=" + bad, "/outcomes?product=gas-meter&days=7&x=" + bad,
+			"/messages?device=" + bad, "/messages?product=" + bad, "/messages?status=" + bad, "/messages?since=" + bad,
+			"/messages?" + before + "&before_device=" + bad + "&before_id=x", "/messages?" + before + "&before_device=d&before_id=" + bad,
+			"/messages/meter-4711/" + f.msgFailed + "?after=" + bad, "/calls/" + f.callSync + "?x=" + bad,
+			"/messages/meter-4711/" + f.msgFailed + "/payload/00?at=" + bad,
 		}
 		for _, p := range queries {
 			resp, body := get(t, base, p, nil)
@@ -88,7 +94,8 @@ func TestDatabaseDownIs503(t *testing.T) {
 	base := newServer(t, h)
 	for _, p := range []string{"/", "/commands", "/commands?device=d", "/commands/c", "/commands/c?history=all",
 		"/commands/c/payload/00?at=2026-01-01T00:00:00Z", "/devices/d", "/stuck", "/dead-letters", "/dead-letters/1",
-		"/outcomes"} {
+		"/outcomes", "/messages", "/messages?product=p", "/messages/d/m", "/messages/d/m/payload/00?at=2026-01-01T00:00:00Z",
+		"/calls/c"} {
 		resp, body := get(t, base, p, nil)
 		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s: %s", p, body)
 		require.Contains(t, body, "The database did not answer", p)

@@ -393,3 +393,76 @@ func TestBrowserHostileStream(t *testing.T) {
 	require.Contains(t, hex, "ff fe 3c 73 63 72 69 70  74 3e 00 80")
 	require.Contains(t, hex, "|..<script>..|")
 }
+
+// A support engineer's walk for "did the configuration message reach meter
+// 4711, and if not, why?": from the overview's messages to the device's
+// downlinks, to the message with its error and timeline; the messages
+// list's filters and pages; the message pending too long on the stuck
+// page; a synchronous call's page.
+func TestBrowserMessages(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	srv := f.server(t, console.Config{Addr: console.DefaultAddr, StuckQuiet: 10 * time.Minute})
+	ctx := browser(t)
+
+	open(ctx, t, srv.URL+"/", "#window-24h")
+	require.Equal(t, "1 messages", strings.TrimSpace(text(ctx, t, "#stuck-messages-now a")))
+	require.Contains(t, text(ctx, t, "#window-week table.message-products"), "gas-meter")
+	click(ctx, t, `#window-24h .messages a.status-count[href="/messages?status=FAILED"]`, "table.messages")
+	require.Contains(t, eval[string](ctx, t, "location.search"), "status=FAILED")
+
+	open(ctx, t, srv.URL+"/devices/meter-4711", "table.downlinks")
+	kinds := eval[[]string](ctx, t, `[...document.querySelectorAll('table.downlinks tbody tr td.kind')].map(td => td.textContent)`)
+	require.Equal(t, []string{"call", "call", "message", "command", "message", "command"}, kinds, "newest first, together")
+	require.Equal(t, "2", text(ctx, t, "#device-messages"))
+	screenshot(ctx, t, "device-downlinks")
+
+	click(ctx, t, `table.downlinks a[href="/messages/meter-4711/`+f.msgFailed+`"]`, "#timeline")
+	require.Equal(t, f.msgFailed, text(ctx, t, "#message-id"))
+	require.Equal(t, "FAILED", text(ctx, t, "#status"))
+	require.Equal(t, "IOTDA.014112", text(ctx, t, "#error-code"))
+	require.Equal(t, "the device has not subscribed to the topic", text(ctx, t, "#error-msg"))
+	require.Equal(t, "held 1 min 0 s", text(ctx, t, "#waited"))
+	statuses := eval[[]string](ctx, t, `[...document.querySelectorAll('#timeline li.event .badge')].map(b => b.textContent)`)
+	require.Equal(t, []string{"PENDING", "FAILED"}, statuses)
+	screenshot(ctx, t, "message")
+
+	// The list: a device's messages over two pages.
+	open(ctx, t, srv.URL+"/messages", "form.filters")
+	follow(ctx, t, "#next",
+		chromedp.SendKeys(chromedp.CSS(`form.filters input[name="device"]`), "meter-0007"),
+		chromedp.Click(chromedp.CSS(`form.filters button[type="submit"]`)))
+	rows := func() []string {
+		return eval[[]string](ctx, t, `[...document.querySelectorAll('table.messages tbody tr td:nth-child(2)')].map(td => td.textContent)`)
+	}
+	first := rows()
+	require.Len(t, first, 50)
+	require.Equal(t, "msg-000", first[0])
+	screenshot(ctx, t, "messages")
+	click(ctx, t, "#next", "table.messages")
+	second := rows()
+	require.Len(t, second, 10)
+	require.Equal(t, "msg-050", second[0])
+	require.Equal(t, "meter-0007", eval[string](ctx, t, `document.querySelector('form.filters input[name="device"]').value`), "the filter stays")
+
+	open(ctx, t, srv.URL+"/stuck", "table.stuck-messages")
+	require.Equal(t, "1", text(ctx, t, "#stuck-message-count"))
+	click(ctx, t, `table.stuck-messages a[href="/messages/meter-4711/`+f.msgStuck+`"]`, "#message-id")
+	require.Equal(t, "PENDING", text(ctx, t, "#status"))
+
+	open(ctx, t, srv.URL+"/calls/"+f.callProps, "#call-id")
+	require.Equal(t, "IOTDA.014016", text(ctx, t, "#error-code"))
+	require.Equal(t, "409", text(ctx, t, "#http-status"))
+
+	open(ctx, t, srv.URL+"/outcomes?days=7", "section.message-product svg.chart")
+
+	// The hostile message: nothing of it runs or becomes markup.
+	open(ctx, t, srv.URL+messageURL(hostileDevice, f.msgHostile), "#timeline")
+	require.Equal(t, "undefined", eval[string](ctx, t, "typeof window.pwned"))
+	require.Zero(t, eval[int](ctx, t, "document.querySelectorAll('script, img, iframe, object, embed, [onerror], [onclick]').length"))
+	require.Equal(t, f.msgHostile, text(ctx, t, "#message-id"))
+	require.Equal(t, hostileScript, text(ctx, t, "#error-msg"))
+	require.Equal(t, hostileScript, text(ctx, t, "#name"))
+	click(ctx, t, "#device a", "#device-id")
+	require.Equal(t, hostileDevice, text(ctx, t, "#device-id"))
+}

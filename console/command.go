@@ -144,30 +144,57 @@ func (c *TimelineCursor) query(all bool) string {
 // CommandPage is /commands/{id}.
 type CommandPage struct {
 	Command *Command `json:"command"`
-	// Timeline holds a page of the command's notifications in event order,
-	// from TimelineFrom to TimelineUntil (all of the history when
-	// TimelineAll); Next is the query string of the next page, empty on
-	// the last. Continued: this page is not the first.
-	Timeline []Event `json:"timeline"`
-	Next     string  `json:"next"`
 	// Presence is its device's last known status; null when cmdtrack has
 	// heard of no status change of that device.
-	Presence      *Presence  `json:"presence"`
+	Presence *Presence `json:"presence"`
+	TimelinePage
+}
+
+// TimelinePage is a page of a thing's notifications (a command's, a
+// message's).
+type TimelinePage struct {
+	// Timeline holds a page of the notifications in event order, from
+	// TimelineFrom to TimelineUntil (all of the history when TimelineAll);
+	// Next is the query string of the next page, empty on the last.
+	// Continued: this page is not the first.
+	Timeline      []Event    `json:"timeline"`
+	Next          string     `json:"next"`
 	TimelineFrom  *time.Time `json:"timeline_from"`
 	TimelineUntil *time.Time `json:"timeline_until"`
 	TimelineAll   bool       `json:"timeline_all"`
 	Continued     bool       `json:"continued"`
+	// Base is the thing's page (escaped), Thing what it is: the page's
+	// links and words.
+	Base  string `json:"-"`
+	Thing string `json:"-"`
 }
 
-// timelineBounds are the event times a command's notifications can carry:
+// history is a kind's history table, partitioned by event time, and the
+// columns that name the thing a notification belongs to.
+type history struct {
+	table string
+	ids   []string
+}
+
+var commandHistory = history{table: "device_command_events", ids: []string{"command_id"}}
+
+// where is the condition on the thing's ids, as $1, $2, ...
+func (h history) where() string {
+	conds := make([]string, len(h.ids))
+	for i, id := range h.ids {
+		conds[i] = id + " = $" + strconv.Itoa(i+1)
+	}
+	return strings.Join(conds, " AND ")
+}
+
+// timelineBounds are the event times a thing's notifications can carry:
 // its own times, widened by timelineMargin on each side.
-func timelineBounds(c *Command) (from, until time.Time) {
-	from, until = c.FirstSeenAt, c.UpdatedAt
-	for _, t := range []*time.Time{c.CreatedTime, c.SentTime, c.DeliveredTime, c.ResponseTime, &c.LastEventTime, &c.FirstSeenAt} {
+func timelineBounds(times ...*time.Time) (from, until time.Time) {
+	for _, t := range times {
 		if t == nil {
 			continue
 		}
-		if t.Before(from) {
+		if from.IsZero() || t.Before(from) {
 			from = *t
 		}
 		if t.After(until) {
@@ -177,29 +204,22 @@ func timelineBounds(c *Command) (from, until time.Time) {
 	return from.Add(-timelineMargin), until.Add(timelineMargin)
 }
 
-func loadCommand(ctx context.Context, db *pgxpool.Pool, id string, all bool, after *TimelineCursor) (*CommandPage, error) {
-	c, err := scanCommand(db.QueryRow(ctx, `SELECT `+commandColumns+` FROM device_commands WHERE command_id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, errNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read command: %w", err)
-	}
-	p := &CommandPage{Command: c, TimelineAll: all, Continued: after != nil}
-	if p.Presence, err = loadPresence(ctx, db, c.DeviceID); err != nil {
-		return nil, err
-	}
+// readTimeline reads a page of the thing's notifications (ids, in h.ids'
+// order), within its own times (times) unless all, after the cursor.
+func (h history) readTimeline(ctx context.Context, db *pgxpool.Pool, ids []any, base, thing string, times []*time.Time,
+	all bool, after *TimelineCursor) (TimelinePage, error) {
+	p := TimelinePage{TimelineAll: all, Continued: after != nil, Base: base, Thing: thing}
 	// A page of keys first, in order, without the payloads; then the first
 	// characters of those payloads alone, so that neither PostgreSQL nor the
 	// console reads more of them than a page shows.
 	var where []string
-	args := []any{id}
+	args := append([]any{}, ids...)
 	arg := func(v any) string {
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
 	if !all {
-		from, until := timelineBounds(c)
+		from, until := timelineBounds(times...)
 		p.TimelineFrom, p.TimelineUntil = &from, &until
 		// Bounds on the partition key: only the partitions of these days
 		// are read.
@@ -208,16 +228,20 @@ func loadCommand(ctx context.Context, db *pgxpool.Pool, id string, all bool, aft
 	if after != nil {
 		where = append(where, ` AND (event_time, received_at, event_key) > (`+arg(after.EventTime)+`, `+arg(after.ReceivedAt)+`, `+arg(after.Key)+`)`)
 	}
+	join := make([]string, len(h.ids))
+	for i, id := range h.ids {
+		join[i] = "e." + id + " = $" + strconv.Itoa(i+1)
+	}
 	q := `SELECT k.event_time, k.status, k.source, coalesce(k.request_id, ''), k.received_at, k.event_key,
 			left(e.payload, ` + strconv.Itoa(payloadPreview) + `), octet_length(e.payload)
-		FROM (SELECT event_time, status, source, request_id, received_at, event_key FROM device_command_events
-			WHERE command_id = $1` + strings.Join(where, "") + `
+		FROM (SELECT event_time, status, source, request_id, received_at, event_key FROM ` + h.table + `
+			WHERE ` + h.where() + strings.Join(where, "") + `
 			ORDER BY event_time, received_at, event_key LIMIT ` + strconv.Itoa(timelinePage+1) + `) k
-		JOIN device_command_events e ON e.command_id = $1 AND e.event_key = k.event_key AND e.event_time = k.event_time
+		JOIN ` + h.table + ` e ON ` + strings.Join(join, " AND ") + ` AND e.event_key = k.event_key AND e.event_time = k.event_time
 		ORDER BY k.event_time, k.received_at, k.event_key`
 	rows, err := db.Query(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("read timeline: %w", err)
+		return p, fmt.Errorf("read timeline: %w", err)
 	}
 	p.Timeline, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Event, error) {
 		var e Event
@@ -225,12 +249,12 @@ func loadCommand(ctx context.Context, db *pgxpool.Pool, id string, all bool, aft
 		err := r.Scan(&e.EventTime, &e.Status, &e.Source, &e.RequestID, &e.ReceivedAt, &key, &e.Payload, &e.PayloadBytes)
 		e.EventKey = hex.EncodeToString(key)
 		e.PayloadTruncated = int64(len(e.Payload)) < e.PayloadBytes
-		e.PayloadURL = "/commands/" + url.PathEscape(id) + "/payload/" + e.EventKey + "?" +
+		e.PayloadURL = base + "/payload/" + e.EventKey + "?" +
 			url.Values{"at": {e.EventTime.UTC().Format(time.RFC3339Nano)}}.Encode()
 		return e, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read timeline: %w", err)
+		return p, fmt.Errorf("read timeline: %w", err)
 	}
 	var last *Event
 	if p.Timeline, last = cutPage(p.Timeline, timelinePage); last != nil {
@@ -250,6 +274,29 @@ func loadCommand(ctx context.Context, db *pgxpool.Pool, id string, all bool, aft
 	}
 	if p.Timeline == nil {
 		p.Timeline = []Event{}
+	}
+	return p, nil
+}
+
+func loadCommand(ctx context.Context, db *pgxpool.Pool, id string, all bool, after *TimelineCursor) (*CommandPage, error) {
+	c, err := scanCommand(db.QueryRow(ctx, `SELECT `+commandColumns+` FROM device_commands WHERE command_id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, errNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read command: %w", err)
+	}
+	p := &CommandPage{Command: c}
+	if p.Presence, err = loadPresence(ctx, db, c.DeviceID); err != nil {
+		return nil, err
+	}
+	// A notification's event time is one of the command's times or lies
+	// between them (timelineMargin).
+	p.TimelinePage, err = commandHistory.readTimeline(ctx, db, []any{id}, "/commands/"+url.PathEscape(id), "command",
+		[]*time.Time{c.CreatedTime, c.SentTime, c.DeliveredTime, c.ResponseTime, &c.LastEventTime, &c.FirstSeenAt, &c.UpdatedAt},
+		all, after)
+	if err != nil {
+		return nil, err
 	}
 	return p, nil
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -77,97 +75,17 @@ func scanSummaries(rows pgx.Rows) ([]CommandSummary, error) {
 const listColumns = `command_id, coalesce(device_id, '') AS device, coalesce(product_id, '') AS product, status,
 	created_time, first_seen_at, last_event_time, response_time, coalesce(created_time, first_seen_at) AS list_key`
 
-// commandsQuery is the statement of one page of /commands.
-//
-// The list is newest first by a command's day key, with command_id as the
-// tie-break; the cursor is the last row's key and id (keyset: a page costs
-// the same however deep it is). Each filter has an index that begins with
-// its columns and then holds that order: (device, status, day),
-// (product, status, day), (status, day) (migrations 008 and 012), and the
-// day index without a filter. The filter's first column is compared with
-// ANY and leads the ORDER BY: an equality would make it a constant to the
-// planner and every index holding the day order after it would do; this
-// way only the intended one gives the order without a sort (a device's
-// product, the one filter left out of its index, is checked on the
-// device's rows). A device or a product without a status is read as eight
-// pages, one per status, each the head of its index range, merged as
-// they come: about a page of rows, where one scan of the device's or the
-// product's commands would read all of them.
+// commandList is /commands: by a command's day (created_time, or
+// first_seen_at for a legacy callback's command), through the indexes of
+// migrations 008 and 012.
+var commandList = listKind{table: "device_commands", key: `coalesce(created_time, first_seen_at)`, ids: []string{"command_id"},
+	statuses: statuses, columns: listColumns,
+	names: "command_id, device, product, status, created_time, first_seen_at, last_event_time, response_time, list_key"}
+
+// commandsQuery is the statement of one page of /commands (listKind.query).
 func commandsQuery(f CommandFilter) listStatement {
-	const key = `coalesce(created_time, first_seen_at)`
-	var where []string
-	var args []any
-	arg := func(v any) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args))
-	}
-	var lead string
-	switch {
-	case f.Device != "":
-		lead = "device_id"
-		where = append(where, "device_id = ANY("+arg([]string{f.Device})+"::text[])")
-		if f.Product != "" {
-			where = append(where, "product_id = "+arg(f.Product))
-		}
-	case f.Product != "":
-		lead = "product_id"
-		where = append(where, "product_id = ANY("+arg([]string{f.Product})+"::text[])")
-	case f.Status != "":
-		lead = "status"
-	}
-	if f.Status != "" {
-		if lead == "status" {
-			where = append(where, "status = ANY("+arg([]string{f.Status})+"::text[])")
-		} else {
-			where = append(where, "status = "+arg(f.Status))
-		}
-	}
-	if f.Since != nil {
-		where = append(where, key+" >= "+arg(*f.Since))
-	}
-	if f.Until != nil {
-		where = append(where, key+" < "+arg(*f.Until))
-	}
-	if f.Before != nil {
-		b := arg(*f.Before)
-		// The first bound is the one the day index can use; the others
-		// take the row comparison whole.
-		where = append(where, key+" <= "+b, "("+key+", command_id) < ("+b+", "+arg(f.BeforeID)+")")
-	}
-	limit := " LIMIT " + strconv.Itoa(pageSize+1)
-	order := key + " DESC, command_id DESC"
-	if lead != "" {
-		order = lead + " DESC, " + order
-	}
-	page := func(where []string, columns string) string {
-		q := `SELECT ` + columns + ` FROM device_commands`
-		if len(where) > 0 {
-			q += " WHERE " + strings.Join(where, " AND ")
-		}
-		return q + " ORDER BY " + order + limit
-	}
-	if lead == "" {
-		// The day index, in order but for ties of the key (an incremental
-		// sort of those): no other index can serve it, so no setting.
-		return listStatement{sql: page(where, summaryColumns), args: args}
-	}
-	if f.Status != "" {
-		return listStatement{sql: page(where, summaryColumns), args: args, inOrder: true}
-	}
-	// statuses are every status a command can have: a notification with
-	// another is a dead letter (notification.ClassUnknownStatus). They are
-	// written into the statement, not passed, so that even a generic plan
-	// knows each branch's status.
-	branches := make([]string, len(statuses))
-	for i, s := range statuses {
-		branches[i] = "(" + page(append(slices.Clip(where), "status = '"+s+"'"), listColumns+", "+lead+" AS lead") + ")"
-	}
-	return listStatement{
-		sql: `SELECT command_id, device, product, status, created_time, first_seen_at, last_event_time, response_time, list_key
-			FROM (` + strings.Join(branches, "\nUNION ALL ") + `) c ORDER BY lead DESC, list_key DESC, command_id DESC` + limit,
-		args:    args,
-		inOrder: true,
-	}
+	return commandList.query(listFilter{Device: f.Device, Product: f.Product, Status: f.Status, Since: f.Since, Until: f.Until,
+		Before: f.Before, BeforeIDs: []string{f.BeforeID}}, pageSize+1)
 }
 
 func listCommands(ctx context.Context, db *pgxpool.Pool, f CommandFilter) (*CommandsPage, error) {
@@ -215,20 +133,11 @@ func commandFilter(q url.Values) (CommandFilter, error) {
 		errs = append(errs, "before: "+err.Error())
 	}
 	f.BeforeID = q.Get("before_id")
-	if f.Status != "" && !validStatus(f.Status) {
+	if f.Status != "" && !oneOf(f.Status, statuses) {
 		errs = append(errs, "status must be one of "+strings.Join(statuses, ", "))
 	}
 	if len(errs) > 0 {
 		return f, badRequest(strings.Join(errs, "; "))
 	}
 	return f, nil
-}
-
-func validStatus(s string) bool {
-	for _, v := range statuses {
-		if s == v {
-			return true
-		}
-	}
-	return false
 }

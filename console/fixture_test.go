@@ -54,6 +54,49 @@ type fixture struct {
 	hostile string // the hostile notification's command
 	deadID  int64  // the hostile dead letter
 	binID   int64  // the binary dead letter
+	// meter-4711's messages: one that failed (PENDING, then FAILED, in
+	// both body shapes; its id is reused by meter-0008), one PENDING for
+	// 30 minutes; a hostile one.
+	msgFailed, msgStuck, msgHostile string
+	// meter-4711's synchronous calls (device_calls rows, as `cmdtrack
+	// send -sync/-properties` writes them).
+	callSync, callProps string
+}
+
+// messageNotification is a device.message.status push, its body inside
+// notify_data or, beside, next to it (the published sample's shape).
+func messageNotification(device, id, product, status string, at time.Time, beside bool, errInfo map[string]string,
+	extra map[string]any) []byte {
+	body := map[string]any{"message_id": id, "name": "set-reporting-interval", "status": status,
+		"topic": "$oc/devices/" + device + "/sys/messages/down", "timestamp": at.UTC().Format(stamp)}
+	if errInfo != nil {
+		body["error_info"] = errInfo
+	}
+	h := map[string]any{"app_id": "app-1", "device_id": device, "node_id": "node-1", "product_id": product, "gateway_id": device}
+	for k, v := range extra {
+		if k == "name" || k == "topic" {
+			body[k] = v
+		} else {
+			h[k] = v
+		}
+	}
+	data := map[string]any{"header": h}
+	doc := map[string]any{
+		"resource": "device.message.status", "event": "update",
+		"event_time": at.UTC().Format(stamp), "event_time_ms": at.UTC().Format(ms),
+		"request_id":  "req-" + id + "-" + status,
+		"notify_data": data,
+	}
+	if beside {
+		doc["body"] = body
+	} else {
+		data["body"] = body
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 // notification is a v5 device.command.status push.
@@ -134,6 +177,40 @@ func setup(t *testing.T) *fixture {
 		map[string]any{"response_time": hc.Add(2 * time.Second).Format(stamp),
 			"result": map[string]any{"script": hostileScript, "img": hostileImg, "link": hostileLink}},
 		map[string]any{"tags": []map[string]string{{"tag_key": hostileScript, "tag_value": hostileLink}}}))
+	// Device messages. meter-4711's configuration message: held for the
+	// device 45 minutes ago, failed a minute later.
+	f.msgFailed, f.msgStuck = "cfg-0001", "cfg-0002"
+	pend := f.now.Add(-45 * time.Minute)
+	add("amqp:DefaultQueue",
+		messageNotification("meter-4711", f.msgFailed, "water-meter", "PENDING", pend, true, nil, nil),
+		messageNotification("meter-4711", f.msgFailed, "water-meter", "FAILED", pend.Add(time.Minute), false,
+			map[string]string{"error_code": "IOTDA.014112", "error_msg": "the device has not subscribed to the topic"},
+			map[string]any{"tags": []map[string]string{{"tag_key": "site", "tag_value": "plant-7"}}}))
+	// The same id on another device is another message.
+	add("http", messageNotification("meter-0008", f.msgFailed, "water-meter", "DELIVERED", f.now.Add(-20*time.Minute), false, nil, nil))
+	// A message PENDING for 30 minutes: stuck beside the stuck command.
+	add("amqp:DefaultQueue", messageNotification("meter-4711", f.msgStuck, "water-meter", "PENDING", f.now.Add(-30*time.Minute), false, nil, nil))
+	// 60 messages of meter-0007 over the last six days, as its commands:
+	// every tenth failed, every fifteenth timed out.
+	for i := range 60 {
+		id := fmt.Sprintf("msg-%03d", i)
+		at := f.now.Add(-2*time.Hour - time.Duration(i)*135*time.Minute)
+		status := "DELIVERED"
+		var e map[string]string
+		switch {
+		case i%10 == 0:
+			status, e = "FAILED", map[string]string{"error_code": "IOTDA.014112", "error_msg": "not subscribed"}
+		case i%15 == 0:
+			status = "TIMEOUT"
+		}
+		add("amqp:DefaultQueue", messageNotification("meter-0007", id, "gas-meter", "PENDING", at, i%2 == 0, nil, nil),
+			messageNotification("meter-0007", id, "gas-meter", status, at.Add(3*time.Second), i%2 == 1, e, nil))
+	}
+	// The hostile message.
+	f.msgHostile = `msg"><img src=x onerror="window.pwned='msg'">/../x?y#z`
+	add("amqp:DefaultQueue", messageNotification(hostileDevice, f.msgHostile, "prod"+hostileImg, "FAILED", hc, false,
+		map[string]string{"error_code": hostileImg, "error_msg": hostileScript},
+		map[string]any{"name": hostileScript, "topic": hostileLink, "tags": []map[string]string{{"tag_key": hostileScript, "tag_value": hostileLink}}}))
 	// Dead letters: hostile text, and bytes that are not UTF-8.
 	add("amqp:DefaultQueue", []byte(hostileBody))
 	add("amqp:DefaultQueue", []byte{0xff, 0xfe, '<', 's', 'c', 'r', 'i', 'p', 't', '>', 0x00, 0x80})
@@ -143,6 +220,19 @@ func setup(t *testing.T) *fixture {
 	// What `cmdtrack send` records for a command it created.
 	_, err = st.Pool().Exec(ctx, `UPDATE device_commands SET service_id = 'Valve', command_name = 'CLOSE',
 		paras = '{"valve":"close","within_s":30}', send_strategy = 'immediately' WHERE command_id = $1`, f.valve)
+	require.NoError(t, err)
+	// meter-4711's synchronous calls, as `cmdtrack send -sync` and
+	// `-properties` record them: a command the device answered, and a
+	// property set the platform refused.
+	f.callSync, f.callProps = "call-0001", "call-0002"
+	_, err = st.Pool().Exec(ctx, `INSERT INTO device_calls (call_id, call_kind, device_id, product_id, service_id, command_name,
+		request, status, status_rank, command_id, response, http_status, error_code, error_msg, sent_time, finished_time,
+		last_event_time, last_event_key)
+		VALUES ($1, 'command', 'meter-4711', 'water-meter', 'Valve', 'OPEN', '{"valve":"open"}', 'SUCCESSFUL', 1, 'sync-cmd-1',
+			'{"result_code":0,"paras":{"valve":"open"}}', 200, NULL, NULL, $3::timestamptz, $3::timestamptz + interval '1.2 s', $3::timestamptz + interval '1.2 s', '\x01'),
+		($2, 'properties', 'meter-4711', 'water-meter', 'Config', NULL, '{"services":[{"service_id":"Config","properties":{"interval":60}}]}',
+			'FAILED', 1, NULL, NULL, 409, 'IOTDA.014016', 'the device is offline', $4::timestamptz, $4::timestamptz + interval '0.3 s', $4::timestamptz + interval '0.3 s', '\x02')`,
+		f.callSync, f.callProps, f.now.Add(-15*time.Minute), f.now.Add(-5*time.Minute))
 	require.NoError(t, err)
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT id FROM dead_letters WHERE reason_class = 'invalid_json'`).Scan(&f.deadID))
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT id FROM dead_letters WHERE reason_class = 'not_utf8'`).Scan(&f.binID))

@@ -63,6 +63,9 @@ func TestEveryPageAsReader(t *testing.T) {
 		"/commands?since=2020-01-01&until=2099-01-01", "/commands/" + f.valve, "/commands/" + f.valve + "?history=all",
 		"/devices/meter-4711", "/stuck", "/stuck?quiet=1h", "/dead-letters", "/dead-letters?class=invalid_json",
 		"/dead-letters/" + itoa(f.deadID), "/dead-letters/" + itoa(f.binID), "/outcomes", "/outcomes?product=gas-meter&days=7",
+		"/messages", "/messages?device=meter-4711", "/messages?product=gas-meter&status=FAILED",
+		"/messages?since=2020-01-01&until=2099-01-01", "/messages/meter-4711/" + f.msgFailed,
+		"/messages/meter-4711/" + f.msgFailed + "?history=all", "/calls/" + f.callSync, "/calls/" + f.callProps,
 		"/static/style.css", "/static/favicon.svg",
 	}
 	for _, p := range pages {
@@ -478,7 +481,8 @@ func TestHostileValuesEscaped(t *testing.T) {
 	f := setup(t)
 	srv := f.server(t, console.Config{Addr: console.DefaultAddr})
 	for _, p := range []string{"/", "/commands", "/commands/" + f.hostile, "/devices/" + url.PathEscape(hostileDevice),
-		"/dead-letters", "/dead-letters/" + itoa(f.deadID), "/dead-letters/" + itoa(f.binID), "/outcomes"} {
+		"/dead-letters", "/dead-letters/" + itoa(f.deadID), "/dead-letters/" + itoa(f.binID), "/outcomes",
+		"/messages", "/messages/" + url.PathEscape(hostileDevice) + "/" + url.PathEscape(f.msgHostile), "/stuck?quiet=1s"} {
 		resp, body := get(t, srv.URL, p, nil)
 		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", p, body)
 		for _, bad := range []string{"<script", "<img", `href="javascript:`, "onerror=\"window"} {
@@ -492,6 +496,9 @@ func TestHostileValuesEscaped(t *testing.T) {
 	_, body := get(t, srv.URL, "/commands/"+f.hostile, nil)
 	require.Contains(t, body, `href="/devices/`+url.PathEscape(hostileDevice)+`"`, "the device id is one path segment")
 	require.Contains(t, body, "&lt;script&gt;", "shown as text")
+	_, body = get(t, srv.URL, "/messages", nil)
+	require.Contains(t, body, `href="/messages/`+url.PathEscape(hostileDevice)+"/"+url.PathEscape(f.msgHostile)+`"`,
+		"the device and message ids are a path segment each")
 }
 
 // queryRecorder keeps the statements a handler ran.

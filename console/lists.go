@@ -2,6 +2,10 @@ package console
 
 import (
 	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -28,7 +32,12 @@ type listStatement struct {
 // share of the table that a page comes after a few hundred rows, which is
 // wrong when the matching rows are old or the pair is rare: every row
 // newer than them is read. A sort over the filter's rows is no better.
-const inOrderOnly = `SELECT set_config('enable_sort', 'off', true), set_config('enable_incremental_sort', 'off', true)`
+//
+// JIT is off with them: a plan that sorts all the same carries the
+// disabled sort's cost (10^10), far above jit_above_cost, and compiling it
+// took 0.8 s of a page that reads 50 rows.
+const inOrderOnly = `SELECT set_config('enable_sort', 'off', true), set_config('enable_incremental_sort', 'off', true),
+	set_config('jit', 'off', true)`
 
 // queryList runs a list's statement and reads its rows with scan.
 func queryList[T any](ctx context.Context, db *pgxpool.Pool, st listStatement, scan func(pgx.Rows) (T, error)) (T, error) {
@@ -64,4 +73,145 @@ func cutPage[T any](list []T, size int) (page []T, last *T) {
 		return list, nil
 	}
 	return list[:size], &list[size-1]
+}
+
+// listKind is what a kind's list reads (/commands, /messages): its table,
+// the day key it is ordered by, newest first, the columns that name a row
+// (the key's tie-break and, with the key, the cursor), every status a row
+// of it can have, and its columns.
+type listKind struct {
+	table string
+	// key is the day expression, as the kind's indexes hold it.
+	key string
+	// ids name a row, in the order of its indexes; each is a column of the
+	// table and of columns alike.
+	ids      []string
+	statuses []string
+	// columns are named (expr AS name) and hold list_key, the key; names
+	// are their names, in order, as the merge of a status' pages reads them.
+	columns, names string
+}
+
+// listFilter is a list's filter and its keyset cursor: rows strictly after
+// (Before, BeforeIDs...) in the list's order (newest first).
+type listFilter struct {
+	Device, Product, Status string
+	Since, Until, Before    *time.Time
+	BeforeIDs               []string
+}
+
+// query is the statement of one page of the kind's list: limit rows.
+//
+// The list is newest first by the kind's day key, with the ids as the
+// tie-break; the cursor is the last row's key and ids (keyset: a page costs
+// the same however deep it is). Each filter has an index that begins with
+// its columns and then holds that order: (device, status, day, ids),
+// (product, status, day, ids), (status, day, ids) (for commands migrations
+// 008 and 012, for messages 018), and the day index without a filter. The
+// filter's first column is compared with ANY and leads the ORDER BY: an
+// equality would make it a constant to the planner and every index holding
+// the day order after it would do; this way only the intended one gives the
+// order without a sort (a device's product, the one filter left out of its
+// index, is checked on the device's rows). A device or a product without a
+// status is read as one page per status, each the head of its index range,
+// merged as they come: about a page of rows, where one scan of the
+// device's or the product's rows would read all of them.
+func (k listKind) query(f listFilter, limit int) listStatement {
+	var where []string
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	var lead string
+	switch {
+	case f.Device != "":
+		lead = "device_id"
+		where = append(where, "device_id = ANY("+arg([]string{f.Device})+"::text[])")
+		if f.Product != "" {
+			where = append(where, "product_id = "+arg(f.Product))
+		}
+	case f.Product != "":
+		lead = "product_id"
+		where = append(where, "product_id = ANY("+arg([]string{f.Product})+"::text[])")
+	case f.Status != "":
+		lead = "status"
+	}
+	if f.Status != "" {
+		if lead == "status" {
+			where = append(where, "status = ANY("+arg([]string{f.Status})+"::text[])")
+		} else {
+			where = append(where, "status = "+arg(f.Status))
+		}
+	}
+	if f.Since != nil {
+		where = append(where, k.key+" >= "+arg(*f.Since))
+	}
+	if f.Until != nil {
+		where = append(where, k.key+" < "+arg(*f.Until))
+	}
+	if f.Before != nil {
+		b := arg(*f.Before)
+		cursor := []string{b}
+		for i := range k.ids {
+			id := ""
+			if i < len(f.BeforeIDs) {
+				id = f.BeforeIDs[i]
+			}
+			cursor = append(cursor, arg(id))
+		}
+		// The first bound is the one the day index can use; the others
+		// take the row comparison whole.
+		where = append(where, k.key+" <= "+b,
+			"("+k.key+", "+strings.Join(k.ids, ", ")+") < ("+strings.Join(cursor, ", ")+")")
+	}
+	lim := " LIMIT " + strconv.Itoa(limit)
+	tie := ""
+	for _, id := range k.ids {
+		tie += ", " + id + " DESC"
+	}
+	order := k.key + " DESC" + tie
+	if lead != "" {
+		order = lead + " DESC, " + order
+	}
+	page := func(where []string, columns string) string {
+		q := `SELECT ` + columns + ` FROM ` + k.table
+		if len(where) > 0 {
+			q += " WHERE " + strings.Join(where, " AND ")
+		}
+		return q + " ORDER BY " + order + lim
+	}
+	if lead == "" {
+		// The day index, in order but for ties of the key (an incremental
+		// sort of those): no other index can serve it, so no setting.
+		return listStatement{sql: page(where, k.columns), args: args}
+	}
+	if f.Status != "" {
+		return listStatement{sql: page(where, k.columns), args: args, inOrder: true}
+	}
+	// The statuses are every status a row of the kind can have: a
+	// notification with another is a dead letter
+	// (notification.ClassUnknownStatus). They are written into the
+	// statement, not passed, so that even a generic plan knows each
+	// branch's status.
+	//
+	// The merge is ordered by the lead column as the branches give it: a
+	// column of their own where the kind lists it (a message's device_id),
+	// else one more (a command's device_id, listed as coalesced). Given as
+	// a second column beside its own, the planner does not see the two as
+	// one order, and sorts the branches' rows instead of merging them.
+	leadCol, leadAs := "lead", ", "+lead+" AS lead"
+	if slices.Contains(k.ids, lead) {
+		leadCol, leadAs = lead, ""
+	}
+	branches := make([]string, len(k.statuses))
+	for i, s := range k.statuses {
+		branches[i] = "(" + page(append(slices.Clip(where), "status = '"+s+"'"), k.columns+leadAs) + ")"
+	}
+	return listStatement{
+		sql: `SELECT ` + k.names + ` FROM (` + strings.Join(branches, "\nUNION ALL ") + `) c ORDER BY ` + leadCol +
+			` DESC, list_key DESC` + tie + lim,
+		args:    args,
+		inOrder: true,
+	}
 }

@@ -38,6 +38,9 @@ type OutcomesPage struct {
 	Days     int               `json:"days"`
 	FromDay  string            `json:"from_day"`
 	Products []ProductOutcomes `json:"products"`
+	// MessageProducts are the device messages' outcomes, per product and
+	// day likewise.
+	MessageProducts []ProductMessageOutcomes `json:"message_products"`
 }
 
 func loadOutcomes(ctx context.Context, db *pgxpool.Pool, product string, days int, now time.Time) (*OutcomesPage, error) {
@@ -73,6 +76,9 @@ func loadOutcomes(ctx context.Context, db *pgxpool.Pool, product string, days in
 	}
 	for i := range p.Products {
 		p.Products[i].Chart = outcomeChart(p.Products[i], from, days)
+	}
+	if p.MessageProducts, err = loadMessageOutcomes(ctx, db, product, from, days); err != nil {
+		return nil, err
 	}
 	return p, nil
 }

@@ -24,6 +24,9 @@ type Window struct {
 	Statuses []StatusCount  `json:"statuses"`
 	Total    Rates          `json:"total"`
 	Products []ProductRates `json:"products"`
+	// Messages are the window's device messages, by their day
+	// (pending_time, or first_seen_at), to the hour.
+	Messages MessageWindow `json:"messages"`
 }
 
 // QueueMark is when a queue's messages were last settled by a worker.
@@ -43,6 +46,10 @@ type Overview struct {
 	StuckNow    int64   `json:"stuck_now"`
 	StuckCapped bool    `json:"stuck_capped"`
 	StuckQuietS float64 `json:"stuck_quiet_s"`
+	// StuckMessagesNow counts the messages in
+	// stuck_messages(StuckQuietS), likewise capped.
+	StuckMessagesNow    int64 `json:"stuck_messages_now"`
+	StuckMessagesCapped bool  `json:"stuck_messages_capped"`
 	// DeadLetters counts the last 7 days' dead letters by class.
 	DeadLetters []ClassCount `json:"dead_letters"`
 	// NewestEventTime is the latest last_event_time of any command: when the
@@ -73,6 +80,10 @@ func loadOverview(ctx context.Context, db *pgxpool.Pool, now time.Time) (*Overvi
 	if err != nil {
 		return nil, fmt.Errorf("read outcomes: %w", err)
 	}
+	msgCells, err := messageCells(ctx, db, week)
+	if err != nil {
+		return nil, err
+	}
 	for _, w := range []struct {
 		name string
 		from time.Time
@@ -97,11 +108,15 @@ func loadOverview(ctx context.Context, db *pgxpool.Pool, now time.Time) (*Overvi
 		if products != nil {
 			win.Products = products
 		}
+		win.Messages = messageWindow(msgCells, w.from)
 		o.Windows = append(o.Windows, win)
 	}
 
 	o.StuckQuietS = stuckQuiet(ctx).Seconds()
-	if o.StuckNow, o.StuckCapped, err = countStuck(ctx, db, stuckQuiet(ctx)); err != nil {
+	if o.StuckNow, o.StuckCapped, err = countStuck(ctx, db, stuckCommands, stuckQuiet(ctx)); err != nil {
+		return nil, err
+	}
+	if o.StuckMessagesNow, o.StuckMessagesCapped, err = countStuck(ctx, db, stuckMessages, stuckQuiet(ctx)); err != nil {
 		return nil, err
 	}
 	if o.DeadLetters, err = countClasses(ctx, db, "$1", now.Add(-7*24*time.Hour)); err != nil {

@@ -167,18 +167,25 @@ var funcs = template.FuncMap{
 		}
 		return ""
 	},
-	"statusClass": func(s string) string {
-		switch s {
-		case "SUCCESSFUL":
+	"statusClass": statusClass,
+	"statuses":    func() []string { return statuses },
+	"jsonRaw":     func(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" },
+	"kindClass": func(thing, s string) string {
+		// A message delivered has reached its end, as a command answered.
+		if thing == "message" && s == "DELIVERED" {
 			return "ok"
-		case "FAILED", "TIMEOUT", "EXPIRED", "CANCELED":
-			return "bad"
 		}
-		return "open"
+		return statusClass(s)
 	},
-	"statuses": func() []string { return statuses },
-	"jsonRaw":  func(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" },
-	"bar": func(r Rates) []barPart {
+	"messageStatuses": func() []string { return messageStatuses },
+	"bar": func(v any) []barPart {
+		var r Rates
+		switch v := v.(type) {
+		case Rates:
+			r = v
+		case MessageRates:
+			r = v.rates()
+		}
 		// A stacked bar of 100 units: successful, failed, timed out, other.
 		if r.Commands == 0 {
 			return nil
@@ -195,6 +202,16 @@ var funcs = template.FuncMap{
 		}
 		return parts
 	},
+}
+
+func statusClass(s string) string {
+	switch s {
+	case "SUCCESSFUL":
+		return "ok"
+	case "FAILED", "TIMEOUT", "EXPIRED", "CANCELED", "ERROR":
+		return "bad"
+	}
+	return "open"
 }
 
 type barPart struct {

@@ -34,6 +34,7 @@ import (
 func main() {
 	url := flag.String("database-url", os.Getenv("CMDTRACK_TEST_DATABASE_URL"), "PostgreSQL URL (a superuser's: the run creates and drops a schema)")
 	n := flag.Int("commands", 10_000_000, "commands to seed (four history rows each)")
+	msgN := flag.Int("messages", -1, "device messages to seed (two history rows each; -1: as many as -commands)")
 	ingestN := flag.Int("ingest", 100_000, "messages for each ingest measurement")
 	migrateN := flag.Int("migrate", 4_000_000, "history rows of a version-4 schema to migrate in place (0: skip)")
 	runs := flag.Int("runs", 7, "runs of each query (the median is reported)")
@@ -54,7 +55,10 @@ func main() {
 		}
 		w = io.MultiWriter(os.Stdout, f)
 	}
-	err := run(context.Background(), w, *url, *n, *ingestN, *migrateN, *runs, *keep)
+	if *msgN < 0 {
+		*msgN = *n
+	}
+	err := run(context.Background(), w, *url, *n, *msgN, *ingestN, *migrateN, *runs, *keep)
 	if f != nil {
 		_ = f.Close()
 	}
@@ -68,7 +72,7 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "scale: "+format+"\n", args...)
 }
 
-func run(ctx context.Context, w io.Writer, url string, n, ingestN, migrateN, runs int, keep bool) error {
+func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrateN, runs int, keep bool) error {
 	admin, err := pgx.Connect(ctx, url)
 	if err != nil {
 		return err
@@ -118,6 +122,11 @@ func run(ctx context.Context, w io.Writer, url string, n, ingestN, migrateN, run
 	}
 	add(fmt.Sprintf("seeding %d commands and %d history rows (SQL, 30 days), presence of %d devices", n, 4*n, max(n/10, 1)),
 		time.Since(start).Round(time.Second).String())
+	start = time.Now()
+	if err := seedMessages(ctx, db, msgN, now); err != nil {
+		return err
+	}
+	add(fmt.Sprintf("seeding %d device messages and their history (SQL, 30 days)", msgN), time.Since(start).Round(time.Second).String())
 	start = time.Now()
 	if err := st.RefreshRollup(ctx, 31, now); err != nil {
 		return err
@@ -190,6 +199,24 @@ func run(ctx context.Context, w io.Writer, url string, n, ingestN, migrateN, run
 	}
 	add(fmt.Sprintf("migration 012's indexes (two on device_commands), built on %d commands (the table's writes wait meanwhile)", n), time.Since(start).Round(time.Millisecond).String())
 	if _, err := db.Exec(ctx, "ANALYZE device_commands, dead_letters"); err != nil {
+		return err
+	}
+
+	// Migration 018's indexes likewise, on the full device_messages.
+	if _, err := db.Exec(ctx, `DROP INDEX device_messages_device_status_day_idx, device_messages_product_status_day_idx,
+		device_messages_status_day_idx, device_messages_day_idx`); err != nil {
+		return err
+	}
+	if indexes, err = migrationIndexes("018_message_lists.sql"); err != nil {
+		return err
+	}
+	start = time.Now()
+	if _, err := db.Exec(ctx, indexes); err != nil {
+		return err
+	}
+	add(fmt.Sprintf("migration 018's indexes (four on device_messages), built on %d messages (the table's writes wait meanwhile)", msgN),
+		time.Since(start).Round(time.Millisecond).String())
+	if _, err := db.Exec(ctx, "ANALYZE device_messages"); err != nil {
 		return err
 	}
 
@@ -417,6 +444,75 @@ func seed(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
 	return nil
 }
 
+// seedMessages fills device_messages and their history in SQL, shaped as
+// the commands: n messages spread evenly over the last 30 days, ten per
+// device, twenty products, half of them held PENDING first (the others
+// delivered at once, without a pending_time), a few still PENDING; and
+// the lists' awkward filters (console/plans_messages_test.go has the
+// same): a device whose 5,000 messages are all in the first day, a rare
+// device, a rare pair (product 7's three timeouts, long ago).
+func seedMessages(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
+	from := now.AddDate(0, 0, -30)
+	logf("seeding %d device messages", n)
+	if _, err := db.Exec(ctx, `
+		INSERT INTO device_messages (device_id, message_id, status, status_rank, error_code, error_msg, name, topic,
+			product_id, app_id, pending_time, delivered_time, failed_time, timeout_time, last_event_time, last_event_key,
+			last_request_id, first_seen_at, updated_at)
+		SELECT 'dev-' || (g % greatest($1 / 10, 1)), 'msg-' || g, s.status, CASE WHEN s.status = 'PENDING' THEN 0 ELSE 1 END,
+			CASE WHEN s.status = 'FAILED' THEN 'IOTDA.014112' END, CASE WHEN s.status = 'FAILED' THEN 'not subscribed' END,
+			'set-interval', '$oc/devices/dev-' || (g % greatest($1 / 10, 1)) || '/sys/messages/down', 'prod-' || (g % 20), 'app-1',
+			CASE WHEN g % 2 = 0 THEN t END,
+			CASE WHEN s.status = 'DELIVERED' THEN t + interval '2 s' END, CASE WHEN s.status = 'FAILED' THEN t + interval '2 s' END,
+			CASE WHEN s.status = 'TIMEOUT' THEN t + interval '1 day' END,
+			t + CASE s.status WHEN 'PENDING' THEN interval '0' WHEN 'TIMEOUT' THEN interval '1 day' ELSE interval '2 s' END,
+			sha256(('msg-' || g)::bytea), 'req-msg-' || g, t, t + interval '2 s'
+		FROM generate_series(1, $1) g,
+		LATERAL (SELECT $2::timestamptz + (g::float8 / $1) * interval '30 days' AS t) tt,
+		LATERAL (SELECT CASE WHEN g % 200 = 0 THEN 'PENDING' WHEN g % 100 < 4 THEN 'FAILED' WHEN g % 100 < 7 THEN 'TIMEOUT'
+		                     ELSE 'DELIVERED' END AS status) s`, n, from); err != nil {
+		return fmt.Errorf("seed messages: %w", err)
+	}
+	if _, err := db.Exec(ctx, `
+		INSERT INTO device_messages (device_id, message_id, status, status_rank, product_id, app_id, pending_time,
+			last_event_time, last_event_key, first_seen_at, updated_at)
+		SELECT device, id, status, 1, product, 'app-1', t, t, sha256(id::bytea), t, t
+		FROM (
+			SELECT 'dev-old' AS device, 'old-' || g AS id, 'prod-3' AS product,
+				CASE WHEN g <= 3 THEN 'FAILED' ELSE 'DELIVERED' END AS status, $1::timestamptz + (g / 5000.0) * interval '1 day' AS t
+			FROM generate_series(1, 5000) g
+			UNION ALL
+			SELECT 'dev-rare', 'rare-' || g, 'prod-5', 'FAILED', $1::timestamptz + interval '10 days' + g * interval '1 min'
+			FROM generate_series(1, 3) g
+			UNION ALL
+			SELECT 'dev-pair-' || g, 'msg-' || g, 'prod-7', 'TIMEOUT', $1::timestamptz + interval '2 days' + g * interval '1 min'
+			FROM generate_series(1, 3) g
+		) s`, from); err != nil {
+		return fmt.Errorf("seed the message lists' filters: %w", err)
+	}
+	const payload = `{"resource":"device.message.status","event":"update","event_time":"%s","request_id":"%s",` +
+		`"notify_data":{"header":{"app_id":"app-1","device_id":"%s","node_id":"node","product_id":"%s","gateway_id":"%s"},` +
+		`"body":{"message_id":"%s","name":"set-interval","status":"%s","timestamp":"%s"}}}`
+	for day := range 30 {
+		lo, hi := from.AddDate(0, 0, day), from.AddDate(0, 0, day+1)
+		logf("seeding message history, day %d of 30", day+1)
+		if _, err := db.Exec(ctx, `
+			INSERT INTO device_message_events (device_id, message_id, event_key, status, event_time, request_id, source, payload, received_at)
+			SELECT m.device_id, m.message_id, sha256((m.device_id || m.message_id || e.status)::bytea), e.status, e.at,
+				m.last_request_id, 'amqp:DefaultQueue',
+				format($3, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"'), m.last_request_id, m.device_id, m.product_id, m.device_id,
+					m.message_id, e.status, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"')),
+				e.at + interval '20 ms'
+			FROM device_messages m,
+			LATERAL (VALUES ('PENDING', m.pending_time), (m.status, CASE WHEN m.status <> 'PENDING' THEN m.last_event_time END))
+				AS e(status, at)
+			WHERE coalesce(m.pending_time, m.first_seen_at) >= $1 AND coalesce(m.pending_time, m.first_seen_at) < $2
+			  AND e.at IS NOT NULL`, lo, hi, payload); err != nil {
+			return fmt.Errorf("seed message history: %w", err)
+		}
+	}
+	return nil
+}
+
 // ingestRate applies a simulated stream (out of order, a few duplicates)
 // through store.Apply, in batches of 256 with two writers as the worker
 // does, with fsync on, and returns messages per second.
@@ -520,15 +616,16 @@ func migrationIndexes(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var out []string
-	for _, stmt := range strings.Split(string(src), ";") {
-		var lines []string
-		for _, l := range strings.Split(stmt, "\n") {
-			if !strings.HasPrefix(strings.TrimSpace(l), "--") {
-				lines = append(lines, l)
-			}
+	// Comments first: one may hold a semicolon.
+	var lines []string
+	for _, l := range strings.Split(string(src), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+			lines = append(lines, l)
 		}
-		if s := strings.TrimSpace(strings.Join(lines, "\n")); strings.HasPrefix(s, "CREATE INDEX") {
+	}
+	var out []string
+	for _, stmt := range strings.Split(strings.Join(lines, "\n"), ";") {
+		if s := strings.TrimSpace(stmt); strings.HasPrefix(s, "CREATE INDEX") {
 			out = append(out, s)
 		}
 	}

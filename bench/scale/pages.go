@@ -86,18 +86,7 @@ func pages(ctx context.Context, dbURL, schema string, runs int, add func(string,
 	if err := db.QueryRow(ctx, `SELECT max(id) FROM dead_letters`).Scan(&deadID); err != nil {
 		return fmt.Errorf("pick a dead letter: %w", err)
 	}
-	next := func(path string) (string, error) {
-		var page struct {
-			Next string `json:"next"`
-		}
-		if err := getJSON(srv.URL+path, &page); err != nil {
-			return "", err
-		}
-		if page.Next == "" {
-			return "", fmt.Errorf("%s: no next page", path)
-		}
-		return "/commands?" + page.Next, nil
-	}
+	next := func(path string) (string, error) { return nextOf("/commands", srv.URL, path) }
 	first, err := next("/commands")
 	if err != nil {
 		return err
@@ -163,6 +152,68 @@ func pages(ctx context.Context, dbURL, schema string, runs int, add func(string,
 			}
 		}
 	}
+	// /messages likewise (console/plans_messages_test.go checks their
+	// plans): a device of the fleet, one whose 5,000 messages are all in
+	// the first day, a rare one; a product, and a rare pair; a status; a
+	// day's window.
+	var msgDevice, message, msgProduct string
+	if err := db.QueryRow(ctx, `SELECT device_id, message_id, product_id FROM device_messages
+		WHERE device_id = 'dev-1' ORDER BY message_id LIMIT 1`).
+		Scan(&msgDevice, &message, &msgProduct); err != nil {
+		return fmt.Errorf("pick a message: %w", err)
+	}
+	msgNext, err := nextOf("/messages", srv.URL, "/messages")
+	if err != nil {
+		return err
+	}
+	oldMsgNext, err := nextOf("/messages", srv.URL, "/messages?device=dev-old")
+	if err != nil {
+		return err
+	}
+	list = append(list, page{"messages, newest first", "/messages", true}, page{"messages, the next page (keyset)", msgNext, true},
+		page{"messages of the device with old messages only, the next page (keyset)", oldMsgNext, true})
+	msgDevices := []struct{ name, id, product string }{
+		{"", "", ""}, {"a device", msgDevice, msgProduct}, {"a device with old messages only", "dev-old", "prod-3"},
+		{"a rare device", "dev-rare", "prod-5"},
+	}
+	for _, d := range msgDevices {
+		products := []struct{ name, id string }{{"", ""}, {"its product", d.product}}
+		if d.id == "" {
+			products = []struct{ name, id string }{{"", ""}, {"a product", msgProduct}, {"product 7 (rare with TIMEOUT)", "prod-7"}}
+		}
+		for _, pr := range products {
+			for _, status := range []string{"", "PENDING", "FAILED", "TIMEOUT"} {
+				for _, window := range []string{"", day} {
+					var name []string
+					q := url.Values{}
+					if d.id != "" {
+						name = append(name, d.name)
+						q.Set("device", d.id)
+					}
+					if pr.id != "" {
+						name = append(name, pr.name)
+						q.Set("product", pr.id)
+					}
+					if status != "" {
+						name = append(name, status)
+						q.Set("status", status)
+					}
+					if window != "" {
+						name = append(name, "a day's window")
+					}
+					if len(name) == 0 {
+						continue // newest first, above
+					}
+					list = append(list, page{"messages: " + strings.Join(name, ", "), "/messages?" + q.Encode() + window, true})
+				}
+			}
+		}
+	}
+	list = append(list, []page{
+		{"a message with its timeline", "/messages/" + url.PathEscape(msgDevice) + "/" + url.PathEscape(message), false},
+		{"the device of a message (commands, messages and calls)", "/devices/" + url.PathEscape(msgDevice), false},
+		{"the device with 5,000 old messages", "/devices/dev-old", false},
+	}...)
 	list = append(list, []page{
 		{"a command with its timeline", "/commands/" + url.PathEscape(command), false},
 		{"a device", "/devices/" + url.PathEscape(device), false},
@@ -224,6 +275,20 @@ func pages(ctx context.Context, dbURL, schema string, runs int, add func(string,
 	return nil
 }
 
+// nextOf is the path of the page after path's, a page of list.
+func nextOf(list, base, path string) (string, error) {
+	var page struct {
+		Next string `json:"next"`
+	}
+	if err := getJSON(base+path, &page); err != nil {
+		return "", err
+	}
+	if page.Next == "" {
+		return "", fmt.Errorf("%s: no next page", path)
+	}
+	return list + "?" + page.Next, nil
+}
+
 func mustCount(ctx context.Context, db *pgxpool.Pool) int {
 	var n int
 	_ = db.QueryRow(ctx, `SELECT count(*) FROM device_commands WHERE command_id LIKE 'cmd-%'`).Scan(&n)
@@ -244,7 +309,7 @@ func getJSON(u string, into any) error {
 	return json.NewDecoder(resp.Body).Decode(into)
 }
 
-var partitionScan = regexp.MustCompile(`on device_command_events_\w+ device_command_events`)
+var partitionScan = regexp.MustCompile(`on device_(command|message)_events_\w+ device_(command|message)_events`)
 
 // planShapeArgs is planShape for a statement with arguments, run after
 // settings (if any) in one transaction, with the number of history
