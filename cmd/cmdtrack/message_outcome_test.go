@@ -56,9 +56,7 @@ func TestMessageOutcomesCountedOnceAcrossWorkers(t *testing.T) {
 				messageBody(device, id, "DELIVERED", at.Add(4*time.Second), i%2 == 0))
 		}
 	}
-	for _, b := range stream[:len(stream)/3] {
-		stream = append(stream, b)
-	}
+	stream = append(stream, stream[:len(stream)/3]...)
 	rng.Shuffle(len(stream), func(i, j int) { stream[i], stream[j] = stream[j], stream[i] })
 
 	var workers []*testenv.Worker
