@@ -20,11 +20,6 @@ type Database interface {
 	OutcomeTotals(ctx context.Context) ([]store.OutcomeTotal, error)
 }
 
-// KindCallFinished is the kind of outcome_events' rows that the
-// synchronous calls' writer (cmdtrack send -sync, -properties) records: a
-// call that reached its first final status, named by its call id.
-const KindCallFinished = "call.finished"
-
 // counter exports the outcome events of one kind as one counter.
 type counter struct {
 	kind string
@@ -50,7 +45,7 @@ func counters() []counter {
 		{kind: store.KindMessageFinalChanged, changes: true, desc: prometheus.NewDesc("cmdtrack_messages_final_changed_total",
 			"Device messages' final statuses replaced by a later final status (a FAILED, then a DELIVERED of a message the platform retried), by the status before and after; read from the database by the replica holding the metrics lease.",
 			[]string{"from", "to"}, nil)},
-		{kind: KindCallFinished, desc: prometheus.NewDesc("cmdtrack_calls_finished_total",
+		{kind: store.KindCallFinished, desc: prometheus.NewDesc("cmdtrack_calls_finished_total",
 			"Synchronous commands and property sets sent through cmdtrack (device_calls) that reached a final status, by product and that status; read from the database by the replica holding the metrics lease.",
 			[]string{"product_id", "status"}, nil)},
 	}

@@ -151,8 +151,8 @@ func TestExporterWithoutLeaseFolds(t *testing.T) {
 
 // Device messages are counted as commands are: from the database, once
 // whatever is redelivered, by the replica holding the lease, and the ones
-// stuck PENDING are a gauge; a synchronous call's event, as its writer
-// records it, is a counter of its own.
+// stuck PENDING are a gauge; synchronous calls, as cmdtrack send records
+// them, are a counter of their own.
 func TestMessageOutcomesExported(t *testing.T) {
 	t.Parallel()
 	st, _, _ := testenv.Schema(t)
@@ -173,9 +173,16 @@ func TestMessageOutcomesExported(t *testing.T) {
 		_, err := st.Apply(ctx, batch)
 		require.NoError(t, err)
 	}
-	_, err := st.Pool().Exec(ctx, `INSERT INTO outcome_events (kind, product_id, status, from_status, command_ids)
-		VALUES ($1, 'p1', 'SUCCESSFUL', '', ARRAY['call-1', 'call-2'])`, outcome.KindCallFinished)
-	require.NoError(t, err)
+	for _, id := range []string{"call-1", "call-2"} { // cmdtrack send -sync's two records, the outcome twice
+		call := notification.Call{CallID: id, CallKind: notification.CallCommand, DeviceID: "d4", ProductID: "p1",
+			Status: notification.CallPending, EventTime: now.Add(-time.Minute), Payload: []byte(`{}`)}
+		done := call
+		done.Status, done.EventTime = notification.CallSuccessful, now
+		for _, c := range []*notification.Call{&call, &done, &done} {
+			_, err := st.Apply(ctx, []ingest.Item{{Source: "send", Record: c}})
+			require.NoError(t, err)
+		}
+	}
 
 	a, b := newReplica(t, st), newReplica(t, st)
 	a.exporter.Tick(ctx)

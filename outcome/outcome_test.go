@@ -195,7 +195,7 @@ func TestDBCollectorCountersByKind(t *testing.T) {
 		{Kind: store.KindMessageFinished, ProductID: "p2", Status: "TIMEOUT", Count: 2},
 		{Kind: store.KindMessageFinalChanged, ProductID: "p1", Status: "DELIVERED", FromStatus: "FAILED", Count: 1},
 		{Kind: store.KindMessageFinalChanged, ProductID: "p2", Status: "DELIVERED", FromStatus: "FAILED", Count: 2},
-		{Kind: outcome.KindCallFinished, ProductID: "p3", Status: "ERROR", Count: 4},
+		{Kind: store.KindCallFinished, ProductID: "p3", Status: "ERROR", Count: 4},
 		{Kind: "batch.finished", ProductID: "p1", Status: "Success", Count: 9},
 	}}
 	const help = `# HELP cmdtrack_calls_finished_total Synchronous commands and property sets sent through cmdtrack (device_calls) that reached a final status, by product and that status; read from the database by the replica holding the metrics lease.

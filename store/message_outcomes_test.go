@@ -150,7 +150,8 @@ func TestMessageOutcomesAfterRetention(t *testing.T) {
 	t.Parallel()
 	st := setup(t)
 	ctx := context.Background()
-	old := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	now := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+	old := now.Add(-10 * 24 * time.Hour)
 	msg := func(device, id string, s notification.MessageStatus, at time.Time) ingest.Item {
 		return ingest.Item{Source: "test", Record: &notification.Message{DeviceID: device, MessageID: id, Status: s,
 			EventTime: at, At: at, ProductID: "p1", Payload: []byte(`{}`)}}
@@ -167,17 +168,16 @@ func TestMessageOutcomesAfterRetention(t *testing.T) {
 		}
 		return out
 	}
-	apply(msg("d1", "m1", notification.MessageFailed, old), msg("d1", "open", notification.MessagePending, old))
+	apply(msg("d1", "m1", notification.MessagePending, old.Add(-time.Minute)), msg("d1", "open", notification.MessagePending, old))
+	apply(msg("d1", "m1", notification.MessageFailed, old))
 	require.Equal(t, map[string]int{"d1/m1": 1}, ids())
 	_, err := st.FoldOutcomes(ctx)
 	require.NoError(t, err)
 
-	// What message retention does: delete the rows, and leave a tombstone
-	// for those that were final.
-	_, err = st.Pool().Exec(ctx, `WITH gone AS (DELETE FROM device_messages RETURNING device_id, message_id, status)
-		INSERT INTO message_tombstones (device_id, message_id, status)
-		SELECT device_id, message_id, status FROM gone WHERE status <> 'PENDING'`)
+	res, err := st.Prune(ctx, store.Retention{Commands: 7 * 24 * time.Hour}, now)
 	require.NoError(t, err)
+	require.Equal(t, int64(2), res.Messages)
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM message_tombstones WHERE device_id = 'd1' AND message_id = 'm1'`))
 
 	apply(msg("d1", "m1", notification.MessageFailed, old), msg("d1", "open", notification.MessageDelivered, old.Add(time.Minute)),
 		msg("d2", "m1", notification.MessageTimeout, old))

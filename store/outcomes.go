@@ -7,7 +7,7 @@ import (
 
 // OutcomeTotal is one series of the outcome counters: how many commands,
 // device messages or synchronous calls (by Kind) reached a final status
-// (KindFinished, KindMessageFinished, call.finished: Status, FromStatus
+// (KindFinished, KindMessageFinished, KindCallFinished: Status, FromStatus
 // empty) or had one final status replaced by another (KindFinalChanged,
 // KindMessageFinalChanged), by product.
 type OutcomeTotal struct {
