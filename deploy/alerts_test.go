@@ -154,7 +154,8 @@ func requireExported(t *testing.T, where string, exported map[string][]string, s
 
 // Every query of the dashboard parses with Prometheus' own parser and names
 // only metrics, and labels, that cmdtrack exports; the Commands row shows
-// the outcome metrics.
+// the commands' outcome metrics, and the Messages and calls row the device
+// messages' and synchronous calls'.
 func TestGrafanaQueriesParse(t *testing.T) {
 	t.Parallel()
 	exported := exportedMetrics(t)
@@ -163,7 +164,7 @@ func TestGrafanaQueriesParse(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal(readFile(t, "deploy/grafana/cmdtrack.json"), &dash))
 	var rowTitles []string
-	used := map[string]bool{}
+	used := map[string]map[string]bool{}
 	var walk func([]grafanaPanel, string)
 	walk = func(ps []grafanaPanel, row string) {
 		for _, p := range ps {
@@ -177,21 +178,30 @@ func TestGrafanaQueriesParse(t *testing.T) {
 				where := fmt.Sprintf("panel %q query %s", p.Title, tg.RefID)
 				sel := parsePromQL(t, where, tg.Expr)
 				requireExported(t, where, exported, sel)
-				if row == "Commands" {
-					for _, s := range sel {
-						used[s.name] = true
-					}
+				if used[row] == nil {
+					used[row] = map[string]bool{}
+				}
+				for _, s := range sel {
+					used[row][s.name] = true
 				}
 			}
 		}
 	}
 	walk(dash.Panels, "")
-	require.Contains(t, rowTitles, "Commands")
-	for _, name := range []string{
-		"cmdtrack_commands_finished_total", "cmdtrack_commands_final_changed_total", "cmdtrack_command_stage_seconds_bucket",
-		"cmdtrack_commands_stuck", "cmdtrack_messages_dead_lettered_total",
+	for row, names := range map[string][]string{
+		"Commands": {
+			"cmdtrack_commands_finished_total", "cmdtrack_commands_final_changed_total", "cmdtrack_command_stage_seconds_bucket",
+			"cmdtrack_commands_stuck", "cmdtrack_messages_dead_lettered_total",
+		},
+		"Messages and calls": {
+			"cmdtrack_messages_finished_total", "cmdtrack_messages_final_changed_total", "cmdtrack_messages_stuck",
+			"cmdtrack_calls_finished_total",
+		},
 	} {
-		require.Truef(t, used[name], "the Commands row does not show %s", name)
+		require.Contains(t, rowTitles, row)
+		for _, name := range names {
+			require.Truef(t, used[row][name], "the %s row does not show %s", row, name)
+		}
 	}
 }
 
@@ -246,7 +256,7 @@ func TestAlertingRules(t *testing.T) {
 			require.Containsf(t, tests, "alertname: "+r.Alert+"\n", "%s has no unit test", where)
 		}
 	}
-	require.Len(t, alerts, 11)
+	require.Len(t, alerts, 13)
 }
 
 // readmeAnchors are the GitHub anchors of the README's headings.

@@ -15,8 +15,51 @@ import (
 // Database is what the database's metrics read.
 type Database interface {
 	Stuck(ctx context.Context, quiet time.Duration) (map[notification.Status]int64, error)
+	MessagesStuck(ctx context.Context, quiet time.Duration) (int64, error)
 	NewestEvent(ctx context.Context) (time.Time, error)
 	OutcomeTotals(ctx context.Context) ([]store.OutcomeTotal, error)
+}
+
+// counter exports the outcome events of one kind as one counter.
+type counter struct {
+	kind string
+	desc *prometheus.Desc
+	// changes: labelled from and to, the final status replaced and the
+	// one after it; otherwise product_id and status.
+	changes bool
+}
+
+// counters are the outcome counters, one line per kind of outcome event
+// (store.OutcomeTotal.Kind). A kind without a line is not exported.
+func counters() []counter {
+	return []counter{
+		{kind: store.KindFinished, desc: prometheus.NewDesc("cmdtrack_commands_finished_total",
+			"Commands whose stored status became final (SUCCESSFUL, FAILED, TIMEOUT, EXPIRED, CANCELED) for the first time, by product and that status, whoever wrote it; read from the database by the replica holding the metrics lease.",
+			[]string{"product_id", "status"}, nil)},
+		{kind: store.KindFinalChanged, changes: true, desc: prometheus.NewDesc("cmdtrack_commands_final_changed_total",
+			"Final statuses replaced by a later final status (a TIMEOUT, then a late SUCCESSFUL), by the status before and after; read from the database by the replica holding the metrics lease.",
+			[]string{"from", "to"}, nil)},
+		{kind: store.KindMessageFinished, desc: prometheus.NewDesc("cmdtrack_messages_finished_total",
+			"Device messages (device.message.status) whose stored status became final (DELIVERED, FAILED, TIMEOUT) for the first time, by product and that status, whoever wrote it; read from the database by the replica holding the metrics lease.",
+			[]string{"product_id", "status"}, nil)},
+		{kind: store.KindMessageFinalChanged, changes: true, desc: prometheus.NewDesc("cmdtrack_messages_final_changed_total",
+			"Device messages' final statuses replaced by a later final status (a FAILED, then a DELIVERED of a message the platform retried), by the status before and after; read from the database by the replica holding the metrics lease.",
+			[]string{"from", "to"}, nil)},
+		{kind: store.KindCallFinished, desc: prometheus.NewDesc("cmdtrack_calls_finished_total",
+			"Synchronous commands and property sets sent through cmdtrack (device_calls) that reached a final status, by product and that status; read from the database by the replica holding the metrics lease.",
+			[]string{"product_id", "status"}, nil)},
+	}
+}
+
+// labels are o's label values in c's series.
+func (c *counter) labels(o *store.OutcomeTotal, productLabel bool) [2]string {
+	switch {
+	case c.changes:
+		return [2]string{o.FromStatus, o.Status}
+	case productLabel:
+		return [2]string{o.ProductID, o.Status}
+	}
+	return [2]string{"", o.Status}
 }
 
 // LeaseName is the advisory lock whose holder exports the database's
@@ -24,9 +67,10 @@ type Database interface {
 var LeaseName = store.LockName("metrics")
 
 // DBCollector exports what only the database knows, at scrape time: the
-// commands finished and final statuses changed (counters, whoever wrote
-// them), the commands stuck now, by status, and the age of the newest stored
-// notification. Every replica would read the same numbers, so only one
+// commands, device messages and synchronous calls finished and final
+// statuses changed (counters, whoever wrote them; see counters), the
+// commands stuck now, by status, the device messages stuck now, and the age
+// of the newest stored notification. Every replica would read the same numbers, so only one
 // exports them: the one holding the metrics lease (leader says whether this
 // replica does; Exporter keeps it); the others export nothing. The counters
 // only grow in the database, so read by one process they never go back; when
@@ -47,13 +91,15 @@ type DBCollector struct {
 	log          *slog.Logger
 	now          func() time.Time
 
-	mu       sync.Mutex
-	readAt   time.Time // zero: the last read failed, or there was none
-	counts   map[notification.Status]int64
-	newestAt time.Time
-	totals   []store.OutcomeTotal
+	mu            sync.Mutex
+	readAt        time.Time // zero: the last read failed, or there was none
+	counts        map[notification.Status]int64
+	messagesStuck int64
+	newestAt      time.Time
+	totals        []store.OutcomeTotal
 
-	stuck, newest, finished, finalChanged *prometheus.Desc
+	stuck, stuckMessages, newest *prometheus.Desc
+	counters                     []counter
 }
 
 // DBReadInterval is how often at most the collector reads the database,
@@ -61,7 +107,8 @@ type DBCollector struct {
 const DBReadInterval = 10 * time.Second
 
 // NewDBCollector reads db when scraped on the leader. The stuck commands
-// are stuck_commands(stuckAfter), as the console and reconcile count them.
+// are stuck_commands(stuckAfter), as the console and reconcile count them,
+// and the stuck messages stuck_messages(stuckAfter).
 // Without productLabel, product_id is always empty, for fleets with too many
 // products for one series each.
 func NewDBCollector(db Database, leader func() bool, stuckAfter time.Duration, productLabel bool, log *slog.Logger) *DBCollector {
@@ -73,21 +120,21 @@ func NewDBCollector(db Database, leader func() bool, stuckAfter time.Duration, p
 		newest: prometheus.NewDesc("cmdtrack_newest_notification_age_seconds",
 			"Age of the newest notification stored (its event time); exported by the replica holding the metrics lease.",
 			nil, nil),
-		finished: prometheus.NewDesc("cmdtrack_commands_finished_total",
-			"Commands whose stored status became final (SUCCESSFUL, FAILED, TIMEOUT, EXPIRED, CANCELED) for the first time, by product and that status, whoever wrote it; read from the database by the replica holding the metrics lease.",
-			[]string{"product_id", "status"}, nil),
-		finalChanged: prometheus.NewDesc("cmdtrack_commands_final_changed_total",
-			"Final statuses replaced by a later final status (a TIMEOUT, then a late SUCCESSFUL), by the status before and after; read from the database by the replica holding the metrics lease.",
-			[]string{"from", "to"}, nil),
+		stuckMessages: prometheus.NewDesc("cmdtrack_messages_stuck",
+			"Device messages stuck (PENDING, quiet for longer than CMDTRACK_RECONCILE_THRESHOLD, moved within cmdtrack_settings.stuck_horizon: stuck_messages(quiet)); exported by the replica holding the metrics lease.",
+			nil, nil),
+		counters: counters(),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *DBCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.stuck
+	ch <- c.stuckMessages
 	ch <- c.newest
-	ch <- c.finished
-	ch <- c.finalChanged
+	for i := range c.counters {
+		ch <- c.counters[i].desc
+	}
 }
 
 // Collect implements prometheus.Collector. A failed read is logged and its
@@ -108,28 +155,21 @@ func (c *DBCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range []notification.Status{notification.Pending, notification.Sent, notification.Delivered} {
 		ch <- prometheus.MustNewConstMetric(c.stuck, prometheus.GaugeValue, float64(c.counts[s]), string(s))
 	}
+	ch <- prometheus.MustNewConstMetric(c.stuckMessages, prometheus.GaugeValue, float64(c.messagesStuck))
 	if !c.newestAt.IsZero() {
 		ch <- prometheus.MustNewConstMetric(c.newest, prometheus.GaugeValue, max(0, now.Sub(c.newestAt).Seconds()))
 	}
-	type key struct{ a, b string }
-	finished, changed := map[key]int64{}, map[key]int64{}
-	for _, o := range c.totals {
-		switch o.Kind {
-		case store.KindFinished:
-			product := ""
-			if c.productLabel {
-				product = o.ProductID
+	for i := range c.counters {
+		k := &c.counters[i]
+		series := map[[2]string]int64{}
+		for j := range c.totals {
+			if o := &c.totals[j]; o.Kind == k.kind {
+				series[k.labels(o, c.productLabel)] += o.Count
 			}
-			finished[key{product, o.Status}] += o.Commands
-		case store.KindFinalChanged:
-			changed[key{o.FromStatus, o.Status}] += o.Commands
 		}
-	}
-	for k, n := range finished {
-		ch <- prometheus.MustNewConstMetric(c.finished, prometheus.CounterValue, float64(n), k.a, k.b)
-	}
-	for k, n := range changed {
-		ch <- prometheus.MustNewConstMetric(c.finalChanged, prometheus.CounterValue, float64(n), k.a, k.b)
+		for l, n := range series {
+			ch <- prometheus.MustNewConstMetric(k.desc, prometheus.CounterValue, float64(n), l[0], l[1])
+		}
 	}
 }
 
@@ -148,12 +188,17 @@ func (c *DBCollector) read(now time.Time) {
 		c.log.Warn("could not count stuck commands for /metrics", "err", err)
 		return
 	}
+	stuckMessages, err := c.db.MessagesStuck(ctx, c.stuckAfter)
+	if err != nil {
+		c.log.Warn("could not count stuck device messages for /metrics", "err", err)
+		return
+	}
 	at, err := c.db.NewestEvent(ctx)
 	if err != nil {
 		c.log.Warn("could not read the newest notification's time for /metrics", "err", err)
 		return
 	}
-	c.totals, c.counts, c.newestAt, c.readAt = totals, stuck, at, now
+	c.totals, c.counts, c.messagesStuck, c.newestAt, c.readAt = totals, stuck, stuckMessages, at, now
 }
 
 // Lease is the lock that makes one replica the exporter (a *store.Lease).

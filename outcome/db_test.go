@@ -38,20 +38,29 @@ func newReplica(t *testing.T, st *store.Store) *replica {
 // none: anything else fails), and the finished commands it says.
 func (r *replica) exports(t *testing.T) (bool, float64) {
 	t.Helper()
-	var n int
-	var finished float64
+	sums := r.sums(t)
+	if len(sums) == 0 {
+		return false, 0
+	}
+	for _, name := range []string{"cmdtrack_commands_stuck", "cmdtrack_messages_stuck", "cmdtrack_newest_notification_age_seconds",
+		"cmdtrack_commands_finished_total", "cmdtrack_commands_final_changed_total"} {
+		require.Contains(t, sums, name, "all the database's metrics or none")
+	}
+	return true, sums["cmdtrack_commands_finished_total"]
+}
+
+// sums are the values of each metric r exports, summed over its series.
+func (r *replica) sums(t *testing.T) map[string]float64 {
+	t.Helper()
 	mfs, err := r.reg.Gather()
 	require.NoError(t, err)
+	out := map[string]float64{}
 	for _, mf := range mfs {
-		n++
-		if mf.GetName() == "cmdtrack_commands_finished_total" {
-			for _, m := range mf.GetMetric() {
-				finished += m.GetCounter().GetValue()
-			}
+		for _, m := range mf.GetMetric() {
+			out[mf.GetName()] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
-	require.Contains(t, []int{0, 4}, n, "stuck, newest age, finished and final changed, or nothing")
-	return n == 4, finished
+	return out
 }
 
 // Two replicas on one database: the database's gauges and counters are
@@ -138,4 +147,62 @@ func TestExporterWithoutLeaseFolds(t *testing.T) {
 	e.Tick(context.Background())
 	e.Tick(context.Background())
 	require.Equal(t, 2, f.n)
+}
+
+// Device messages are counted as commands are: from the database, once
+// whatever is redelivered, by the replica holding the lease, and the ones
+// stuck PENDING are a gauge; synchronous calls, as cmdtrack send records
+// them, are a counter of their own.
+func TestMessageOutcomesExported(t *testing.T) {
+	t.Parallel()
+	st, _, _ := testenv.Schema(t)
+	ctx := context.Background()
+	now := time.Now()
+	msg := func(device, id string, s notification.MessageStatus, ago time.Duration) ingest.Item {
+		return ingest.Item{Source: "test", Record: &notification.Message{DeviceID: device, MessageID: id, Status: s,
+			EventTime: now.Add(-ago), At: now.Add(-ago), ProductID: "p1", Payload: []byte(`{}`)}}
+	}
+	first := []ingest.Item{
+		msg("d1", "m1", notification.MessageDelivered, time.Minute),
+		msg("d2", "m1", notification.MessageFailed, 3*time.Minute), // the same id on another device
+		msg("d3", "m2", notification.MessagePending, 2*time.Hour),  // stuck: quiet longer than the hour
+		msg("d3", "m3", notification.MessagePending, time.Minute),  // not yet
+	}
+	retried := []ingest.Item{msg("d2", "m1", notification.MessageDelivered, 2*time.Minute)}
+	for _, batch := range [][]ingest.Item{first, retried, first, retried} { // redelivered: counted once
+		_, err := st.Apply(ctx, batch)
+		require.NoError(t, err)
+	}
+	for _, id := range []string{"call-1", "call-2"} { // cmdtrack send -sync's two records, the outcome twice
+		call := notification.Call{CallID: id, CallKind: notification.CallCommand, DeviceID: "d4", ProductID: "p1",
+			Status: notification.CallPending, EventTime: now.Add(-time.Minute), Payload: []byte(`{}`)}
+		done := call
+		done.Status, done.EventTime = notification.CallSuccessful, now
+		for _, c := range []*notification.Call{&call, &done, &done} {
+			_, err := st.Apply(ctx, []ingest.Item{{Source: "send", Record: c}})
+			require.NoError(t, err)
+		}
+	}
+
+	a, b := newReplica(t, st), newReplica(t, st)
+	a.exporter.Tick(ctx)
+	b.exporter.Tick(ctx)
+	leader, other := a, b
+	if b.lease.Held() {
+		leader, other = b, a
+	}
+	require.Empty(t, other.sums(t), "the other exports nothing")
+	want := map[string]float64{
+		"cmdtrack_messages_finished_total":      2, // d1/m1 DELIVERED, d2/m1 FAILED first
+		"cmdtrack_messages_final_changed_total": 1, // d2/m1 FAILED -> DELIVERED
+		"cmdtrack_messages_stuck":               1,
+		"cmdtrack_calls_finished_total":         2,
+		"cmdtrack_commands_stuck":               0,
+	}
+	got := leader.sums(t)
+	for name, n := range want {
+		require.Equal(t, n, got[name], name)
+	}
+	require.NotContains(t, got, "cmdtrack_commands_finished_total", "no command finished")
+	require.Zero(t, testenv.Count(t, st.Pool(), `SELECT count(*) FROM outcome_events`), "the leader folded the events")
 }

@@ -1,8 +1,10 @@
 // Package outcome turns what the store changed into metrics about the
-// commands themselves: how many finished, and how, how long each stage of
-// their lifecycle took, and, from the database, how many are stuck.
+// commands themselves (and the device messages and synchronous calls): how
+// many finished, and how, how long each stage of a command's lifecycle
+// took, and, from the database, how many are stuck.
 //
-// The counts of finished commands are the database's (store.OutcomeTotals):
+// The counts of finished commands, messages and calls are the database's
+// (store.OutcomeTotals):
 // the merge writes them in the statement that changes the row, whoever runs
 // it (a worker, cmdtrack replay, cmdtrack reconcile), and one replica
 // exports them (DBCollector). The stage histograms are this process's, fed

@@ -64,11 +64,12 @@ func TestRecordObservesStagesOnce(t *testing.T) {
 }
 
 type fakeDB struct {
-	stuck  map[notification.Status]int64
-	newest time.Time
-	totals []store.OutcomeTotal
-	err    error
-	reads  int
+	stuck         map[notification.Status]int64
+	stuckMessages int64
+	newest        time.Time
+	totals        []store.OutcomeTotal
+	err           error
+	reads         int
 }
 
 func (f *fakeDB) OutcomeTotals(context.Context) ([]store.OutcomeTotal, error) { return f.totals, f.err }
@@ -77,12 +78,15 @@ func (f *fakeDB) Stuck(context.Context, time.Duration) (map[notification.Status]
 	f.reads++
 	return f.stuck, f.err
 }
+func (f *fakeDB) MessagesStuck(context.Context, time.Duration) (int64, error) {
+	return f.stuckMessages, f.err
+}
 func (f *fakeDB) NewestEvent(context.Context) (time.Time, error) { return f.newest, f.err }
 
 func TestDBCollectorOnlyOnTheLeader(t *testing.T) {
 	t.Parallel()
 	var leader atomic.Bool
-	db := &fakeDB{stuck: map[notification.Status]int64{notification.Sent: 4}, newest: time.Now().Add(-time.Minute)}
+	db := &fakeDB{stuck: map[notification.Status]int64{notification.Sent: 4}, stuckMessages: 7, newest: time.Now().Add(-time.Minute)}
 	c := outcome.NewDBCollector(db, leader.Load, time.Hour, true, slog.New(slog.DiscardHandler))
 	now := time.Now()
 	outcome.SetDBClock(c, func() time.Time { return now })
@@ -100,7 +104,10 @@ func TestDBCollectorOnlyOnTheLeader(t *testing.T) {
 cmdtrack_commands_stuck{status="DELIVERED"} 0
 cmdtrack_commands_stuck{status="PENDING"} 0
 cmdtrack_commands_stuck{status="SENT"} 4
-`), "cmdtrack_commands_stuck"))
+# HELP cmdtrack_messages_stuck Device messages stuck (PENDING, quiet for longer than CMDTRACK_RECONCILE_THRESHOLD, moved within cmdtrack_settings.stuck_horizon: stuck_messages(quiet)); exported by the replica holding the metrics lease.
+# TYPE cmdtrack_messages_stuck gauge
+cmdtrack_messages_stuck 7
+`), "cmdtrack_commands_stuck", "cmdtrack_messages_stuck"))
 	age, err := testutil.GatherAndCount(reg, "cmdtrack_newest_notification_age_seconds")
 	require.NoError(t, err)
 	require.Equal(t, 1, age)
@@ -148,11 +155,11 @@ func TestDBCollectorReadsAtMostOncePerInterval(t *testing.T) {
 func TestDBCollectorCounters(t *testing.T) {
 	t.Parallel()
 	db := &fakeDB{stuck: map[notification.Status]int64{}, totals: []store.OutcomeTotal{
-		{Kind: store.KindFinished, ProductID: "p1", Status: "SUCCESSFUL", Commands: 3},
-		{Kind: store.KindFinished, ProductID: "p2", Status: "SUCCESSFUL", Commands: 2},
-		{Kind: store.KindFinished, ProductID: "", Status: "FAILED", Commands: 1},
-		{Kind: store.KindFinalChanged, ProductID: "p1", Status: "SUCCESSFUL", FromStatus: "TIMEOUT", Commands: 1},
-		{Kind: store.KindFinalChanged, ProductID: "p2", Status: "SUCCESSFUL", FromStatus: "TIMEOUT", Commands: 4},
+		{Kind: store.KindFinished, ProductID: "p1", Status: "SUCCESSFUL", Count: 3},
+		{Kind: store.KindFinished, ProductID: "p2", Status: "SUCCESSFUL", Count: 2},
+		{Kind: store.KindFinished, ProductID: "", Status: "FAILED", Count: 1},
+		{Kind: store.KindFinalChanged, ProductID: "p1", Status: "SUCCESSFUL", FromStatus: "TIMEOUT", Count: 1},
+		{Kind: store.KindFinalChanged, ProductID: "p2", Status: "SUCCESSFUL", FromStatus: "TIMEOUT", Count: 4},
 	}}
 	const help = `# HELP cmdtrack_commands_final_changed_total Final statuses replaced by a later final status (a TIMEOUT, then a late SUCCESSFUL), by the status before and after; read from the database by the replica holding the metrics lease.
 # TYPE cmdtrack_commands_final_changed_total counter
@@ -173,5 +180,58 @@ cmdtrack_commands_finished_total{product_id="",status="SUCCESSFUL"} 5
 		reg.MustRegister(outcome.NewDBCollector(db, func() bool { return true }, time.Hour, label, slog.New(slog.DiscardHandler)))
 		require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(help+want),
 			"cmdtrack_commands_finished_total", "cmdtrack_commands_final_changed_total"), "product label %v", label)
+	}
+}
+
+// Each kind of outcome event is its own counter (messages', calls', beside
+// commands'), labelled as its line in the table says; a kind without a line
+// is not exported.
+func TestDBCollectorCountersByKind(t *testing.T) {
+	t.Parallel()
+	db := &fakeDB{stuck: map[notification.Status]int64{}, totals: []store.OutcomeTotal{
+		{Kind: store.KindFinished, ProductID: "p1", Status: "SUCCESSFUL", Count: 3},
+		{Kind: store.KindMessageFinished, ProductID: "p1", Status: "DELIVERED", Count: 5},
+		{Kind: store.KindMessageFinished, ProductID: "p2", Status: "DELIVERED", Count: 1},
+		{Kind: store.KindMessageFinished, ProductID: "p2", Status: "TIMEOUT", Count: 2},
+		{Kind: store.KindMessageFinalChanged, ProductID: "p1", Status: "DELIVERED", FromStatus: "FAILED", Count: 1},
+		{Kind: store.KindMessageFinalChanged, ProductID: "p2", Status: "DELIVERED", FromStatus: "FAILED", Count: 2},
+		{Kind: store.KindCallFinished, ProductID: "p3", Status: "ERROR", Count: 4},
+		{Kind: "batch.finished", ProductID: "p1", Status: "Success", Count: 9},
+	}}
+	const help = `# HELP cmdtrack_calls_finished_total Synchronous commands and property sets sent through cmdtrack (device_calls) that reached a final status, by product and that status; read from the database by the replica holding the metrics lease.
+# TYPE cmdtrack_calls_finished_total counter
+%s# HELP cmdtrack_messages_final_changed_total Device messages' final statuses replaced by a later final status (a FAILED, then a DELIVERED of a message the platform retried), by the status before and after; read from the database by the replica holding the metrics lease.
+# TYPE cmdtrack_messages_final_changed_total counter
+cmdtrack_messages_final_changed_total{from="FAILED",to="DELIVERED"} 3
+# HELP cmdtrack_messages_finished_total Device messages (device.message.status) whose stored status became final (DELIVERED, FAILED, TIMEOUT) for the first time, by product and that status, whoever wrote it; read from the database by the replica holding the metrics lease.
+# TYPE cmdtrack_messages_finished_total counter
+%s`
+	for label, want := range map[bool][2]string{
+		true: {`cmdtrack_calls_finished_total{product_id="p3",status="ERROR"} 4
+`, `cmdtrack_messages_finished_total{product_id="p1",status="DELIVERED"} 5
+cmdtrack_messages_finished_total{product_id="p2",status="DELIVERED"} 1
+cmdtrack_messages_finished_total{product_id="p2",status="TIMEOUT"} 2
+`},
+		false: {`cmdtrack_calls_finished_total{product_id="",status="ERROR"} 4
+`, `cmdtrack_messages_finished_total{product_id="",status="DELIVERED"} 6
+cmdtrack_messages_finished_total{product_id="",status="TIMEOUT"} 2
+`},
+	} {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(outcome.NewDBCollector(db, func() bool { return true }, time.Hour, label, slog.New(slog.DiscardHandler)))
+		require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(fmt.Sprintf(help, want[0], want[1])),
+			"cmdtrack_messages_finished_total", "cmdtrack_messages_final_changed_total", "cmdtrack_calls_finished_total"),
+			"product label %v", label)
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		var total float64
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				if c := m.GetCounter(); c != nil {
+					total += c.GetValue()
+				}
+			}
+		}
+		require.Equal(t, 3.0+8+3+4, total, "every kind with a line, once; batch.finished has none")
 	}
 }

@@ -74,50 +74,93 @@ var previousSets = []string{
 		" + (CASE WHEN d.delivered_time IS NULL THEN 0 ELSE 4 END) + (CASE WHEN d.response_time IS NULL THEN 0 ELSE 8 END)",
 }
 
-// The kinds of outcome_events' rows (migration 013), as issue 29's webhooks
-// name their events.
+// The kinds of outcome_events' rows (migrations 013 and 019), as issue 29's
+// webhooks name their events.
 const (
 	// KindFinished: commands that reached their first final status.
 	KindFinished = "command.finished"
-	// KindFinalChanged: final statuses replaced by another final status.
+	// KindFinalChanged: commands' final statuses replaced by another final
+	// status.
 	KindFinalChanged = "command.final_changed"
+	// KindMessageFinished: device messages that reached their first final
+	// status.
+	KindMessageFinished = "message.finished"
+	// KindMessageFinalChanged: device messages' final statuses replaced by
+	// another final status.
+	KindMessageFinalChanged = "message.final_changed"
+)
+
+// outcomeRule is what recordOutcomes needs to know of one table the merge
+// writes: the kinds it records, which statuses are final, how a row is named
+// in outcome_events.command_ids, and where retention leaves its tombstones.
+type outcomeRule struct {
+	finished, finalChanged string
+	// finals are the final statuses, as an SQL list of literals.
+	finals string
+	// id is a row's name in command_ids, an SQL expression over m.
+	id string
+	// tombstone is an SQL condition over m: retention deleted the row when
+	// it was final (it finished already).
+	tombstone string
+}
+
+var (
+	commandOutcomes = outcomeRule{
+		finished: KindFinished, finalChanged: KindFinalChanged,
+		finals:    finalList(allStatuses(), func(s string) bool { return notification.Status(s).Final() }),
+		id:        "m.command_id",
+		tombstone: "EXISTS (SELECT 1 FROM command_tombstones t WHERE t.command_id = m.command_id)",
+	}
+	// A message id is unique per device only; IoTDA's device ids hold no
+	// '/', so the first one splits the name (migration 019).
+	messageOutcomes = outcomeRule{
+		finished: KindMessageFinished, finalChanged: KindMessageFinalChanged,
+		finals: finalList([]string{string(notification.MessagePending), string(notification.MessageDelivered),
+			string(notification.MessageFailed), string(notification.MessageTimeout)},
+			func(s string) bool { return notification.MessageStatus(s).Final() }),
+		id:        "m.device_id || '/' || m.message_id",
+		tombstone: "EXISTS (SELECT 1 FROM message_tombstones t WHERE t.device_id = m.device_id AND t.message_id = m.message_id)",
+	}
 )
 
 // recordOutcomes is the INSERT that follows the merge m in the same
 // statement: it writes to outcome_events what the rows m inserted or changed
 // say of their outcome, one row per kind, product and status. m returns only
-// the rows the merge changed, each with its status before (previous_status,
-// NULL for a row inserted), and the merge can only raise a row's rank, so a
-// command reaches its first final status in one statement only, whichever
-// writer, replica or redelivery runs it: each is written once. Unless its
-// row was deleted by retention as final (a tombstone) and recreated since:
-// that command finished already.
-var recordOutcomes = `INSERT INTO outcome_events (kind, product_id, status, from_status, command_ids)
-SELECT o.kind, o.product_id, o.status, o.from_status, array_agg(o.command_id ORDER BY o.command_id)
+// the rows the merge changed, each with its id columns, status, product_id
+// and its status before (previous_status, NULL for a row inserted), and the
+// merge can only raise a row's rank, so a row reaches its first final status
+// in one statement only, whichever writer, replica or redelivery runs it:
+// each is written once. Unless the row was deleted by retention as final (a
+// tombstone) and recreated since: that one finished already.
+func recordOutcomes(r outcomeRule) string {
+	return `INSERT INTO outcome_events (kind, product_id, status, from_status, command_ids)
+SELECT o.kind, o.product_id, o.status, o.from_status, array_agg(o.id ORDER BY o.id)
 FROM (
-	SELECT CASE WHEN p.was_final THEN '` + KindFinalChanged + `' ELSE '` + KindFinished + `' END AS kind,
+	SELECT CASE WHEN p.was_final THEN '` + r.finalChanged + `' ELSE '` + r.finished + `' END AS kind,
 		coalesce(m.product_id, '') AS product_id, m.status,
-		CASE WHEN p.was_final THEN m.previous_status ELSE '' END AS from_status, m.command_id
-	FROM m, LATERAL (SELECT coalesce(m.previous_status IN (` + finalStatusList() + `), false) AS was_final) p
-	WHERE m.status IN (` + finalStatusList() + `) AND CASE WHEN p.was_final THEN m.previous_status <> m.status
-		ELSE NOT EXISTS (SELECT 1 FROM command_tombstones t WHERE t.command_id = m.command_id) END
+		CASE WHEN p.was_final THEN m.previous_status ELSE '' END AS from_status, ` + r.id + ` AS id
+	FROM m, LATERAL (SELECT coalesce(m.previous_status IN (` + r.finals + `), false) AS was_final) p
+	WHERE m.status IN (` + r.finals + `) AND CASE WHEN p.was_final THEN m.previous_status <> m.status
+		ELSE NOT ` + r.tombstone + ` END
 ) o
 GROUP BY o.kind, o.product_id, o.status, o.from_status`
+}
 
 // upsertCounting is the merge, recording outcomes.
 var upsertCounting = "WITH m AS (\n" + upsertCommands +
-	"\nRETURNING command_id, status, product_id, previous_status)\n" + recordOutcomes
+	"\nRETURNING command_id, status, product_id, previous_status)\n" + recordOutcomes(commandOutcomes)
 
 // upsertTracking is the merge, recording outcomes and returning each row it
 // inserted or changed.
 var upsertTracking = "WITH m AS (\n" + upsertCommands + "\nRETURNING " + stateColumns + "),\n" +
-	"e AS (" + recordOutcomes + ")\nSELECT " + stateColumns + " FROM m"
+	"e AS (" + recordOutcomes(commandOutcomes) + ")\nSELECT " + stateColumns + " FROM m"
 
-// finalStatusList is the final statuses as an SQL list of literals.
-func finalStatusList() string {
+// finalList is the statuses final says are final, as an SQL list of
+// literals.
+func finalList(statuses []string, final func(string) bool) string {
 	var out []string
-	for _, s := range allStatuses() {
-		if notification.Status(s).Final() {
+	for _, s := range statuses {
+		if final(s) {
 			out = append(out, "'"+s+"'")
 		}
 	}

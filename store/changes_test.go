@@ -232,7 +232,7 @@ func totals(t *testing.T, st *store.Store) map[string]int64 {
 	require.NoError(t, err)
 	out := map[string]int64{}
 	for _, o := range ts {
-		out[o.Kind+" "+o.ProductID+" "+o.FromStatus+">"+o.Status] += o.Commands
+		out[o.Kind+" "+o.ProductID+" "+o.FromStatus+">"+o.Status] += o.Count
 	}
 	return out
 }

@@ -34,6 +34,18 @@ func (s *Store) Stuck(ctx context.Context, quiet time.Duration) (map[notificatio
 	return out, nil
 }
 
+// MessagesStuck counts the device messages stuck_messages(quiet) holds:
+// PENDING (held by the platform for an offline device) for longer than
+// quiet, moved within the stuck horizon. It reads the waiting messages'
+// index within the horizon.
+func (s *Store) MessagesStuck(ctx context.Context, quiet time.Duration) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM stuck_messages($1)`, pgInterval(quiet)).Scan(&n); err != nil {
+		return 0, interpretError(fmt.Errorf("count stuck messages: %w", err))
+	}
+	return n, nil
+}
+
 // pgInterval is d as a PostgreSQL interval, to the microsecond, for the
 // quiet time stuck_commands(quiet) takes.
 func pgInterval(d time.Duration) pgtype.Interval {

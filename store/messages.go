@@ -72,8 +72,14 @@ var messageEventColumns = []column[messageRow]{
 }
 
 var (
-	upsertMessages      = mergeUpsert("device_messages", messageColumns)
+	// The merge records the status it replaces (migration 019), for the
+	// outcomes.
+	upsertMessages      = mergeUpsert("device_messages", messageColumns, "previous_status = d.status")
 	insertMessageEvents = insertOnce("device_message_events", messageEventColumns)
+	// upsertMessagesCounting is the merge, recording the messages' outcomes
+	// (recordOutcomes) in the same statement.
+	upsertMessagesCounting = "WITH m AS (\n" + upsertMessages +
+		"\nRETURNING device_id, message_id, status, product_id, previous_status)\n" + recordOutcomes(messageOutcomes)
 )
 
 // messageWriter stores a batch's device message status changes: the merge
@@ -88,8 +94,10 @@ func (w *messageWriter) add(it *ingest.Item, _ int) {
 	w.rows = append(w.rows, messageRow{m: m, source: it.Source, key: m.Key()})
 }
 
-// queue queues the merge and the history. Which message a notification
-// changed is told to nobody yet, so it returns no tracker.
+// queue queues the merge, which records the messages' outcomes in
+// outcome_events itself, and the history. Which message a notification
+// changed is told to nobody yet (the outcome counters are the database's,
+// and messages have no stage histograms), so it returns no tracker.
 func (w *messageWriter) queue(b *pgx.Batch, _ []bool, _ bool) *tracker {
 	rows := w.rows
 	slices.SortFunc(rows, func(a, b messageRow) int {
@@ -98,7 +106,7 @@ func (w *messageWriter) queue(b *pgx.Batch, _ []bool, _ bool) *tracker {
 	})
 	same := func(a, b *messageRow) bool { return a.m.DeviceID == b.m.DeviceID && a.m.MessageID == b.m.MessageID }
 	for _, round := range rounds(rows, same) {
-		b.Queue(upsertMessages, args(messageColumns, round)...)
+		b.Queue(upsertMessagesCounting, args(messageColumns, round)...)
 	}
 	b.Queue(insertMessageEvents, args(messageEventColumns, rows)...)
 	return nil

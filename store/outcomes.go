@@ -5,15 +5,19 @@ import (
 	"fmt"
 )
 
-// OutcomeTotal is one series of the outcome counters: how many commands
-// reached a final status (KindFinished: Status, FromStatus empty) or had one
-// final status replaced by another (KindFinalChanged), by product.
+// OutcomeTotal is one series of the outcome counters: how many commands,
+// device messages or synchronous calls (by Kind) reached a final status
+// (KindFinished, KindMessageFinished, KindCallFinished: Status, FromStatus
+// empty) or had one final status replaced by another (KindFinalChanged,
+// KindMessageFinalChanged), by product.
 type OutcomeTotal struct {
 	Kind, ProductID, Status, FromStatus string
-	Commands                            int64
+	// Count is how many: the length of the events' command_ids.
+	Count int64
 }
 
-// OutcomeTotals are the outcome counters since migration 013: the folded
+// OutcomeTotals are the outcome counters since migration 013 (019 for
+// messages): the folded
 // totals plus the events not folded yet, read in one snapshot, so that a
 // fold running meanwhile neither hides nor doubles any. They only grow.
 func (s *Store) OutcomeTotals(ctx context.Context) ([]OutcomeTotal, error) {
@@ -32,7 +36,7 @@ func (s *Store) OutcomeTotals(ctx context.Context) ([]OutcomeTotal, error) {
 	var out []OutcomeTotal
 	for rows.Next() {
 		var o OutcomeTotal
-		if err := rows.Scan(&o.Kind, &o.ProductID, &o.Status, &o.FromStatus, &o.Commands); err != nil {
+		if err := rows.Scan(&o.Kind, &o.ProductID, &o.Status, &o.FromStatus, &o.Count); err != nil {
 			return nil, interpretError(fmt.Errorf("read outcome totals: %w", err))
 		}
 		out = append(out, o)

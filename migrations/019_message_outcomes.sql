@@ -1,0 +1,26 @@
+-- Device message outcomes, counted by the database as command outcomes are
+-- (migration 013; README, "Operating it"): once across replicas,
+-- redeliveries and arrival orders, whoever writes.
+--
+-- The message merge upsert (store/messages.go) writes, in the same
+-- statement as the row change, outcome_events rows of the kinds
+-- message.finished (messages that reached their first final status:
+-- DELIVERED, FAILED or TIMEOUT) and message.final_changed (a final status
+-- replaced by a later one), by product and status. A message is named in
+-- command_ids as 'device_id/message_id': a message id is unique per device
+-- only, and IoTDA's device ids hold no '/', so the first '/' splits the two.
+-- (command_ids keeps its name, which issue 29's webhooks and the other
+-- writers already use, and so does outcome_totals.commands: they hold the
+-- ids, and the number, of whatever the kind counts. The synchronous calls'
+-- writer records call.finished there with call ids.)
+--
+-- A message deleted by retention as final and heard of again is not counted
+-- as finished again while its message_tombstones row lasts (migration 017),
+-- as for commands.
+--
+-- What the merge needs of the row it replaces, written by the UPDATE itself
+-- from the row version it locked (RETURNING sees only the new row), so that
+-- it is exact with any number of writers: the status before the last write
+-- that changed the row, NULL when that write created it. Adding a nullable
+-- column without a default rewrites nothing, at any table size.
+ALTER TABLE device_messages ADD COLUMN previous_status text;
