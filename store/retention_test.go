@@ -95,8 +95,11 @@ func TestPrune(t *testing.T) {
 		require.Equal(t, 6001, count(t, st, `SELECT count(*) FROM `+k.tombstones+` WHERE status = $1`, k.final),
 			"%s: a tombstone for each final one", k.name)
 		require.Equal(t, 6001, countIn(t, st, k.tombstones), "%s: none for the open ones", k.name)
-		// The delete finds its rows through the index on a row's day, not a
-		// scan of the table.
+		// The delete can find its rows through the index on a row's day, not
+		// a scan of the table: its expression is the index's. (Which of the
+		// two the planner takes for the two rows left here depends on the
+		// index's width and the table's statistics; at fleet size, with few
+		// rows old, it is the index.)
 		require.Contains(t, plan(t, st, `SELECT `+k.ids+` FROM `+k.table+`
 			WHERE coalesce(`+k.began+`, first_seen_at) < now() - interval '1 year' AND last_event_time < now() - interval '1 year' LIMIT 5000`),
 			k.dayIndex, k.name)
@@ -153,9 +156,16 @@ func TestViews(t *testing.T) {
 }
 
 // plan is EXPLAIN's text for query.
+// plan is query's plan when a scan of the whole table is the last resort.
 func plan(t *testing.T, st *store.Store, query string) string {
 	t.Helper()
-	rows, err := st.Pool().Query(context.Background(), "EXPLAIN "+query)
+	ctx := context.Background()
+	tx, err := st.Pool().Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = tx.Exec(ctx, "SET LOCAL enable_seqscan = off")
+	require.NoError(t, err)
+	rows, err := tx.Query(ctx, "EXPLAIN "+query)
 	require.NoError(t, err)
 	var out string
 	for rows.Next() {
