@@ -21,7 +21,8 @@ func main() {
 }
 
 const usage = `iotda-sim makes IoTDA device.command.status notification streams (the JSON
-shape of the platform's push notification) for demos, tests and benchmarks.
+shape of the platform's push notification), with device.status and
+device.message.status among them on request, for demos, tests and benchmarks.
 
 Usage:
   iotda-sim publish [flags]   publish a stream to an AMQP 1.0 queue; optionally

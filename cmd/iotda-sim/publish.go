@@ -30,6 +30,7 @@ type publishFlags struct {
 	messages            int
 	expect, sentLog     string
 	expectPresence      string
+	expectMessages      string
 	inflight            int
 	timeout             time.Duration
 	quiet               bool
@@ -59,6 +60,11 @@ func publishCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return fmt.Errorf("write expected presence: %w", err)
 		}
 	}
+	if p.expectMessages != "" {
+		if err := writeFileAtomic(p.expectMessages, func(w io.Writer) error { return simulate.WriteExpectedMessages(w, s.DeviceMessages) }); err != nil {
+			return fmt.Errorf("write expected device messages: %w", err)
+		}
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
@@ -74,9 +80,9 @@ func publishCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return fmt.Errorf("write sent log: %w", err)
 		}
 	}
-	notes, poison, foreign, changes := distinct(msgs)
-	fmt.Fprintf(stdout, "publish: %d messages (%d commands, %d distinct notifications, %d distinct poison, %d foreign, %d distinct status changes of %d devices) to %s in %s: %.0f msg/s\n",
-		len(msgs), len(s.Commands), notes, poison, foreign, changes, len(s.Devices), p.queue,
+	notes, poison, foreign, changes, msgNotes := distinct(msgs)
+	fmt.Fprintf(stdout, "publish: %d messages (%d commands, %d distinct notifications, %d distinct poison, %d foreign, %d distinct status changes of %d devices, %d distinct device message notifications of %d device messages) to %s in %s: %.0f msg/s\n",
+		len(msgs), len(s.Commands), notes, poison, foreign, changes, len(s.Devices), msgNotes, len(s.DeviceMessages), p.queue,
 		elapsed.Round(time.Millisecond), float64(len(msgs))/elapsed.Seconds())
 	return nil
 }
@@ -88,7 +94,7 @@ func parsePublish(args []string, stderr io.Writer) (*publishFlags, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&p.url, "url", envOr(defaultAMQPURL, "CMDTRACK_AMQP_URL"), "AMQP 1.0 broker URL (default $CMDTRACK_AMQP_URL, else "+defaultAMQPURL+")")
 	fs.StringVar(&p.queue, "queue", "/queue/cmdtrack", "target address; a bare NAME means /queue/NAME (RabbitMQ declares it, durable)")
-	fs.IntVar(&p.sim.Commands, "commands", 1000, "commands in the stream (each makes 2 to 4 notifications)")
+	fs.IntVar(&p.sim.Commands, "commands", 1000, "commands in the stream (each makes 2 to 4 notifications); with -message-share, downlinks (commands and device messages)")
 	fs.IntVar(&p.sim.Devices, "devices", 0, "devices the commands are spread over (0: commands/4)")
 	fs.IntVar(&p.sim.Products, "products", 3, "products the devices belong to")
 	fs.Uint64Var(&p.sim.Seed, "seed", 1, "seed: the same flags give the same stream")
@@ -98,6 +104,8 @@ func parsePublish(args []string, stderr io.Writer) (*publishFlags, error) {
 	fs.Float64Var(&p.sim.Foreign, "foreign", 0, "notifications of other resources (skipped by cmdtrack) per valid one")
 	fs.BoolVar(&p.sim.Presence, "presence", false, "also device status changes (device.status), coherent with the commands: a device goes offline while "+
 		"a command of its times out or stays stuck; -poison then covers them too")
+	fs.Float64Var(&p.sim.MessageShare, "message-share", 0, "share of the downlinks that are device messages (device.message.status: PENDING, DELIVERED, FAILED, TIMEOUT, "+
+		"in both body shapes, some ids reused on other devices, some final after final); 1: messages only")
 	fs.Func("start", "date the stream from this fixed `time` instead of just before now: RFC 3339 or a day (2006-01-02); "+
 		"the tests' and benchmarks' streams start at "+simulate.FixedStart.Format(time.DateOnly)+
 		" (default: commands created over the 22 hours up to 5 minutes before now)", func(v string) error {
@@ -115,6 +123,7 @@ func parsePublish(args []string, stderr io.Writer) (*publishFlags, error) {
 	fs.IntVar(&p.messages, "messages", 0, "publish exactly this many messages: without -commands the stream is sized to it; "+
 		"with -commands the stream is cut after it (then -expect is refused)")
 	fs.StringVar(&p.expect, "expect", "", "write the expected final state of every command here (JSON lines), before publishing")
+	fs.StringVar(&p.expectMessages, "expect-messages", "", "with -message-share: write the expected final state of every device message here (JSON lines), before publishing")
 	fs.StringVar(&p.expectPresence, "expect-presence", "", "with -presence: write the expected presence of every device here (JSON lines), before publishing")
 	fs.StringVar(&p.sentLog, "sent-log", "", "write `request_id<TAB>unix-nanoseconds` of each notification's send start here, after publishing (for latency)")
 	fs.IntVar(&p.inflight, "inflight", 1000, "most messages sent and not yet confirmed by the broker")
@@ -126,7 +135,9 @@ func parsePublish(args []string, stderr io.Writer) (*publishFlags, error) {
 Publishes N commands over M devices and products, each with a plausible
 lifecycle (PENDING -> SENT -> DELIVERED -> SUCCESSFUL | FAILED | TIMEOUT,
 some EXPIRED, some still in flight) and consistent timestamps, as durable
-messages with one Data section. Prints a one-line summary on stdout.
+messages with one Data section. With -message-share, that share of the
+downlinks are device messages instead (PENDING -> DELIVERED | FAILED |
+TIMEOUT, some delivered after failing or timing out). Prints a one-line summary on stdout.
 The stream is dated just before now, so that a console shows it in its last
 24 hours, with commands still in flight stuck; -start dates it at a fixed
 time instead, the same every run.
@@ -186,7 +197,11 @@ func (p *publishFlags) validate(fs *flag.FlagSet) error {
 		return errors.New("-messages must not be negative")
 	case p.expectPresence != "" && !p.sim.Presence:
 		return errors.New("-expect-presence needs -presence")
-	case p.messages > 0 && p.commandsSetExplicit && (p.expect != "" || p.expectPresence != ""):
+	case p.sim.MessageShare < 0 || p.sim.MessageShare > 1:
+		return errors.New("-message-share must be between 0 and 1")
+	case p.expectMessages != "" && p.sim.MessageShare == 0:
+		return errors.New("-expect-messages needs -message-share")
+	case p.messages > 0 && p.commandsSetExplicit && (p.expect != "" || p.expectPresence != "" || p.expectMessages != ""):
 		return errors.New("-expect with -messages and -commands: a cut stream has no well-defined final state; drop -commands to size the stream to -messages")
 	case p.inflight < 1:
 		return errors.New("-inflight must be at least 1")
@@ -278,9 +293,10 @@ func publish(ctx context.Context, p *publishFlags, msgs []simulate.Message, sent
 	return sendErr
 }
 
-// distinct counts the distinct valid, poison and foreign bodies among msgs:
-// what a correct worker stores as history rows and dead letters.
-func distinct(msgs []simulate.Message) (notes, poison, foreign, changes int) {
+// distinct counts the distinct valid, poison, foreign, status change and
+// device message bodies among msgs: what a correct worker stores as history
+// rows and dead letters.
+func distinct(msgs []simulate.Message) (notes, poison, foreign, changes, msgNotes int) {
 	seen := make(map[*byte]bool, len(msgs))
 	for _, m := range msgs {
 		if len(m.Body) == 0 || seen[&m.Body[0]] {
@@ -296,9 +312,11 @@ func distinct(msgs []simulate.Message) (notes, poison, foreign, changes int) {
 			foreign++
 		case simulate.PresenceChange:
 			changes++
+		case simulate.MessageChange:
+			msgNotes++
 		}
 	}
-	return notes, poison, foreign, changes
+	return notes, poison, foreign, changes, msgNotes
 }
 
 var requestIDField = []byte(`"request_id":"`)

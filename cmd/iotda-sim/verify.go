@@ -22,15 +22,19 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		"PostgreSQL URL of the cmdtrack database; add &search_path=SCHEMA for a schema (default $CMDTRACK_DATABASE_URL)")
 	expect := fs.String("expect", "", "expected final state, JSON lines as written by `iotda-sim publish -expect` (required)")
 	expectPresence := fs.String("expect-presence", "", "also the expected presence of devices, as written by `iotda-sim publish -expect-presence`")
-	exact := fs.Bool("exact", false, "also require device_commands to hold no command missing from the expect file")
+	expectMessages := fs.String("expect-messages", "", "also the expected final state of device messages, as written by `iotda-sim publish -expect-messages`")
+	exact := fs.Bool("exact", false, "also require device_commands (and with -expect-messages device_messages) to hold no row missing from the expect file")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: iotda-sim verify -expect FILE [flags]
 
 Compares every command's row (status, result, header fields, lifecycle times,
 last event time) and its number of history rows with the expected final
-state, and with -expect-presence every device's presence row. Prints each mismatch (at most 50 lines) and a one-line summary;
-exits 1 if anything differs.
+state, with -expect-presence every device's presence row, and with
+-expect-messages every device message's row (status, error, name, topic,
+header fields, the time of each status, last event time) and its number of
+history rows. Prints each mismatch (at most 50 lines) and a one-line
+summary; exits 1 if anything differs.
 
 Flags:
 `)
@@ -74,6 +78,19 @@ Flags:
 		}
 	}
 
+	var msgs []simulate.DeviceMessage
+	if *expectMessages != "" {
+		f, err := os.Open(*expectMessages)
+		if err != nil {
+			return err
+		}
+		msgs, err = simulate.ReadExpectedMessages(f)
+		_ = f.Close()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", *expectMessages, err)
+		}
+	}
+
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	st, err := store.Open(ctx, *dbURL, store.Options{MaxConns: 2})
@@ -92,6 +109,13 @@ Flags:
 		}
 		bad = append(bad, badDevices...)
 	}
+	if *expectMessages != "" {
+		badMessages, err := simulate.VerifyMessages(ctx, st.Pool(), msgs)
+		if err != nil {
+			return err
+		}
+		bad = append(bad, badMessages...)
+	}
 	if *exact {
 		var rows int
 		if err := st.Pool().QueryRow(ctx, `SELECT count(*) FROM device_commands`).Scan(&rows); err != nil {
@@ -102,6 +126,14 @@ Flags:
 			// the surplus are commands the stream never had.
 			bad = append(bad, fmt.Sprintf("device_commands holds %d rows, the stream has %d commands", rows, len(cmds)))
 		}
+		if *expectMessages != "" {
+			if err := st.Pool().QueryRow(ctx, `SELECT count(*) FROM device_messages`).Scan(&rows); err != nil {
+				return fmt.Errorf("count device messages: %w", err)
+			}
+			if rows > len(msgs) {
+				bad = append(bad, fmt.Sprintf("device_messages holds %d rows, the stream has %d device messages", rows, len(msgs)))
+			}
+		}
 	}
 	for i, line := range bad {
 		if i == maxMismatchLines {
@@ -110,11 +142,14 @@ Flags:
 		}
 		fmt.Fprintln(stdout, line)
 	}
+	summary := fmt.Sprintf("verify: %d commands", len(cmds))
 	if len(devices) > 0 {
-		fmt.Fprintf(stdout, "verify: %d commands, %d devices, %d mismatches\n", len(cmds), len(devices), len(bad))
-	} else {
-		fmt.Fprintf(stdout, "verify: %d commands, %d mismatches\n", len(cmds), len(bad))
+		summary += fmt.Sprintf(", %d devices", len(devices))
 	}
+	if *expectMessages != "" {
+		summary += fmt.Sprintf(", %d device messages", len(msgs))
+	}
+	fmt.Fprintf(stdout, "%s, %d mismatches\n", summary, len(bad))
 	if len(bad) > 0 {
 		return silentError{fmt.Errorf("%d mismatches", len(bad))}
 	}

@@ -62,6 +62,10 @@ func GenerateN(cfg Config, n int) *Stream {
 	// commands: one trial run tells how many messages any prefix makes.
 	trial := cfg
 	trial.Commands = n/3 + 16
+	if cfg.MessageShare > 0 {
+		// A message may make a single notification.
+		trial.Commands = n + 16
+	}
 	if cfg.Devices < 1 {
 		// The default device count depends on Commands; pin it so that the
 		// trial and the final stream draw the same devices.
@@ -69,9 +73,9 @@ func GenerateN(cfg Config, n int) *Stream {
 		trial.Devices = cfg.Devices
 	}
 	s := Generate(trial)
-	valid, commands := 0, len(s.Commands)
-	for i, c := range s.Commands {
-		valid += c.Events + c.presence
+	valid, commands := 0, len(s.downlinks)
+	for i, d := range s.downlinks {
+		valid += d
 		if total(cfg, valid) >= n {
 			commands = i + 1
 			break

@@ -50,6 +50,14 @@ type Config struct {
 	// goes offline for good. Poison then also covers them. Off, the stream
 	// is exactly what it was without presence.
 	Presence bool
+	// MessageShare is the share of the downlinks that are device messages
+	// (device.message.status, README "Device messages"), the rest
+	// commands: Commands then counts both. Messages come with disorder,
+	// duplicates, poison (Poison also covers them), both body shapes,
+	// final-after-final statuses, and message ids reused on other devices.
+	// 1 makes a stream of messages only. Zero: the stream is exactly what
+	// it was without messages.
+	MessageShare float64
 }
 
 // FixedStart is where a stream starts that neither Start nor Now dates:
@@ -81,6 +89,7 @@ const (
 	Poison                     // dead-lettered
 	Foreign                    // settled and skipped
 	PresenceChange             // stored in device_presence
+	MessageChange              // stored in device_messages
 )
 
 // Command is the final state a command's row must reach.
@@ -116,6 +125,16 @@ type Stream struct {
 	// (Config.Presence), and PresenceChanges the distinct changes.
 	Devices         []Device
 	PresenceChanges int
+	// DeviceMessages is the final row of every device message
+	// (Config.MessageShare), and MessageEvents its distinct notifications
+	// (history rows).
+	DeviceMessages []DeviceMessage
+	MessageEvents  int
+
+	messageNotes []notification.Message
+	// downlinks is how many valid notifications each downlink made, in
+	// order: GenerateN sizes a stream from it.
+	downlinks []int
 }
 
 type step struct {
@@ -152,7 +171,16 @@ func Generate(cfg Config) *Stream {
 	}
 	var timeline []timed
 	pres := newPresenceGen(cfg)
+	msgGen := newMessageGen(cfg)
 	for i := range cfg.Commands {
+		if msgGen.take() {
+			notes := msgGen.message(i, cfg.Start.Add(time.Duration(i)*every).Truncate(time.Second), limit)
+			for _, m := range notes {
+				timeline = append(timeline, timed(m))
+			}
+			s.downlinks = append(s.downlinks, len(notes))
+			continue
+		}
 		dev := rng.IntN(cfg.Devices)
 		c := Command{
 			ID:          fmt.Sprintf("cmd-%d-%08d", cfg.Seed, i),
@@ -198,8 +226,11 @@ func Generate(cfg Config) *Stream {
 		}
 		s.Commands = append(s.Commands, c)
 		s.Events += len(steps)
+		s.downlinks = append(s.downlinks, len(steps)+c.presence)
 	}
 	s.Devices, s.PresenceChanges = pres.expected()
+	s.DeviceMessages, s.MessageEvents = msgGen.expected()
+	s.messageNotes = msgGen.flat
 	// Platform order first: by event time.
 	slices.SortStableFunc(timeline, func(a, b timed) int { return a.at.Compare(b.at) })
 	msgs := make([]Message, 0, len(timeline)*2)
@@ -212,6 +243,10 @@ func Generate(cfg Config) *Stream {
 		s.Poison++
 	}
 	for _, body := range pres.poison {
+		msgs = insertAt(rng, msgs, Message{Body: body, Kind: Poison})
+		s.Poison++
+	}
+	for _, body := range msgGen.poison {
 		msgs = insertAt(rng, msgs, Message{Body: body, Kind: Poison})
 		s.Poison++
 	}
