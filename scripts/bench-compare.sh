@@ -45,6 +45,9 @@ git rev-parse --verify --quiet "$REF^{commit}" >/dev/null || {
 export BENCH_MESSAGES=${BENCH_MESSAGES:-200000} BENCH_NAIVE_MESSAGES=${BENCH_NAIVE_MESSAGES:-2000}
 export BENCH_LATENCY_SECONDS=${BENCH_LATENCY_SECONDS:-5} BENCH_RUNS=1
 export BENCH_STREAM=${BENCH_STREAM:--out-of-order 0.1 -duplicate 0.02 -poison 0.001}
+# The cmds-only and msgs-only drains measure a kind's cost, not the comparison:
+# both sides skip them (the old side would anyway).
+export BENCH_KINDS=${BENCH_KINDS:-0}
 OUT=${BENCH_COMPARE_DIR:-$ROOT/bench/results/compare}
 mkdir -p "$OUT"
 rm -f "$OUT"/old.* "$OUT"/new.* "$OUT"/rounds.tsv "$OUT"/summary.txt
