@@ -31,23 +31,17 @@ type ProductMessageOutcomes struct {
 // messageOutcomesQuery is loadMessageOutcomes' statement: rows of product,
 // day, status and count, by product and day.
 func messageOutcomesQuery(product string, from time.Time) (string, []any) {
-	const day = `(coalesce(pending_time, first_seen_at) AT TIME ZONE 'UTC')::date`
+	const q = `SELECT product_id, day, status, messages FROM message_outcomes_daily WHERE day >= $1::date`
 	if product == "" {
-		return `SELECT coalesce(product_id, ''), ` + day + `, status, count(*) FROM device_messages
-			WHERE coalesce(pending_time, first_seen_at) >= $1 GROUP BY 1, 2, 3 ORDER BY 1, 2`, []any{from}
+		return q + ` ORDER BY 1, 2`, []any{from}
 	}
-	return `SELECT $2::text, m.day, s.status, m.n FROM unnest($3::text[]) s(status),
-		LATERAL (SELECT ` + day + ` AS day, count(*) AS n FROM device_messages
-			WHERE product_id = $2 AND status = s.status AND coalesce(pending_time, first_seen_at) >= $1 GROUP BY 1) m
-		ORDER BY 2`, []any{from, product, messageStatuses}
+	return q + ` AND product_id = $2 ORDER BY 2`, []any{from, product}
 }
 
 // loadMessageOutcomes counts the messages of the days from from on by
-// product, day (UTC, by the message's day) and status, straight from
-// device_messages: every product's through the day index, which holds the
-// product and the status (an index-only scan of the window's entries,
-// migration 018), one product's through its (product, status, day) index,
-// one range per status.
+// product, day (UTC, by the message's day) and status, from the daily
+// rollup that upkeep refreshes every minute (migration 020,
+// store/rollup.go), as the commands' outcomes do.
 func loadMessageOutcomes(ctx context.Context, db *pgxpool.Pool, product string, from time.Time, days int) ([]ProductMessageOutcomes, error) {
 	q, args := messageOutcomesQuery(product, from)
 	rows, err := db.Query(ctx, q, args...)

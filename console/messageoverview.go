@@ -17,15 +17,13 @@ type messageCell struct {
 	n               int64
 }
 
-const messageCellsSQL = `SELECT date_trunc('hour', coalesce(pending_time, first_seen_at), 'UTC'),
-	coalesce(product_id, ''), status, count(*)
-	FROM device_messages WHERE coalesce(pending_time, first_seen_at) >= $1
-	GROUP BY 1, 2, 3 ORDER BY 2`
+const messageCellsSQL = `SELECT hour, product_id, status, messages FROM message_outcomes_hourly
+	WHERE hour >= $1 ORDER BY product_id`
 
-// messageCells counts the messages since from by hour, product and status,
-// straight from device_messages: an index-only scan of the window's entries
-// of the day index, which holds the product and the status (migration
-// 018). No rollup: `make bench/scale` times it.
+// messageCells counts the messages since from (the start of an hour) by
+// hour, product and status, from the hourly rollup that upkeep refreshes
+// every minute (migration 020, store/rollup.go), as the commands' windows
+// do: its size follows the products and the hours, not the messages.
 func messageCells(ctx context.Context, db *pgxpool.Pool, from time.Time) ([]messageCell, error) {
 	rows, err := db.Query(ctx, messageCellsSQL, from)
 	if err != nil {
