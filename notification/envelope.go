@@ -86,6 +86,24 @@ func (e *pushBeside[D, B]) read(body []byte, resources ...string) error {
 	return nil
 }
 
+// bodyOf is the resource's body: inside, as notify_data holds it (the
+// reference's shape), or else the body beside notify_data (the published
+// samples' shape), with where it was read, for reasons. Every resource
+// with such a body names its device in the header, which it requires too.
+func (e *pushBeside[D, B]) bodyOf(inside *B, h *header) (*B, string, error) {
+	b, where := inside, "notify_data.body"
+	if b == nil {
+		b, where = e.Body, "body"
+	}
+	if b == nil {
+		return nil, "", errorf(ClassMissingField, "notify_data.body (or body beside notify_data) is missing")
+	}
+	if h.DeviceID == "" {
+		return nil, "", errorf(ClassMissingField, "notify_data.header.device_id is missing")
+	}
+	return b, where, nil
+}
+
 // eventTime is when the platform generated the push. event_time_ms
 // carries milliseconds, event_time only seconds; the finer one orders
 // notifications of the same second.

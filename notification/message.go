@@ -153,18 +153,12 @@ func DecodeMessage(body []byte) (Message, error) {
 	if err := env.read(body, ResourceMessageStatus); err != nil {
 		return m, err
 	}
-	data := env.NotifyData
-	b, where := data.Body, "notify_data.body"
-	if b == nil {
-		b, where = env.Body, "body"
+	h := &env.NotifyData.Header
+	b, where, err := env.bodyOf(env.NotifyData.Body, h)
+	if err != nil {
+		return m, err
 	}
-	if b == nil {
-		return m, errorf(ClassMissingField, "notify_data.body (or body beside notify_data) is missing")
-	}
-	h := &data.Header
 	switch {
-	case h.DeviceID == "":
-		return m, errorf(ClassMissingField, "notify_data.header.device_id is missing")
 	case b.MessageID == "":
 		return m, errorf(ClassMissingField, "%s.message_id is missing", where)
 	case b.Status == "":
@@ -174,7 +168,6 @@ func DecodeMessage(body []byte) (Message, error) {
 	if _, ok := messageRanks[m.Status]; !ok {
 		return m, errorf(ClassUnknownStatus, "unknown device message status %q", b.Status)
 	}
-	var err error
 	if m.EventTime, err = env.eventTime(); err != nil {
 		return m, err
 	}

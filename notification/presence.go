@@ -109,17 +109,10 @@ func DecodePresence(body []byte) (Presence, error) {
 	if err := env.read(body, ResourceDeviceStatus); err != nil {
 		return p, err
 	}
-	data := env.NotifyData
-	b, where := data.Body, "notify_data.body"
-	if b == nil {
-		b, where = env.Body, "body"
-	}
-	if b == nil {
-		return p, errorf(ClassMissingField, "notify_data.body (or body beside notify_data) is missing")
-	}
-	h := &data.Header
-	if h.DeviceID == "" {
-		return p, errorf(ClassMissingField, "notify_data.header.device_id is missing")
+	h := &env.NotifyData.Header
+	b, where, err := env.bodyOf(env.NotifyData.Body, h)
+	if err != nil {
+		return p, err
 	}
 	if b.Status == "" {
 		return p, errorf(ClassMissingField, "%s.status is missing", where)
@@ -128,7 +121,6 @@ func DecodePresence(body []byte) (Presence, error) {
 	if _, ok := presenceStatuses[p.Status]; !ok {
 		return p, errorf(ClassUnknownStatus, "unknown device status %q", b.Status)
 	}
-	var err error
 	if p.EventTime, err = env.eventTime(); err != nil {
 		return p, err
 	}
