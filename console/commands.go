@@ -119,25 +119,38 @@ var commandsPage = endpoint[*CommandsPage]{template: "commands", title: "Command
 // commandFilter reads /commands' query string: a bad request names each
 // parameter wrong.
 func commandFilter(q url.Values) (CommandFilter, error) {
-	f := CommandFilter{Device: strings.TrimSpace(q.Get("device")), Product: strings.TrimSpace(q.Get("product")),
-		Status: strings.ToUpper(strings.TrimSpace(q.Get("status")))}
+	l, err := readList(q, statuses)
+	return CommandFilter{Device: l.device, Product: l.product, Status: l.status, Since: l.since, Until: l.until,
+		Before: l.before, BeforeID: q.Get("before_id")}, err
+}
+
+// list is what the query string of every list page (/commands,
+// /messages) holds but its cursor's ids.
+type list struct {
+	device, product, status string
+	since, until, before    *time.Time
+}
+
+// readList reads a list page's query string, statuses being the ones its
+// status may name: a bad request names each parameter wrong.
+func readList(q url.Values, statuses []string) (list, error) {
+	l := list{device: strings.TrimSpace(q.Get("device")), product: strings.TrimSpace(q.Get("product")),
+		status: strings.ToUpper(strings.TrimSpace(q.Get("status")))}
 	var errs []string
 	var err error
-	if f.Since, err = parseTime(q.Get("since")); err != nil {
-		errs = append(errs, "since: "+err.Error())
+	for _, t := range []struct {
+		name string
+		out  **time.Time
+	}{{"since", &l.since}, {"until", &l.until}, {"before", &l.before}} {
+		if *t.out, err = parseTime(q.Get(t.name)); err != nil {
+			errs = append(errs, t.name+": "+err.Error())
+		}
 	}
-	if f.Until, err = parseTime(q.Get("until")); err != nil {
-		errs = append(errs, "until: "+err.Error())
-	}
-	if f.Before, err = parseTime(q.Get("before")); err != nil {
-		errs = append(errs, "before: "+err.Error())
-	}
-	f.BeforeID = q.Get("before_id")
-	if f.Status != "" && !oneOf(f.Status, statuses) {
+	if l.status != "" && !oneOf(l.status, statuses) {
 		errs = append(errs, "status must be one of "+strings.Join(statuses, ", "))
 	}
 	if len(errs) > 0 {
-		return f, badRequest(strings.Join(errs, "; "))
+		return l, badRequest(strings.Join(errs, "; "))
 	}
-	return f, nil
+	return l, nil
 }

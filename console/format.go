@@ -124,26 +124,27 @@ func pct(r float64) string {
 
 // query is the filter as /commands' query string.
 func (f CommandFilter) query() string {
+	v := list{f.Device, f.Product, f.Status, f.Since, f.Until, f.Before}.values()
+	if f.Before != nil {
+		v.Set("before_id", f.BeforeID)
+	}
+	return v.Encode()
+}
+
+// values is the list as a query string, but its cursor's ids.
+func (l list) values() url.Values {
 	v := url.Values{}
-	set := func(k, s string) {
+	for k, s := range map[string]string{"device": l.device, "product": l.product, "status": l.status} {
 		if s != "" {
 			v.Set(k, s)
 		}
 	}
-	set("device", f.Device)
-	set("product", f.Product)
-	set("status", f.Status)
-	if f.Since != nil {
-		v.Set("since", f.Since.UTC().Format(time.RFC3339Nano))
+	for k, t := range map[string]*time.Time{"since": l.since, "until": l.until, "before": l.before} {
+		if t != nil {
+			v.Set(k, t.UTC().Format(time.RFC3339Nano))
+		}
 	}
-	if f.Until != nil {
-		v.Set("until", f.Until.UTC().Format(time.RFC3339Nano))
-	}
-	if f.Before != nil {
-		v.Set("before", f.Before.UTC().Format(time.RFC3339Nano))
-		v.Set("before_id", f.BeforeID)
-	}
-	return v.Encode()
+	return v
 }
 
 func deadLetterQuery(class string, before *time.Time, beforeID int64) string {

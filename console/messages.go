@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -114,23 +113,8 @@ func listMessages(ctx context.Context, db *pgxpool.Pool, f MessageFilter) (*Mess
 
 // query is the filter as /messages' query string.
 func (f MessageFilter) query() string {
-	v := url.Values{}
-	set := func(k, s string) {
-		if s != "" {
-			v.Set(k, s)
-		}
-	}
-	set("device", f.Device)
-	set("product", f.Product)
-	set("status", f.Status)
-	if f.Since != nil {
-		v.Set("since", f.Since.UTC().Format(time.RFC3339Nano))
-	}
-	if f.Until != nil {
-		v.Set("until", f.Until.UTC().Format(time.RFC3339Nano))
-	}
+	v := list{f.Device, f.Product, f.Status, f.Since, f.Until, f.Before}.values()
 	if f.Before != nil {
-		v.Set("before", f.Before.UTC().Format(time.RFC3339Nano))
 		v.Set("before_device", f.BeforeDevice)
 		v.Set("before_id", f.BeforeID)
 	}
@@ -149,27 +133,9 @@ var messagesPage = endpoint[*MessagesPage]{template: "messages", title: "Message
 // messageFilter reads /messages' query string: a bad request names each
 // parameter wrong.
 func messageFilter(q url.Values) (MessageFilter, error) {
-	f := MessageFilter{Device: strings.TrimSpace(q.Get("device")), Product: strings.TrimSpace(q.Get("product")),
-		Status: strings.ToUpper(strings.TrimSpace(q.Get("status")))}
-	var errs []string
-	var err error
-	if f.Since, err = parseTime(q.Get("since")); err != nil {
-		errs = append(errs, "since: "+err.Error())
-	}
-	if f.Until, err = parseTime(q.Get("until")); err != nil {
-		errs = append(errs, "until: "+err.Error())
-	}
-	if f.Before, err = parseTime(q.Get("before")); err != nil {
-		errs = append(errs, "before: "+err.Error())
-	}
-	f.BeforeDevice, f.BeforeID = q.Get("before_device"), q.Get("before_id")
-	if f.Status != "" && !oneOf(f.Status, messageStatuses) {
-		errs = append(errs, "status must be one of "+strings.Join(messageStatuses, ", "))
-	}
-	if len(errs) > 0 {
-		return f, badRequest(strings.Join(errs, "; "))
-	}
-	return f, nil
+	l, err := readList(q, messageStatuses)
+	return MessageFilter{Device: l.device, Product: l.product, Status: l.status, Since: l.since, Until: l.until,
+		Before: l.before, BeforeDevice: q.Get("before_device"), BeforeID: q.Get("before_id")}, err
 }
 
 func oneOf(s string, set []string) bool {
