@@ -165,6 +165,10 @@ const (
 	lockRetries = 5
 )
 
+// attachGrace bounds the attaches a stopped run still makes (see
+// maintainPartitions, step 5).
+const attachGrace = 30 * time.Second
+
 // busyWait sets, for the transaction, how long a drop waits for the lock on
 // the expired partition itself. Writers do not queue behind that wait (they
 // write today's partitions), and it must outlast deadlock_timeout: only then
@@ -386,7 +390,9 @@ func (s *Store) maintainPartitions(ctx context.Context, h history, p Partitionin
 	// default partition while writers wait, so that had better be little.
 	moved, err := s.fill(ctx, h, pending)
 	res.Moved += moved
-	if err != nil {
+	// A stop (ctx ended) goes on to attach what was filled so far: the
+	// moved rows are out of every reader's sight until then.
+	if err != nil && ctx.Err() == nil {
 		if (lockNotAvailable(err) || errors.Is(err, errBusy)) && ctx.Err() == nil {
 			for _, pt := range pending {
 				res.Later = append(res.Later, pt.name)
@@ -401,16 +407,20 @@ func (s *Store) maintainPartitions(ctx context.Context, h history, p Partitionin
 	// 5. Attach them, each with the few rows that came meanwhile. After one
 	// that could not have the locks it needs, the rest are left for the
 	// next run, as drops are: each try holds the writers off.
+	//
+	// They are attached even when ctx has ended meanwhile (a stop): their
+	// rows have left the default partition, and until the ATTACH no reader
+	// of the history sees them. An attach is short by design (lockTimeout,
+	// lockRetries), so a stop waits at most attachGrace for them.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), attachGrace)
+	defer cancel()
 	historyBusy := false
 	for _, pt := range pending {
-		if ctx.Err() != nil {
-			return res, errors.Join(append(errs, ctx.Err())...)
-		}
 		if historyBusy {
 			res.Later = append(res.Later, pt.name)
 			continue
 		}
-		moved, err := s.attachPartition(ctx, h, pt, &res.LockTimeouts)
+		moved, err := s.attachPartition(actx, h, pt, &res.LockTimeouts)
 		historyBusy = lockNotAvailable(err) && !errors.Is(err, errBusy)
 		if settle(pt.name, err) {
 			res.Created++

@@ -499,3 +499,35 @@ func TestUnattachedPartitionExpires(t *testing.T) {
 	require.Zero(t, count(t, st, `SELECT count(*) FROM pg_class WHERE relname = $1 AND relnamespace = current_schema()::regnamespace`, table))
 	require.Zero(t, countIn(t, st, "device_command_events_default"))
 }
+
+// TestPartitionStopAfterFillStillAttaches: a run stopped (the worker's
+// SIGTERM) once a new partition is filled must still attach it. Its rows
+// have left the default partition by then, and until the ATTACH no reader
+// of the history sees them: TestSeveralQueues found every history row
+// missing after a worker stopped right after its upkeep's fill.
+func TestPartitionStopAfterFillStillAttaches(t *testing.T) {
+	t.Parallel()
+	for _, h := range historyCases {
+		t.Run(h.name, func(t *testing.T) {
+			t.Parallel()
+			st := setup(t)
+			now := time.Date(2028, 7, 1, 12, 0, 0, 0, time.UTC)
+			p := store.Partitioning{Size: store.Daily, Ahead: 1}
+			_, err := st.MaintainPartitions(context.Background(), p, now)
+			require.NoError(t, err)
+			day := now.AddDate(0, 0, 3).Truncate(24 * time.Hour)
+			const loaded = 500
+			h.insert(t, st, `'stop-' || g`, `$1::timestamptz + g * interval '1 s'`, `FROM generate_series(1, $2::int) g`, day, loaded)
+
+			p.Ahead = 5
+			ctx, stop := context.WithCancel(context.Background())
+			defer stop()
+			// One batch moves every row (far more pages than the rows
+			// fill); the stop comes as it commits.
+			stopping := store.WithMoveBatches(ctx, 1<<20, func(int) error { stop(); return nil })
+			_, _ = st.MaintainPartitions(stopping, p, now)
+			require.Equal(t, loaded, countIn(t, st, h.table), "every row is still in the history, for its readers")
+			require.Contains(t, h.partitionsOf(t, st), h.partition(day))
+		})
+	}
+}
