@@ -65,3 +65,38 @@ func BenchmarkClassifyKinds(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkClassifyStreams classifies the simulator's command stream and
+// its device message stream (MessageShare 1, both body shapes), valid
+// notifications only, as the worker does for every message: a message
+// must cost no more than a command (issue 28).
+func BenchmarkClassifyStreams(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		share float64
+	}{{"commands", 0}, {"messages", 1}} {
+		s := simulate.Generate(simulate.Config{Commands: 500, Seed: 3, MessageShare: c.share})
+		var bodies [][]byte
+		var size int
+		for _, m := range s.Messages {
+			if m.Kind == simulate.Valid || m.Kind == simulate.MessageChange {
+				bodies = append(bodies, m.Body)
+				size += len(m.Body)
+			}
+		}
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(size / len(bodies)))
+			b.ReportAllocs()
+			now := time.Now()
+			lim := ingest.Limits{MaxBodyBytes: 1 << 20}
+			i := 0
+			for b.Loop() {
+				it := ingest.Classify(bodies[i], "amqp:DefaultQueue", now, lim)
+				if it.Record == nil {
+					b.Fatalf("not decoded: %+v", it.DeadLetter)
+				}
+				i = (i + 1) % len(bodies)
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package notification_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -60,5 +61,26 @@ func BenchmarkDecodePresence(b *testing.B) {
 		if _, err := notification.DecodePresence(body); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkDecodeMessage decodes a device message status change in each of
+// the shapes the platform documents, against the command notification of
+// BenchmarkDecode: issue 28 asks a message to cost no more than a command.
+func BenchmarkDecodeMessage(b *testing.B) {
+	for _, name := range []string{"device_message_status_inside.json", "device_message_status_beside.json"} {
+		body := readTestdata(b, name)
+		b.Run(strings.TrimSuffix(strings.TrimPrefix(name, "device_message_status_"), ".json"), func(b *testing.B) {
+			if _, err := notification.DecodeMessage(body); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if _, err := notification.DecodeMessage(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -45,23 +45,33 @@ type objectMember struct {
 	present bool
 }
 
-// fastV5 holds what one pass over a body found.
-type fastV5 struct {
+// fastDoc is one pass over a body, as every fast decoder reads it: the
+// scanner, and whether anything odd was met.
+type fastDoc struct {
 	s    scanner
 	body []byte
+	// odd is set by anything odd in the members the fast path reads, as
+	// span.odd is. For a command status it only matters once the resource
+	// is known: another resource has another notify_data, which
+	// encoding/json's type errors do not stop from being skipped.
+	odd bool
+}
+
+// fastHeader is notify_data.header, which every resource shares.
+type fastHeader struct {
+	appID, deviceID, nodeID, productID, gatewayID, tags span
+}
+
+// fastV5 holds what one pass over a body found.
+type fastV5 struct {
+	fastDoc
 
 	resource, event, eventTime, eventTimeMS, requestID span
 	notifyData, header, dataBody                       objectMember
 
-	appID, deviceID, nodeID, productID, gatewayID, tags           span
+	fastHeader
 	commandID, createdTime, sentTime, deliveredTime, responseTime span
 	status, result                                                span
-
-	// odd is set by anything odd in the members the fast path reads, as
-	// span.odd is. It only matters for a command status: another resource
-	// has another notify_data, which encoding/json's type errors do not stop
-	// from being skipped.
-	odd bool
 }
 
 // Member names, as encoding/json matches them to envelope's and
@@ -80,7 +90,7 @@ func decodeFast(body []byte, n *Notification) (sure bool, err error) {
 	if !utf8.Valid(body) {
 		return false, nil
 	}
-	d := fastV5{s: scanner{data: body}, body: body}
+	d := fastV5{fastDoc: fastDoc{s: scanner{data: body}, body: body}}
 	if !d.s.document(d.envelopeMember) || d.resource.odd || d.resource.empty() {
 		return false, nil // not JSON, not an object, or a legacy format
 	}
@@ -159,15 +169,15 @@ func decodeFast(body []byte, n *Notification) (sure bool, err error) {
 	return true, nil
 }
 
-func (d *fastV5) bytes(f span) []byte { return d.body[f.start:f.end] }
+func (d *fastDoc) bytes(f span) []byte { return d.body[f.start:f.end] }
 
 // is reports whether f holds s (a comparison, which does not copy).
-func (d *fastV5) is(f span, s string) bool { return string(d.body[f.start:f.end]) == s }
+func (d *fastDoc) is(f span, s string) bool { return string(d.body[f.start:f.end]) == s }
 
 // raw is a raw member's value as nullToNil leaves it: nil when absent or
 // null. Its capacity ends with it, so that an append to it cannot write
 // over the rest of the body.
-func (d *fastV5) raw(f span) []byte {
+func (d *fastDoc) raw(f span) []byte {
 	if v := d.body[f.start:f.end:f.end]; len(v) > 0 && string(v) != "null" {
 		return v
 	}
@@ -205,7 +215,7 @@ func (d *fastV5) notifyDataMember(key []byte, escaped bool) bool {
 	case string(key) == "header":
 		// A struct, not a pointer, in commandStatusData: null leaves it
 		// empty, as an absent header does.
-		return d.object(&d.header, d.headerMember)
+		return d.object(&d.header, func(key []byte, escaped bool) bool { return d.headerMember(&d.fastHeader, key, escaped) })
 	case string(key) == "body":
 		return d.object(&d.dataBody, d.bodyMember)
 	case unsureKey(key, notifyDataNames):
@@ -214,22 +224,23 @@ func (d *fastV5) notifyDataMember(key []byte, escaped bool) bool {
 	return d.s.value()
 }
 
-func (d *fastV5) headerMember(key []byte, escaped bool) bool {
+// headerMember reads one member of notify_data.header into h.
+func (d *fastDoc) headerMember(h *fastHeader, key []byte, escaped bool) bool {
 	switch {
 	case escaped:
 		d.odd = true
 	case string(key) == "app_id":
-		return d.str(&d.appID)
+		return d.str(&h.appID)
 	case string(key) == "device_id":
-		return d.str(&d.deviceID)
+		return d.str(&h.deviceID)
 	case string(key) == "node_id":
-		return d.str(&d.nodeID)
+		return d.str(&h.nodeID)
 	case string(key) == "product_id":
-		return d.str(&d.productID)
+		return d.str(&h.productID)
 	case string(key) == "gateway_id":
-		return d.str(&d.gatewayID)
+		return d.str(&h.gatewayID)
 	case string(key) == "tags":
-		return d.rawMember(&d.tags)
+		return d.rawMember(&h.tags)
 	case unsureKey(key, headerNames):
 		d.odd = true
 	}
@@ -263,7 +274,7 @@ func (d *fastV5) bodyMember(key []byte, escaped bool) bool {
 // str reads a member that encoding/json decodes into a string: a string
 // without escapes, or null (which leaves the string empty). Anything else
 // makes the member odd. It reports false only for a syntax error.
-func (d *fastV5) str(f *span) bool {
+func (d *fastDoc) str(f *span) bool {
 	f.odd = f.seen
 	f.seen = true
 	switch d.s.peek() {
@@ -285,7 +296,7 @@ func (d *fastV5) str(f *span) bool {
 
 // rawMember reads a member that encoding/json keeps as json.RawMessage:
 // any value, as written.
-func (d *fastV5) rawMember(f *span) bool {
+func (d *fastDoc) rawMember(f *span) bool {
 	f.odd = f.seen
 	f.seen = true
 	d.odd = d.odd || f.odd
@@ -297,7 +308,7 @@ func (d *fastV5) rawMember(f *span) bool {
 // object reads a member that encoding/json decodes into a struct: an object,
 // whose members go to member, or null. Anything else is a type error, and a
 // second occurrence would be merged into the first: both are odd.
-func (d *fastV5) object(o *objectMember, member func(key []byte, escaped bool) bool) bool {
+func (d *fastDoc) object(o *objectMember, member func(key []byte, escaped bool) bool) bool {
 	d.odd = d.odd || o.seen
 	o.seen = true
 	switch d.s.peek() {

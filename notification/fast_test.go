@@ -132,6 +132,54 @@ var edgeBodies = []string{
 	`{"notifyType":"messageConfirm","header":{"requestId":"r","status":"sent","timestamp":"20240102T030405Z"}}`,
 }
 
+// messageEdgeBodies are edgeBodies for device messages: both body shapes,
+// and what the message's fast path must leave to encoding/json.
+var messageEdgeBodies = func() []string {
+	const head = `{"resource":"device.message.status","event":"update","event_time":"20240101T000000Z","request_id":"r",`
+	const hdr = `"header":{"device_id":"d","product_id":"p","tags":[{"tag_key":"k"}]}`
+	const body = `{"message_id":"m","name":"n","topic":"t/down","status":"FAILED","timestamp":"20240101T000001Z","error_info":{"error_code":"E1","error_msg":"no"}}`
+	out := []string{
+		head + `"notify_data":{` + hdr + `,"body":` + body + `}}`,
+		head + `"notify_data":{` + hdr + `},"body":` + body + `}`,
+		`{"body":` + body + `,"notify_data":{` + hdr + `},"event_time":"20240101T000000Z","event":"update","resource":"device.message.status"}`,
+		head + `"notify_data":{` + hdr + `,"body":` + body + `},"body":{"message_id":"decoy","status":"PENDING","timestamp":"20991231T000000Z"}}`,
+		head + `"notify_data":{` + hdr + `,"body":null},"body":` + body + `}`,
+		head + `"notify_data":{` + hdr + `,"body":{}},"body":` + body + `}`,
+		head + `"notify_data":{` + hdr + `}}`,
+		head + `"notify_data":{` + hdr + `},"body":null}`,
+	}
+	// Each change is made to the first two: the body in notify_data, and
+	// the body beside it.
+	for _, c := range [][2]string{
+		// In the body.
+		{`"FAILED"`, `"delivered"`}, {`"FAILED"`, `"DELIVRED"`}, {`"FAILED"`, `"ſailed"`}, {`"FAILED"`, `null`},
+		{`"FAILED"`, `1`}, {`"FAILED"`, `"FAIL\u0045D"`}, {`"FAILED"`, `""`},
+		{`"m"`, `""`}, {`"m"`, `null`}, {`"m"`, `7`}, {`"m"`, `"m\u0031"`}, {`"m"`, `"m","message_id":"m2"`},
+		{`"message_id"`, `"Message_ID"`}, {`"message_id"`, `"me\u0073sage_id"`}, {`"name"`, `"NAME"`},
+		{`"n"`, `"\u0000"`}, {`"n"`, `"\ud800"`}, {`"n"`, `"é ✓"`}, {`"t/down"`, `"t\/down"`},
+		{`"20240101T000001Z"`, `"yesterday"`}, {`"20240101T000001Z"`, `"2024-01-01T08:00:01.5+08:00"`},
+		{`"20240101T000001Z"`, `null`}, {`"20240101T000001Z"`, `""`},
+		{`{"error_code":"E1","error_msg":"no"}`, `null`}, {`{"error_code":"E1","error_msg":"no"}`, `"E1"`},
+		{`{"error_code":"E1","error_msg":"no"}`, `{"ERROR_CODE":"E1"}`},
+		{`{"error_code":"E1","error_msg":"no"}`, `{"error_code":"E1"},"error_info":{"error_msg":"no"}`},
+		{`"error_msg":"no"`, `"error_msg":"no","x":[1,{"y":null}]`},
+		{`"status"`, `"extra":{"status":"PENDING"},"status"`},
+		// Around it.
+		{`"device.message.status"`, `"device.message.Status"`}, {`"update"`, `"delete"`}, {`"update"`, `null`},
+		{`"resource"`, `"RESOURCE"`}, {`"resource":`, `"resource":"device.status","resource":`},
+		{`"request_id":"r",`, `"request_id":"r","Body":{},`}, {`"request_id":"r",`, `"request_id":"r","body":7,`},
+		{`"20240101T000000Z"`, `"20240101T000000Z","event_time_ms":"2024-01-01T00:00:00.123Z"`},
+		{`"20240101T000000Z"`, `"20240101T000000Z","event_time_ms":"later"`},
+		{`"20240101T000000Z"`, `null`},
+		{`"device_id":"d"`, `"device_id":""`}, {`"device_id":"d"`, `"device_id":"d\"q"`},
+		{`"device_id":"d"`, `"Device_Id":"d"`}, {`[{"tag_key":"k"}]`, `{"tag_key":"k"}`}, {`[{"tag_key":"k"}]`, `null`},
+		{`"header":`, `"header":null,"header":`}, {`"notify_data":{`, `"notify_data":null,"x":{`},
+	} {
+		out = append(out, replace(out[0], c[0], c[1]), replace(out[1], c[0], c[1]))
+	}
+	return out
+}()
+
 // nested returns v inside depth arrays.
 func nested(depth int, v string) string {
 	return strings.Repeat("[", depth) + v + strings.Repeat("]", depth)
@@ -159,6 +207,9 @@ func diffBodies(tb testing.TB) [][]byte {
 	for _, s := range edgeBodies {
 		add([]byte(s))
 	}
+	for _, s := range messageEdgeBodies {
+		add([]byte(s))
+	}
 	minimal := `{"resource":"device.command.status","event":"update","event_time":"20240101T000000Z","notify_data":{"body":{"command_id":"c","status":"SENT","result":%s}}}`
 	for _, depth := range []int{1, 60, 63, 64, 65, 200, 10001} {
 		add([]byte(strings.Replace(minimal, "%s", nested(depth, "1"), 1)))
@@ -169,6 +220,12 @@ func diffBodies(tb testing.TB) [][]byte {
 	// The simulator's traffic: valid notifications of every status, the
 	// misspelt resource, poison messages and another resource's pushes.
 	sim := simulate.Generate(simulate.Config{Commands: 60, Seed: 7, Poison: 0.3, Foreign: 0.3, Presence: true})
+	for _, m := range sim.Messages {
+		add(m.Body)
+	}
+	// Device messages: both body shapes, the decoy beside notify_data,
+	// their poison.
+	sim = simulate.Generate(simulate.Config{Commands: 40, Seed: 8, Poison: 0.2, MessageShare: 1})
 	for _, m := range sim.Messages {
 		add(m.Body)
 	}
@@ -188,7 +245,16 @@ func agree(t *testing.T, body []byte) (sure bool) {
 	}
 	got, gotErr := notification.DecodeAt(body, at)
 	require.Empty(t, notification.Disagreement(got, gotErr, want, wantErr), "body %q", body)
-	return sure
+
+	m, mSure, err := notification.DecodeMessageFast(body)
+	require.Equal(t, in, body, "the message's fast path must not modify its input")
+	wantM, wantErr := notification.DecodeMessageStd(body)
+	if mSure {
+		require.Empty(t, notification.MessageDisagreement(m, err, wantM, wantErr), "body %q", body)
+	}
+	gotM, gotErr := notification.DecodeMessage(body)
+	require.Empty(t, notification.MessageDisagreement(gotM, gotErr, wantM, wantErr), "body %q", body)
+	return sure || mSure
 }
 
 func TestFastMatchesStd(t *testing.T) {
@@ -225,6 +291,29 @@ func TestFastTakesTheCommonShapes(t *testing.T) {
 			require.ErrorAs(t, err, &skip)
 		}
 	}
+}
+
+// The message's fast path must take the shapes the platform documents and
+// the simulator sends: the body in notify_data, beside it, and in both.
+func TestFastMessageTakesTheCommonShapes(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"device_message_status_inside.json", "device_message_status_beside.json"} {
+		_, sure, err := notification.DecodeMessageFast(readTestdata(t, name))
+		require.True(t, sure, name)
+		require.NoError(t, err)
+	}
+	sim := simulate.Generate(simulate.Config{Commands: 200, Seed: 12, Poison: 0.05, MessageShare: 1})
+	taken := 0
+	for _, m := range sim.Messages {
+		if m.Kind != simulate.MessageChange {
+			continue
+		}
+		_, sure, err := notification.DecodeMessageFast(m.Body)
+		require.True(t, sure, "%s", m.Body)
+		require.NoError(t, err)
+		taken++
+	}
+	require.Positive(t, taken)
 }
 
 // mutate changes body in one of the ways that find a scanner's mistakes:

@@ -149,6 +149,25 @@ type messageData = struct {
 // from notify_data.body.
 func DecodeMessage(body []byte) (Message, error) {
 	var m Message
+	sure, err := decodeMessageFast(body, &m)
+	if checkFastMessage != nil {
+		checkFastMessage(body, sure, m, err)
+	}
+	if sure {
+		return m, err
+	}
+	return decodeMessageStd(body)
+}
+
+// checkFastMessage is checkFast for device messages: nil but in this
+// package's tests, where it holds every answer of decodeMessageFast to
+// decodeMessageStd's.
+var checkFastMessage func(body []byte, sure bool, m Message, err error)
+
+// decodeMessageStd is DecodeMessage with encoding/json: every reason, and
+// the reference that decodeMessageFast must agree with.
+func decodeMessageStd(body []byte) (Message, error) {
+	var m Message
 	var env messageEnvelope
 	if err := env.read(body, ResourceMessageStatus); err != nil {
 		return m, err
