@@ -29,6 +29,8 @@
 #   BENCH_KINDS             1: also the cmds-only and msgs-only drains (default 1; 0 when BENCH_CMDTRACK_REF is set,
 #                           as a revision from before device messages has no table for them)
 #   BENCH_KIND_MESSAGES     backlog of each of those (default: BENCH_MESSAGES/2)
+#   BENCH_ONLY_KINDS=1      run only the cmds-only and msgs-only drains (a message's cost against a command's, in
+#                           minutes rather than the whole bench's twenty)
 #   BENCH_DRAIN_WINDOW      credit window of drain and naive (default: CMDTRACK_AMQP_CREDIT/4, as cmdtrack issues)
 #   BENCH_KEEP=1            keep the work directory, schemas and queues for inspection
 #   BENCH_RESULTS           where to write the table (default bench/results/latest.txt)
@@ -53,6 +55,8 @@ RUNS=${BENCH_RUNS:-3}
 STREAM=${BENCH_STREAM:--out-of-order 0.1 -duplicate 0.02 -poison 0.001 -presence -message-share 0.2}
 KINDS=${BENCH_KINDS:-$([[ -n "${BENCH_CMDTRACK_REF:-}" ]] && echo 0 || echo 1)}
 KIND_N=${BENCH_KIND_MESSAGES:-$((N / 2))}
+ONLY_KINDS=${BENCH_ONLY_KINDS:-0}
+if ((ONLY_KINDS)); then KINDS=1; fi
 CREDIT=${CMDTRACK_AMQP_CREDIT:-1024}
 WINDOW=${BENCH_DRAIN_WINDOW:-$((CREDIT / 4))}
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/results/latest.txt}
@@ -246,6 +250,7 @@ naive_run() {
 # cmdtrack_run R: 3. cmdtrack, then its database checked against the stream's expected final state.
 VERIFY_OK=1
 COUNTS=
+FINAL=
 cmdtrack_run() {
 	local r=$1 port w0
 	new_queue "cmdtrack$r"
@@ -356,10 +361,12 @@ kind_run() {
 # The contenders take turns, run after run, so that a drift of the machine (a checkpoint, a neighbour) spreads
 # over all of them instead of landing on one.
 for r in $(seq "$RUNS"); do
-	drain_run "$r"
-	naive_run "$r"
-	cmdtrack_run "$r"
-	latency_run "$r"
+	if ((!ONLY_KINDS)); then
+		drain_run "$r"
+		naive_run "$r"
+		cmdtrack_run "$r"
+		latency_run "$r"
+	fi
 	if ((KINDS)); then
 		kind_expect=()
 		kind_run cmds-only 0 "$r"
