@@ -1,0 +1,4 @@
+package webhook
+
+// RetryDelay is retryDelay, for the tests of its bounds.
+var RetryDelay = retryDelay
