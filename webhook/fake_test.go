@@ -309,6 +309,13 @@ func (rc *receiver) deliveries() []delivery {
 	return slices.Clone(rc.got)
 }
 
+// faulty says a request was not as it should be.
+func (rc *receiver) faulty() bool {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return len(rc.bad) > 0
+}
+
 // check fails the test if any request was not as it should be.
 func (rc *receiver) check() {
 	rc.t.Helper()

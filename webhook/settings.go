@@ -111,7 +111,7 @@ func ParseEndpoints(file string) ([]Endpoint, error) {
 	dec.DisallowUnknownFields()
 	var eps []Endpoint
 	if err := dec.Decode(&eps); err != nil {
-		return nil, fmt.Errorf("%s (%s) is not a JSON list of {\"name\", \"url\", \"secrets\", \"types\", \"products\"}: %v", EnvFile, file, err)
+		return nil, fmt.Errorf("%s (%s) is not a JSON list of {\"name\", \"url\", \"secrets\", \"types\", \"products\"}: %w", EnvFile, file, err)
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("%s (%s) has more than one JSON value: give one list", EnvFile, file)
@@ -187,11 +187,17 @@ func validName(name string) error {
 		return fmt.Errorf("the name is %d bytes: make it at most %d", len(name), MaxNameLength)
 	}
 	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+		if !nameRune(r) {
 			return errors.New("the name may hold only letters, digits, '.', '_' and '-'")
 		}
 	}
 	return nil
+}
+
+// nameRune says whether r may be in a name: one that goes into URLs and
+// command lines as it is.
+func nameRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-'
 }
 
 // validURL accepts https, and http to a loopback host: a secret's
