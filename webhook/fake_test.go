@@ -279,7 +279,8 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 		rc.bad = append(rc.bad, d.id+": content-type "+r.Header.Get("Content-Type")+", user-agent "+r.UserAgent())
 	}
 	rc.busy[d.subject]++
-	if rc.busy[d.subject] > 1 {
+	// A row without an id (TestPayloadRows) names no subject.
+	if rc.busy[d.subject] > 1 && d.subject != "" {
 		rc.bad = append(rc.bad, "two requests of "+d.subject+" at once")
 	}
 	rc.got = append(rc.got, d)
