@@ -1,0 +1,608 @@
+// Package webhook delivers the outcome events to the applications that
+// subscribe to them (issue 29; README "Webhooks"): signed per the Standard
+// Webhooks specification, from the outbox the fold fills
+// (store.FoldOutcomes), at least once, in order per subject, each event
+// with one webhook-id for every attempt.
+//
+// Every replica runs a Deliverer: per endpoint, one loop claims what its
+// free workers can take (store.ClaimWebhooks: FOR UPDATE SKIP LOCKED, a
+// lease), the workers POST the events, and each is settled: delivered
+// (deleted), tried again later (a backoff) or, past the retry window,
+// failed for good (kept for replay). No transaction stays open during a
+// request; a replica that dies mid-request leaves its events to their
+// lease, and another delivers them again. A slow or dead endpoint only
+// grows its outbox: the data path never waits for a webhook.
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/cmdtrack/cmdtrack/internal/backoff"
+	"github.com/cmdtrack/cmdtrack/store"
+)
+
+// Store is the outbox the deliverer claims from and settles into (a
+// *store.Store).
+type Store interface {
+	// ClaimWebhooks leases up to n pending events of endpoint that are due,
+	// none of them behind an earlier pending event of its subject.
+	ClaimWebhooks(ctx context.Context, endpoint string, n int, lease time.Duration) ([]store.WebhookEvent, error)
+	// WebhookDelivered removes delivered events.
+	WebhookDelivered(ctx context.Context, endpoint string, ids []int64) error
+	// RetryWebhook makes an event due again at next.
+	RetryWebhook(ctx context.Context, id int64, next time.Time, reason string) error
+	// FailWebhook gives an event up, kept for a replay.
+	FailWebhook(ctx context.Context, id int64, reason string) error
+}
+
+// MaxErrorBody is how much of a response body is read, for the error text
+// of a failed attempt.
+const MaxErrorBody = 4 << 10
+
+// settleTimeout bounds one try at settling an event.
+const settleTimeout = 10 * time.Second
+
+// The log messages, for tests and operators to match.
+const (
+	LogEndpointFailing = "webhook endpoint failing; its events wait in the outbox and are tried again with backoff"
+	LogEndpointBack    = "webhook endpoint answers again"
+	LogGaveUp          = "webhook events failed for good after CMDTRACK_WEBHOOK_RETRY_FOR; cmdtrack webhooks replay sends them again"
+	LogDatabase        = "the webhook outbox cannot be read or settled; trying again with backoff (events are delivered once it can)"
+	LogDatabaseBack    = "the webhook outbox can be read again"
+	LogLeftToLease     = "a webhook event could not be settled; it will be delivered again once its lease ends"
+)
+
+// Config tunes the deliverer. Zero values take the defaults.
+type Config struct {
+	// Endpoints are where events go (see Load).
+	Endpoints []Endpoint
+	// Timeout bounds one request, from connecting to the answer's end
+	// (default 10s).
+	Timeout time.Duration
+	// RetryFor is how long after its outcome an event is tried (default
+	// 24h); the attempt that fails past it fails the event for good.
+	RetryFor time.Duration
+	// BackoffMin and BackoffMax bound the wait after a failed attempt:
+	// BackoffMin doubling per attempt up to BackoffMax, with full jitter
+	// (default 5s to 1h).
+	BackoffMin, BackoffMax time.Duration
+	// Workers is how many requests are in flight at once per endpoint
+	// (default 4).
+	Workers int
+	// PollInterval is how often an idle endpoint's outbox is looked at
+	// (default 1s).
+	PollInterval time.Duration
+	// Lease is how long a claimed event is this replica's before another
+	// may claim it again (default 2×Timeout+30s): longer than a request and
+	// its settling, or events are sent twice.
+	Lease time.Duration
+	// DBRetryMax is the longest wait between claims while the database
+	// fails (default 30s).
+	DBRetryMax time.Duration
+	// UserAgent is sent with every request (default "cmdtrack").
+	UserAgent string
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.Timeout <= 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.RetryFor <= 0 {
+		c.RetryFor = 24 * time.Hour
+	}
+	if c.BackoffMin <= 0 {
+		c.BackoffMin = 5 * time.Second
+	}
+	if c.BackoffMax < c.BackoffMin {
+		c.BackoffMax = max(time.Hour, c.BackoffMin)
+	}
+	if c.Workers <= 0 {
+		c.Workers = 4
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = time.Second
+	}
+	if c.Lease < c.Timeout+5*time.Second {
+		c.Lease = 2*c.Timeout + 30*time.Second
+	}
+	if c.DBRetryMax <= 0 {
+		c.DBRetryMax = 30 * time.Second
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = "cmdtrack"
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Check checks the tunings the settings give (the endpoints are Load's),
+// each problem naming its setting.
+func (c Config) Check() error {
+	var problems []string
+	check := func(ok bool, msg string) {
+		if !ok {
+			problems = append(problems, msg)
+		}
+	}
+	check(c.Timeout > 0 && c.Timeout <= 5*time.Minute, "CMDTRACK_WEBHOOK_TIMEOUT must be above 0 and at most 5m")
+	check(c.RetryFor >= time.Minute, "CMDTRACK_WEBHOOK_RETRY_FOR must be at least 1m")
+	check(c.BackoffMin > 0, "CMDTRACK_WEBHOOK_BACKOFF_MIN must be positive")
+	check(c.BackoffMax >= c.BackoffMin, "CMDTRACK_WEBHOOK_BACKOFF_MAX must be at least CMDTRACK_WEBHOOK_BACKOFF_MIN")
+	check(c.Workers >= 1 && c.Workers <= 256, "CMDTRACK_WEBHOOK_WORKERS must be between 1 and 256")
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// Deliverer delivers the outbox of every endpoint. See the package's doc.
+type Deliverer struct {
+	st     Store
+	data   Data
+	cfg    Config
+	log    *slog.Logger
+	m      *Metrics
+	client *http.Client
+	eps    []*endpoint
+
+	// dbMu guards dbDown, which says the last database call failed, so
+	// that an outage is logged once, not once per claim.
+	dbMu   sync.Mutex
+	dbDown bool
+}
+
+// New returns a Deliverer of cfg.Endpoints (validated: see Load); its Run
+// does the work. data reads an event's row; m may be nil (no metrics
+// kept).
+func New(st Store, data Data, cfg Config, log *slog.Logger, m *Metrics) (*Deliverer, error) {
+	cfg = cfg.withDefaults()
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := &Deliverer{st: st, data: data, cfg: cfg, log: log, m: m}
+	if err := Validate(cfg.Endpoints); err != nil {
+		return nil, err
+	}
+	for _, ep := range cfg.Endpoints {
+		signer, err := NewSigner(ep.Secrets)
+		if err != nil {
+			return nil, fmt.Errorf("webhook endpoint %q: %w", ep.Name, err)
+		}
+		m.endpoint(ep.Name)
+		d.eps = append(d.eps, &endpoint{
+			d: d, ep: ep, signer: signer,
+			log:      log.With("endpoint", ep.Name),
+			slots:    make(chan struct{}, cfg.Workers),
+			held:     map[string]bool{},
+			resolved: make(chan *store.WebhookEvent, cfg.Workers),
+		})
+	}
+	dialTimeout := min(cfg.Timeout, 10*time.Second)
+	d.client = &http.Client{
+		Timeout: cfg.Timeout,
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   dialTimeout,
+			ResponseHeaderTimeout: cfg.Timeout,
+			ForceAttemptHTTP2:     true,
+			MaxIdleConnsPerHost:   cfg.Workers,
+			IdleConnTimeout:       90 * time.Second,
+		},
+		// A redirect is a failure that says where it points: following it
+		// would send the signed event wherever a receiver (or whoever took
+		// its name over) says.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return d, nil
+}
+
+// Run delivers until ctx ends; then the requests in flight finish, within
+// Timeout, and are settled, and Run returns nil. Without endpoints it
+// returns at once. Nothing fails it: a database away or an endpoint down is
+// logged and tried again.
+func (d *Deliverer) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, e := range d.eps {
+		wg.Go(func() { e.run(ctx) })
+	}
+	wg.Wait()
+	d.client.CloseIdleConnections()
+	return nil
+}
+
+// dbFailed notes a database error, logged at the start of an outage only.
+func (d *Deliverer) dbFailed(err error) {
+	d.dbMu.Lock()
+	defer d.dbMu.Unlock()
+	if !d.dbDown {
+		d.log.Warn(LogDatabase, "err", err)
+	} else {
+		d.log.Debug(LogDatabase, "err", err)
+	}
+	d.dbDown = true
+}
+
+// dbOK notes a database call that worked.
+func (d *Deliverer) dbOK() {
+	d.dbMu.Lock()
+	defer d.dbMu.Unlock()
+	if d.dbDown {
+		d.log.Info(LogDatabaseBack)
+	}
+	d.dbDown = false
+}
+
+// endpoint is one endpoint's deliveries on this replica.
+type endpoint struct {
+	d      *Deliverer
+	ep     Endpoint
+	signer *Signer
+	log    *slog.Logger
+	// slots hold a token per request that may start: the workers.
+	slots chan struct{}
+	// resolved takes the delivered events, settled together.
+	resolved chan *store.WebhookEvent
+	inFlight sync.WaitGroup
+
+	mu sync.Mutex
+	// held are the subjects of the events in hand, claimed and not yet
+	// settled: one at a time each, whatever a claim returns.
+	held map[string]bool
+	// failing says the last attempt failed; gaveUp that an event failed
+	// for good since the endpoint last answered: each logged once.
+	failing, gaveUp bool
+}
+
+// run claims and delivers until ctx ends, then waits for what is in hand.
+func (e *endpoint) run(ctx context.Context) {
+	for range cap(e.slots) {
+		e.slots <- struct{}{}
+	}
+	settled := make(chan struct{})
+	go func() {
+		defer close(settled)
+		e.settleDelivered(ctx)
+	}()
+	e.claimLoop(ctx)
+	e.inFlight.Wait()
+	close(e.resolved)
+	<-settled
+}
+
+func (e *endpoint) claimLoop(ctx context.Context) {
+	cfg := &e.d.cfg
+	fails := 0
+	for {
+		// At least one free worker; then as many as are free.
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.slots:
+		}
+		n := 1
+	more:
+		for n < cap(e.slots) {
+			select {
+			case <-e.slots:
+				n++
+			default:
+				break more
+			}
+		}
+		leaseEnd := cfg.Now().Add(cfg.Lease)
+		evs, err := e.d.st.ClaimWebhooks(ctx, e.ep.Name, n, cfg.Lease)
+		if err != nil {
+			e.free(n)
+			if ctx.Err() != nil {
+				return
+			}
+			fails++
+			e.d.dbFailed(err)
+			if !sleep(ctx, backoff.Delay(fails, cfg.PollInterval, cfg.DBRetryMax)) {
+				return
+			}
+			continue
+		}
+		fails = 0
+		e.d.dbOK()
+		started := 0
+		for i := range evs[:min(len(evs), n)] {
+			ev := evs[i]
+			if !e.hold(ev.Subject) {
+				// Only a lease that ended mid-request gives this: the
+				// event in hand settles it, or its lease brings it back.
+				e.log.Debug("claimed a webhook event whose subject is in hand; left to its lease", "webhook_id", ev.WebhookID, "subject", ev.Subject)
+				continue
+			}
+			started++
+			e.inFlight.Add(1)
+			go e.deliver(ctx, &ev, leaseEnd)
+		}
+		e.free(n - started)
+		// A full claim says more may be due: claim again at once.
+		if (len(evs) < n || started == 0) && !sleep(ctx, cfg.PollInterval) {
+			return
+		}
+	}
+}
+
+// free gives n workers back.
+func (e *endpoint) free(n int) {
+	for range n {
+		e.slots <- struct{}{}
+	}
+}
+
+// hold marks subject in hand, unless it already is.
+func (e *endpoint) hold(subject string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.held[subject] {
+		return false
+	}
+	e.held[subject] = true
+	return true
+}
+
+// done lets ev's subject and worker go.
+func (e *endpoint) done(ev *store.WebhookEvent) {
+	e.mu.Lock()
+	delete(e.held, ev.Subject)
+	e.mu.Unlock()
+	e.free(1)
+}
+
+// deliver makes one attempt at ev and settles it. A stop lets the request
+// finish within its Timeout: stopped, it would only be sent again.
+func (e *endpoint) deliver(ctx context.Context, ev *store.WebhookEvent, leaseEnd time.Time) {
+	defer e.inFlight.Done()
+	cfg := &e.d.cfg
+	rctx := context.WithoutCancel(ctx)
+	reason, ok := e.attempt(rctx, ev)
+	if !ok {
+		e.done(ev)
+		return
+	}
+	if reason == "" {
+		e.d.m.deliveries.WithLabelValues(e.ep.Name, resultDelivered).Inc()
+		e.answered()
+		e.resolved <- ev // settleDelivered calls done
+		return
+	}
+	defer e.done(ev)
+	e.failed(reason)
+	now := cfg.Now()
+	end := ev.OccurredAt.Add(cfg.RetryFor)
+	if !now.Before(end) {
+		e.d.m.deliveries.WithLabelValues(e.ep.Name, resultFailed).Inc()
+		e.giveUp(ev, reason)
+		e.settle(ctx, leaseEnd, ev, func(sctx context.Context) error {
+			return e.d.st.FailWebhook(sctx, ev.ID, reason)
+		})
+		return
+	}
+	// The last try comes at the window's end, not short of it.
+	next := now.Add(retryDelay(ev.Attempts, cfg.BackoffMin, cfg.BackoffMax))
+	if next.After(end) {
+		next = end
+	}
+	e.d.m.deliveries.WithLabelValues(e.ep.Name, resultRetried).Inc()
+	e.settle(ctx, leaseEnd, ev, func(sctx context.Context) error {
+		return e.d.st.RetryWebhook(sctx, ev.ID, next, reason)
+	})
+}
+
+// attempt sends ev once: reason is why it failed ("" when delivered); ok
+// false says it could not be sent for want of its row (the database away):
+// left to its lease, no attempt made.
+func (e *endpoint) attempt(ctx context.Context, ev *store.WebhookEvent) (reason string, ok bool) {
+	cfg := &e.d.cfg
+	dctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	row, err := e.d.data(dctx, ev.Type, ev.Subject)
+	cancel()
+	if err != nil {
+		e.d.dbFailed(fmt.Errorf("reading the row of %s %s: %w", ev.Type, ev.Subject, err))
+		return "", false
+	}
+	b, err := body(ev, row)
+	if err != nil {
+		// A fault of cmdtrack's, not the endpoint's: tried again like one,
+		// and visible in the outbox if it lasts.
+		return fmt.Sprintf("cmdtrack could not make the payload: %v", err), true
+	}
+	start := time.Now()
+	reason = e.post(ctx, ev, b)
+	e.d.m.attempt.WithLabelValues(e.ep.Name).Observe(time.Since(start).Seconds())
+	return reason, true
+}
+
+// post sends one request: "" when it was answered 2xx, else why not.
+func (e *endpoint) post(ctx context.Context, ev *store.WebhookEvent, b []byte) string {
+	cfg := &e.d.cfg
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.ep.URL, bytes.NewReader(b))
+	if err != nil {
+		return err.Error()
+	}
+	ts := cfg.Now()
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", cfg.UserAgent)
+	req.Header.Set(HeaderID, ev.WebhookID)
+	req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts.Unix(), 10))
+	req.Header.Set(HeaderSignature, e.signer.Sign(ev.WebhookID, ts, b))
+	resp, err := e.d.client.Do(req)
+	if err != nil {
+		return requestError(err, cfg.Timeout)
+	}
+	defer resp.Body.Close()
+	// Bounded: a receiver that answers forever must not hold a worker.
+	text, err := io.ReadAll(io.LimitReader(resp.Body, MaxErrorBody))
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return ""
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		where := resp.Header.Get("Location")
+		if u, perr := url.Parse(where); perr == nil {
+			where = u.Redacted()
+		}
+		return fmt.Sprintf("HTTP %d: a redirect to %q, not followed: set the endpoint's URL to where it points", resp.StatusCode, where)
+	}
+	reason := fmt.Sprintf("HTTP %d", resp.StatusCode)
+	if s := oneLine(text); s != "" {
+		reason += ": " + s
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		reason += fmt.Sprintf(" (reading the answer: %v)", err)
+	}
+	return reason
+}
+
+// requestError says why a request got no answer, without its URL (the
+// endpoint is named beside it).
+func requestError(err error, timeout time.Duration) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if ue.Timeout() {
+			return fmt.Sprintf("no answer within %v (CMDTRACK_WEBHOOK_TIMEOUT)", timeout)
+		}
+		err = ue.Err
+	}
+	return err.Error()
+}
+
+// oneLine is a response body as one line of printable text.
+func oneLine(b []byte) string {
+	s := strings.ToValidUTF8(string(b), "\uFFFD")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// settleDelivered removes the delivered events, as many at once as come
+// together, until resolved is closed.
+func (e *endpoint) settleDelivered(ctx context.Context) {
+	for ev := range e.resolved {
+		batch := []*store.WebhookEvent{ev}
+	more:
+		for len(batch) < cap(e.slots) {
+			select {
+			case next, ok := <-e.resolved:
+				if !ok {
+					break more
+				}
+				batch = append(batch, next)
+			default:
+				break more
+			}
+		}
+		ids := make([]int64, len(batch))
+		for i, ev := range batch {
+			ids[i] = ev.ID
+		}
+		// Each event's lease ends later than the batch's first one's.
+		e.settle(ctx, e.d.cfg.Now().Add(e.d.cfg.Lease/2), batch[0], func(sctx context.Context) error {
+			return e.d.st.WebhookDelivered(sctx, e.ep.Name, ids)
+		})
+		for _, ev := range batch {
+			e.done(ev)
+		}
+	}
+}
+
+// settle runs f until it works, the lease of ev ends (another claim may
+// have it then) or the stop begins; what it could not settle is delivered
+// again after its lease: at least once, with the same webhook-id.
+func (e *endpoint) settle(ctx context.Context, leaseEnd time.Time, ev *store.WebhookEvent, f func(context.Context) error) {
+	cfg := &e.d.cfg
+	for try := 1; ; try++ {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+		err := f(sctx)
+		cancel()
+		if err == nil {
+			e.d.dbOK()
+			return
+		}
+		e.d.dbFailed(err)
+		wait := backoff.Delay(try, cfg.PollInterval, cfg.DBRetryMax)
+		if ctx.Err() != nil || cfg.Now().Add(wait).After(leaseEnd) || !sleep(ctx, wait) {
+			e.log.Warn(LogLeftToLease, "webhook_id", ev.WebhookID, "err", err)
+			return
+		}
+	}
+}
+
+// answered notes a 2xx.
+func (e *endpoint) answered() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.failing {
+		e.log.Info(LogEndpointBack)
+	}
+	e.failing, e.gaveUp = false, false
+}
+
+// failed notes a failed attempt, logged when the endpoint begins failing.
+func (e *endpoint) failed(reason string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.failing {
+		e.log.Warn(LogEndpointFailing, "url", redacted(e.ep.URL), "reason", reason)
+	}
+	e.failing = true
+}
+
+// giveUp notes an event failed for good, logged once per failing spell.
+func (e *endpoint) giveUp(ev *store.WebhookEvent, reason string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.gaveUp {
+		e.log.Warn(LogGaveUp, "webhook_id", ev.WebhookID, "type", ev.Type, "subject", ev.Subject, "reason", reason)
+	} else {
+		e.log.Debug(LogGaveUp, "webhook_id", ev.WebhookID, "type", ev.Type, "subject", ev.Subject, "reason", reason)
+	}
+	e.gaveUp = true
+}
+
+func redacted(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Redacted()
+}
+
+// sleep waits d, or less if ctx ends first (false).
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
