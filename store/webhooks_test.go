@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -467,26 +466,4 @@ func TestWebhookBacklogs(t *testing.T) {
 	require.Zero(t, bs[1].Failed)
 	require.Equal(t, store.WebhookBacklog{Endpoint: "g", Delivered: 1, LastSuccessAt: bs[2].LastSuccessAt}, bs[2])
 	require.False(t, bs[2].LastSuccessAt.IsZero())
-}
-
-// Every method's error is the store's, classified.
-func TestWebhookErrorsInterpreted(t *testing.T) {
-	t.Parallel()
-	st := setup(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_, fold := st.FoldOutcomes(ctx, []store.WebhookRoute{{Endpoint: "e"}})
-	_, claim := st.ClaimWebhooks(ctx, "e", 1, time.Second)
-	_, backlogs := st.WebhookBacklogs(ctx)
-	_, replay := st.ReplayWebhooks(ctx, "", nil)
-	_, failed := st.FailedWebhooks(ctx, "", 1, 0)
-	for name, err := range map[string]error{
-		"FoldOutcomes": fold, "ClaimWebhooks": claim, "WebhookDelivered": st.WebhookDelivered(ctx, "e", []int64{1}),
-		"RetryWebhook": st.RetryWebhook(ctx, 1, time.Now(), "x"), "FailWebhook": st.FailWebhook(ctx, 1, "x"),
-		"WebhookBacklogs": backlogs, "ReplayWebhooks": replay, "FailedWebhooks": failed,
-	} {
-		var e *store.Error
-		require.True(t, errors.As(err, &e), "%s: %v", name, err)
-		require.Equal(t, string(store.CanceledError), e.Class(), name)
-	}
 }
