@@ -274,6 +274,9 @@ func TestClaimSkipsLocked(t *testing.T) {
 	// A row locked by another claim in progress is passed over at once.
 	tx, err := st.Pool().Begin(ctx)
 	require.NoError(t, err)
+	// Should the claim fail, before the store is closed, which waits for
+	// the transaction's connection.
+	t.Cleanup(func() { _ = tx.Rollback(ctx) })
 	_, err = tx.Exec(ctx, `SELECT FROM webhook_deliveries WHERE id = $1 FOR UPDATE`, ids[0])
 	require.NoError(t, err)
 	// A bound against a hang only: without SKIP LOCKED the claim waits for
