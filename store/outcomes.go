@@ -58,18 +58,11 @@ func (s *Store) OutcomeTotals(ctx context.Context) ([]OutcomeTotal, error) {
 // metrics lease); two at once would still be exact, each deleting what it
 // adds and dispatches.
 func (s *Store) FoldOutcomes(ctx context.Context, routes []WebhookRoute) (int64, error) {
-	type route struct {
-		Endpoint string   `json:"endpoint"`
-		Types    []string `json:"types"`
-		Products []string `json:"products"`
-	}
-	rs := make([]route, len(routes))
-	for i, r := range routes {
-		rs[i] = route{Endpoint: r.Endpoint, Types: r.Types, Products: r.Products}
-	}
-	arg, err := json.Marshal(rs)
+	// As JSON, so that each route's lists go as one value; the keys are
+	// the fields' names.
+	arg, err := json.Marshal(append([]WebhookRoute{}, routes...)) // [], not null
 	if err != nil {
-		return 0, fmt.Errorf("fold outcome events: %w", err)
+		return 0, interpretError(fmt.Errorf("fold outcome events: %w", err))
 	}
 	var n int64
 	err = s.pool.QueryRow(ctx, `
@@ -82,8 +75,8 @@ func (s *Store) FoldOutcomes(ctx context.Context, routes []WebhookRoute) (int64,
 			ORDER BY kind, product_id, status, from_status
 			ON CONFLICT (kind, product_id, status, from_status) DO UPDATE SET commands = t.commands + EXCLUDED.commands
 		), routes AS (
-			SELECT endpoint, coalesce(types, '{}') AS types, coalesce(products, '{}') AS products
-			FROM jsonb_to_recordset($1::jsonb) AS r(endpoint text, types text[], products text[])
+			SELECT "Endpoint" AS endpoint, coalesce("Types", '{}') AS types, coalesce("Products", '{}') AS products
+			FROM jsonb_to_recordset($1::jsonb) AS r("Endpoint" text, "Types" text[], "Products" text[])
 		), dispatched AS (
 			-- In the events' order, so that a subject's later event gets the
 			-- later id (the claim's order per subject).
