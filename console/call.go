@@ -56,6 +56,18 @@ func scanCall(row pgx.Row) (Call, error) {
 	return c, err
 }
 
+// readCall reads a call's row (errNotFound: none).
+func readCall(ctx context.Context, db *pgxpool.Pool, id string) (Call, error) {
+	c, err := scanCall(db.QueryRow(ctx, `SELECT `+callColumns+` FROM device_calls WHERE call_id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, errNotFound
+	}
+	if err != nil {
+		return c, fmt.Errorf("read call: %w", err)
+	}
+	return c, nil
+}
+
 // CallPage is /calls/{call_id}.
 type CallPage struct {
 	Call     Call      `json:"call"`
@@ -65,12 +77,9 @@ type CallPage struct {
 var callPage = endpoint[*CallPage]{template: "call", title: "Call", nav: "messages", thing: "call",
 	subject: func(p *CallPage) string { return p.Call.CallID },
 	load: func(ctx context.Context, db *pgxpool.Pool, r *http.Request, _ time.Time) (*CallPage, error) {
-		c, err := scanCall(db.QueryRow(ctx, `SELECT `+callColumns+` FROM device_calls WHERE call_id = $1`, r.PathValue("id")))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, errNotFound
-		}
+		c, err := readCall(ctx, db, r.PathValue("id"))
 		if err != nil {
-			return nil, fmt.Errorf("read call: %w", err)
+			return nil, err
 		}
 		p := &CallPage{Call: c}
 		if p.Presence, err = loadPresence(ctx, db, c.DeviceID); err != nil {

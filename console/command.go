@@ -278,13 +278,22 @@ func (h history) readTimeline(ctx context.Context, db *pgxpool.Pool, ids []any, 
 	return p, nil
 }
 
-func loadCommand(ctx context.Context, db *pgxpool.Pool, id string, all bool, after *TimelineCursor) (*CommandPage, error) {
+// readCommand reads a command's row (errNotFound: none).
+func readCommand(ctx context.Context, db *pgxpool.Pool, id string) (*Command, error) {
 	c, err := scanCommand(db.QueryRow(ctx, `SELECT `+commandColumns+` FROM device_commands WHERE command_id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, errNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read command: %w", err)
+	}
+	return c, nil
+}
+
+func loadCommand(ctx context.Context, db *pgxpool.Pool, id string, all bool, after *TimelineCursor) (*CommandPage, error) {
+	c, err := readCommand(ctx, db, id)
+	if err != nil {
+		return nil, err
 	}
 	p := &CommandPage{Command: c}
 	if p.Presence, err = loadPresence(ctx, db, c.DeviceID); err != nil {

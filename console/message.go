@@ -61,7 +61,8 @@ type MessagePage struct {
 
 var messageHistory = history{table: "device_message_events", ids: []string{"device_id", "message_id"}}
 
-func loadMessage(ctx context.Context, db *pgxpool.Pool, device, id string, all bool, after *TimelineCursor) (*MessagePage, error) {
+// readMessage reads a message's row (errNotFound: none).
+func readMessage(ctx context.Context, db *pgxpool.Pool, device, id string) (*Message, error) {
 	var m Message
 	err := db.QueryRow(ctx, `SELECT device_id, message_id, status, coalesce(name, ''), coalesce(topic, ''),
 		coalesce(error_code, ''), coalesce(error_msg, ''), coalesce(product_id, ''), coalesce(app_id, ''),
@@ -82,7 +83,15 @@ func loadMessage(ctx context.Context, db *pgxpool.Pool, device, id string, all b
 		end = &m.LastEventTime
 	}
 	m.WaitedMS = msBetween(m.PendingTime, end)
-	p := &MessagePage{Message: &m}
+	return &m, nil
+}
+
+func loadMessage(ctx context.Context, db *pgxpool.Pool, device, id string, all bool, after *TimelineCursor) (*MessagePage, error) {
+	m, err := readMessage(ctx, db, device, id)
+	if err != nil {
+		return nil, err
+	}
+	p := &MessagePage{Message: m}
 	if p.Presence, err = loadPresence(ctx, db, m.DeviceID); err != nil {
 		return nil, err
 	}

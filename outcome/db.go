@@ -103,8 +103,14 @@ type DBCollector struct {
 }
 
 // DBReadInterval is how often at most the collector reads the database,
-// and how often the Exporter folds the outcome events.
+// and how often the Exporter folds the outcome events (without webhooks)
+// and keeps its lease.
 const DBReadInterval = 10 * time.Second
+
+// DispatchInterval is how often the Exporter folds the outcome events when
+// it dispatches them to webhooks: an event waits about this long for its
+// first attempt.
+const DispatchInterval = time.Second
 
 // NewDBCollector reads db when scraped on the leader. The stuck commands
 // are stuck_commands(stuckAfter), as the console and reconcile count them,
@@ -208,42 +214,75 @@ type Lease interface {
 	Release()
 }
 
-// Folder folds the outcome events into their totals (a *store.Store).
+// Folder folds the outcome events into their totals, and dispatches them
+// to the webhooks' routes (a *store.Store).
 type Folder interface {
-	FoldOutcomes(ctx context.Context) (int64, error)
+	FoldOutcomes(ctx context.Context, routes []store.WebhookRoute) (int64, error)
 }
 
 // Exporter keeps this replica's claim to the metrics lease, and while it
 // holds it, folds the outcome events into their totals so that the table
-// the merge appends to stays small, whether /metrics is scraped or not.
-// Without a lease (a replica that serves no /metrics must not take it from
-// one that does) it folds on every tick: folds running at once are still
-// exact, each adding what it deletes.
+// the merge appends to stays small, whether /metrics is scraped or not,
+// and dispatches them to the webhooks in the same statement: once across
+// replicas. Without a lease (a replica that serves no /metrics must not
+// take it from one that does) it folds on every tick: folds running at
+// once are still exact, each adding and dispatching what it deletes.
 type Exporter struct {
-	lease Lease
-	db    Folder
-	log   *slog.Logger
+	lease    Lease
+	db       Folder
+	log      *slog.Logger
+	routes   []store.WebhookRoute
+	interval time.Duration
 	// lost says the last Keep failed, so that a database away is logged
 	// once, not every DBReadInterval.
 	lost bool
 }
 
-// NewExporter returns an Exporter; its Loop does the work. lease may be
-// nil: fold without one.
-func NewExporter(lease Lease, db Folder, log *slog.Logger) *Exporter {
-	return &Exporter{lease: lease, db: db, log: log}
+// ExporterOptions are what an Exporter does besides folding.
+type ExporterOptions struct {
+	// Routes are the webhook endpoints the fold dispatches the events to.
+	// Every replica must have the same: whichever holds the lease
+	// dispatches with its own.
+	Routes []store.WebhookRoute
+	// Interval is how often it folds: zero for DispatchInterval with
+	// Routes, DBReadInterval without.
+	Interval time.Duration
 }
 
-// Loop runs Tick at once and every DBReadInterval until ctx ends, then
-// gives the lease up for another replica to take at once.
+// NewExporter returns an Exporter; its Loop does the work. lease may be
+// nil: fold without one.
+func NewExporter(lease Lease, db Folder, log *slog.Logger, opts ExporterOptions) *Exporter {
+	e := &Exporter{lease: lease, db: db, log: log, routes: opts.Routes, interval: opts.Interval}
+	if e.interval <= 0 {
+		e.interval = DBReadInterval
+		if len(e.routes) > 0 {
+			e.interval = DispatchInterval
+		}
+	}
+	return e
+}
+
+// Loop runs Tick at once and then folds every interval until ctx ends,
+// then gives the lease up for another replica to take at once. It keeps
+// the lease (Tick) every DBReadInterval, however often it folds: a replica
+// without the lease would connect to try for it on every tick. Meanwhile
+// it folds if the lease was held at the last Keep: a leader whose session
+// has gone may fold beside the new one until its next Keep, which is
+// still exact.
 func (e *Exporter) Loop(ctx context.Context) {
 	if e.lease != nil {
 		defer e.lease.Release()
 	}
-	t := time.NewTicker(DBReadInterval)
+	t := time.NewTicker(e.interval)
 	defer t.Stop()
-	for {
-		e.Tick(ctx)
+	keepEvery := max(1, int(DBReadInterval/e.interval))
+	for i := 0; ; i++ {
+		switch {
+		case i%keepEvery == 0:
+			e.Tick(ctx)
+		case e.lease == nil || e.lease.Held():
+			e.fold(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -276,7 +315,7 @@ func (e *Exporter) Tick(ctx context.Context) {
 }
 
 func (e *Exporter) fold(ctx context.Context) {
-	if _, err := e.db.FoldOutcomes(ctx); err != nil && ctx.Err() == nil {
-		e.log.Warn("could not fold the outcome events into their totals; trying again soon", "err", err)
+	if _, err := e.db.FoldOutcomes(ctx, e.routes); err != nil && ctx.Err() == nil {
+		e.log.Warn("could not fold the outcome events into their totals and the webhooks' outbox; trying again soon", "err", err)
 	}
 }

@@ -3,6 +3,7 @@ package outcome_test
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,7 +30,7 @@ func newReplica(t *testing.T, st *store.Store) *replica {
 	log := slog.New(slog.DiscardHandler)
 	r := &replica{lease: st.Lease(outcome.LeaseName), reg: prometheus.NewRegistry()}
 	t.Cleanup(r.lease.Release)
-	r.exporter = outcome.NewExporter(r.lease, st, log)
+	r.exporter = outcome.NewExporter(r.lease, st, log, outcome.ExporterOptions{})
 	r.reg.MustRegister(outcome.NewDBCollector(st, r.lease.Held, time.Hour, true, log))
 	return r
 }
@@ -135,18 +136,69 @@ func TestLeaseLostWithItsSession(t *testing.T) {
 	require.False(t, exports)
 }
 
-type folds struct{ n int }
+// folds is a Folder that counts its folds, and says each on done.
+type folds struct {
+	n      atomic.Int64
+	routes chan []store.WebhookRoute
+}
 
-func (f *folds) FoldOutcomes(context.Context) (int64, error) { f.n++; return 0, nil }
+func (f *folds) FoldOutcomes(_ context.Context, routes []store.WebhookRoute) (int64, error) {
+	f.n.Add(1)
+	if f.routes != nil {
+		f.routes <- routes
+	}
+	return 0, nil
+}
 
 // A replica that serves no /metrics takes no lease, and folds on every tick.
 func TestExporterWithoutLeaseFolds(t *testing.T) {
 	t.Parallel()
 	var f folds
-	e := outcome.NewExporter(nil, &f, slog.New(slog.DiscardHandler))
+	e := outcome.NewExporter(nil, &f, slog.New(slog.DiscardHandler), outcome.ExporterOptions{})
 	e.Tick(context.Background())
 	e.Tick(context.Background())
-	require.Equal(t, 2, f.n)
+	require.Equal(t, int64(2), f.n.Load())
+	require.Equal(t, outcome.DBReadInterval, outcome.ExporterInterval(e), "without webhooks, as often as the metrics are read")
+}
+
+// keeps is a Lease that is always held, and counts its Keeps.
+type keeps struct{ n atomic.Int64 }
+
+func (k *keeps) Keep(context.Context) (bool, error) { k.n.Add(1); return true, nil }
+func (k *keeps) Held() bool                         { return true }
+func (k *keeps) Release()                           {}
+
+// With webhook routes, the Exporter dispatches with every fold, every
+// second by default; it keeps its lease no more often than without them.
+func TestExporterDispatchesToRoutes(t *testing.T) {
+	t.Parallel()
+	routes := []store.WebhookRoute{{Endpoint: "default"}, {Endpoint: "billing", Types: []string{store.KindFinished}, Products: []string{"p1"}}}
+	log := slog.New(slog.DiscardHandler)
+	require.Equal(t, outcome.DispatchInterval, outcome.ExporterInterval(outcome.NewExporter(nil, &folds{}, log, outcome.ExporterOptions{Routes: routes})))
+	require.Equal(t, time.Second, outcome.DispatchInterval)
+
+	f := folds{routes: make(chan []store.WebhookRoute)}
+	var lease keeps
+	e := outcome.NewExporter(&lease, &f, log, outcome.ExporterOptions{Routes: routes, Interval: time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.Loop(ctx) }()
+	for range 5 {
+		select {
+		case got := <-f.routes:
+			require.Equal(t, routes, got)
+		case <-time.After(time.Minute): // a bound against a hang only: the folds come every millisecond
+			t.Fatal("the Exporter does not fold")
+		}
+	}
+	cancel()
+	go func() {
+		for range f.routes { // a fold under way when ctx ended
+		}
+	}()
+	<-done
+	close(f.routes)
+	require.Equal(t, int64(1), lease.n.Load(), "the lease kept once per DBReadInterval, not per fold")
 }
 
 // Device messages are counted as commands are: from the database, once

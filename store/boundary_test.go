@@ -74,6 +74,10 @@ func argFor(t *testing.T, name string, typ reflect.Type) reflect.Value {
 		v = "boundary"
 	case reflect.TypeFor[[]string]():
 		v = []string{"c1"}
+	case reflect.TypeFor[[]int64]():
+		v = []int64{1}
+	case reflect.TypeFor[[]store.WebhookRoute]():
+		v = []store.WebhookRoute{{Endpoint: "boundary"}}
 	case reflect.TypeFor[[]ingest.Item]():
 		v = []ingest.Item{{Source: "test", Record: &notification.Notification{
 			CommandID: "c1", Status: notification.Sent, EventTime: now, Payload: []byte(`{}`)}}}

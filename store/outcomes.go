@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 )
 
@@ -49,22 +50,45 @@ func (s *Store) OutcomeTotals(ctx context.Context) ([]OutcomeTotal, error) {
 
 // FoldOutcomes moves the outcome events written so far into the totals,
 // in one statement: each event is added once, and OutcomeTotals reads the
-// same before and after. It returns how many event rows it folded. One
-// replica at a time does it (the holder of the metrics lease); two at once
-// would still be exact, each deleting what it adds.
-func (s *Store) FoldOutcomes(ctx context.Context) (int64, error) {
+// same before and after. In the same statement it dispatches them to the
+// webhooks (migration 021): one webhook_deliveries row per event, id in
+// its command_ids and route whose Types and Products take it, so that each
+// is dispatched exactly once, as it is counted once. It returns how many
+// event rows it folded. One replica at a time does it (the holder of the
+// metrics lease); two at once would still be exact, each deleting what it
+// adds and dispatches.
+func (s *Store) FoldOutcomes(ctx context.Context, routes []WebhookRoute) (int64, error) {
+	// As JSON, so that each route's lists go as one value; the keys are
+	// the fields' names.
+	arg, err := json.Marshal(append([]WebhookRoute{}, routes...)) // [], not null
+	if err != nil {
+		return 0, interpretError(fmt.Errorf("fold outcome events: %w", err))
+	}
 	var n int64
-	err := s.pool.QueryRow(ctx, `
+	err = s.pool.QueryRow(ctx, `
 		WITH gone AS (
-			DELETE FROM outcome_events RETURNING kind, product_id, status, from_status, cardinality(command_ids) AS n
+			DELETE FROM outcome_events RETURNING id, at, kind, product_id, status, from_status, command_ids
 		), added AS (
 			INSERT INTO outcome_totals AS t (kind, product_id, status, from_status, commands)
-			SELECT kind, product_id, status, from_status, sum(n) FROM gone
+			SELECT kind, product_id, status, from_status, sum(cardinality(command_ids)) FROM gone
 			GROUP BY kind, product_id, status, from_status
 			ORDER BY kind, product_id, status, from_status
 			ON CONFLICT (kind, product_id, status, from_status) DO UPDATE SET commands = t.commands + EXCLUDED.commands
+		), routes AS (
+			SELECT "Endpoint" AS endpoint, coalesce("Types", '{}') AS types, coalesce("Products", '{}') AS products
+			FROM jsonb_to_recordset($1::jsonb) AS r("Endpoint" text, "Types" text[], "Products" text[])
+		), dispatched AS (
+			-- In the events' order, so that a subject's later event gets the
+			-- later id (the claim's order per subject).
+			INSERT INTO webhook_deliveries (endpoint, webhook_id, type, subject, product_id, status, from_status, occurred_at)
+			SELECT r.endpoint, 'evt_' || g.id || '_' || s.n, g.kind, s.subject, g.product_id, g.status, g.from_status, g.at
+			FROM gone g
+			CROSS JOIN LATERAL unnest(g.command_ids) WITH ORDINALITY AS s(subject, n)
+			JOIN routes r ON (cardinality(r.types) = 0 OR g.kind = ANY (r.types))
+				AND (cardinality(r.products) = 0 OR g.product_id = ANY (r.products))
+			ORDER BY g.id, s.n, r.endpoint
 		)
-		SELECT count(*) FROM gone`).Scan(&n)
+		SELECT count(*) FROM gone`, arg).Scan(&n)
 	if err != nil {
 		return 0, interpretError(fmt.Errorf("fold outcome events: %w", err))
 	}

@@ -166,10 +166,10 @@ func assemble(cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
 	// Only a replica serving /metrics competes for the metrics lease.
 	if cfg.OpsAddr != "" {
 		lease := st.Lease(outcome.LeaseName)
-		w.exporter = outcome.NewExporter(lease, st, log.With("component", "outcome"))
+		w.exporter = outcome.NewExporter(lease, st, log.With("component", "outcome"), outcome.ExporterOptions{})
 		reg.MustRegister(outcome.NewDBCollector(st, lease.Held, cfg.ReconcileThreshold, cfg.MetricsProductLabel, log.With("component", "outcome")))
 	} else {
-		w.exporter = outcome.NewExporter(nil, st, log.With("component", "outcome"))
+		w.exporter = outcome.NewExporter(nil, st, log.With("component", "outcome"), outcome.ExporterOptions{})
 	}
 	if cfg.ReconcileInterval > 0 {
 		if w.rec, err = newReconciler(cfg, st, log.With("component", "reconcile"), reconcile.NewMetrics(reg)); err != nil {
