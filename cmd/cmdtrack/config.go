@@ -18,6 +18,7 @@ import (
 	"github.com/cmdtrack/cmdtrack/consumer"
 	"github.com/cmdtrack/cmdtrack/httppush"
 	"github.com/cmdtrack/cmdtrack/store"
+	"github.com/cmdtrack/cmdtrack/webhook"
 )
 
 // Config is everything cmdtrack reads from the environment, each field as
@@ -94,6 +95,15 @@ type Config struct {
 	ReconcileThreshold time.Duration `envconfig:"RECONCILE_THRESHOLD" default:"1h" desc:"reconcile commands not final that have not moved for this long (within cmdtrack_settings.stuck_horizon)"`
 	ReconcileRate      float64       `envconfig:"RECONCILE_RATE" default:"5" desc:"most API calls per second while reconciling"`
 
+	WebhookURL        string        `envconfig:"WEBHOOK_URL" desc:"POST outcome events (Standard Webhooks) here: https, or http on loopback (endpoint \"default\")"`
+	WebhookSecret     string        `envconfig:"WEBHOOK_SECRET" desc:"whsec_ secret(s) signing CMDTRACK_WEBHOOK_URL's events; several, space-separated, while rotating"`
+	WebhooksFile      string        `envconfig:"WEBHOOKS_FILE" desc:"JSON list of endpoints [{\"name\",\"url\",\"secrets\",\"types\",\"products\"}]"`
+	WebhookTimeout    time.Duration `envconfig:"WEBHOOK_TIMEOUT" default:"10s" desc:"limit for one webhook request, connecting to the answer's end"`
+	WebhookRetryFor   time.Duration `envconfig:"WEBHOOK_RETRY_FOR" default:"24h" desc:"retry an event this long after its outcome, then fail it for good (replayable)"`
+	WebhookBackoffMin time.Duration `envconfig:"WEBHOOK_BACKOFF_MIN" default:"5s" desc:"first retry delay (doubles, full jitter)"`
+	WebhookBackoffMax time.Duration `envconfig:"WEBHOOK_BACKOFF_MAX" default:"1h" desc:"longest retry delay"`
+	WebhookWorkers    int           `envconfig:"WEBHOOK_WORKERS" default:"4" desc:"webhook requests in flight at once per endpoint"`
+
 	ShutdownGrace       time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"how long SIGTERM may take to store and settle messages in hand"`
 	StallTimeout        time.Duration `envconfig:"STALL_TIMEOUT" default:"5m" desc:"messages in hand with nothing stored or settled this long fail /healthz and the systemd watchdog"`
 	OpsAddr             string        `envconfig:"OPS_ADDR" default:"127.0.0.1:9464" desc:"address for /metrics, /healthz, /readyz (empty: off)"`
@@ -168,6 +178,13 @@ func (c *Config) validate(cmd string) error {
 			"CMDTRACK_AMQP_MAX_BYTES must be at least CMDTRACK_MAX_BODY_BYTES times the number of queues (each queue has an equal share)")
 		check(c.StallTimeout > 0, "CMDTRACK_STALL_TIMEOUT must be positive")
 		check(c.AMQPBacklogRetention > 0, "CMDTRACK_AMQP_BACKLOG_RETENTION must be positive")
+		if eps, err := c.webhookEndpoints(); err != nil {
+			check(false, "%v", err)
+		} else if len(eps) > 0 {
+			if err := c.webhooks(eps).Check(); err != nil {
+				check(false, "%v", err)
+			}
+		}
 	}
 	if cmd == "console" {
 		check(c.ConsoleToken == "" || utf8.RuneCountInString(c.ConsoleToken) >= httppush.MinTokenLength,
@@ -296,7 +313,21 @@ func (c *Config) logAttrs() []any {
 		"queues", c.AMQPQueue, "credit", c.AMQPCredit, "batch_size", c.BatchSize,
 		"batch_wait", c.BatchWait, "iotda_auth", c.AMQPAccessKey != "", "ops_addr", c.OpsAddr,
 		"http_addr", c.HTTPAddr, "http_tls", c.HTTPTLSCert != "", "reconcile_interval", c.ReconcileInterval,
+		"webhooks", c.WebhookURL != "" || c.WebhooksFile != "",
 	}
+}
+
+// webhookEndpoints are the webhook endpoints the settings give (none: no
+// webhooks).
+func (c *Config) webhookEndpoints() ([]webhook.Endpoint, error) {
+	return webhook.Load(c.WebhookURL, c.WebhookSecret, c.WebhooksFile)
+}
+
+// webhooks is the webhook deliverer's configuration for endpoints eps.
+func (c *Config) webhooks(eps []webhook.Endpoint) webhook.Config {
+	return webhook.Config{Endpoints: eps, Timeout: c.WebhookTimeout, RetryFor: c.WebhookRetryFor,
+		BackoffMin: c.WebhookBackoffMin, BackoffMax: c.WebhookBackoffMax, Workers: c.WebhookWorkers,
+		UserAgent: "cmdtrack/" + Version}
 }
 
 // console is the console's listener configuration.

@@ -48,6 +48,14 @@ func TestConfigErrorsAreOneClearLine(t *testing.T) {
 			"CMDTRACK_HTTP_WAIT (15s) is not under IoTDA's 15 s push timeout"},
 		{"wait longer than the platform", map[string]string{"CMDTRACK_HTTP_WAIT": "1m"},
 			"CMDTRACK_HTTP_WAIT (1m0s) is not under IoTDA's 15 s push timeout"},
+		{"webhook over plain HTTP", map[string]string{"CMDTRACK_WEBHOOK_URL": "http://billing.example/hooks",
+			"CMDTRACK_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, "CMDTRACK_WEBHOOK_URL"},
+		{"webhook without a secret", map[string]string{"CMDTRACK_WEBHOOK_URL": "https://billing.example/hooks"}, "CMDTRACK_WEBHOOK_SECRET"},
+		{"webhook secret not whsec", map[string]string{"CMDTRACK_WEBHOOK_URL": "https://billing.example/hooks",
+			"CMDTRACK_WEBHOOK_SECRET": "hunter2hunter2hunter2"}, "CMDTRACK_WEBHOOK_SECRET"},
+		{"webhooks file missing", map[string]string{"CMDTRACK_WEBHOOKS_FILE": "/nonexistent/hooks.json"}, "CMDTRACK_WEBHOOKS_FILE"},
+		{"webhook workers", map[string]string{"CMDTRACK_WEBHOOK_URL": "https://billing.example/hooks",
+			"CMDTRACK_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "CMDTRACK_WEBHOOK_WORKERS": "0"}, "CMDTRACK_WEBHOOK_WORKERS"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for k, v := range base {

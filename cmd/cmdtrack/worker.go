@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/cmdtrack/cmdtrack/console"
 	"github.com/cmdtrack/cmdtrack/consumer"
 	"github.com/cmdtrack/cmdtrack/httppush"
 	"github.com/cmdtrack/cmdtrack/internal/lifecycle"
@@ -23,6 +25,7 @@ import (
 	"github.com/cmdtrack/cmdtrack/reconcile"
 	"github.com/cmdtrack/cmdtrack/store"
 	"github.com/cmdtrack/cmdtrack/upkeep"
+	"github.com/cmdtrack/cmdtrack/webhook"
 )
 
 // The worker's stop phases, in order.
@@ -54,6 +57,7 @@ type worker struct {
 	rec      *reconcile.Reconciler // nil: CMDTRACK_RECONCILE_INTERVAL is 0
 	ops      *ops.Server           // nil: CMDTRACK_OPS_ADDR is off
 	exporter *outcome.Exporter
+	hooks    *webhook.Deliverer // nil: no webhook endpoints
 	migrated atomic.Bool
 	group    *lifecycle.Group
 }
@@ -79,6 +83,9 @@ func (w *worker) components() []lifecycle.Component {
 		{Name: "outcome exporter", Run: w.exportOutcomes, Stop: stopServing},
 		// It stops with intake, since what it writes is a kind of intake.
 		{Name: "reconciler", Run: w.reconcile, Stop: stopIntake},
+		// Requests in flight finish within CMDTRACK_WEBHOOK_TIMEOUT and are
+		// settled; what a stop cuts is delivered again after its lease.
+		{Name: "webhook deliverer", Run: w.deliverWebhooks, Stop: stopIntake},
 	}
 }
 
@@ -163,13 +170,38 @@ func assemble(cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
 	}
 
 	w.up = newUpkeep(cfg, st, log.With("component", "upkeep"), upkeep.NewMetrics(reg))
+	endpoints, err := cfg.webhookEndpoints()
+	if err != nil {
+		return nil, usageError{err} // validated already
+	}
+	// The fold dispatches the outcome events to the endpoints' outboxes
+	// (README "Webhooks"); every replica delivers them.
+	exportOpts := outcome.ExporterOptions{Routes: webhook.Routes(endpoints)}
+	var leader func() bool
 	// Only a replica serving /metrics competes for the metrics lease.
 	if cfg.OpsAddr != "" {
 		lease := st.Lease(outcome.LeaseName)
-		w.exporter = outcome.NewExporter(lease, st, log.With("component", "outcome"), outcome.ExporterOptions{})
+		leader = lease.Held
+		w.exporter = outcome.NewExporter(lease, st, log.With("component", "outcome"), exportOpts)
 		reg.MustRegister(outcome.NewDBCollector(st, lease.Held, cfg.ReconcileThreshold, cfg.MetricsProductLabel, log.With("component", "outcome")))
 	} else {
-		w.exporter = outcome.NewExporter(nil, st, log.With("component", "outcome"), outcome.ExporterOptions{})
+		w.exporter = outcome.NewExporter(nil, st, log.With("component", "outcome"), exportOpts)
+	}
+	if len(endpoints) > 0 {
+		data := func(ctx context.Context, typ, subject string) (json.RawMessage, error) {
+			return console.OutcomeData(ctx, st.Pool(), typ, subject)
+		}
+		if w.hooks, err = webhook.New(st, data, cfg.webhooks(endpoints), log.With("component", "webhooks"), webhook.NewMetrics(reg)); err != nil {
+			return nil, usageError{err}
+		}
+		if leader != nil {
+			names := make([]string, len(endpoints))
+			for i, e := range endpoints {
+				names[i] = e.Name
+			}
+			reg.MustRegister(webhook.NewBacklogCollector(st, names, leader, log.With("component", "webhooks")))
+		}
+		log.Info("delivering outcome events to webhooks", "endpoints", len(endpoints))
 	}
 	if cfg.ReconcileInterval > 0 {
 		if w.rec, err = newReconciler(cfg, st, log.With("component", "reconcile"), reconcile.NewMetrics(reg)); err != nil {
@@ -291,6 +323,15 @@ func (w *worker) upkeep(ctx context.Context) error {
 func (w *worker) exportOutcomes(ctx context.Context) error {
 	w.exporter.Loop(ctx)
 	return nil
+}
+
+// deliverWebhooks delivers the outboxes until ctx ends (README
+// "Webhooks").
+func (w *worker) deliverWebhooks(ctx context.Context) error {
+	if w.hooks == nil {
+		return nil
+	}
+	return w.hooks.Run(ctx)
 }
 
 func (w *worker) reconcile(ctx context.Context) error {
