@@ -33,8 +33,8 @@ type Payload struct {
 	// Timestamp is when the event happened (the merge wrote it), not when
 	// it is sent.
 	Timestamp time.Time `json:"timestamp"`
-	// Data is the row (see Data) with an "outcome" (see Outcome); a row
-	// gone is {"id": subject, "outcome": ...}.
+	// Data is {"id": subject, the row's keys (see Data), "outcome": (see
+	// Outcome)}; a row gone is {"id": subject, "outcome": ...}.
 	Data json.RawMessage `json:"data"`
 }
 
@@ -57,14 +57,23 @@ func body(ev *store.WebhookEvent, row json.RawMessage) ([]byte, error) {
 			return nil, err
 		}
 	} else {
-		// The outcome goes in last, the row's own keys kept in their order.
+		// The id goes first and the outcome last, the row's own keys kept
+		// in their order between: a receiver reads data.id whatever the
+		// type (a command's, a message's, a call's), as when the row is
+		// gone.
 		obj := bytes.TrimSpace(row)
 		if len(obj) < 2 || obj[0] != '{' || obj[len(obj)-1] != '}' || !json.Valid(obj) {
 			return nil, errNotObject
 		}
+		id, err := json.Marshal(ev.Subject)
+		if err != nil {
+			return nil, err
+		}
 		inner := bytes.TrimSpace(obj[1 : len(obj)-1])
-		data = make([]byte, 0, len(obj)+len(outcome)+16)
-		data = append(data, '{')
+		data = make([]byte, 0, len(obj)+len(id)+len(outcome)+24)
+		data = append(data, `{"id":`...)
+		data = append(data, id...)
+		data = append(data, ',')
 		if len(inner) > 0 {
 			data = append(data, inner...)
 			data = append(data, ',')

@@ -13,7 +13,8 @@ import (
 	"github.com/cmdtrack/cmdtrack/webhook"
 )
 
-// The outcome goes into the row's object, its keys kept in their order;
+// The subject goes first into the row's object as "id" and the outcome
+// last, the row's keys kept in their order between;
 // a row that is not an object is cmdtrack's fault, tried again and named.
 func TestPayloadRows(t *testing.T) {
 	secret := newSecret(t)
@@ -41,10 +42,11 @@ func TestPayloadRows(t *testing.T) {
 		bodies[d.id] = string(p.Data)
 	}
 	keys := bodies["evt_1_1"]
-	require.JSONEq(t, `{"z":1,"a":{"b":[1,2]},"outcome":{"status":"SUCCESSFUL"}}`, keys)
+	require.JSONEq(t, `{"id":"keys","z":1,"a":{"b":[1,2]},"outcome":{"status":"SUCCESSFUL"}}`, keys)
+	require.Less(t, strings.Index(keys, `"id"`), strings.Index(keys, `"z"`), "the id first: %s", keys)
 	require.Less(t, strings.Index(keys, `"z"`), strings.Index(keys, `"a"`), "the row's order: %s", keys)
 	require.Less(t, strings.Index(keys, `"a"`), strings.Index(keys, `"outcome"`), "the outcome last: %s", keys)
-	require.JSONEq(t, `{"outcome":{"status":"SUCCESSFUL"}}`, bodies["evt_2_1"])
+	require.JSONEq(t, `{"id":"empty","outcome":{"status":"SUCCESSFUL"}}`, bodies["evt_2_1"])
 	require.Equal(t, "cmdtrack could not make the payload: the row's JSON is not an object", f.retries(3)[0])
 	require.NotContains(t, bodies, "evt_3_1", "nothing sent")
 }
