@@ -265,7 +265,7 @@ func TestAlertingRules(t *testing.T) {
 			require.Containsf(t, tests, "alertname: "+r.Alert+"\n", "%s has no unit test", where)
 		}
 	}
-	require.Len(t, alerts, 13)
+	require.Len(t, alerts, 15)
 }
 
 // readmeAnchors are the GitHub anchors of the README's headings.
