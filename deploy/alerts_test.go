@@ -20,6 +20,7 @@ import (
 	"github.com/cmdtrack/cmdtrack/pipeline"
 	"github.com/cmdtrack/cmdtrack/reconcile"
 	"github.com/cmdtrack/cmdtrack/upkeep"
+	"github.com/cmdtrack/cmdtrack/webhook"
 )
 
 // descRegisterer is a prometheus.Registerer that keeps what each collector
@@ -56,6 +57,8 @@ func exportedMetrics(t *testing.T) map[string][]string {
 	upkeep.NewMetrics(reg)
 	outcome.NewMetrics(reg)
 	reg.MustRegister(outcome.NewDBCollector(nil, nil, time.Hour, true, nil))
+	webhook.NewMetrics(reg)
+	reg.MustRegister(webhook.NewBacklogCollector(nil, nil, nil, nil))
 
 	nameRe := regexp.MustCompile(`fqName: "([^"]+)"`)
 	labelsRe := regexp.MustCompile(`variableLabels: \{([^}]*)\}`)
@@ -73,6 +76,7 @@ func exportedMetrics(t *testing.T) map[string][]string {
 	require.Contains(t, out, "cmdtrack_commands_finished_total")
 	require.Contains(t, out, "go_gc_gomemlimit_bytes")
 	require.Contains(t, out, "process_resident_memory_bytes")
+	require.Contains(t, out, "cmdtrack_webhook_outbox_oldest_seconds")
 	return out
 }
 
@@ -154,8 +158,9 @@ func requireExported(t *testing.T, where string, exported map[string][]string, s
 
 // Every query of the dashboard parses with Prometheus' own parser and names
 // only metrics, and labels, that cmdtrack exports; the Commands row shows
-// the commands' outcome metrics, and the Messages and calls row the device
-// messages' and synchronous calls'.
+// the commands' outcome metrics, the Messages and calls row the device
+// messages' and synchronous calls', and the Webhooks row the deliveries'
+// and the outboxes'.
 func TestGrafanaQueriesParse(t *testing.T) {
 	t.Parallel()
 	exported := exportedMetrics(t)
@@ -196,6 +201,10 @@ func TestGrafanaQueriesParse(t *testing.T) {
 		"Messages and calls": {
 			"cmdtrack_messages_finished_total", "cmdtrack_messages_final_changed_total", "cmdtrack_messages_stuck",
 			"cmdtrack_calls_finished_total",
+		},
+		"Webhooks": {
+			"cmdtrack_webhook_deliveries_total", "cmdtrack_webhook_attempt_seconds_bucket", "cmdtrack_webhook_outbox_events",
+			"cmdtrack_webhook_outbox_oldest_seconds",
 		},
 	} {
 		require.Contains(t, rowTitles, row)
@@ -256,7 +265,7 @@ func TestAlertingRules(t *testing.T) {
 			require.Containsf(t, tests, "alertname: "+r.Alert+"\n", "%s has no unit test", where)
 		}
 	}
-	require.Len(t, alerts, 13)
+	require.Len(t, alerts, 15)
 }
 
 // readmeAnchors are the GitHub anchors of the README's headings.

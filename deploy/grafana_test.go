@@ -19,7 +19,7 @@ type metricDef struct {
 
 // metricSources are the files that define cmdtrack's metrics.
 var metricSources = []string{"consumer/metrics.go", "pipeline/metrics.go", "reconcile/metrics.go", "upkeep/metrics.go",
-	"outcome/outcome.go", "outcome/db.go"}
+	"outcome/outcome.go", "outcome/db.go", "webhook/metrics.go"}
 
 // definedMetrics reads the metric definitions (kind and labels) from
 // metricSources, and checks them against what the code registers
@@ -30,7 +30,9 @@ func definedMetrics(t *testing.T) map[string]metricDef {
 	for _, f := range metricSources {
 		src += string(readFile(t, f))
 	}
-	re := regexp.MustCompile(`prometheus\.New(\w+)\(prometheus\.\w+Opts\{\s*Name:\s*"(cmdtrack_[a-z0-9_]+)"[^}]*\}(?:,\s*\[\]string\{([^}]*)\})?`)
+	// The options may hold one level of braces: a bucket list written out
+	// (webhook's Buckets: []float64{...}).
+	re := regexp.MustCompile(`prometheus\.New(\w+)\(prometheus\.\w+Opts\{\s*Name:\s*"(cmdtrack_[a-z0-9_]+)"(?:[^{}]|\{[^{}]*\})*\}(?:,\s*\[\]string\{([^}]*)\})?`)
 	// A collector's gauges, read at scrape time (outcome.DBCollector).
 	descRe := regexp.MustCompile(`prometheus\.NewDesc\(\s*"(cmdtrack_[a-z0-9_]+)",\s*"[^"]*",\s*(?:\[\]string\{([^}]*)\}|nil)`)
 	labelList := func(s string) []string {
