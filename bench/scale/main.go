@@ -38,7 +38,8 @@ func main() {
 	ingestN := flag.Int("ingest", 100_000, "messages for each ingest measurement")
 	migrateN := flag.Int("migrate", 4_000_000, "history rows of a version-4 schema to migrate in place (0: skip)")
 	runs := flag.Int("runs", 7, "runs of each query (the median is reported)")
-	keep := flag.Bool("keep", false, "keep the schema afterwards")
+	keep := flag.Bool("keep", false, "keep the schema afterwards (and skip retention, which would change it)")
+	reuse := flag.String("reuse", "", "time only the cookbook and the console's pages, on this schema kept by an earlier -keep run")
 	out := flag.String("out", "", "also write the table here")
 	flag.Parse()
 	if *url == "" {
@@ -58,7 +59,12 @@ func main() {
 	if *msgN < 0 {
 		*msgN = *n
 	}
-	err := run(context.Background(), w, *url, *n, *msgN, *ingestN, *migrateN, *runs, *keep)
+	var err error
+	if *reuse != "" {
+		err = rerun(context.Background(), w, *url, *reuse, *runs)
+	} else {
+		err = run(context.Background(), w, *url, *n, *msgN, *ingestN, *migrateN, *runs, *keep)
+	}
 	if f != nil {
 		_ = f.Close()
 	}
@@ -82,6 +88,7 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
 		return err
 	}
+	logf("schema %s", schema)
 	if !keep {
 		defer func() {
 			logf("dropping schema %s", schema)
@@ -123,10 +130,15 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 	add(fmt.Sprintf("seeding %d commands and %d history rows (SQL, 30 days), presence of %d devices", n, 4*n, max(n/10, 1)),
 		time.Since(start).Round(time.Second).String())
 	start = time.Now()
-	if err := seedMessages(ctx, db, msgN, now); err != nil {
+	if err := seedMessages(ctx, db, msgN, n, now); err != nil {
 		return err
 	}
-	add(fmt.Sprintf("seeding %d device messages and their history (SQL, 30 days)", msgN), time.Since(start).Round(time.Second).String())
+	var msgEvents int64
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM device_message_events`).Scan(&msgEvents); err != nil {
+		return err
+	}
+	add(fmt.Sprintf("seeding %d device messages and %d history rows (SQL, 30 days, a statement a day), presence of their %d devices",
+		msgN, msgEvents, max(msgN/10, 1)), time.Since(start).Round(time.Second).String())
 	start = time.Now()
 	if err := st.RefreshRollup(ctx, 31, now); err != nil {
 		return err
@@ -141,9 +153,149 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 	}
 	add("rollup: refresh of the last 3 days (every minute)", refresh.Round(time.Millisecond).String())
 
-	// The cookbook, as the README writes it.
+	if err := cookbook(ctx, db, runs, add); err != nil {
+		return err
+	}
+
+	// Migration 012's indexes, built on the full tables (those of 008 took
+	// 40 s at 10 M: bench/results/scale.txt of 2026-11-30).
+	if _, err := db.Exec(ctx, `DROP INDEX device_commands_device_status_day_idx, device_commands_product_status_day_idx,
+		dead_letters_class_received_idx`); err != nil {
+		return err
+	}
+	indexes, err := migrationIndexes("012_list_indexes.sql")
+	if err != nil {
+		return err
+	}
+	start = time.Now()
+	if _, err := db.Exec(ctx, indexes); err != nil {
+		return err
+	}
+	add(fmt.Sprintf("migration 012's indexes (two on device_commands), built on %d commands (the table's writes wait meanwhile)", n), time.Since(start).Round(time.Millisecond).String())
+	if _, err := db.Exec(ctx, "ANALYZE device_commands, dead_letters"); err != nil {
+		return err
+	}
+
+	// Migration 018's indexes likewise, on the full device_messages (the
+	// seed dropped them).
+	if indexes, err = migrationIndexes("018_message_lists.sql"); err != nil {
+		return err
+	}
+	start = time.Now()
+	if _, err := db.Exec(ctx, indexes); err != nil {
+		return err
+	}
+	add(fmt.Sprintf("migration 018's indexes (four on device_messages), built on %d messages (the table's writes wait meanwhile)", msgN),
+		time.Since(start).Round(time.Millisecond).String())
+	if _, err := db.Exec(ctx, "ANALYZE device_messages"); err != nil {
+		return err
+	}
+
+	// The console's pages, over HTTP.
+	if err := pages(ctx, url, schema, runs, add); err != nil {
+		return fmt.Errorf("console pages: %w", err)
+	}
+
+	// Ingest into the full tables.
+	rate, err = ingestRate(ctx, st, ingestN, 2)
+	if err != nil {
+		return err
+	}
+	add(fmt.Sprintf("ingest, tables full (%d commands)", n), fmt.Sprintf("%.0f msg/s", rate))
+
+	// Sizes, per million commands.
+	var cmdBytes, histBytes int64
+	if err := db.QueryRow(ctx, `SELECT pg_total_relation_size('device_commands'),
+		(SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'device_command_events'::regclass)`).
+		Scan(&cmdBytes, &histBytes); err != nil {
+		return err
+	}
+	per := float64(n) / 1e6
+	add("size per million commands: device_commands with its indexes", fmt.Sprintf("%.0f MiB", float64(cmdBytes)/per/(1<<20)))
+	add("size per million commands: history (4 rows each) with its index", fmt.Sprintf("%.0f MiB", float64(histBytes)/per/(1<<20)))
+	var msgBytes, msgHistBytes int64
+	if err := db.QueryRow(ctx, `SELECT pg_total_relation_size('device_messages'),
+		(SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'device_message_events'::regclass)`).
+		Scan(&msgBytes, &msgHistBytes); err != nil {
+		return err
+	}
+	perMsg := float64(max(msgN, 1)) / 1e6
+	add("size per million device messages: device_messages with its indexes", fmt.Sprintf("%.0f MiB", float64(msgBytes)/perMsg/(1<<20)))
+	add("size per million device messages: their history with its index", fmt.Sprintf("%.0f MiB", float64(msgHistBytes)/perMsg/(1<<20)))
+	var presenceBytes int64
+	if err := db.QueryRow(ctx, `SELECT pg_total_relation_size('device_presence')`).Scan(&presenceBytes); err != nil {
+		return err
+	}
+	add("size per million devices: device_presence with its index",
+		fmt.Sprintf("%.0f MiB", float64(presenceBytes)/(float64(max(n/10, 1))/1e6)/(1<<20)))
+
+	if keep {
+		add("retention", "skipped: -keep (the schema is kept as seeded, for -reuse)")
+	} else if err := retention(ctx, st, part, now, add); err != nil {
+		return err
+	}
+
+	if migrateN > 0 {
+		took, err := migrateInPlace(ctx, admin, url, migrateN)
+		if err != nil {
+			return err
+		}
+		add(fmt.Sprintf("migrating an existing database in place (migrations 5-7): %d history rows, %d commands", migrateN, migrateN/4), took.Round(time.Second).String())
+	}
+
+	fmt.Fprintf(w, "\n| %d commands, %d history rows | |\n| --- | --- |\n", n, 4*n)
+	for _, r := range rows {
+		fmt.Fprintf(w, "| %s | %s |\n", r[0], r[1])
+	}
+	return nil
+}
+
+// rerun times the cookbook and the console's pages on a schema kept by an
+// earlier run (-keep): to re-time them after a change without seeding
+// again.
+func rerun(ctx context.Context, w io.Writer, url, schema string, runs int) error {
+	st, err := store.Open(ctx, url, store.Options{MaxConns: 8, Schema: schema})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	// Migrations added since the schema was seeded (an index being
+	// tried) are timed as they are applied.
+	start := time.Now()
+	if err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	db := st.Pool()
+	var rows [][2]string
+	add := func(what, figure string) {
+		rows = append(rows, [2]string{what, figure})
+		logf("%s: %s", what, figure)
+	}
+	add("migrating the kept schema to the latest (nothing, or the migrations added since it was seeded)",
+		time.Since(start).Round(time.Millisecond).String())
+	var n, msgN int
+	if err := db.QueryRow(ctx, `SELECT (SELECT count(*) FROM device_commands), (SELECT count(*) FROM device_messages)`).
+		Scan(&n, &msgN); err != nil {
+		return err
+	}
+	if err := cookbook(ctx, db, runs, add); err != nil {
+		return err
+	}
+	if err := pages(ctx, url, schema, runs, add); err != nil {
+		return fmt.Errorf("console pages: %w", err)
+	}
+	fmt.Fprintf(w, "\n| schema %s kept by an earlier run: %d commands, %d device messages | |\n| --- | --- |\n", schema, n, msgN)
+	for _, r := range rows {
+		fmt.Fprintf(w, "| %s | %s |\n", r[0], r[1])
+	}
+	return nil
+}
+
+// cookbook times each query of the README's cookbook, as it writes them,
+// and says its plan's shape.
+func cookbook(ctx context.Context, db *pgxpool.Pool, runs int, add func(string, string)) error {
 	var device, command string
-	if err := db.QueryRow(ctx, `SELECT device_id, command_id FROM device_commands WHERE command_id = $1`, fmt.Sprintf("cmd-%d", n/2)).
+	if err := db.QueryRow(ctx, `SELECT device_id, command_id FROM device_commands WHERE command_id = $1`, fmt.Sprintf("cmd-%d", mustCount(ctx, db)/2)).
 		Scan(&device, &command); err != nil {
 		return fmt.Errorf("pick a device: %w", err)
 	}
@@ -183,78 +335,18 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 		add("query: "+q.name, fmt.Sprintf("%.2f ms (%s)", float64(d.Microseconds())/1000, shape))
 	}
 
-	// Migration 012's indexes, built on the full tables (those of 008 took
-	// 40 s at 10 M: bench/results/scale.txt of 2026-11-30).
-	if _, err := db.Exec(ctx, `DROP INDEX device_commands_device_status_day_idx, device_commands_product_status_day_idx,
-		dead_letters_class_received_idx`); err != nil {
-		return err
-	}
-	indexes, err := migrationIndexes("012_list_indexes.sql")
-	if err != nil {
-		return err
-	}
-	start = time.Now()
-	if _, err := db.Exec(ctx, indexes); err != nil {
-		return err
-	}
-	add(fmt.Sprintf("migration 012's indexes (two on device_commands), built on %d commands (the table's writes wait meanwhile)", n), time.Since(start).Round(time.Millisecond).String())
-	if _, err := db.Exec(ctx, "ANALYZE device_commands, dead_letters"); err != nil {
-		return err
-	}
+	return nil
+}
 
-	// Migration 018's indexes likewise, on the full device_messages.
-	if _, err := db.Exec(ctx, `DROP INDEX device_messages_device_status_day_idx, device_messages_product_status_day_idx,
-		device_messages_status_day_idx, device_messages_day_idx`); err != nil {
-		return err
-	}
-	if indexes, err = migrationIndexes("018_message_lists.sql"); err != nil {
-		return err
-	}
-	start = time.Now()
-	if _, err := db.Exec(ctx, indexes); err != nil {
-		return err
-	}
-	add(fmt.Sprintf("migration 018's indexes (four on device_messages), built on %d messages (the table's writes wait meanwhile)", msgN),
-		time.Since(start).Round(time.Millisecond).String())
-	if _, err := db.Exec(ctx, "ANALYZE device_messages"); err != nil {
-		return err
-	}
-
-	// The console's pages, over HTTP.
-	if err := pages(ctx, url, schema, runs, add); err != nil {
-		return fmt.Errorf("console pages: %w", err)
-	}
-
-	// Ingest into the full tables.
-	rate, err = ingestRate(ctx, st, ingestN, 2)
-	if err != nil {
-		return err
-	}
-	add(fmt.Sprintf("ingest, tables full (%d commands)", n), fmt.Sprintf("%.0f msg/s", rate))
-
-	// Sizes, per million commands.
-	var cmdBytes, histBytes int64
-	if err := db.QueryRow(ctx, `SELECT pg_total_relation_size('device_commands'),
-		(SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'device_command_events'::regclass)`).
-		Scan(&cmdBytes, &histBytes); err != nil {
-		return err
-	}
-	per := float64(n) / 1e6
-	add("size per million commands: device_commands with its indexes", fmt.Sprintf("%.0f MiB", float64(cmdBytes)/per/(1<<20)))
-	add("size per million commands: history (4 rows each) with its index", fmt.Sprintf("%.0f MiB", float64(histBytes)/per/(1<<20)))
-	var presenceBytes int64
-	if err := db.QueryRow(ctx, `SELECT pg_total_relation_size('device_presence')`).Scan(&presenceBytes); err != nil {
-		return err
-	}
-	add("size per million devices: device_presence with its index",
-		fmt.Sprintf("%.0f MiB", float64(presenceBytes)/(float64(max(n/10, 1))/1e6)/(1<<20)))
-
-	// Retention: keep 20 of the 30 days.
+// retention times history retention to 20 days (partitions dropped) and
+// command and message retention to 25 days.
+func retention(ctx context.Context, st *store.Store, part store.Partitioning, now time.Time, add func(string, string)) error {
+	db := st.Pool()
 	var before int64
 	if err := db.QueryRow(ctx, `SELECT count(*) FROM device_command_events`).Scan(&before); err != nil {
 		return err
 	}
-	start = time.Now()
+	start := time.Now()
 	part.Retention = 20 * 24 * time.Hour
 	res, err := st.MaintainPartitions(ctx, part, now)
 	if err != nil {
@@ -276,21 +368,8 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 	if err != nil {
 		return err
 	}
-	add("command retention to 25 days (batches of 5,000 through the day index)",
-		fmt.Sprintf("%d commands in %s", pruned.Commands, time.Since(start).Round(time.Millisecond)))
-
-	if migrateN > 0 {
-		took, err := migrateInPlace(ctx, admin, url, migrateN)
-		if err != nil {
-			return err
-		}
-		add(fmt.Sprintf("migrating an existing database in place (migrations 5-7): %d history rows, %d commands", migrateN, migrateN/4), took.Round(time.Second).String())
-	}
-
-	fmt.Fprintf(w, "\n| %d commands, %d history rows | |\n| --- | --- |\n", n, 4*n)
-	for _, r := range rows {
-		fmt.Fprintf(w, "| %s | %s |\n", r[0], r[1])
-	}
+	add("command and message retention to 25 days (batches of 5,000 through the day indexes)",
+		fmt.Sprintf("%d commands and %d messages in %s", pruned.Commands, pruned.Messages, time.Since(start).Round(time.Millisecond)))
 	return nil
 }
 
@@ -444,71 +523,123 @@ func seed(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
 	return nil
 }
 
-// seedMessages fills device_messages and their history in SQL, shaped as
-// the commands: n messages spread evenly over the last 30 days, ten per
-// device, twenty products, half of them held PENDING first (the others
-// delivered at once, without a pending_time), a few still PENDING; and
-// the lists' awkward filters (console/plans_messages_test.go has the
-// same): a device whose 5,000 messages are all in the first day, a rare
-// device, a rare pair (product 7's three timeouts, long ago).
-func seedMessages(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
+// seedMessages fills device_messages and their history in SQL, a day of
+// messages per statement (a data-modifying WITH writes the day's messages
+// and, from what it returns, their history: no scan of the table to find
+// them), into the partitions upkeep made (MaintainPartitions, daily).
+//
+// The fleet's messages: n spread evenly over the last 30 days, on n/10
+// devices (the commands' devices first: the device page shows both) of 20
+// products (a device's product is its commands'); their outcome drawn from
+// a hash of their number, not from the device, so that a device's messages
+// differ: 3 % FAILED (two platform errors), 3 % TIMEOUT a day after they
+// were held (those of the last day are still PENDING: within their time to
+// live), 0.2 % stuck PENDING whatever their age (their final notification
+// lost), the rest DELIVERED; half held PENDING first (delivered up to two
+// hours later, as a device comes online), the others delivered at once
+// (no pending_time: their day is when cmdtrack first heard of them). Half
+// have ids of their own; the others share theirs with the 999 devices next
+// to them, as an application broadcasting one configuration message under
+// one id does (a message id is unique per device only).
+//
+// The lists' awkward filters (console/plans_messages_test.go has the
+// same): a device whose 5,000 messages are all in the first day, a busy
+// device whose only failures are its oldest, a rare device, a rare pair
+// (product 7's three timeouts, long ago, under fleet messages' ids).
+//
+// Migration 018's indexes are dropped first and built after (run times
+// that build): a day index to find each day's messages is not needed, and
+// the four indexes built once cost less than kept up row by row.
+func seedMessages(ctx context.Context, db *pgxpool.Pool, n, commands int, now time.Time) error {
 	from := now.AddDate(0, 0, -30)
-	logf("seeding %d device messages", n)
-	if _, err := db.Exec(ctx, `
-		INSERT INTO device_messages (device_id, message_id, status, status_rank, error_code, error_msg, name, topic,
-			product_id, app_id, pending_time, delivered_time, failed_time, timeout_time, last_event_time, last_event_key,
-			last_request_id, first_seen_at, updated_at)
-		SELECT 'dev-' || (g % greatest($1 / 10, 1)), 'msg-' || g, s.status, CASE WHEN s.status = 'PENDING' THEN 0 ELSE 1 END,
-			CASE WHEN s.status = 'FAILED' THEN 'IOTDA.014112' END, CASE WHEN s.status = 'FAILED' THEN 'not subscribed' END,
-			'set-interval', '$oc/devices/dev-' || (g % greatest($1 / 10, 1)) || '/sys/messages/down', 'prod-' || (g % 20), 'app-1',
-			CASE WHEN g % 2 = 0 THEN t END,
-			CASE WHEN s.status = 'DELIVERED' THEN t + interval '2 s' END, CASE WHEN s.status = 'FAILED' THEN t + interval '2 s' END,
-			CASE WHEN s.status = 'TIMEOUT' THEN t + interval '1 day' END,
-			t + CASE s.status WHEN 'PENDING' THEN interval '0' WHEN 'TIMEOUT' THEN interval '1 day' ELSE interval '2 s' END,
-			sha256(('msg-' || g)::bytea), 'req-msg-' || g, t, t + interval '2 s'
-		FROM generate_series(1, $1) g,
-		LATERAL (SELECT $2::timestamptz + (g::float8 / $1) * interval '30 days' AS t) tt,
-		LATERAL (SELECT CASE WHEN g % 200 = 0 THEN 'PENDING' WHEN g % 100 < 4 THEN 'FAILED' WHEN g % 100 < 7 THEN 'TIMEOUT'
-		                     ELSE 'DELIVERED' END AS status) s`, n, from); err != nil {
+	if _, err := db.Exec(ctx, `DROP INDEX device_messages_device_status_day_idx, device_messages_product_status_day_idx,
+		device_messages_status_day_idx, device_messages_day_idx`); err != nil {
 		return fmt.Errorf("seed messages: %w", err)
 	}
+	devices := max(n/10, 1)
+	const payload = `{"resource":"device.message.status","event":"update","event_time":"%s","request_id":"%s",` +
+		`"notify_data":{"header":{"app_id":"app-1","device_id":"%s","node_id":"node","product_id":"%s","gateway_id":"%s"},` +
+		`"body":{"message_id":"%s","name":"%s","status":"%s","timestamp":"%s"}}}`
+	for day := range 30 {
+		lo, hi := int64(n)*int64(day)/30+1, int64(n)*int64(day+1)/30
+		logf("seeding device messages and their history, day %d of 30", day+1)
+		if _, err := db.Exec(ctx, `
+			WITH m AS (
+				INSERT INTO device_messages (device_id, message_id, status, status_rank, previous_status, error_code, error_msg,
+					name, topic, product_id, app_id, node_id, gateway_id, pending_time, delivered_time, failed_time, timeout_time,
+					last_event_time, last_event_key, last_request_id, first_seen_at, updated_at)
+				SELECT 'dev-' || d, id, s.status, CASE WHEN s.status = 'PENDING' THEN 0 ELSE 1 END,
+					CASE WHEN held AND s.status <> 'PENDING' THEN 'PENDING' END,
+					CASE WHEN s.status = 'FAILED' THEN CASE WHEN k < 25 THEN 'IOTDA.014112' ELSE 'IOTDA.014016' END END,
+					CASE WHEN s.status = 'FAILED' THEN CASE WHEN k < 25 THEN 'the device has not subscribed to the topic'
+						ELSE 'the device is not online' END END,
+					name, '$oc/devices/dev-' || d || '/sys/messages/down', 'prod-' || (d % 20), 'app-1', 'node', 'dev-' || d,
+					CASE WHEN held THEN t END,
+					CASE WHEN s.status = 'DELIVERED' THEN last END, CASE WHEN s.status = 'FAILED' THEN last END,
+					CASE WHEN s.status = 'TIMEOUT' THEN last END,
+					last, sha256((d || id || s.status)::bytea), 'req-msg-' || g, t, last
+				FROM generate_series($1::int8, $2::int8) g,
+				LATERAL (SELECT g % $3::int8 AS d, hashint8(g) & 2147483647 AS h,
+				                $4::timestamptz + (g::float8 / $5::int8) * interval '30 days' AS t) x,
+				LATERAL (SELECT CASE WHEN h % 2 = 0 THEN 'msg-' || g ELSE 'cfg-' || (g / least(1000, $3::int8)) END AS id,
+				                CASE WHEN h % 2 = 0 THEN 'ping' ELSE 'set-interval' END AS name,
+				                h / 2 % 1000 AS k, h / 2000 % 2 = 0 AS heldflag) y,
+				LATERAL (SELECT CASE WHEN k < 30 THEN 'FAILED'
+				                     WHEN k < 60 AND t < $6::timestamptz - interval '1 day' THEN 'TIMEOUT'
+				                     WHEN k < 62 THEN 'PENDING'
+				                     ELSE 'DELIVERED' END AS status) s,
+				LATERAL (SELECT s.status IN ('PENDING', 'TIMEOUT') OR heldflag AS held,
+				                least($6::timestamptz, t + CASE WHEN s.status = 'PENDING' THEN interval '0'
+				                                                WHEN s.status = 'TIMEOUT' THEN interval '1 day'
+				                                                WHEN heldflag THEN (h / 4000 % 7200) * interval '1 s'
+				                                                ELSE interval '2 s' END) AS last) z
+				RETURNING device_id, message_id, name, status, product_id, pending_time, last_event_time, last_request_id
+			)
+			INSERT INTO device_message_events (device_id, message_id, event_key, status, event_time, request_id, source, payload, received_at)
+			SELECT m.device_id, m.message_id, sha256((m.device_id || m.message_id || e.status)::bytea), e.status, e.at,
+				m.last_request_id, 'amqp:DefaultQueue',
+				format($7, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"'), m.last_request_id, m.device_id, m.product_id, m.device_id,
+					m.message_id, m.name, e.status, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"')),
+				e.at + interval '20 ms'
+			FROM m,
+			LATERAL (VALUES ('PENDING', m.pending_time), (m.status, CASE WHEN m.status <> 'PENDING' THEN m.last_event_time END))
+				AS e(status, at)
+			WHERE e.at IS NOT NULL`, lo, hi, devices, from, n, now, payload); err != nil {
+			return fmt.Errorf("seed messages, day %d: %w", day+1, err)
+		}
+	}
 	if _, err := db.Exec(ctx, `
-		INSERT INTO device_messages (device_id, message_id, status, status_rank, product_id, app_id, pending_time,
+		INSERT INTO device_messages (device_id, message_id, status, status_rank, previous_status, product_id, app_id, pending_time,
 			last_event_time, last_event_key, first_seen_at, updated_at)
-		SELECT device, id, status, 1, product, 'app-1', t, t, sha256(id::bytea), t, t
+		SELECT device, id, status, 1, 'PENDING', product, 'app-1', t, t, sha256(id::bytea), t, t
 		FROM (
 			SELECT 'dev-old' AS device, 'old-' || g AS id, 'prod-3' AS product,
 				CASE WHEN g <= 3 THEN 'FAILED' ELSE 'DELIVERED' END AS status, $1::timestamptz + (g / 5000.0) * interval '1 day' AS t
 			FROM generate_series(1, 5000) g
 			UNION ALL
+			SELECT 'dev-busy', 'busy-' || g, 'prod-4', CASE WHEN g <= 3 THEN 'FAILED' ELSE 'DELIVERED' END,
+				$1::timestamptz + (g / 5000.0) * interval '30 days'
+			FROM generate_series(1, 5000) g
+			UNION ALL
 			SELECT 'dev-rare', 'rare-' || g, 'prod-5', 'FAILED', $1::timestamptz + interval '10 days' + g * interval '1 min'
 			FROM generate_series(1, 3) g
 			UNION ALL
-			SELECT 'dev-pair-' || g, 'msg-' || g, 'prod-7', 'TIMEOUT', $1::timestamptz + interval '2 days' + g * interval '1 min'
+			SELECT 'dev-pair-' || g, 'cfg-' || g, 'prod-7', 'TIMEOUT', $1::timestamptz + interval '2 days' + g * interval '1 min'
 			FROM generate_series(1, 3) g
 		) s`, from); err != nil {
 		return fmt.Errorf("seed the message lists' filters: %w", err)
 	}
-	const payload = `{"resource":"device.message.status","event":"update","event_time":"%s","request_id":"%s",` +
-		`"notify_data":{"header":{"app_id":"app-1","device_id":"%s","node_id":"node","product_id":"%s","gateway_id":"%s"},` +
-		`"body":{"message_id":"%s","name":"set-interval","status":"%s","timestamp":"%s"}}}`
-	for day := range 30 {
-		lo, hi := from.AddDate(0, 0, day), from.AddDate(0, 0, day+1)
-		logf("seeding message history, day %d of 30", day+1)
-		if _, err := db.Exec(ctx, `
-			INSERT INTO device_message_events (device_id, message_id, event_key, status, event_time, request_id, source, payload, received_at)
-			SELECT m.device_id, m.message_id, sha256((m.device_id || m.message_id || e.status)::bytea), e.status, e.at,
-				m.last_request_id, 'amqp:DefaultQueue',
-				format($3, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"'), m.last_request_id, m.device_id, m.product_id, m.device_id,
-					m.message_id, e.status, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"')),
-				e.at + interval '20 ms'
-			FROM device_messages m,
-			LATERAL (VALUES ('PENDING', m.pending_time), (m.status, CASE WHEN m.status <> 'PENDING' THEN m.last_event_time END))
-				AS e(status, at)
-			WHERE coalesce(m.pending_time, m.first_seen_at) >= $1 AND coalesce(m.pending_time, m.first_seen_at) < $2
-			  AND e.at IS NOT NULL`, lo, hi, payload); err != nil {
-			return fmt.Errorf("seed message history: %w", err)
-		}
+	// Presence of the devices that have messages but no commands, as the
+	// commands' devices have theirs.
+	if _, err := db.Exec(ctx, `
+		INSERT INTO device_presence (device_id, status, status_since, last_event_key, last_event_time, last_request_id,
+			last_online_time, last_offline_time, product_id, app_id)
+		SELECT 'dev-' || d, CASE WHEN offline THEN 'OFFLINE' ELSE 'ONLINE' END, t, sha256(('dev-' || d)::bytea), t, 'req-dev-' || d,
+			CASE WHEN offline THEN t - interval '1 hour' ELSE t END, CASE WHEN offline THEN t END, 'prod-' || (d % 20), 'app-1'
+		FROM generate_series(greatest($1 / 10, 1), $2 - 1) d,
+		LATERAL (SELECT d % 200 < 3 AND d % 7 <> 0 AS offline,
+		                $3::timestamptz - (d::float8 / $2) * interval '30 days' AS t) x`, commands, devices, now); err != nil {
+		return fmt.Errorf("seed presence of the message devices: %w", err)
 	}
 	return nil
 }
