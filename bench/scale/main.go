@@ -1,12 +1,18 @@
 // Command scale measures cmdtrack's schema at fleet size (`make bench/scale`):
 // it seeds -commands commands (default 10 million) with four history rows
-// each, spread over the last 30 days, into a fresh schema migrated as
-// `cmdtrack migrate` does; then it times every query of the README's
-// cookbook (the median of several runs, with its plan's shape), ingest
-// through the project's own write path (store.Apply) with the tables empty
-// and full, history retention (partitions dropped, dead tuples left) and
-// command retention, and reports the tables' and indexes' sizes per million
-// commands. It prints a Markdown table.
+// each and -messages device messages with their history, spread over the
+// last 30 days, into a fresh schema migrated as `cmdtrack migrate` does;
+// then it times every query of the README's cookbook (the median of
+// several runs, with its plan's shape), every console page (pages.go: the
+// median with its spread, in HTML and JSON; the plans, analyzed, of those
+// over 100 ms), ingest through the project's own write path (store.Apply)
+// with the tables empty and full, history retention (partitions dropped,
+// dead tuples left) and command and message retention, and reports the
+// tables' and indexes' sizes per million. It prints a Markdown table.
+//
+// With -keep the schema stays as seeded (retention is skipped), and
+// -reuse SCHEMA re-times the cookbook and the pages on it (after applying
+// any migration added since), without seeding again.
 package main
 
 import (
@@ -192,7 +198,8 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 	}
 
 	// The console's pages, over HTTP.
-	if err := pages(ctx, url, schema, runs, add); err != nil {
+	slow, err := pages(ctx, url, schema, runs, add)
+	if err != nil {
 		return fmt.Errorf("console pages: %w", err)
 	}
 
@@ -243,10 +250,7 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 		add(fmt.Sprintf("migrating an existing database in place (migrations 5-7): %d history rows, %d commands", migrateN, migrateN/4), took.Round(time.Second).String())
 	}
 
-	fmt.Fprintf(w, "\n| %d commands, %d history rows | |\n| --- | --- |\n", n, 4*n)
-	for _, r := range rows {
-		fmt.Fprintf(w, "| %s | %s |\n", r[0], r[1])
-	}
+	report(w, fmt.Sprintf("%d commands, %d history rows; %d device messages", n, 4*n, msgN), rows, slow)
 	return nil
 }
 
@@ -281,14 +285,34 @@ func rerun(ctx context.Context, w io.Writer, url, schema string, runs int) error
 	if err := cookbook(ctx, db, runs, add); err != nil {
 		return err
 	}
-	if err := pages(ctx, url, schema, runs, add); err != nil {
+	slow, err := pages(ctx, url, schema, runs, add)
+	if err != nil {
 		return fmt.Errorf("console pages: %w", err)
 	}
-	fmt.Fprintf(w, "\n| schema %s kept by an earlier run: %d commands, %d device messages | |\n| --- | --- |\n", schema, n, msgN)
+	report(w, fmt.Sprintf("schema %s kept by an earlier run: %d commands, %d device messages", schema, n, msgN), rows, slow)
+	return nil
+}
+
+// report writes the rows as a Markdown table under title, then the plans
+// of the pages over slowPage.
+func report(w io.Writer, title string, rows [][2]string, slow []string) {
+	fmt.Fprintf(w, "\n| %s | |\n| --- | --- |\n", title)
 	for _, r := range rows {
 		fmt.Fprintf(w, "| %s | %s |\n", r[0], r[1])
 	}
-	return nil
+	if len(slow) == 0 {
+		fmt.Fprintf(w, "\nNo page over %s.\n", slowPage)
+		return
+	}
+	fmt.Fprintf(w, "\nThe pages over %s, each statement's plan (EXPLAIN (ANALYZE, BUFFERS), after the run):\n", slowPage)
+	for _, p := range slow {
+		fmt.Fprintf(w, "\n%s\n", indent(p))
+	}
+}
+
+// indent makes text a Markdown code block.
+func indent(text string) string {
+	return "    " + strings.ReplaceAll(text, "\n", "\n    ")
 }
 
 // cookbook times each query of the README's cookbook, as it writes them,
@@ -316,6 +340,41 @@ func cookbook(ctx context.Context, db *pgxpool.Pool, runs int, add func(string, 
 		{"the commands stuck longest, as people write it first (stuck_for > 10 min)", `SELECT command_id, device_id, status, stuck_for
 			FROM stuck_commands WHERE stuck_for > '10 minutes' ORDER BY stuck_for DESC LIMIT 100`},
 	}
+	// The device messages' queries (README, the cookbook's second half,
+	// and the message alerts' runbooks), on a message of the last days.
+	var msgDevice, message string
+	if err := db.QueryRow(ctx, `SELECT device_id, message_id FROM device_messages
+		WHERE device_id = 'dev-1' ORDER BY coalesce(pending_time, first_seen_at) DESC LIMIT 1`).Scan(&msgDevice, &message); err != nil {
+		return fmt.Errorf("pick a message: %w", err)
+	}
+	cookbook = append(cookbook, []struct{ name, sql string }{
+		{"did a message reach its device, and if not why", `SELECT m.status, m.error_code, m.error_msg, m.pending_time,
+			m.delivered_time, m.failed_time, m.timeout_time, p.status AS device_status, p.status_since AS device_status_since
+			FROM device_messages m LEFT JOIN device_presence p ON p.device_id = m.device_id
+			WHERE m.device_id = '` + msgDevice + `' AND m.message_id = '` + message + `'`},
+		{"a message's notifications in order (event_time bounded to 7 days)", `SELECT event_time, status, request_id, source,
+			coalesce(payload::jsonb -> 'notify_data' -> 'body', payload::jsonb -> 'body') -> 'error_info' AS error_info
+			FROM device_message_events WHERE device_id = '` + msgDevice + `' AND message_id = '` + message + `'
+			AND event_time > now() - interval '7 days' ORDER BY event_time`},
+		{"a device's messages, newest first", `SELECT message_id, name, topic, status, coalesce(pending_time, first_seen_at) AS sent,
+			error_code FROM device_messages WHERE device_id = '` + msgDevice + `' ORDER BY sent DESC LIMIT 20`},
+		{"the 100 messages held PENDING longest (quiet > 1 h)", `SELECT device_id, message_id, name, stuck_for, device_status
+			FROM stuck_messages('1 hour') ORDER BY last_event_time LIMIT 100`},
+		{"messages per product, last 7 days", `SELECT product_id, count(*) AS messages,
+			count(*) FILTER (WHERE status = 'DELIVERED') AS delivered, count(*) FILTER (WHERE status = 'FAILED') AS failed,
+			count(*) FILTER (WHERE status = 'TIMEOUT') AS timed_out, count(*) FILTER (WHERE status = 'PENDING') AS pending
+			FROM device_messages WHERE coalesce(pending_time, first_seen_at) > now() - interval '7 days'
+			GROUP BY product_id ORDER BY product_id`},
+		{"why the failed messages of the last day failed", `SELECT product_id, error_code, error_msg, count(*) FROM device_messages
+			WHERE status = 'FAILED' AND coalesce(pending_time, first_seen_at) > now() - interval '1 day'
+			GROUP BY 1, 2, 3 ORDER BY 4 DESC`},
+		{"runbook CmdtrackProductMessagesFailing: a product's failures of the last hour", `SELECT error_code, error_msg, topic, count(*)
+			FROM device_messages WHERE product_id = 'prod-1' AND status = 'FAILED'
+			AND coalesce(pending_time, first_seen_at) > now() - interval '1 hour' GROUP BY 1, 2, 3 ORDER BY 4 DESC`},
+		{"runbook CmdtrackProductMessagesTimingOut: a product's timeouts of the last day by device status", `SELECT p.status, count(*)
+			FROM device_messages m LEFT JOIN device_presence p USING (device_id) WHERE m.product_id = 'prod-1'
+			AND m.status = 'TIMEOUT' AND coalesce(m.pending_time, m.first_seen_at) > now() - interval '1 day' GROUP BY 1`},
+	}...)
 	for _, q := range cookbook {
 		d, err := median(runs, func() error {
 			r, err := db.Query(ctx, q.sql)
@@ -376,19 +435,29 @@ func retention(ctx context.Context, st *store.Store, part store.Partitioning, no
 // median runs f runs times (after one warm-up run) and returns the median
 // time.
 func median(runs int, f func() error) (time.Duration, error) {
-	if err := f(); err != nil {
+	times, err := timesOf(runs, f)
+	if err != nil {
 		return 0, err
+	}
+	return times[runs/2], nil
+}
+
+// timesOf runs f runs times after one warm-up run and returns the times,
+// sorted.
+func timesOf(runs int, f func() error) ([]time.Duration, error) {
+	if err := f(); err != nil {
+		return nil, err
 	}
 	times := make([]time.Duration, runs)
 	for i := range runs {
 		start := time.Now()
 		if err := f(); err != nil {
-			return 0, err
+			return nil, err
 		}
 		times[i] = time.Since(start)
 	}
 	slices.Sort(times)
-	return times[runs/2], nil
+	return times, nil
 }
 
 // planShape is the plan's node types, outermost first, in one line.
