@@ -86,7 +86,9 @@ var lists = []listed{
 		pick: `SELECT device_id, product_id, message_id FROM device_messages WHERE device_id = 'dev-1' ORDER BY message_id LIMIT 1`,
 		devices: [][3]string{{"a device with old messages only", "dev-old", "prod-3"},
 			{"a busy device whose only failures are its oldest", "dev-busy", "prod-4"}, {"a rare device", "dev-rare", "prod-5"}},
-		item: func(device, id string) string { return "/messages/" + url.PathEscape(device) + "/" + url.PathEscape(id) }},
+		item: func(device, id string) string {
+			return "/messages/" + url.PathEscape(device) + "/" + url.PathEscape(id)
+		}},
 }
 
 // page is a console page to time.
