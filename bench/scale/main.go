@@ -229,12 +229,14 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 	perMsg := float64(max(msgN, 1)) / 1e6
 	add("size per million device messages: device_messages with its indexes", fmt.Sprintf("%.0f MiB", float64(msgBytes)/perMsg/(1<<20)))
 	add("size per million device messages: their history with its index", fmt.Sprintf("%.0f MiB", float64(msgHistBytes)/perMsg/(1<<20)))
-	var presenceBytes int64
-	if err := db.QueryRow(ctx, `SELECT pg_total_relation_size('device_presence')`).Scan(&presenceBytes); err != nil {
+	// The devices of the commands and of the messages, whichever are more.
+	var presenceBytes, devices int64
+	if err := db.QueryRow(ctx, `SELECT pg_total_relation_size('device_presence'), (SELECT count(*) FROM device_presence)`).
+		Scan(&presenceBytes, &devices); err != nil {
 		return err
 	}
 	add("size per million devices: device_presence with its index",
-		fmt.Sprintf("%.0f MiB", float64(presenceBytes)/(float64(max(n/10, 1))/1e6)/(1<<20)))
+		fmt.Sprintf("%.0f MiB", float64(presenceBytes)/(float64(max(devices, 1))/1e6)/(1<<20)))
 
 	if keep {
 		add("retention", "skipped: -keep (the schema is kept as seeded, for -reuse)")
