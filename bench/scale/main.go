@@ -23,6 +23,7 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -46,6 +47,7 @@ func main() {
 	runs := flag.Int("runs", 7, "runs of each query (the median is reported)")
 	keep := flag.Bool("keep", false, "keep the schema afterwards (and skip retention, which would change it)")
 	reuse := flag.String("reuse", "", "time only the cookbook and the console's pages, on this schema kept by an earlier -keep run")
+	only := flag.String("pages", "", "with -reuse: time only the pages whose names match this regular expression, and no cookbook")
 	out := flag.String("out", "", "also write the table here")
 	flag.Parse()
 	if *url == "" {
@@ -67,7 +69,7 @@ func main() {
 	}
 	var err error
 	if *reuse != "" {
-		err = rerun(context.Background(), w, *url, *reuse, *runs)
+		err = rerun(context.Background(), w, *url, *reuse, *only, *runs)
 	} else {
 		err = run(context.Background(), w, *url, *n, *msgN, *ingestN, *migrateN, *runs, *keep)
 	}
@@ -198,7 +200,7 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 	}
 
 	// The console's pages, over HTTP.
-	slow, err := pages(ctx, url, schema, runs, add)
+	slow, err := pages(ctx, url, schema, runs, nil, add)
 	if err != nil {
 		return fmt.Errorf("console pages: %w", err)
 	}
@@ -259,7 +261,11 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 // rerun times the cookbook and the console's pages on a schema kept by an
 // earlier run (-keep): to re-time them after a change without seeding
 // again.
-func rerun(ctx context.Context, w io.Writer, url, schema string, runs int) error {
+func rerun(ctx context.Context, w io.Writer, url, schema, only string, runs int) error {
+	match, err := regexp.Compile(only)
+	if err != nil {
+		return fmt.Errorf("-pages: %w", err)
+	}
 	st, err := store.Open(ctx, url, store.Options{MaxConns: 8, Schema: schema})
 	if err != nil {
 		return err
@@ -284,10 +290,12 @@ func rerun(ctx context.Context, w io.Writer, url, schema string, runs int) error
 		Scan(&n, &msgN); err != nil {
 		return err
 	}
-	if err := cookbook(ctx, db, runs, add); err != nil {
-		return err
+	if only == "" {
+		if err := cookbook(ctx, db, runs, add); err != nil {
+			return err
+		}
 	}
-	slow, err := pages(ctx, url, schema, runs, add)
+	slow, err := pages(ctx, url, schema, runs, match, add)
 	if err != nil {
 		return fmt.Errorf("console pages: %w", err)
 	}
@@ -367,6 +375,11 @@ func cookbook(ctx context.Context, db *pgxpool.Pool, runs int, add func(string, 
 			count(*) FILTER (WHERE status = 'TIMEOUT') AS timed_out, count(*) FILTER (WHERE status = 'PENDING') AS pending
 			FROM device_messages WHERE coalesce(pending_time, first_seen_at) > now() - interval '7 days'
 			GROUP BY product_id ORDER BY product_id`},
+		{"messages per product, last 7 days, from the rollup (message_outcomes_daily, by day: not in the README)", `SELECT product_id,
+			sum(messages) AS messages, sum(messages) FILTER (WHERE status = 'DELIVERED') AS delivered,
+			sum(messages) FILTER (WHERE status = 'FAILED') AS failed, sum(messages) FILTER (WHERE status = 'TIMEOUT') AS timed_out,
+			sum(messages) FILTER (WHERE status = 'PENDING') AS pending
+			FROM message_outcomes_daily WHERE day > current_date - 7 GROUP BY product_id ORDER BY product_id`},
 		{"why the failed messages of the last day failed", `SELECT product_id, error_code, error_msg, count(*) FROM device_messages
 			WHERE status = 'FAILED' AND coalesce(pending_time, first_seen_at) > now() - interval '1 day'
 			GROUP BY 1, 2, 3 ORDER BY 4 DESC`},

@@ -106,7 +106,9 @@ const slowPage = 100 * time.Millisecond
 // HTML and in JSON, and reports the median time with its spread and the
 // plan shape of each statement it ran; it returns the plans, with ANALYZE
 // and BUFFERS, of the pages over slowPage.
-func pages(ctx context.Context, dbURL, schema string, runs int, add func(string, string)) ([]string, error) {
+//
+// only, if not nil, keeps the pages whose names it matches.
+func pages(ctx context.Context, dbURL, schema string, runs int, only *regexp.Regexp, add func(string, string)) ([]string, error) {
 	cfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
 		return nil, err
@@ -158,6 +160,9 @@ func pages(ctx context.Context, dbURL, schema string, runs int, add func(string,
 
 	var slow []string
 	for _, p := range list {
+		if only != nil && !only.MatchString(p.name) {
+			continue
+		}
 		get := func(asJSON bool) func() error {
 			return func() error {
 				req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+p.path, nil)
