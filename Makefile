@@ -104,8 +104,8 @@ bench/memory: ## peak RSS and bytes held with a backlog of large messages while 
 	  $$dir/memory -cmdtrack $$dir/cmdtrack -messages 300 -size 1000000; } | tee bench/results/memory.txt
 
 .PHONY: bench/scale
-bench/scale: ## the schema at fleet size: 10M commands, 40M history rows (BENCH_SCALE_COMMANDS to change; ~25 GB of disk)
-	@eval "$$($(TESTENV) up)"; $(GO) run ./bench/scale -commands $${BENCH_SCALE_COMMANDS:-10000000} -out bench/results/scale.txt
+bench/scale: ## the schema at fleet size: 10M commands, 40M history rows, 10M device messages (BENCH_SCALE_COMMANDS, BENCH_SCALE_MESSAGES to change; ~45 GB of disk)
+	@eval "$$($(TESTENV) up)"; $(GO) run ./bench/scale -commands $${BENCH_SCALE_COMMANDS:-10000000} -messages $${BENCH_SCALE_MESSAGES:-10000000} -out bench/results/scale.txt
 
 .PHONY: bench/go
 bench/go: ## Go benchmarks: decoder and upsert path (needs the services, like make test)

@@ -175,7 +175,7 @@ func TestMessageOutcomePlans(t *testing.T) {
 		sql  string
 		args []any
 	}{
-		{"the overview's week", messageCellsSQL, []any{from}},
+		{"the overview's windows", messageCellsSQL, []any{from, from.Add(6 * 24 * time.Hour)}},
 		{"/outcomes, every product", all, allArgs},
 		{"/outcomes, one product", one, oneArgs},
 	} {
@@ -189,7 +189,7 @@ func TestMessageOutcomePlans(t *testing.T) {
 			t.Errorf("%s: reads device_messages\nplan: %s", c.name, doc)
 		}
 	}
-	cells, err := messageCells(ctx, db, from)
+	cells, err := windowCells(ctx, db, messageCellsSQL, from, from.Add(6*24*time.Hour))
 	require.NoError(t, err)
 	require.NotEmpty(t, cells)
 	p, err := loadMessageOutcomes(ctx, db, "prod-3", from, 7)

@@ -1,12 +1,18 @@
 // Command scale measures cmdtrack's schema at fleet size (`make bench/scale`):
 // it seeds -commands commands (default 10 million) with four history rows
-// each, spread over the last 30 days, into a fresh schema migrated as
-// `cmdtrack migrate` does; then it times every query of the README's
-// cookbook (the median of several runs, with its plan's shape), ingest
-// through the project's own write path (store.Apply) with the tables empty
-// and full, history retention (partitions dropped, dead tuples left) and
-// command retention, and reports the tables' and indexes' sizes per million
-// commands. It prints a Markdown table.
+// each and -messages device messages with their history, spread over the
+// last 30 days, into a fresh schema migrated as `cmdtrack migrate` does;
+// then it times every query of the README's cookbook (the median of
+// several runs, with its plan's shape), every console page (pages.go: the
+// median with its spread, in HTML and JSON; the plans, analyzed, of those
+// over 100 ms), ingest through the project's own write path (store.Apply)
+// with the tables empty and full, history retention (partitions dropped,
+// dead tuples left) and command and message retention, and reports the
+// tables' and indexes' sizes per million. It prints a Markdown table.
+//
+// With -keep the schema stays as seeded (retention is skipped), and
+// -reuse SCHEMA re-times the cookbook and the pages on it (after applying
+// any migration added since), without seeding again.
 package main
 
 import (
@@ -17,6 +23,7 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -38,7 +45,9 @@ func main() {
 	ingestN := flag.Int("ingest", 100_000, "messages for each ingest measurement")
 	migrateN := flag.Int("migrate", 4_000_000, "history rows of a version-4 schema to migrate in place (0: skip)")
 	runs := flag.Int("runs", 7, "runs of each query (the median is reported)")
-	keep := flag.Bool("keep", false, "keep the schema afterwards")
+	keep := flag.Bool("keep", false, "keep the schema afterwards (and skip retention, which would change it)")
+	reuse := flag.String("reuse", "", "time only the cookbook and the console's pages, on this schema kept by an earlier -keep run")
+	only := flag.String("pages", "", "with -reuse: time only the pages whose names match this regular expression, and no cookbook")
 	out := flag.String("out", "", "also write the table here")
 	flag.Parse()
 	if *url == "" {
@@ -58,7 +67,12 @@ func main() {
 	if *msgN < 0 {
 		*msgN = *n
 	}
-	err := run(context.Background(), w, *url, *n, *msgN, *ingestN, *migrateN, *runs, *keep)
+	var err error
+	if *reuse != "" {
+		err = rerun(context.Background(), w, *url, *reuse, *only, *runs)
+	} else {
+		err = run(context.Background(), w, *url, *n, *msgN, *ingestN, *migrateN, *runs, *keep)
+	}
 	if f != nil {
 		_ = f.Close()
 	}
@@ -82,6 +96,7 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
 		return err
 	}
+	logf("schema %s", schema)
 	if !keep {
 		defer func() {
 			logf("dropping schema %s", schema)
@@ -123,10 +138,31 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 	add(fmt.Sprintf("seeding %d commands and %d history rows (SQL, 30 days), presence of %d devices", n, 4*n, max(n/10, 1)),
 		time.Since(start).Round(time.Second).String())
 	start = time.Now()
-	if err := seedMessages(ctx, db, msgN, now); err != nil {
+	if err := seedMessages(ctx, db, msgN, n, now); err != nil {
 		return err
 	}
-	add(fmt.Sprintf("seeding %d device messages and their history (SQL, 30 days)", msgN), time.Since(start).Round(time.Second).String())
+	var msgEvents int64
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM device_message_events`).Scan(&msgEvents); err != nil {
+		return err
+	}
+	add(fmt.Sprintf("seeding %d device messages and %d history rows (SQL, 30 days, a statement a day), presence of their %d devices",
+		msgN, msgEvents, max(msgN/10, 1)), time.Since(start).Round(time.Second).String())
+	// Migration 018's indexes, on the full device_messages (the seed
+	// dropped them), before anything reads it.
+	indexes, err := migrationIndexes("018_message_lists.sql")
+	if err != nil {
+		return err
+	}
+	start = time.Now()
+	if _, err := db.Exec(ctx, indexes); err != nil {
+		return err
+	}
+	add(fmt.Sprintf("migration 018's indexes (four on device_messages), built on %d messages (the table's writes wait meanwhile)", msgN),
+		time.Since(start).Round(time.Millisecond).String())
+	if _, err := db.Exec(ctx, "ANALYZE device_messages"); err != nil {
+		return err
+	}
+
 	start = time.Now()
 	if err := st.RefreshRollup(ctx, 31, now); err != nil {
 		return err
@@ -141,46 +177,8 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 	}
 	add("rollup: refresh of the last 3 days (every minute)", refresh.Round(time.Millisecond).String())
 
-	// The cookbook, as the README writes it.
-	var device, command string
-	if err := db.QueryRow(ctx, `SELECT device_id, command_id FROM device_commands WHERE command_id = $1`, fmt.Sprintf("cmd-%d", n/2)).
-		Scan(&device, &command); err != nil {
-		return fmt.Errorf("pick a device: %w", err)
-	}
-	cookbook := []struct{ name, sql string }{
-		{"a device's last 20 commands", `SELECT command_id, status, created_time, queued_for, delivery_took, device_took, result
-			FROM command_durations WHERE device_id = '` + device + `' ORDER BY created_time DESC NULLS LAST LIMIT 20`},
-		{"the 100 commands stuck longest (quiet > 1 h)", `SELECT command_id, device_id, status, stuck_for FROM stuck_commands('1 hour')
-			ORDER BY last_event_time LIMIT 100`},
-		{"the stuck commands by status (quiet > 1 h), as cmdtrack_commands_stuck counts them", `SELECT status, count(*)
-			FROM stuck_commands('1 hour') GROUP BY status`},
-		{"the 100 stuck longest whose device is online", `SELECT command_id, device_id, status, stuck_for, device_status_since
-			FROM stuck_commands WHERE device_status = 'ONLINE' AND last_event_time < now() - interval '10 minutes'
-			ORDER BY last_event_time LIMIT 100`},
-		{"failure and timeout rates per product per day, last 30 days", `SELECT product_id, day, commands, failure_rate, timeout_rate
-			FROM product_daily_outcomes WHERE day > current_date - 30 ORDER BY day DESC, product_id`},
-		{"one command's timeline", `SELECT event_time, status, since_previous, request_id, source
-			FROM command_timeline WHERE command_id = '` + command + `' ORDER BY event_time`},
-		{"the commands stuck longest, as people write it first (stuck_for > 10 min)", `SELECT command_id, device_id, status, stuck_for
-			FROM stuck_commands WHERE stuck_for > '10 minutes' ORDER BY stuck_for DESC LIMIT 100`},
-	}
-	for _, q := range cookbook {
-		d, err := median(runs, func() error {
-			r, err := db.Query(ctx, q.sql)
-			if err != nil {
-				return err
-			}
-			r.Close()
-			return r.Err()
-		})
-		if err != nil {
-			return fmt.Errorf("%s: %w", q.name, err)
-		}
-		shape, err := planShape(ctx, db, q.sql)
-		if err != nil {
-			return err
-		}
-		add("query: "+q.name, fmt.Sprintf("%.2f ms (%s)", float64(d.Microseconds())/1000, shape))
+	if err := cookbook(ctx, db, runs, add); err != nil {
+		return err
 	}
 
 	// Migration 012's indexes, built on the full tables (those of 008 took
@@ -189,8 +187,7 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 		dead_letters_class_received_idx`); err != nil {
 		return err
 	}
-	indexes, err := migrationIndexes("012_list_indexes.sql")
-	if err != nil {
+	if indexes, err = migrationIndexes("012_list_indexes.sql"); err != nil {
 		return err
 	}
 	start = time.Now()
@@ -202,26 +199,9 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 		return err
 	}
 
-	// Migration 018's indexes likewise, on the full device_messages.
-	if _, err := db.Exec(ctx, `DROP INDEX device_messages_device_status_day_idx, device_messages_product_status_day_idx,
-		device_messages_status_day_idx, device_messages_day_idx`); err != nil {
-		return err
-	}
-	if indexes, err = migrationIndexes("018_message_lists.sql"); err != nil {
-		return err
-	}
-	start = time.Now()
-	if _, err := db.Exec(ctx, indexes); err != nil {
-		return err
-	}
-	add(fmt.Sprintf("migration 018's indexes (four on device_messages), built on %d messages (the table's writes wait meanwhile)", msgN),
-		time.Since(start).Round(time.Millisecond).String())
-	if _, err := db.Exec(ctx, "ANALYZE device_messages"); err != nil {
-		return err
-	}
-
 	// The console's pages, over HTTP.
-	if err := pages(ctx, url, schema, runs, add); err != nil {
+	slow, err := pages(ctx, url, schema, runs, nil, add)
+	if err != nil {
 		return fmt.Errorf("console pages: %w", err)
 	}
 
@@ -242,19 +222,205 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 	per := float64(n) / 1e6
 	add("size per million commands: device_commands with its indexes", fmt.Sprintf("%.0f MiB", float64(cmdBytes)/per/(1<<20)))
 	add("size per million commands: history (4 rows each) with its index", fmt.Sprintf("%.0f MiB", float64(histBytes)/per/(1<<20)))
-	var presenceBytes int64
-	if err := db.QueryRow(ctx, `SELECT pg_total_relation_size('device_presence')`).Scan(&presenceBytes); err != nil {
+	var msgBytes, msgHistBytes int64
+	if err := db.QueryRow(ctx, `SELECT pg_total_relation_size('device_messages'),
+		(SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'device_message_events'::regclass)`).
+		Scan(&msgBytes, &msgHistBytes); err != nil {
+		return err
+	}
+	perMsg := float64(max(msgN, 1)) / 1e6
+	add("size per million device messages: device_messages with its indexes", fmt.Sprintf("%.0f MiB", float64(msgBytes)/perMsg/(1<<20)))
+	add("size per million device messages: their history with its index", fmt.Sprintf("%.0f MiB", float64(msgHistBytes)/perMsg/(1<<20)))
+	// The devices of the commands and of the messages, whichever are more.
+	var presenceBytes, devices int64
+	if err := db.QueryRow(ctx, `SELECT pg_total_relation_size('device_presence'), (SELECT count(*) FROM device_presence)`).
+		Scan(&presenceBytes, &devices); err != nil {
 		return err
 	}
 	add("size per million devices: device_presence with its index",
-		fmt.Sprintf("%.0f MiB", float64(presenceBytes)/(float64(max(n/10, 1))/1e6)/(1<<20)))
+		fmt.Sprintf("%.0f MiB", float64(presenceBytes)/(float64(max(devices, 1))/1e6)/(1<<20)))
 
-	// Retention: keep 20 of the 30 days.
+	if keep {
+		add("retention", "skipped: -keep (the schema is kept as seeded, for -reuse)")
+	} else if err := retention(ctx, st, part, now, add); err != nil {
+		return err
+	}
+
+	if migrateN > 0 {
+		took, err := migrateInPlace(ctx, admin, url, migrateN)
+		if err != nil {
+			return err
+		}
+		add(fmt.Sprintf("migrating an existing database in place (migrations 5-7): %d history rows, %d commands", migrateN, migrateN/4), took.Round(time.Second).String())
+	}
+
+	report(w, fmt.Sprintf("%d commands, %d history rows; %d device messages", n, 4*n, msgN), rows, slow)
+	return nil
+}
+
+// rerun times the cookbook and the console's pages on a schema kept by an
+// earlier run (-keep): to re-time them after a change without seeding
+// again.
+func rerun(ctx context.Context, w io.Writer, url, schema, only string, runs int) error {
+	match, err := regexp.Compile(only)
+	if err != nil {
+		return fmt.Errorf("-pages: %w", err)
+	}
+	st, err := store.Open(ctx, url, store.Options{MaxConns: 8, Schema: schema})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	// Migrations added since the schema was seeded (an index being
+	// tried) are timed as they are applied.
+	start := time.Now()
+	if err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	db := st.Pool()
+	var rows [][2]string
+	add := func(what, figure string) {
+		rows = append(rows, [2]string{what, figure})
+		logf("%s: %s", what, figure)
+	}
+	add("migrating the kept schema to the latest (nothing, or the migrations added since it was seeded)",
+		time.Since(start).Round(time.Millisecond).String())
+	var n, msgN int
+	if err := db.QueryRow(ctx, `SELECT (SELECT count(*) FROM device_commands), (SELECT count(*) FROM device_messages)`).
+		Scan(&n, &msgN); err != nil {
+		return err
+	}
+	if only == "" {
+		if err := cookbook(ctx, db, runs, add); err != nil {
+			return err
+		}
+	}
+	slow, err := pages(ctx, url, schema, runs, match, add)
+	if err != nil {
+		return fmt.Errorf("console pages: %w", err)
+	}
+	report(w, fmt.Sprintf("schema %s kept by an earlier run: %d commands, %d device messages", schema, n, msgN), rows, slow)
+	return nil
+}
+
+// report writes the rows as a Markdown table under title, then the plans
+// of the pages over slowPage.
+func report(w io.Writer, title string, rows [][2]string, slow []string) {
+	fmt.Fprintf(w, "\n| %s | |\n| --- | --- |\n", title)
+	for _, r := range rows {
+		fmt.Fprintf(w, "| %s | %s |\n", r[0], r[1])
+	}
+	if len(slow) == 0 {
+		fmt.Fprintf(w, "\nNo page over %s.\n", slowPage)
+		return
+	}
+	fmt.Fprintf(w, "\nThe pages over %s, each statement's plan (EXPLAIN (ANALYZE, BUFFERS), after the run):\n", slowPage)
+	for _, p := range slow {
+		fmt.Fprintf(w, "\n%s\n", indent(p))
+	}
+}
+
+// indent makes text a Markdown code block.
+func indent(text string) string {
+	return "    " + strings.ReplaceAll(text, "\n", "\n    ")
+}
+
+// cookbook times each query of the README's cookbook, as it writes them,
+// and says its plan's shape.
+func cookbook(ctx context.Context, db *pgxpool.Pool, runs int, add func(string, string)) error {
+	var device, command string
+	if err := db.QueryRow(ctx, `SELECT device_id, command_id FROM device_commands WHERE command_id = $1`, fmt.Sprintf("cmd-%d", mustCount(ctx, db)/2)).
+		Scan(&device, &command); err != nil {
+		return fmt.Errorf("pick a device: %w", err)
+	}
+	cookbook := []struct{ name, sql string }{
+		{"a device's last 20 commands", `SELECT command_id, status, created_time, queued_for, delivery_took, device_took, result
+			FROM command_durations WHERE device_id = '` + device + `' ORDER BY created_time DESC NULLS LAST LIMIT 20`},
+		{"the 100 commands stuck longest (quiet > 1 h)", `SELECT command_id, device_id, status, stuck_for FROM stuck_commands('1 hour')
+			ORDER BY last_event_time LIMIT 100`},
+		{"the stuck commands by status (quiet > 1 h), as cmdtrack_commands_stuck counts them", `SELECT status, count(*)
+			FROM stuck_commands('1 hour') GROUP BY status`},
+		{"the 100 stuck longest whose device is online", `SELECT command_id, device_id, status, stuck_for, device_status_since
+			FROM stuck_commands WHERE device_status = 'ONLINE' AND last_event_time < now() - interval '10 minutes'
+			ORDER BY last_event_time LIMIT 100`},
+		{"failure and timeout rates per product per day, last 30 days", `SELECT product_id, day, commands, failure_rate, timeout_rate
+			FROM product_daily_outcomes WHERE day > current_date - 30 ORDER BY day DESC, product_id`},
+		{"one command's timeline", `SELECT event_time, status, since_previous, request_id, source
+			FROM command_timeline WHERE command_id = '` + command + `' ORDER BY event_time`},
+		{"the commands stuck longest, as people write it first (stuck_for > 10 min)", `SELECT command_id, device_id, status, stuck_for
+			FROM stuck_commands WHERE stuck_for > '10 minutes' ORDER BY stuck_for DESC LIMIT 100`},
+	}
+	// The device messages' queries (README, the cookbook's second half,
+	// and the message alerts' runbooks), on a message of the last days.
+	var msgDevice, message string
+	if err := db.QueryRow(ctx, `SELECT device_id, message_id FROM device_messages
+		WHERE device_id = 'dev-1' ORDER BY coalesce(pending_time, first_seen_at) DESC LIMIT 1`).Scan(&msgDevice, &message); err != nil {
+		return fmt.Errorf("pick a message: %w", err)
+	}
+	cookbook = append(cookbook, []struct{ name, sql string }{
+		{"did a message reach its device, and if not why", `SELECT m.status, m.error_code, m.error_msg, m.pending_time,
+			m.delivered_time, m.failed_time, m.timeout_time, p.status AS device_status, p.status_since AS device_status_since
+			FROM device_messages m LEFT JOIN device_presence p ON p.device_id = m.device_id
+			WHERE m.device_id = '` + msgDevice + `' AND m.message_id = '` + message + `'`},
+		{"a message's notifications in order (event_time bounded to 7 days)", `SELECT event_time, status, request_id, source,
+			coalesce(payload::jsonb -> 'notify_data' -> 'body', payload::jsonb -> 'body') -> 'error_info' AS error_info
+			FROM device_message_events WHERE device_id = '` + msgDevice + `' AND message_id = '` + message + `'
+			AND event_time > now() - interval '7 days' ORDER BY event_time`},
+		{"a device's messages, newest first", `SELECT message_id, name, topic, status, coalesce(pending_time, first_seen_at) AS sent,
+			error_code FROM device_messages WHERE device_id = '` + msgDevice + `' ORDER BY sent DESC LIMIT 20`},
+		{"the 100 messages held PENDING longest (quiet > 1 h)", `SELECT device_id, message_id, name, stuck_for, device_status
+			FROM stuck_messages('1 hour') ORDER BY last_event_time LIMIT 100`},
+		{"messages per product, last 7 days", `SELECT product_id, count(*) AS messages,
+			count(*) FILTER (WHERE status = 'DELIVERED') AS delivered, count(*) FILTER (WHERE status = 'FAILED') AS failed,
+			count(*) FILTER (WHERE status = 'TIMEOUT') AS timed_out, count(*) FILTER (WHERE status = 'PENDING') AS pending
+			FROM device_messages WHERE coalesce(pending_time, first_seen_at) > now() - interval '7 days'
+			GROUP BY product_id ORDER BY product_id`},
+		{"messages per product, last 7 days, from the rollup (message_outcomes_daily, by day: not in the README)", `SELECT product_id,
+			sum(messages) AS messages, sum(messages) FILTER (WHERE status = 'DELIVERED') AS delivered,
+			sum(messages) FILTER (WHERE status = 'FAILED') AS failed, sum(messages) FILTER (WHERE status = 'TIMEOUT') AS timed_out,
+			sum(messages) FILTER (WHERE status = 'PENDING') AS pending
+			FROM message_outcomes_daily WHERE day > current_date - 7 GROUP BY product_id ORDER BY product_id`},
+		{"why the failed messages of the last day failed", `SELECT product_id, error_code, error_msg, count(*) FROM device_messages
+			WHERE status = 'FAILED' AND coalesce(pending_time, first_seen_at) > now() - interval '1 day'
+			GROUP BY 1, 2, 3 ORDER BY 4 DESC`},
+		{"runbook CmdtrackProductMessagesFailing: a product's failures of the last hour", `SELECT error_code, error_msg, topic, count(*)
+			FROM device_messages WHERE product_id = 'prod-1' AND status = 'FAILED'
+			AND coalesce(pending_time, first_seen_at) > now() - interval '1 hour' GROUP BY 1, 2, 3 ORDER BY 4 DESC`},
+		{"runbook CmdtrackProductMessagesTimingOut: a product's timeouts of the last day by device status", `SELECT p.status, count(*)
+			FROM device_messages m LEFT JOIN device_presence p USING (device_id) WHERE m.product_id = 'prod-1'
+			AND m.status = 'TIMEOUT' AND coalesce(m.pending_time, m.first_seen_at) > now() - interval '1 day' GROUP BY 1`},
+	}...)
+	for _, q := range cookbook {
+		d, err := median(runs, func() error {
+			r, err := db.Query(ctx, q.sql)
+			if err != nil {
+				return err
+			}
+			r.Close()
+			return r.Err()
+		})
+		if err != nil {
+			return fmt.Errorf("%s: %w", q.name, err)
+		}
+		shape, err := planShape(ctx, db, q.sql)
+		if err != nil {
+			return err
+		}
+		add("query: "+q.name, fmt.Sprintf("%.2f ms (%s)", float64(d.Microseconds())/1000, shape))
+	}
+
+	return nil
+}
+
+// retention times history retention to 20 days (partitions dropped) and
+// command and message retention to 25 days.
+func retention(ctx context.Context, st *store.Store, part store.Partitioning, now time.Time, add func(string, string)) error {
+	db := st.Pool()
 	var before int64
 	if err := db.QueryRow(ctx, `SELECT count(*) FROM device_command_events`).Scan(&before); err != nil {
 		return err
 	}
-	start = time.Now()
+	start := time.Now()
 	part.Retention = 20 * 24 * time.Hour
 	res, err := st.MaintainPartitions(ctx, part, now)
 	if err != nil {
@@ -276,40 +442,37 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 	if err != nil {
 		return err
 	}
-	add("command retention to 25 days (batches of 5,000 through the day index)",
-		fmt.Sprintf("%d commands in %s", pruned.Commands, time.Since(start).Round(time.Millisecond)))
-
-	if migrateN > 0 {
-		took, err := migrateInPlace(ctx, admin, url, migrateN)
-		if err != nil {
-			return err
-		}
-		add(fmt.Sprintf("migrating an existing database in place (migrations 5-7): %d history rows, %d commands", migrateN, migrateN/4), took.Round(time.Second).String())
-	}
-
-	fmt.Fprintf(w, "\n| %d commands, %d history rows | |\n| --- | --- |\n", n, 4*n)
-	for _, r := range rows {
-		fmt.Fprintf(w, "| %s | %s |\n", r[0], r[1])
-	}
+	add("command and message retention to 25 days (batches of 5,000 through the day indexes)",
+		fmt.Sprintf("%d commands and %d messages in %s", pruned.Commands, pruned.Messages, time.Since(start).Round(time.Millisecond)))
 	return nil
 }
 
 // median runs f runs times (after one warm-up run) and returns the median
 // time.
 func median(runs int, f func() error) (time.Duration, error) {
-	if err := f(); err != nil {
+	times, err := timesOf(runs, f)
+	if err != nil {
 		return 0, err
+	}
+	return times[runs/2], nil
+}
+
+// timesOf runs f runs times after one warm-up run and returns the times,
+// sorted.
+func timesOf(runs int, f func() error) ([]time.Duration, error) {
+	if err := f(); err != nil {
+		return nil, err
 	}
 	times := make([]time.Duration, runs)
 	for i := range runs {
 		start := time.Now()
 		if err := f(); err != nil {
-			return 0, err
+			return nil, err
 		}
 		times[i] = time.Since(start)
 	}
 	slices.Sort(times)
-	return times[runs/2], nil
+	return times, nil
 }
 
 // planShape is the plan's node types, outermost first, in one line.
@@ -444,71 +607,123 @@ func seed(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
 	return nil
 }
 
-// seedMessages fills device_messages and their history in SQL, shaped as
-// the commands: n messages spread evenly over the last 30 days, ten per
-// device, twenty products, half of them held PENDING first (the others
-// delivered at once, without a pending_time), a few still PENDING; and
-// the lists' awkward filters (console/plans_messages_test.go has the
-// same): a device whose 5,000 messages are all in the first day, a rare
-// device, a rare pair (product 7's three timeouts, long ago).
-func seedMessages(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
+// seedMessages fills device_messages and their history in SQL, a day of
+// messages per statement (a data-modifying WITH writes the day's messages
+// and, from what it returns, their history: no scan of the table to find
+// them), into the partitions upkeep made (MaintainPartitions, daily).
+//
+// The fleet's messages: n spread evenly over the last 30 days, on n/10
+// devices (the commands' devices first: the device page shows both) of 20
+// products (a device's product is its commands'); their outcome drawn from
+// a hash of their number, not from the device, so that a device's messages
+// differ: 3 % FAILED (two platform errors), 3 % TIMEOUT a day after they
+// were held (those of the last day are still PENDING: within their time to
+// live), 0.2 % stuck PENDING whatever their age (their final notification
+// lost), the rest DELIVERED; half held PENDING first (delivered up to two
+// hours later, as a device comes online), the others delivered at once
+// (no pending_time: their day is when cmdtrack first heard of them). Half
+// have ids of their own; the others share theirs with the 999 devices next
+// to them, as an application broadcasting one configuration message under
+// one id does (a message id is unique per device only).
+//
+// The lists' awkward filters (console/plans_messages_test.go has the
+// same): a device whose 5,000 messages are all in the first day, a busy
+// device whose only failures are its oldest, a rare device, a rare pair
+// (product 7's three timeouts, long ago, under fleet messages' ids).
+//
+// Migration 018's indexes are dropped first and built after (run times
+// that build): a day index to find each day's messages is not needed, and
+// the four indexes built once cost less than kept up row by row.
+func seedMessages(ctx context.Context, db *pgxpool.Pool, n, commands int, now time.Time) error {
 	from := now.AddDate(0, 0, -30)
-	logf("seeding %d device messages", n)
-	if _, err := db.Exec(ctx, `
-		INSERT INTO device_messages (device_id, message_id, status, status_rank, error_code, error_msg, name, topic,
-			product_id, app_id, pending_time, delivered_time, failed_time, timeout_time, last_event_time, last_event_key,
-			last_request_id, first_seen_at, updated_at)
-		SELECT 'dev-' || (g % greatest($1 / 10, 1)), 'msg-' || g, s.status, CASE WHEN s.status = 'PENDING' THEN 0 ELSE 1 END,
-			CASE WHEN s.status = 'FAILED' THEN 'IOTDA.014112' END, CASE WHEN s.status = 'FAILED' THEN 'not subscribed' END,
-			'set-interval', '$oc/devices/dev-' || (g % greatest($1 / 10, 1)) || '/sys/messages/down', 'prod-' || (g % 20), 'app-1',
-			CASE WHEN g % 2 = 0 THEN t END,
-			CASE WHEN s.status = 'DELIVERED' THEN t + interval '2 s' END, CASE WHEN s.status = 'FAILED' THEN t + interval '2 s' END,
-			CASE WHEN s.status = 'TIMEOUT' THEN t + interval '1 day' END,
-			t + CASE s.status WHEN 'PENDING' THEN interval '0' WHEN 'TIMEOUT' THEN interval '1 day' ELSE interval '2 s' END,
-			sha256(('msg-' || g)::bytea), 'req-msg-' || g, t, t + interval '2 s'
-		FROM generate_series(1, $1) g,
-		LATERAL (SELECT $2::timestamptz + (g::float8 / $1) * interval '30 days' AS t) tt,
-		LATERAL (SELECT CASE WHEN g % 200 = 0 THEN 'PENDING' WHEN g % 100 < 4 THEN 'FAILED' WHEN g % 100 < 7 THEN 'TIMEOUT'
-		                     ELSE 'DELIVERED' END AS status) s`, n, from); err != nil {
+	if _, err := db.Exec(ctx, `DROP INDEX device_messages_device_status_day_idx, device_messages_product_status_day_idx,
+		device_messages_status_day_idx, device_messages_day_idx`); err != nil {
 		return fmt.Errorf("seed messages: %w", err)
 	}
+	devices := max(n/10, 1)
+	const payload = `{"resource":"device.message.status","event":"update","event_time":"%s","request_id":"%s",` +
+		`"notify_data":{"header":{"app_id":"app-1","device_id":"%s","node_id":"node","product_id":"%s","gateway_id":"%s"},` +
+		`"body":{"message_id":"%s","name":"%s","status":"%s","timestamp":"%s"}}}`
+	for day := range 30 {
+		lo, hi := int64(n)*int64(day)/30+1, int64(n)*int64(day+1)/30
+		logf("seeding device messages and their history, day %d of 30", day+1)
+		if _, err := db.Exec(ctx, `
+			WITH m AS (
+				INSERT INTO device_messages (device_id, message_id, status, status_rank, previous_status, error_code, error_msg,
+					name, topic, product_id, app_id, node_id, gateway_id, pending_time, delivered_time, failed_time, timeout_time,
+					last_event_time, last_event_key, last_request_id, first_seen_at, updated_at)
+				SELECT 'dev-' || d, id, s.status, CASE WHEN s.status = 'PENDING' THEN 0 ELSE 1 END,
+					CASE WHEN held AND s.status <> 'PENDING' THEN 'PENDING' END,
+					CASE WHEN s.status = 'FAILED' THEN CASE WHEN k < 25 THEN 'IOTDA.014112' ELSE 'IOTDA.014016' END END,
+					CASE WHEN s.status = 'FAILED' THEN CASE WHEN k < 25 THEN 'the device has not subscribed to the topic'
+						ELSE 'the device is not online' END END,
+					name, '$oc/devices/dev-' || d || '/sys/messages/down', 'prod-' || (d % 20), 'app-1', 'node', 'dev-' || d,
+					CASE WHEN held THEN t END,
+					CASE WHEN s.status = 'DELIVERED' THEN last END, CASE WHEN s.status = 'FAILED' THEN last END,
+					CASE WHEN s.status = 'TIMEOUT' THEN last END,
+					last, sha256((d || id || s.status)::bytea), 'req-msg-' || g, t, last
+				FROM generate_series($1::int8, $2::int8) g,
+				LATERAL (SELECT g % $3::int8 AS d, hashint8(g) & 2147483647 AS h,
+				                $4::timestamptz + (g::float8 / $5::int8) * interval '30 days' AS t) x,
+				LATERAL (SELECT CASE WHEN h % 2 = 0 THEN 'msg-' || g ELSE 'cfg-' || (g / least(1000, $3::int8)) END AS id,
+				                CASE WHEN h % 2 = 0 THEN 'ping' ELSE 'set-interval' END AS name,
+				                h / 2 % 1000 AS k, h / 2000 % 2 = 0 AS heldflag) y,
+				LATERAL (SELECT CASE WHEN k < 30 THEN 'FAILED'
+				                     WHEN k < 60 AND t < $6::timestamptz - interval '1 day' THEN 'TIMEOUT'
+				                     WHEN k < 62 THEN 'PENDING'
+				                     ELSE 'DELIVERED' END AS status) s,
+				LATERAL (SELECT s.status IN ('PENDING', 'TIMEOUT') OR heldflag AS held,
+				                least($6::timestamptz, t + CASE WHEN s.status = 'PENDING' THEN interval '0'
+				                                                WHEN s.status = 'TIMEOUT' THEN interval '1 day'
+				                                                WHEN heldflag THEN (h / 4000 % 7200) * interval '1 s'
+				                                                ELSE interval '2 s' END) AS last) z
+				RETURNING device_id, message_id, name, status, product_id, pending_time, last_event_time, last_request_id
+			)
+			INSERT INTO device_message_events (device_id, message_id, event_key, status, event_time, request_id, source, payload, received_at)
+			SELECT m.device_id, m.message_id, sha256((m.device_id || m.message_id || e.status)::bytea), e.status, e.at,
+				m.last_request_id, 'amqp:DefaultQueue',
+				format($7, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"'), m.last_request_id, m.device_id, m.product_id, m.device_id,
+					m.message_id, m.name, e.status, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"')),
+				e.at + interval '20 ms'
+			FROM m,
+			LATERAL (VALUES ('PENDING', m.pending_time), (m.status, CASE WHEN m.status <> 'PENDING' THEN m.last_event_time END))
+				AS e(status, at)
+			WHERE e.at IS NOT NULL`, lo, hi, devices, from, n, now, payload); err != nil {
+			return fmt.Errorf("seed messages, day %d: %w", day+1, err)
+		}
+	}
 	if _, err := db.Exec(ctx, `
-		INSERT INTO device_messages (device_id, message_id, status, status_rank, product_id, app_id, pending_time,
+		INSERT INTO device_messages (device_id, message_id, status, status_rank, previous_status, product_id, app_id, pending_time,
 			last_event_time, last_event_key, first_seen_at, updated_at)
-		SELECT device, id, status, 1, product, 'app-1', t, t, sha256(id::bytea), t, t
+		SELECT device, id, status, 1, 'PENDING', product, 'app-1', t, t, sha256(id::bytea), t, t
 		FROM (
 			SELECT 'dev-old' AS device, 'old-' || g AS id, 'prod-3' AS product,
 				CASE WHEN g <= 3 THEN 'FAILED' ELSE 'DELIVERED' END AS status, $1::timestamptz + (g / 5000.0) * interval '1 day' AS t
 			FROM generate_series(1, 5000) g
 			UNION ALL
+			SELECT 'dev-busy', 'busy-' || g, 'prod-4', CASE WHEN g <= 3 THEN 'FAILED' ELSE 'DELIVERED' END,
+				$1::timestamptz + (g / 5000.0) * interval '30 days'
+			FROM generate_series(1, 5000) g
+			UNION ALL
 			SELECT 'dev-rare', 'rare-' || g, 'prod-5', 'FAILED', $1::timestamptz + interval '10 days' + g * interval '1 min'
 			FROM generate_series(1, 3) g
 			UNION ALL
-			SELECT 'dev-pair-' || g, 'msg-' || g, 'prod-7', 'TIMEOUT', $1::timestamptz + interval '2 days' + g * interval '1 min'
+			SELECT 'dev-pair-' || g, 'cfg-' || g, 'prod-7', 'TIMEOUT', $1::timestamptz + interval '2 days' + g * interval '1 min'
 			FROM generate_series(1, 3) g
 		) s`, from); err != nil {
 		return fmt.Errorf("seed the message lists' filters: %w", err)
 	}
-	const payload = `{"resource":"device.message.status","event":"update","event_time":"%s","request_id":"%s",` +
-		`"notify_data":{"header":{"app_id":"app-1","device_id":"%s","node_id":"node","product_id":"%s","gateway_id":"%s"},` +
-		`"body":{"message_id":"%s","name":"set-interval","status":"%s","timestamp":"%s"}}}`
-	for day := range 30 {
-		lo, hi := from.AddDate(0, 0, day), from.AddDate(0, 0, day+1)
-		logf("seeding message history, day %d of 30", day+1)
-		if _, err := db.Exec(ctx, `
-			INSERT INTO device_message_events (device_id, message_id, event_key, status, event_time, request_id, source, payload, received_at)
-			SELECT m.device_id, m.message_id, sha256((m.device_id || m.message_id || e.status)::bytea), e.status, e.at,
-				m.last_request_id, 'amqp:DefaultQueue',
-				format($3, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"'), m.last_request_id, m.device_id, m.product_id, m.device_id,
-					m.message_id, e.status, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"')),
-				e.at + interval '20 ms'
-			FROM device_messages m,
-			LATERAL (VALUES ('PENDING', m.pending_time), (m.status, CASE WHEN m.status <> 'PENDING' THEN m.last_event_time END))
-				AS e(status, at)
-			WHERE coalesce(m.pending_time, m.first_seen_at) >= $1 AND coalesce(m.pending_time, m.first_seen_at) < $2
-			  AND e.at IS NOT NULL`, lo, hi, payload); err != nil {
-			return fmt.Errorf("seed message history: %w", err)
-		}
+	// Presence of the devices that have messages but no commands, as the
+	// commands' devices have theirs.
+	if _, err := db.Exec(ctx, `
+		INSERT INTO device_presence (device_id, status, status_since, last_event_key, last_event_time, last_request_id,
+			last_online_time, last_offline_time, product_id, app_id)
+		SELECT 'dev-' || d, CASE WHEN offline THEN 'OFFLINE' ELSE 'ONLINE' END, t, sha256(('dev-' || d)::bytea), t, 'req-dev-' || d,
+			CASE WHEN offline THEN t - interval '1 hour' ELSE t END, CASE WHEN offline THEN t END, 'prod-' || (d % 20), 'app-1'
+		FROM generate_series(greatest($1 / 10, 1), $2 - 1) d,
+		LATERAL (SELECT d % 200 < 3 AND d % 7 <> 0 AS offline,
+		                $3::timestamptz - (d::float8 / $2) * interval '30 days' AS t) x`, commands, devices, now); err != nil {
+		return fmt.Errorf("seed presence of the message devices: %w", err)
 	}
 	return nil
 }
