@@ -370,12 +370,12 @@ func cookbook(ctx context.Context, db *pgxpool.Pool, runs int, add func(string, 
 			error_code FROM device_messages WHERE device_id = '` + msgDevice + `' ORDER BY sent DESC LIMIT 20`},
 		{"the 100 messages held PENDING longest (quiet > 1 h)", `SELECT device_id, message_id, name, stuck_for, device_status
 			FROM stuck_messages('1 hour') ORDER BY last_event_time LIMIT 100`},
-		{"messages per product, last 7 days", `SELECT product_id, count(*) AS messages,
+		{"messages per product, last 7 days, from device_messages itself (not in the README: the rollup's form is)", `SELECT product_id, count(*) AS messages,
 			count(*) FILTER (WHERE status = 'DELIVERED') AS delivered, count(*) FILTER (WHERE status = 'FAILED') AS failed,
 			count(*) FILTER (WHERE status = 'TIMEOUT') AS timed_out, count(*) FILTER (WHERE status = 'PENDING') AS pending
 			FROM device_messages WHERE coalesce(pending_time, first_seen_at) > now() - interval '7 days'
 			GROUP BY product_id ORDER BY product_id`},
-		{"messages per product, last 7 days, from the rollup (message_outcomes_daily, by day: not in the README)", `SELECT product_id,
+		{"messages per product, last 7 days (message_outcomes_daily)", `SELECT product_id,
 			sum(messages) AS messages, sum(messages) FILTER (WHERE status = 'DELIVERED') AS delivered,
 			sum(messages) FILTER (WHERE status = 'FAILED') AS failed, sum(messages) FILTER (WHERE status = 'TIMEOUT') AS timed_out,
 			sum(messages) FILTER (WHERE status = 'PENDING') AS pending
