@@ -208,6 +208,6 @@ func TestWebhooksPagination(t *testing.T) {
 	for _, bad := range []string{"x", "-1", "0", fmt.Sprint(uint64(1) << 63)} {
 		resp, body := get(t, srv.URL, "/webhooks?before_id="+bad, nil)
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", bad, body)
-		require.True(t, strings.Contains(body, "before_id is the cursor of the next page"), body)
+		require.Contains(t, body, "before_id is the cursor of the next page")
 	}
 }
