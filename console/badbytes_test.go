@@ -61,6 +61,7 @@ func TestBadBytesRefusedBeforeTheDatabase(t *testing.T) {
 			"/messages?" + before + "&before_device=" + bad + "&before_id=x", "/messages?" + before + "&before_device=d&before_id=" + bad,
 			"/messages/meter-4711/" + f.msgFailed + "?after=" + bad, "/calls/" + f.callSync + "?x=" + bad,
 			"/messages/meter-4711/" + f.msgFailed + "/payload/00?at=" + bad,
+			"/webhooks?endpoint=" + bad, "/webhooks?before_id=" + bad,
 		}
 		for _, p := range queries {
 			resp, body := get(t, base, p, nil)
@@ -95,7 +96,7 @@ func TestDatabaseDownIs503(t *testing.T) {
 	for _, p := range []string{"/", "/commands", "/commands?device=d", "/commands/c", "/commands/c?history=all",
 		"/commands/c/payload/00?at=2026-01-01T00:00:00Z", "/devices/d", "/stuck", "/dead-letters", "/dead-letters/1",
 		"/outcomes", "/messages", "/messages?product=p", "/messages/d/m", "/messages/d/m/payload/00?at=2026-01-01T00:00:00Z",
-		"/calls/c"} {
+		"/calls/c", "/webhooks", "/webhooks?endpoint=e&before_id=9"} {
 		resp, body := get(t, base, p, nil)
 		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s: %s", p, body)
 		require.Contains(t, body, "The database did not answer", p)

@@ -196,6 +196,16 @@ func TestBrowserWalk(t *testing.T) {
 	screenshot(ctx, t, "outcomes")
 	open(ctx, t, srv.URL+"/dead-letters", "table.deadletters")
 	screenshot(ctx, t, "dead-letters")
+	// The webhooks: from the navigation, an endpoint's failed events, the
+	// command to send them again, and the row one is about.
+	click(ctx, t, `header.top nav a[href="/webhooks"]`, "table.webhook-endpoints")
+	require.Equal(t, "cmdtrack webhooks replay", text(ctx, t, "#replay-command"))
+	screenshot(ctx, t, "webhooks")
+	click(ctx, t, `table.webhook-endpoints a[href="/webhooks?endpoint=billing"]`, "table.webhooks-failed")
+	require.Equal(t, "cmdtrack webhooks replay -endpoint billing", text(ctx, t, "#replay-command"))
+	require.Equal(t, 4, eval[int](ctx, t, "document.querySelectorAll('table.webhooks-failed tbody tr').length"))
+	click(ctx, t, `table.webhooks-failed a.subject[href="/commands/`+f.valve+`"]`, "#command-id")
+	require.Equal(t, f.valve, text(ctx, t, "#command-id"))
 	// On a phone: nothing wider than the screen but what scrolls in its box.
 	require.NoError(t, chromedp.Do(ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile)))
 	open(ctx, t, srv.URL+"/commands/"+f.valve, "#timeline")
@@ -375,7 +385,7 @@ func TestBrowserHostileStream(t *testing.T) {
 	inert("device")
 	require.Equal(t, hostileDevice, text(ctx, t, "#device-id"))
 
-	for _, p := range []string{"/", "/commands", "/outcomes", "/stuck", "/dead-letters"} {
+	for _, p := range []string{"/", "/commands", "/outcomes", "/stuck", "/webhooks", "/dead-letters"} {
 		open(ctx, t, srv.URL+p, "main h1")
 		inert(p)
 	}

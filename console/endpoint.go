@@ -63,6 +63,7 @@ var routes = []struct {
 	{"GET /dead-letters", deadLettersPage},
 	{"GET /dead-letters/{id}", deadLetterPage},
 	{"GET /outcomes", outcomesPage},
+	{"GET /webhooks", webhooksPage},
 }
 
 // queryTimeout bounds every page's queries.

@@ -54,6 +54,8 @@ var routeCases = map[string][]routeCase{
 		{"/dead-letters/x", 404, "No dead letter with this id is stored."}},
 	"GET /outcomes": {{path: "/outcomes?days=7"},
 		{"/outcomes?days=0", 400, "days must be a number from 1 to 366"}},
+	"GET /webhooks": {{path: "/webhooks?endpoint=e&before_id=9"},
+		{"/webhooks?before_id=x", 400, "before_id is the cursor of the next page: follow the Older link"}},
 }
 
 // Every route is served by the one wrapper: with the database down, each

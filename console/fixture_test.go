@@ -61,6 +61,13 @@ type fixture struct {
 	// meter-4711's synchronous calls (device_calls rows, as `cmdtrack
 	// send -sync/-properties` writes them).
 	callSync, callProps string
+	// The webhooks' outbox (migration 021): endpoint "billing" failing,
+	// its events failed for good about the valve command (replayed once),
+	// meter-4711's failed message, the refused property set and the
+	// hostile command (a hostile error), in that order (ids ascending),
+	// and two pending; endpoint "field-service" answering, its outbox
+	// empty.
+	hooksFailed []int64
 }
 
 // messageNotification is a device.message.status push, its body inside
@@ -233,6 +240,39 @@ func setup(t *testing.T) *fixture {
 		($2, 'properties', 'meter-4711', 'water-meter', 'Config', NULL, '{"services":[{"service_id":"Config","properties":{"interval":60}}]}',
 			'FAILED', 1, NULL, NULL, 409, 'IOTDA.014016', 'the device is offline', $4::timestamptz, $4::timestamptz + interval '0.3 s', $4::timestamptz + interval '0.3 s', '\x02')`,
 		f.callSync, f.callProps, f.now.Add(-15*time.Minute), f.now.Add(-5*time.Minute))
+	require.NoError(t, err)
+	for _, h := range []struct {
+		typ, subject, state, err string
+		occurred, failed         time.Duration // ago
+		replayed                 bool
+	}{
+		{"command.finished", f.valve, "failed", "HTTP 503: down for maintenance", 50 * time.Minute, 20 * time.Minute, true},
+		{"message.finished", "meter-4711/" + f.msgFailed, "failed", "HTTP 410", 44 * time.Minute, 15 * time.Minute, false},
+		{"call.finished", f.callProps, "failed", "no answer within 10s (CMDTRACK_WEBHOOK_TIMEOUT)", 5 * time.Minute, 4 * time.Minute, false},
+		{"command.finished", f.hostile, "failed", hostileScript + hostileImg + hostileLink, 40 * time.Minute, 3 * time.Minute, false},
+		{"command.finished", "page-001", "pending", "HTTP 503", 90 * time.Minute, 0, false},
+		{"command.finished", "page-002", "pending", "", 10 * time.Minute, 0, false},
+	} {
+		var id int64
+		failed, replayed := &time.Time{}, &time.Time{}
+		*failed, *replayed = f.now.Add(-h.failed), f.now.Add(-30*time.Minute)
+		if h.state != "failed" {
+			failed = nil
+		}
+		if !h.replayed {
+			replayed = nil
+		}
+		require.NoError(t, st.Pool().QueryRow(ctx, `INSERT INTO webhook_deliveries (endpoint, webhook_id, type, subject, product_id,
+			status, from_status, occurred_at, attempts, state, last_error, failed_at, replayed_at)
+			VALUES ('billing', 'evt_' || $1::int, $2, $3, 'water-meter', 'FAILED', '', $4, 7, $5, nullif($6, ''), $7, $8) RETURNING id`,
+			len(f.hooksFailed)+1, h.typ, h.subject, f.now.Add(-h.occurred), h.state, h.err, failed, replayed).Scan(&id))
+		if h.state == "failed" {
+			f.hooksFailed = append(f.hooksFailed, id)
+		}
+	}
+	_, err = st.Pool().Exec(ctx, `INSERT INTO webhook_endpoints (endpoint, delivered, failed, last_success_at, last_failure_at, last_error)
+		VALUES ('billing', 120, 5, $1::timestamptz - interval '2 hours', $1::timestamptz - interval '1 minute', 'HTTP 503: down for maintenance'),
+			('field-service', 42, 0, $1::timestamptz - interval '1 minute', NULL, NULL)`, f.now)
 	require.NoError(t, err)
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT id FROM dead_letters WHERE reason_class = 'invalid_json'`).Scan(&f.deadID))
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT id FROM dead_letters WHERE reason_class = 'not_utf8'`).Scan(&f.binID))

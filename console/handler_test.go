@@ -66,6 +66,7 @@ func TestEveryPageAsReader(t *testing.T) {
 		"/messages", "/messages?device=meter-4711", "/messages?product=gas-meter&status=FAILED",
 		"/messages?since=2020-01-01&until=2099-01-01", "/messages/meter-4711/" + f.msgFailed,
 		"/messages/meter-4711/" + f.msgFailed + "?history=all", "/calls/" + f.callSync, "/calls/" + f.callProps,
+		"/webhooks", "/webhooks?endpoint=billing", "/webhooks?endpoint=billing&before_id=" + itoa(f.hooksFailed[2]),
 		"/static/style.css", "/static/favicon.svg",
 	}
 	for _, p := range pages {
@@ -482,7 +483,8 @@ func TestHostileValuesEscaped(t *testing.T) {
 	srv := f.server(t, console.Config{Addr: console.DefaultAddr})
 	for _, p := range []string{"/", "/commands", "/commands/" + f.hostile, "/devices/" + url.PathEscape(hostileDevice),
 		"/dead-letters", "/dead-letters/" + itoa(f.deadID), "/dead-letters/" + itoa(f.binID), "/outcomes",
-		"/messages", "/messages/" + url.PathEscape(hostileDevice) + "/" + url.PathEscape(f.msgHostile), "/stuck?quiet=1s"} {
+		"/messages", "/messages/" + url.PathEscape(hostileDevice) + "/" + url.PathEscape(f.msgHostile), "/stuck?quiet=1s",
+		"/webhooks", "/webhooks?endpoint=" + url.QueryEscape(hostileScript)} {
 		resp, body := get(t, srv.URL, p, nil)
 		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", p, body)
 		for _, bad := range []string{"<script", "<img", `href="javascript:`, "onerror=\"window"} {

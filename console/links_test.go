@@ -41,12 +41,20 @@ func TestLinksKeepIDs(t *testing.T) {
 	_, err := f.st.Apply(ctx, items)
 	require.NoError(t, err)
 	require.NoError(t, f.st.RefreshRollup(ctx, 8, f.now))
+	// Each id's first command failed at a webhook endpoint: /webhooks links
+	// to it.
+	for _, id := range ids {
+		_, err := f.st.Pool().Exec(ctx, `INSERT INTO webhook_deliveries (endpoint, webhook_id, type, subject, product_id,
+			status, from_status, occurred_at, state, failed_at) VALUES ('e', 'evt', 'command.finished', $1, 'p', 'SUCCESSFUL', '',
+			now(), 'failed', now())`, fmt.Sprintf("cmd %s %02d", id, 0))
+		require.NoError(t, err)
+	}
 	srv := f.server(t, console.Config{Addr: console.DefaultAddr})
 
 	href := regexp.MustCompile(`href="(/[^"]*)"`)
 	// followed[kind+id]: a link of that kind led to exactly that id.
 	followed := map[string]bool{}
-	check := func(link string) {
+	check := func(from, link string) {
 		t.Helper()
 		u, err := url.Parse(link)
 		require.NoError(t, err, link)
@@ -80,8 +88,11 @@ func TestLinksKeepIDs(t *testing.T) {
 		}
 		require.NotEmpty(t, id, "%s leads nowhere", link)
 		followed[kind+": "+id] = true
+		if from == "/webhooks" {
+			followed["webhook's "+kind+": "+id] = true
+		}
 	}
-	pages := []string{"/", "/outcomes", "/commands"}
+	pages := []string{"/", "/outcomes", "/commands", "/webhooks"}
 	for _, id := range ids {
 		pages = append(pages, "/devices/"+url.PathEscape("dev "+id), "/commands/"+url.PathEscape(fmt.Sprintf("cmd %s %02d", id, 0)),
 			"/outcomes?product="+url.QueryEscape("prod "+id), "/commands?product="+url.QueryEscape("prod "+id))
@@ -91,13 +102,14 @@ func TestLinksKeepIDs(t *testing.T) {
 		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", p, body)
 		for _, m := range href.FindAllStringSubmatch(body, -1) {
 			if link := html.UnescapeString(m[1]); !strings.HasPrefix(link, "/static/") {
-				check(link)
+				check(p, link)
 			}
 		}
 	}
 	for _, id := range ids {
 		for _, k := range []string{"device page: dev " + id, "device's commands: dev " + id, "product's commands: prod " + id,
-			"product's outcomes: prod " + id, fmt.Sprintf("command page: cmd %s %02d", id, 0)} {
+			"product's outcomes: prod " + id, fmt.Sprintf("command page: cmd %s %02d", id, 0),
+			fmt.Sprintf("webhook's command page: cmd %s %02d", id, 0)} {
 			require.True(t, followed[k], "no link led to %s", k)
 		}
 	}

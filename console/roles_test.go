@@ -78,7 +78,7 @@ func TestReadmeReaderRole(t *testing.T) {
 	require.NoError(t, err)
 	srv := newServer(t, h)
 	for _, p := range []string{"/", "/commands", "/commands?product=prod-1", "/commands/cmd-1", "/devices/dev-1", "/stuck",
-		"/dead-letters", "/dead-letters/" + itoa(deadID), "/outcomes"} {
+		"/dead-letters", "/dead-letters/" + itoa(deadID), "/outcomes", "/webhooks"} {
 		resp, body := get(t, srv, p, asJSON)
 		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", p, body)
 	}

@@ -20,7 +20,9 @@
 -- waiting while an earlier one is leased or in backoff. A delivered row is
 -- deleted (the cheapest in WAL; the counts are in metrics and in
 -- webhook_endpoints); one that failed for good stays, visible and
--- replayable, and no longer holds its subject's later events back.
+-- replayable, and no longer holds its subject's later events back. A
+-- replay (cmdtrack webhooks replay) makes it pending again with the whole
+-- retry window, counted from replayed_at rather than from occurred_at.
 --
 -- Each index costs WAL for every notification that finishes, at the
 -- insert and again at every claim (next_attempt_at moves: no HOT update),
@@ -42,7 +44,10 @@ CREATE TABLE webhook_deliveries (
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     state           text        NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'failed')),
     last_error      text,
-    failed_at       timestamptz
+    failed_at       timestamptz,
+    -- The last replay: the retry window runs from the later of this and
+    -- occurred_at (store.WebhookEvent.Since).
+    replayed_at     timestamptz
 );
 -- The claim: an endpoint's due rows, oldest due first.
 CREATE INDEX webhook_deliveries_claim ON webhook_deliveries (endpoint, next_attempt_at, id) WHERE state = 'pending';

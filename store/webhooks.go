@@ -50,6 +50,10 @@ type WebhookEvent struct {
 	FromStatus string
 	// OccurredAt is when the merge wrote the event.
 	OccurredAt time.Time
+	// Since is when its retry window began: OccurredAt, or its last
+	// replay (ReplayWebhooks) if later. A replayed event gets the whole
+	// window again, not one try.
+	Since time.Time
 	// Attempts counts the claims so far, this one included.
 	Attempts int
 }
@@ -79,11 +83,12 @@ type FailedWebhook struct {
 	FailedAt  time.Time
 }
 
-const webhookColumns = `id, webhook_id, endpoint, type, subject, product_id, status, from_status, occurred_at, attempts`
+const webhookColumns = `id, webhook_id, endpoint, type, subject, product_id, status, from_status, occurred_at,
+	greatest(occurred_at, replayed_at), attempts`
 
 func scanWebhook(row pgx.Row, e *WebhookEvent, more ...any) error {
 	return row.Scan(append([]any{&e.ID, &e.WebhookID, &e.Endpoint, &e.Type, &e.Subject, &e.ProductID, &e.Status, &e.FromStatus,
-		&e.OccurredAt, &e.Attempts}, more...)...)
+		&e.OccurredAt, &e.Since, &e.Attempts}, more...)...)
 }
 
 // ClaimWebhooks takes up to n events of endpoint that are due, for lease:
@@ -108,7 +113,8 @@ func (s *Store) ClaimWebhooks(ctx context.Context, endpoint string, n int, lease
 		)
 		UPDATE webhook_deliveries d SET attempts = d.attempts + 1, next_attempt_at = now() + $3 * interval '1 microsecond'
 		FROM c WHERE d.id = c.id
-		RETURNING d.id, d.webhook_id, d.endpoint, d.type, d.subject, d.product_id, d.status, d.from_status, d.occurred_at, d.attempts`,
+		RETURNING d.id, d.webhook_id, d.endpoint, d.type, d.subject, d.product_id, d.status, d.from_status, d.occurred_at,
+			greatest(d.occurred_at, d.replayed_at), d.attempts`,
 		endpoint, n, lease.Microseconds())
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("claim webhooks of endpoint %s: %w", endpoint, err))
@@ -206,11 +212,13 @@ func (s *Store) WebhookBacklogs(ctx context.Context) ([]WebhookBacklog, error) {
 }
 
 // ReplayWebhooks puts events that failed for good back in the outbox, due
-// now, their attempts counted from zero: those of endpoint ("" for every
-// endpoint), of ids (nil for all of them). It returns how many.
+// now, their attempts counted from zero and their retry window from now
+// (replayed_at: Since): those of endpoint ("" for every endpoint), of ids
+// (nil for all of them). It returns how many.
 func (s *Store) ReplayWebhooks(ctx context.Context, endpoint string, ids []int64) (int64, error) {
 	tag, err := s.pool.Exec(ctx, `
-		UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = now(), failed_at = NULL
+		UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = now(), failed_at = NULL,
+			replayed_at = now()
 		WHERE state = 'failed' AND ($1 = '' OR endpoint = $1) AND ($2::bigint[] IS NULL OR id = ANY ($2))`,
 		endpoint, ids)
 	if err != nil {

@@ -470,3 +470,34 @@ func TestWebhookBacklogs(t *testing.T) {
 	require.Equal(t, store.WebhookBacklog{Endpoint: "g", Delivered: 1, LastSuccessAt: bs[2].LastSuccessAt}, bs[2])
 	require.False(t, bs[2].LastSuccessAt.IsZero())
 }
+
+// A replayed event's retry window starts at the replay: its Since is the
+// replay's time, its OccurredAt (the payload's timestamp) stays.
+func TestReplayRestartsTheRetryWindow(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	id := outbox(t, st, "e", "A")[0]
+	_, err := st.Pool().Exec(ctx, `UPDATE webhook_deliveries SET occurred_at = now() - interval '3 days' WHERE id = $1`, id)
+	require.NoError(t, err)
+	evs, err := st.ClaimWebhooks(ctx, "e", 10, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, evs, 1)
+	occurred := evs[0].OccurredAt
+	require.WithinDuration(t, occurred, evs[0].Since, 0, "never replayed: the window starts at the outcome")
+	require.NoError(t, st.FailWebhook(ctx, id, "HTTP 500"))
+
+	var before time.Time
+	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT now()`).Scan(&before))
+	n, err := st.ReplayWebhooks(ctx, "e", nil)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n)
+	evs, err = st.ClaimWebhooks(ctx, "e", 10, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, evs, 1)
+	require.WithinDuration(t, occurred, evs[0].OccurredAt, 0, "the event's own time stays")
+	require.False(t, evs[0].Since.Before(before), "the window starts at the replay: %v, replayed after %v", evs[0].Since, before)
+	fs, err := st.FailedWebhooks(ctx, "", 10, 0)
+	require.NoError(t, err)
+	require.Empty(t, fs)
+}

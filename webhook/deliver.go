@@ -72,8 +72,9 @@ type Config struct {
 	// Timeout bounds one request, from connecting to the answer's end
 	// (default 10s).
 	Timeout time.Duration
-	// RetryFor is how long after its outcome an event is tried (default
-	// 24h); the attempt that fails past it fails the event for good.
+	// RetryFor is how long after its outcome, or its replay, an event is
+	// tried (default 24h); the attempt that fails past it fails the event
+	// for good.
 	RetryFor time.Duration
 	// BackoffMin and BackoffMax bound the wait after a failed attempt:
 	// BackoffMin doubling per attempt up to BackoffMax, with full jitter
@@ -393,7 +394,7 @@ func (e *endpoint) deliver(ctx context.Context, ev *store.WebhookEvent, leaseEnd
 	defer e.done(ev)
 	e.failed(reason)
 	now := cfg.Now()
-	end := ev.OccurredAt.Add(cfg.RetryFor)
+	end := windowStart(ev).Add(cfg.RetryFor)
 	if !now.Before(end) {
 		e.d.m.deliveries.WithLabelValues(e.ep.Name, resultFailed).Inc()
 		e.giveUp(ev, reason)
@@ -411,6 +412,15 @@ func (e *endpoint) deliver(ctx context.Context, ev *store.WebhookEvent, leaseEnd
 	e.settle(ctx, leaseEnd, ev, func(sctx context.Context) error {
 		return e.d.st.RetryWebhook(sctx, ev.ID, next, reason)
 	})
+}
+
+// windowStart is when ev's retry window began: its replay's time, so that
+// a replayed event gets a window, not one try, else its outcome's.
+func windowStart(ev *store.WebhookEvent) time.Time {
+	if ev.Since.After(ev.OccurredAt) {
+		return ev.Since
+	}
+	return ev.OccurredAt
 }
 
 // attempt sends ev once: reason is why it failed ("" when delivered); ok

@@ -218,6 +218,29 @@ func TestRetryWindowExhausted(t *testing.T) {
 	require.Equal(t, 1, strings.Count(s.log.String(), "level=WARN msg=\""+webhook.LogGaveUp))
 }
 
+// A replayed event is tried for a whole window again, counted from the
+// replay: an event older than the window, failed for good, is not given
+// up at its replay's first failed attempt.
+func TestReplayedGetsAWindow(t *testing.T) {
+	secret := newSecret(t)
+	rc := newReceiver(t, secret)
+	rc.setAnswer(func(w http.ResponseWriter, _ *http.Request, _ delivery) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	f := newFakeOutbox()
+	id := f.add("hooks", store.KindFinished, "c1", time.Now().Add(-3*time.Hour))
+	start(t, f, rc, secret, webhook.Config{RetryFor: time.Hour, BackoffMin: time.Hour, BackoffMax: time.Hour})
+	waitFor(t, f, "the old event failed", func() bool { return f.state(id) == "failed" })
+	require.Empty(t, f.retries(id))
+
+	f.replay(id)
+	waitFor(t, f, "the replay's attempt settled", func() bool { return len(f.retries(id)) > 0 || f.state(id) == "failed" })
+	rc.check()
+	require.Equal(t, []string{"HTTP 503"}, f.retries(id), "retried within the replay's window")
+	require.Equal(t, "pending", f.state(id))
+	require.Len(t, rc.deliveries(), 2)
+}
+
 // A body is read only to MaxErrorBody: an answer that never ends holds no
 // worker, and its start is the reason.
 func TestBodyLimit(t *testing.T) {

@@ -372,3 +372,24 @@ func startData(t *testing.T, f *fakeOutbox, rc *receiver, secret string, cfg web
 	t.Cleanup(s.stop)
 	return s
 }
+
+// replay puts a failed event back as store.ReplayWebhooks does: due now,
+// its attempts from zero, its retry window from now.
+func (f *fakeOutbox) replay(id int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	defer f.signal()
+	if r := f.row(id); r != nil && r.state == "failed" {
+		r.state, r.due, r.ev.Attempts, r.ev.Since = "pending", time.Time{}, 0, time.Now()
+	}
+}
+
+// state is the state of the event id ("" once it is gone).
+func (f *fakeOutbox) state(id int64) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r := f.row(id); r != nil {
+		return r.state
+	}
+	return ""
+}
