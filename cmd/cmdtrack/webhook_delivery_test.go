@@ -254,12 +254,15 @@ func TestWebhooksOutlastTheReceiver(t *testing.T) {
 	f.waitStored(t, s, 2*time.Minute)
 	require.Zero(t, metric(t, w, "cmdtrack_messages_unsettled"), "nothing held for the webhooks")
 
-	for _, mode := range []int32{hookFail, hookSlow, hookDrop} {
+	// The fresh events are due first: an event tried again shows the
+	// retries at work.
+	require.Eventually(t, func() bool { return f.count(t, `SELECT count(*) FROM webhook_deliveries WHERE attempts > 1`) > 0 },
+		time.Minute, 20*time.Millisecond, "events wait in the outbox and are tried again")
+	for _, mode := range []int32{hookSlow, hookDrop} {
 		rc.mode.Store(mode)
 		require.Eventually(t, func() bool { return rc.requests(mode) >= 5 }, time.Minute, 20*time.Millisecond,
 			"the worker keeps trying (mode %d)", mode)
 	}
-	require.Positive(t, f.count(t, `SELECT count(*) FROM webhook_deliveries WHERE attempts > 1`), "events wait in the outbox")
 	rc.mode.Store(hookOK)
 	rc.waitDelivered(t, f, 2*time.Minute)
 	rc.checkExactlyOnce(t, f)
