@@ -41,7 +41,7 @@
 #                           receiver got one webhook-id per outcome counted in outcome_totals, one command.finished
 #                           per final command and one message.finished per final message, no bad signature, and the
 #                           outbox (webhook_deliveries) emptied within BENCH_WEBHOOK_SETTLE seconds of the drain
-#                           (default 120)
+#                           (default 600)
 #   BENCH_DRAIN_WINDOW      credit window of drain and naive (default: CMDTRACK_AMQP_CREDIT/4, as cmdtrack issues)
 #   BENCH_KEEP=1            keep the work directory, schemas and queues for inspection
 #   BENCH_RESULTS           where to write the table (default bench/results/latest.txt)
@@ -70,7 +70,7 @@ KIND_N=${BENCH_KIND_MESSAGES:-$((N / 2))}
 ONLY_KINDS=${BENCH_ONLY_KINDS:-0}
 if ((ONLY_KINDS)); then KINDS=1; fi
 WEBHOOK=${BENCH_WEBHOOK:-$([[ -n "${BENCH_CMDTRACK_REF:-}" ]] && echo 0 || echo 1)}
-SETTLE=${BENCH_WEBHOOK_SETTLE:-120}
+SETTLE=${BENCH_WEBHOOK_SETTLE:-600}
 [[ "$WEBHOOK" == 0 || "$WEBHOOK" == 1 || "$WEBHOOK" == both ]] || {
 	echo "bench: BENCH_WEBHOOK must be 0, 1 or both, got '$WEBHOOK'" >&2
 	exit 2
@@ -199,7 +199,8 @@ free_port() {
 
 # worker_exports SCHEMA QUEUE PORT: export cmdtrack's environment into the current (sub)shell.
 worker_exports() {
-	export CMDTRACK_DATABASE_URL="$DB${SEP}search_path=$1" CMDTRACK_AMQP_URL="$AMQP" CMDTRACK_AMQP_QUEUE="$2" \
+	# application_name: the runner's -backends finds cmdtrack's own connections by it.
+	export CMDTRACK_DATABASE_URL="$DB${SEP}search_path=$1&application_name=cmdtrack-bench-$RUN" CMDTRACK_AMQP_URL="$AMQP" CMDTRACK_AMQP_QUEUE="$2" \
 		CMDTRACK_OPS_ADDR="127.0.0.1:$3" CMDTRACK_LOG_FORMAT=text CMDTRACK_LOG_LEVEL=info
 }
 
@@ -352,7 +353,7 @@ cmdtrack_run() {
 	checkpoint
 	w0=$(wal_bytes)
 	worker_env "$s" "$q" "$port" env "${hook_env[@]}" "$BIN/runner" -name "$name" -n "$N" \
-		-metrics "http://127.0.0.1:$port/metrics" "${until[@]}" -log "$WORK/$sname$r.log" -out "$TSV" -- "$BIN/cmdtrack" >&2
+		-metrics "http://127.0.0.1:$port/metrics" -backends "cmdtrack-bench-$RUN" "${until[@]}" -log "$WORK/$sname$r.log" -out "$TSV" -- "$BIN/cmdtrack" >&2
 	printf '%s\t%s\t%s\n' "$name" "$r" "$(($(wal_bytes) - w0))" >>"$WAL_TSV"
 	[[ "${2:-}" != hooks ]] || hooks_check "$name" "$r" "$s"
 
@@ -496,6 +497,7 @@ mkdir -p "$(dirname "$RESULTS")"
 			own[c] = own[c] " " $6 / $2 * 1e6; brk[c] = brk[c] " " $7 / $2 * 1e6; pg[c] = pg[c] " " $8 / $2 * 1e6
 			all[c] = all[c] " " ($6 + $7 + $8) / $2 * 1e6
 			if (NF >= 9) settle[c] = settle[c] " " $9
+			if (NF >= 10) { pgown[c] = pgown[c] " " $10 / $2 * 1e6; rpgown[c, k] = $10 / $2 * 1e6 }
 		}
 		FILENAME == ARGV[1] && $1 == "latency" { latn = $2; p50 = p50 " " $3; p99 = p99 " " $4; mx = mx " " $5 }
 		FILENAME == ARGV[2] { wal[$1] = wal[$1] " " $3 / msgs[$1]; rwal[$1, $2] = $3 / msgs[$1] }
@@ -528,6 +530,8 @@ mkdir -p "$(dirname "$RESULTS")"
 			}
 			if (p99 != "") printf "cmdtrack latency (publish -> commit of its row, PostgreSQL'\''s commit timestamp, %d msgs per run): p50 %s ms, p99 %s ms, max %s ms (target p99 <= 50 ms; fsync %s us per flush)\n", \
 				latn, fig(p50, "%.1f"), fig(p99, "%.1f"), fig(mx, "%.1f"), fsync_us
+			for (i = 1; i <= nc; i++) if (order[i] in pgown) ownl = ownl sprintf(", %s %s", order[i], fig(pgown[order[i]], "%.0f"))
+			if (ownl != "") printf "PostgreSQL CPU of cmdtrack'\''s own connections'\'' backends, us/msg (postgres above adds the server'\''s other processes and anyone else'\''s queries): %s\n", substr(ownl, 3)
 			if (hooked != "") {
 				printf "webhooks (%s, one endpoint on loopback), per notification: %s events delivered, %s outbox rows;" \
 					" the outbox empty %s s after the drain; the receiver (the application'\''s, not in the table) %s us CPU\n", \
@@ -538,15 +542,15 @@ mkdir -p "$(dirname "$RESULTS")"
 					if (!((hooked, r) in rrate)) continue
 					pr = pr " " rrate[hooked, r] / rrate["cmdtrack", r]
 					po = po " " rown[hooked, r] - rown["cmdtrack", r]; pp = pp " " rpg[hooked, r] - rpg["cmdtrack", r]
-					pw = pw " " rwal[hooked, r] - rwal["cmdtrack", r]
+					pw = pw " " rwal[hooked, r] - rwal["cmdtrack", r]; pb = pb " " rpgown[hooked, r] - rpgown["cmdtrack", r]
 					if (rids[r] > 0) pe = pe " " (rwal[hooked, r] - rwal["cmdtrack", r]) * msgs[hooked] / rids[r]
 				}
-				printf "with / without the endpoint, paired by run: msg/s %s; per notification: own CPU %s us, postgres %s us, WAL %s B (%s B per event)\n", \
-					fig(pr, "%.3fx"), fig(po, "%+.1f"), fig(pp, "%+.1f"), fig(pw, "%+.0f"), fig(pe, "%+.0f")
+				printf "with / without the endpoint, paired by run: msg/s %s; per notification: own CPU %s us, its backends %s us, all of postgres %s us, WAL %s B (%s B per event)\n", \
+					fig(pr, "%.3fx"), fig(po, "%+.1f"), fig(pb, "%+.1f"), fig(pp, "%+.1f"), fig(pw, "%+.0f"), fig(pe, "%+.0f")
 			}
 		}' "$TSV" "$WAL_TSV" "$HOOKS_TSV"
 	echo "(own CPU: the contender's; broker, postgres: CPU used by RabbitMQ and PostgreSQL over the same span; WAL: pg_stat_wal's bytes over the drain)"
-	echo "per run (name, messages, seconds, msg/s, peak RSS MiB, CPU s, broker CPU s, postgres CPU s[, with webhooks: seconds from the drain's end to an empty outbox]; latency: n, p50, p99, max, lower-bound p50, p99):"
+	echo "per run (name, messages, seconds, msg/s, peak RSS MiB, CPU s, broker CPU s, postgres CPU s[, cmdtrack: seconds from the drain's end to an empty outbox (webhooks), its backends' CPU s]; latency: n, p50, p99, max, lower-bound p50, p99):"
 	sed 's/^/  /' "$TSV"
 	if [[ -s "$HOOKS_TSV" ]]; then
 		echo "webhooks per run (name, run, events, webhook-ids, duplicates, outbox rows, outcome_totals, receiver CPU s, refused, requests):"

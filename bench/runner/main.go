@@ -24,10 +24,16 @@
 // true, so that its CPU, the broker's and the database's include that work;
 // the rate is still the drain's.
 //
+// With -backends APP it also reports the CPU seconds of the database's
+// backends whose application_name is APP (the contender's connections, as
+// its database URL names them) when it is stopped: on a database others use
+// meanwhile, the part of the database's CPU that is the contender's.
+//
 // It prints one tab-separated line, also appended to -out: name, messages,
 // seconds, messages per second, peak RSS MiB, CPU seconds, broker CPU
-// seconds, database CPU seconds, and with -until-sql the seconds from the
-// drain's end until QUERY held.
+// seconds, database CPU seconds, and with -until-sql or -backends the
+// seconds from the drain's end until QUERY held (0 without it) and the
+// contender's backends' CPU seconds (0 without -backends).
 package main
 
 import (
@@ -68,26 +74,32 @@ func main() {
 	timeout := flag.Duration("timeout", 20*time.Minute, "give up after this long")
 	untilSQL := flag.String("until-sql", "", "with -metrics: after the drain, keep the contender running until this query on CMDTRACK_DATABASE_URL returns true")
 	untilTimeout := flag.Duration("until-timeout", 5*time.Minute, "fail if -until-sql does not hold this long after the drain")
+	backends := flag.String("backends", "", "with -metrics: also report the CPU of the database backends with this application_name")
 	flag.Parse()
 	if *name == "" || *n < 1 || flag.NArg() == 0 {
 		fmt.Fprintln(os.Stderr, "runner: -name, -n and a command are required")
 		flag.Usage()
 		os.Exit(2)
 	}
-	if *untilSQL != "" && *metrics == "" {
-		fmt.Fprintln(os.Stderr, "runner: -until-sql needs -metrics (a contender that runs until told to stop)")
+	if (*untilSQL != "" || *backends != "") && *metrics == "" {
+		fmt.Fprintln(os.Stderr, "runner: -until-sql and -backends need -metrics (a contender that runs until told to stop)")
 		os.Exit(2)
 	}
 	var until *afterDrain
-	if *untilSQL != "" {
+	if *untilSQL != "" || *backends != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		db, err := pgx.Connect(ctx, os.Getenv("CMDTRACK_DATABASE_URL"))
+		cfg, err := pgx.ParseConfig(os.Getenv("CMDTRACK_DATABASE_URL"))
+		var db *pgx.Conn
+		if err == nil {
+			cfg.RuntimeParams["application_name"] = "bench-runner" // not one of -backends
+			db, err = pgx.ConnectConfig(ctx, cfg)
+		}
 		cancel()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "runner: -until-sql: connecting to CMDTRACK_DATABASE_URL:", err)
 			os.Exit(1)
 		}
-		until = &afterDrain{db: db, query: *untilSQL, timeout: *untilTimeout}
+		until = &afterDrain{db: db, query: *untilSQL, timeout: *untilTimeout, backends: *backends}
 	}
 	res, err := run(*name, *n, *metrics, *logFile, *timeout, until, flag.Args())
 	if err != nil {
@@ -97,7 +109,7 @@ func main() {
 	line := fmt.Sprintf("%s\t%d\t%.2f\t%.0f\t%.1f\t%.2f\t%.2f\t%.2f", *name, *n, res.seconds, float64(*n)/res.seconds,
 		res.rssMiB, res.cpu, res.brokerCPU, res.dbCPU)
 	if until != nil {
-		line += fmt.Sprintf("\t%.2f", res.settle)
+		line += fmt.Sprintf("\t%.2f\t%.2f", res.settle, res.backendsCPU)
 	}
 	line += "\n"
 	fmt.Print(line)
@@ -118,19 +130,46 @@ type result struct {
 	seconds, rssMiB, cpu float64
 	brokerCPU, dbCPU     float64
 	settle               float64 // -until-sql: seconds from the drain's end until its query held
+	backendsCPU          float64 // -backends: CPU seconds of the contender's database backends
 }
 
 // afterDrain is -until-sql: what the contender still has to do once the backlog
 // is drained.
 type afterDrain struct {
-	db      *pgx.Conn
-	query   string
-	timeout time.Duration
+	db       *pgx.Conn
+	query    string // "": nothing to wait for
+	timeout  time.Duration
+	backends string // application_name of the contender's connections ("": none)
+}
+
+// backendsCPU sums utime + stime of the backends named u.backends.
+func (u *afterDrain) backendsCPU(ctx context.Context) (float64, error) {
+	if u.backends == "" {
+		return 0, nil
+	}
+	rows, err := u.db.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE application_name = $1", u.backends)
+	if err != nil {
+		return 0, fmt.Errorf("-backends: %w", err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return 0, fmt.Errorf("-backends: %w", err)
+	}
+	var sum float64
+	for _, pid := range pids {
+		if cpu, err := cpuSeconds(int(pid)); err == nil { // gone meanwhile: its CPU is lost
+			sum += cpu
+		}
+	}
+	return sum, nil
 }
 
 // wait polls the query until it returns true.
 func (u *afterDrain) wait(ctx context.Context) (time.Duration, error) {
 	start := time.Now()
+	if u.query == "" {
+		return 0, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, u.timeout)
 	defer cancel()
 	for {
@@ -224,6 +263,9 @@ func run(name string, n int, metricsURL, logFile string, timeout time.Duration, 
 				_ = cmd.Process.Kill()
 				<-exited
 				return res, fmt.Errorf("%s drained the backlog but %w (see %s)", name, err, logFile)
+			}
+			if res.backendsCPU, err = until.backendsCPU(ctx); err != nil {
+				return res, err
 			}
 		}
 		pid := cmd.Process.Pid
