@@ -34,7 +34,9 @@
 #   BENCH_WEBHOOK           1: cmdtrack's contender delivers its outcome events to one webhook endpoint on loopback
 #                           (bench/hooks, verifying every signature with the Standard Webhooks library, answering
 #                           204); both: cmdtrack runs without and with it, taking turns, and the report gives the
-#                           paired difference; 0: no endpoint (default 1; 0 when BENCH_CMDTRACK_REF is set). With an
+#                           paired difference; 0: no endpoint (default 0: at 100k messages an endpoint cost the drain
+#                           about 15 % of its rate and cmdtrack a minute or more of delivery after it, docs/benchmarks.md
+#                           "Webhooks' cost", and it would change what every earlier cmdtrack row measured). With an
 #                           endpoint the drain's rate is still the messages', and cmdtrack keeps running after the
 #                           drain until every event is folded and delivered (its CPU, the broker's and PostgreSQL's
 #                           include that); the receiver's CPU is the application's, reported apart. Checked: the
@@ -69,7 +71,7 @@ KINDS=${BENCH_KINDS:-$([[ -n "${BENCH_CMDTRACK_REF:-}" ]] && echo 0 || echo 1)}
 KIND_N=${BENCH_KIND_MESSAGES:-$((N / 2))}
 ONLY_KINDS=${BENCH_ONLY_KINDS:-0}
 if ((ONLY_KINDS)); then KINDS=1; fi
-WEBHOOK=${BENCH_WEBHOOK:-$([[ -n "${BENCH_CMDTRACK_REF:-}" ]] && echo 0 || echo 1)}
+WEBHOOK=${BENCH_WEBHOOK:-0}
 SETTLE=${BENCH_WEBHOOK_SETTLE:-600}
 [[ "$WEBHOOK" == 0 || "$WEBHOOK" == 1 || "$WEBHOOK" == both ]] || {
 	echo "bench: BENCH_WEBHOOK must be 0, 1 or both, got '$WEBHOOK'" >&2
