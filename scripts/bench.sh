@@ -551,7 +551,7 @@ mkdir -p "$(dirname "$RESULTS")"
 					fig(pr, "%.3fx"), fig(po, "%+.1f"), fig(pb, "%+.1f"), fig(pp, "%+.1f"), fig(pw, "%+.0f"), fig(pe, "%+.0f")
 			}
 		}' "$TSV" "$WAL_TSV" "$HOOKS_TSV"
-	echo "(own CPU: the contender's; broker, postgres: CPU used by RabbitMQ and PostgreSQL over the same span; WAL: pg_stat_wal's bytes over the drain)"
+	echo "(own CPU: the contender's; broker, postgres: CPU used by RabbitMQ and PostgreSQL over the same span; WAL: pg_stat_wal's bytes over the drain; with webhooks, the drain and the delivery after it)"
 	echo "per run (name, messages, seconds, msg/s, peak RSS MiB, CPU s, broker CPU s, postgres CPU s[, cmdtrack: seconds from the drain's end to an empty outbox (webhooks), its backends' CPU s]; latency: n, p50, p99, max, lower-bound p50, p99):"
 	sed 's/^/  /' "$TSV"
 	if [[ -s "$HOOKS_TSV" ]]; then

@@ -261,8 +261,7 @@ func run(name string, n int, metricsURL, logFile string, timeout time.Duration, 
 			res.settle = d.Seconds()
 			if err != nil {
 				_ = cmd.Process.Kill()
-				<-exited
-				return res, fmt.Errorf("%s drained the backlog but %w (see %s)", name, err, logFile)
+				return res, fmt.Errorf("%s drained the backlog but %w (see %s); killed: %w", name, err, logFile, <-exited)
 			}
 			if res.backendsCPU, err = until.backendsCPU(ctx); err != nil {
 				return res, err
