@@ -18,6 +18,9 @@
 #   BENCH_MESSAGES=200000 BENCH_NAIVE_MESSAGES=2000 BENCH_LATENCY_SECONDS=5
 #   BENCH_STREAM="-out-of-order 0.1 -duplicate 0.02 -poison 0.001" (no device status changes: a revision before
 #   presence skips them, which is no work to compare)
+#   BENCH_COMPARE_WEBHOOK=1 the working tree's side delivers its outcome events to one webhook endpoint on loopback
+#                           (scripts/bench.sh's BENCH_WEBHOOK=1), REF's side to none: what a revision with webhooks
+#                           costs against one without, in the drain's rate (default 0: neither side)
 #   BENCH_COMPARE_DIR       where each run's table is kept (default bench/results/compare; the summary is
 #                           summary.txt there)
 # A round takes about 5 minutes at the defaults.
@@ -48,15 +51,20 @@ export BENCH_STREAM=${BENCH_STREAM:--out-of-order 0.1 -duplicate 0.02 -poison 0.
 # The cmds-only and msgs-only drains measure a kind's cost, not the comparison:
 # both sides skip them (the old side would anyway).
 export BENCH_KINDS=${BENCH_KINDS:-0}
+COMPARE_WEBHOOK=${BENCH_COMPARE_WEBHOOK:-0}
+[[ "$COMPARE_WEBHOOK" == 0 || "$COMPARE_WEBHOOK" == 1 ]] || {
+	echo "bench-compare: BENCH_COMPARE_WEBHOOK must be 0 or 1, got '$COMPARE_WEBHOOK'" >&2
+	exit 2
+}
 OUT=${BENCH_COMPARE_DIR:-$ROOT/bench/results/compare}
 mkdir -p "$OUT"
 rm -f "$OUT"/old.* "$OUT"/new.* "$OUT"/rounds.tsv "$OUT"/summary.txt
 
 run() { # run SIDE ROUND
-	local ref=""
-	[[ $1 == old ]] && ref=$REF
+	local ref="" hooks=$COMPARE_WEBHOOK
+	[[ $1 == old ]] && ref=$REF hooks=0
 	echo "bench-compare: round $2 of $ROUNDS, ${1} (${ref:-working tree})" >&2
-	BENCH_CMDTRACK_REF=$ref BENCH_RESULTS="$OUT/$1.$2.txt" scripts/bench.sh >"$OUT/$1.$2.log" 2>&1 || {
+	BENCH_WEBHOOK=$hooks BENCH_CMDTRACK_REF=$ref BENCH_RESULTS="$OUT/$1.$2.txt" scripts/bench.sh >"$OUT/$1.$2.log" 2>&1 || {
 		echo "bench-compare: scripts/bench.sh failed; its output is in $OUT/$1.$2.log" >&2
 		exit 1
 	}
@@ -76,6 +84,7 @@ med() {
 {
 	echo "cmdtrack: working tree ($(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')) against $(git rev-parse --short "$REF"), $ROUNDS rounds, $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo "each: $BENCH_MESSAGES messages, stream $BENCH_STREAM; one run of each per round, taking turns; median [lowest-highest]"
+	if ((COMPARE_WEBHOOK)); then echo "the working tree delivers its outcome events to one webhook endpoint on loopback; $(git rev-parse --short "$REF") to none"; fi
 	for r in $(seq 1 "$ROUNDS"); do
 		echo "$r $(row "$OUT/old.$r.txt") $(row "$OUT/new.$r.txt")"
 	done >"$OUT/rounds.tsv"

@@ -31,6 +31,19 @@
 #   BENCH_KIND_MESSAGES     backlog of each of those (default: BENCH_MESSAGES/2)
 #   BENCH_ONLY_KINDS=1      run only the cmds-only and msgs-only drains (a message's cost against a command's, in
 #                           minutes rather than the whole bench's twenty)
+#   BENCH_WEBHOOK           1: cmdtrack's contender delivers its outcome events to one webhook endpoint on loopback
+#                           (bench/hooks, verifying every signature with the Standard Webhooks library, answering
+#                           204); both: cmdtrack runs without and with it, taking turns, and the report gives the
+#                           paired difference; 0: no endpoint (default 0: at 100k messages an endpoint cost the drain
+#                           about 15 % of its rate and cmdtrack a minute or more of delivery after it, docs/benchmarks.md
+#                           "Webhooks' cost", and it would change what every earlier cmdtrack row measured). With an
+#                           endpoint the drain's rate is still the messages', and cmdtrack keeps running after the
+#                           drain until every event is folded and delivered (its CPU, the broker's and PostgreSQL's
+#                           include that); the receiver's CPU is the application's, reported apart. Checked: the
+#                           receiver got one webhook-id per outcome counted in outcome_totals, one command.finished
+#                           per final command and one message.finished per final message, no bad signature, and the
+#                           outbox (webhook_deliveries) emptied within BENCH_WEBHOOK_SETTLE seconds of the drain
+#                           (default 600)
 #   BENCH_DRAIN_WINDOW      credit window of drain and naive (default: CMDTRACK_AMQP_CREDIT/4, as cmdtrack issues)
 #   BENCH_KEEP=1            keep the work directory, schemas and queues for inspection
 #   BENCH_RESULTS           where to write the table (default bench/results/latest.txt)
@@ -38,7 +51,8 @@
 #                           harness (simulator, drain, naive, runner, latency) stays this tree's, so that two
 #                           revisions are measured by the same yardstick (scripts/bench-compare.sh)
 #   CMDTRACK_*              worker settings (batch size, credit, pool size, ...) pass through to cmdtrack, except
-#                           the database URL, AMQP URL/queue and ops address, which the script sets.
+#                           the database URL, AMQP URL/queue and ops address, which the script sets, and the
+#                           webhook endpoints, which BENCH_WEBHOOK sets.
 # Needs root (scripts/testenv.sh provisions PostgreSQL and RabbitMQ on loopback), go, psql and rabbitmqctl.
 set -euo pipefail
 
@@ -57,10 +71,18 @@ KINDS=${BENCH_KINDS:-$([[ -n "${BENCH_CMDTRACK_REF:-}" ]] && echo 0 || echo 1)}
 KIND_N=${BENCH_KIND_MESSAGES:-$((N / 2))}
 ONLY_KINDS=${BENCH_ONLY_KINDS:-0}
 if ((ONLY_KINDS)); then KINDS=1; fi
+WEBHOOK=${BENCH_WEBHOOK:-0}
+SETTLE=${BENCH_WEBHOOK_SETTLE:-600}
+[[ "$WEBHOOK" == 0 || "$WEBHOOK" == 1 || "$WEBHOOK" == both ]] || {
+	echo "bench: BENCH_WEBHOOK must be 0, 1 or both, got '$WEBHOOK'" >&2
+	exit 2
+}
+# Only the endpoint BENCH_WEBHOOK gives: one from the caller's environment would be posted to during every run.
+unset CMDTRACK_WEBHOOK_URL CMDTRACK_WEBHOOK_SECRET CMDTRACK_WEBHOOKS_FILE
 CREDIT=${CMDTRACK_AMQP_CREDIT:-1024}
 WINDOW=${BENCH_DRAIN_WINDOW:-$((CREDIT / 4))}
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/results/latest.txt}
-for v in N NAIVE_N LAT_RATE LAT_SECONDS SEED WINDOW RUNS KIND_N; do
+for v in N NAIVE_N LAT_RATE LAT_SECONDS SEED WINDOW RUNS KIND_N SETTLE; do
 	[[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || {
 		echo "bench: $v must be a positive integer, got '${!v}'" >&2
 		exit 2
@@ -125,7 +147,7 @@ trap 'exit 130' INT TERM
 log "building into $BIN"
 mkdir -p "$BIN"
 # Not stripped, so that perf can name the worker's functions.
-go build -o "$BIN/" ./cmd/iotda-sim ./bench/drain ./bench/naive ./bench/runner ./bench/latency
+go build -o "$BIN/" ./cmd/iotda-sim ./bench/drain ./bench/naive ./bench/runner ./bench/latency ./bench/hooks
 if [[ -n "${BENCH_CMDTRACK_REF:-}" ]]; then
 	log "building cmdtrack from $REV"
 	mkdir "$WORK/src"
@@ -179,7 +201,8 @@ free_port() {
 
 # worker_exports SCHEMA QUEUE PORT: export cmdtrack's environment into the current (sub)shell.
 worker_exports() {
-	export CMDTRACK_DATABASE_URL="$DB${SEP}search_path=$1" CMDTRACK_AMQP_URL="$AMQP" CMDTRACK_AMQP_QUEUE="$2" \
+	# application_name: the runner's -backends finds cmdtrack's own connections by it.
+	export CMDTRACK_DATABASE_URL="$DB${SEP}search_path=$1&application_name=cmdtrack-bench-$RUN" CMDTRACK_AMQP_URL="$AMQP" CMDTRACK_AMQP_QUEUE="$2" \
 		CMDTRACK_OPS_ADDR="127.0.0.1:$3" CMDTRACK_LOG_FORMAT=text CMDTRACK_LOG_LEVEL=info
 }
 
@@ -247,49 +270,115 @@ naive_run() {
 	printf 'naive\t%s\t%s\n' "$1" "$(($(wal_bytes) - w0))" >>"$WAL_TSV"
 }
 
-# cmdtrack_run R: 3. cmdtrack, then its database checked against the stream's expected final state.
+# hooks_start: starts bench/hooks on a free loopback port with a fresh secret; sets hooks_pid, and hook_env to the
+# worker's webhook settings.
+HOOKS_TSV=$WORK/hooks.tsv
+hooks_start() {
+	local port secret
+	port=$(free_port)
+	secret="whsec_$(head -c 32 /dev/urandom | base64 -w0)"
+	"$BIN/hooks" -listen "127.0.0.1:$port" -secret "$secret" >"$WORK/hooks-$1.log" 2>&1 &
+	hooks_pid=$!
+	PIDS+=("$hooks_pid")
+	hooks_url="http://127.0.0.1:$port"
+	for _ in $(seq 100); do
+		curl -fs "$hooks_url/stats" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	curl -fs "$hooks_url/stats" >/dev/null || {
+		log "the webhook receiver did not start; log:"
+		cat "$WORK/hooks-$1.log" >&2
+		exit 1
+	}
+	hook_env=(CMDTRACK_WEBHOOK_URL="$hooks_url/" CMDTRACK_WEBHOOK_SECRET="$secret")
+}
+
+# hooks_check NAME R SCHEMA: the receiver's counts against the database's, one line of HOOKS_TSV; stops the receiver.
+hooks_check() {
+	local name=$1 r=$2 s=$3 stats totals rows cmds msgs
+	stats=$(curl -fs "$hooks_url/stats")
+	kill "$hooks_pid" 2>/dev/null || true
+	wait "$hooks_pid" 2>/dev/null || true
+	st() { awk -v k="$1" '$1 == k { print $2; f = 1 } END { if (!f) print 0 }' <<<"$stats"; }
+	totals=$(psql -X -tA "$DB" -c "SELECT coalesce(sum(commands), 0) FROM $s.outcome_totals")
+	rows=$(psql -X -tA "$DB" -c "SELECT coalesce((SELECT sum(delivered) FROM $s.webhook_endpoints), 0) + (SELECT count(*) FROM $s.webhook_deliveries)")
+	cmds=$(psql -X -tA "$DB" -c "SELECT count(*) FROM $s.device_commands WHERE status_rank = 3")
+	msgs=$(psql -X -tA "$DB" -c "SELECT count(*) FROM $s.device_messages WHERE status_rank = 1")
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$r" "$(st events)" "$(st ids)" "$(st duplicates)" \
+		"$rows" "$totals" "$(st cpu_seconds)" "$(st bad)" "$(st requests)" >>"$HOOKS_TSV"
+	HOOKS_COUNTS="webhooks: $(st ids) webhook-ids (want $totals, outcome_totals), $(st duplicates) duplicates, $(st bad) refused;"
+	HOOKS_COUNTS+=" command.finished $(st ids.command.finished) ids for $(st subjects.command.finished) commands (want $cmds final),"
+	HOOKS_COUNTS+=" message.finished $(st ids.message.finished) ids for $(st subjects.message.finished) messages (want $msgs final);"
+	HOOKS_COUNTS+=" outbox rows $rows, left $(psql -X -tA "$DB" -c "SELECT count(*) FROM $s.webhook_deliveries") (want 0)"
+	log "run $r $name: $HOOKS_COUNTS"
+	if [[ "$(st ids)" != "$totals" || "$(st bad)" != 0 || "$(st ids.command.finished)" != "$cmds" ||
+		"$(st subjects.command.finished)" != "$cmds" || "$(st ids.message.finished)" != "$msgs" ||
+		"$(st subjects.message.finished)" != "$msgs" || "$rows" != "$totals" ]]; then
+		VERIFY_OK=0
+	fi
+}
+
+# cmdtrack_run R [hooks]: 3. cmdtrack, then its database checked against the stream's expected final state; with
+# "hooks", the contender cmdtrack+wh: with one webhook endpoint (BENCH_WEBHOOK), its deliveries checked too.
 VERIFY_OK=1
 COUNTS=
+HOOKS_COUNTS=
 FINAL=
 cmdtrack_run() {
-	local r=$1 port w0
-	new_queue "cmdtrack$r"
-	new_schema "cmdtrack$r"
-	worker_env "$s" "$q" 0 "$BIN/cmdtrack" migrate >"$WORK/cmdtrack$r-migrate.log" 2>&1
-	log "run $r cmdtrack: preloading $q"
+	local r=$1 port w0 name=cmdtrack sname=cmdtrack
+	local hook_env=() until=()
+	if [[ "${2:-}" == hooks ]]; then
+		sname=cmdtrackwh
+		[[ "$WEBHOOK" == both ]] && name=cmdtrack+wh
+	fi
+	new_queue "$sname$r"
+	new_schema "$sname$r"
+	worker_env "$s" "$q" 0 "$BIN/cmdtrack" migrate >"$WORK/$sname$r-migrate.log" 2>&1
+	if [[ "${2:-}" == hooks ]]; then
+		psql -X -tA "$DB" -c "SELECT to_regclass('$s.webhook_deliveries') IS NOT NULL" | grep -qx t || {
+			log "BENCH_WEBHOOK: cmdtrack $REV has no webhooks (issue 29); set BENCH_WEBHOOK=0 for it"
+			exit 2
+		}
+		hooks_start "$sname$r"
+		# Done once every outcome event is folded into the outbox and every delivery is settled.
+		until=(-until-sql "SELECT NOT EXISTS (SELECT FROM outcome_events) AND NOT EXISTS (SELECT FROM webhook_deliveries)"
+			-until-timeout "${SETTLE}s")
+	fi
+	log "run $r $name: preloading $q"
 	# With device status changes or device messages in the stream, their expected state is checked too.
 	local presence=()
-	[[ " $STREAM " == *" -presence "* ]] && presence=(-expect-presence "$WORK/presence$r.jsonl")
-	[[ " $STREAM " == *" -message-share "* ]] && presence+=(-expect-messages "$WORK/messages$r.jsonl")
-	preload "$q" "$N" -expect "$WORK/expect$r.jsonl" "${presence[@]}" | tee "$WORK/cmdtrack$r.publish" >&2
+	[[ " $STREAM " == *" -presence "* ]] && presence=(-expect-presence "$WORK/$sname-presence$r.jsonl")
+	[[ " $STREAM " == *" -message-share "* ]] && presence+=(-expect-messages "$WORK/$sname-messages$r.jsonl")
+	preload "$q" "$N" -expect "$WORK/$sname-expect$r.jsonl" "${presence[@]}" | tee "$WORK/$sname$r.publish" >&2
 	port=$(free_port)
-	log "run $r cmdtrack: draining (ops on 127.0.0.1:$port)"
+	log "run $r $name: draining (ops on 127.0.0.1:$port)"
 	checkpoint
 	w0=$(wal_bytes)
-	worker_env "$s" "$q" "$port" "$BIN/runner" -name cmdtrack -n "$N" -metrics "http://127.0.0.1:$port/metrics" \
-		-log "$WORK/cmdtrack$r.log" -out "$TSV" -- "$BIN/cmdtrack" >&2
-	printf 'cmdtrack\t%s\t%s\n' "$r" "$(($(wal_bytes) - w0))" >>"$WAL_TSV"
+	worker_env "$s" "$q" "$port" env "${hook_env[@]}" "$BIN/runner" -name "$name" -n "$N" \
+		-metrics "http://127.0.0.1:$port/metrics" -backends "cmdtrack-bench-$RUN" "${until[@]}" -log "$WORK/$sname$r.log" -out "$TSV" -- "$BIN/cmdtrack" >&2
+	printf '%s\t%s\t%s\n' "$name" "$r" "$(($(wal_bytes) - w0))" >>"$WAL_TSV"
+	[[ "${2:-}" != hooks ]] || hooks_check "$name" "$r" "$s"
 
-	log "run $r cmdtrack: verifying the database against the expected final state"
-	worker_env "$s" "$q" 0 "$BIN/iotda-sim" verify -exact -expect "$WORK/expect$r.jsonl" "${presence[@]}" >"$WORK/verify$r.out" 2>&1 || VERIFY_OK=0
-	head -n 60 "$WORK/verify$r.out" >&2
+	log "run $r $name: verifying the database against the expected final state"
+	worker_env "$s" "$q" 0 "$BIN/iotda-sim" verify -exact -expect "$WORK/$sname-expect$r.jsonl" "${presence[@]}" >"$WORK/$sname-verify$r.out" 2>&1 || VERIFY_OK=0
+	head -n 60 "$WORK/$sname-verify$r.out" >&2
 	local want_events want_dead want_msg got_events got_dead got_msg left
-	want_events=$(sed -n 's/.*, \([0-9]*\) distinct notifications, \([0-9]*\) distinct poison.*/\1/p' "$WORK/cmdtrack$r.publish")
-	want_dead=$(sed -n 's/.*, \([0-9]*\) distinct notifications, \([0-9]*\) distinct poison.*/\2/p' "$WORK/cmdtrack$r.publish")
-	want_msg=$(sed -n 's/.*, \([0-9]*\) distinct device message notifications.*/\1/p' "$WORK/cmdtrack$r.publish")
+	want_events=$(sed -n 's/.*, \([0-9]*\) distinct notifications, \([0-9]*\) distinct poison.*/\1/p' "$WORK/$sname$r.publish")
+	want_dead=$(sed -n 's/.*, \([0-9]*\) distinct notifications, \([0-9]*\) distinct poison.*/\2/p' "$WORK/$sname$r.publish")
+	want_msg=$(sed -n 's/.*, \([0-9]*\) distinct device message notifications.*/\1/p' "$WORK/$sname$r.publish")
 	got_events=$(psql -X -tA "$DB" -c "SELECT count(*) FROM $s.device_command_events")
 	got_dead=$(psql -X -tA "$DB" -c "SELECT count(*) FROM $s.dead_letters")
 	# A revision from before device messages has no table for them: it skips them (and iotda-sim from before, the
 	# harness of such a comparison, prints no count of them).
 	got_msg=$(psql -X -tA "$DB" -c "SELECT count(*) FROM $s.device_message_events" 2>/dev/null || echo 0)
 	want_msg=${want_msg:-0}
-	left=$(queue_depth "bench-$RUN-cmdtrack$r")
+	left=$(queue_depth "bench-$RUN-$sname$r")
 	COUNTS="history rows $got_events (want $want_events), message history rows $got_msg (want $want_msg), dead letters $got_dead (want $want_dead), left on queue ${left:-?} (want 0)"
 	log "run $r: $COUNTS"
 	if [[ "$got_events" != "$want_events" || "$got_msg" != "$want_msg" || "$got_dead" != "$want_dead" || "${left:-x}" != 0 ]]; then
 		VERIFY_OK=0
 	fi
-	FINAL=$(tail -n 1 "$WORK/verify$r.out")
+	FINAL=$(tail -n 1 "$WORK/$sname-verify$r.out")
 }
 
 # latency_run R: 4. latency at a steady rate.
@@ -364,7 +453,12 @@ for r in $(seq "$RUNS"); do
 	if ((!ONLY_KINDS)); then
 		drain_run "$r"
 		naive_run "$r"
-		cmdtrack_run "$r"
+		case "$WEBHOOK" in
+		0) cmdtrack_run "$r" ;;
+		1) cmdtrack_run "$r" hooks ;;
+		# Taking turns, the order swapped every run.
+		both) if ((r % 2)); then cmdtrack_run "$r"; cmdtrack_run "$r" hooks; else cmdtrack_run "$r" hooks; cmdtrack_run "$r"; fi ;;
+		esac
 		latency_run "$r"
 	fi
 	if ((KINDS)); then
@@ -388,25 +482,39 @@ mkdir -p "$(dirname "$RESULTS")"
 	echo "machine facts: fsync (fdatasync, pg_test_fsync) $FSYNC_US us per flush; steal $STEAL_PCT % of CPU time; CPU busy $BUSY_PCT % over the run;" \
 		"load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg) (anything else running skews the figures)"
 	echo "stream: -seed $SEED $STREAM; drain/naive credit window $WINDOW; cmdtrack credit $CREDIT, batch ${CMDTRACK_BATCH_SIZE:-256}; PostgreSQL fsync $FSYNC"
+	case "$WEBHOOK" in
+	0) echo "webhooks: none (BENCH_WEBHOOK=0)" ;;
+	1) echo "webhooks: cmdtrack delivers its outcome events to one endpoint on loopback (bench/hooks; BENCH_WEBHOOK=1)" ;;
+	both) echo "webhooks: cmdtrack without an endpoint, cmdtrack+wh with one on loopback (bench/hooks), taking turns (BENCH_WEBHOOK=both)" ;;
+	esac
 	echo "$RUNS runs per contender, taking turns; each figure is the median of the runs [lowest-highest]"
 	echo
 	# fig(list, format): the median [lowest-highest] of a space-separated list (scripts/figures.awk).
+	touch "$HOOKS_TSV"
 	awk -F'\t' -v fsync_us="$FSYNC_US" "$(<scripts/figures.awk)"'
-		FNR == 1 { file++ }
-		file == 1 && $1 != "latency" {
+		FILENAME == ARGV[1] && $1 != "latency" {
 			c = $1; if (!(c in seen)) { seen[c] = 1; order[++nc] = c }
+			k = ++runs[c]; rrate[c, k] = $4; rown[c, k] = $6 / $2 * 1e6; rpg[c, k] = $8 / $2 * 1e6
 			msgs[c] = $2; rate[c] = rate[c] " " $4; rss[c] = rss[c] " " $5
 			own[c] = own[c] " " $6 / $2 * 1e6; brk[c] = brk[c] " " $7 / $2 * 1e6; pg[c] = pg[c] " " $8 / $2 * 1e6
 			all[c] = all[c] " " ($6 + $7 + $8) / $2 * 1e6
+			if (NF >= 9) settle[c] = settle[c] " " $9
+			if (NF >= 10) { pgown[c] = pgown[c] " " $10 / $2 * 1e6; rpgown[c, k] = $10 / $2 * 1e6 }
 		}
-		file == 1 && $1 == "latency" { latn = $2; p50 = p50 " " $3; p99 = p99 " " $4; mx = mx " " $5 }
-		file == 2 { wal[$1] = wal[$1] " " $3 / msgs[$1] }
+		FILENAME == ARGV[1] && $1 == "latency" { latn = $2; p50 = p50 " " $3; p99 = p99 " " $4; mx = mx " " $5 }
+		FILENAME == ARGV[2] { wal[$1] = wal[$1] " " $3 / msgs[$1]; rwal[$1, $2] = $3 / msgs[$1] }
+		# hooks.tsv: name, run, events, webhook-ids, duplicates, outbox rows, outcome_totals, receiver CPU s, refused, requests
+		FILENAME == ARGV[3] {
+			h = $1; hn = msgs[h]; hooked = h
+			hev[h] = hev[h] " " $4 / hn; hrows[h] = hrows[h] " " $6 / hn; hcpu[h] = hcpu[h] " " $8 / hn * 1e6
+			rids[$2] = $4
+		}
 		END {
-			printf "%-9s %8s %20s %16s %16s %18s %18s %18s %14s\n", "", "messages", "msg/s", "peak RSS MiB", \
+			printf "%-11s %8s %20s %16s %16s %18s %18s %18s %14s\n", "", "messages", "msg/s", "peak RSS MiB", \
 				"own CPU us/msg", "broker CPU us/msg", "postgres us/msg", "all CPU us/msg", "WAL B/msg"
 			for (i = 1; i <= nc; i++) {
 				c = order[i]
-				printf "%-9s %8d %20s %16s %16s %18s %18s %18s %14s\n", c, msgs[c], fig(rate[c], "%.0f"), fig(rss[c], "%.1f"), \
+				printf "%-11s %8d %20s %16s %16s %18s %18s %18s %14s\n", c, msgs[c], fig(rate[c], "%.0f"), fig(rss[c], "%.1f"), \
 					fig(own[c], "%.0f"), fig(brk[c], "%.0f"), fig(pg[c], "%.0f"), fig(all[c], "%.0f"), \
 					(c in wal) ? fig(wal[c], "%.0f") : "-"
 			}
@@ -424,11 +532,34 @@ mkdir -p "$(dirname "$RESULTS")"
 			}
 			if (p99 != "") printf "cmdtrack latency (publish -> commit of its row, PostgreSQL'\''s commit timestamp, %d msgs per run): p50 %s ms, p99 %s ms, max %s ms (target p99 <= 50 ms; fsync %s us per flush)\n", \
 				latn, fig(p50, "%.1f"), fig(p99, "%.1f"), fig(mx, "%.1f"), fsync_us
-		}' "$TSV" "$WAL_TSV"
-	echo "(own CPU: the contender's; broker, postgres: CPU used by RabbitMQ and PostgreSQL over the same span; WAL: pg_stat_wal's bytes over the drain)"
-	echo "per run (name, messages, seconds, msg/s, peak RSS MiB, CPU s, broker CPU s, postgres CPU s; latency: n, p50, p99, max, lower-bound p50, p99):"
+			for (i = 1; i <= nc; i++) if (order[i] in pgown) ownl = ownl sprintf(", %s %s", order[i], fig(pgown[order[i]], "%.0f"))
+			if (ownl != "") printf "PostgreSQL CPU of cmdtrack'\''s own connections'\'' backends, us/msg (postgres above adds the server'\''s other processes and anyone else'\''s queries): %s\n", substr(ownl, 3)
+			if (hooked != "") {
+				printf "webhooks (%s, one endpoint on loopback), per notification: %s events delivered, %s outbox rows;" \
+					" the outbox empty %s s after the drain; the receiver (the application'\''s, not in the table) %s us CPU\n", \
+					hooked, fig(hev[hooked], "%.3f"), fig(hrows[hooked], "%.3f"), fig(settle[hooked], "%.1f"), fig(hcpu[hooked], "%.1f")
+			}
+			if (hooked == "cmdtrack+wh" && runs["cmdtrack"] > 0) {
+				for (r = 1; r <= runs["cmdtrack"]; r++) {
+					if (!((hooked, r) in rrate)) continue
+					pr = pr " " rrate[hooked, r] / rrate["cmdtrack", r]
+					po = po " " rown[hooked, r] - rown["cmdtrack", r]; pp = pp " " rpg[hooked, r] - rpg["cmdtrack", r]
+					pw = pw " " rwal[hooked, r] - rwal["cmdtrack", r]; pb = pb " " rpgown[hooked, r] - rpgown["cmdtrack", r]
+					if (rids[r] > 0) pe = pe " " (rwal[hooked, r] - rwal["cmdtrack", r]) * msgs[hooked] / rids[r]
+				}
+				printf "with / without the endpoint, paired by run: msg/s %s; per notification: own CPU %s us, its backends %s us, all of postgres %s us, WAL %s B (%s B per event)\n", \
+					fig(pr, "%.3fx"), fig(po, "%+.1f"), fig(pb, "%+.1f"), fig(pp, "%+.1f"), fig(pw, "%+.0f"), fig(pe, "%+.0f")
+			}
+		}' "$TSV" "$WAL_TSV" "$HOOKS_TSV"
+	echo "(own CPU: the contender's; broker, postgres: CPU used by RabbitMQ and PostgreSQL over the same span; WAL: pg_stat_wal's bytes over the drain; with webhooks, the drain and the delivery after it)"
+	echo "per run (name, messages, seconds, msg/s, peak RSS MiB, CPU s, broker CPU s, postgres CPU s[, cmdtrack: seconds from the drain's end to an empty outbox (webhooks), its backends' CPU s]; latency: n, p50, p99, max, lower-bound p50, p99):"
 	sed 's/^/  /' "$TSV"
+	if [[ -s "$HOOKS_TSV" ]]; then
+		echo "webhooks per run (name, run, events, webhook-ids, duplicates, outbox rows, outcome_totals, receiver CPU s, refused, requests):"
+		sed 's/^/  /' "$HOOKS_TSV"
+	fi
 	echo "final state of the last run: $FINAL; $COUNTS"
+	[[ -z "$HOOKS_COUNTS" ]] || echo "$HOOKS_COUNTS"
 	if ((NAIVE_N != N)); then echo "note: the naive peer drained $NAIVE_N messages, the others $N; msg/s compare"; fi
 	echo "total run time: ${ELAPSED}s"
 } | tee "$RESULTS"

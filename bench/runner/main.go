@@ -17,9 +17,23 @@
 // CPU per message anywhere lowers the rate. These include whatever else the
 // broker and database served meanwhile.
 //
+// With -until-sql (cmdtrack with a webhook endpoint, whose outcome events
+// are delivered after the messages are settled) the contender keeps running
+// once the backlog is drained, until QUERY (on CMDTRACK_DATABASE_URL, one
+// connection opened before the clock starts, polled every 250 ms) returns
+// true, so that its CPU, the broker's and the database's include that work;
+// the rate is still the drain's.
+//
+// With -backends APP it also reports the CPU seconds of the database's
+// backends whose application_name is APP (the contender's connections, as
+// its database URL names them) when it is stopped: on a database others use
+// meanwhile, the part of the database's CPU that is the contender's.
+//
 // It prints one tab-separated line, also appended to -out: name, messages,
 // seconds, messages per second, peak RSS MiB, CPU seconds, broker CPU
-// seconds, database CPU seconds.
+// seconds, database CPU seconds, and with -until-sql or -backends the
+// seconds from the drain's end until QUERY held (0 without it) and the
+// contender's backends' CPU seconds (0 without -backends).
 package main
 
 import (
@@ -36,6 +50,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // settledCounters are cmdtrack's counters of settled messages.
@@ -56,19 +72,46 @@ func main() {
 	logFile := flag.String("log", "", "file for the contender's stdout and stderr (default: discard)")
 	out := flag.String("out", "", "append the result line to this file")
 	timeout := flag.Duration("timeout", 20*time.Minute, "give up after this long")
+	untilSQL := flag.String("until-sql", "", "with -metrics: after the drain, keep the contender running until this query on CMDTRACK_DATABASE_URL returns true")
+	untilTimeout := flag.Duration("until-timeout", 5*time.Minute, "fail if -until-sql does not hold this long after the drain")
+	backends := flag.String("backends", "", "with -metrics: also report the CPU of the database backends with this application_name")
 	flag.Parse()
 	if *name == "" || *n < 1 || flag.NArg() == 0 {
 		fmt.Fprintln(os.Stderr, "runner: -name, -n and a command are required")
 		flag.Usage()
 		os.Exit(2)
 	}
-	res, err := run(*name, *n, *metrics, *logFile, *timeout, flag.Args())
+	if (*untilSQL != "" || *backends != "") && *metrics == "" {
+		fmt.Fprintln(os.Stderr, "runner: -until-sql and -backends need -metrics (a contender that runs until told to stop)")
+		os.Exit(2)
+	}
+	var until *afterDrain
+	if *untilSQL != "" || *backends != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cfg, err := pgx.ParseConfig(os.Getenv("CMDTRACK_DATABASE_URL"))
+		var db *pgx.Conn
+		if err == nil {
+			cfg.RuntimeParams["application_name"] = "bench-runner" // not one of -backends
+			db, err = pgx.ConnectConfig(ctx, cfg)
+		}
+		cancel()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "runner: -until-sql: connecting to CMDTRACK_DATABASE_URL:", err)
+			os.Exit(1)
+		}
+		until = &afterDrain{db: db, query: *untilSQL, timeout: *untilTimeout, backends: *backends}
+	}
+	res, err := run(*name, *n, *metrics, *logFile, *timeout, until, flag.Args())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "runner:", err)
 		os.Exit(1)
 	}
-	line := fmt.Sprintf("%s\t%d\t%.2f\t%.0f\t%.1f\t%.2f\t%.2f\t%.2f\n", *name, *n, res.seconds, float64(*n)/res.seconds,
+	line := fmt.Sprintf("%s\t%d\t%.2f\t%.0f\t%.1f\t%.2f\t%.2f\t%.2f", *name, *n, res.seconds, float64(*n)/res.seconds,
 		res.rssMiB, res.cpu, res.brokerCPU, res.dbCPU)
+	if until != nil {
+		line += fmt.Sprintf("\t%.2f\t%.2f", res.settle, res.backendsCPU)
+	}
+	line += "\n"
 	fmt.Print(line)
 	if *out != "" {
 		f, err := os.OpenFile(*out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
@@ -86,9 +129,69 @@ func main() {
 type result struct {
 	seconds, rssMiB, cpu float64
 	brokerCPU, dbCPU     float64
+	settle               float64 // -until-sql: seconds from the drain's end until its query held
+	backendsCPU          float64 // -backends: CPU seconds of the contender's database backends
 }
 
-func run(name string, n int, metricsURL, logFile string, timeout time.Duration, argv []string) (res result, err error) {
+// afterDrain is -until-sql: what the contender still has to do once the backlog
+// is drained.
+type afterDrain struct {
+	db       *pgx.Conn
+	query    string // "": nothing to wait for
+	timeout  time.Duration
+	backends string // application_name of the contender's connections ("": none)
+}
+
+// backendsCPU sums utime + stime of the backends named u.backends.
+func (u *afterDrain) backendsCPU(ctx context.Context) (float64, error) {
+	if u.backends == "" {
+		return 0, nil
+	}
+	rows, err := u.db.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE application_name = $1", u.backends)
+	if err != nil {
+		return 0, fmt.Errorf("-backends: %w", err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return 0, fmt.Errorf("-backends: %w", err)
+	}
+	var sum float64
+	for _, pid := range pids {
+		if cpu, err := cpuSeconds(int(pid)); err == nil { // gone meanwhile: its CPU is lost
+			sum += cpu
+		}
+	}
+	return sum, nil
+}
+
+// wait polls the query until it returns true.
+func (u *afterDrain) wait(ctx context.Context) (time.Duration, error) {
+	start := time.Now()
+	if u.query == "" {
+		return 0, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, u.timeout)
+	defer cancel()
+	for {
+		var ok bool
+		if err := u.db.QueryRow(ctx, u.query).Scan(&ok); err != nil {
+			if ctx.Err() != nil {
+				return time.Since(start), fmt.Errorf("-until-sql did not hold within %s of the drain's end", u.timeout)
+			}
+			return time.Since(start), fmt.Errorf("-until-sql: %w", err)
+		}
+		if ok {
+			return time.Since(start), nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Since(start), fmt.Errorf("-until-sql did not hold within %s of the drain's end", u.timeout)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func run(name string, n int, metricsURL, logFile string, timeout time.Duration, until *afterDrain, argv []string) (res result, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.Command(argv[0], argv[1:]...)
@@ -153,6 +256,17 @@ func run(name string, n int, metricsURL, logFile string, timeout time.Duration, 
 			continue
 		}
 		res.seconds = time.Since(start).Seconds()
+		if until != nil {
+			d, err := until.wait(ctx)
+			res.settle = d.Seconds()
+			if err != nil {
+				_ = cmd.Process.Kill()
+				return res, fmt.Errorf("%s drained the backlog but %w (see %s); killed: %w", name, err, logFile, <-exited)
+			}
+			if res.backendsCPU, err = until.backendsCPU(ctx); err != nil {
+				return res, err
+			}
+		}
 		pid := cmd.Process.Pid
 		if res.rssMiB, err = peakRSS(pid); err != nil {
 			return res, err
