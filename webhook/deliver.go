@@ -63,6 +63,8 @@ const (
 	LogDatabase        = "the webhook outbox cannot be read or settled; trying again with backoff (events are delivered once it can)"
 	LogDatabaseBack    = "the webhook outbox can be read again"
 	LogLeftToLease     = "a webhook event could not be settled; it will be delivered again once its lease ends"
+	LogRowUnreadable   = "a webhook event's row could not be read; the attempt failed and is tried again with backoff"
+	LogStopped         = "a webhook event was not sent: the stop began; it will be delivered again once its lease ends"
 )
 
 // Config tunes the deliverer. Zero values take the defaults.
@@ -131,6 +133,14 @@ func (c Config) withDefaults() Config {
 		c.Now = time.Now
 	}
 	return c
+}
+
+// StopBound is the longest Run takes to return once its ctx ends: a
+// request in flight finishes within Timeout (none starts once the stop
+// has begun, and a row read is bounded by Timeout too), then one try at
+// settling it, of at most 10 s. CMDTRACK_SHUTDOWN_GRACE must cover it.
+func (c Config) StopBound() time.Duration {
+	return c.withDefaults().Timeout + settleTimeout
 }
 
 // Check checks the tunings the settings give (the endpoints are Load's),
@@ -380,8 +390,8 @@ func (e *endpoint) deliver(ctx context.Context, ev *store.WebhookEvent, leaseEnd
 	defer e.inFlight.Done()
 	cfg := &e.d.cfg
 	rctx := context.WithoutCancel(ctx)
-	reason, ok := e.attempt(rctx, ev)
-	if !ok {
+	reason, res := e.attempt(ctx, rctx, ev)
+	if res == notMade {
 		e.done(ev)
 		return
 	}
@@ -392,7 +402,9 @@ func (e *endpoint) deliver(ctx context.Context, ev *store.WebhookEvent, leaseEnd
 		return
 	}
 	defer e.done(ev)
-	e.failed(reason)
+	if res == sent {
+		e.failed(reason)
+	}
 	now := cfg.Now()
 	end := windowStart(ev).Add(cfg.RetryFor)
 	if !now.Before(end) {
@@ -423,28 +435,65 @@ func windowStart(ev *store.WebhookEvent) time.Time {
 	return ev.OccurredAt
 }
 
-// attempt sends ev once: reason is why it failed ("" when delivered); ok
-// false says it could not be sent for want of its row (the database away):
-// left to its lease, no attempt made.
-func (e *endpoint) attempt(ctx context.Context, ev *store.WebhookEvent) (reason string, ok bool) {
+// attemptResult says what came of an attempt.
+type attemptResult int
+
+const (
+	// sent: the request was made; the reason says how it went.
+	sent attemptResult = iota
+	// ownFault: cmdtrack could not make the request (the row unreadable,
+	// the payload): a failed attempt, tried again like one and visible in
+	// the outbox if it lasts, but not the endpoint's fault.
+	ownFault
+	// notMade: no attempt (the database away, or the stop begun): left to
+	// the lease.
+	notMade
+)
+
+// attempt sends ev once: reason is why it failed ("" when delivered). The
+// request runs on rctx, which a stop does not cut; stop is Run's ctx: once
+// it ends no request starts, so that a stop waits for those in flight only.
+func (e *endpoint) attempt(stop, rctx context.Context, ev *store.WebhookEvent) (reason string, res attemptResult) {
 	cfg := &e.d.cfg
-	dctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	if stop.Err() != nil {
+		e.log.Info(LogStopped, "webhook_id", ev.WebhookID)
+		return "", notMade
+	}
+	dctx, cancel := context.WithTimeout(rctx, cfg.Timeout)
 	row, err := e.d.data(dctx, ev.Type, ev.Subject)
 	cancel()
 	if err != nil {
-		e.d.dbFailed(fmt.Errorf("reading the row of %s %s: %w", ev.Type, ev.Subject, err))
-		return "", false
+		err = fmt.Errorf("reading the row of %s %s: %w", ev.Type, ev.Subject, err)
+		if databaseAway(err) {
+			e.d.dbFailed(err)
+			return "", notMade
+		}
+		// The row itself is at fault (a scan error, a NULL where none
+		// should be), or a query the schema refuses: waiting for the lease
+		// would block its subject for ever, unseen.
+		e.log.Warn(LogRowUnreadable, "webhook_id", ev.WebhookID, "type", ev.Type, "subject", ev.Subject, "err", err)
+		return fmt.Sprintf("cmdtrack could not read the event's row: %v", errors.Unwrap(err)), ownFault
 	}
 	b, err := body(ev, row)
 	if err != nil {
-		// A fault of cmdtrack's, not the endpoint's: tried again like one,
-		// and visible in the outbox if it lasts.
-		return fmt.Sprintf("cmdtrack could not make the payload: %v", err), true
+		return fmt.Sprintf("cmdtrack could not make the payload: %v", err), ownFault
+	}
+	if stop.Err() != nil {
+		e.log.Info(LogStopped, "webhook_id", ev.WebhookID)
+		return "", notMade
 	}
 	start := time.Now()
-	reason = e.post(ctx, ev, b)
+	reason = e.post(rctx, ev, b)
 	e.d.m.attempt.WithLabelValues(e.ep.Name).Observe(time.Since(start).Seconds())
-	return reason, true
+	return reason, sent
+}
+
+// databaseAway says that reading a row failed for want of the database
+// (its connection refused or dropped, the server shutting down or short
+// of connections, or no answer within the timeout), not for the row: the
+// store's classes (store/errors.go) decide.
+func databaseAway(err error) bool {
+	return store.Unavailable(err) || store.ClassifyError(err) == store.CanceledError
 }
 
 // post sends one request: "" when it was answered 2xx, else why not.
@@ -452,7 +501,8 @@ func (e *endpoint) post(ctx context.Context, ev *store.WebhookEvent, b []byte) s
 	cfg := &e.d.cfg
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.ep.URL, bytes.NewReader(b))
 	if err != nil {
-		return err.Error()
+		// The error repeats the URL, and whatever token it holds.
+		return fmt.Sprintf("cmdtrack could not make a request to %s: check the endpoint's URL", redacted(e.ep.URL))
 	}
 	ts := cfg.Now()
 	req.Header.Set("Content-Type", "application/json")
@@ -473,7 +523,9 @@ func (e *endpoint) post(ctx context.Context, ev *store.WebhookEvent, b []byte) s
 	case resp.StatusCode >= 300 && resp.StatusCode < 400:
 		where := resp.Header.Get("Location")
 		if u, perr := url.Parse(where); perr == nil {
-			where = u.Redacted()
+			where = safeURL(u)
+		} else {
+			where = "(a URL that does not parse)"
 		}
 		return fmt.Sprintf("HTTP %d: a redirect to %q, not followed: set the endpoint's URL to where it points", resp.StatusCode, where)
 	}
@@ -597,12 +649,13 @@ func (e *endpoint) giveUp(ev *store.WebhookEvent, reason string) {
 	e.gaveUp = true
 }
 
+// redacted is the URL raw as logs and errors may show it (see safeURL).
 func redacted(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return ""
 	}
-	return u.Redacted()
+	return safeURL(u)
 }
 
 // sleep waits d, or less if ctx ends first (false).

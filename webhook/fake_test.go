@@ -44,6 +44,9 @@ type fakeOutbox struct {
 	reasons map[int64][]string
 	// changed is signalled (without blocking) after every call.
 	changed chan struct{}
+	// now is the claims' clock (default time.Now): a test on a fake
+	// clock gives the deliverer's (Config.Now) to both.
+	now func() time.Time
 }
 
 type outboxRow struct {
@@ -56,7 +59,7 @@ type outboxRow struct {
 var _ webhook.Store = (*fakeOutbox)(nil)
 
 func newFakeOutbox() *fakeOutbox {
-	return &fakeOutbox{changed: make(chan struct{}, 1), reasons: map[int64][]string{}}
+	return &fakeOutbox{changed: make(chan struct{}, 1), reasons: map[int64][]string{}, now: time.Now}
 }
 
 func (f *fakeOutbox) signal() {
@@ -92,7 +95,7 @@ func (f *fakeOutbox) ClaimWebhooks(_ context.Context, endpoint string, n int, le
 	if f.down != nil {
 		return nil, f.down
 	}
-	now := time.Now()
+	now := f.now()
 	var out []store.WebhookEvent
 	seen := map[string]bool{}
 	for _, r := range f.rows {
@@ -333,9 +336,13 @@ func rows(_ context.Context, _, subject string) (json.RawMessage, error) {
 // started runs a Deliverer until the test ends (or stop, which returns
 // once Run has).
 type started struct {
-	d    *webhook.Deliverer
-	log  *syncbuf.Buffer
-	stop func()
+	d   *webhook.Deliverer
+	log *syncbuf.Buffer
+	// cancel begins the stop and returns; stop also waits for Run, and
+	// done is closed once it has returned.
+	cancel func()
+	stop   func()
+	done   <-chan struct{}
 }
 
 // start runs a deliverer of one endpoint, "hooks", at rc with cfg's
@@ -348,7 +355,15 @@ func start(t *testing.T, f *fakeOutbox, rc *receiver, secret string, cfg webhook
 // startData is start with data reading the rows.
 func startData(t *testing.T, f *fakeOutbox, rc *receiver, secret string, cfg webhook.Config, data webhook.Data) *started {
 	t.Helper()
-	cfg.Endpoints = []webhook.Endpoint{{Name: "hooks", URL: rc.srv.URL, Secrets: []string{secret}}}
+	return startWith(t, f, rc, secret, cfg, data, nil)
+}
+
+// startWith is startData keeping metrics in m (nil: none).
+func startWith(t *testing.T, f *fakeOutbox, rc *receiver, secret string, cfg webhook.Config, data webhook.Data, m *webhook.Metrics) *started {
+	t.Helper()
+	if len(cfg.Endpoints) == 0 {
+		cfg.Endpoints = []webhook.Endpoint{{Name: "hooks", URL: rc.srv.URL, Secrets: []string{secret}}}
+	}
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 5 * time.Millisecond
 	}
@@ -360,7 +375,7 @@ func startData(t *testing.T, f *fakeOutbox, rc *receiver, secret string, cfg web
 	}
 	cfg.UserAgent = "cmdtrack/test"
 	var buf syncbuf.Buffer
-	d, err := webhook.New(f, data, cfg, slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
+	d, err := webhook.New(f, data, cfg, slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), m)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -368,7 +383,7 @@ func startData(t *testing.T, f *fakeOutbox, rc *receiver, secret string, cfg web
 		defer close(done)
 		_ = d.Run(ctx)
 	}()
-	s := &started{d: d, log: &buf, stop: func() { cancel(); <-done }}
+	s := &started{d: d, log: &buf, cancel: cancel, stop: func() { cancel(); <-done }, done: done}
 	t.Cleanup(s.stop)
 	return s
 }
@@ -392,4 +407,35 @@ func (f *fakeOutbox) state(id int64) string {
 		return r.state
 	}
 	return ""
+}
+
+// due is when the event id is due next (zero once it is gone).
+func (f *fakeOutbox) due(id int64) time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r := f.row(id); r != nil {
+		return r.due
+	}
+	return time.Time{}
+}
+
+// fakeClock is a clock that moves only when told: the deliverer's
+// decisions against a window then depend on no scheduling.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock(now time.Time) *fakeClock { return &fakeClock{now: now} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 }

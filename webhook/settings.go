@@ -211,12 +211,19 @@ func validURL(raw string) error {
 	case "https":
 	case "http":
 		if !loopback(u.Hostname()) {
-			return fmt.Errorf("%s uses http to a host that is not loopback: use https (http is for 127.0.0.1, ::1 and localhost only)", u.Redacted())
+			return fmt.Errorf("%s uses http to a host that is not loopback: use https (http is for 127.0.0.1, ::1 and localhost only)", safeURL(u))
 		}
 	default:
 		return fmt.Errorf("the URL's scheme is %q: use https", u.Scheme)
 	}
 	return nil
+}
+
+// safeURL is u as logs and errors show it: scheme://host/path. A
+// receiver's URL often carries its token in the query (or in the
+// userinfo), which url.URL.Redacted would print but for a password.
+func safeURL(u *url.URL) string {
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
 }
 
 func loopback(host string) bool {

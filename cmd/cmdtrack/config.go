@@ -181,9 +181,17 @@ func (c *Config) validate(cmd string) error {
 		if eps, err := c.webhookEndpoints(); err != nil {
 			check(false, "%v", err)
 		} else if len(eps) > 0 {
-			if err := c.webhooks(eps).Check(); err != nil {
+			hooks := c.webhooks(eps)
+			if err := hooks.Check(); err != nil {
 				check(false, "%v", err)
 			}
+			// The deliverer stops with intake, beside the pipeline's drain:
+			// past the grace, systemd or Kubernetes kills the process
+			// mid-settle.
+			stop := hooks.StopBound()
+			check(c.WebhookTimeout <= 0 || stop <= c.ShutdownGrace,
+				"CMDTRACK_WEBHOOK_TIMEOUT (%v) lets a stop take up to %v (the requests in flight, then settling them), past CMDTRACK_SHUTDOWN_GRACE (%v): lower the timeout, or raise the grace to at least %v",
+				c.WebhookTimeout, stop, c.ShutdownGrace, stop)
 		}
 	}
 	if cmd == "console" {

@@ -56,6 +56,12 @@ func TestConfigErrorsAreOneClearLine(t *testing.T) {
 		{"webhooks file missing", map[string]string{"CMDTRACK_WEBHOOKS_FILE": "/nonexistent/hooks.json"}, "CMDTRACK_WEBHOOKS_FILE"},
 		{"webhook workers", map[string]string{"CMDTRACK_WEBHOOK_URL": "https://billing.example/hooks",
 			"CMDTRACK_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "CMDTRACK_WEBHOOK_WORKERS": "0"}, "CMDTRACK_WEBHOOK_WORKERS"},
+		{"webhook timeout past the stop grace", map[string]string{"CMDTRACK_WEBHOOK_URL": "https://billing.example/hooks",
+			"CMDTRACK_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "CMDTRACK_WEBHOOK_TIMEOUT": "1m"},
+			"CMDTRACK_WEBHOOK_TIMEOUT (1m0s) lets a stop take up to 1m10s (the requests in flight, then settling them), past CMDTRACK_SHUTDOWN_GRACE (20s): lower the timeout, or raise the grace to at least 1m10s"},
+		{"stop grace shorter than the webhook timeout", map[string]string{"CMDTRACK_WEBHOOK_URL": "https://billing.example/hooks",
+			"CMDTRACK_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "CMDTRACK_SHUTDOWN_GRACE": "15s"},
+			"CMDTRACK_WEBHOOK_TIMEOUT (10s) lets a stop take up to 20s"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for k, v := range base {
@@ -72,6 +78,21 @@ func TestConfigErrorsAreOneClearLine(t *testing.T) {
 			require.NotContains(t, out.String(), "hunter2")
 		})
 	}
+}
+
+// The webhook defaults fit the stop grace's default; a longer timeout
+// fits a longer grace.
+func TestWebhookTimeoutWithinGrace(t *testing.T) {
+	t.Setenv("CMDTRACK_DATABASE_URL", "postgres://db/x")
+	t.Setenv("CMDTRACK_AMQP_URL", "amqp://localhost")
+	t.Setenv("CMDTRACK_WEBHOOK_URL", "https://billing.example/hooks")
+	t.Setenv("CMDTRACK_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	_, err := loadConfig("run")
+	require.NoError(t, err)
+	t.Setenv("CMDTRACK_WEBHOOK_TIMEOUT", "30s")
+	t.Setenv("CMDTRACK_SHUTDOWN_GRACE", "40s")
+	_, err = loadConfig("run")
+	require.NoError(t, err)
 }
 
 func TestConfigDefaultsAndAges(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,10 @@ const (
 	hookFail              // 500
 	hookSlow              // holds the request past the worker's timeout
 	hookDrop              // closes the connection without an answer
+	hookGate              // holds the request until the gate opens, then answers as hookOK
+	// hookFailFinished answers command.finished 500, the rest as hookOK: a
+	// receiver whose handler of one type is broken.
+	hookFailFinished
 )
 
 // hookReceiver is an application receiving cmdtrack's webhooks: it
@@ -41,10 +46,16 @@ type hookReceiver struct {
 	srv    *httptest.Server
 	mode   atomic.Int32
 
+	// gate holds the requests of hookGate until it is closed (openGate).
+	gate     chan struct{}
+	gateOnce sync.Once
+
 	mu         sync.Mutex
 	events     map[string]hookEvent // by webhook-id, as first accepted
+	first      []hookEvent          // the events in the order first accepted
 	accepted   map[string]int       // by webhook-id: how often answered 2xx
 	byMode     map[int32]int        // requests by the mode that answered them
+	held       int                  // requests waiting at the gate
 	unverified []string
 }
 
@@ -56,7 +67,7 @@ func newHookReceiver(t *testing.T) *hookReceiver {
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	r := &hookReceiver{t: t, secret: "whsec_" + base64.StdEncoding.EncodeToString(key),
-		events: map[string]hookEvent{}, accepted: map[string]int{}, byMode: map[int32]int{}}
+		events: map[string]hookEvent{}, accepted: map[string]int{}, byMode: map[int32]int{}, gate: make(chan struct{})}
 	var err error
 	r.wh, err = standardwebhooks.NewWebhook(r.secret)
 	require.NoError(t, err)
@@ -65,9 +76,22 @@ func newHookReceiver(t *testing.T) *hookReceiver {
 	return r
 }
 
-// env is what points a worker at the receiver.
+// env is what points a worker at the receiver. The stop grace covers the
+// webhook deliverer's stop at the default timeout (the worker refuses to
+// start otherwise); a test that sets a longer timeout sets the grace too.
 func (r *hookReceiver) env() []string {
-	return []string{"CMDTRACK_WEBHOOK_URL", r.srv.URL + "/hooks", "CMDTRACK_WEBHOOK_SECRET", r.secret}
+	return []string{"CMDTRACK_WEBHOOK_URL", r.srv.URL + "/hooks", "CMDTRACK_WEBHOOK_SECRET", r.secret,
+		"CMDTRACK_SHUTDOWN_GRACE", "20s"}
+}
+
+// openGate lets the requests held at the gate, and all later ones, go on.
+func (r *hookReceiver) openGate() { r.gateOnce.Do(func() { close(r.gate) }) }
+
+// holding is how many requests wait at the gate.
+func (r *hookReceiver) holding() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.held
 }
 
 func (r *hookReceiver) serve(w http.ResponseWriter, req *http.Request) {
@@ -93,6 +117,20 @@ func (r *hookReceiver) serve(w http.ResponseWriter, req *http.Request) {
 			_ = conn.Close()
 		}
 		return
+	case hookGate:
+		r.mu.Lock()
+		r.held++
+		r.mu.Unlock()
+		select {
+		case <-r.gate:
+		case <-req.Context().Done():
+		}
+		r.mu.Lock()
+		r.held--
+		r.mu.Unlock()
+		if req.Context().Err() != nil {
+			return // the worker gave up on it
+		}
 	}
 	body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
 	if err == nil {
@@ -118,9 +156,15 @@ func (r *hookReceiver) serve(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusUnauthorized)
 		return
 	}
+	if mode == hookFailFinished && p.Type == store.KindFinished {
+		http.Error(w, "the billing system cannot take command.finished", http.StatusInternalServerError)
+		return
+	}
 	id := req.Header.Get("webhook-id")
 	if _, ok := r.events[id]; !ok {
-		r.events[id] = hookEvent{typ: p.Type, subject: p.Data.ID, status: p.Data.Outcome.Status, from: p.Data.Outcome.FromStatus}
+		e := hookEvent{typ: p.Type, subject: p.Data.ID, status: p.Data.Outcome.Status, from: p.Data.Outcome.FromStatus}
+		r.events[id] = e
+		r.first = append(r.first, e)
 	}
 	r.accepted[id]++
 	w.WriteHeader(http.StatusNoContent)
@@ -270,4 +314,71 @@ func TestWebhooksOutlastTheReceiver(t *testing.T) {
 	require.Zero(t, f.count(t, `SELECT count(*) FROM webhook_deliveries WHERE state = 'failed'`))
 	stopCleanly(t, w)
 	f.verify(t, s)
+}
+
+// Commands whose final status is replaced (TIMEOUT, then a late
+// SUCCESSFUL: the merge rule's later terminal event wins), the receiver
+// failing meanwhile, then failing command.finished only, then back: for
+// every command its command.finished is accepted before its
+// command.final_changed. While only command.finished fails, every
+// final_changed would be accepted at its first attempt: only the order per
+// subject holds it back. Two workers share the outbox.
+func TestWebhookOrderPerSubject(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	rc := newHookReceiver(t)
+	rc.mode.Store(hookFail)
+	const n = 40
+	ids := make([]string, n)
+	timedOut, succeeded := make([][]byte, n), make([][]byte, n)
+	at := time.Now().Add(-10 * time.Minute)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("order-%02d", i)
+		timedOut[i] = finalBody(ids[i], "TIMEOUT", at)
+		succeeded[i] = finalBody(ids[i], "SUCCESSFUL", at.Add(time.Minute))
+	}
+	env := f.env(append(rc.env(), "CMDTRACK_WEBHOOK_BACKOFF_MIN", "100ms", "CMDTRACK_WEBHOOK_BACKOFF_MAX", "1s")...)
+	workers := []*testenv.Worker{testenv.StartWorker(t, env), testenv.StartWorker(t, env)}
+	for _, w := range workers {
+		w.WaitReady(30 * time.Second)
+	}
+
+	// Stored apart, so that no batch folds the two into one change.
+	f.pub.SendAll(t, timedOut)
+	require.Eventually(t, func() bool {
+		return f.count(t, `SELECT count(*) FROM webhook_deliveries WHERE type = 'command.finished' AND attempts > 0`) == n
+	}, 2*time.Minute, 20*time.Millisecond, "every command.finished tried, and refused")
+	f.pub.SendAll(t, succeeded)
+	require.Eventually(t, func() bool {
+		return f.count(t, `SELECT count(*) FROM webhook_deliveries WHERE type = 'command.final_changed'`) == n
+	}, 2*time.Minute, 20*time.Millisecond, "every command.final_changed in the outbox")
+	require.Empty(t, rc.ids(), "nothing accepted yet")
+	rc.mode.Store(hookFailFinished)
+	require.Eventually(t, func() bool { return rc.requests(hookFailFinished) >= 2*n }, 2*time.Minute, 20*time.Millisecond,
+		"command.finished refused again, each about twice")
+	require.Empty(t, rc.ids(), "no command.final_changed before its command.finished")
+	rc.mode.Store(hookOK)
+	rc.waitDelivered(t, f, 2*time.Minute)
+	rc.checkExactlyOnce(t, f)
+
+	rc.mu.Lock()
+	first := slices.Clone(rc.first)
+	rc.mu.Unlock()
+	seen := map[string]string{} // subject: the type of its first event
+	changed := 0
+	for _, e := range first {
+		switch e.typ {
+		case store.KindFinished:
+			require.Equal(t, "TIMEOUT", e.status, "%s: the first final status", e.subject)
+			require.NotContains(t, seen, e.subject, "%s: one command.finished", e.subject)
+			seen[e.subject] = e.typ
+		case store.KindFinalChanged:
+			require.Equal(t, store.KindFinished, seen[e.subject], "%s: command.final_changed accepted before its command.finished", e.subject)
+			require.Equal(t, hookEvent{typ: store.KindFinalChanged, subject: e.subject, status: "SUCCESSFUL", from: "TIMEOUT"}, e)
+			changed++
+		}
+	}
+	require.Len(t, seen, n)
+	require.Equal(t, n, changed)
+	stopCleanly(t, workers...)
 }
