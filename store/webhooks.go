@@ -2,8 +2,8 @@ package store
 
 import (
 	"cmp"
-	"errors"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"

@@ -121,7 +121,6 @@ func TestWebhookIDsDifferAcrossInstallations(t *testing.T) {
 	require.NotEqual(t, ids[0], ids[1])
 }
 
-
 // setRoutes makes routes the fold's, as a worker with those settings does
 // at start.
 func setRoutes(t *testing.T, st *store.Store, routes ...store.WebhookRoute) {
