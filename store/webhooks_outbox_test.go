@@ -184,7 +184,7 @@ func TestLateSettleLeavesAnotherClaimAlone(t *testing.T) {
 
 	// The second claim's settle, in time, works.
 	require.NoError(t, st.WebhookDelivered(ctx, "e", []store.WebhookSettle{{ID: second[0].ID, Attempts: second[0].Attempts}}))
-	require.Len(t, pendingOf(t, st, "e", second[0].Subject), 0)
+	require.Empty(t, pendingOf(t, st, "e", second[0].Subject))
 }
 
 // Each endpoint's backlog is read through its indexes, its counts capped

@@ -106,7 +106,7 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		debug.SetMemoryLimit(48 << 20)
 	}
 	log.Info("cmdtrack starting", append([]any{"version", Version}, cfg.logAttrs()...)...)
-	w, err := assemble(cfg, st, log)
+	w, err := assemble(ctx, cfg, st, log)
 	if err != nil {
 		return err
 	}
@@ -117,7 +117,7 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 }
 
 // assemble builds every part of the worker and binds its listeners.
-func assemble(cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
+func assemble(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
 	w := &worker{cfg: cfg, st: st, log: log}
 	w.group = lifecycle.New(log.With("component", "lifecycle"), w.components()...)
 	reg := prometheus.NewRegistry()
@@ -197,7 +197,7 @@ func assemble(cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
 		// A pool of its own (CMDTRACK_WEBHOOK_DB_CONNS): each endpoint's
 		// claims, row reads and settles wait for its connections, never
 		// ahead of the writers in the shared pool.
-		if w.hookSt, err = store.Open(context.Background(), cfg.DatabaseURL, store.Options{MaxConns: cfg.WebhookDBConns}); err != nil {
+		if w.hookSt, err = store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: cfg.WebhookDBConns}); err != nil {
 			return nil, usageError{err}
 		}
 		hookSt := w.hookSt
