@@ -287,25 +287,34 @@ const webhookEndpoints = `
 // reading it costs the same however far an endpoint that is slow or down
 // has fallen behind.
 func (s *Store) WebhookBacklogs(ctx context.Context) ([]WebhookBacklog, error) {
-	rows, err := s.pool.Query(ctx, webhookEndpoints+`
-		SELECT k.endpoint,
-			(SELECT count(*) FROM (SELECT FROM webhook_deliveries d
-				WHERE d.endpoint = k.endpoint AND d.state = 'pending' LIMIT $1) x),
-			(SELECT min(d.occurred_at) FROM webhook_deliveries d WHERE d.endpoint = k.endpoint AND d.state = 'pending'),
-			(SELECT count(*) FROM (SELECT FROM webhook_deliveries d
-				WHERE d.endpoint = k.endpoint AND d.state = 'failed' LIMIT $1) x),
-			coalesce(w.delivered, 0), coalesce(w.failed, 0), w.last_success_at, w.last_failure_at, coalesce(w.last_error, '')
-		FROM known k LEFT JOIN webhook_endpoints w ON w.endpoint = k.endpoint
-		ORDER BY 1`, WebhookBacklogCap)
-	if err != nil {
-		return nil, interpretError(fmt.Errorf("read the webhooks' outbox: %w", err))
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (WebhookBacklog, error) {
-		var b WebhookBacklog
-		var oldest, success, failure pgtype.Timestamptz
-		err := r.Scan(&b.Endpoint, &b.Pending, &oldest, &b.Failed, &b.Delivered, &b.FailedTotal, &success, &failure, &b.LastError)
-		b.OldestPending, b.LastSuccessAt, b.LastFailureAt = oldest.Time, success.Time, failure.Time
-		return b, err
+	var out []WebhookBacklog
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The planner prices each capped count at the cap, and JIT-compiles
+		// the statement for 0.3 s (measured at 1 M events) to run it in 10 ms.
+		if _, err := tx.Exec(ctx, `SET LOCAL jit = off`); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, webhookEndpoints+`
+			SELECT k.endpoint,
+				(SELECT count(*) FROM (SELECT FROM webhook_deliveries d
+					WHERE d.endpoint = k.endpoint AND d.state = 'pending' LIMIT $1) x),
+				(SELECT min(d.occurred_at) FROM webhook_deliveries d WHERE d.endpoint = k.endpoint AND d.state = 'pending'),
+				(SELECT count(*) FROM (SELECT FROM webhook_deliveries d
+					WHERE d.endpoint = k.endpoint AND d.state = 'failed' LIMIT $1) x),
+				coalesce(w.delivered, 0), coalesce(w.failed, 0), w.last_success_at, w.last_failure_at, coalesce(w.last_error, '')
+			FROM known k LEFT JOIN webhook_endpoints w ON w.endpoint = k.endpoint
+			ORDER BY 1`, WebhookBacklogCap)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (WebhookBacklog, error) {
+			var b WebhookBacklog
+			var oldest, success, failure pgtype.Timestamptz
+			err := r.Scan(&b.Endpoint, &b.Pending, &oldest, &b.Failed, &b.Delivered, &b.FailedTotal, &success, &failure, &b.LastError)
+			b.OldestPending, b.LastSuccessAt, b.LastFailureAt = oldest.Time, success.Time, failure.Time
+			return b, err
+		})
+		return err
 	})
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("read the webhooks' outbox: %w", err))
