@@ -215,9 +215,9 @@ type Lease interface {
 }
 
 // Folder folds the outcome events into their totals, and dispatches them
-// to the webhooks' routes (a *store.Store).
+// to the webhooks' routes, which the database holds (a *store.Store).
 type Folder interface {
-	FoldOutcomes(ctx context.Context, routes []store.WebhookRoute) (int64, error)
+	FoldOutcomes(ctx context.Context) (int64, error)
 }
 
 // Exporter keeps this replica's claim to the metrics lease, and while it
@@ -240,9 +240,9 @@ type Exporter struct {
 
 // ExporterOptions are what an Exporter does besides folding.
 type ExporterOptions struct {
-	// Routes are the webhook endpoints the fold dispatches the events to.
-	// Every replica must have the same: whichever holds the lease
-	// dispatches with its own.
+	// Routes are this replica's webhook endpoints: with some, it folds
+	// every DispatchInterval. The fold dispatches with the routes the
+	// database holds (store.SetWebhookRoutes), whichever replica folds.
 	Routes []store.WebhookRoute
 	// Interval is how often it folds: zero for DispatchInterval with
 	// Routes, DBReadInterval without.
@@ -315,7 +315,7 @@ func (e *Exporter) Tick(ctx context.Context) {
 }
 
 func (e *Exporter) fold(ctx context.Context) {
-	if _, err := e.db.FoldOutcomes(ctx, e.routes); err != nil && ctx.Err() == nil {
+	if _, err := e.db.FoldOutcomes(ctx); err != nil && ctx.Err() == nil {
 		e.log.Warn("could not fold the outcome events into their totals and the webhooks' outbox; trying again soon", "err", err)
 	}
 }

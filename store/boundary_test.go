@@ -76,6 +76,8 @@ func argFor(t *testing.T, name string, typ reflect.Type) reflect.Value {
 		v = []string{"c1"}
 	case reflect.TypeFor[[]int64]():
 		v = []int64{1}
+	case reflect.TypeFor[[]store.WebhookSettle]():
+		v = []store.WebhookSettle{{ID: 1, Attempts: 1}}
 	case reflect.TypeFor[[]store.WebhookRoute]():
 		v = []store.WebhookRoute{{Endpoint: "boundary"}}
 	case reflect.TypeFor[[]ingest.Item]():

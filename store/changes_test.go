@@ -307,12 +307,12 @@ func TestOutcomesRecordedOnceAcrossWriters(t *testing.T) {
 	require.Equal(t, int64(final), finished)
 	require.LessOrEqual(t, changed, int64(successful), "a TIMEOUT replaced by SUCCESSFUL at most once per command")
 
-	folded, err := plain.FoldOutcomes(ctx, nil)
+	folded, err := plain.FoldOutcomes(ctx)
 	require.NoError(t, err)
 	require.Positive(t, folded)
 	require.Equal(t, before, totals(t, plain), "the fold changes no total")
 	require.Zero(t, count(t, plain, `SELECT count(*) FROM outcome_events`))
-	folded, err = plain.FoldOutcomes(ctx, nil)
+	folded, err = plain.FoldOutcomes(ctx)
 	require.NoError(t, err)
 	require.Zero(t, folded)
 	require.Equal(t, before, totals(t, plain))
@@ -339,7 +339,7 @@ func TestOutcomesAfterRetention(t *testing.T) {
 	}
 	apply(n("final", notification.Successful, old), n("open", notification.Sent, old))
 	require.Equal(t, map[string]int{"final": 1}, finishedIDs(t, st))
-	_, err := st.FoldOutcomes(ctx, nil)
+	_, err := st.FoldOutcomes(ctx)
 	require.NoError(t, err)
 
 	retention := store.Retention{Commands: 7 * 24 * time.Hour}

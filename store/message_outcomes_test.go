@@ -136,7 +136,7 @@ func TestMessageOutcomesRecordedOnceAcrossWriters(t *testing.T) {
 		}
 	}
 	require.Equal(t, int64(final), n)
-	_, err = plain.FoldOutcomes(ctx, nil)
+	_, err = plain.FoldOutcomes(ctx)
 	require.NoError(t, err)
 	require.Equal(t, before, totals(t, plain), "the fold changes no total")
 	require.Zero(t, count(t, plain, `SELECT count(*) FROM outcome_events`))
@@ -171,7 +171,7 @@ func TestMessageOutcomesAfterRetention(t *testing.T) {
 	apply(msg("d1", "m1", notification.MessagePending, old.Add(-time.Minute)), msg("d1", "open", notification.MessagePending, old))
 	apply(msg("d1", "m1", notification.MessageFailed, old))
 	require.Equal(t, map[string]int{"d1/m1": 1}, ids())
-	_, err := st.FoldOutcomes(ctx, nil)
+	_, err := st.FoldOutcomes(ctx)
 	require.NoError(t, err)
 
 	res, err := st.Prune(ctx, store.Retention{Commands: 7 * 24 * time.Hour}, now)

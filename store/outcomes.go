@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 )
 
@@ -52,20 +51,23 @@ func (s *Store) OutcomeTotals(ctx context.Context) ([]OutcomeTotal, error) {
 // in one statement: each event is added once, and OutcomeTotals reads the
 // same before and after. In the same statement it dispatches them to the
 // webhooks (migration 021): one webhook_deliveries row per event, id in
-// its command_ids and route whose Types and Products take it, so that each
-// is dispatched exactly once, as it is counted once. It returns how many
+// its command_ids and route of webhook_routes whose types and products
+// take it, so that each is dispatched exactly once, as it is counted once,
+// and with the same routes whichever replica folds. It returns how many
 // event rows it folded. One replica at a time does it (the holder of the
 // metrics lease); two at once would still be exact, each deleting what it
 // adds and dispatches.
-func (s *Store) FoldOutcomes(ctx context.Context, routes []WebhookRoute) (int64, error) {
-	// As JSON, so that each route's lists go as one value; the keys are
-	// the fields' names.
-	arg, err := json.Marshal(append([]WebhookRoute{}, routes...)) // [], not null
-	if err != nil {
-		return 0, interpretError(fmt.Errorf("fold outcome events: %w", err))
-	}
+//
+// A row whose subject already has a pending row of its endpoint, or an
+// earlier one in this fold, waits out of the claim's due range
+// (next_attempt_at infinity) until the one before it is settled
+// (settleSubjects). The pending rows it goes behind are locked (FOR SHARE,
+// in id order, as the settles lock theirs) so that a settle deleting or
+// failing one at once either comes first, and is not gone behind, or waits
+// for this fold and then sees the new row to make due.
+func (s *Store) FoldOutcomes(ctx context.Context) (int64, error) {
 	var n int64
-	err = s.pool.QueryRow(ctx, `
+	err := s.pool.QueryRow(ctx, `
 		WITH gone AS (
 			DELETE FROM outcome_events RETURNING id, at, kind, product_id, status, from_status, command_ids
 		), added AS (
@@ -74,21 +76,31 @@ func (s *Store) FoldOutcomes(ctx context.Context, routes []WebhookRoute) (int64,
 			GROUP BY kind, product_id, status, from_status
 			ORDER BY kind, product_id, status, from_status
 			ON CONFLICT (kind, product_id, status, from_status) DO UPDATE SET commands = t.commands + EXCLUDED.commands
-		), routes AS (
-			SELECT "Endpoint" AS endpoint, coalesce("Types", '{}') AS types, coalesce("Products", '{}') AS products
-			FROM jsonb_to_recordset($1::jsonb) AS r("Endpoint" text, "Types" text[], "Products" text[])
+		), ev AS MATERIALIZED (
+			SELECT r.endpoint, g.id, s.n, g.kind, s.subject, g.product_id, g.status, g.from_status, g.at
+			FROM gone g
+			CROSS JOIN LATERAL unnest(g.command_ids) WITH ORDINALITY AS s(subject, n)
+			JOIN webhook_routes r ON (cardinality(r.types) = 0 OR g.kind = ANY (r.types))
+				AND (cardinality(r.products) = 0 OR g.product_id = ANY (r.products))
+		), ahead AS MATERIALIZED (
+			SELECT d.endpoint, d.subject FROM webhook_deliveries d
+			WHERE d.state = 'pending' AND (d.endpoint, d.subject) IN (SELECT endpoint, subject FROM ev)
+			ORDER BY d.id
+			FOR SHARE OF d
 		), dispatched AS (
 			-- In the events' order, so that a subject's later event gets the
 			-- later id (the claim's order per subject).
-			INSERT INTO webhook_deliveries (endpoint, webhook_id, type, subject, product_id, status, from_status, occurred_at)
-			SELECT r.endpoint, 'evt_' || g.id || '_' || s.n, g.kind, s.subject, g.product_id, g.status, g.from_status, g.at
-			FROM gone g
-			CROSS JOIN LATERAL unnest(g.command_ids) WITH ORDINALITY AS s(subject, n)
-			JOIN routes r ON (cardinality(r.types) = 0 OR g.kind = ANY (r.types))
-				AND (cardinality(r.products) = 0 OR g.product_id = ANY (r.products))
-			ORDER BY g.id, s.n, r.endpoint
+			INSERT INTO webhook_deliveries (endpoint, webhook_id, type, subject, product_id, status, from_status, occurred_at,
+				next_attempt_at)
+			SELECT e.endpoint, 'evt_' || i.installation_id || '_' || e.id || '_' || e.n, e.kind, e.subject, e.product_id,
+				e.status, e.from_status, e.at,
+				CASE WHEN row_number() OVER (PARTITION BY e.endpoint, e.subject ORDER BY e.id, e.n) > 1
+					OR EXISTS (SELECT FROM ahead a WHERE a.endpoint = e.endpoint AND a.subject = e.subject)
+				THEN 'infinity'::timestamptz ELSE now() END
+			FROM ev e, cmdtrack_settings i
+			ORDER BY e.id, e.n, e.endpoint
 		)
-		SELECT count(*) FROM gone`, arg).Scan(&n)
+		SELECT count(*) FROM gone`).Scan(&n)
 	if err != nil {
 		return 0, interpretError(fmt.Errorf("fold outcome events: %w", err))
 	}

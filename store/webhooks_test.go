@@ -37,12 +37,14 @@ func deliveries(t *testing.T, st *store.Store) []delivery {
 }
 
 // webhookIDs are the webhook-ids the events written so far are due, by
-// kind and id: evt_<outcome_events.id>_<ordinal in command_ids>; and when
+// kind and id: evt_<installation>_<outcome_events.id>_<ordinal in
+// command_ids>; and when
 // each was written, by webhook-id.
 func webhookIDs(t *testing.T, st *store.Store) (ids map[string]string, at map[string]time.Time) {
 	t.Helper()
 	rows, err := st.Pool().Query(context.Background(),
-		`SELECT e.kind, s.id, 'evt_' || e.id || '_' || s.n, e.at FROM outcome_events e, unnest(e.command_ids) WITH ORDINALITY s(id, n)`)
+		`SELECT e.kind, s.id, 'evt_' || i.installation_id || '_' || e.id || '_' || s.n, e.at
+		FROM outcome_events e, unnest(e.command_ids) WITH ORDINALITY s(id, n), cmdtrack_settings i`)
 	require.NoError(t, err)
 	ids, at = map[string]string{}, map[string]time.Time{}
 	for rows.Next() {
@@ -78,7 +80,7 @@ func TestFoldDispatchesToRoutes(t *testing.T) {
 	apply(t, st, []ingest.Item{command("c2", "p2", notification.Successful, now.Add(time.Second))}) // final changed
 	ids, occurred := webhookIDs(t, st)
 	require.Len(t, ids, 5)
-	require.Regexp(t, `^evt_[0-9]+_2$`, ids[store.KindFinished+" c3"], "the second id of its event")
+	require.Regexp(t, `^evt_[0-9a-f]{16}_[0-9]+_2$`, ids[store.KindFinished+" c3"], "the second id of its event")
 	before := totals(t, st)
 
 	routes := []store.WebhookRoute{
@@ -88,7 +90,8 @@ func TestFoldDispatchesToRoutes(t *testing.T) {
 		{Endpoint: "p2", Products: []string{"p2", "p9"}},
 		{Endpoint: "none", Products: []string{"p9"}},
 	}
-	n, err := st.FoldOutcomes(ctx, routes)
+	setRoutes(t, st, routes...)
+	n, err := st.FoldOutcomes(ctx)
 	require.NoError(t, err)
 	require.Equal(t, int64(4), n)
 	d := func(endpoint, typ, subject, product, status, from string) delivery {
@@ -109,12 +112,16 @@ func TestFoldDispatchesToRoutes(t *testing.T) {
 	require.Equal(t, want, deliveries(t, st))
 	require.Equal(t, before, totals(t, st), "the totals are as without webhooks")
 	for wid, at := range occurred {
-		require.Equal(t, 1, count(t, st, `SELECT count(DISTINCT occurred_at) FROM webhook_deliveries
-			WHERE webhook_id = $1 AND occurred_at = $2 AND attempts = 0 AND state = 'pending' AND next_attempt_at <= now()`, wid, at),
-			"%s: occurred when its event was written; due at once", wid)
+		// Due at once, but behind an earlier event of its subject (c2's
+		// final status changed): that one waits.
+		require.Equal(t, 1, count(t, st, `SELECT count(DISTINCT occurred_at) FROM webhook_deliveries d
+			WHERE webhook_id = $1 AND occurred_at = $2 AND attempts = 0 AND state = 'pending'
+				AND (next_attempt_at <= now()) = NOT EXISTS (SELECT FROM webhook_deliveries e
+					WHERE e.endpoint = d.endpoint AND e.subject = d.subject AND e.id < d.id)`, wid, at),
+			"%s: occurred when its event was written; due at once unless behind another", wid)
 	}
 
-	n, err = st.FoldOutcomes(ctx, routes)
+	n, err = st.FoldOutcomes(ctx)
 	require.NoError(t, err)
 	require.Zero(t, n)
 	require.Equal(t, want, deliveries(t, st), "dispatched once")
@@ -127,7 +134,8 @@ func TestFoldWithoutRoutesDispatchesNothing(t *testing.T) {
 	st := setup(t)
 	apply(t, st, []ingest.Item{command("c1", "p1", notification.Successful, time.Now())})
 	for _, routes := range [][]store.WebhookRoute{nil, {}} {
-		_, err := st.FoldOutcomes(context.Background(), routes)
+		setRoutes(t, st, routes...)
+		_, err := st.FoldOutcomes(context.Background())
 		require.NoError(t, err)
 	}
 	require.Equal(t, map[string]int64{store.KindFinished + " p1 >SUCCESSFUL": 1}, totals(t, st))
@@ -149,7 +157,7 @@ func TestFoldConcurrentWithMerges(t *testing.T) {
 		id := fmt.Sprintf("c%03d", i)
 		items = append(items, command(id, "p1", notification.Sent, now), command(id, "p1", notification.Successful, now.Add(time.Second)))
 	}
-	routes := []store.WebhookRoute{{Endpoint: "a"}, {Endpoint: "b", Types: []string{store.KindFinished}}}
+	setRoutes(t, st, store.WebhookRoute{Endpoint: "a"}, store.WebhookRoute{Endpoint: "b", Types: []string{store.KindFinished}})
 	var writing atomic.Int32
 	writing.Store(2)
 	g, gctx := errgroup.WithContext(ctx)
@@ -173,7 +181,7 @@ func TestFoldConcurrentWithMerges(t *testing.T) {
 	for f := range folds {
 		g.Go(func() error {
 			for writing.Load() > 0 || folds[f] == 0 {
-				if _, err := st.FoldOutcomes(gctx, routes); err != nil {
+				if _, err := st.FoldOutcomes(gctx); err != nil {
 					return err
 				}
 				folds[f]++
@@ -182,7 +190,7 @@ func TestFoldConcurrentWithMerges(t *testing.T) {
 		})
 	}
 	require.NoError(t, g.Wait())
-	_, err := st.FoldOutcomes(ctx, routes)
+	_, err := st.FoldOutcomes(ctx)
 	require.NoError(t, err)
 	t.Logf("folds during the merges: %v", folds)
 
@@ -248,14 +256,14 @@ func TestClaimInOrderPerSubject(t *testing.T) {
 	require.Empty(t, claimed(t, st, "e", 10, time.Hour), "leased, and their later events wait")
 	require.Equal(t, other, claimed(t, st, "f", 10, time.Hour), "another endpoint's A is its own")
 
-	require.NoError(t, st.RetryWebhook(ctx, a1, time.Now().Add(time.Hour), "HTTP 500"))
+	require.NoError(t, st.RetryWebhook(ctx, a1, 1, time.Now().Add(time.Hour), "HTTP 500"))
 	require.Empty(t, claimed(t, st, "e", 10, time.Hour), "a2 waits while a1 is in backoff")
 	_, err = st.Pool().Exec(ctx, `UPDATE webhook_deliveries SET next_attempt_at = now() WHERE id = $1`, a1)
 	require.NoError(t, err)
 	require.Equal(t, []int64{a1}, claimed(t, st, "e", 10, time.Hour), "a1 due again, a2 still after it")
 
-	require.NoError(t, st.WebhookDelivered(ctx, "e", []int64{a1}))
-	require.NoError(t, st.FailWebhook(ctx, b1, "HTTP 410 for a day"))
+	require.NoError(t, st.WebhookDelivered(ctx, "e", tokens(2, a1)))
+	require.NoError(t, st.FailWebhook(ctx, b1, 1, "HTTP 410 for a day"))
 	require.Equal(t, []int64{a2, b2}, claimed(t, st, "e", 10, time.Hour), "a1 delivered, b1 failed for good")
 }
 
@@ -360,15 +368,15 @@ func TestSettleWebhooks(t *testing.T) {
 	ids := outbox(t, st, "e", "A", "B", "C", "D")
 	claimed(t, st, "e", 10, time.Hour)
 
-	require.NoError(t, st.WebhookDelivered(ctx, "e", ids[:2]))
-	require.NoError(t, st.WebhookDelivered(ctx, "e", ids[:2]), "delivered twice (a lease ran out)")
-	require.NoError(t, st.WebhookDelivered(ctx, "other", ids[2:3]), "not that endpoint's")
+	require.NoError(t, st.WebhookDelivered(ctx, "e", tokens(1, ids[:2]...)))
+	require.NoError(t, st.WebhookDelivered(ctx, "e", tokens(1, ids[:2]...)), "delivered twice (a lease ran out)")
+	require.NoError(t, st.WebhookDelivered(ctx, "other", tokens(1, ids[2:3]...)), "not that endpoint's")
 	require.NoError(t, st.WebhookDelivered(ctx, "e", nil))
 	require.Equal(t, 2, count(t, st, `SELECT count(*) FROM webhook_deliveries`))
 	require.Equal(t, endpointRecord{delivered: 2, success: true}, record(t, st, "e"))
 
 	next := time.Now().Add(time.Hour).Truncate(time.Microsecond)
-	require.NoError(t, st.RetryWebhook(ctx, ids[2], next, "HTTP 503"))
+	require.NoError(t, st.RetryWebhook(ctx, ids[2], 1, next, "HTTP 503"))
 	var at time.Time
 	var lastError string
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT next_attempt_at, last_error FROM webhook_deliveries WHERE id = $1`, ids[2]).
@@ -377,10 +385,10 @@ func TestSettleWebhooks(t *testing.T) {
 	require.Equal(t, "HTTP 503", lastError)
 	require.Equal(t, endpointRecord{delivered: 2, success: true, failure: true, lastError: "HTTP 503"}, record(t, st, "e"))
 
-	require.NoError(t, st.FailWebhook(ctx, ids[3], "HTTP 500 for 24h"))
-	require.NoError(t, st.FailWebhook(ctx, ids[3], "again"), "failed already: nothing")
-	require.NoError(t, st.RetryWebhook(ctx, ids[3], next, "again"), "failed already: nothing")
-	require.NoError(t, st.FailWebhook(ctx, ids[0], "gone"), "delivered already: nothing")
+	require.NoError(t, st.FailWebhook(ctx, ids[3], 1, "HTTP 500 for 24h"))
+	require.NoError(t, st.FailWebhook(ctx, ids[3], 1, "again"), "failed already: nothing")
+	require.NoError(t, st.RetryWebhook(ctx, ids[3], 1, next, "again"), "failed already: nothing")
+	require.NoError(t, st.FailWebhook(ctx, ids[0], 1, "gone"), "delivered already: nothing")
 	require.Equal(t, endpointRecord{delivered: 2, failed: 1, success: true, failure: true, lastError: "HTTP 500 for 24h"}, record(t, st, "e"))
 	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM webhook_deliveries WHERE id = $1 AND state = 'failed'
 		AND failed_at IS NOT NULL AND last_error = 'HTTP 500 for 24h'`, ids[3]))
@@ -397,7 +405,7 @@ func TestReplayFailedWebhooks(t *testing.T) {
 	claimed(t, st, "e", 10, time.Hour)
 	claimed(t, st, "f", 10, time.Hour)
 	for _, id := range append(slices.Clone(e), f...) {
-		require.NoError(t, st.FailWebhook(ctx, id, "HTTP 500 "+strconv.FormatInt(id, 10)))
+		require.NoError(t, st.FailWebhook(ctx, id, 1, "HTTP 500 "+strconv.FormatInt(id, 10)))
 	}
 	failedIDs := func(endpoint string, limit int, before int64) []int64 {
 		t.Helper()
@@ -451,8 +459,8 @@ func TestWebhookBacklogs(t *testing.T) {
 	_, err := st.Pool().Exec(ctx, `UPDATE webhook_deliveries SET occurred_at = '2026-01-01T00:00:00Z' WHERE id = $1`, e[1])
 	require.NoError(t, err)
 	claimed(t, st, "e", 10, time.Hour)
-	require.NoError(t, st.FailWebhook(ctx, e[2], "HTTP 404"))
-	require.NoError(t, st.WebhookDelivered(ctx, "g", done))
+	require.NoError(t, st.FailWebhook(ctx, e[2], 1, "HTTP 404"))
+	require.NoError(t, st.WebhookDelivered(ctx, "g", tokens(0, done...)))
 
 	bs, err := st.WebhookBacklogs(ctx)
 	require.NoError(t, err)
@@ -485,7 +493,7 @@ func TestReplayRestartsTheRetryWindow(t *testing.T) {
 	require.Len(t, evs, 1)
 	occurred := evs[0].OccurredAt
 	require.WithinDuration(t, occurred, evs[0].Since, 0, "never replayed: the window starts at the outcome")
-	require.NoError(t, st.FailWebhook(ctx, id, "HTTP 500"))
+	require.NoError(t, st.FailWebhook(ctx, id, 1, "HTTP 500"))
 
 	var before time.Time
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT now()`).Scan(&before))

@@ -38,14 +38,19 @@ import (
 // *store.Store).
 type Store interface {
 	// ClaimWebhooks leases up to n pending events of endpoint that are due,
-	// none of them behind an earlier pending event of its subject.
+	// none of them behind an earlier pending event of its subject; each
+	// with its claim's token (Attempts) and its lease's end (LeaseEnd).
 	ClaimWebhooks(ctx context.Context, endpoint string, n int, lease time.Duration) ([]store.WebhookEvent, error)
+	// The settles change an event only while the claim whose token they
+	// give is its last: one that comes after its lease ran out and another
+	// claim took the event changes nothing.
+
 	// WebhookDelivered removes delivered events.
-	WebhookDelivered(ctx context.Context, endpoint string, ids []int64) error
+	WebhookDelivered(ctx context.Context, endpoint string, evs []store.WebhookSettle) error
 	// RetryWebhook makes an event due again at next.
-	RetryWebhook(ctx context.Context, id int64, next time.Time, reason string) error
+	RetryWebhook(ctx context.Context, id int64, attempts int, next time.Time, reason string) error
 	// FailWebhook gives an event up, kept for a replay.
-	FailWebhook(ctx context.Context, id int64, reason string) error
+	FailWebhook(ctx context.Context, id int64, attempts int, reason string) error
 }
 
 // MaxErrorBody is how much of a response body is read, for the error text
@@ -321,7 +326,6 @@ func (e *endpoint) claimLoop(ctx context.Context) {
 				break more
 			}
 		}
-		leaseEnd := cfg.Now().Add(cfg.Lease)
 		evs, err := e.d.st.ClaimWebhooks(ctx, e.ep.Name, n, cfg.Lease)
 		if err != nil {
 			e.free(n)
@@ -348,7 +352,7 @@ func (e *endpoint) claimLoop(ctx context.Context) {
 			}
 			started++
 			e.inFlight.Add(1)
-			go e.deliver(ctx, &ev, leaseEnd)
+			go e.deliver(ctx, &ev)
 		}
 		e.free(n - started)
 		// A full claim says more may be due: claim again at once.
@@ -386,7 +390,7 @@ func (e *endpoint) done(ev *store.WebhookEvent) {
 
 // deliver makes one attempt at ev and settles it. A stop lets the request
 // finish within its Timeout: stopped, it would only be sent again.
-func (e *endpoint) deliver(ctx context.Context, ev *store.WebhookEvent, leaseEnd time.Time) {
+func (e *endpoint) deliver(ctx context.Context, ev *store.WebhookEvent) {
 	defer e.inFlight.Done()
 	cfg := &e.d.cfg
 	rctx := context.WithoutCancel(ctx)
@@ -410,8 +414,8 @@ func (e *endpoint) deliver(ctx context.Context, ev *store.WebhookEvent, leaseEnd
 	if !now.Before(end) {
 		e.d.m.deliveries.WithLabelValues(e.ep.Name, resultFailed).Inc()
 		e.giveUp(ev, reason)
-		e.settle(ctx, leaseEnd, ev, func(sctx context.Context) error {
-			return e.d.st.FailWebhook(sctx, ev.ID, reason)
+		e.settle(ctx, ev.LeaseEnd, ev, func(sctx context.Context) error {
+			return e.d.st.FailWebhook(sctx, ev.ID, ev.Attempts, reason)
 		})
 		return
 	}
@@ -421,8 +425,8 @@ func (e *endpoint) deliver(ctx context.Context, ev *store.WebhookEvent, leaseEnd
 		next = end
 	}
 	e.d.m.deliveries.WithLabelValues(e.ep.Name, resultRetried).Inc()
-	e.settle(ctx, leaseEnd, ev, func(sctx context.Context) error {
-		return e.d.st.RetryWebhook(sctx, ev.ID, next, reason)
+	e.settle(ctx, ev.LeaseEnd, ev, func(sctx context.Context) error {
+		return e.d.st.RetryWebhook(sctx, ev.ID, ev.Attempts, next, reason)
 	})
 }
 
@@ -581,13 +585,17 @@ func (e *endpoint) settleDelivered(ctx context.Context) {
 				break more
 			}
 		}
-		ids := make([]int64, len(batch))
+		evs := make([]store.WebhookSettle, len(batch))
+		first := batch[0]
 		for i, ev := range batch {
-			ids[i] = ev.ID
+			evs[i] = store.WebhookSettle{ID: ev.ID, Attempts: ev.Attempts}
+			if ev.LeaseEnd.Before(first.LeaseEnd) {
+				first = ev
+			}
 		}
-		// Each event's lease ends later than the batch's first one's.
-		e.settle(ctx, e.d.cfg.Now().Add(e.d.cfg.Lease/2), batch[0], func(sctx context.Context) error {
-			return e.d.st.WebhookDelivered(sctx, e.ep.Name, ids)
+		// Tried until the first of their leases ends.
+		e.settle(ctx, first.LeaseEnd, first, func(sctx context.Context) error {
+			return e.d.st.WebhookDelivered(sctx, e.ep.Name, evs)
 		})
 		for _, ev := range batch {
 			e.done(ev)
@@ -596,8 +604,10 @@ func (e *endpoint) settleDelivered(ctx context.Context) {
 }
 
 // settle runs f until it works, the lease of ev ends (another claim may
-// have it then) or the stop begins; what it could not settle is delivered
-// again after its lease: at least once, with the same webhook-id.
+// have it then: a settle after that changes nothing, its token being
+// stale) or the stop begins; what it could not settle is delivered again
+// after its lease: at least once, with the same webhook-id. The lease's
+// end is the database's (ClaimWebhooks), read on this clock.
 func (e *endpoint) settle(ctx context.Context, leaseEnd time.Time, ev *store.WebhookEvent, f func(context.Context) error) {
 	cfg := &e.d.cfg
 	for try := 1; ; try++ {

@@ -35,8 +35,14 @@ type fakeOutbox struct {
 	// lease that ended mid-request, or a store fault, would give.
 	careless bool
 	// down, when set, is every call's error: the database is away.
-	down   error
+	down error
+	// settleDown, when set, is every settle's error (claims work).
+	settleDown error
+	// lease, when set, is the lease every claim gets, whatever it asks.
+	lease  time.Duration
 	claims int
+	// settles counts the settling calls.
+	settles int
 	// delivered are the ids WebhookDelivered removed, in its calls' order.
 	delivered []int64
 	// reasons are RetryWebhook's reasons, by id (kept once the row is
@@ -107,11 +113,19 @@ func (f *fakeOutbox) ClaimWebhooks(_ context.Context, endpoint string, n int, le
 		}
 		earlier := seen[r.ev.Subject]
 		seen[r.ev.Subject] = true
-		if !f.careless && (earlier || r.due.After(now)) {
+		if earlier || r.due.After(now) {
+			if f.careless {
+				// Returned, its claim's token and lease left as they are.
+				out = append(out, r.ev)
+			}
 			continue
 		}
 		r.ev.Attempts++
+		if f.lease > 0 {
+			lease = f.lease
+		}
 		r.due = now.Add(lease)
+		r.ev.LeaseEnd = r.due
 		out = append(out, r.ev)
 	}
 	return out, nil
@@ -125,42 +139,52 @@ func (f *fakeOutbox) row(id int64) *outboxRow {
 	return f.rows[i]
 }
 
-func (f *fakeOutbox) WebhookDelivered(_ context.Context, endpoint string, ids []int64) error {
+// settleErr is a settle's error; the lock is held.
+func (f *fakeOutbox) settleErr() error {
+	f.settles++
+	return cmp.Or(f.down, f.settleDown)
+}
+
+// WebhookDelivered removes the events whose token is their claim's; like
+// the store, it records every id it is given.
+func (f *fakeOutbox) WebhookDelivered(_ context.Context, endpoint string, evs []store.WebhookSettle) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	defer f.signal()
-	if f.down != nil {
-		return f.down
+	if err := f.settleErr(); err != nil {
+		return err
 	}
 	f.rows = slices.DeleteFunc(f.rows, func(r *outboxRow) bool {
-		return r.ev.Endpoint == endpoint && slices.Contains(ids, r.ev.ID)
+		return r.ev.Endpoint == endpoint && slices.Contains(evs, store.WebhookSettle{ID: r.ev.ID, Attempts: r.ev.Attempts})
 	})
-	f.delivered = append(f.delivered, ids...)
+	for _, e := range evs {
+		f.delivered = append(f.delivered, e.ID)
+	}
 	return nil
 }
 
-func (f *fakeOutbox) RetryWebhook(_ context.Context, id int64, next time.Time, reason string) error {
+func (f *fakeOutbox) RetryWebhook(_ context.Context, id int64, attempts int, next time.Time, reason string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	defer f.signal()
-	if f.down != nil {
-		return f.down
+	if err := f.settleErr(); err != nil {
+		return err
 	}
-	if r := f.row(id); r != nil {
+	if r := f.row(id); r != nil && r.ev.Attempts == attempts {
 		r.due, r.reason = next, reason
 	}
 	f.reasons[id] = append(f.reasons[id], reason)
 	return nil
 }
 
-func (f *fakeOutbox) FailWebhook(_ context.Context, id int64, reason string) error {
+func (f *fakeOutbox) FailWebhook(_ context.Context, id int64, attempts int, reason string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	defer f.signal()
-	if f.down != nil {
-		return f.down
+	if err := f.settleErr(); err != nil {
+		return err
 	}
-	if r := f.row(id); r != nil {
+	if r := f.row(id); r != nil && r.ev.Attempts == attempts {
 		r.state, r.reason = "failed", reason
 	}
 	return nil

@@ -103,6 +103,7 @@ type Config struct {
 	WebhookBackoffMin time.Duration `envconfig:"WEBHOOK_BACKOFF_MIN" default:"5s" desc:"first retry delay (doubles, full jitter)"`
 	WebhookBackoffMax time.Duration `envconfig:"WEBHOOK_BACKOFF_MAX" default:"1h" desc:"longest retry delay"`
 	WebhookWorkers    int           `envconfig:"WEBHOOK_WORKERS" default:"4" desc:"webhook requests in flight at once per endpoint"`
+	WebhookDBConns    int32         `envconfig:"WEBHOOK_DB_CONNS" default:"2" desc:"connections in the webhook deliverer's own pool (opened only with endpoints)"`
 
 	ShutdownGrace       time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"how long SIGTERM may take to store and settle messages in hand"`
 	StallTimeout        time.Duration `envconfig:"STALL_TIMEOUT" default:"5m" desc:"messages in hand with nothing stored or settled this long fail /healthz and the systemd watchdog"`
@@ -192,6 +193,7 @@ func (c *Config) validate(cmd string) error {
 			check(c.WebhookTimeout <= 0 || stop <= c.ShutdownGrace,
 				"CMDTRACK_WEBHOOK_TIMEOUT (%v) lets a stop take up to %v (the requests in flight, then settling them), past CMDTRACK_SHUTDOWN_GRACE (%v): lower the timeout, or raise the grace to at least %v",
 				c.WebhookTimeout, stop, c.ShutdownGrace, stop)
+			check(c.WebhookDBConns >= 1 && c.WebhookDBConns <= 64, "CMDTRACK_WEBHOOK_DB_CONNS must be between 1 and 64")
 		}
 	}
 	if cmd == "console" {

@@ -84,7 +84,7 @@ func commands() []command {
 			summary: "deliver a command, a device message or a property set through the IoTDA API and record it", flags: parseSendFlags},
 		{name: "reconcile", args: "[-threshold 1h | -since TIME [-until TIME]] [-v] [COMMAND_ID ...]",
 			summary: "ask the IoTDA API about commands left open and merge its answers", flags: parseReconcileFlags},
-		{name: "webhooks", args: "replay [-endpoint NAME] [ID ...]", summary: "send webhook events that failed for good again", flags: parseWebhooksFlags},
+		{name: "webhooks", args: "replay [-endpoint NAME] [ID ...] | forget NAME", summary: "send webhook events that failed for good again; stop webhooks to an endpoint", flags: parseWebhooksFlags},
 		{name: "console", summary: "serve the read-only web console (CMDTRACK_CONSOLE_ADDR) until SIGTERM or SIGINT", readOnly: true,
 			main: func(ctx context.Context, e *env) error { return serveConsole(ctx, e.cfg, e.st, e.log) }},
 		{name: "version", aliases: []string{"-version", "--version"}, summary: "print version and build information", bare: true,

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cmdtrack/cmdtrack/store"
 )
@@ -28,7 +29,15 @@ event (of -endpoint, if given); with ids (the first column of the console's
 /webhooks): those. Events that are not failed are left alone. Configuration
 (CMDTRACK_DATABASE_URL) comes from the environment, see cmdtrack -h.
 
-Flags:
+Or:    cmdtrack webhooks forget NAME
+
+Stops webhooks to endpoint NAME: its route is deleted, so that no event is
+dispatched to it any more, and its pending events fail for good (kept, shown
+and replayable). Remove it from the workers' settings first: a worker that
+starts with it in CMDTRACK_WEBHOOK_URL or CMDTRACK_WEBHOOKS_FILE routes to it
+again.
+
+Flags of replay:
 `)
 		fs.PrintDefaults()
 	}
@@ -37,8 +46,15 @@ Flags:
 		fs.Usage()
 		return nil, flag.ErrHelp
 	}
+	if len(args) > 0 && args[0] == "forget" {
+		if len(args) != 2 || strings.TrimSpace(args[1]) == "" || strings.HasPrefix(args[1], "-") {
+			return nil, usageError{errors.New("webhooks forget: name one endpoint: cmdtrack webhooks forget NAME (default for CMDTRACK_WEBHOOK_URL's)")}
+		}
+		name := strings.TrimSpace(args[1])
+		return func(ctx context.Context, e *env) error { return forgetWebhooks(ctx, e.st, name, e.stdout) }, nil
+	}
 	if len(args) == 0 || args[0] != "replay" {
-		return nil, usageError{errors.New("webhooks: say what to do: cmdtrack webhooks replay [-endpoint NAME] [ID ...] (see cmdtrack webhooks -h)")}
+		return nil, usageError{errors.New("webhooks: say what to do: cmdtrack webhooks replay [-endpoint NAME] [ID ...], or cmdtrack webhooks forget NAME (see cmdtrack webhooks -h)")}
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return nil, usageError{err}
@@ -91,4 +107,21 @@ func replayWebhooks(ctx context.Context, st *store.Store, endpoint string, ids [
 		known = "it knows " + strings.Join(names, ", ")
 	}
 	return usageError{fmt.Errorf("webhooks replay: the outbox knows no endpoint %q (%s): give -endpoint a name from CMDTRACK_WEBHOOKS_FILE, or default", endpoint, known)}
+}
+
+// forgetWebhooks is `cmdtrack webhooks forget NAME`: one transaction
+// (store.ForgetWebhookEndpoint), then what it did.
+func forgetWebhooks(ctx context.Context, st *store.Store, name string, stdout io.Writer) error {
+	reason := fmt.Sprintf("endpoint forgotten (cmdtrack webhooks forget %s) at %s: cmdtrack webhooks replay -endpoint %s sends these again once it is configured",
+		name, time.Now().UTC().Format(time.RFC3339), name)
+	failed, known, err := st.ForgetWebhookEndpoint(ctx, name, reason)
+	if err != nil {
+		return fmt.Errorf("webhooks forget: %w", err)
+	}
+	if !known {
+		return usageError{fmt.Errorf("webhooks forget: the outbox knows no endpoint %q: give a name the console's /webhooks lists", name)}
+	}
+	fmt.Fprintf(stdout, "webhooks forget: endpoint %s has no route now; %d pending events failed for good (replayable). "+
+		"Take it out of CMDTRACK_WEBHOOK_URL or CMDTRACK_WEBHOOKS_FILE too: a worker that starts with it routes to it again\n", name, failed)
+	return nil
 }

@@ -58,6 +58,8 @@ type worker struct {
 	ops      *ops.Server           // nil: CMDTRACK_OPS_ADDR is off
 	exporter *outcome.Exporter
 	hooks    *webhook.Deliverer // nil: no webhook endpoints
+	hookSt   *store.Store       // the deliverer's own pool; nil without endpoints
+	routes   []store.WebhookRoute
 	migrated atomic.Bool
 	group    *lifecycle.Group
 }
@@ -104,15 +106,18 @@ func runWorker(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logg
 		debug.SetMemoryLimit(48 << 20)
 	}
 	log.Info("cmdtrack starting", append([]any{"version", Version}, cfg.logAttrs()...)...)
-	w, err := assemble(cfg, st, log)
+	w, err := assemble(ctx, cfg, st, log)
 	if err != nil {
 		return err
+	}
+	if w.hookSt != nil {
+		defer w.hookSt.Close()
 	}
 	return w.group.Run(ctx)
 }
 
 // assemble builds every part of the worker and binds its listeners.
-func assemble(cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
+func assemble(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
 	w := &worker{cfg: cfg, st: st, log: log}
 	w.group = lifecycle.New(log.With("component", "lifecycle"), w.components()...)
 	reg := prometheus.NewRegistry()
@@ -176,7 +181,8 @@ func assemble(cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
 	}
 	// The fold dispatches the outcome events to the endpoints' outboxes
 	// (README "Webhooks"); every replica delivers them.
-	exportOpts := outcome.ExporterOptions{Routes: webhook.Routes(endpoints)}
+	w.routes = webhook.Routes(endpoints)
+	exportOpts := outcome.ExporterOptions{Routes: w.routes}
 	var leader func() bool
 	// Only a replica serving /metrics competes for the metrics lease.
 	if cfg.OpsAddr != "" {
@@ -188,10 +194,18 @@ func assemble(cfg *Config, st *store.Store, log *slog.Logger) (*worker, error) {
 		w.exporter = outcome.NewExporter(nil, st, log.With("component", "outcome"), exportOpts)
 	}
 	if len(endpoints) > 0 {
-		data := func(ctx context.Context, typ, subject string) (json.RawMessage, error) {
-			return console.OutcomeData(ctx, st.Pool(), typ, subject)
+		// A pool of its own (CMDTRACK_WEBHOOK_DB_CONNS): each endpoint's
+		// claims, row reads and settles wait for its connections, never
+		// ahead of the writers in the shared pool.
+		if w.hookSt, err = store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: cfg.WebhookDBConns}); err != nil {
+			return nil, usageError{err}
 		}
-		if w.hooks, err = webhook.New(st, data, cfg.webhooks(endpoints), log.With("component", "webhooks"), webhook.NewMetrics(reg)); err != nil {
+		hookSt := w.hookSt
+		data := func(ctx context.Context, typ, subject string) (json.RawMessage, error) {
+			return console.OutcomeData(ctx, hookSt.Pool(), typ, subject)
+		}
+		if w.hooks, err = webhook.New(hookSt, data, cfg.webhooks(endpoints), log.With("component", "webhooks"), webhook.NewMetrics(reg)); err != nil {
+			hookSt.Close()
 			return nil, usageError{err}
 		}
 		if leader != nil {
@@ -281,9 +295,50 @@ func (w *worker) migrate(ctx context.Context) error {
 			return err
 		}
 	}
+	if len(w.routes) > 0 {
+		if err := w.writeRoutes(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
 	w.migrated.Store(true)
 	notify(w.log, sdReady)
 	return nil
+}
+
+// writeRoutes makes this worker's webhook settings the routes the fold
+// dispatches with, whichever replica folds (README "Webhooks"): the newest
+// settings win. An endpoint they lack loses its route, and its pending
+// events fail, kept and replayable, saying why. It waits for the database
+// if need be.
+func (w *worker) writeRoutes(ctx context.Context) error {
+	host, _ := os.Hostname()
+	reason := fmt.Sprintf("its endpoint is not in the webhook settings (CMDTRACK_WEBHOOK_URL, CMDTRACK_WEBHOOKS_FILE) of the worker started on %s at %s: "+
+		"give it back to the workers and run cmdtrack webhooks replay -endpoint NAME to send these again",
+		host, time.Now().UTC().Format(time.RFC3339))
+	for attempt := 1; ; attempt++ {
+		dropped, failed, err := w.st.SetWebhookRoutes(ctx, w.routes, reason)
+		if err == nil {
+			if len(dropped) > 0 {
+				w.log.Warn("webhook endpoints not in this worker's settings dropped; their pending events failed (cmdtrack webhooks replay sends them again)",
+					"endpoints", dropped, "failed", failed)
+			}
+			return nil
+		}
+		if ctx.Err() != nil || !store.Unavailable(err) {
+			return fmt.Errorf("write the webhook routes: %w", err)
+		}
+		if attempt == 1 {
+			w.log.Warn("database not reachable; waiting to write the webhook routes", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(time.Duration(attempt)*time.Second, 10*time.Second)):
+		}
+	}
 }
 
 // runPipeline consumes until ctx ends, drains, then closes the sources
