@@ -60,7 +60,8 @@ func TestWorkerWritesItsWebhookRoutes(t *testing.T) {
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	w := testenv.StartWorker(t, f.env("CMDTRACK_WEBHOOK_URL", "http://127.0.0.1:9/hooks",
-		"CMDTRACK_WEBHOOK_SECRET", "whsec_"+base64.StdEncoding.EncodeToString(key)))
+		"CMDTRACK_WEBHOOK_SECRET", "whsec_"+base64.StdEncoding.EncodeToString(key),
+		"CMDTRACK_SHUTDOWN_GRACE", "20s")) // the webhooks' stop bound at the default timeout
 	w.WaitReady(30 * time.Second)
 	require.Equal(t, []string{"default"}, routes(t, f.st))
 	n, reason := failedWith(t, f.st, "old")
