@@ -178,7 +178,7 @@ func (w *commandWriter) queue(b *pgx.Batch, changed []bool, track bool) *tracker
 	if changed == nil {
 		// Which notification changed a row is not told once they
 		// are folded; nobody asked.
-		merged = fold(notes)
+		merged = commandFold.fold(notes)
 	}
 	rs := rounds(merged, func(a, b *noteRow) bool { return a.n.CommandID == b.n.CommandID })
 	var tr *tracker

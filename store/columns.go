@@ -23,7 +23,8 @@ import (
 // one parameter per column whatever its size, far from PostgreSQL's 65,535.
 
 // merge is how the merge rule (README, "The merge rule") treats a column of
-// device_commands; the other tables have identity and plain columns only.
+// a table written by mergeUpsert; the tables only inserted into have
+// identity and plain columns only.
 type merge uint8
 
 const (
@@ -73,9 +74,10 @@ type column[R any] struct {
 }
 
 // foldOps are a column's values as fold (fold.go) sees them, each function
-// given rows: set on device_commands' fact, order and tiebreak columns by
-// the constructors below (foldable, orderBy), read by foldRule, which says
-// which columns it needs them on.
+// given rows: set on the identity, fact, order and tiebreak columns of the
+// tables fold merges (device_commands, device_messages) by the
+// constructors below (textKey, foldable, orderBy), read by newFoldRule,
+// which says which columns it needs them on.
 type foldOps[R any] struct {
 	// missing: the row has no value (NULL).
 	missing func(*R) bool
@@ -115,7 +117,7 @@ func (r *noteRow) creation() *notification.Creation {
 // statement would merge in SQL, and a column it cannot merge so stops it
 // from folding at all (foldRule).
 var commandColumns = []column[noteRow]{
-	textCol("command_id", identity, func(r *noteRow) string { return r.n.CommandID }),
+	textKey("command_id", func(r *noteRow) *string { return &r.n.CommandID }),
 	textFact("device_id", func(r *noteRow) *string { return &r.n.DeviceID }),
 	textFact("product_id", func(r *noteRow) *string { return &r.n.ProductID }),
 	textFact("app_id", func(r *noteRow) *string { return &r.n.AppID }),
@@ -225,6 +227,12 @@ func foldable[R, V any](c column[R], field func(*R) *V, missing func(V) bool, eq
 func orderBy[R any](c column[R], compare func(a, b *R) int) column[R] {
 	c.fold.compare = compare
 	return c
+}
+
+// textKey is a text identity column that fold (fold.go) compares.
+func textKey[R any](name string, field func(*R) *string) column[R] {
+	return foldable(textCol(name, identity, func(r *R) string { return *field(r) }), field,
+		func(s string) bool { return s == "" }, func(a, b string) bool { return a == b })
 }
 
 // textFact is a text fact column; "" is NULL.

@@ -80,7 +80,7 @@ func BenchmarkFold(b *testing.B) {
 	b.ReportAllocs()
 	var out []noteRow
 	for b.Loop() {
-		out = fold(rows)
+		out = commandFold.fold(rows)
 	}
 	b.ReportMetric(float64(len(rows)-len(out)), "folded/batch")
 }

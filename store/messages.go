@@ -13,19 +13,38 @@ import (
 	"github.com/cmdtrack/cmdtrack/notification"
 )
 
-// messageRow is a device message status change with its key.
+// messageRow is a device message status change with its key, or, folded
+// (fold.go), several changes of one message.
 type messageRow struct {
 	m      *notification.Message
 	source string
 	key    []byte
+	// When the message reached each status: the row's own status's is
+	// m.At, a folded row's are those of the changes it joined.
+	pending, delivered, failed, timeout time.Time
 }
 
-// at is the message's time for the status s, zero for the others.
-func (r *messageRow) at(s notification.MessageStatus) time.Time {
-	if r.m.Status != s {
-		return time.Time{}
+func newMessageRow(m *notification.Message, source string) messageRow {
+	r := messageRow{m: m, source: source, key: m.Key()}
+	if at := r.at(m.Status); at != nil {
+		*at = m.At
 	}
-	return r.m.At
+	return r
+}
+
+// at is where r holds the message's time for the status s.
+func (r *messageRow) at(s notification.MessageStatus) *time.Time {
+	switch s {
+	case notification.MessagePending:
+		return &r.pending
+	case notification.MessageDelivered:
+		return &r.delivered
+	case notification.MessageFailed:
+		return &r.failed
+	case notification.MessageTimeout:
+		return &r.timeout
+	}
+	return nil
 }
 
 // messageColumns are device_messages' columns. The merge is the commands'
@@ -35,27 +54,49 @@ func (r *messageRow) at(s notification.MessageStatus) time.Time {
 // notifications of one time, so the row is the same whatever the arrival
 // order; duplicates change nothing. The error belongs to the winner, with
 // its status.
+//
+// As commandColumns, its identity, fact and order columns say where a row
+// holds their value, so that fold (fold.go) merges a batch's notifications
+// of one message in Go as the statement would in SQL.
 var messageColumns = []column[messageRow]{
-	textCol("device_id", identity, func(r *messageRow) string { return r.m.DeviceID }),
-	textCol("message_id", identity, func(r *messageRow) string { return r.m.MessageID }),
+	textKey("device_id", func(r *messageRow) *string { return &r.m.DeviceID }),
+	textKey("message_id", func(r *messageRow) *string { return &r.m.MessageID }),
 	textCol("status", winner, func(r *messageRow) string { return string(r.m.Status) }),
-	valueCol("status_rank", "int2", order, func(r *messageRow) int16 { return r.m.Rank() }),
-	valueCol("last_event_time", "timestamptz", order, func(r *messageRow) time.Time { return r.m.EventTime }),
-	valueCol("last_event_key", "bytea", order, func(r *messageRow) []byte { return r.key }),
+	orderBy(valueCol("status_rank", "int2", order, func(r *messageRow) int16 { return r.m.Rank() }),
+		func(a, b *messageRow) int { return cmp.Compare(a.m.Rank(), b.m.Rank()) }),
+	// To the microsecond PostgreSQL keeps.
+	orderBy(valueCol("last_event_time", "timestamptz", order, func(r *messageRow) time.Time { return r.m.EventTime }),
+		func(a, b *messageRow) int { return cmp.Compare(a.m.EventTime.UnixMicro(), b.m.EventTime.UnixMicro()) }),
+	orderBy(valueCol("last_event_key", "bytea", order, func(r *messageRow) []byte { return r.key }),
+		func(a, b *messageRow) int { return bytes.Compare(a.key, b.key) }),
 	textCol("last_request_id", winner, func(r *messageRow) string { return r.m.RequestID }),
 	textCol("error_code", winner, func(r *messageRow) string { return r.m.ErrorCode }),
 	textCol("error_msg", winner, func(r *messageRow) string { return r.m.ErrorMsg }),
-	textCol("name", fact, func(r *messageRow) string { return r.m.Name }),
-	textCol("topic", fact, func(r *messageRow) string { return r.m.Topic }),
-	textCol("product_id", fact, func(r *messageRow) string { return r.m.ProductID }),
-	textCol("app_id", fact, func(r *messageRow) string { return r.m.AppID }),
-	textCol("gateway_id", fact, func(r *messageRow) string { return r.m.GatewayID }),
-	textCol("node_id", fact, func(r *messageRow) string { return r.m.NodeID }),
-	jsonCol("tags", fact, func(r *messageRow) []byte { return r.m.Tags }),
-	timeCol("pending_time", fact, func(r *messageRow) time.Time { return r.at(notification.MessagePending) }),
-	timeCol("delivered_time", fact, func(r *messageRow) time.Time { return r.at(notification.MessageDelivered) }),
-	timeCol("failed_time", fact, func(r *messageRow) time.Time { return r.at(notification.MessageFailed) }),
-	timeCol("timeout_time", fact, func(r *messageRow) time.Time { return r.at(notification.MessageTimeout) }),
+	textFact("name", func(r *messageRow) *string { return &r.m.Name }),
+	textFact("topic", func(r *messageRow) *string { return &r.m.Topic }),
+	textFact("product_id", func(r *messageRow) *string { return &r.m.ProductID }),
+	textFact("app_id", func(r *messageRow) *string { return &r.m.AppID }),
+	textFact("gateway_id", func(r *messageRow) *string { return &r.m.GatewayID }),
+	textFact("node_id", func(r *messageRow) *string { return &r.m.NodeID }),
+	jsonFact("tags", fact, func(r *messageRow) *[]byte { return (*[]byte)(&r.m.Tags) }),
+	timeFact("pending_time", func(r *messageRow) *time.Time { return &r.pending }),
+	timeFact("delivered_time", func(r *messageRow) *time.Time { return &r.delivered }),
+	timeFact("failed_time", func(r *messageRow) *time.Time { return &r.failed }),
+	timeFact("timeout_time", func(r *messageRow) *time.Time { return &r.timeout }),
+}
+
+// messageFoldKind: a folded row starts as a copy of the winner, and its
+// notification too, which the loser's facts fill in.
+var messageFoldKind = foldKind[messageRow]{
+	joined: func(win, lose *messageRow) *messageRow {
+		// One allocation for the row and its message.
+		m := &struct {
+			r messageRow
+			m notification.Message
+		}{r: *win, m: *win.m}
+		m.r.m = &m.m
+		return &m.r
+	},
 }
 
 // messageEventColumns are device_message_events' columns: the history, one
@@ -83,15 +124,17 @@ var (
 )
 
 // messageWriter stores a batch's device message status changes: the merge
-// into device_messages, in rounds (one upsert may not touch a row twice),
-// and the history, each taking its rows in (device_id, message_id) order.
+// into device_messages, its changes of one message folded where they may
+// be (fold.go), the rest in rounds (one upsert may not touch a row twice),
+// and the history of every change, each taking its rows in (device_id,
+// message_id) order.
 type messageWriter struct {
 	rows []messageRow
 }
 
 func (w *messageWriter) add(it *ingest.Item, _ int) {
 	m := it.Record.(*notification.Message)
-	w.rows = append(w.rows, messageRow{m: m, source: it.Source, key: m.Key()})
+	w.rows = append(w.rows, newMessageRow(m, it.Source))
 }
 
 // queue queues the merge, which records the messages' outcomes in
@@ -105,7 +148,7 @@ func (w *messageWriter) queue(b *pgx.Batch, _ []bool, _ bool) *tracker {
 			bytes.Compare(a.key, b.key))
 	})
 	same := func(a, b *messageRow) bool { return a.m.DeviceID == b.m.DeviceID && a.m.MessageID == b.m.MessageID }
-	for _, round := range rounds(rows, same) {
+	for _, round := range rounds(messageFold.fold(rows), same) {
 		b.Queue(upsertMessagesCounting, args(messageColumns, round)...)
 	}
 	b.Queue(insertMessageEvents, args(messageEventColumns, rows)...)
