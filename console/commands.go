@@ -49,9 +49,6 @@ type CommandsPage struct {
 	Next string `json:"next"`
 }
 
-const summaryColumns = `command_id, coalesce(device_id, ''), coalesce(product_id, ''), status, created_time,
-	first_seen_at, last_event_time, response_time, coalesce(created_time, first_seen_at)`
-
 func scanSummaries(rows pgx.Rows) ([]CommandSummary, error) {
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (CommandSummary, error) {
 		var s CommandSummary
@@ -70,8 +67,8 @@ func scanSummaries(rows pgx.Rows) ([]CommandSummary, error) {
 	return out, err
 }
 
-// listColumns are summaryColumns, named so that merged pages are read by
-// name.
+// listColumns are the columns scanSummaries reads, named so that merged
+// pages are read by name.
 const listColumns = `command_id, coalesce(device_id, '') AS device, coalesce(product_id, '') AS product, status,
 	created_time, first_seen_at, last_event_time, response_time, coalesce(created_time, first_seen_at) AS list_key`
 

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -59,22 +57,13 @@ type Downlink struct {
 }
 
 func loadDevice(ctx context.Context, db *pgxpool.Pool, id string) (*DevicePage, error) {
-	rows, err := db.Query(ctx, `SELECT `+summaryColumns+` FROM device_commands WHERE device_id = $1
-		ORDER BY created_time DESC NULLS LAST, command_id DESC LIMIT `+strconv.Itoa(deviceSample), id)
+	// The device's newest commands by the list's day key, the order the page
+	// shows, as /commands?device= reads them: the head of each status' range
+	// of its index, merged.
+	list, err := queryList(ctx, db, commandList.query(listFilter{Device: id}, deviceSample), scanSummaries)
 	if err != nil {
 		return nil, fmt.Errorf("read device: %w", err)
 	}
-	list, err := scanSummaries(rows)
-	if err != nil {
-		return nil, fmt.Errorf("read device: %w", err)
-	}
-	// The list page orders by the day key; keep the same order here.
-	slices.SortStableFunc(list, func(a, b CommandSummary) int {
-		if c := b.Key.Compare(a.Key); c != 0 {
-			return c
-		}
-		return strings.Compare(b.CommandID, a.CommandID)
-	})
 	p := &DevicePage{DeviceID: id, Sampled: len(list), Statuses: []StatusCount{}, MessageStatuses: []MessageCount{}}
 	// The device's newest messages, as /messages?device= reads them: the
 	// head of each status' range of its index, merged.

@@ -291,4 +291,9 @@ func TestListPlansAreBoundedByThePage(t *testing.T) {
 			before, beforeID = &last.ReceivedAt, last.ID
 		}
 	}
+	// A device's page reads the head of each status' range, up to its
+	// sample, through device_commands_device_status_day_idx (migration 023
+	// dropped the index it read before).
+	bound = float64(len(statuses) * deviceSample)
+	check("the device page's commands of dev-busy", "device_commands", commandList.query(listFilter{Device: "dev-busy"}, deviceSample))
 }
