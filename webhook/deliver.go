@@ -18,6 +18,7 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -113,7 +114,14 @@ type Config struct {
 	UserAgent string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Rows, when set, reads the rows of a claim's events at once, rather
+	// than one statement per event (New's data); when it fails, each
+	// event's row is read with data, which says of which row.
+	Rows Rows
 }
+
+// Rows reads the rows of evs as Data does, in their order, a row gone nil.
+type Rows func(ctx context.Context, evs []store.WebhookEvent) ([]json.RawMessage, error)
 
 func (c Config) withDefaults() Config {
 	if c.Timeout <= 0 {
@@ -219,7 +227,7 @@ func New(st Store, data Data, cfg Config, log *slog.Logger, m *Metrics) (*Delive
 			d: d, ep: ep, signer: signer,
 			log:      log.With("endpoint", ep.Name),
 			slots:    make(chan struct{}, batch),
-			queue:    make(chan *store.WebhookEvent, batch),
+			queue:    make(chan *claimed, batch),
 			held:     map[string]bool{},
 			resolved: make(chan *store.WebhookEvent, batch),
 		})
@@ -290,7 +298,7 @@ type endpoint struct {
 	// in flight, not yet settled): a few per worker.
 	slots chan struct{}
 	// queue takes the claimed events to the workers.
-	queue chan *store.WebhookEvent
+	queue chan *claimed
 	// resolved takes the delivered events, settled together.
 	resolved chan *store.WebhookEvent
 	inFlight sync.WaitGroup
@@ -319,8 +327,8 @@ func (e *endpoint) run(ctx context.Context) {
 		// Once the stop began, what is queued is not sent: each is left
 		// to its lease (attempt).
 		workers.Go(func() {
-			for ev := range e.queue {
-				e.deliver(ctx, ev)
+			for c := range e.queue {
+				e.deliver(ctx, c)
 			}
 		})
 	}
@@ -333,14 +341,14 @@ func (e *endpoint) run(ctx context.Context) {
 }
 
 // take waits for the tokens of the next claim: at least one, then, while
-// the workers have queued events to go on with, up to half a batch, so
+// the queue holds more than a round of requests for the workers, more, so
 // that a claim takes many events rather than the one a worker just let go;
 // then whatever else is free. 0 once ctx ends.
 func (e *endpoint) take(ctx context.Context) int {
 	batch := cap(e.slots)
 	n := 0
 	for n < batch {
-		if n > 0 && (n >= batch/2 || len(e.queue) == 0) {
+		if n > 0 && len(e.queue) <= e.d.cfg.Workers {
 			select {
 			case <-e.slots:
 				n++
@@ -395,9 +403,10 @@ func (e *endpoint) claimLoop(ctx context.Context) {
 		}
 		fails = 0
 		e.d.dbOK()
+		evs = evs[:min(len(evs), n)]
+		rows := e.readRows(ctx, evs)
 		started := 0
-		for i := range evs[:min(len(evs), n)] {
-			ev := evs[i]
+		for i, ev := range evs {
 			if !e.hold(ev.Subject) {
 				// Only a lease that ended mid-request gives this: the
 				// event in hand settles it, or its lease brings it back.
@@ -406,7 +415,11 @@ func (e *endpoint) claimLoop(ctx context.Context) {
 			}
 			started++
 			e.inFlight.Add(1)
-			e.queue <- &ev
+			c := &claimed{ev: ev}
+			if rows != nil {
+				c.row, c.read = rows[i], true
+			}
+			e.queue <- c
 		}
 		e.free(n - started)
 		// A full claim says more may be due: claim again at once.
@@ -414,6 +427,30 @@ func (e *endpoint) claimLoop(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// claimed is an event in hand, and its row if the claim read it.
+type claimed struct {
+	ev   store.WebhookEvent
+	row  json.RawMessage
+	read bool
+}
+
+// readRows reads the rows of evs at once (Config.Rows), or gives nil: then
+// each is read on its own, as the worker sends it.
+func (e *endpoint) readRows(ctx context.Context, evs []store.WebhookEvent) []json.RawMessage {
+	cfg := &e.d.cfg
+	if cfg.Rows == nil || len(evs) == 0 {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	rows, err := cfg.Rows(rctx, evs)
+	if err != nil || len(rows) != len(evs) {
+		e.log.Debug("a claim's rows could not be read at once; reading each on its own", "err", err)
+		return nil
+	}
+	return rows
 }
 
 // free gives n workers back.
@@ -444,11 +481,12 @@ func (e *endpoint) done(ev *store.WebhookEvent) {
 
 // deliver makes one attempt at ev and settles it. A stop lets the request
 // finish within its Timeout: stopped, it would only be sent again.
-func (e *endpoint) deliver(ctx context.Context, ev *store.WebhookEvent) {
+func (e *endpoint) deliver(ctx context.Context, c *claimed) {
 	defer e.inFlight.Done()
 	cfg := &e.d.cfg
+	ev := &c.ev
 	rctx := context.WithoutCancel(ctx)
-	reason, res := e.attempt(ctx, rctx, ev)
+	reason, res := e.attempt(ctx, rctx, c)
 	if res == notMade {
 		e.done(ev)
 		return
@@ -511,15 +549,19 @@ const (
 // attempt sends ev once: reason is why it failed ("" when delivered). The
 // request runs on rctx, which a stop does not cut; stop is Run's ctx: once
 // it ends no request starts, so that a stop waits for those in flight only.
-func (e *endpoint) attempt(stop, rctx context.Context, ev *store.WebhookEvent) (reason string, res attemptResult) {
+func (e *endpoint) attempt(stop, rctx context.Context, c *claimed) (reason string, res attemptResult) {
 	cfg := &e.d.cfg
+	ev := &c.ev
 	if stop.Err() != nil {
 		e.log.Info(LogStopped, "webhook_id", ev.WebhookID)
 		return "", notMade
 	}
-	dctx, cancel := context.WithTimeout(rctx, cfg.Timeout)
-	row, err := e.d.data(dctx, ev.Type, ev.Subject)
-	cancel()
+	row, err := c.row, error(nil)
+	if !c.read {
+		dctx, cancel := context.WithTimeout(rctx, cfg.Timeout)
+		row, err = e.d.data(dctx, ev.Type, ev.Subject)
+		cancel()
+	}
 	if err != nil {
 		err = fmt.Errorf("reading the row of %s %s: %w", ev.Type, ev.Subject, err)
 		if databaseAway(err) {
