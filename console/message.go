@@ -63,20 +63,31 @@ var messageHistory = history{table: "device_message_events", ids: []string{"devi
 
 // readMessage reads a message's row (errNotFound: none).
 func readMessage(ctx context.Context, db *pgxpool.Pool, device, id string) (*Message, error) {
-	var m Message
-	err := db.QueryRow(ctx, `SELECT device_id, message_id, status, coalesce(name, ''), coalesce(topic, ''),
-		coalesce(error_code, ''), coalesce(error_msg, ''), coalesce(product_id, ''), coalesce(app_id, ''),
-		coalesce(gateway_id, ''), coalesce(node_id, ''), tags, pending_time, delivered_time, failed_time, timeout_time,
-		last_event_time, coalesce(last_request_id, ''), first_seen_at, updated_at
-		FROM device_messages WHERE device_id = $1 AND message_id = $2`, device, id).Scan(
-		&m.DeviceID, &m.MessageID, &m.Status, &m.Name, &m.Topic, &m.ErrorCode, &m.ErrorMsg, &m.ProductID, &m.AppID,
-		&m.GatewayID, &m.NodeID, &m.Tags, &m.PendingTime, &m.DeliveredTime, &m.FailedTime, &m.TimeoutTime,
-		&m.LastEventTime, &m.LastRequestID, &m.FirstSeenAt, &m.UpdatedAt)
+	m, err := scanMessage(db.QueryRow(ctx, `SELECT `+messageColumns+`
+		FROM device_messages WHERE device_id = $1 AND message_id = $2`, device, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, errNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read message: %w", err)
+	}
+	return m, nil
+}
+
+// messageColumns are what scanMessage reads.
+const messageColumns = `device_id, message_id, status, coalesce(name, ''), coalesce(topic, ''),
+	coalesce(error_code, ''), coalesce(error_msg, ''), coalesce(product_id, ''), coalesce(app_id, ''),
+	coalesce(gateway_id, ''), coalesce(node_id, ''), tags, pending_time, delivered_time, failed_time, timeout_time,
+	last_event_time, coalesce(last_request_id, ''), first_seen_at, updated_at`
+
+func scanMessage(row pgx.Row) (*Message, error) {
+	var m Message
+	err := row.Scan(
+		&m.DeviceID, &m.MessageID, &m.Status, &m.Name, &m.Topic, &m.ErrorCode, &m.ErrorMsg, &m.ProductID, &m.AppID,
+		&m.GatewayID, &m.NodeID, &m.Tags, &m.PendingTime, &m.DeliveredTime, &m.FailedTime, &m.TimeoutTime,
+		&m.LastEventTime, &m.LastRequestID, &m.FirstSeenAt, &m.UpdatedAt)
+	if err != nil {
+		return nil, err
 	}
 	end := m.finished()
 	if end == nil {

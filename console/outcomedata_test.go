@@ -47,3 +47,34 @@ func TestOutcomeData(t *testing.T) {
 		require.Error(t, err, c)
 	}
 }
+
+// OutcomeDataMany reads a claim's rows at once, each as OutcomeData gives
+// it, in the order asked, a row gone nil; a subject it cannot read fails
+// the whole read.
+func TestOutcomeDataMany(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	subjects := []console.OutcomeSubject{
+		{store.KindFinished, f.valve}, {store.KindMessageFinished, "meter-4711/" + f.msgFailed},
+		{store.KindFinished, "gone"}, {store.KindCallFinished, f.callSync}, {store.KindFinalChanged, "page-000"},
+		{store.KindMessageFinalChanged, "meter-0008/" + f.msgFailed}, {store.KindMessageFinished, "meter-4711/gone"},
+		{store.KindCallFinished, "gone"},
+	}
+	many, err := console.OutcomeDataMany(ctx, f.st.Pool(), subjects)
+	require.NoError(t, err)
+	require.Len(t, many, len(subjects))
+	for i, s := range subjects {
+		one, err := console.OutcomeData(ctx, f.st.Pool(), s.Type, s.Subject)
+		require.NoError(t, err, s)
+		if one == nil {
+			require.Nil(t, many[i], s)
+			continue
+		}
+		require.JSONEq(t, string(one), string(many[i]), "%v", s)
+	}
+	for _, s := range []console.OutcomeSubject{{store.KindMessageFinished, "no-slash"}, {"batch.finished", "b1"}} {
+		_, err := console.OutcomeDataMany(ctx, f.st.Pool(), append(subjects[:1:1], s))
+		require.Error(t, err, s)
+	}
+}

@@ -4,11 +4,12 @@
 // (store.FoldOutcomes), at least once, in order per subject, each event
 // with one webhook-id for every attempt.
 //
-// Every replica runs a Deliverer: per endpoint, one loop claims what its
-// free workers can take (store.ClaimWebhooks: FOR UPDATE SKIP LOCKED, a
-// lease), the workers POST the events, and each is settled: delivered
-// (deleted), tried again later (a backoff) or, past the retry window,
-// failed for good (kept for replay). No transaction stays open during a
+// Every replica runs a Deliverer: per endpoint, one loop claims a batch of
+// a few events per worker at once (store.ClaimWebhooks: FOR UPDATE SKIP
+// LOCKED, a lease long enough for the batch to wait its turn), a local
+// queue feeds them to the workers, which POST them, and each is settled:
+// delivered (deleted, many per statement), tried again later (a backoff)
+// or, past the retry window, failed for good (kept for replay). No transaction stays open during a
 // request; a replica that dies mid-request leaves its events to their
 // lease, and another delivers them again. A slow or dead endpoint only
 // grows its outbox: the data path never waits for a webhook.
@@ -17,6 +18,7 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +62,12 @@ const MaxErrorBody = 4 << 10
 // settleTimeout bounds one try at settling an event.
 const settleTimeout = 10 * time.Second
 
+// claimPerWorker is how many events a claim takes per worker, at most: a
+// claim statement costs about what it costs whatever it returns (its
+// index walk), so one per few events per worker, not one per event (issue
+// 29's bench: a claim per 1-4 events cost more than the events' POSTs).
+const claimPerWorker = 4
+
 // The log messages, for tests and operators to match.
 const (
 	LogEndpointFailing = "webhook endpoint failing; its events wait in the outbox and are tried again with backoff"
@@ -95,7 +103,9 @@ type Config struct {
 	PollInterval time.Duration
 	// Lease is how long a claimed event is this replica's before another
 	// may claim it again (default 2×Timeout+30s): longer than a request and
-	// its settling, or events are sent twice.
+	// its settling, or events are sent twice. A claim asks for more: a turn
+	// of 2×Timeout for every round of requests its last event waits behind
+	// in the queue (a few per worker).
 	Lease time.Duration
 	// DBRetryMax is the longest wait between claims while the database
 	// fails (default 30s).
@@ -104,7 +114,14 @@ type Config struct {
 	UserAgent string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Rows, when set, reads the rows of a claim's events at once, rather
+	// than one statement per event (New's data); when it fails, each
+	// event's row is read with data, which says of which row.
+	Rows Rows
 }
+
+// Rows reads the rows of evs as Data does, in their order, a row gone nil.
+type Rows func(ctx context.Context, evs []store.WebhookEvent) ([]json.RawMessage, error)
 
 func (c Config) withDefaults() Config {
 	if c.Timeout <= 0 {
@@ -205,12 +222,14 @@ func New(st Store, data Data, cfg Config, log *slog.Logger, m *Metrics) (*Delive
 			return nil, fmt.Errorf("webhook endpoint %q: %w", ep.Name, err)
 		}
 		m.endpoint(ep.Name)
+		batch := cfg.Workers * claimPerWorker
 		d.eps = append(d.eps, &endpoint{
 			d: d, ep: ep, signer: signer,
 			log:      log.With("endpoint", ep.Name),
-			slots:    make(chan struct{}, cfg.Workers),
+			slots:    make(chan struct{}, batch),
+			queue:    make(chan *claimed, batch),
 			held:     map[string]bool{},
-			resolved: make(chan *store.WebhookEvent, cfg.Workers),
+			resolved: make(chan *store.WebhookEvent, batch),
 		})
 	}
 	dialTimeout := min(cfg.Timeout, 10*time.Second)
@@ -275,8 +294,11 @@ type endpoint struct {
 	ep     Endpoint
 	signer *Signer
 	log    *slog.Logger
-	// slots hold a token per request that may start: the workers.
+	// slots hold a token per event that may be in hand (claimed, queued or
+	// in flight, not yet settled): a few per worker.
 	slots chan struct{}
+	// queue takes the claimed events to the workers.
+	queue chan *claimed
 	// resolved takes the delivered events, settled together.
 	resolved chan *store.WebhookEvent
 	inFlight sync.WaitGroup
@@ -300,33 +322,73 @@ func (e *endpoint) run(ctx context.Context) {
 		defer close(settled)
 		e.settleDelivered(ctx)
 	}()
+	var workers sync.WaitGroup
+	for range e.d.cfg.Workers {
+		// Once the stop began, what is queued is not sent: each is left
+		// to its lease (attempt).
+		workers.Go(func() {
+			for c := range e.queue {
+				e.deliver(ctx, c)
+			}
+		})
+	}
 	e.claimLoop(ctx)
+	close(e.queue)
+	workers.Wait()
 	e.inFlight.Wait()
 	close(e.resolved)
 	<-settled
+}
+
+// take waits for the tokens of the next claim: at least one, then, while
+// the queue holds more than a round of requests for the workers, more, so
+// that a claim takes many events rather than the one a worker just let go;
+// then whatever else is free. 0 once ctx ends.
+func (e *endpoint) take(ctx context.Context) int {
+	batch := cap(e.slots)
+	n := 0
+	for n < batch {
+		if n > 0 && len(e.queue) <= e.d.cfg.Workers {
+			select {
+			case <-e.slots:
+				n++
+				continue
+			default:
+			}
+			return n
+		}
+		select {
+		case <-ctx.Done():
+			e.free(n)
+			return 0
+		case <-e.slots:
+			n++
+		}
+	}
+	return n
+}
+
+// lease is how long a claim of n events asks for: cfg.Lease, which covers
+// one request and its settle, and a turn for every round of requests the
+// last of them waits behind in the queue (each a row read and a request,
+// each within Timeout). Shorter, an event could be claimed again while it
+// waits here, and sent twice.
+func (e *endpoint) lease(n int) time.Duration {
+	cfg := &e.d.cfg
+	ahead := len(e.queue) + n
+	rounds := (ahead + cfg.Workers - 1) / cfg.Workers
+	return cfg.Lease + time.Duration(rounds)*2*cfg.Timeout
 }
 
 func (e *endpoint) claimLoop(ctx context.Context) {
 	cfg := &e.d.cfg
 	fails := 0
 	for {
-		// At least one free worker; then as many as are free.
-		select {
-		case <-ctx.Done():
+		n := e.take(ctx)
+		if n == 0 {
 			return
-		case <-e.slots:
 		}
-		n := 1
-	more:
-		for n < cap(e.slots) {
-			select {
-			case <-e.slots:
-				n++
-			default:
-				break more
-			}
-		}
-		evs, err := e.d.st.ClaimWebhooks(ctx, e.ep.Name, n, cfg.Lease)
+		evs, err := e.d.st.ClaimWebhooks(ctx, e.ep.Name, n, e.lease(n))
 		if err != nil {
 			e.free(n)
 			if ctx.Err() != nil {
@@ -341,9 +403,10 @@ func (e *endpoint) claimLoop(ctx context.Context) {
 		}
 		fails = 0
 		e.d.dbOK()
+		evs = evs[:min(len(evs), n)]
+		rows := e.readRows(ctx, evs)
 		started := 0
-		for i := range evs[:min(len(evs), n)] {
-			ev := evs[i]
+		for i, ev := range evs {
 			if !e.hold(ev.Subject) {
 				// Only a lease that ended mid-request gives this: the
 				// event in hand settles it, or its lease brings it back.
@@ -352,7 +415,11 @@ func (e *endpoint) claimLoop(ctx context.Context) {
 			}
 			started++
 			e.inFlight.Add(1)
-			go e.deliver(ctx, &ev)
+			c := &claimed{ev: ev}
+			if rows != nil {
+				c.row, c.read = rows[i], true
+			}
+			e.queue <- c
 		}
 		e.free(n - started)
 		// A full claim says more may be due: claim again at once.
@@ -360,6 +427,30 @@ func (e *endpoint) claimLoop(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// claimed is an event in hand, and its row if the claim read it.
+type claimed struct {
+	ev   store.WebhookEvent
+	row  json.RawMessage
+	read bool
+}
+
+// readRows reads the rows of evs at once (Config.Rows), or gives nil: then
+// each is read on its own, as the worker sends it.
+func (e *endpoint) readRows(ctx context.Context, evs []store.WebhookEvent) []json.RawMessage {
+	cfg := &e.d.cfg
+	if cfg.Rows == nil || len(evs) == 0 {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	rows, err := cfg.Rows(rctx, evs)
+	if err != nil || len(rows) != len(evs) {
+		e.log.Debug("a claim's rows could not be read at once; reading each on its own", "err", err)
+		return nil
+	}
+	return rows
 }
 
 // free gives n workers back.
@@ -390,11 +481,12 @@ func (e *endpoint) done(ev *store.WebhookEvent) {
 
 // deliver makes one attempt at ev and settles it. A stop lets the request
 // finish within its Timeout: stopped, it would only be sent again.
-func (e *endpoint) deliver(ctx context.Context, ev *store.WebhookEvent) {
+func (e *endpoint) deliver(ctx context.Context, c *claimed) {
 	defer e.inFlight.Done()
 	cfg := &e.d.cfg
+	ev := &c.ev
 	rctx := context.WithoutCancel(ctx)
-	reason, res := e.attempt(ctx, rctx, ev)
+	reason, res := e.attempt(ctx, rctx, c)
 	if res == notMade {
 		e.done(ev)
 		return
@@ -457,15 +549,19 @@ const (
 // attempt sends ev once: reason is why it failed ("" when delivered). The
 // request runs on rctx, which a stop does not cut; stop is Run's ctx: once
 // it ends no request starts, so that a stop waits for those in flight only.
-func (e *endpoint) attempt(stop, rctx context.Context, ev *store.WebhookEvent) (reason string, res attemptResult) {
+func (e *endpoint) attempt(stop, rctx context.Context, c *claimed) (reason string, res attemptResult) {
 	cfg := &e.d.cfg
+	ev := &c.ev
 	if stop.Err() != nil {
 		e.log.Info(LogStopped, "webhook_id", ev.WebhookID)
 		return "", notMade
 	}
-	dctx, cancel := context.WithTimeout(rctx, cfg.Timeout)
-	row, err := e.d.data(dctx, ev.Type, ev.Subject)
-	cancel()
+	row, err := c.row, error(nil)
+	if !c.read {
+		dctx, cancel := context.WithTimeout(rctx, cfg.Timeout)
+		row, err = e.d.data(dctx, ev.Type, ev.Subject)
+		cancel()
+	}
 	if err != nil {
 		err = fmt.Errorf("reading the row of %s %s: %w", ev.Type, ev.Subject, err)
 		if databaseAway(err) {
@@ -569,12 +665,12 @@ func oneLine(b []byte) string {
 }
 
 // settleDelivered removes the delivered events, as many at once as come
-// together, until resolved is closed.
+// together (up to a claim's batch), until resolved is closed.
 func (e *endpoint) settleDelivered(ctx context.Context) {
 	for ev := range e.resolved {
 		batch := []*store.WebhookEvent{ev}
 	more:
-		for len(batch) < cap(e.slots) {
+		for len(batch) < cap(e.resolved) {
 			select {
 			case next, ok := <-e.resolved:
 				if !ok {

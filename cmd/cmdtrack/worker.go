@@ -204,7 +204,16 @@ func assemble(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logge
 		data := func(ctx context.Context, typ, subject string) (json.RawMessage, error) {
 			return console.OutcomeData(ctx, hookSt.Pool(), typ, subject)
 		}
-		if w.hooks, err = webhook.New(hookSt, data, cfg.webhooks(endpoints), log.With("component", "webhooks"), webhook.NewMetrics(reg)); err != nil {
+		hookCfg := cfg.webhooks(endpoints)
+		// A claim's rows in one statement per kind, not one per event.
+		hookCfg.Rows = func(ctx context.Context, evs []store.WebhookEvent) ([]json.RawMessage, error) {
+			subjects := make([]console.OutcomeSubject, len(evs))
+			for i, ev := range evs {
+				subjects[i] = console.OutcomeSubject{Type: ev.Type, Subject: ev.Subject}
+			}
+			return console.OutcomeDataMany(ctx, hookSt.Pool(), subjects)
+		}
+		if w.hooks, err = webhook.New(hookSt, data, hookCfg, log.With("component", "webhooks"), webhook.NewMetrics(reg)); err != nil {
 			hookSt.Close()
 			return nil, usageError{err}
 		}
