@@ -68,6 +68,13 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 			return onPgError == nil || onPgError(c, err)
 		}
 	}
+	// Every statement of cmdtrack's is short; PostgreSQL's JIT compiles
+	// any whose estimate passes jit_above_cost, which a table never
+	// analyzed or a wide CTE reaches easily: the webhooks' fold spent
+	// 885 ms compiling to move 50 events. A URL's jit=on still wins.
+	if _, ok := cfg.ConnConfig.RuntimeParams["jit"]; !ok {
+		cfg.ConnConfig.RuntimeParams["jit"] = "off"
+	}
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "cmdtrack"
 	}
