@@ -5,3 +5,6 @@ var QueueWrites = queueWrites
 
 // InterpretError is interpretError, for the boundary's tests.
 var InterpretError = interpretError
+
+// FoldOutcomesSQL is FoldOutcomes' statement, for its plan's test.
+const FoldOutcomesSQL = foldOutcomes
