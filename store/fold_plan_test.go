@@ -37,7 +37,7 @@ func TestFoldProbesTheBacklogBySubject(t *testing.T) {
 	require.NoError(t, err)
 	defer func() { _ = tx.Rollback(ctx) }()
 	_, err = tx.Exec(ctx, `INSERT INTO outcome_events (kind, product_id, status, from_status, command_ids)
-		SELECT 'command.finished', 'p', 'SUCCESSFUL', '', ARRAY['c-' || (g * 100), 'new-' || g] FROM generate_series(1, 50) g`)
+		SELECT 'command.finished', 'p', 'SUCCESSFUL', '', ARRAY['c-' || (g * 40), 'new-' || g] FROM generate_series(1, 430) g`)
 	require.NoError(t, err)
 	rows, err := tx.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF) `+store.FoldOutcomesSQL)
 	require.NoError(t, err)
@@ -51,4 +51,5 @@ func TestFoldProbesTheBacklogBySubject(t *testing.T) {
 	text := strings.Join(plan, "\n")
 	require.NotContains(t, text, "Seq Scan on webhook_deliveries", "the fold read the outbox whole:\n%s", text)
 	require.Contains(t, text, "webhook_deliveries_subject", "the fold probes the subject index:\n%s", text)
+	require.NotContains(t, text, "using webhook_deliveries_pending", "the fold probes by endpoint alone:\n%s", text)
 }

@@ -100,6 +100,7 @@ const foldOutcomes = `
 			CROSS JOIN LATERAL (
 				SELECT d.id FROM webhook_deliveries d
 				WHERE d.endpoint = e.endpoint AND d.subject = e.subject AND d.state = 'pending'
+				ORDER BY d.endpoint, d.subject, d.id -- the subject index's order: its probe, not the pending index's
 				OFFSET 0
 			) p
 		), ahead AS MATERIALIZED (

@@ -127,8 +127,13 @@ func (s *Store) ClaimWebhooks(ctx context.Context, endpoint string, n int, lease
 		WITH c AS (
 			SELECT d.id FROM webhook_deliveries d
 			WHERE d.endpoint = $1 AND d.state = 'pending' AND d.next_attempt_at <= now()
-				AND NOT EXISTS (SELECT FROM webhook_deliveries e
-					WHERE e.endpoint = d.endpoint AND e.subject = d.subject AND e.id < d.id AND e.state = 'pending')
+				-- The first pending event of its subject: a scalar subquery,
+				-- one probe of the subject index per candidate, which the
+				-- planner cannot turn into an anti-join over the whole
+				-- backlog (as it turned NOT EXISTS: 15.8 ms a claim in make
+				-- bench with one endpoint).
+				AND d.id = (SELECT min(e.id) FROM webhook_deliveries e
+					WHERE e.endpoint = d.endpoint AND e.subject = d.subject AND e.state = 'pending')
 			ORDER BY d.next_attempt_at, d.id
 			LIMIT $2
 			FOR UPDATE SKIP LOCKED
@@ -172,7 +177,10 @@ func (s *Store) WebhookDelivered(ctx context.Context, endpoint string, evs []Web
 		err := tx.QueryRow(ctx, `
 			WITH gone AS (
 				DELETE FROM webhook_deliveries d USING unnest($2::bigint[], $3::int[]) AS s(id, attempts)
-				WHERE d.endpoint = $1 AND d.id = s.id AND d.attempts = s.attempts AND d.state = 'pending'
+				-- id = ANY: the primary key's probes, not a join the planner
+				-- may make over the whole table (6 ms a settle in make bench).
+				WHERE d.id = ANY ($2::bigint[]) AND d.endpoint = $1 AND d.id = s.id AND d.attempts = s.attempts
+					AND d.state = 'pending'
 				RETURNING d.subject
 			), counted AS (
 				INSERT INTO webhook_endpoints AS w (endpoint, delivered, last_success_at)
