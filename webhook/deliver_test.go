@@ -329,7 +329,7 @@ func TestStopCutsAtTimeout(t *testing.T) {
 }
 
 // Whatever a claim returns, the deliverer holds one event of a subject at
-// a time, in the claim's order.
+// a time.
 func TestOneSubjectAtATime(t *testing.T) {
 	secret := newSecret(t)
 	rc := newReceiver(t, secret)
@@ -356,7 +356,11 @@ func TestOneSubjectAtATime(t *testing.T) {
 	rc.check() // no two requests of a subject at once
 	// A careless claim may return an event settled while the claim ran:
 	// sent again, as a lease that ended would make it, with its webhook-id.
-	// The first requests of each are in the claim's order.
+	// It may also return a subject's later event while an earlier one is
+	// in hand and left to its lease, so the order of the first requests is
+	// not this fake's to promise: the store's claim returns only a
+	// subject's first pending event (store's TestClaimInOrderPerSubject,
+	// and TestWebhookOrderPerSubject end to end). Each is delivered.
 	seen := map[string]bool{}
 	var a, b []string
 	for _, d := range rc.deliveries() {
@@ -370,8 +374,8 @@ func TestOneSubjectAtATime(t *testing.T) {
 			b = append(b, d.id)
 		}
 	}
-	require.Equal(t, []string{"evt_1_1", "evt_3_1", "evt_4_1"}, a)
-	require.Equal(t, []string{"evt_2_1", "evt_5_1"}, b)
+	require.ElementsMatch(t, []string{"evt_1_1", "evt_3_1", "evt_4_1"}, a)
+	require.ElementsMatch(t, []string{"evt_2_1", "evt_5_1"}, b)
 }
 
 // The database away is logged once, tried again, and survived.
