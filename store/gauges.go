@@ -53,11 +53,14 @@ func pgInterval(d time.Duration) pgtype.Interval {
 }
 
 // NewestEventSQL is the event time of the newest notification that moved a
-// command (NULL: none), the gauge's and the console overview's. It takes the
-// greatest of each status's newest, so that each is one step down the status
-// index, not a scan of the table.
-const NewestEventSQL = `SELECT max((SELECT max(last_event_time) FROM device_commands WHERE status = s))
-	FROM unnest(ARRAY['PENDING', 'SENT', 'DELIVERED', 'SUCCESSFUL', 'FAILED', 'TIMEOUT', 'EXPIRED', 'CANCELED']) AS s`
+// command (NULL: none), the gauge's and the console overview's: the greater
+// of the open commands' newest, the end of device_commands_open_idx, and the
+// final ones', the end of device_commands_final_idx (migration 024). Two
+// index probes whatever the table holds; the two predicates are the
+// indexes' own, which between them hold every command.
+const NewestEventSQL = `SELECT greatest(
+	(SELECT max(last_event_time) FROM device_commands WHERE status IN ('PENDING', 'SENT', 'DELIVERED')),
+	(SELECT max(last_event_time) FROM device_commands WHERE status NOT IN ('PENDING', 'SENT', 'DELIVERED')))`
 
 // NewestEvent is the event time of the newest notification stored (zero:
 // none): NewestEventSQL.
