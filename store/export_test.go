@@ -8,7 +8,3 @@ var InterpretError = interpretError
 
 // FoldOutcomesSQL is FoldOutcomes' statement, for its plan's test.
 const FoldOutcomesSQL = foldOutcomes
-
-// OpenCommandsSQL is OpenCommands' statement without Stuck, for its plan's
-// test.
-const OpenCommandsSQL = openCommands
