@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cmdtrack/cmdtrack/store"
 )
 
 // ProductRates are one product's rates.
@@ -110,10 +112,8 @@ func loadOverview(ctx context.Context, db *pgxpool.Pool, now time.Time) (*Overvi
 	if o.DeadLetters, err = countClasses(ctx, db, "$1", now.Add(-7*24*time.Hour)); err != nil {
 		return nil, err
 	}
-	// The newest of each status' newest, each the end of the status index.
-	if err := db.QueryRow(ctx, `SELECT max(m) FROM unnest($1::text[]) s(status),
-		LATERAL (SELECT max(last_event_time) AS m FROM device_commands c WHERE c.status = s.status) x`,
-		statuses).Scan(&o.NewestEventTime); err != nil {
+	// The gauge's statement (cmdtrack_newest_notification_age_seconds).
+	if err := db.QueryRow(ctx, store.NewestEventSQL).Scan(&o.NewestEventTime); err != nil {
 		return nil, fmt.Errorf("read the newest event: %w", err)
 	}
 	if o.NewestEventTime != nil {

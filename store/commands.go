@@ -40,9 +40,21 @@ type OpenQuery struct {
 	Stuck time.Duration
 }
 
+// openCommands is OpenCommands' statement without Stuck. The statuses are
+// those of device_commands_open_idx's predicate, and the order its key, so
+// that the page is the head of that index's range (migration 024 dropped
+// the (status, last_event_time) index).
+const openCommands = `
+		SELECT command_id, coalesce(device_id, ''), status, last_event_time FROM device_commands
+		WHERE status IN ('PENDING', 'SENT', 'DELIVERED')
+		  AND last_event_time < $1
+		  AND ($2::timestamptz IS NULL OR last_event_time >= $2)
+		  AND ($3::timestamptz IS NULL OR (last_event_time, command_id) > ($3, $4))
+		ORDER BY last_event_time, command_id
+		LIMIT $5`
+
 // OpenCommands returns a page of commands that are not final, as q says.
-// The statuses are listed so that the (status, last_event_time) index
-// serves the query. ctx bounds the query.
+// ctx bounds the query.
 func (s *Store) OpenCommands(ctx context.Context, q OpenQuery) ([]CommandRef, error) {
 	afterTime, afterID := pgtype.Timestamptz{}, ""
 	if q.After != nil {
@@ -60,14 +72,7 @@ func (s *Store) OpenCommands(ctx context.Context, q OpenQuery) ([]CommandRef, er
 		}
 		return scanRefs(rows)
 	}
-	rows, err := s.pool.Query(ctx, `
-		SELECT command_id, coalesce(device_id, ''), status, last_event_time FROM device_commands
-		WHERE status IN ('PENDING', 'SENT', 'DELIVERED')
-		  AND last_event_time < $1
-		  AND ($2::timestamptz IS NULL OR last_event_time >= $2)
-		  AND ($3::timestamptz IS NULL OR (last_event_time, command_id) > ($3, $4))
-		ORDER BY last_event_time, command_id
-		LIMIT $5`,
+	rows, err := s.pool.Query(ctx, openCommands,
 		q.Before, pgtype.Timestamptz{Time: q.Since, Valid: !q.Since.IsZero()}, afterTime, afterID, q.Limit)
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("select open commands: %w", err))
