@@ -65,10 +65,10 @@ func TestOutboxStatementsProbeTheBacklogBySubject(t *testing.T) {
 				before func(tx pgx.Tx) // rows the statement works on, in its transaction
 				bound  int             // buffers: a few per event, not the 20,000-event backlog's pages
 			}{
-				{"claim", store.ClaimWebhooksSQL, []any{"e", 16, int64(60e6)}, nil, 1000},
-				{"settle delivered", store.SettleDeliveredSQL, []any{"e", ids, attempts}, nil, 1000},
-				{"settle subjects", store.SettleSubjectsSQL, []any{"e", subjects}, nil, 1000},
-				{"retry", store.RetryWebhookSQL, []any{int64(15000), 0, time.Now(), "boom"}, nil, 1000},
+				{"claim", store.ClaimWebhooksSQL, []any{"e", 16, int64(60e6)}, nil, 700},
+				{"settle delivered", store.SettleDeliveredSQL, []any{"e", ids, attempts}, nil, 300},
+				{"settle subjects", store.SettleSubjectsSQL, []any{"e", subjects}, nil, 300},
+				{"retry", store.RetryWebhookSQL, []any{int64(15000), 0, time.Now(), "boom"}, nil, 100},
 				// 430 outcome events of two commands each, one of which has
 				// an event pending: 860 rows written, 430 gone behind.
 				{"fold", store.FoldOutcomesSQL, nil, func(tx pgx.Tx) {
@@ -76,7 +76,7 @@ func TestOutboxStatementsProbeTheBacklogBySubject(t *testing.T) {
 						SELECT 'command.finished', 'p', 'SUCCESSFUL', '', ARRAY[subject(g * 40), 'new-' || g]
 						FROM generate_series(1, 430) g`)
 					require.NoError(t, err)
-				}, 20000},
+				}, 5000},
 			} {
 				text := explainBuffers(t, db, c.before, c.sql, c.args...)
 				require.NotContains(t, text, "using webhook_deliveries_pending", "%s probes by endpoint alone:\n%s", c.name, text)

@@ -169,13 +169,18 @@ func (s *Store) ClaimWebhooks(ctx context.Context, endpoint string, n int, lease
 
 // settleDelivered is WebhookDelivered's statement.
 const settleDelivered = `
-			WITH gone AS (
-				DELETE FROM webhook_deliveries d USING unnest($2::bigint[], $3::int[]) AS s(id, attempts)
-				-- id = ANY: the primary key's probes, not a join the planner
-				-- may make over the whole table (6 ms a settle in make bench).
-				-- The state as <> 'failed' (see claimWebhooks): the primary
-				-- key's probes, not a partial index read whole.
-				WHERE d.id = ANY ($2::bigint[]) AND d.endpoint = $1 AND d.id = s.id AND d.attempts = s.attempts
+			WITH found AS MATERIALIZED (
+				-- By the primary key alone, and the endpoint checked on what
+				-- it found: as a condition on the table the endpoint took the
+				-- planner to the subject index (every event of the endpoint,
+				-- ANDed with the keys' bitmap: 380 buffers a settle in make
+				-- bench), and state = 'pending' to a partial index read whole
+				-- (see claimWebhooks).
+				SELECT d.id, d.endpoint FROM webhook_deliveries d
+				WHERE d.id = ANY ($2::bigint[]) AND d.state <> 'failed'
+			), gone AS (
+				DELETE FROM webhook_deliveries d USING found f, unnest($2::bigint[], $3::int[]) AS s(id, attempts)
+				WHERE d.id = f.id AND f.endpoint = $1 AND d.id = s.id AND d.attempts = s.attempts
 					AND d.state <> 'failed'
 				RETURNING d.subject
 			), counted AS (
