@@ -83,8 +83,8 @@ type listKind struct {
 	table string
 	// key is the day expression, as the kind's indexes hold it.
 	key string
-	// ids name a row, in the order of its indexes; each is a column of the
-	// table and of columns alike.
+	// ids name a row in the list (the tie-break), in the order of its
+	// indexes; each is a column of the table and of columns alike.
 	ids      []string
 	statuses []string
 	// columns are named (expr AS name) and hold list_key, the key; names
@@ -93,11 +93,12 @@ type listKind struct {
 }
 
 // listFilter is a list's filter and its keyset cursor: rows strictly after
-// (Before, BeforeIDs...) in the list's order (newest first).
+// (Before, BeforeIDs...) in the list's order (newest first). BeforeIDs are
+// of the ids' types (a command's id a string, a message's seq an int64).
 type listFilter struct {
 	Device, Product, Status string
 	Since, Until, Before    *time.Time
-	BeforeIDs               []string
+	BeforeIDs               []any
 }
 
 // query is the statement of one page of the kind's list: limit rows.
@@ -154,11 +155,7 @@ func (k listKind) query(f listFilter, limit int) listStatement {
 		b := arg(*f.Before)
 		cursor := []string{b}
 		for i := range k.ids {
-			id := ""
-			if i < len(f.BeforeIDs) {
-				id = f.BeforeIDs[i]
-			}
-			cursor = append(cursor, arg(id))
+			cursor = append(cursor, arg(f.BeforeIDs[i]))
 		}
 		// The first bound is the one the day index can use; the others
 		// take the row comparison whole.

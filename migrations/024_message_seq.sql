@@ -1,0 +1,35 @@
+-- Device message WAL, round two (issue 28: a message costs no more WAL per
+-- notification than a command; docs/benchmarks.md, "Message WAL, round
+-- two"). Every change of a message's status is a new row version, and each
+-- version writes an entry in every index of device_messages (migration
+-- 022). Three of them ended with the message's identity, (device_id,
+-- message_id), as the lists' tie-break: about 45 bytes of every entry (a
+-- 36-character message id and its device), where a command's tie-break is
+-- its 14-character id.
+--
+-- seq names a message in the lists instead: a number the row gets once,
+-- when it is inserted, and keeps (GENERATED ALWAYS: no write sets it, the
+-- merge's UPDATE does not touch it). 8 bytes in the index where the
+-- identity took about 45. The console's keyset cursor for /messages is
+-- then (day, seq) (before, before_seq); the list's order between messages
+-- of one day key is by seq, newest first, where it was by device and id:
+-- any order would do, the cursor only needs one.
+ALTER TABLE device_messages ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY;
+
+DROP INDEX device_messages_device_status_day_idx;
+CREATE INDEX device_messages_device_status_day_idx
+    ON device_messages (device_id, status, (coalesce(pending_time, first_seen_at)), seq);
+
+DROP INDEX device_messages_product_status_day_idx;
+CREATE INDEX device_messages_product_status_day_idx
+    ON device_messages (product_id, status, (coalesce(pending_time, first_seen_at)), seq);
+
+DROP INDEX device_messages_status_day_idx;
+CREATE INDEX device_messages_status_day_idx
+    ON device_messages (status, (coalesce(pending_time, first_seen_at)), seq);
+
+-- The cost of running it: adding an identity column rewrites the table
+-- (every existing row gets its number) and so rebuilds all its indexes,
+-- holding device_messages' write lock throughout, as migrations 018 and
+-- 022 did. At 10 M messages: MEASURED_AT_10M. Run `cmdtrack migrate` before
+-- the new workers start.
