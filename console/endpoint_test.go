@@ -41,7 +41,7 @@ var routeCases = map[string][]routeCase{
 		{"/messages?status=SENT", 400, "status must be one of PENDING, DELIVERED, FAILED, TIMEOUT"},
 		{"/messages?before=2026-01-01T00:00:00Z&before_seq=x", 400, "before and before_seq are the cursor of the next page"},
 		{"/messages?before_seq=9", 400, "before and before_seq are the cursor of the next page"},
-		// A Next link of before migration 025.
+		// A Next link of before migration 024.
 		{"/messages?before=2026-01-01T00:00:00Z&before_device=d&before_id=m", 400,
 			"before_device and before_id are the cursor of an earlier version of this page: open /messages again"}},
 	"GET /messages/{device}/{id}": {{path: "/messages/d/m?history=all"},
