@@ -16,13 +16,16 @@
 -- (any order would do: the cursor only needs one). A cursor of before this
 -- migration (before_device, before_id) is refused with a 400 that says to
 -- open the list again.
+--
+-- The three indexes are dropped before the column is added: adding it
+-- rewrites the table and rebuilds every index it has.
+DROP INDEX device_messages_device_status_day_idx, device_messages_product_status_day_idx,
+    device_messages_status_day_idx;
 ALTER TABLE device_messages ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY;
 
-DROP INDEX device_messages_device_status_day_idx;
 CREATE INDEX device_messages_device_status_day_idx
     ON device_messages (device_id, status, (coalesce(pending_time, first_seen_at)), seq);
 
-DROP INDEX device_messages_product_status_day_idx;
 CREATE INDEX device_messages_product_status_day_idx
     ON device_messages (product_id, status, (coalesce(pending_time, first_seen_at)), seq);
 
@@ -37,7 +40,6 @@ CREATE INDEX device_messages_product_status_day_idx
 -- reads: bounded while DELIVERED is a fair share of the newest messages; a
 -- fleet where nearly every message fails would read many rows for a page
 -- of the few delivered.)
-DROP INDEX device_messages_status_day_idx;
 CREATE INDEX device_messages_status_day_idx
     ON device_messages (status, (coalesce(pending_time, first_seen_at)), seq)
     WHERE status <> 'DELIVERED';
