@@ -58,7 +58,7 @@ func TestBadBytesRefusedBeforeTheDatabase(t *testing.T) {
 			"/dead-letters?class=" + bad, "/dead-letters?" + before + "&before_id=" + bad, "/dead-letters/1?x=" + bad,
 			"/outcomes?product=" + bad, "/outcomes?days=" + bad, "/outcomes?product=gas-meter&days=7&x=" + bad,
 			"/messages?device=" + bad, "/messages?product=" + bad, "/messages?status=" + bad, "/messages?since=" + bad,
-			"/messages?" + before + "&before_device=" + bad + "&before_id=x", "/messages?" + before + "&before_device=d&before_id=" + bad,
+			"/messages?" + before + "&before_seq=" + bad, "/messages?" + before + "&before_device=d&before_id=" + bad,
 			"/messages/meter-4711/" + f.msgFailed + "?after=" + bad, "/calls/" + f.callSync + "?x=" + bad,
 			"/messages/meter-4711/" + f.msgFailed + "/payload/00?at=" + bad,
 			"/webhooks?endpoint=" + bad, "/webhooks?before_id=" + bad,

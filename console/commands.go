@@ -82,7 +82,7 @@ var commandList = listKind{table: "device_commands", key: `coalesce(created_time
 // commandsQuery is the statement of one page of /commands (listKind.query).
 func commandsQuery(f CommandFilter) listStatement {
 	return commandList.query(listFilter{Device: f.Device, Product: f.Product, Status: f.Status, Since: f.Since, Until: f.Until,
-		Before: f.Before, BeforeIDs: []string{f.BeforeID}}, pageSize+1)
+		Before: f.Before, BeforeIDs: []any{f.BeforeID}}, pageSize+1)
 }
 
 func listCommands(ctx context.Context, db *pgxpool.Pool, f CommandFilter) (*CommandsPage, error) {

@@ -38,7 +38,12 @@ var routeCases = map[string][]routeCase{
 		{"/commands/c/payload/00?at=noon", 400, "at is the notification's event time (RFC 3339)"}},
 	"GET /messages": {{path: "/messages?device=d&status=PENDING"},
 		{"/messages?since=yesterday", 400, `since: "yesterday" is not a time`},
-		{"/messages?status=SENT", 400, "status must be one of PENDING, DELIVERED, FAILED, TIMEOUT"}},
+		{"/messages?status=SENT", 400, "status must be one of PENDING, DELIVERED, FAILED, TIMEOUT"},
+		{"/messages?before=2026-01-01T00:00:00Z&before_seq=x", 400, "before and before_seq are the cursor of the next page"},
+		{"/messages?before_seq=9", 400, "before and before_seq are the cursor of the next page"},
+		// A Next link of before migration 026.
+		{"/messages?before=2026-01-01T00:00:00Z&before_device=d&before_id=m", 400,
+			"before_device and before_id are the cursor of an earlier version of this page: open /messages again"}},
 	"GET /messages/{device}/{id}": {{path: "/messages/d/m?history=all"},
 		{"/messages/d/m?after_key=zz", 400, "after, after_received and after_key are the cursor of the timeline's next page"}},
 	"GET /messages/{device}/{id}/payload/{key}": {{path: "/messages/d/m/payload/00?at=2026-01-01T00:00:00Z"},

@@ -22,6 +22,8 @@ type listStatement struct {
 	// inOrder: run it with inOrderOnly, so that the planner takes the index
 	// that gives the statement's order, the only plan without a sort.
 	inOrder bool
+	// dayOrder: run it with dayOrderOnly (a list of a kind's commonStatus).
+	dayOrder bool
 }
 
 // inOrderOnly leaves a filtered list one plan that needs no sort: the scan of
@@ -39,9 +41,30 @@ type listStatement struct {
 const inOrderOnly = `SELECT set_config('enable_sort', 'off', true), set_config('enable_incremental_sort', 'off', true),
 	set_config('jit', 'off', true)`
 
+// dayOrderOnly leaves a list of a common status one plan without a sort of
+// the filter's rows: the day index read newest first, its ties of the key
+// sorted as they come (an incremental sort, of a few rows). A generic plan
+// estimates a window's share of the table from nothing, and with a status
+// filtered too preferred reading the whole window to sort it (10,000 rows
+// for a page of 50 in console/plans_messages_test.go).
+const dayOrderOnly = `SELECT set_config('enable_sort', 'off', true), set_config('jit', 'off', true)`
+
+// settings are what the statement is run with: none, inOrderOnly or
+// dayOrderOnly.
+func (st listStatement) settings() string {
+	switch {
+	case st.inOrder:
+		return inOrderOnly
+	case st.dayOrder:
+		return dayOrderOnly
+	}
+	return ""
+}
+
 // queryList runs a list's statement and reads its rows with scan.
 func queryList[T any](ctx context.Context, db *pgxpool.Pool, st listStatement, scan func(pgx.Rows) (T, error)) (T, error) {
-	if !st.inOrder {
+	settings := st.settings()
+	if settings == "" {
 		rows, err := db.Query(ctx, st.sql, st.args...)
 		if err != nil {
 			var zero T
@@ -52,7 +75,7 @@ func queryList[T any](ctx context.Context, db *pgxpool.Pool, st listStatement, s
 	var out T
 	// The settings are local to this transaction.
 	err := pgx.BeginTxFunc(ctx, db, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, inOrderOnly); err != nil {
+		if _, err := tx.Exec(ctx, settings); err != nil {
 			return err
 		}
 		rows, err := tx.Query(ctx, st.sql, st.args...)
@@ -83,21 +106,29 @@ type listKind struct {
 	table string
 	// key is the day expression, as the kind's indexes hold it.
 	key string
-	// ids name a row, in the order of its indexes; each is a column of the
-	// table and of columns alike.
+	// ids name a row in the list (the tie-break), in the order of its
+	// indexes; each is a column of the table and of columns alike.
 	ids      []string
 	statuses []string
+	// commonStatus, when set, is a status the kind's status index leaves
+	// out (a partial index: a message's DELIVERED, migration 026): a list
+	// of it alone reads the day index, skipping the other statuses' rows,
+	// which are a small share of the rows as long as it is common. The
+	// status index then needs the filter's status written into the
+	// statement, where the planner can see it is not this one.
+	commonStatus string
 	// columns are named (expr AS name) and hold list_key, the key; names
 	// are their names, in order, as the merge of a status' pages reads them.
 	columns, names string
 }
 
 // listFilter is a list's filter and its keyset cursor: rows strictly after
-// (Before, BeforeIDs...) in the list's order (newest first).
+// (Before, BeforeIDs...) in the list's order (newest first). BeforeIDs are
+// of the ids' types (a command's id a string, a message's seq an int64).
 type listFilter struct {
 	Device, Product, Status string
 	Since, Until, Before    *time.Time
-	BeforeIDs               []string
+	BeforeIDs               []any
 }
 
 // query is the statement of one page of the kind's list: limit rows.
@@ -134,13 +165,18 @@ func (k listKind) query(f listFilter, limit int) listStatement {
 	case f.Product != "":
 		lead = "product_id"
 		where = append(where, "product_id = ANY("+arg([]string{f.Product})+"::text[])")
-	case f.Status != "":
+	case f.Status != "" && f.Status != k.commonStatus:
 		lead = "status"
 	}
 	if f.Status != "" {
-		if lead == "status" {
+		switch {
+		case lead == "status" && k.commonStatus != "" && slices.Contains(k.statuses, f.Status):
+			// A literal of the kind's statuses: even a generic plan proves
+			// the partial index's predicate.
+			where = append(where, "status = ANY('{"+f.Status+"}'::text[])")
+		case lead == "status":
 			where = append(where, "status = ANY("+arg([]string{f.Status})+"::text[])")
-		} else {
+		default:
 			where = append(where, "status = "+arg(f.Status))
 		}
 	}
@@ -154,11 +190,7 @@ func (k listKind) query(f listFilter, limit int) listStatement {
 		b := arg(*f.Before)
 		cursor := []string{b}
 		for i := range k.ids {
-			id := ""
-			if i < len(f.BeforeIDs) {
-				id = f.BeforeIDs[i]
-			}
-			cursor = append(cursor, arg(id))
+			cursor = append(cursor, arg(f.BeforeIDs[i]))
 		}
 		// The first bound is the one the day index can use; the others
 		// take the row comparison whole.
@@ -183,8 +215,9 @@ func (k listKind) query(f listFilter, limit int) listStatement {
 	}
 	if lead == "" {
 		// The day index, in order but for ties of the key (an incremental
-		// sort of those): no other index can serve it, so no setting.
-		return listStatement{sql: page(where, k.columns), args: args}
+		// sort of those): without a filter no other index can serve it, so
+		// no setting.
+		return listStatement{sql: page(where, k.columns), args: args, dayOrder: f.Status != ""}
 	}
 	if f.Status != "" {
 		return listStatement{sql: page(where, k.columns), args: args, inOrder: true}

@@ -66,9 +66,9 @@ func naiveMessages(t *testing.T, db *pgxpool.Pool, f MessageFilter) []string {
 	q := `SELECT device_id || '/' || message_id FROM device_messages WHERE ($1 = '' OR device_id = $1)
 		AND ($2 = '' OR product_id = $2) AND ($3 = '' OR status = $3) AND ($4::timestamptz IS NULL OR ` + key + ` >= $4)
 		AND ($5::timestamptz IS NULL OR ` + key + ` < $5)
-		AND ($6::timestamptz IS NULL OR (` + key + `, device_id, message_id) < ($6, $7, $8))
-		ORDER BY ` + key + ` DESC, device_id DESC, message_id DESC LIMIT ` + strconv.Itoa(pageSize+1)
-	rows, err := db.Query(context.Background(), q, f.Device, f.Product, f.Status, f.Since, f.Until, f.Before, f.BeforeDevice, f.BeforeID)
+		AND ($6::timestamptz IS NULL OR (` + key + `, seq) < ($6, $7))
+		ORDER BY ` + key + ` DESC, seq DESC LIMIT ` + strconv.Itoa(pageSize+1)
+	rows, err := db.Query(context.Background(), q, f.Device, f.Product, f.Status, f.Since, f.Until, f.Before, f.BeforeSeq)
 	require.NoError(t, err)
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
@@ -144,7 +144,7 @@ func TestMessageListPlansAreBoundedByThePage(t *testing.T) {
 							break
 						}
 						last := p.Messages[pageSize-1]
-						f.Before, f.BeforeDevice, f.BeforeID = &last.Key, last.DeviceID, last.MessageID
+						f.Before, f.BeforeSeq = &last.Key, last.Seq
 					}
 				}
 			}

@@ -158,8 +158,8 @@ func explain(t *testing.T, conn *pgx.Conn, st listStatement) (custom, generic pl
 	tx, err := conn.Begin(ctx)
 	require.NoError(t, err)
 	defer func() { _ = tx.Rollback(ctx) }()
-	if st.inOrder {
-		_, err := tx.Exec(ctx, inOrderOnly)
+	if settings := st.settings(); settings != "" {
+		_, err := tx.Exec(ctx, settings)
 		require.NoError(t, err)
 	}
 	read := func(sql string, args ...any) planNode {

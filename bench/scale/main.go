@@ -147,9 +147,9 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 	}
 	add(fmt.Sprintf("seeding %d device messages and %d history rows (SQL, 30 days, a statement a day), presence of their %d devices",
 		msgN, msgEvents, max(msgN/10, 1)), time.Since(start).Round(time.Second).String())
-	// Migration 018's indexes, on the full device_messages (the seed
-	// dropped them), before anything reads it.
-	indexes, err := migrationIndexes("018_message_lists.sql", "022_message_index_includes.sql")
+	// Migration 018's indexes, as 022 and 024 rebuilt them, on the full
+	// device_messages (the seed dropped them), before anything reads it.
+	indexes, err := migrationIndexes("018_message_lists.sql", "022_message_index_includes.sql", "026_message_seq.sql")
 	if err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 	if _, err := db.Exec(ctx, indexes); err != nil {
 		return err
 	}
-	add(fmt.Sprintf("migration 018's indexes (four on device_messages, two as 022 rebuilt them), built on %d messages (the table's writes wait meanwhile)", msgN),
+	add(fmt.Sprintf("migration 018's indexes (four on device_messages, as 022 and 024 rebuilt them), built on %d messages (the table's writes wait meanwhile)", msgN),
 		time.Since(start).Round(time.Millisecond).String())
 	if _, err := db.Exec(ctx, "ANALYZE device_messages"); err != nil {
 		return err

@@ -81,8 +81,8 @@ var lists = []listed{
 			WHERE command_id = 'cmd-' || (SELECT count(*) FROM device_commands WHERE command_id LIKE 'cmd-%') / 2`,
 		devices: [][3]string{{"a device with old commands only", "dev-old", "prod-3"}, {"a rare device", "dev-rare", "prod-5"}},
 		item:    func(_, id string) string { return "/commands/" + url.PathEscape(id) }},
-	{kind: "messages", table: "device_messages", key: "coalesce(pending_time, first_seen_at)", ids: []string{"device_id", "message_id"},
-		cursor: []string{"before_device", "before_id"}, statuses: []string{"PENDING", "FAILED", "TIMEOUT"},
+	{kind: "messages", table: "device_messages", key: "coalesce(pending_time, first_seen_at)", ids: []string{"seq"},
+		cursor: []string{"before_seq"}, statuses: []string{"PENDING", "FAILED", "TIMEOUT"},
 		pick: `SELECT device_id, product_id, message_id FROM device_messages WHERE device_id = 'dev-1' ORDER BY message_id LIMIT 1`,
 		devices: [][3]string{{"a device with old messages only", "dev-old", "prod-3"},
 			{"a busy device whose only failures are its oldest", "dev-busy", "prod-4"}, {"a rare device", "dev-rare", "prod-5"}},
@@ -331,8 +331,10 @@ func (k listed) pages(ctx context.Context, db *pgxpool.Pool, base, day string) (
 // keyset cursor of the newest row older than that.
 func (k listed) deepCursor(ctx context.Context, db *pgxpool.Pool) (string, error) {
 	desc := k.key + " DESC"
+	var sel []string
 	for _, id := range k.ids {
 		desc += ", " + id + " DESC"
+		sel = append(sel, id+"::text") // a message's seq is a number
 	}
 	var at time.Time
 	ids := make([]string, len(k.ids))
@@ -340,7 +342,7 @@ func (k listed) deepCursor(ctx context.Context, db *pgxpool.Pool) (string, error
 	for i := range ids {
 		dest = append(dest, &ids[i])
 	}
-	if err := db.QueryRow(ctx, `SELECT `+k.key+`, `+strings.Join(k.ids, ", ")+` FROM `+k.table+
+	if err := db.QueryRow(ctx, `SELECT `+k.key+`, `+strings.Join(sel, ", ")+` FROM `+k.table+
 		` WHERE `+k.key+` < now() - interval '15 days' ORDER BY `+desc+` LIMIT 1`).Scan(dest...); err != nil {
 		return "", fmt.Errorf("a cursor 15 days back: %w", err)
 	}
