@@ -591,7 +591,7 @@ func seed(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
 		lo, hi := from.AddDate(0, 0, day), from.AddDate(0, 0, day+1)
 		logf("seeding history, day %d of 30", day+1)
 		if _, err := db.Exec(ctx, `
-			INSERT INTO device_command_events (command_id, event_key, status, event_time, request_id, source, payload, received_at)
+			INSERT INTO device_command_events (command_id, event_key, status, event_time, request_id, source, stored_payload, received_at)
 			SELECT c.command_id, sha256((c.command_id || e.status)::bytea), e.status, e.at, c.last_request_id, 'amqp:DefaultQueue',
 				format($3, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"'), c.last_request_id, c.device_id, c.product_id, c.device_id,
 					c.command_id, to_char(c.created_time, 'YYYYMMDD"T"HH24MISS"Z"'), e.status),
