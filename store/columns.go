@@ -174,23 +174,26 @@ var eventColumns = []column[noteRow]{
 	textCol("source", plain, func(r *noteRow) string { return r.source }),
 	// The payload, and where its header lies (if the decoder placed it):
 	// the statement cuts the header out only where notification_headers
-	// holds, under that id, the very text at that position (sameHeader), so
+	// holds, under that id, the very text at that position (headerJoin), so
 	// that command_events puts back the payload as received, byte for byte.
 	withExpr(valueCol("stored_payload", "text", plain, func(r *noteRow) string { return unsafeString(r.n.Payload) }),
-		`CASE WHEN `+sameHeader+` THEN overlay(u.stored_payload PLACING '' FROM u.header_at FOR length(h.header)) ELSE u.stored_payload END`),
+		`CASE WHEN h.id IS NOT NULL THEN overlay(u.stored_payload PLACING '' FROM u.header_at FOR length(h.header)) ELSE u.stored_payload END`),
 	withExpr(valueCol("header_id", "int8", plain, func(r *noteRow) pgtype.Int8 {
 		return pgtype.Int8{Int64: r.headerID, Valid: r.header != nil}
-	}), `CASE WHEN `+sameHeader+` THEN u.header_id END`),
+	}), `CASE WHEN h.id IS NOT NULL THEN u.header_id END`),
 	withExpr(valueCol("header_at", "int4", plain, func(r *noteRow) pgtype.Int4 {
 		return pgtype.Int4{Int32: r.headerAt, Valid: r.header != nil}
-	}), `CASE WHEN `+sameHeader+` THEN u.header_at END`),
+	}), `CASE WHEN h.id IS NOT NULL THEN u.header_at END`),
 	valueCol("from_receipt", "bool", input, func(r *noteRow) bool { return r.n.TimeFromReceipt }),
 }
 
-// sameHeader: the header stored under the row's header_id (h, joined by
-// insertEvents) is the payload's text at header_at, byte for byte. NULL,
-// so false, when the row names no header or none is stored under its id.
-const sameHeader = `substr(u.stored_payload, u.header_at, length(h.header)) = h.header COLLATE "C"`
+// headerJoin brings, as h, the header stored under a row's header_id only
+// if it is the payload's text at header_at, byte for byte: h.id is NULL
+// when the row names no header, none is stored under its id, or another
+// text is (a collision), and the payload is then stored whole.
+const headerJoin = `
+LEFT JOIN notification_headers h ON h.id = u.header_id
+	AND substr(u.stored_payload, u.header_at, length(h.header)) = h.header COLLATE "C"`
 
 // headerRow is a header notification_headers keeps once (migration 026).
 type headerRow struct {
@@ -493,8 +496,7 @@ func least(name, typ string) string {
 func byText(v string) string { return v + `::text COLLATE "C"` }
 
 var (
-	insertEvents = insertOnceJoining("device_command_events", eventColumns,
-		"\nLEFT JOIN notification_headers h ON h.id = u.header_id")
+	insertEvents      = insertOnceJoining("device_command_events", eventColumns, headerJoin)
 	insertHeaders     = insertOnce("notification_headers", headerColumns)
 	insertReceipts    = insertOnce("device_command_receipts", receiptColumns)
 	upsertCommands    = mergeUpsert("device_commands", commandColumns, previousSets...)
