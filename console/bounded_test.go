@@ -41,7 +41,7 @@ func TestCommandPageBoundedManyNotifications(t *testing.T) {
 	f := setup(t)
 	const extra = 3000
 	_, err := f.st.Pool().Exec(context.Background(), `INSERT INTO device_command_events
-		(command_id, event_key, status, event_time, request_id, source, payload, received_at)
+		(command_id, event_key, status, event_time, request_id, source, stored_payload, received_at)
 		SELECT $1, decode(md5(i::text), 'hex'), 'DELIVERED', $2::timestamptz + i * interval '1 millisecond',
 			'many-' || lpad(i::text, 5, '0'), 'http', '{"n":' || i || ',"pad":"' || repeat('x', 400) || '"}', now()
 		FROM generate_series(1, $3) i`, f.valve, f.created.Add(10*time.Second), extra)
@@ -107,7 +107,7 @@ func TestCommandPageBoundedLargePayloads(t *testing.T) {
 	// Each " is &#34; (5 bytes) in HTML: 8 of these made a 40 MB page.
 	big := `{"s":"` + strings.Repeat(`\"`, 1<<19-4) + `"}`
 	_, err := f.st.Pool().Exec(context.Background(), `INSERT INTO device_command_events
-		(command_id, event_key, status, event_time, request_id, source, payload, received_at)
+		(command_id, event_key, status, event_time, request_id, source, stored_payload, received_at)
 		SELECT $1, decode(md5('big' || i), 'hex'), 'DELIVERED', $2::timestamptz + i * interval '1 millisecond',
 			'big-' || i, 'http', $3, now()
 		FROM generate_series(1, 8) i`, f.valve, f.created, big)

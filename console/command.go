@@ -174,9 +174,17 @@ type TimelinePage struct {
 type history struct {
 	table string
 	ids   []string
+	// payload is the SQL expression, over the table as e, of a
+	// notification's payload as received.
+	payload string
 }
 
-var commandHistory = history{table: "device_command_events", ids: []string{"command_id"}}
+// commandHistory's payloads are stored without a header that
+// notification_headers keeps (migration 027): the expression puts it back,
+// as the view command_events does, for the rows of a page only.
+var commandHistory = history{table: "device_command_events", ids: []string{"command_id"},
+	payload: `CASE WHEN e.header_at IS NULL THEN e.stored_payload ELSE overlay(e.stored_payload PLACING
+		(SELECT h.header FROM notification_headers h WHERE h.id = e.header_id) FROM e.header_at FOR 0) END`}
 
 // where is the condition on the thing's ids, as $1, $2, ...
 func (h history) where() string {
@@ -233,11 +241,12 @@ func (h history) readTimeline(ctx context.Context, db *pgxpool.Pool, ids []any, 
 		join[i] = "e." + id + " = $" + strconv.Itoa(i+1)
 	}
 	q := `SELECT k.event_time, k.status, k.source, coalesce(k.request_id, ''), k.received_at, k.event_key,
-			left(e.payload, ` + strconv.Itoa(payloadPreview) + `), octet_length(e.payload)
+			left(p.payload, ` + strconv.Itoa(payloadPreview) + `), octet_length(p.payload)
 		FROM (SELECT event_time, status, source, request_id, received_at, event_key FROM ` + h.table + `
 			WHERE ` + h.where() + strings.Join(where, "") + `
 			ORDER BY event_time, received_at, event_key LIMIT ` + strconv.Itoa(timelinePage+1) + `) k
 		JOIN ` + h.table + ` e ON ` + strings.Join(join, " AND ") + ` AND e.event_key = k.event_key AND e.event_time = k.event_time
+		CROSS JOIN LATERAL (SELECT ` + h.payload + ` AS payload) p
 		ORDER BY k.event_time, k.received_at, k.event_key`
 	rows, err := db.Query(ctx, q, args...)
 	if err != nil {

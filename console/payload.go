@@ -29,10 +29,10 @@ func (h history) writePayload(ctx context.Context, db *pgxpool.Pool, ids []any, 
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	n := len(ids)
-	where := ` FROM ` + h.table + ` WHERE ` + h.where() + ` AND event_key = $` + strconv.Itoa(n+1) + ` AND event_time = $` + strconv.Itoa(n+2)
+	where := ` FROM ` + h.table + ` e WHERE ` + h.where() + ` AND event_key = $` + strconv.Itoa(n+1) + ` AND event_time = $` + strconv.Itoa(n+2)
 	args := append(append([]any{}, ids...), key, at)
 	var chars, size int64
-	err = tx.QueryRow(ctx, `SELECT length(payload), octet_length(payload)`+where, args...).Scan(&chars, &size)
+	err = tx.QueryRow(ctx, `SELECT length(p), octet_length(p) FROM (SELECT `+h.payload+` AS p`+where+`) x`, args...).Scan(&chars, &size)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, errNotFound
 	}
@@ -42,7 +42,7 @@ func (h history) writePayload(ctx context.Context, db *pgxpool.Pool, ids []any, 
 	w := start(size)
 	var chunk []byte
 	for pos := int64(1); pos <= chars; pos += payloadChunk {
-		sub := `SELECT substr(payload, $` + strconv.Itoa(n+3) + `, $` + strconv.Itoa(n+4) + `)`
+		sub := `SELECT substr(` + h.payload + `, $` + strconv.Itoa(n+3) + `, $` + strconv.Itoa(n+4) + `)`
 		if err := tx.QueryRow(ctx, sub+where, append(args, pos, payloadChunk)...).Scan(&chunk); err != nil {
 			return true, fmt.Errorf("read payload: %w", err)
 		}

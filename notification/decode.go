@@ -186,6 +186,7 @@ func decodeStd(body []byte, receivedAt time.Time) (Notification, error) {
 	}
 	n.Result = nullToNil(b.Result)
 	n.Payload = body
+	n.HeaderStart, n.HeaderEnd = headerSpan(body)
 	return n, storable(body)
 }
 

@@ -126,3 +126,32 @@ func headerTags(h *header) (json.RawMessage, error) {
 	}
 	return tags, nil
 }
+
+// headerSpan is where notify_data.header's object lies in body, as bytes
+// (end 0 when it is not found). It finds the member as written, exactly
+// once, as the fast path reads it: a body with a second notify_data or
+// header, or one spelled otherwise (escapes, another case), has none, since
+// which of them encoding/json kept is not worth working out for a hint.
+func headerSpan(body []byte) (start, end int) {
+	s := scanner{data: body}
+	var notifyData, header int
+	ok := s.document(func(key []byte, escaped bool) bool {
+		if escaped || string(key) != "notify_data" || s.peek() != '{' {
+			return s.value()
+		}
+		notifyData++
+		return s.object(func(key []byte, escaped bool) bool {
+			if escaped || string(key) != "header" || s.peek() != '{' {
+				return s.value()
+			}
+			header++
+			var ok bool
+			start, end, ok = s.rawValue()
+			return ok
+		})
+	})
+	if !ok || notifyData != 1 || header != 1 {
+		return 0, 0
+	}
+	return start, end
+}

@@ -68,6 +68,8 @@ type fastV5 struct {
 
 	resource, event, eventTime, eventTimeMS, requestID span
 	notifyData, header, dataBody                       objectMember
+	// headerRaw is where the header's object lies, when it is one.
+	headerRaw span
 
 	fastHeader
 	commandID, createdTime, sentTime, deliveredTime, responseTime span
@@ -163,6 +165,9 @@ func decodeFast(body []byte, n *Notification) (sure bool, err error) {
 	n.EventTime, n.CreatedTime, n.SentTime, n.DeliveredTime, n.ResponseTime = times[0], times[1], times[2], times[3], times[4]
 	// Tags and Result alias the body, as Payload does: it is kept anyway.
 	n.Tags, n.Result, n.Payload = tags, result, body
+	if d.header.present {
+		n.HeaderStart, n.HeaderEnd = d.headerRaw.start, d.headerRaw.end
+	}
 	if reason := unstorableEscape(body); reason != "" {
 		return true, errorf(ClassUnstorable, "%s", reason)
 	}
@@ -215,7 +220,11 @@ func (d *fastV5) notifyDataMember(key []byte, escaped bool) bool {
 	case string(key) == "header":
 		// A struct, not a pointer, in commandStatusData: null leaves it
 		// empty, as an absent header does.
-		return d.object(&d.header, func(key []byte, escaped bool) bool { return d.headerMember(&d.fastHeader, key, escaped) })
+		d.s.space()
+		start := d.s.pos
+		ok := d.object(&d.header, func(key []byte, escaped bool) bool { return d.headerMember(&d.fastHeader, key, escaped) })
+		d.headerRaw = span{start: start, end: d.s.pos}
+		return ok
 	case string(key) == "body":
 		return d.object(&d.dataBody, d.bodyMember)
 	case unsureKey(key, notifyDataNames):

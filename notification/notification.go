@@ -81,6 +81,12 @@ type Notification struct {
 
 	// Payload is the notification as received (UTF-8 JSON), kept in history.
 	Payload []byte
+	// HeaderStart and HeaderEnd are where notify_data.header's object lies
+	// in Payload, as bytes; HeaderEnd is 0 when the decoder did not place
+	// it. The header is the same in every notification of a device, so the
+	// history keeps it once (store: notification_headers); the span is only
+	// a hint for that, and the store checks the bytes it cuts out.
+	HeaderStart, HeaderEnd int
 
 	// TimeFromReceipt is set when the format carries no event time and
 	// EventTime is when cmdtrack received it (legacy callbacks). The key then

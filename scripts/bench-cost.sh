@@ -225,8 +225,11 @@ analyze() {
 		echo "History rows: rows, bytes per row: row (pg_column_size), payload stored, payload as text, heap+TOAST+indexes on disk"
 		for t in device_command_events device_message_events device_presence_events; do
 			psql -X -tA -F $'\t' "$DB" -c "SELECT to_regclass('$S.$t') IS NOT NULL" | grep -q t || continue
+			# The command history stores its payloads without the header once migration 027 is in (stored_payload).
+			col=$(psql -X -tA "$DB" -c "SELECT attname FROM pg_attribute WHERE attrelid = '$S.$t'::regclass
+				AND attname IN ('payload', 'stored_payload') AND NOT attisdropped ORDER BY attname DESC LIMIT 1")
 			psql -X -tA -F $'\t' "$DB" -c "
-				SELECT '$t', count(*), avg(pg_column_size(e.*)), avg(pg_column_size(e.payload)), avg(octet_length(e.payload::text)),
+				SELECT '$t', count(*), avg(pg_column_size(e.*)), avg(pg_column_size(e.$col)), avg(octet_length(e.$col::text)),
 				       (SELECT sum(pg_total_relation_size(i.inhrelid)) FROM pg_inherits i WHERE i.inhparent = '$S.$t'::regclass) / greatest(count(*), 1)
 				FROM $S.$t e" 2>/dev/null |
 				awk -F'\t' '{ printf "  %-26s %8d rows  row %6.1f B  payload %6.1f B stored, %6.1f B as text  on disk %6.1f B/row\n", $1, $2, $3, $4, $5, $6 }'

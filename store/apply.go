@@ -7,6 +7,8 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
+	"math"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -161,11 +163,51 @@ type commandWriter struct {
 
 func (w *commandWriter) add(it *ingest.Item, idx int) {
 	n := it.Record.(*notification.Notification)
-	w.notes = append(w.notes, noteRow{n: n, source: it.Source, key: n.Key(), idx: idx})
+	r := noteRow{n: n, source: it.Source, key: n.Key(), idx: idx}
+	placeHeader(&r)
+	w.notes = append(w.notes, r)
+}
+
+// minHeader is the shortest header kept once: a row that names one stores
+// 12 bytes (its id and position) instead.
+const minHeader = 32
+
+// placeHeader sets r's header from where the decoder placed it in the
+// payload, when it is long enough to be worth keeping once.
+func placeHeader(r *noteRow) {
+	n := r.n
+	start, end := n.HeaderStart, n.HeaderEnd
+	if end-start < minHeader || start < 0 || end > len(n.Payload) || len(n.Payload) > math.MaxInt32 {
+		return
+	}
+	r.header = n.Payload[start:end:end]
+	h := fnv.New64a()
+	h.Write(r.header)
+	r.headerID = int64(h.Sum64())
+	r.headerAt = int32(utf8.RuneCount(n.Payload[:start]) + 1)
+}
+
+// headers are the distinct headers of notes, by id (the first of two texts
+// with one id; the statement keeps whichever is stored first).
+func headers(notes []noteRow) []headerRow {
+	var out []headerRow
+	for i := range notes {
+		if notes[i].header != nil {
+			out = append(out, headerRow{id: notes[i].headerID, text: notes[i].header})
+		}
+	}
+	slices.SortFunc(out, func(a, b headerRow) int { return cmp.Compare(a.id, b.id) })
+	return slices.CompactFunc(out, func(a, b headerRow) bool { return a.id == b.id })
 }
 
 func (w *commandWriter) queue(b *pgx.Batch, changed []bool, track bool) *tracker {
 	notes := w.notes
+	if hs := headers(notes); len(hs) > 0 {
+		// First of all the batch's statements, and in id order: a writer
+		// waiting here for another's uncommitted header holds no row lock
+		// that the other could wait for, so none can deadlock.
+		b.Queue(insertHeaders, args(headerColumns, hs)...)
+	}
 	slices.SortFunc(notes, func(a, b noteRow) int {
 		return cmp.Or(strings.Compare(a.n.CommandID, b.n.CommandID), bytes.Compare(a.key, b.key),
 			a.n.EventTime.Compare(b.n.EventTime))

@@ -25,11 +25,13 @@ type historyCase struct {
 	// expression.
 	ids   string
 	idsOf func(expr string) string
+	// payload is the column that stores the payload.
+	payload string
 }
 
 var historyCases = []historyCase{
-	{name: "command", table: "device_command_events", ids: "command_id", idsOf: func(e string) string { return e }},
-	{name: "message", table: "device_message_events", ids: "device_id, message_id", idsOf: func(e string) string { return "'dev-1', " + e }},
+	{name: "command", table: "device_command_events", ids: "command_id", idsOf: func(e string) string { return e }, payload: "stored_payload"},
+	{name: "message", table: "device_message_events", ids: "device_id, message_id", idsOf: func(e string) string { return "'dev-1', " + e }, payload: "payload"},
 }
 
 var commandHistory = historyCases[0]
@@ -44,8 +46,8 @@ func (h historyCase) partition(from time.Time) string { return h.table + "_" + f
 // the statement, from (a FROM clause, or nothing for one row).
 func (h historyCase) insert(t *testing.T, st *store.Store, id, at, from string, args ...any) {
 	t.Helper()
-	_, err := st.Pool().Exec(context.Background(), fmt.Sprintf(`INSERT INTO %s (%s, event_key, status, event_time, source, payload)
-		SELECT %s, sha256(convert_to(%s, 'UTF8')), 'SENT', %s, 'import', '{}' %s`, h.table, h.ids, h.idsOf(id), id, at, from), args...)
+	_, err := st.Pool().Exec(context.Background(), fmt.Sprintf(`INSERT INTO %s (%s, event_key, status, event_time, source, %s)
+		SELECT %s, sha256(convert_to(%s, 'UTF8')), 'SENT', %s, 'import', '{}' %s`, h.table, h.ids, h.payload, h.idsOf(id), id, at, from), args...)
 	require.NoError(t, err)
 }
 
@@ -274,7 +276,7 @@ func TestMigrateHistoryInPlace(t *testing.T) {
 	for _, day := range []string{"20260601", "20260605", "20260611"} {
 		require.Contains(t, names, "device_command_events_"+day)
 	}
-	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM device_command_events WHERE payload::jsonb ->> 'n' = '7'`))
+	require.Equal(t, 1, count(t, st, `SELECT count(*) FROM command_events WHERE payload::jsonb ->> 'n' = '7'`))
 	require.Equal(t, 5, count(t, st, `SELECT count(*) FROM command_timeline WHERE command_id = 'c1'`))
 	require.Equal(t, 1, count(t, st, `SELECT commands FROM product_daily_outcomes WHERE day = '2026-06-01'`))
 }
@@ -481,7 +483,7 @@ func TestUnattachedPartitionExpires(t *testing.T) {
 	_, err := st.MaintainPartitions(ctx, p, now)
 	require.NoError(t, err)
 	old := now.AddDate(0, 0, -10).Truncate(24 * time.Hour)
-	_, err = st.Pool().Exec(ctx, `INSERT INTO device_command_events (command_id, event_key, status, event_time, source, payload)
+	_, err = st.Pool().Exec(ctx, `INSERT INTO device_command_events (command_id, event_key, status, event_time, source, stored_payload)
 		SELECT 'old-' || g, sha256(g::text::bytea), 'SENT', $1::timestamptz + g * interval '1 s', 'import', '{}'
 		FROM generate_series(1, 3000) g`, old)
 	require.NoError(t, err)

@@ -36,7 +36,7 @@ func TestPartitionRoutingErrorIsNotTheMessagesFault(t *testing.T) {
 	writer, err := st.Pool().Begin(ctx)
 	require.NoError(t, err)
 	defer func() { _ = writer.Rollback(ctx) }()
-	insert := `INSERT INTO device_command_events (command_id, event_key, status, event_time, source, payload)
+	insert := `INSERT INTO device_command_events (command_id, event_key, status, event_time, source, stored_payload)
 		VALUES ($1, '\x00', 'SENT', $2, 'q', '{}')`
 	_, err = writer.Exec(ctx, insert, "first", now)
 	require.NoError(t, err)
@@ -348,7 +348,7 @@ func TestPartitionMoveKeepsWritersMoving(t *testing.T) {
 	require.NoError(t, err)
 	moving := now.AddDate(0, 0, 4) // no partition yet: its rows are in the default partition
 	const loaded = 300_000
-	_, err = st.Pool().Exec(ctx, `INSERT INTO device_command_events (command_id, event_key, status, event_time, source, payload)
+	_, err = st.Pool().Exec(ctx, `INSERT INTO device_command_events (command_id, event_key, status, event_time, source, stored_payload)
 		SELECT 'bulk-' || g, sha256(g::text::bytea), 'SENT', $1::timestamptz + g * interval '200 ms', 'import', '{"n":' || g || '}'
 		FROM generate_series(1, $2::int) g`, moving.Truncate(24*time.Hour), loaded)
 	require.NoError(t, err)

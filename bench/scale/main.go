@@ -583,24 +583,39 @@ func seed(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
 		                $2::timestamptz - (d::float8 / greatest($1 / 10, 1)) * interval '30 days' AS t) x`, n, now); err != nil {
 		return fmt.Errorf("seed presence: %w", err)
 	}
-	// The history, a day at a time (so that progress shows).
-	const payload = `{"resource":"device.command.status","event":"update","event_time":"%s","request_id":"%s",` +
-		`"notify_data":{"header":{"app_id":"app-1","device_id":"%s","node_id":"node","product_id":"%s","gateway_id":"%s"},` +
-		`"body":{"command_id":"%s","created_time":"%s","status":"%s","result":null}}}`
+	// The history, a day at a time (so that progress shows), as the writer
+	// stores it: each device's header once in notification_headers, the
+	// payloads without it (migration 027; the id is any 64 bits of the
+	// header's text: the writer's own is another hash, which only means a
+	// live notification adds its own row).
+	const (
+		before   = `{"resource":"device.command.status","event":"update","event_time":"%s","request_id":"%s","notify_data":{"header":`
+		header   = `{"app_id":"app-1","device_id":"%s","node_id":"node","product_id":"%s","gateway_id":"%s"}`
+		after    = `,"body":{"command_id":"%s","created_time":"%s","status":"%s","result":null}}}`
+		headerID = `('x' || left(md5(format($1, c.device_id, c.product_id, c.device_id)), 16))::bit(64)::bigint`
+	)
+	logf("seeding the devices' headers")
+	if _, err := db.Exec(ctx, `
+		INSERT INTO notification_headers (id, header)
+		SELECT DISTINCT `+headerID+`, format($1, c.device_id, c.product_id, c.device_id) FROM device_commands c
+		ON CONFLICT (id) DO NOTHING`, header); err != nil {
+		return fmt.Errorf("seed headers: %w", err)
+	}
 	for day := range 30 {
 		lo, hi := from.AddDate(0, 0, day), from.AddDate(0, 0, day+1)
 		logf("seeding history, day %d of 30", day+1)
 		if _, err := db.Exec(ctx, `
-			INSERT INTO device_command_events (command_id, event_key, status, event_time, request_id, source, payload, received_at)
+			INSERT INTO device_command_events (command_id, event_key, status, event_time, request_id, source, stored_payload,
+				header_id, header_at, received_at)
 			SELECT c.command_id, sha256((c.command_id || e.status)::bytea), e.status, e.at, c.last_request_id, 'amqp:DefaultQueue',
-				format($3, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"'), c.last_request_id, c.device_id, c.product_id, c.device_id,
-					c.command_id, to_char(c.created_time, 'YYYYMMDD"T"HH24MISS"Z"'), e.status),
-				e.at + interval '20 ms'
+				p.before || format($5, c.command_id, to_char(c.created_time, 'YYYYMMDD"T"HH24MISS"Z"'), e.status),
+				`+strings.ReplaceAll(headerID, "$1", "$4")+`, length(p.before) + 1, e.at + interval '20 ms'
 			FROM device_commands c,
 			LATERAL (VALUES ('PENDING', c.created_time, 0), ('SENT', c.sent_time, 1), ('DELIVERED', c.delivered_time, 2),
-			                (c.status, c.last_event_time, 3)) AS e(status, at, rank)
+			                (c.status, c.last_event_time, 3)) AS e(status, at, rank),
+			LATERAL (SELECT format($3, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"'), c.last_request_id) AS before) p
 			WHERE coalesce(c.created_time, c.first_seen_at) >= $1 AND coalesce(c.created_time, c.first_seen_at) < $2
-			  AND e.at IS NOT NULL AND (e.rank < 3 OR c.status_rank = 3)`, lo, hi, payload); err != nil {
+			  AND e.at IS NOT NULL AND (e.rank < 3 OR c.status_rank = 3)`, lo, hi, before, header, after); err != nil {
 			return fmt.Errorf("seed history: %w", err)
 		}
 	}
