@@ -215,13 +215,15 @@ func run(ctx context.Context, w io.Writer, url string, n, msgN, ingestN, migrate
 	// Sizes, per million commands.
 	var cmdBytes, histBytes int64
 	if err := db.QueryRow(ctx, `SELECT pg_total_relation_size('device_commands'),
-		(SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'device_command_events'::regclass)`).
+		(SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'device_command_events'::regclass)
+			-- the headers the history keeps once (migration 027), theirs too
+			+ coalesce(pg_total_relation_size(to_regclass('notification_headers')), 0)`).
 		Scan(&cmdBytes, &histBytes); err != nil {
 		return err
 	}
 	per := float64(n) / 1e6
 	add("size per million commands: device_commands with its indexes", fmt.Sprintf("%.0f MiB", float64(cmdBytes)/per/(1<<20)))
-	add("size per million commands: history (4 rows each) with its index", fmt.Sprintf("%.0f MiB", float64(histBytes)/per/(1<<20)))
+	add("size per million commands: history (4 rows each) with its index and headers", fmt.Sprintf("%.0f MiB", float64(histBytes)/per/(1<<20)))
 	var msgBytes, msgHistBytes int64
 	if err := db.QueryRow(ctx, `SELECT pg_total_relation_size('device_messages'),
 		(SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'device_message_events'::regclass)`).
