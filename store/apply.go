@@ -99,12 +99,13 @@ func (s *Store) applyOnce(ctx context.Context, items []ingest.Item, report bool)
 	if report {
 		changed = make([]bool, len(items))
 	}
-	tr := queueTracked(b, items, changed, report || s.onChange != nil)
+	tr, headers := queueTracked(b, items, changed, report || s.onChange != nil, &s.headers)
 	// pgx sends the batch in one round trip and runs it as one implicit
 	// transaction: all of it commits or none of it does.
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("apply batch of %d: %w", len(items), err)
 	}
+	s.headers.add(headers)
 	if tr != nil && s.onChange != nil {
 		if c := tr.changes(); len(c) > 0 {
 			s.onChange(c)
@@ -117,7 +118,7 @@ func (s *Store) applyOnce(ctx context.Context, items []ingest.Item, report bool)
 // (when not nil) the notifications whose merge created or changed their
 // command's row.
 func queueWrites(b *pgx.Batch, items []ingest.Item, changed []bool) {
-	queueTracked(b, items, changed, changed != nil)
+	queueTracked(b, items, changed, changed != nil, nil)
 }
 
 // queueTracked is queueWrites; with track, the merge also reads each row's
@@ -125,8 +126,10 @@ func queueWrites(b *pgx.Batch, items []ingest.Item, changed []bool) {
 // Each kind's writer queues its statements in the order of the writers
 // table, and every statement takes its rows in a fixed order (command_id,
 // then key), so that two workers writing overlapping batches lock rows in
-// the same order and cannot deadlock.
-func queueTracked(b *pgx.Batch, items []ingest.Item, changed []bool, track bool) *tracker {
+// the same order and cannot deadlock. Headers known (when not nil) to be
+// stored already are not written again; the ones written are returned, to
+// be known once the batch has committed.
+func queueTracked(b *pgx.Batch, items []ingest.Item, changed []bool, track bool, known *knownHeaders) (*tracker, []int64) {
 	var ws [maxKinds]writer
 	var dead []deadRow
 	for i := range items {
@@ -135,6 +138,9 @@ func queueTracked(b *pgx.Batch, items []ingest.Item, changed []bool, track bool)
 			k := writerOf(it.Record.Kind())
 			if ws[k] == nil {
 				ws[k] = writers[k].new()
+				if cw, ok := ws[k].(*commandWriter); ok {
+					cw.known = known
+				}
 			}
 			ws[k].add(it, i)
 		case it.DeadLetter != nil:
@@ -152,13 +158,23 @@ func queueTracked(b *pgx.Batch, items []ingest.Item, changed []bool, track bool)
 	if len(dead) > 0 {
 		b.Queue(insertDeadLetters, args(deadLetterColumns, dead)...)
 	}
-	return tr
+	var written []int64
+	for _, w := range ws {
+		if cw, ok := w.(*commandWriter); ok {
+			written = cw.written
+		}
+	}
+	return tr, written
 }
 
 // commandWriter stores a batch's command status notifications: the merge
 // into device_commands and the history in command_events.
 type commandWriter struct {
 	notes []noteRow
+	// known are the headers stored already (nil: none known); written
+	// the ids of those this batch writes.
+	known   *knownHeaders
+	written []int64
 }
 
 func (w *commandWriter) add(it *ingest.Item, idx int) {
@@ -202,11 +218,14 @@ func headers(notes []noteRow) []headerRow {
 
 func (w *commandWriter) queue(b *pgx.Batch, changed []bool, track bool) *tracker {
 	notes := w.notes
-	if hs := headers(notes); len(hs) > 0 {
+	if hs := w.known.unknown(headers(notes)); len(hs) > 0 {
 		// First of all the batch's statements, and in id order: a writer
 		// waiting here for another's uncommitted header holds no row lock
 		// that the other could wait for, so none can deadlock.
 		b.Queue(insertHeaders, args(headerColumns, hs)...)
+		for _, h := range hs {
+			w.written = append(w.written, h.id)
+		}
 	}
 	slices.SortFunc(notes, func(a, b noteRow) int {
 		return cmp.Or(strings.Compare(a.n.CommandID, b.n.CommandID), bytes.Compare(a.key, b.key),

@@ -129,7 +129,7 @@ func BenchmarkQueueKinds(b *testing.B) {
 			var buf []byte
 			for b.Loop() {
 				batch := &pgx.Batch{}
-				queueTracked(batch, items, nil, true)
+				queueTracked(batch, items, nil, true, nil)
 				for _, q := range batch.QueuedQueries {
 					o := oidsOf(q.SQL)
 					for i, a := range q.Arguments {

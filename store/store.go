@@ -23,6 +23,7 @@ const versionTable = "cmdtrack_schema_version"
 type Store struct {
 	pool     *pgxpool.Pool
 	onChange ChangeFunc
+	headers  knownHeaders
 }
 
 // Options tune the connection pool.
