@@ -237,7 +237,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-time.After(a.Delay):
 		case <-r.Context().Done():
-			return
+			// Never an answer: returning would have net/http send an empty
+			// 200, which a client still listening (its connection was not
+			// what ended the request) read as the platform's answer (once
+			// in CI-like load: TestSendSyncRecordsEveryOutcome's dev-late
+			// recorded ERROR, "unexpected end of JSON input", for TIMEOUT).
+			a.Hangup = true
 		}
 	}
 	if a.Hangup {
