@@ -100,12 +100,27 @@ func (s *Store) applyOnce(ctx context.Context, items []ingest.Item, report bool)
 		changed = make([]bool, len(items))
 	}
 	tr, headers := queueTracked(b, items, changed, report || s.onChange != nil, &s.headers)
+	if len(headers) > 0 {
+		// The batch's new headers commit on their own, before it: in the
+		// batch's transaction, two writers bringing one new device's header
+		// each waited for the other's whole batch (7 ms a statement over a
+		// 200,000-notification drain, 5,800 devices). Committed early, a
+		// header the batch then fails to use is kept, unused: harmless,
+		// as a header is only ever put back where a row names it.
+		if _, err := s.pool.Exec(ctx, insertHeaders, args(headerColumns, headers)...); err != nil {
+			return nil, fmt.Errorf("store the headers of a batch of %d: %w", len(items), err)
+		}
+		ids := make([]int64, len(headers))
+		for i, h := range headers {
+			ids[i] = h.id
+		}
+		s.headers.add(ids)
+	}
 	// pgx sends the batch in one round trip and runs it as one implicit
 	// transaction: all of it commits or none of it does.
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("apply batch of %d: %w", len(items), err)
 	}
-	s.headers.add(headers)
 	if tr != nil && s.onChange != nil {
 		if c := tr.changes(); len(c) > 0 {
 			s.onChange(c)
@@ -126,10 +141,10 @@ func queueWrites(b *pgx.Batch, items []ingest.Item, changed []bool) {
 // Each kind's writer queues its statements in the order of the writers
 // table, and every statement takes its rows in a fixed order (command_id,
 // then key), so that two workers writing overlapping batches lock rows in
-// the same order and cannot deadlock. Headers known (when not nil) to be
-// stored already are not written again; the ones written are returned, to
-// be known once the batch has committed.
-func queueTracked(b *pgx.Batch, items []ingest.Item, changed []bool, track bool, known *knownHeaders) (*tracker, []int64) {
+// the same order and cannot deadlock. With known (not nil), the headers
+// not known to be stored are returned, for the caller to store before the
+// batch, rather than queued in it.
+func queueTracked(b *pgx.Batch, items []ingest.Item, changed []bool, track bool, known *knownHeaders) (*tracker, []headerRow) {
 	var ws [maxKinds]writer
 	var dead []deadRow
 	for i := range items {
@@ -158,23 +173,23 @@ func queueTracked(b *pgx.Batch, items []ingest.Item, changed []bool, track bool,
 	if len(dead) > 0 {
 		b.Queue(insertDeadLetters, args(deadLetterColumns, dead)...)
 	}
-	var written []int64
+	var fresh []headerRow
 	for _, w := range ws {
 		if cw, ok := w.(*commandWriter); ok {
-			written = cw.written
+			fresh = cw.fresh
 		}
 	}
-	return tr, written
+	return tr, fresh
 }
 
 // commandWriter stores a batch's command status notifications: the merge
 // into device_commands and the history in command_events.
 type commandWriter struct {
 	notes []noteRow
-	// known are the headers stored already (nil: none known); written
-	// the ids of those this batch writes.
-	known   *knownHeaders
-	written []int64
+	// known are the headers stored already (nil: the batch stores its
+	// headers itself); fresh those it brings that are not known.
+	known *knownHeaders
+	fresh []headerRow
 }
 
 func (w *commandWriter) add(it *ingest.Item, idx int) {
@@ -218,14 +233,14 @@ func headers(notes []noteRow) []headerRow {
 
 func (w *commandWriter) queue(b *pgx.Batch, changed []bool, track bool) *tracker {
 	notes := w.notes
-	if hs := w.known.unknown(headers(notes)); len(hs) > 0 {
+	switch hs := headers(notes); {
+	case w.known != nil:
+		w.fresh = w.known.unknown(hs)
+	case len(hs) > 0:
 		// First of all the batch's statements, and in id order: a writer
 		// waiting here for another's uncommitted header holds no row lock
 		// that the other could wait for, so none can deadlock.
 		b.Queue(insertHeaders, args(headerColumns, hs)...)
-		for _, h := range hs {
-			w.written = append(w.written, h.id)
-		}
 	}
 	slices.SortFunc(notes, func(a, b noteRow) int {
 		return cmp.Or(strings.Compare(a.n.CommandID, b.n.CommandID), bytes.Compare(a.key, b.key),
