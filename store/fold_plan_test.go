@@ -2,9 +2,9 @@ package store_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/store"
@@ -33,22 +33,11 @@ func TestFoldProbesTheBacklogBySubject(t *testing.T) {
 		FROM generate_series(1, 20000) g`)
 	require.NoError(t, err)
 
-	tx, err := db.Begin(ctx)
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback(ctx) }()
-	_, err = tx.Exec(ctx, `INSERT INTO outcome_events (kind, product_id, status, from_status, command_ids)
-		SELECT 'command.finished', 'p', 'SUCCESSFUL', '', ARRAY['c-' || (g * 40), 'new-' || g] FROM generate_series(1, 430) g`)
-	require.NoError(t, err)
-	rows, err := tx.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF) `+store.FoldOutcomesSQL)
-	require.NoError(t, err)
-	var plan []string
-	for rows.Next() {
-		var line string
-		require.NoError(t, rows.Scan(&line))
-		plan = append(plan, line)
-	}
-	require.NoError(t, rows.Err())
-	text := strings.Join(plan, "\n")
+	text := explainBuffers(t, db, func(tx pgx.Tx) {
+		_, err := tx.Exec(ctx, `INSERT INTO outcome_events (kind, product_id, status, from_status, command_ids)
+			SELECT 'command.finished', 'p', 'SUCCESSFUL', '', ARRAY['c-' || (g * 40), 'new-' || g] FROM generate_series(1, 430) g`)
+		require.NoError(t, err)
+	}, store.FoldOutcomesSQL)
 	require.NotContains(t, text, "Seq Scan on webhook_deliveries", "the fold read the outbox whole:\n%s", text)
 	require.Contains(t, text, "webhook_deliveries_subject", "the fold probes the subject index:\n%s", text)
 	require.NotContains(t, text, "using webhook_deliveries_pending", "the fold probes by endpoint alone:\n%s", text)
