@@ -99,9 +99,13 @@ type noteRow struct {
 	// header is the payload's header when it is worth keeping once (see
 	// placeHeader), headerID its id in notification_headers and headerAt
 	// the position of its first character in the payload (from 1).
-	header   []byte
-	headerID int64
-	headerAt int32
+	header      []byte
+	headerID    int64
+	headerAt    int32
+	headerStart int // its first byte's offset
+	// stored is the payload without its header, when the writer cut it
+	// (the header stored under headerID is that very text); nil: whole.
+	stored []byte
 }
 
 var noCreation notification.Creation
@@ -172,28 +176,25 @@ var eventColumns = []column[noteRow]{
 		firstReceipt("event_key", "event_time")),
 	textCol("request_id", plain, func(r *noteRow) string { return r.n.RequestID }),
 	textCol("source", plain, func(r *noteRow) string { return r.source }),
-	// The payload, and where its header lies (if the decoder placed it):
-	// the statement cuts the header out only where notification_headers
-	// holds, under that id, the very text at that position (headerJoin), so
-	// that command_events puts back the payload as received, byte for byte.
-	withExpr(valueCol("stored_payload", "text", plain, func(r *noteRow) string { return unsafeString(r.n.Payload) }),
-		`CASE WHEN h.id IS NOT NULL THEN overlay(u.stored_payload PLACING '' FROM u.header_at FOR length(h.header)) ELSE u.stored_payload END`),
-	withExpr(valueCol("header_id", "int8", plain, func(r *noteRow) pgtype.Int8 {
-		return pgtype.Int8{Int64: r.headerID, Valid: r.header != nil}
-	}), `CASE WHEN h.id IS NOT NULL THEN u.header_id END`),
-	withExpr(valueCol("header_at", "int4", plain, func(r *noteRow) pgtype.Int4 {
-		return pgtype.Int4{Int32: r.headerAt, Valid: r.header != nil}
-	}), `CASE WHEN h.id IS NOT NULL THEN u.header_at END`),
+	// The payload, without its header where the writer cut it (only where
+	// notification_headers holds that very text under headerID: see
+	// commandWriter.queue), so that command_events puts back the payload
+	// as received, byte for byte, from the header and the character
+	// position it was cut from.
+	valueCol("stored_payload", "text", plain, func(r *noteRow) string {
+		if r.stored != nil {
+			return unsafeString(r.stored)
+		}
+		return unsafeString(r.n.Payload)
+	}),
+	valueCol("header_id", "int8", plain, func(r *noteRow) pgtype.Int8 {
+		return pgtype.Int8{Int64: r.headerID, Valid: r.stored != nil}
+	}),
+	valueCol("header_at", "int4", plain, func(r *noteRow) pgtype.Int4 {
+		return pgtype.Int4{Int32: r.headerAt, Valid: r.stored != nil}
+	}),
 	valueCol("from_receipt", "bool", input, func(r *noteRow) bool { return r.n.TimeFromReceipt }),
 }
-
-// headerJoin brings, as h, the header stored under a row's header_id only
-// if it is the payload's text at header_at, byte for byte: h.id is NULL
-// when the row names no header, none is stored under its id, or another
-// text is (a collision), and the payload is then stored whole.
-const headerJoin = `
-LEFT JOIN notification_headers h ON h.id = u.header_id
-	AND substr(u.stored_payload, u.header_at, length(h.header)) = h.header COLLATE "C"`
 
 // headerRow is a header notification_headers keeps once (migration 027).
 type headerRow struct {
@@ -377,12 +378,6 @@ func unnest[R any](cols []column[R]) string {
 // identity columns), taken in the order of the identity columns so that
 // concurrent writers lock rows in the same order.
 func insertOnce[R any](table string, cols []column[R]) string {
-	return insertOnceJoining(table, cols, "")
-}
-
-// insertOnceJoining is insertOnce whose column expressions may also read
-// what join (a join clause after the unnested input) brings.
-func insertOnceJoining[R any](table string, cols []column[R], join string) string {
 	var names, selects, key []string
 	for _, c := range cols {
 		if c.merge == input {
@@ -400,8 +395,8 @@ func insertOnceJoining[R any](table string, cols []column[R], join string) strin
 			conflict = append(conflict, c.name)
 		}
 	}
-	return fmt.Sprintf("INSERT INTO %s (%s)\nSELECT %s FROM %s%s\nORDER BY %s\nON CONFLICT (%s) DO NOTHING",
-		table, strings.Join(names, ", "), strings.Join(selects, ",\n\t"), unnest(cols), join,
+	return fmt.Sprintf("INSERT INTO %s (%s)\nSELECT %s FROM %s\nORDER BY %s\nON CONFLICT (%s) DO NOTHING",
+		table, strings.Join(names, ", "), strings.Join(selects, ",\n\t"), unnest(cols),
 		strings.Join(key, ", "), strings.Join(conflict, ", "))
 }
 
@@ -496,7 +491,7 @@ func least(name, typ string) string {
 func byText(v string) string { return v + `::text COLLATE "C"` }
 
 var (
-	insertEvents      = insertOnceJoining("device_command_events", eventColumns, headerJoin)
+	insertEvents      = insertOnce("device_command_events", eventColumns)
 	insertHeaders     = insertOnce("notification_headers", headerColumns)
 	insertReceipts    = insertOnce("device_command_receipts", receiptColumns)
 	upsertCommands    = mergeUpsert("device_commands", commandColumns, previousSets...)
