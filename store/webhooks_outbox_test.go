@@ -69,6 +69,8 @@ func TestHeldBackEventsWaitOutOfTheDueRange(t *testing.T) {
 	require.Len(t, ids, 3)
 	require.Equal(t, map[int64]bool{ids[0]: false, ids[1]: true, ids[2]: true}, heldBack(t, st, "e"),
 		"the first due, those behind it held back")
+	require.Equal(t, map[int64]bool{ids[0]: true, ids[1]: true, ids[2]: false}, holding(t, st, "e"),
+		"those with one behind them say so, whichever fold put it there")
 
 	evs := claim(t, st, "e")
 	require.Len(t, evs, 1)
@@ -93,6 +95,87 @@ func TestHeldBackEventsWaitOutOfTheDueRange(t *testing.T) {
 	evs = claim(t, st, "e")
 	require.Len(t, evs, 1)
 	require.Equal(t, ids[2], evs[0].ID)
+}
+
+// holding says, by id, which of endpoint's pending rows say an event
+// waits behind them (holds, migration 028).
+func holding(t *testing.T, st *store.Store, endpoint string) map[int64]bool {
+	t.Helper()
+	rows, err := st.Pool().Query(context.Background(), `SELECT id, holds FROM webhook_deliveries
+		WHERE endpoint = $1 AND state = 'pending'`, endpoint)
+	require.NoError(t, err)
+	out := map[int64]bool{}
+	for rows.Next() {
+		var id int64
+		var holds bool
+		require.NoError(t, rows.Scan(&id, &holds))
+		out[id] = holds
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+// A delivered event's settle and a fold that goes behind it at once: the
+// event behind it is made due whichever takes the row first. A settle
+// that waited for the fold finds the row marked (holds) once the fold
+// commits, and settles it with its subject's next event; a fold that
+// waited for the settle finds the row gone and puts its event in the due
+// range itself.
+func TestSettleAndFoldBehindItAtOnce(t *testing.T) {
+	t.Parallel()
+	for _, first := range []string{"fold", "settle"} {
+		t.Run(first+" first", func(t *testing.T) {
+			t.Parallel()
+			st := setup(t)
+			ctx := context.Background()
+			setRoutes(t, st, store.WebhookRoute{Endpoint: "e"})
+			now := time.Now()
+			apply(t, st, []ingest.Item{command("c1", "p1", notification.Timeout, now)})
+			foldAll(t, st)
+			evs := claim(t, st, "e")
+			require.Len(t, evs, 1)
+			a := evs[0]
+			apply(t, st, []ingest.Item{command("c1", "p1", notification.Successful, now.Add(time.Second))})
+
+			tx, err := st.Pool().Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = tx.Rollback(ctx) }()
+			var pid int
+			require.NoError(t, tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+			done := make(chan error, 1)
+			if first == "fold" {
+				_, err = tx.Exec(ctx, store.FoldOutcomesSQL)
+				require.NoError(t, err)
+				go func() { done <- deliveredEv(ctx, st, a) }()
+			} else {
+				_, err = tx.Exec(ctx, store.SettleLoneDeliveredSQL, "e", []int64{a.ID}, []int32{int32(a.Attempts)})
+				require.NoError(t, err)
+				go func() { _, err := st.FoldOutcomes(ctx); done <- err }()
+			}
+			waitBlockedBy(t, st, pid)
+			require.NoError(t, tx.Commit(ctx))
+			require.NoError(t, <-done)
+
+			b := pendingOf(t, st, "e", "c1")
+			require.Len(t, b, 1, "the delivered event gone, the final_changed one pending")
+			require.Equal(t, map[int64]bool{b[0]: false}, heldBack(t, st, "e"), "due: nothing before it")
+			evs = claim(t, st, "e")
+			require.Len(t, evs, 1)
+			require.Equal(t, "command.final_changed", evs[0].Type)
+		})
+	}
+}
+
+// waitBlockedBy waits until a backend of st's database waits for a lock
+// that the backend pid holds.
+func waitBlockedBy(t *testing.T, st *store.Store, pid int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var n int
+		err := st.Pool().QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND $1 = ANY (pg_blocking_pids(pid))`, pid).Scan(&n)
+		return err == nil && n > 0
+	}, time.Minute, 10*time.Millisecond, "nothing came to wait for the open transaction")
 }
 
 func claim(t *testing.T, st *store.Store, endpoint string) []store.WebhookEvent {
@@ -221,3 +304,4 @@ func tokens(attempts int, ids ...int64) []store.WebhookSettle {
 	}
 	return out
 }
+
