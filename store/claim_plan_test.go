@@ -65,7 +65,7 @@ func TestOutboxStatementsProbeTheBacklogBySubject(t *testing.T) {
 				before func(tx pgx.Tx) // rows the statement works on, in its transaction
 				bound  int             // buffers: a few per event, not the 20,000-event backlog's pages
 			}{
-				{"claim", store.ClaimWebhooksSQL, []any{"e", 16, int64(60e6)}, nil, 700},
+				{"claim", store.ClaimWebhooksSQL, []any{"e", 16, int64(60e6), int64(0)}, nil, 700},
 				{"settle delivered, holding nothing", store.SettleLoneDeliveredSQL, []any{"e", ids, attempts}, nil, 300},
 				{"settle delivered", store.SettleDeliveredSQL, []any{"e", ids, attempts}, nil, 300},
 				{"settle subjects", store.SettleSubjectsSQL, []any{"e", subjects}, nil, 300},

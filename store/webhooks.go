@@ -113,7 +113,7 @@ func scanWebhook(row pgx.Row, e *WebhookEvent, more ...any) error {
 const claimWebhooks = `
 		WITH c AS (
 			SELECT d.id FROM webhook_deliveries d
-			WHERE d.endpoint = $1 AND d.state = 'pending' AND d.next_attempt_at <= now()
+			WHERE d.endpoint = $1 AND d.state = 'pending' AND d.next_attempt_at <= now() - $4 * interval '1 microsecond'
 				-- The first pending event of its subject: a scalar subquery,
 				-- one probe of the subject index per candidate, which the
 				-- planner cannot turn into an anti-join over the whole
@@ -149,10 +149,12 @@ const claimWebhooks = `
 // distinct subjects. Oldest due first; returned by ID. The events held
 // back behind an earlier one wait out of the due range (next_attempt_at
 // infinity: see FoldOutcomes), so that a claim does not walk them; the NOT
-// EXISTS keeps the order whatever puts a row in the range.
-func (s *Store) ClaimWebhooks(ctx context.Context, endpoint string, n int, lease time.Duration) ([]WebhookEvent, error) {
+// EXISTS keeps the order whatever puts a row in the range. With dueFor
+// above 0, only the events due for at least that long are taken (the
+// deliverer's lag while the data path drains a backlog).
+func (s *Store) ClaimWebhooks(ctx context.Context, endpoint string, n int, lease, dueFor time.Duration) ([]WebhookEvent, error) {
 	rows, err := s.pool.Query(ctx, claimWebhooks,
-		endpoint, n, lease.Microseconds())
+		endpoint, n, lease.Microseconds(), dueFor.Microseconds())
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("claim webhooks of endpoint %s: %w", endpoint, err))
 	}

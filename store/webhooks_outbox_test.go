@@ -180,7 +180,7 @@ func waitBlockedBy(t *testing.T, st *store.Store, pid int) {
 
 func claim(t *testing.T, st *store.Store, endpoint string) []store.WebhookEvent {
 	t.Helper()
-	evs, err := st.ClaimWebhooks(context.Background(), endpoint, 10, time.Hour)
+	evs, err := st.ClaimWebhooks(context.Background(), endpoint, 10, time.Hour, 0)
 	require.NoError(t, err)
 	return evs
 }
@@ -236,7 +236,7 @@ func TestLateSettleLeavesAnotherClaimAlone(t *testing.T) {
 	ctx := context.Background()
 	ids := outbox(t, st, "e", "A", "B", "C")
 	var first []store.WebhookEvent
-	first, err := st.ClaimWebhooks(ctx, "e", 3, time.Millisecond)
+	first, err := st.ClaimWebhooks(ctx, "e", 3, time.Millisecond, 0)
 	require.NoError(t, err)
 	require.Len(t, first, 3)
 	var second []store.WebhookEvent
@@ -305,3 +305,23 @@ func tokens(attempts int, ids ...int64) []store.WebhookSettle {
 	return out
 }
 
+// A claim with dueFor takes only the events due for at least that long
+// (the deliverer's lag while the data path drains a backlog), in the
+// order per subject as ever.
+func TestClaimDueFor(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	ids := outbox(t, st, "e", "A", "B", "B")
+	_, err := st.Pool().Exec(ctx, `UPDATE webhook_deliveries SET next_attempt_at = now() - interval '2 minutes' WHERE id = ANY ($1)`,
+		[]int64{ids[0], ids[2]})
+	require.NoError(t, err)
+	evs, err := st.ClaimWebhooks(ctx, "e", 10, time.Hour, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, evs, 1, "B's second is old enough but waits behind its first, which is not")
+	require.Equal(t, ids[0], evs[0].ID)
+	evs, err = st.ClaimWebhooks(ctx, "e", 10, time.Hour, 0)
+	require.NoError(t, err)
+	require.Len(t, evs, 1)
+	require.Equal(t, ids[1], evs[0].ID, "without a lag, the fresh one goes")
+}

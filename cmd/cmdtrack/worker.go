@@ -205,6 +205,9 @@ func assemble(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logge
 			return console.OutcomeData(ctx, hookSt.Pool(), typ, subject)
 		}
 		hookCfg := cfg.webhooks(endpoints)
+		// The data path first: while it drains a backlog, the deliveries
+		// wait (CMDTRACK_WEBHOOK_BACKLOG_LAG).
+		hookCfg.Busy = w.pipe.Busy
 		// A claim's rows in one statement per kind, not one per event.
 		hookCfg.Rows = func(ctx context.Context, evs []store.WebhookEvent) ([]json.RawMessage, error) {
 			subjects := make([]console.OutcomeSubject, len(evs))
