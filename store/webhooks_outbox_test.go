@@ -2,12 +2,14 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
+	"github.com/cmdtrack/cmdtrack/internal/testenv"
 	"github.com/cmdtrack/cmdtrack/notification"
 	"github.com/cmdtrack/cmdtrack/store"
 )
@@ -324,4 +326,28 @@ func TestClaimDueFor(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, evs, 1)
 	require.Equal(t, ids[1], evs[0].ID, "without a lag, the fresh one goes")
+}
+
+// The deliverer's pool plans its statements generic, once per connection
+// (store.Options.GenericPlans), unless the URL says otherwise; the other
+// pools are left to PostgreSQL's choice.
+func TestGenericPlansPool(t *testing.T) {
+	t.Parallel()
+	_, schema, url := testenv.Schema(t)
+	for _, c := range []struct {
+		url     string
+		generic bool
+		want    string
+	}{
+		{url, true, "force_generic_plan"},
+		{url, false, "auto"},
+		{url + map[bool]string{true: "&", false: "?"}[strings.Contains(url, "?")] + "plan_cache_mode=force_custom_plan", true, "force_custom_plan"},
+	} {
+		st, err := store.Open(context.Background(), c.url, store.Options{MaxConns: 1, Schema: schema, GenericPlans: c.generic})
+		require.NoError(t, err)
+		var mode string
+		require.NoError(t, st.Pool().QueryRow(context.Background(), `SHOW plan_cache_mode`).Scan(&mode))
+		st.Close()
+		require.Equal(t, c.want, mode)
+	}
 }
