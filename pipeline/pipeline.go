@@ -100,6 +100,9 @@ type Pipeline struct {
 	// outageFailures counts its failed writes.
 	outageLogged   atomic.Int64
 	outageFailures atomic.Int64
+	// lastFull is when a full batch was last handed on (UnixNano; 0:
+	// never): Busy.
+	lastFull atomic.Int64
 	// hosts names the database's hosts in the outage's log lines.
 	hosts string
 	// now is the clock that progress, stalls and outages are measured by,
@@ -157,6 +160,20 @@ func (p *Pipeline) Stalled() error {
 		return fmt.Errorf("%d messages in hand and nothing stored or settled for %s (CMDTRACK_STALL_TIMEOUT)", n, d.Round(time.Second))
 	}
 	return nil
+}
+
+// busyFor is how long after its last full batch the pipeline is Busy.
+const busyFor = time.Second
+
+// Busy reports whether the sources deliver at least as fast as the
+// pipeline writes: a full batch (BatchSize) was handed on within the last
+// second, which only a backlog waiting in the queues gives (at a steady
+// rate, a batch goes when BatchWait ends, long before it fills). Work
+// that can wait a little waits while it is (the webhooks:
+// CMDTRACK_WEBHOOK_BACKLOG_LAG), so that the backlog drains first.
+func (p *Pipeline) Busy() bool {
+	t := p.lastFull.Load()
+	return t != 0 && p.now().Sub(time.Unix(0, t)) < busyFor
 }
 
 // logDraining is logged once when intake ends and the drain begins.
@@ -311,6 +328,9 @@ func (p *Pipeline) receive(intake, drain context.Context, r Receiver, out chan<-
 			p.take(b, d)
 		}
 		cancel()
+		if len(b.deliveries) == p.cfg.BatchSize {
+			p.lastFull.Store(p.now().UnixNano())
+		}
 		select {
 		case out <- b:
 		case <-drain.Done():

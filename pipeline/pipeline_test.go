@@ -283,6 +283,27 @@ func TestBatchesFillFromWhatIsInHand(t *testing.T) {
 	require.Equal(t, float64(3), f.counter(t, "cmdtrack_batches_total"))
 }
 
+// A full batch says a backlog waits in the queues: the pipeline is Busy
+// for a second after it; a batch that is not full says nothing.
+func TestBusyWhileBatchesFill(t *testing.T) {
+	t.Parallel()
+	f := setup(t, pipeline.Config{BatchSize: 8, BatchWait: time.Hour, Writers: 1})
+	stop := f.run(t, time.Second)
+	require.False(t, f.p.Busy(), "nothing arrived yet")
+	f.src.send(8)
+	require.Eventually(t, func() bool { return f.store.stored() == 8 }, 5*time.Second, time.Millisecond)
+	require.True(t, f.p.Busy(), "a full batch")
+	f.clock.advance(999 * time.Millisecond)
+	require.True(t, f.p.Busy(), "within a second of it")
+	f.clock.advance(time.Millisecond)
+	require.False(t, f.p.Busy(), "a second after it")
+	f.src.send(3)
+	_, err := stop()
+	require.NoError(t, err)
+	require.Equal(t, []int{8, 3}, f.store.sizes())
+	require.False(t, f.p.Busy(), "three are not a backlog")
+}
+
 // Deliveries that had arrived when intake ended are in hand: the drain
 // writes them, in full batches, rather than leaving them to their sender.
 // (Under load, TestBatchesFillFromWhatIsInHand lost its last four so.)

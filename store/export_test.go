@@ -14,7 +14,8 @@ const ClaimWebhooksSQL = claimWebhooks
 
 // The outbox's other statements, for their plans' test.
 const (
-	SettleDeliveredSQL = settleDelivered
-	SettleSubjectsSQL  = settleSubjectsSQL
-	RetryWebhookSQL    = retryWebhook
+	SettleLoneDeliveredSQL = settleLoneDelivered
+	SettleDeliveredSQL     = settleDelivered
+	SettleSubjectsSQL      = settleSubjectsSQL
+	RetryWebhookSQL        = retryWebhook
 )

@@ -61,10 +61,12 @@ func (s *Store) OutcomeTotals(ctx context.Context) ([]OutcomeTotal, error) {
 // A row whose subject already has a pending row of its endpoint, or an
 // earlier one in this fold, waits out of the claim's due range
 // (next_attempt_at infinity) until the one before it is settled
-// (settleSubjects). The pending rows it goes behind are locked (FOR SHARE,
-// in id order, as the settles lock theirs) so that a settle deleting or
-// failing one at once either comes first, and is not gone behind, or waits
-// for this fold and then sees the new row to make due.
+// (settleSubjects), and every row it waits behind says so (holds), so
+// that only their settles look for a next one. The pending rows it goes
+// behind are locked (FOR SHARE, in id order, as the settles lock theirs)
+// so that a settle deleting or failing one at once either comes first, and
+// is not gone behind, or waits for this fold and then sees the row marked
+// and the new row to make due.
 func (s *Store) FoldOutcomes(ctx context.Context) (int64, error) {
 	var n int64
 	err := s.pool.QueryRow(ctx, foldOutcomes).Scan(&n)
@@ -106,23 +108,30 @@ const foldOutcomes = `
 				OFFSET 0
 			) p
 		), ahead AS MATERIALIZED (
-			SELECT d.endpoint, d.subject FROM webhook_deliveries d
+			SELECT d.id, d.endpoint, d.subject, d.holds FROM webhook_deliveries d
 			-- <> 'failed': the primary key's probes (with 'pending' the
 			-- planner read the partial subject index whole: 195 ms).
 			WHERE d.id = ANY (ARRAY(SELECT id FROM behind)) AND d.state <> 'failed'
 			ORDER BY d.id
 			FOR SHARE OF d
+		), marked AS (
+			-- The rows it goes behind say so, so that their settle makes
+			-- the next one due (migration 028).
+			UPDATE webhook_deliveries d SET holds = true
+			WHERE d.id = ANY (ARRAY(SELECT id FROM ahead WHERE NOT holds))
 		), dispatched AS (
 			-- In the events' order, so that a subject's later event gets the
 			-- later id (the claim's order per subject).
 			INSERT INTO webhook_deliveries (endpoint, webhook_id, type, subject, product_id, status, from_status, occurred_at,
-				next_attempt_at)
+				next_attempt_at, holds)
 			SELECT e.endpoint, 'evt_' || i.installation_id || '_' || e.id || '_' || e.n, e.kind, e.subject, e.product_id,
 				e.status, e.from_status, e.at,
-				CASE WHEN row_number() OVER (PARTITION BY e.endpoint, e.subject ORDER BY e.id, e.n) > 1
+				CASE WHEN row_number() OVER w > 1
 					OR EXISTS (SELECT FROM ahead a WHERE a.endpoint = e.endpoint AND a.subject = e.subject)
-				THEN 'infinity'::timestamptz ELSE now() END
+				THEN 'infinity'::timestamptz ELSE now() END,
+				row_number() OVER w < count(*) OVER (PARTITION BY e.endpoint, e.subject) -- a later one of this fold waits behind it
 			FROM ev e, cmdtrack_settings i
+			WINDOW w AS (PARTITION BY e.endpoint, e.subject ORDER BY e.id, e.n)
 			ORDER BY e.id, e.n, e.endpoint
 		)
 		SELECT count(*) FROM gone`

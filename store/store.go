@@ -35,6 +35,15 @@ type Options struct {
 	// ReadOnly makes every transaction read-only (the console's): a
 	// write is refused by PostgreSQL whatever the role may do.
 	ReadOnly bool
+	// GenericPlans makes every prepared statement's plan generic
+	// (plan_cache_mode force_generic_plan), made once per connection
+	// rather than for each call's values: for a pool whose statements are
+	// few, short and keyed (the webhook deliverer's), where PostgreSQL kept
+	// choosing custom plans and planning took longer than running (make
+	// bench with one endpoint: a delivered settle 0.31 ms of planning, 0.13
+	// ms of execution). Their plans are tested generic too
+	// (TestOutboxStatementsProbeTheBacklogBySubject).
+	GenericPlans bool
 }
 
 // Open parses url and creates the pool. It does not wait for the database:
@@ -50,6 +59,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	if opts.Schema != "" {
 		cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{opts.Schema}.Sanitize()
+	}
+	if _, set := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; opts.GenericPlans && !set {
+		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
 	}
 	if opts.ReadOnly {
 		cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"

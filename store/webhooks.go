@@ -113,7 +113,7 @@ func scanWebhook(row pgx.Row, e *WebhookEvent, more ...any) error {
 const claimWebhooks = `
 		WITH c AS (
 			SELECT d.id FROM webhook_deliveries d
-			WHERE d.endpoint = $1 AND d.state = 'pending' AND d.next_attempt_at <= now()
+			WHERE d.endpoint = $1 AND d.state = 'pending' AND d.next_attempt_at <= now() - $4 * interval '1 microsecond'
 				-- The first pending event of its subject: a scalar subquery,
 				-- one probe of the subject index per candidate, which the
 				-- planner cannot turn into an anti-join over the whole
@@ -149,10 +149,12 @@ const claimWebhooks = `
 // distinct subjects. Oldest due first; returned by ID. The events held
 // back behind an earlier one wait out of the due range (next_attempt_at
 // infinity: see FoldOutcomes), so that a claim does not walk them; the NOT
-// EXISTS keeps the order whatever puts a row in the range.
-func (s *Store) ClaimWebhooks(ctx context.Context, endpoint string, n int, lease time.Duration) ([]WebhookEvent, error) {
+// EXISTS keeps the order whatever puts a row in the range. With dueFor
+// above 0, only the events due for at least that long are taken (the
+// deliverer's lag while the data path drains a backlog).
+func (s *Store) ClaimWebhooks(ctx context.Context, endpoint string, n int, lease, dueFor time.Duration) ([]WebhookEvent, error) {
 	rows, err := s.pool.Query(ctx, claimWebhooks,
-		endpoint, n, lease.Microseconds())
+		endpoint, n, lease.Microseconds(), dueFor.Microseconds())
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("claim webhooks of endpoint %s: %w", endpoint, err))
 	}
@@ -167,7 +169,34 @@ func (s *Store) ClaimWebhooks(ctx context.Context, endpoint string, n int, lease
 	return out, nil
 }
 
-// settleDelivered is WebhookDelivered's statement.
+// settleLoneDelivered is WebhookDelivered's first statement: it settles
+// the events that hold nothing behind them, the common case, alone; the
+// deleted rows' ids come back.
+const settleLoneDelivered = `
+			WITH found AS MATERIALIZED (
+				-- By the primary key alone: see settleDelivered.
+				SELECT d.id, d.endpoint FROM webhook_deliveries d
+				WHERE d.id = ANY ($2::bigint[]) AND d.state <> 'failed'
+			), gone AS (
+				DELETE FROM webhook_deliveries d USING found f, unnest($2::bigint[], $3::int[]) AS s(id, attempts)
+				WHERE d.id = f.id AND f.endpoint = $1 AND d.id = s.id AND d.attempts = s.attempts
+					AND d.state <> 'failed'
+					-- Checked again on the row as it is once a fold that went
+					-- behind it (and marked it) commits: that row is left to
+					-- settleDelivered.
+					AND NOT d.holds
+				RETURNING d.id
+			), counted AS (
+				INSERT INTO webhook_endpoints AS w (endpoint, delivered, last_success_at)
+				SELECT $1, count(*), now() FROM gone
+				HAVING count(*) > 0
+				ON CONFLICT (endpoint) DO UPDATE SET delivered = w.delivered + EXCLUDED.delivered, last_success_at = EXCLUDED.last_success_at
+			)
+			SELECT coalesce(array_agg(id), '{}') FROM gone`
+
+// settleDelivered is WebhookDelivered's statement for the events the
+// first one left: those that hold an event behind them, and those whose
+// token is not the claim's.
 const settleDelivered = `
 			WITH found AS MATERIALIZED (
 				-- By the primary key alone, and the endpoint checked on what
@@ -195,6 +224,11 @@ const settleDelivered = `
 // events due. An event whose claim's token is not the one given (its lease
 // ran out and another claim took it, or it was settled already) is left
 // alone, and not counted.
+//
+// Most events hold nothing behind them (holds, migration 028): one
+// statement settles those. The others, each with the next event of its
+// subject made due, take a transaction of two statements, the second
+// seeing what a fold that went behind them committed meanwhile.
 func (s *Store) WebhookDelivered(ctx context.Context, endpoint string, evs []WebhookSettle) error {
 	if len(evs) == 0 {
 		return nil
@@ -205,6 +239,22 @@ func (s *Store) WebhookDelivered(ctx context.Context, endpoint string, evs []Web
 	for i, e := range evs {
 		ids[i], attempts[i] = e.ID, int32(e.Attempts)
 	}
+	var gone []int64
+	if err := s.pool.QueryRow(ctx, settleLoneDelivered, endpoint, ids, attempts).Scan(&gone); err != nil {
+		return interpretError(wrapf(err, "settle delivered webhooks of endpoint %s", endpoint))
+	}
+	if len(gone) == len(ids) {
+		return nil
+	}
+	slices.Sort(gone)
+	n := 0
+	for i, id := range ids {
+		if _, found := slices.BinarySearch(gone, id); !found {
+			ids[n], attempts[n] = id, attempts[i]
+			n++
+		}
+	}
+	ids, attempts = ids[:n], attempts[:n]
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var subjects []string
 		err := tx.QueryRow(ctx, settleDelivered, endpoint, ids, attempts).Scan(&subjects)
@@ -386,7 +436,8 @@ func (s *Store) ReplayWebhooks(ctx context.Context, endpoint string, ids []int64
 			UPDATE webhook_deliveries d SET next_attempt_at = CASE
 				WHEN d.id <> h.head THEN 'infinity'
 				WHEN d.next_attempt_at = 'infinity' THEN now()
-				ELSE d.next_attempt_at END
+				ELSE d.next_attempt_at END,
+				holds = true -- each may have one behind it now (migration 028)
 			FROM (
 				SELECT s.endpoint, s.subject, (SELECT e.id FROM webhook_deliveries e
 					WHERE e.endpoint = s.endpoint AND e.subject = s.subject AND e.state <> 'failed'

@@ -2,12 +2,14 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
+	"github.com/cmdtrack/cmdtrack/internal/testenv"
 	"github.com/cmdtrack/cmdtrack/notification"
 	"github.com/cmdtrack/cmdtrack/store"
 )
@@ -69,6 +71,8 @@ func TestHeldBackEventsWaitOutOfTheDueRange(t *testing.T) {
 	require.Len(t, ids, 3)
 	require.Equal(t, map[int64]bool{ids[0]: false, ids[1]: true, ids[2]: true}, heldBack(t, st, "e"),
 		"the first due, those behind it held back")
+	require.Equal(t, map[int64]bool{ids[0]: true, ids[1]: true, ids[2]: false}, holding(t, st, "e"),
+		"those with one behind them say so, whichever fold put it there")
 
 	evs := claim(t, st, "e")
 	require.Len(t, evs, 1)
@@ -95,9 +99,90 @@ func TestHeldBackEventsWaitOutOfTheDueRange(t *testing.T) {
 	require.Equal(t, ids[2], evs[0].ID)
 }
 
+// holding says, by id, which of endpoint's pending rows say an event
+// waits behind them (holds, migration 028).
+func holding(t *testing.T, st *store.Store, endpoint string) map[int64]bool {
+	t.Helper()
+	rows, err := st.Pool().Query(context.Background(), `SELECT id, holds FROM webhook_deliveries
+		WHERE endpoint = $1 AND state = 'pending'`, endpoint)
+	require.NoError(t, err)
+	out := map[int64]bool{}
+	for rows.Next() {
+		var id int64
+		var holds bool
+		require.NoError(t, rows.Scan(&id, &holds))
+		out[id] = holds
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+// A delivered event's settle and a fold that goes behind it at once: the
+// event behind it is made due whichever takes the row first. A settle
+// that waited for the fold finds the row marked (holds) once the fold
+// commits, and settles it with its subject's next event; a fold that
+// waited for the settle finds the row gone and puts its event in the due
+// range itself.
+func TestSettleAndFoldBehindItAtOnce(t *testing.T) {
+	t.Parallel()
+	for _, first := range []string{"fold", "settle"} {
+		t.Run(first+" first", func(t *testing.T) {
+			t.Parallel()
+			st := setup(t)
+			ctx := context.Background()
+			setRoutes(t, st, store.WebhookRoute{Endpoint: "e"})
+			now := time.Now()
+			apply(t, st, []ingest.Item{command("c1", "p1", notification.Timeout, now)})
+			foldAll(t, st)
+			evs := claim(t, st, "e")
+			require.Len(t, evs, 1)
+			a := evs[0]
+			apply(t, st, []ingest.Item{command("c1", "p1", notification.Successful, now.Add(time.Second))})
+
+			tx, err := st.Pool().Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = tx.Rollback(ctx) }()
+			var pid int
+			require.NoError(t, tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+			done := make(chan error, 1)
+			if first == "fold" {
+				_, err = tx.Exec(ctx, store.FoldOutcomesSQL)
+				require.NoError(t, err)
+				go func() { done <- deliveredEv(ctx, st, a) }()
+			} else {
+				_, err = tx.Exec(ctx, store.SettleLoneDeliveredSQL, "e", []int64{a.ID}, []int32{int32(a.Attempts)})
+				require.NoError(t, err)
+				go func() { _, err := st.FoldOutcomes(ctx); done <- err }()
+			}
+			waitBlockedBy(t, st, pid)
+			require.NoError(t, tx.Commit(ctx))
+			require.NoError(t, <-done)
+
+			b := pendingOf(t, st, "e", "c1")
+			require.Len(t, b, 1, "the delivered event gone, the final_changed one pending")
+			require.Equal(t, map[int64]bool{b[0]: false}, heldBack(t, st, "e"), "due: nothing before it")
+			evs = claim(t, st, "e")
+			require.Len(t, evs, 1)
+			require.Equal(t, "command.final_changed", evs[0].Type)
+		})
+	}
+}
+
+// waitBlockedBy waits until a backend of st's database waits for a lock
+// that the backend pid holds.
+func waitBlockedBy(t *testing.T, st *store.Store, pid int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var n int
+		err := st.Pool().QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND $1 = ANY (pg_blocking_pids(pid))`, pid).Scan(&n)
+		return err == nil && n > 0
+	}, time.Minute, 10*time.Millisecond, "nothing came to wait for the open transaction")
+}
+
 func claim(t *testing.T, st *store.Store, endpoint string) []store.WebhookEvent {
 	t.Helper()
-	evs, err := st.ClaimWebhooks(context.Background(), endpoint, 10, time.Hour)
+	evs, err := st.ClaimWebhooks(context.Background(), endpoint, 10, time.Hour, 0)
 	require.NoError(t, err)
 	return evs
 }
@@ -153,7 +238,7 @@ func TestLateSettleLeavesAnotherClaimAlone(t *testing.T) {
 	ctx := context.Background()
 	ids := outbox(t, st, "e", "A", "B", "C")
 	var first []store.WebhookEvent
-	first, err := st.ClaimWebhooks(ctx, "e", 3, time.Millisecond)
+	first, err := st.ClaimWebhooks(ctx, "e", 3, time.Millisecond, 0)
 	require.NoError(t, err)
 	require.Len(t, first, 3)
 	var second []store.WebhookEvent
@@ -220,4 +305,49 @@ func tokens(attempts int, ids ...int64) []store.WebhookSettle {
 		out[i] = store.WebhookSettle{ID: id, Attempts: attempts}
 	}
 	return out
+}
+
+// A claim with dueFor takes only the events due for at least that long
+// (the deliverer's lag while the data path drains a backlog), in the
+// order per subject as ever.
+func TestClaimDueFor(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	ids := outbox(t, st, "e", "A", "B", "B")
+	_, err := st.Pool().Exec(ctx, `UPDATE webhook_deliveries SET next_attempt_at = now() - interval '2 minutes' WHERE id = ANY ($1)`,
+		[]int64{ids[0], ids[2]})
+	require.NoError(t, err)
+	evs, err := st.ClaimWebhooks(ctx, "e", 10, time.Hour, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, evs, 1, "B's second is old enough but waits behind its first, which is not")
+	require.Equal(t, ids[0], evs[0].ID)
+	evs, err = st.ClaimWebhooks(ctx, "e", 10, time.Hour, 0)
+	require.NoError(t, err)
+	require.Len(t, evs, 1)
+	require.Equal(t, ids[1], evs[0].ID, "without a lag, the fresh one goes")
+}
+
+// The deliverer's pool plans its statements generic, once per connection
+// (store.Options.GenericPlans), unless the URL says otherwise; the other
+// pools are left to PostgreSQL's choice.
+func TestGenericPlansPool(t *testing.T) {
+	t.Parallel()
+	_, schema, url := testenv.Schema(t)
+	for _, c := range []struct {
+		url     string
+		generic bool
+		want    string
+	}{
+		{url, true, "force_generic_plan"},
+		{url, false, "auto"},
+		{url + map[bool]string{true: "&", false: "?"}[strings.Contains(url, "?")] + "plan_cache_mode=force_custom_plan", true, "force_custom_plan"},
+	} {
+		st, err := store.Open(context.Background(), c.url, store.Options{MaxConns: 1, Schema: schema, GenericPlans: c.generic})
+		require.NoError(t, err)
+		var mode string
+		require.NoError(t, st.Pool().QueryRow(context.Background(), `SHOW plan_cache_mode`).Scan(&mode))
+		st.Close()
+		require.Equal(t, c.want, mode)
+	}
 }

@@ -222,7 +222,7 @@ func outbox(t *testing.T, st *store.Store, endpoint string, subjects ...string) 
 
 func claimed(t *testing.T, st *store.Store, endpoint string, n int, lease time.Duration) []int64 {
 	t.Helper()
-	evs, err := st.ClaimWebhooks(context.Background(), endpoint, n, lease)
+	evs, err := st.ClaimWebhooks(context.Background(), endpoint, n, lease, 0)
 	require.NoError(t, err)
 	ids := []int64{}
 	for _, e := range evs {
@@ -244,7 +244,7 @@ func TestClaimInOrderPerSubject(t *testing.T) {
 	a1, b1, a2, c1, b2 := ids[0], ids[1], ids[2], ids[3], ids[4]
 	other := outbox(t, st, "f", "A")
 
-	evs, err := st.ClaimWebhooks(ctx, "e", 10, time.Hour)
+	evs, err := st.ClaimWebhooks(ctx, "e", 10, time.Hour, 0)
 	require.NoError(t, err)
 	require.Len(t, evs, 3)
 	for i, id := range []int64{a1, b1, c1} {
@@ -290,7 +290,7 @@ func TestClaimSkipsLocked(t *testing.T) {
 	// A bound against a hang only: without SKIP LOCKED the claim waits for
 	// the transaction, which ends after it.
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	evs, err := st.ClaimWebhooks(wctx, "e", 2, time.Hour)
+	evs, err := st.ClaimWebhooks(wctx, "e", 2, time.Hour, 0)
 	cancel()
 	require.NoError(t, err)
 	require.NoError(t, tx.Rollback(ctx))
@@ -302,7 +302,7 @@ func TestClaimSkipsLocked(t *testing.T) {
 	for w := range got {
 		g.Go(func() error {
 			for {
-				evs, err := st.ClaimWebhooks(gctx, "e", 7, time.Hour)
+				evs, err := st.ClaimWebhooks(gctx, "e", 7, time.Hour, 0)
 				if err != nil || len(evs) == 0 {
 					return err
 				}
@@ -326,11 +326,11 @@ func TestClaimAfterLease(t *testing.T) {
 	st := setup(t)
 	ctx := context.Background()
 	id := outbox(t, st, "e", "A")[0]
-	evs, err := st.ClaimWebhooks(ctx, "e", 1, time.Millisecond)
+	evs, err := st.ClaimWebhooks(ctx, "e", 1, time.Millisecond, 0)
 	require.NoError(t, err)
 	require.Equal(t, 1, evs[0].Attempts)
 	require.Eventually(t, func() bool {
-		evs, err := st.ClaimWebhooks(ctx, "e", 1, time.Hour)
+		evs, err := st.ClaimWebhooks(ctx, "e", 1, time.Hour, 0)
 		require.NoError(t, err)
 		if len(evs) == 0 {
 			return false
@@ -427,7 +427,7 @@ func TestReplayFailedWebhooks(t *testing.T) {
 	n, err := st.ReplayWebhooks(ctx, "e", []int64{e[1], f[0]})
 	require.NoError(t, err)
 	require.Equal(t, int64(1), n, "f's event is not e's")
-	evs, err := st.ClaimWebhooks(ctx, "e", 10, time.Hour)
+	evs, err := st.ClaimWebhooks(ctx, "e", 10, time.Hour, 0)
 	require.NoError(t, err)
 	require.Len(t, evs, 1)
 	require.Equal(t, e[1], evs[0].ID)
@@ -488,7 +488,7 @@ func TestReplayRestartsTheRetryWindow(t *testing.T) {
 	id := outbox(t, st, "e", "A")[0]
 	_, err := st.Pool().Exec(ctx, `UPDATE webhook_deliveries SET occurred_at = now() - interval '3 days' WHERE id = $1`, id)
 	require.NoError(t, err)
-	evs, err := st.ClaimWebhooks(ctx, "e", 10, time.Hour)
+	evs, err := st.ClaimWebhooks(ctx, "e", 10, time.Hour, 0)
 	require.NoError(t, err)
 	require.Len(t, evs, 1)
 	occurred := evs[0].OccurredAt
@@ -500,7 +500,7 @@ func TestReplayRestartsTheRetryWindow(t *testing.T) {
 	n, err := st.ReplayWebhooks(ctx, "e", nil)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), n)
-	evs, err = st.ClaimWebhooks(ctx, "e", 10, time.Hour)
+	evs, err = st.ClaimWebhooks(ctx, "e", 10, time.Hour, 0)
 	require.NoError(t, err)
 	require.Len(t, evs, 1)
 	require.WithinDuration(t, occurred, evs[0].OccurredAt, 0, "the event's own time stays")

@@ -42,7 +42,8 @@ type Store interface {
 	// ClaimWebhooks leases up to n pending events of endpoint that are due,
 	// none of them behind an earlier pending event of its subject; each
 	// with its claim's token (Attempts) and its lease's end (LeaseEnd).
-	ClaimWebhooks(ctx context.Context, endpoint string, n int, lease time.Duration) ([]store.WebhookEvent, error)
+	// With dueFor above 0, only those due for at least that long.
+	ClaimWebhooks(ctx context.Context, endpoint string, n int, lease, dueFor time.Duration) ([]store.WebhookEvent, error)
 	// The settles change an event only while the claim whose token they
 	// give is its last: one that comes after its lease ran out and another
 	// claim took the event changes nothing.
@@ -114,6 +115,13 @@ type Config struct {
 	UserAgent string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Busy, when set, says the data path is draining a backlog
+	// (pipeline.Busy): while it does, a claim takes only the events due
+	// for at least BacklogLag, so that the deliveries' CPU and database
+	// work wait for the backlog, within that lag, rather than slow its
+	// drain. Zero BacklogLag: never.
+	Busy       func() bool
+	BacklogLag time.Duration
 	// Rows, when set, reads the rows of a claim's events at once, rather
 	// than one statement per event (New's data); when it fails, each
 	// event's row is read with data, which says of which row.
@@ -179,6 +187,7 @@ func (c Config) Check() error {
 	check(c.BackoffMin > 0, "CMDTRACK_WEBHOOK_BACKOFF_MIN must be positive")
 	check(c.BackoffMax >= c.BackoffMin, "CMDTRACK_WEBHOOK_BACKOFF_MAX must be at least CMDTRACK_WEBHOOK_BACKOFF_MIN")
 	check(c.Workers >= 1 && c.Workers <= 256, "CMDTRACK_WEBHOOK_WORKERS must be between 1 and 256")
+	check(c.BacklogLag >= 0 && c.BacklogLag <= time.Hour, "CMDTRACK_WEBHOOK_BACKLOG_LAG must be between 0 (never) and 1h")
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
 	}
@@ -388,7 +397,7 @@ func (e *endpoint) claimLoop(ctx context.Context) {
 		if n == 0 {
 			return
 		}
-		evs, err := e.d.st.ClaimWebhooks(ctx, e.ep.Name, n, e.lease(n))
+		evs, err := e.d.st.ClaimWebhooks(ctx, e.ep.Name, n, e.lease(n), e.dueFor())
 		if err != nil {
 			e.free(n)
 			if ctx.Err() != nil {
@@ -427,6 +436,18 @@ func (e *endpoint) claimLoop(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// dueFor is how long an event must have been due for the next claim to
+// take it: BacklogLag while the data path is Busy, else 0.
+func (e *endpoint) dueFor() time.Duration {
+	cfg := &e.d.cfg
+	if cfg.Busy == nil || cfg.BacklogLag <= 0 || !cfg.Busy() {
+		e.d.m.lagging.Set(0)
+		return 0
+	}
+	e.d.m.lagging.Set(1)
+	return cfg.BacklogLag
 }
 
 // claimed is an event in hand, and its row if the claim read it.

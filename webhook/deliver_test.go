@@ -402,3 +402,38 @@ func TestNoEndpoints(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, d.Run(t.Context()))
 }
+
+// While the data path drains a backlog (Busy), a claim takes only the
+// events due for BacklogLag, so that the deliveries wait for the drain
+// within that lag: an older event goes, a fresh one once it is old
+// enough or once the backlog is drained, whichever comes first.
+func TestBacklogLag(t *testing.T) {
+	secret := newSecret(t)
+	rc := newReceiver(t, secret)
+	clock := newFakeClock(time.Now())
+	f := newFakeOutbox()
+	f.now = clock.Now
+	fresh := f.add("hooks", store.KindFinished, "c1", clock.Now())
+	f.setDue(fresh, clock.Now())
+	old := f.add("hooks", store.KindFinished, "c2", clock.Now().Add(-2*time.Minute))
+	f.setDue(old, clock.Now().Add(-2*time.Minute))
+	var busy atomic.Bool
+	busy.Store(true)
+	start(t, f, rc, secret, webhook.Config{Busy: busy.Load, BacklogLag: time.Minute, Now: clock.Now})
+	waitFor(t, f, "the old event delivered", func() bool { return slices.Equal(f.deliveredIDs(), []int64{old}) })
+	claims := f.claimCount()
+	waitFor(t, f, "two claims more", func() bool { return f.claimCount() >= claims+2 })
+	require.Equal(t, []int64{old}, f.deliveredIDs(), "the fresh one waits while the pipeline is busy")
+	for _, d := range f.claimDueFor() {
+		require.Equal(t, time.Minute, d, "every claim asked for events due for the lag")
+	}
+
+	clock.Add(time.Minute)
+	waitFor(t, f, "the fresh one delivered once due for the lag", func() bool { return len(f.deliveredIDs()) == 2 })
+
+	next := f.add("hooks", store.KindFinished, "c3", clock.Now())
+	f.setDue(next, clock.Now())
+	busy.Store(false)
+	waitFor(t, f, "a fresh one delivered at once once the backlog is drained", func() bool { return len(f.deliveredIDs()) == 3 })
+	rc.check()
+}

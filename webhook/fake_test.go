@@ -43,6 +43,8 @@ type fakeOutbox struct {
 	claims int
 	// settles counts the settling calls.
 	settles int
+	// dueFor is each claim's dueFor, in order.
+	dueFor []time.Duration
 	// delivered are the ids WebhookDelivered removed, in its calls' order.
 	delivered []int64
 	// reasons are RetryWebhook's reasons, by id (kept once the row is
@@ -93,11 +95,12 @@ func (f *fakeOutbox) setDown(err error) {
 	f.down = err
 }
 
-func (f *fakeOutbox) ClaimWebhooks(_ context.Context, endpoint string, n int, lease time.Duration) ([]store.WebhookEvent, error) {
+func (f *fakeOutbox) ClaimWebhooks(_ context.Context, endpoint string, n int, lease, dueFor time.Duration) ([]store.WebhookEvent, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	defer f.signal()
 	f.claims++
+	f.dueFor = append(f.dueFor, dueFor)
 	if f.down != nil {
 		return nil, f.down
 	}
@@ -113,7 +116,7 @@ func (f *fakeOutbox) ClaimWebhooks(_ context.Context, endpoint string, n int, le
 		}
 		earlier := seen[r.ev.Subject]
 		seen[r.ev.Subject] = true
-		if earlier || r.due.After(now) {
+		if earlier || r.due.After(now.Add(-dueFor)) {
 			if f.careless {
 				// Returned, its claim's token and lease left as they are.
 				out = append(out, r.ev)
@@ -421,6 +424,20 @@ func (f *fakeOutbox) replay(id int64) {
 	if r := f.row(id); r != nil && r.state == "failed" {
 		r.state, r.due, r.ev.Attempts, r.ev.Since = "pending", time.Time{}, 0, time.Now()
 	}
+}
+
+// setDue makes the event id due at t.
+func (f *fakeOutbox) setDue(id int64, t time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.row(id).due = t
+}
+
+// claimDueFor is each claim's dueFor so far.
+func (f *fakeOutbox) claimDueFor() []time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.dueFor)
 }
 
 // state is the state of the event id ("" once it is gone).

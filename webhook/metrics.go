@@ -24,6 +24,7 @@ const (
 type Metrics struct {
 	deliveries *prometheus.CounterVec
 	attempt    *prometheus.HistogramVec
+	lagging    prometheus.Gauge
 }
 
 // NewMetrics creates the series and registers them on reg (nil:
@@ -39,9 +40,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from a webhook request's start to its answer (or its failure), by endpoint.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"endpoint"}),
+		lagging: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cmdtrack_webhook_lagging",
+			Help: "1 while this replica's webhook claims take only the events due for CMDTRACK_WEBHOOK_BACKLOG_LAG, because its data path is draining a backlog (full batches): the outbox's age grows by that much, no more; else 0.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.deliveries, m.attempt)
+		reg.MustRegister(m.deliveries, m.attempt, m.lagging)
 	}
 	return m
 }

@@ -104,6 +104,7 @@ type Config struct {
 	WebhookBackoffMax time.Duration `envconfig:"WEBHOOK_BACKOFF_MAX" default:"1h" desc:"longest retry delay"`
 	WebhookWorkers    int           `envconfig:"WEBHOOK_WORKERS" default:"4" desc:"webhook requests in flight at once per endpoint"`
 	WebhookDBConns    int32         `envconfig:"WEBHOOK_DB_CONNS" default:"2" desc:"connections in the webhook deliverer's own pool (opened only with endpoints)"`
+	WebhookBacklogLag time.Duration `envconfig:"WEBHOOK_BACKLOG_LAG" default:"1m" desc:"while the worker drains a backlog (full batches), webhooks wait until their events are this old (0: never wait)"`
 
 	ShutdownGrace       time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"how long SIGTERM may take to store and settle messages in hand"`
 	StallTimeout        time.Duration `envconfig:"STALL_TIMEOUT" default:"5m" desc:"messages in hand with nothing stored or settled this long fail /healthz and the systemd watchdog"`
@@ -337,7 +338,7 @@ func (c *Config) webhookEndpoints() ([]webhook.Endpoint, error) {
 func (c *Config) webhooks(eps []webhook.Endpoint) webhook.Config {
 	return webhook.Config{Endpoints: eps, Timeout: c.WebhookTimeout, RetryFor: c.WebhookRetryFor,
 		BackoffMin: c.WebhookBackoffMin, BackoffMax: c.WebhookBackoffMax, Workers: c.WebhookWorkers,
-		UserAgent: "cmdtrack/" + Version}
+		BacklogLag: c.WebhookBacklogLag, UserAgent: "cmdtrack/" + Version}
 }
 
 // console is the console's listener configuration.

@@ -73,7 +73,7 @@ func TestWebhooksReplay(t *testing.T) {
 	require.Equal(t, []int64{ids[0], ids[4], ids[5]}, replayed())
 
 	// The claim counts the window from the replay, not from three days ago.
-	evs, err := st.ClaimWebhooks(ctx, "crm", 10, 0)
+	evs, err := st.ClaimWebhooks(ctx, "crm", 10, 0, 0)
 	require.NoError(t, err)
 	require.Len(t, evs, 2)
 	for _, e := range evs {

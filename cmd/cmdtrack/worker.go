@@ -196,8 +196,9 @@ func assemble(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logge
 	if len(endpoints) > 0 {
 		// A pool of its own (CMDTRACK_WEBHOOK_DB_CONNS): each endpoint's
 		// claims, row reads and settles wait for its connections, never
-		// ahead of the writers in the shared pool.
-		if w.hookSt, err = store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: cfg.WebhookDBConns}); err != nil {
+		// ahead of the writers in the shared pool; their plans generic,
+		// made once per connection rather than each call.
+		if w.hookSt, err = store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: cfg.WebhookDBConns, GenericPlans: true}); err != nil {
 			return nil, usageError{err}
 		}
 		hookSt := w.hookSt
@@ -205,6 +206,9 @@ func assemble(ctx context.Context, cfg *Config, st *store.Store, log *slog.Logge
 			return console.OutcomeData(ctx, hookSt.Pool(), typ, subject)
 		}
 		hookCfg := cfg.webhooks(endpoints)
+		// The data path first: while it drains a backlog, the deliveries
+		// wait (CMDTRACK_WEBHOOK_BACKLOG_LAG).
+		hookCfg.Busy = w.pipe.Busy
 		// A claim's rows in one statement per kind, not one per event.
 		hookCfg.Rows = func(ctx context.Context, evs []store.WebhookEvent) ([]json.RawMessage, error) {
 			subjects := make([]console.OutcomeSubject, len(evs))
