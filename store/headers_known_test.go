@@ -66,3 +66,13 @@ func TestKnownHeadersAreBounded(t *testing.T) {
 	require.LessOrEqual(t, k.bytes, maxKnownHeaderBytes)
 	require.True(t, k.holds(maxKnownHeaderBytes/1000+9, text))
 }
+
+// A kind whose decoder places the header (writers' header) has a writer
+// that cuts it, and only such a kind: a header stored and never cut out
+// would cost a statement and save nothing.
+func TestHeadedKindsCutTheirHeaders(t *testing.T) {
+	for _, w := range writers {
+		_, cuts := w.new().(headerWriter)
+		require.Equal(t, w.header != nil, cuts, w.kind)
+	}
+}
