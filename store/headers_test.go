@@ -17,6 +17,7 @@ import (
 
 	"github.com/cmdtrack/cmdtrack/ingest"
 	"github.com/cmdtrack/cmdtrack/internal/simulate"
+	"github.com/cmdtrack/cmdtrack/internal/testenv"
 	"github.com/cmdtrack/cmdtrack/notification"
 	"github.com/cmdtrack/cmdtrack/store"
 )
@@ -31,6 +32,10 @@ type headedHistory struct {
 	table, view, id string
 	// statuses are three of the kind's statuses, in its order.
 	statuses [3]string
+	// migration is the one that made it keep headers once; idCols and
+	// idVals name the thing of note(id "before") in SQL.
+	migration      int32
+	idCols, idVals string
 	// key is a record's key when it is the kind's.
 	key func(ingest.Record) ([]byte, bool)
 }
@@ -38,7 +43,7 @@ type headedHistory struct {
 var headedHistories = []headedHistory{
 	{
 		name: "command", resource: "device.command.status", table: "device_command_events", view: "command_events", id: "command_id",
-		statuses: [3]string{"SENT", "DELIVERED", "SUCCESSFUL"},
+		statuses: [3]string{"SENT", "DELIVERED", "SUCCESSFUL"}, migration: 27, idCols: "command_id", idVals: "'before'",
 		key: func(r ingest.Record) ([]byte, bool) {
 			n, ok := r.(*notification.Notification)
 			if !ok {
@@ -49,7 +54,7 @@ var headedHistories = []headedHistory{
 	},
 	{
 		name: "message", resource: "device.message.status", table: "device_message_events", view: "message_events", id: "message_id",
-		statuses: [3]string{"PENDING", "DELIVERED", "FAILED"},
+		statuses: [3]string{"PENDING", "DELIVERED", "FAILED"}, migration: 29, idCols: "device_id, message_id", idVals: "'dev-before', 'before'",
 		key: func(r ingest.Record) ([]byte, bool) {
 			m, ok := r.(*notification.Message)
 			if !ok {
@@ -291,5 +296,35 @@ func TestHistoryHeadersConcurrentWriters(t *testing.T) {
 	for _, h := range headedHistories {
 		got, _ := storedPayloads(t, st, h)
 		requirePayloads(t, h, want[h.name], got)
+	}
+}
+
+// The migration leaves the rows written before it as they are (payload
+// renamed stored_payload, header_id and header_at NULL): each reads back
+// through the view as it was stored, and its notification delivered again
+// is still a duplicate, whose row stays whole.
+func TestHistoryRowsFromBeforeTheMigration(t *testing.T) {
+	t.Parallel()
+	for _, h := range headedHistories {
+		t.Run(h.name, func(t *testing.T) {
+			t.Parallel()
+			st, _, _ := testenv.EmptySchema(t)
+			ctx := context.Background()
+			require.NoError(t, st.MigrateTo(ctx, h.migration-1))
+			body := h.note("before", 0, "20261101T000001Z", "", headerFirst,
+				`{"app_id":"app-1","device_id":"dev-before","node_id":"n","product_id":"p","gateway_id":"g"}`)
+			items, want := classified(t, [][]byte{body})
+			require.Len(t, want[h.name], 1)
+			for key := range want[h.name] {
+				_, err := st.Pool().Exec(ctx, `INSERT INTO `+h.table+` (`+h.idCols+`, event_key, status, event_time, source, payload)
+					VALUES (`+h.idVals+`, decode($1, 'hex'), $2, '2026-11-01 00:00:01Z', 'amqp:q', $3)`, key, h.statuses[0], string(body))
+				require.NoError(t, err)
+			}
+			require.NoError(t, st.Migrate(ctx))
+			applyAll(t, st, items, 1)
+			got, cut := storedPayloads(t, st, h)
+			requirePayloads(t, h, want[h.name], got)
+			require.Zero(t, cut, "the row from before the migration is whole")
+		})
 	}
 }
