@@ -179,12 +179,14 @@ type history struct {
 	payload string
 }
 
-// commandHistory's payloads are stored without a header that
-// notification_headers keeps (migration 027): the expression puts it back,
-// as the view command_events does, for the rows of a page only.
-var commandHistory = history{table: "device_command_events", ids: []string{"command_id"},
-	payload: `CASE WHEN e.header_at IS NULL THEN e.stored_payload ELSE overlay(e.stored_payload PLACING
-		(SELECT h.header FROM notification_headers h WHERE h.id = e.header_id) FROM e.header_at FOR 0) END`}
+// headedPayload is the payload of a history that stores it without a
+// header notification_headers keeps (migrations 027 and 029): the
+// expression puts it back, as the views command_events and message_events
+// do, for the rows of a page only.
+const headedPayload = `CASE WHEN e.header_at IS NULL THEN e.stored_payload ELSE overlay(e.stored_payload PLACING
+		(SELECT h.header FROM notification_headers h WHERE h.id = e.header_id) FROM e.header_at FOR 0) END`
+
+var commandHistory = history{table: "device_command_events", ids: []string{"command_id"}, payload: headedPayload}
 
 // where is the condition on the thing's ids, as $1, $2, ...
 func (h history) where() string {

@@ -59,7 +59,7 @@ type MessagePage struct {
 	TimelinePage
 }
 
-var messageHistory = history{table: "device_message_events", ids: []string{"device_id", "message_id"}, payload: "e.payload"}
+var messageHistory = history{table: "device_message_events", ids: []string{"device_id", "message_id"}, payload: headedPayload}
 
 // readMessage reads a message's row (errNotFound: none).
 func readMessage(ctx context.Context, db *pgxpool.Pool, device, id string) (*Message, error) {

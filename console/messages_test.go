@@ -408,14 +408,14 @@ func TestMessagePageBounded(t *testing.T) {
 	const extra = 300
 	pend := f.now.Add(-45 * time.Minute)
 	_, err := f.st.Pool().Exec(context.Background(), `INSERT INTO device_message_events
-		(device_id, message_id, event_key, status, event_time, request_id, source, payload, received_at)
+		(device_id, message_id, event_key, status, event_time, request_id, source, stored_payload, received_at)
 		SELECT 'meter-4711', $1, decode(md5(i::text), 'hex'), 'PENDING', $2::timestamptz + i * interval '1 millisecond',
 			'many-' || lpad(i::text, 5, '0'), 'http', '{"n":' || i || '}', now()
 		FROM generate_series(1, $3) i`, f.msgFailed, pend.Add(time.Second), extra)
 	require.NoError(t, err)
 	big := `{"s":"` + strings.Repeat(`\"`, 1<<19-4) + `"}`
 	_, err = f.st.Pool().Exec(context.Background(), `INSERT INTO device_message_events
-		(device_id, message_id, event_key, status, event_time, request_id, source, payload, received_at)
+		(device_id, message_id, event_key, status, event_time, request_id, source, stored_payload, received_at)
 		VALUES ('meter-4711', $1, '\xbb', 'PENDING', $2, 'big', 'http', $3, now())`, f.msgFailed, pend.Add(-time.Second), big)
 	require.NoError(t, err)
 	srv := f.server(t, console.Config{Addr: console.DefaultAddr})

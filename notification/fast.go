@@ -220,17 +220,23 @@ func (d *fastV5) notifyDataMember(key []byte, escaped bool) bool {
 	case string(key) == "header":
 		// A struct, not a pointer, in commandStatusData: null leaves it
 		// empty, as an absent header does.
-		d.s.space()
-		start := d.s.pos
-		ok := d.object(&d.header, func(key []byte, escaped bool) bool { return d.headerMember(&d.fastHeader, key, escaped) })
-		d.headerRaw = span{start: start, end: d.s.pos}
-		return ok
+		return d.headerObject(&d.header, &d.fastHeader, &d.headerRaw)
 	case string(key) == "body":
 		return d.object(&d.dataBody, d.bodyMember)
 	case unsureKey(key, notifyDataNames):
 		d.odd = true
 	}
 	return d.s.value()
+}
+
+// headerObject reads notify_data.header (its fields into h) and where its
+// object lies into raw: the history keeps the header once (store).
+func (d *fastDoc) headerObject(o *objectMember, h *fastHeader, raw *span) bool {
+	d.s.space()
+	start := d.s.pos
+	ok := d.object(o, func(key []byte, escaped bool) bool { return d.headerMember(h, key, escaped) })
+	*raw = span{start: start, end: d.s.pos}
+	return ok
 }
 
 // headerMember reads one member of notify_data.header into h.

@@ -68,6 +68,9 @@ type Message struct {
 
 	// Payload is the notification as received (UTF-8 JSON), kept in history.
 	Payload []byte
+	// HeaderStart and HeaderEnd are where notify_data.header's object lies
+	// in Payload, as Notification's are.
+	HeaderStart, HeaderEnd int
 }
 
 // Rank is the lifecycle rank of the message's status. DecodeMessage only
@@ -206,5 +209,6 @@ func decodeMessageStd(body []byte) (Message, error) {
 	m.ProductID, m.AppID, m.GatewayID, m.NodeID = h.ProductID, h.AppID, h.GatewayID, h.NodeID
 	m.RequestID = env.RequestID
 	m.Payload = body
+	m.HeaderStart, m.HeaderEnd = headerSpan(body)
 	return m, storable(body)
 }

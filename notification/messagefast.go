@@ -31,6 +31,8 @@ type fastMessage struct {
 
 	resource, event, eventTime, eventTimeMS, requestID span
 	notifyData, header                                 objectMember
+	// headerRaw is where the header's object lies, when it is one.
+	headerRaw span
 	fastHeader
 	inside, beside fastMessageBody
 }
@@ -116,6 +118,9 @@ func decodeMessageFast(body []byte, m *Message) (sure bool, err error) {
 	}
 	m.Status = status
 	m.Tags, m.Payload = tags, body
+	if d.header.present {
+		m.HeaderStart, m.HeaderEnd = d.headerRaw.start, d.headerRaw.end
+	}
 	if reason := unstorableEscape(body); reason != "" {
 		return true, errorf(ClassUnstorable, "%s", reason)
 	}
@@ -156,7 +161,7 @@ func (d *fastMessage) notifyDataMember(key []byte, escaped bool) bool {
 	case string(key) == "header":
 		// A struct, not a pointer: null leaves it empty, as an absent
 		// header does.
-		return d.object(&d.header, func(key []byte, escaped bool) bool { return d.headerMember(&d.fastHeader, key, escaped) })
+		return d.headerObject(&d.header, &d.fastHeader, &d.headerRaw)
 	case string(key) == "body":
 		return d.messageBody(&d.inside)
 	case unsureKey(key, notifyDataNames):

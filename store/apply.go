@@ -7,8 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
-	"math"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -160,19 +158,18 @@ func (s *Store) storeHeaders(ctx context.Context, hs []headerRow) error {
 	return nil
 }
 
-// batchHeaders are the distinct headers the command notifications of items
-// bring.
+// batchHeaders are the distinct headers the notifications of items bring,
+// of every kind whose history keeps them once (writers' header).
 func batchHeaders(items []ingest.Item) []headerRow {
-	var notes []noteRow
+	var cuts []headerCut
 	for i := range items {
-		if n, ok := items[i].Record.(*notification.Notification); ok {
-			r := noteRow{n: n}
-			if placeHeader(&r); r.header != nil {
-				notes = append(notes, r)
+		if rec := items[i].Record; rec != nil {
+			if c := placed(rec); c.header != nil {
+				cuts = append(cuts, c)
 			}
 		}
 	}
-	return headers(notes)
+	return headers(cuts)
 }
 
 // queueTracked is queueWrites; with track, the merge also reads each row's
@@ -192,8 +189,8 @@ func queueTracked(b *pgx.Batch, items []ingest.Item, changed []bool, track bool,
 			k := writerOf(it.Record.Kind())
 			if ws[k] == nil {
 				ws[k] = writers[k].new()
-				if cw, ok := ws[k].(*commandWriter); ok {
-					cw.known = known
+				if hw, ok := ws[k].(headerWriter); ok {
+					hw.knowHeaders(known)
 				}
 			}
 			ws[k].add(it, i)
@@ -219,61 +216,18 @@ func queueTracked(b *pgx.Batch, items []ingest.Item, changed []bool, track bool,
 // into device_commands and the history in command_events.
 type commandWriter struct {
 	notes []noteRow
-	// known are the headers stored, with their text (nil: none).
-	known *knownHeaders
+	headerCutter
 }
 
 func (w *commandWriter) add(it *ingest.Item, idx int) {
 	n := it.Record.(*notification.Notification)
-	r := noteRow{n: n, source: it.Source, key: n.Key(), idx: idx}
-	placeHeader(&r)
-	w.notes = append(w.notes, r)
-}
-
-// minHeader is the shortest header kept once: a row that names one stores
-// 12 bytes (its id and position) instead.
-const minHeader = 32
-
-// placeHeader sets r's header from where the decoder placed it in the
-// payload, when it is long enough to be worth keeping once.
-func placeHeader(r *noteRow) {
-	n := r.n
-	start, end := n.HeaderStart, n.HeaderEnd
-	if end-start < minHeader || start < 0 || end > len(n.Payload) || len(n.Payload) > math.MaxInt32 {
-		return
-	}
-	r.header, r.headerStart = n.Payload[start:end:end], start
-	h := fnv.New64a()
-	h.Write(r.header)
-	r.headerID = int64(h.Sum64())
-	r.headerAt = int32(utf8.RuneCount(n.Payload[:start]) + 1)
-}
-
-// headers are the distinct headers of notes, by id (the first of two texts
-// with one id; the statement keeps whichever is stored first).
-func headers(notes []noteRow) []headerRow {
-	var out []headerRow
-	for i := range notes {
-		if notes[i].header != nil {
-			out = append(out, headerRow{id: notes[i].headerID, text: notes[i].header})
-		}
-	}
-	slices.SortFunc(out, func(a, b headerRow) int { return cmp.Compare(a.id, b.id) })
-	return slices.CompactFunc(out, func(a, b headerRow) bool { return a.id == b.id })
+	w.notes = append(w.notes, noteRow{n: n, source: it.Source, key: n.Key(), idx: idx, headerCut: placed(n)})
 }
 
 func (w *commandWriter) queue(b *pgx.Batch, changed []bool, track bool) *tracker {
 	notes := w.notes
 	for i := range notes {
-		// Cut here, not in SQL: the statement joined each row to its
-		// header and compared the text (2.8 -> 6.0 ms a batch of 256 in
-		// make bench/compare, PostgreSQL's CPU 43 -> 58 us a
-		// notification). The text compared is the one stored under the
-		// id, so a collision still stores the payload whole.
-		if r := &notes[i]; r.header != nil && w.known.holds(r.headerID, r.header) {
-			p := r.n.Payload
-			r.stored = append(append(make([]byte, 0, len(p)-len(r.header)), p[:r.headerStart]...), p[r.headerStart+len(r.header):]...)
-		}
+		w.cut(&notes[i].headerCut, notes[i].n.Payload)
 	}
 	slices.SortFunc(notes, func(a, b noteRow) int {
 		return cmp.Or(strings.Compare(a.n.CommandID, b.n.CommandID), bytes.Compare(a.key, b.key),

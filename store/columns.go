@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -96,16 +97,8 @@ type noteRow struct {
 	source string
 	key    []byte
 	idx    int // the item's index in the batch
-	// header is the payload's header when it is worth keeping once (see
-	// placeHeader), headerID its id in notification_headers and headerAt
-	// the position of its first character in the payload (from 1).
-	header      []byte
-	headerID    int64
-	headerAt    int32
-	headerStart int // its first byte's offset
-	// stored is the payload without its header, when the writer cut it
-	// (the header stored under headerID is that very text); nil: whole.
-	stored []byte
+	// The header the history keeps once, and the payload without it.
+	headerCut
 }
 
 var noCreation notification.Creation
@@ -168,7 +161,7 @@ var commandColumns = []column[noteRow]{
 // eventColumns are device_command_events' columns: the history, one row per
 // distinct notification. The event time is part of the identity because the
 // table is partitioned by it (migration 005).
-var eventColumns = []column[noteRow]{
+var eventColumns = slices.Concat([]column[noteRow]{
 	textCol("command_id", identity, func(r *noteRow) string { return r.n.CommandID }),
 	valueCol("event_key", "bytea", identity, func(r *noteRow) []byte { return r.key }),
 	textCol("status", plain, func(r *noteRow) string { return string(r.n.Status) }),
@@ -176,25 +169,8 @@ var eventColumns = []column[noteRow]{
 		firstReceipt("event_key", "event_time")),
 	textCol("request_id", plain, func(r *noteRow) string { return r.n.RequestID }),
 	textCol("source", plain, func(r *noteRow) string { return r.source }),
-	// The payload, without its header where the writer cut it (only where
-	// notification_headers holds that very text under headerID: see
-	// commandWriter.queue), so that command_events puts back the payload
-	// as received, byte for byte, from the header and the character
-	// position it was cut from.
-	valueCol("stored_payload", "text", plain, func(r *noteRow) string {
-		if r.stored != nil {
-			return unsafeString(r.stored)
-		}
-		return unsafeString(r.n.Payload)
-	}),
-	valueCol("header_id", "int8", plain, func(r *noteRow) pgtype.Int8 {
-		return pgtype.Int8{Int64: r.headerID, Valid: r.stored != nil}
-	}),
-	valueCol("header_at", "int4", plain, func(r *noteRow) pgtype.Int4 {
-		return pgtype.Int4{Int32: r.headerAt, Valid: r.stored != nil}
-	}),
 	valueCol("from_receipt", "bool", input, func(r *noteRow) bool { return r.n.TimeFromReceipt }),
-}
+}, payloadColumns(func(r *noteRow) *headerCut { return &r.headerCut }, func(r *noteRow) []byte { return r.n.Payload }))
 
 // headerRow is a header notification_headers keeps once (migration 027).
 type headerRow struct {

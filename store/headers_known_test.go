@@ -2,6 +2,7 @@ package store
 
 import (
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
@@ -14,29 +15,34 @@ import (
 // A batch's statements never store headers (Apply stores the new ones
 // before it, on their own: in the batch, two writers bringing one new
 // device's header waited for each other's whole batch, 11 ms a statement in
-// make bench), and the headers known are the ones not stored again.
+// make bench), and the headers known are the ones not stored again; for
+// every kind whose history keeps them once.
 func TestBatchesWriteOnlyNewHeaders(t *testing.T) {
-	s := simulate.GenerateN(simulate.Config{Seed: 3}, 200)
-	var items []ingest.Item
+	s := simulate.GenerateN(simulate.Config{Seed: 3, MessageShare: 0.5}, 400)
+	byKind := map[string][]ingest.Item{}
 	for _, m := range s.Messages {
-		n, err := notification.Decode(m.Body)
-		if err != nil {
-			continue
+		it := ingest.Classify(m.Body, "amqp:q", time.Now(), ingest.Limits{MaxBodyBytes: 1 << 20})
+		if it.Record != nil {
+			byKind[it.Record.Kind()] = append(byKind[it.Record.Kind()], it)
 		}
-		items = append(items, ingest.Item{Source: "amqp:q", Record: &n})
 	}
-	hs := batchHeaders(items)
-	require.NotEmpty(t, hs)
-	var known knownHeaders
-	require.Len(t, known.unknown(batchHeaders(items)), len(hs), "nothing known")
-	b := &pgx.Batch{}
-	queueTracked(b, items, nil, false, &known)
-	for _, q := range b.QueuedQueries {
-		require.NotEqual(t, insertHeaders, q.SQL, "a batch stores no header")
+	for _, kind := range []string{notification.KindCommand, notification.KindMessage} {
+		t.Run(kind, func(t *testing.T) {
+			items := byKind[kind]
+			hs := batchHeaders(items)
+			require.NotEmpty(t, hs)
+			var known knownHeaders
+			require.Len(t, known.unknown(batchHeaders(items)), len(hs), "nothing known")
+			b := &pgx.Batch{}
+			queueTracked(b, items, nil, false, &known)
+			for _, q := range b.QueuedQueries {
+				require.NotEqual(t, insertHeaders, q.SQL, "a batch stores no header")
+			}
+			known.learn(hs)
+			require.Empty(t, known.unknown(batchHeaders(items)), "all known")
+			require.True(t, known.holds(hs[0].id, hs[0].text))
+		})
 	}
-	known.learn(hs)
-	require.Empty(t, known.unknown(batchHeaders(items)), "all known")
-	require.True(t, known.holds(hs[0].id, hs[0].text))
 }
 
 // A header is cut only against the text stored under its id: another text
@@ -59,4 +65,14 @@ func TestKnownHeadersAreBounded(t *testing.T) {
 	}
 	require.LessOrEqual(t, k.bytes, maxKnownHeaderBytes)
 	require.True(t, k.holds(maxKnownHeaderBytes/1000+9, text))
+}
+
+// A kind whose decoder places the header (writers' header) has a writer
+// that cuts it, and only such a kind: a header stored and never cut out
+// would cost a statement and save nothing.
+func TestHeadedKindsCutTheirHeaders(t *testing.T) {
+	for _, w := range writers {
+		_, cuts := w.new().(headerWriter)
+		require.Equal(t, w.header != nil, cuts, w.kind)
+	}
 }

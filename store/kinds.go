@@ -23,15 +23,25 @@ type writer interface {
 
 // writers are the store's writer for each kind, one line each. Their
 // statements are queued in this order, which is part of the lock order
-// (see queueTracked).
+// (see queueTracked). header, for a kind whose history keeps each
+// notification header once (headers.go), is where the decoder placed it in
+// a record's payload (Body); its writer is a headerWriter and its history's
+// columns end in payloadColumns.
 var writers = [...]struct {
-	kind string
-	new  func() writer
+	kind   string
+	new    func() writer
+	header func(ingest.Record) (start, end int)
 }{
-	{notification.KindCommand, func() writer { return &commandWriter{} }},
-	{notification.KindPresence, func() writer { return &presenceWriter{} }},
-	{notification.KindMessage, func() writer { return &messageWriter{} }},
-	{notification.KindCall, func() writer { return &callWriter{} }},
+	{notification.KindCommand, func() writer { return &commandWriter{} }, func(r ingest.Record) (int, int) {
+		n := r.(*notification.Notification)
+		return n.HeaderStart, n.HeaderEnd
+	}},
+	{notification.KindPresence, func() writer { return &presenceWriter{} }, nil},
+	{notification.KindMessage, func() writer { return &messageWriter{} }, func(r ingest.Record) (int, int) {
+		m := r.(*notification.Message)
+		return m.HeaderStart, m.HeaderEnd
+	}},
+	{notification.KindCall, func() writer { return &callWriter{} }, nil},
 }
 
 const maxKinds = len(writers)

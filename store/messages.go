@@ -22,10 +22,12 @@ type messageRow struct {
 	// When the message reached each status: the row's own status's is
 	// m.At, a folded row's are those of the changes it joined.
 	pending, delivered, failed, timeout time.Time
+	// The header the history keeps once, and the payload without it.
+	headerCut
 }
 
 func newMessageRow(m *notification.Message, source string) messageRow {
-	r := messageRow{m: m, source: source, key: m.Key()}
+	r := messageRow{m: m, source: source, key: m.Key(), headerCut: placed(m)}
 	if at := r.at(m.Status); at != nil {
 		*at = m.At
 	}
@@ -100,8 +102,9 @@ var messageFoldKind = foldKind[messageRow]{
 }
 
 // messageEventColumns are device_message_events' columns: the history, one
-// row per distinct notification, partitioned by event time (migration 015).
-var messageEventColumns = []column[messageRow]{
+// row per distinct notification, partitioned by event time (migration 015),
+// each header kept once as the commands' history does (migration 029).
+var messageEventColumns = slices.Concat([]column[messageRow]{
 	textCol("device_id", identity, func(r *messageRow) string { return r.m.DeviceID }),
 	textCol("message_id", identity, func(r *messageRow) string { return r.m.MessageID }),
 	valueCol("event_key", "bytea", identity, func(r *messageRow) []byte { return r.key }),
@@ -109,8 +112,7 @@ var messageEventColumns = []column[messageRow]{
 	valueCol("event_time", "timestamptz", identity, func(r *messageRow) time.Time { return r.m.EventTime }),
 	textCol("request_id", plain, func(r *messageRow) string { return r.m.RequestID }),
 	textCol("source", plain, func(r *messageRow) string { return r.source }),
-	valueCol("payload", "text", plain, func(r *messageRow) string { return unsafeString(r.m.Payload) }),
-}
+}, payloadColumns(func(r *messageRow) *headerCut { return &r.headerCut }, func(r *messageRow) []byte { return r.m.Payload }))
 
 var (
 	// The merge records the status it replaces (migration 019), for the
@@ -130,6 +132,7 @@ var (
 // message_id) order.
 type messageWriter struct {
 	rows []messageRow
+	headerCutter
 }
 
 func (w *messageWriter) add(it *ingest.Item, _ int) {
@@ -143,6 +146,9 @@ func (w *messageWriter) add(it *ingest.Item, _ int) {
 // and messages have no stage histograms), so it returns no tracker.
 func (w *messageWriter) queue(b *pgx.Batch, _ []bool, _ bool) *tracker {
 	rows := w.rows
+	for i := range rows {
+		w.cut(&rows[i].headerCut, rows[i].m.Payload)
+	}
 	slices.SortFunc(rows, func(a, b messageRow) int {
 		return cmp.Or(strings.Compare(a.m.DeviceID, b.m.DeviceID), strings.Compare(a.m.MessageID, b.m.MessageID),
 			bytes.Compare(a.key, b.key))

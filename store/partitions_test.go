@@ -31,7 +31,7 @@ type historyCase struct {
 
 var historyCases = []historyCase{
 	{name: "command", table: "device_command_events", ids: "command_id", idsOf: func(e string) string { return e }, payload: "stored_payload"},
-	{name: "message", table: "device_message_events", ids: "device_id, message_id", idsOf: func(e string) string { return "'dev-1', " + e }, payload: "payload"},
+	{name: "message", table: "device_message_events", ids: "device_id, message_id", idsOf: func(e string) string { return "'dev-1', " + e }, payload: "stored_payload"},
 }
 
 var commandHistory = historyCases[0]

@@ -366,7 +366,7 @@ func cookbook(ctx context.Context, db *pgxpool.Pool, runs int, add func(string, 
 			WHERE m.device_id = '` + msgDevice + `' AND m.message_id = '` + message + `'`},
 		{"a message's notifications in order (event_time bounded to 7 days)", `SELECT event_time, status, request_id, source,
 			coalesce(payload::jsonb -> 'notify_data' -> 'body', payload::jsonb -> 'body') -> 'error_info' AS error_info
-			FROM device_message_events WHERE device_id = '` + msgDevice + `' AND message_id = '` + message + `'
+			FROM message_events WHERE device_id = '` + msgDevice + `' AND message_id = '` + message + `'
 			AND event_time > now() - interval '7 days' ORDER BY event_time`},
 		{"a device's messages, newest first", `SELECT message_id, name, topic, status, coalesce(pending_time, first_seen_at) AS sent,
 			error_code FROM device_messages WHERE device_id = '` + msgDevice + `' ORDER BY sent DESC LIMIT 20`},
@@ -508,6 +508,18 @@ func shapeOf(lines []string, most int) string {
 	return strings.Join(nodes, " > ")
 }
 
+// seededHeader is the notification header of every notification seeded, of
+// either kind, for a device and its product (the device is its gateway).
+const seededHeader = `{"app_id":"app-1","device_id":"%s","node_id":"node","product_id":"%s","gateway_id":"%s"}`
+
+// seededHeaderID is the id seeded under seededHeader's text for the device
+// and product of the rows r, formatted by the parameter param: any 64 bits
+// of the text (the writer's own is another hash, which only means a live
+// notification adds its own row).
+func seededHeaderID(param, r string) string {
+	return `('x' || left(md5(format(` + param + `, ` + r + `.device_id, ` + r + `.product_id, ` + r + `.device_id)), 16))::bit(64)::bigint`
+}
+
 // seed fills the schema in SQL: commands spread evenly over the last 30
 // days, ten per device, twenty products, mostly final with a few still on
 // their way, each with a history of PENDING, SENT, DELIVERED and its final
@@ -587,20 +599,17 @@ func seed(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
 	}
 	// The history, a day at a time (so that progress shows), as the writer
 	// stores it: each device's header once in notification_headers, the
-	// payloads without it (migration 027; the id is any 64 bits of the
-	// header's text: the writer's own is another hash, which only means a
-	// live notification adds its own row).
+	// payloads without it (migration 027; the id: seededHeaderID).
 	const (
-		before   = `{"resource":"device.command.status","event":"update","event_time":"%s","request_id":"%s","notify_data":{"header":`
-		header   = `{"app_id":"app-1","device_id":"%s","node_id":"node","product_id":"%s","gateway_id":"%s"}`
-		after    = `,"body":{"command_id":"%s","created_time":"%s","status":"%s","result":null}}}`
-		headerID = `('x' || left(md5(format($1, c.device_id, c.product_id, c.device_id)), 16))::bit(64)::bigint`
+		before = `{"resource":"device.command.status","event":"update","event_time":"%s","request_id":"%s","notify_data":{"header":`
+		after  = `,"body":{"command_id":"%s","created_time":"%s","status":"%s","result":null}}}`
 	)
+	headerID := seededHeaderID("$1", "c")
 	logf("seeding the devices' headers")
 	if _, err := db.Exec(ctx, `
 		INSERT INTO notification_headers (id, header)
 		SELECT DISTINCT `+headerID+`, format($1, c.device_id, c.product_id, c.device_id) FROM device_commands c
-		ON CONFLICT (id) DO NOTHING`, header); err != nil {
+		ON CONFLICT (id) DO NOTHING`, seededHeader); err != nil {
 		return fmt.Errorf("seed headers: %w", err)
 	}
 	for day := range 30 {
@@ -611,13 +620,13 @@ func seed(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
 				header_id, header_at, received_at)
 			SELECT c.command_id, sha256((c.command_id || e.status)::bytea), e.status, e.at, c.last_request_id, 'amqp:DefaultQueue',
 				p.before || format($5, c.command_id, to_char(c.created_time, 'YYYYMMDD"T"HH24MISS"Z"'), e.status),
-				`+strings.ReplaceAll(headerID, "$1", "$4")+`, length(p.before) + 1, e.at + interval '20 ms'
+				`+seededHeaderID("$4", "c")+`, length(p.before) + 1, e.at + interval '20 ms'
 			FROM device_commands c,
 			LATERAL (VALUES ('PENDING', c.created_time, 0), ('SENT', c.sent_time, 1), ('DELIVERED', c.delivered_time, 2),
 			                (c.status, c.last_event_time, 3)) AS e(status, at, rank),
 			LATERAL (SELECT format($3, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"'), c.last_request_id) AS before) p
 			WHERE coalesce(c.created_time, c.first_seen_at) >= $1 AND coalesce(c.created_time, c.first_seen_at) < $2
-			  AND e.at IS NOT NULL AND (e.rank < 3 OR c.status_rank = 3)`, lo, hi, before, header, after); err != nil {
+			  AND e.at IS NOT NULL AND (e.rank < 3 OR c.status_rank = 3)`, lo, hi, before, seededHeader, after); err != nil {
 			return fmt.Errorf("seed history: %w", err)
 		}
 	}
@@ -658,9 +667,19 @@ func seedMessages(ctx context.Context, db *pgxpool.Pool, n, commands int, now ti
 		return fmt.Errorf("seed messages: %w", err)
 	}
 	devices := max(n/10, 1)
-	const payload = `{"resource":"device.message.status","event":"update","event_time":"%s","request_id":"%s",` +
-		`"notify_data":{"header":{"app_id":"app-1","device_id":"%s","node_id":"node","product_id":"%s","gateway_id":"%s"},` +
-		`"body":{"message_id":"%s","name":"%s","status":"%s","timestamp":"%s"}}}`
+	// The history as the writer stores it, as the commands' (seed): each
+	// device's header once, the payloads without it (migration 029).
+	const (
+		before = `{"resource":"device.message.status","event":"update","event_time":"%s","request_id":"%s","notify_data":{"header":`
+		after  = `,"body":{"message_id":"%s","name":"%s","status":"%s","timestamp":"%s"}}}`
+	)
+	if _, err := db.Exec(ctx, `
+		INSERT INTO notification_headers (id, header)
+		SELECT `+seededHeaderID("$1", "m")+`, format($1, m.device_id, m.product_id, m.device_id)
+		FROM (SELECT 'dev-' || d AS device_id, 'prod-' || (d % 20) AS product_id FROM generate_series(0, $2::int8 - 1) d) m
+		ON CONFLICT (id) DO NOTHING`, seededHeader, devices); err != nil {
+		return fmt.Errorf("seed message headers: %w", err)
+	}
 	for day := range 30 {
 		lo, hi := int64(n)*int64(day)/30+1, int64(n)*int64(day+1)/30
 		logf("seeding device messages and their history, day %d of 30", day+1)
@@ -696,16 +715,17 @@ func seedMessages(ctx context.Context, db *pgxpool.Pool, n, commands int, now ti
 				                                                ELSE interval '2 s' END) AS last) z
 				RETURNING device_id, message_id, name, status, product_id, pending_time, last_event_time, last_request_id
 			)
-			INSERT INTO device_message_events (device_id, message_id, event_key, status, event_time, request_id, source, payload, received_at)
+			INSERT INTO device_message_events (device_id, message_id, event_key, status, event_time, request_id, source,
+				stored_payload, header_id, header_at, received_at)
 			SELECT m.device_id, m.message_id, sha256((m.device_id || m.message_id || e.status)::bytea), e.status, e.at,
 				m.last_request_id, 'amqp:DefaultQueue',
-				format($7, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"'), m.last_request_id, m.device_id, m.product_id, m.device_id,
-					m.message_id, m.name, e.status, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"')),
-				e.at + interval '20 ms'
+				p.before || format($9, m.message_id, m.name, e.status, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"')),
+				`+seededHeaderID("$8", "m")+`, length(p.before) + 1, e.at + interval '20 ms'
 			FROM m,
 			LATERAL (VALUES ('PENDING', m.pending_time), (m.status, CASE WHEN m.status <> 'PENDING' THEN m.last_event_time END))
-				AS e(status, at)
-			WHERE e.at IS NOT NULL`, lo, hi, devices, from, n, now, payload); err != nil {
+				AS e(status, at),
+			LATERAL (SELECT format($7, to_char(e.at, 'YYYYMMDD"T"HH24MISS"Z"'), m.last_request_id) AS before) p
+			WHERE e.at IS NOT NULL`, lo, hi, devices, from, n, now, before, seededHeader, after); err != nil {
 			return fmt.Errorf("seed messages, day %d: %w", day+1, err)
 		}
 	}
