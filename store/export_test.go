@@ -18,4 +18,5 @@ const (
 	SettleDeliveredSQL     = settleDelivered
 	SettleSubjectsSQL      = settleSubjectsSQL
 	RetryWebhookSQL        = retryWebhook
+	WakeHeldSQL            = wakeHeldWebhooks
 )

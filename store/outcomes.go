@@ -63,7 +63,9 @@ func (s *Store) OutcomeTotals(ctx context.Context) ([]OutcomeTotal, error) {
 // (next_attempt_at infinity) until the one before it is settled
 // (settleSubjects), and every row it waits behind says so (holds), so
 // that only their settles look for a next one. The pending rows it goes
-// behind are locked (FOR SHARE, in id order, as the settles lock theirs)
+// behind are locked (FOR NO KEY UPDATE, in id order, as the settles lock
+// theirs: not FOR SHARE, which two folds at once would both hold and then
+// both want to upgrade to mark the row, a deadlock)
 // so that a settle deleting or failing one at once either comes first, and
 // is not gone behind, or waits for this fold and then sees the row marked
 // and the new row to make due.
@@ -113,7 +115,7 @@ const foldOutcomes = `
 			-- planner read the partial subject index whole: 195 ms).
 			WHERE d.id = ANY (ARRAY(SELECT id FROM behind)) AND d.state <> 'failed'
 			ORDER BY d.id
-			FOR SHARE OF d
+			FOR NO KEY UPDATE OF d
 		), marked AS (
 			-- The rows it goes behind say so, so that their settle makes
 			-- the next one due (migration 028).

@@ -215,6 +215,7 @@ const settleDelivered = `
 			), counted AS (
 				INSERT INTO webhook_endpoints AS w (endpoint, delivered, last_success_at)
 				SELECT $1, count(*), now() FROM gone
+				HAVING count(*) > 0 -- only stale tokens: nothing delivered
 				ON CONFLICT (endpoint) DO UPDATE SET delivered = w.delivered + EXCLUDED.delivered, last_success_at = EXCLUDED.last_success_at
 			)
 			SELECT coalesce(array_agg(subject), '{}') FROM gone`
@@ -288,6 +289,42 @@ func settleSubjects(ctx context.Context, tx pgx.Tx, endpoint string, subjects []
 	}
 	_, err := tx.Exec(ctx, settleSubjectsSQL, endpoint, subjects)
 	return err
+}
+
+// wakeHeldWebhooks is WakeHeldWebhooks' statement.
+const wakeHeldWebhooks = `
+		UPDATE webhook_deliveries d SET next_attempt_at = now()
+		WHERE d.id = ANY (ARRAY(
+				-- The held rows: a range of the claim index, in its order (as
+				-- a condition on the table, the planner read the endpoint's
+				-- whole backlog through the pending index while the table
+				-- was never analyzed).
+				SELECT h.id FROM webhook_deliveries h
+				WHERE h.endpoint = $1 AND h.state = 'pending' AND h.next_attempt_at = 'infinity'
+				ORDER BY h.endpoint, h.next_attempt_at, h.id))
+			AND d.state = 'pending' AND d.next_attempt_at = 'infinity'
+			-- The first of its subject: the subject index's probe (see claimWebhooks).
+			AND d.id = (SELECT e.id FROM webhook_deliveries e
+				WHERE e.endpoint = d.endpoint AND e.subject = d.subject AND e.state <> 'failed'
+				ORDER BY e.endpoint, e.subject, e.id LIMIT 1)`
+
+// WakeHeldWebhooks makes due every event of endpoint held back
+// (next_attempt_at infinity) with no earlier pending event of its subject
+// left to wait for, and returns how many. The settles wake the next event
+// when they remove one, but not in every case: a fold by a replica from
+// before migration 028 does not mark the row it goes behind (holds), so
+// that a newer replica's settle of it wakes nothing; and a replay, or a
+// retry, that reads a subject's first event while its settle commits may
+// put an event behind one that is gone. Such an event would wait for ever;
+// the deliverer runs this now and then (webhook.WakeInterval), so that it
+// waits minutes at most. The claim still takes a subject's events in order
+// (its first-of-subject test), so waking one too early is harmless.
+func (s *Store) WakeHeldWebhooks(ctx context.Context, endpoint string) (int64, error) {
+	tag, err := s.pool.Exec(ctx, wakeHeldWebhooks, endpoint)
+	if err != nil {
+		return 0, interpretError(fmt.Errorf("wake held webhooks of endpoint %s: %w", endpoint, err))
+	}
+	return tag.RowsAffected(), nil
 }
 
 // retryWebhook is RetryWebhook's statement.

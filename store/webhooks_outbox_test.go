@@ -351,3 +351,32 @@ func TestGenericPlansPool(t *testing.T) {
 		require.Equal(t, c.want, mode)
 	}
 }
+
+// A held event whose earlier one is gone without waking it (a fold by a
+// replica from before migration 028 left its head unmarked, and the head
+// was settled alone) is woken by WakeHeldWebhooks; one still behind a
+// pending event is not.
+func TestWakeHeldWebhooks(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	ids := outbox(t, st, "e", "A", "A", "B", "B")
+	// As an old fold left them: the second of each subject held, its
+	// first not marked.
+	_, err := st.Pool().Exec(ctx, `UPDATE webhook_deliveries SET next_attempt_at = 'infinity' WHERE id = ANY ($1)`,
+		[]int64{ids[1], ids[3]})
+	require.NoError(t, err)
+	evs := claim(t, st, "e")
+	require.Len(t, evs, 2)
+	require.NoError(t, deliveredEv(ctx, st, evs[0])) // A's first: settled alone, nothing woken
+	require.Equal(t, map[int64]bool{ids[1]: true, ids[2]: false, ids[3]: true}, heldBack(t, st, "e"))
+
+	n, err := st.WakeHeldWebhooks(ctx, "e")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n)
+	require.Equal(t, map[int64]bool{ids[1]: false, ids[2]: false, ids[3]: true}, heldBack(t, st, "e"),
+		"A's second woken; B's second still behind B's first, pending")
+	n, err = st.WakeHeldWebhooks(ctx, "e")
+	require.NoError(t, err)
+	require.Zero(t, n)
+}

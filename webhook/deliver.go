@@ -54,7 +54,20 @@ type Store interface {
 	RetryWebhook(ctx context.Context, id int64, attempts int, next time.Time, reason string) error
 	// FailWebhook gives an event up, kept for a replay.
 	FailWebhook(ctx context.Context, id int64, attempts int, reason string) error
+	// WakeHeldWebhooks makes due the events of endpoint held back behind
+	// an event that is gone, which no settle woke (see WakeInterval).
+	WakeHeldWebhooks(ctx context.Context, endpoint string) (int64, error)
 }
+
+// WakeInterval is how often each endpoint's loop wakes the events held
+// back behind one that is gone (Store.WakeHeldWebhooks): a settle wakes the
+// next event of its subject, but a replica from before migration 028, or a
+// replay or retry racing a settle, can leave one held with nothing ahead
+// of it. At start, then once per interval.
+const WakeInterval = time.Minute
+
+// LogWoke is logged when held events are woken: a settle missed them.
+const LogWoke = "woke webhook events held behind an event that was settled without waking them (a replica from before migration 028, or a replay or retry racing a settle)"
 
 // MaxErrorBody is how much of a response body is read, for the error text
 // of a failed attempt.
@@ -187,7 +200,9 @@ func (c Config) Check() error {
 	check(c.BackoffMin > 0, "CMDTRACK_WEBHOOK_BACKOFF_MIN must be positive")
 	check(c.BackoffMax >= c.BackoffMin, "CMDTRACK_WEBHOOK_BACKOFF_MAX must be at least CMDTRACK_WEBHOOK_BACKOFF_MIN")
 	check(c.Workers >= 1 && c.Workers <= 256, "CMDTRACK_WEBHOOK_WORKERS must be between 1 and 256")
-	check(c.BacklogLag >= 0 && c.BacklogLag <= time.Hour, "CMDTRACK_WEBHOOK_BACKLOG_LAG must be between 0 (never) and 1h")
+	// Below CmdtrackWebhookEventsDelayed's 15 minutes, with room for a
+	// subject's events waiting in turn.
+	check(c.BacklogLag >= 0 && c.BacklogLag <= 5*time.Minute, "CMDTRACK_WEBHOOK_BACKLOG_LAG must be between 0 (never) and 5m")
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
 	}
@@ -392,10 +407,15 @@ func (e *endpoint) lease(n int) time.Duration {
 func (e *endpoint) claimLoop(ctx context.Context) {
 	cfg := &e.d.cfg
 	fails := 0
+	var woken time.Time
 	for {
 		n := e.take(ctx)
 		if n == 0 {
 			return
+		}
+		if now := cfg.Now(); now.Sub(woken) >= WakeInterval {
+			woken = now
+			e.wake(ctx)
 		}
 		evs, err := e.d.st.ClaimWebhooks(ctx, e.ep.Name, n, e.lease(n), e.dueFor())
 		if err != nil {
@@ -435,6 +455,19 @@ func (e *endpoint) claimLoop(ctx context.Context) {
 		if (len(evs) < n || started == 0) && !sleep(ctx, cfg.PollInterval) {
 			return
 		}
+	}
+}
+
+// wake makes due the endpoint's events held behind one that is gone. A
+// failure is left to the next interval: the claims report the database's
+// state.
+func (e *endpoint) wake(ctx context.Context) {
+	n, err := e.d.st.WakeHeldWebhooks(ctx, e.ep.Name)
+	switch {
+	case err != nil:
+		e.log.Debug("could not wake held webhook events; trying again later", "err", err)
+	case n > 0:
+		e.log.Info(LogWoke, "events", n)
 	}
 }
 

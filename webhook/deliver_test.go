@@ -437,3 +437,20 @@ func TestBacklogLag(t *testing.T) {
 	waitFor(t, f, "a fresh one delivered at once once the backlog is drained", func() bool { return len(f.deliveredIDs()) == 3 })
 	rc.check()
 }
+
+// Each endpoint's loop wakes the events held behind one that is gone
+// (Store.WakeHeldWebhooks) at start, then once per WakeInterval.
+func TestWakesHeldEvents(t *testing.T) {
+	secret := newSecret(t)
+	rc := newReceiver(t, secret)
+	clock := newFakeClock(time.Now())
+	f := newFakeOutbox()
+	f.now = clock.Now
+	start(t, f, rc, secret, webhook.Config{Now: clock.Now})
+	waitFor(t, f, "a wake at start", func() bool { return f.wakeCount() == 1 })
+	claims := f.claimCount()
+	waitFor(t, f, "two claims more", func() bool { return f.claimCount() >= claims+2 })
+	require.Equal(t, 1, f.wakeCount(), "not again within the interval")
+	clock.Add(webhook.WakeInterval)
+	waitFor(t, f, "a wake an interval later", func() bool { return f.wakeCount() == 2 })
+}

@@ -43,6 +43,8 @@ type fakeOutbox struct {
 	claims int
 	// settles counts the settling calls.
 	settles int
+	// wakes counts WakeHeldWebhooks' calls.
+	wakes int
 	// dueFor is each claim's dueFor, in order.
 	dueFor []time.Duration
 	// delivered are the ids WebhookDelivered removed, in its calls' order.
@@ -424,6 +426,21 @@ func (f *fakeOutbox) replay(id int64) {
 	if r := f.row(id); r != nil && r.state == "failed" {
 		r.state, r.due, r.ev.Attempts, r.ev.Since = "pending", time.Time{}, 0, time.Now()
 	}
+}
+
+// WakeHeldWebhooks counts its calls; the fake never holds an event back.
+func (f *fakeOutbox) WakeHeldWebhooks(context.Context, string) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.wakes++
+	return 0, f.down
+}
+
+// wakeCount is how many times WakeHeldWebhooks was called.
+func (f *fakeOutbox) wakeCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.wakes
 }
 
 // setDue makes the event id due at t.

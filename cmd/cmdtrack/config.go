@@ -104,7 +104,7 @@ type Config struct {
 	WebhookBackoffMax time.Duration `envconfig:"WEBHOOK_BACKOFF_MAX" default:"1h" desc:"longest retry delay"`
 	WebhookWorkers    int           `envconfig:"WEBHOOK_WORKERS" default:"4" desc:"webhook requests in flight at once per endpoint"`
 	WebhookDBConns    int32         `envconfig:"WEBHOOK_DB_CONNS" default:"2" desc:"connections in the webhook deliverer's own pool (opened only with endpoints)"`
-	WebhookBacklogLag time.Duration `envconfig:"WEBHOOK_BACKLOG_LAG" default:"1m" desc:"while the worker drains a backlog (full batches), webhooks wait until their events are this old (0: never wait)"`
+	WebhookBacklogLag time.Duration `envconfig:"WEBHOOK_BACKLOG_LAG" default:"1m" desc:"while the worker drains a backlog (full batches), webhook claims take only events due for at least this long (0: never wait; at most 5m)"`
 
 	ShutdownGrace       time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"how long SIGTERM may take to store and settle messages in hand"`
 	StallTimeout        time.Duration `envconfig:"STALL_TIMEOUT" default:"5m" desc:"messages in hand with nothing stored or settled this long fail /healthz and the systemd watchdog"`
