@@ -237,6 +237,8 @@ func New(st Store, data Data, cfg Config, log *slog.Logger, m *Metrics) (*Delive
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Deliverer{st: st, data: data, cfg: cfg, log: log, m: m}
+	lagging := d.lagging
+	m.lags.Store(&lagging)
 	if err := Validate(cfg.Endpoints); err != nil {
 		return nil, err
 	}
@@ -474,13 +476,16 @@ func (e *endpoint) wake(ctx context.Context) {
 // dueFor is how long an event must have been due for the next claim to
 // take it: BacklogLag while the data path is Busy, else 0.
 func (e *endpoint) dueFor() time.Duration {
-	cfg := &e.d.cfg
-	if cfg.Busy == nil || cfg.BacklogLag <= 0 || !cfg.Busy() {
-		e.d.m.lagging.Set(0)
+	if !e.d.lagging() {
 		return 0
 	}
-	e.d.m.lagging.Set(1)
-	return cfg.BacklogLag
+	return e.d.cfg.BacklogLag
+}
+
+// lagging says whether claims now take only the events due for
+// BacklogLag: the data path is Busy.
+func (d *Deliverer) lagging() bool {
+	return d.cfg.Busy != nil && d.cfg.BacklogLag > 0 && d.cfg.Busy()
 }
 
 // claimed is an event in hand, and its row if the claim read it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,7 +25,11 @@ const (
 type Metrics struct {
 	deliveries *prometheus.CounterVec
 	attempt    *prometheus.HistogramVec
-	lagging    prometheus.Gauge
+	// lagging reads lags at each scrape: whether the deliverer's claims
+	// wait for a backlog now, not when its last claim ran (a slow
+	// endpoint's claims wait for its workers).
+	lagging prometheus.GaugeFunc
+	lags    atomic.Pointer[func() bool]
 }
 
 // NewMetrics creates the series and registers them on reg (nil:
@@ -40,11 +45,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from a webhook request's start to its answer (or its failure), by endpoint.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"endpoint"}),
-		lagging: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "cmdtrack_webhook_lagging",
-			Help: "1 while this replica's webhook claims take only the events due for CMDTRACK_WEBHOOK_BACKLOG_LAG, because its data path is draining a backlog (full batches): the outbox's age grows by that much, no more; else 0.",
-		}),
 	}
+	m.lagging = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cmdtrack_webhook_lagging",
+		Help: "1 while this replica's webhook claims take only the events due for CMDTRACK_WEBHOOK_BACKLOG_LAG, because its data path is draining a backlog (full batches); else 0.",
+	}, func() float64 {
+		if f := m.lags.Load(); f != nil && (*f)() {
+			return 1
+		}
+		return 0
+	})
 	if reg != nil {
 		reg.MustRegister(m.deliveries, m.attempt, m.lagging)
 	}

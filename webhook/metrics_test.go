@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,4 +140,41 @@ cmdtrack_webhook_outbox_events{endpoint="idle",state="pending"} 0
 	now = now.Add(webhook.BacklogReadInterval)
 	require.Zero(t, testutil.CollectAndCount(c), "a failed read is a gap")
 	require.Equal(t, 2, db.reads)
+}
+
+// cmdtrack_webhook_lagging says, at each scrape, whether the claims wait
+// for a backlog now: it does not wait for a claim to run (a slow
+// endpoint's claims wait for its workers).
+func TestLaggingGauge(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := webhook.NewMetrics(reg)
+	lagging := func() float64 {
+		t.Helper()
+		fams, err := reg.Gather()
+		require.NoError(t, err)
+		for _, f := range fams {
+			if f.GetName() == "cmdtrack_webhook_lagging" {
+				return f.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("cmdtrack_webhook_lagging not exported")
+		return 0
+	}
+	require.Zero(t, lagging(), "no deliverer yet")
+	var busy atomic.Bool
+	cfg := webhook.Config{Endpoints: []webhook.Endpoint{{Name: "hooks", URL: "http://127.0.0.1:1/", Secrets: []string{newSecret(t)}}},
+		Busy: busy.Load, BacklogLag: time.Minute}
+	_, err := webhook.New(newFakeOutbox(), rows, cfg, nil, m)
+	require.NoError(t, err)
+	require.Zero(t, lagging())
+	busy.Store(true)
+	require.Equal(t, 1.0, lagging(), "busy: the claims wait, whether or not one ran")
+	busy.Store(false)
+	require.Zero(t, lagging())
+
+	cfg.BacklogLag = 0
+	_, err = webhook.New(newFakeOutbox(), rows, cfg, nil, m)
+	require.NoError(t, err)
+	busy.Store(true)
+	require.Zero(t, lagging(), "a lag of 0 never waits")
 }
