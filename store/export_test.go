@@ -14,9 +14,8 @@ const ClaimWebhooksSQL = claimWebhooks
 
 // The outbox's other statements, for their plans' test.
 const (
-	SettleLoneDeliveredSQL = settleLoneDelivered
-	SettleDeliveredSQL     = settleDelivered
-	SettleSubjectsSQL      = settleSubjectsSQL
-	RetryWebhookSQL        = retryWebhook
-	WakeHeldSQL            = wakeHeldWebhooks
+	SettleDeliveredSQL = settleDelivered
+	SettleSubjectsSQL  = settleSubjectsSQL
+	RetryWebhookSQL    = retryWebhook
+	WakeHeldSQL        = wakeHeldWebhooks
 )

@@ -169,34 +169,9 @@ func (s *Store) ClaimWebhooks(ctx context.Context, endpoint string, n int, lease
 	return out, nil
 }
 
-// settleLoneDelivered is WebhookDelivered's first statement: it settles
-// the events that hold nothing behind them, the common case, alone; the
-// deleted rows' ids come back.
-const settleLoneDelivered = `
-			WITH found AS MATERIALIZED (
-				-- By the primary key alone: see settleDelivered.
-				SELECT d.id, d.endpoint FROM webhook_deliveries d
-				WHERE d.id = ANY ($2::bigint[]) AND d.state <> 'failed'
-			), gone AS (
-				DELETE FROM webhook_deliveries d USING found f, unnest($2::bigint[], $3::int[]) AS s(id, attempts)
-				WHERE d.id = f.id AND f.endpoint = $1 AND d.id = s.id AND d.attempts = s.attempts
-					AND d.state <> 'failed'
-					-- Checked again on the row as it is once a fold that went
-					-- behind it (and marked it) commits: that row is left to
-					-- settleDelivered.
-					AND NOT d.holds
-				RETURNING d.id
-			), counted AS (
-				INSERT INTO webhook_endpoints AS w (endpoint, delivered, last_success_at)
-				SELECT $1, count(*), now() FROM gone
-				HAVING count(*) > 0
-				ON CONFLICT (endpoint) DO UPDATE SET delivered = w.delivered + EXCLUDED.delivered, last_success_at = EXCLUDED.last_success_at
-			)
-			SELECT coalesce(array_agg(id), '{}') FROM gone`
-
-// settleDelivered is WebhookDelivered's statement for the events the
-// first one left: those that hold an event behind them, and those whose
-// token is not the claim's.
+// settleDelivered is WebhookDelivered's statement: it deletes the events
+// whose tokens are given, but with $4 false only those that hold nothing
+// behind them, and gives back the ids and subjects it deleted.
 const settleDelivered = `
 			WITH found AS MATERIALIZED (
 				-- By the primary key alone, and the endpoint checked on what
@@ -211,14 +186,18 @@ const settleDelivered = `
 				DELETE FROM webhook_deliveries d USING found f, unnest($2::bigint[], $3::int[]) AS s(id, attempts)
 				WHERE d.id = f.id AND f.endpoint = $1 AND d.id = s.id AND d.attempts = s.attempts
 					AND d.state <> 'failed'
-				RETURNING d.subject
+					-- Checked again on the row as it is once a fold that went
+					-- behind it (and marked it) commits: that row is left to
+					-- the settle that makes its subject's next event due.
+					AND ($4 OR NOT d.holds)
+				RETURNING d.id, d.subject
 			), counted AS (
 				INSERT INTO webhook_endpoints AS w (endpoint, delivered, last_success_at)
 				SELECT $1, count(*), now() FROM gone
 				HAVING count(*) > 0 -- only stale tokens: nothing delivered
 				ON CONFLICT (endpoint) DO UPDATE SET delivered = w.delivered + EXCLUDED.delivered, last_success_at = EXCLUDED.last_success_at
 			)
-			SELECT coalesce(array_agg(subject), '{}') FROM gone`
+			SELECT coalesce(array_agg(id), '{}'), coalesce(array_agg(subject), '{}') FROM gone`
 
 // WebhookDelivered settles events of endpoint as delivered: deletes them
 // and counts them in webhook_endpoints, and makes their subjects' next
@@ -241,7 +220,8 @@ func (s *Store) WebhookDelivered(ctx context.Context, endpoint string, evs []Web
 		ids[i], attempts[i] = e.ID, int32(e.Attempts)
 	}
 	var gone []int64
-	if err := s.pool.QueryRow(ctx, settleLoneDelivered, endpoint, ids, attempts).Scan(&gone); err != nil {
+	var subjects []string
+	if err := s.pool.QueryRow(ctx, settleDelivered, endpoint, ids, attempts, false).Scan(&gone, &subjects); err != nil {
 		return interpretError(wrapf(err, "settle delivered webhooks of endpoint %s", endpoint))
 	}
 	if len(gone) == len(ids) {
@@ -257,8 +237,7 @@ func (s *Store) WebhookDelivered(ctx context.Context, endpoint string, evs []Web
 	}
 	ids, attempts = ids[:n], attempts[:n]
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var subjects []string
-		err := tx.QueryRow(ctx, settleDelivered, endpoint, ids, attempts).Scan(&subjects)
+		err := tx.QueryRow(ctx, settleDelivered, endpoint, ids, attempts, true).Scan(&gone, &subjects)
 		if err != nil {
 			return err
 		}

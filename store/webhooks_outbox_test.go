@@ -18,15 +18,29 @@ import (
 // claim's due range (next_attempt_at infinity).
 func heldBack(t *testing.T, st *store.Store, endpoint string) map[int64]bool {
 	t.Helper()
-	rows, err := st.Pool().Query(context.Background(), `SELECT id, next_attempt_at = 'infinity' FROM webhook_deliveries
+	return pendingRows(t, st, endpoint, `next_attempt_at = 'infinity'`)
+}
+
+// holding says, by id, which of endpoint's pending rows say an event
+// waits behind them (holds, migration 028).
+func holding(t *testing.T, st *store.Store, endpoint string) map[int64]bool {
+	t.Helper()
+	return pendingRows(t, st, endpoint, `holds`)
+}
+
+// pendingRows is what the boolean expression what says of each of
+// endpoint's pending rows, by id.
+func pendingRows(t *testing.T, st *store.Store, endpoint, what string) map[int64]bool {
+	t.Helper()
+	rows, err := st.Pool().Query(context.Background(), `SELECT id, `+what+` FROM webhook_deliveries
 		WHERE endpoint = $1 AND state = 'pending'`, endpoint)
 	require.NoError(t, err)
 	out := map[int64]bool{}
 	for rows.Next() {
 		var id int64
-		var held bool
-		require.NoError(t, rows.Scan(&id, &held))
-		out[id] = held
+		var v bool
+		require.NoError(t, rows.Scan(&id, &v))
+		out[id] = v
 	}
 	require.NoError(t, rows.Err())
 	return out
@@ -99,24 +113,6 @@ func TestHeldBackEventsWaitOutOfTheDueRange(t *testing.T) {
 	require.Equal(t, ids[2], evs[0].ID)
 }
 
-// holding says, by id, which of endpoint's pending rows say an event
-// waits behind them (holds, migration 028).
-func holding(t *testing.T, st *store.Store, endpoint string) map[int64]bool {
-	t.Helper()
-	rows, err := st.Pool().Query(context.Background(), `SELECT id, holds FROM webhook_deliveries
-		WHERE endpoint = $1 AND state = 'pending'`, endpoint)
-	require.NoError(t, err)
-	out := map[int64]bool{}
-	for rows.Next() {
-		var id int64
-		var holds bool
-		require.NoError(t, rows.Scan(&id, &holds))
-		out[id] = holds
-	}
-	require.NoError(t, rows.Err())
-	return out
-}
-
 // A delivered event's settle and a fold that goes behind it at once: the
 // event behind it is made due whichever takes the row first. A settle
 // that waited for the fold finds the row marked (holds) once the fold
@@ -150,7 +146,7 @@ func TestSettleAndFoldBehindItAtOnce(t *testing.T) {
 				require.NoError(t, err)
 				go func() { done <- deliveredEv(ctx, st, a) }()
 			} else {
-				_, err = tx.Exec(ctx, store.SettleLoneDeliveredSQL, "e", []int64{a.ID}, []int32{int32(a.Attempts)})
+				_, err = tx.Exec(ctx, store.SettleDeliveredSQL, "e", []int64{a.ID}, []int32{int32(a.Attempts)}, false)
 				require.NoError(t, err)
 				go func() { _, err := st.FoldOutcomes(ctx); done <- err }()
 			}
