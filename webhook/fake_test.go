@@ -43,6 +43,8 @@ type fakeOutbox struct {
 	claims int
 	// settles counts the settling calls.
 	settles int
+	// asked is each claim's n, in order.
+	asked []int
 	// wakes counts WakeHeldWebhooks' calls.
 	wakes int
 	// dueFor is each claim's dueFor, in order.
@@ -102,6 +104,7 @@ func (f *fakeOutbox) ClaimWebhooks(_ context.Context, endpoint string, n int, le
 	defer f.mu.Unlock()
 	defer f.signal()
 	f.claims++
+	f.asked = append(f.asked, n)
 	f.dueFor = append(f.dueFor, dueFor)
 	if f.down != nil {
 		return nil, f.down
@@ -434,6 +437,13 @@ func (f *fakeOutbox) WakeHeldWebhooks(context.Context, string) (int64, error) {
 	defer f.mu.Unlock()
 	f.wakes++
 	return 0, f.down
+}
+
+// claimsAsked is each claim's n so far.
+func (f *fakeOutbox) claimsAsked() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.asked)
 }
 
 // wakeCount is how many times WakeHeldWebhooks was called.
