@@ -12,16 +12,18 @@ import (
 type Retention struct {
 	// DeadLetters bounds dead_letters by received_at.
 	DeadLetters time.Duration
-	// Commands bounds device_commands and device_messages, for deployments
-	// that only care about recent ones: a command goes once it was created
-	// (or first heard of) and last moved before the limit, a message once
-	// it was first pending (or first heard of) and last moved before it.
+	// Commands bounds device_commands, device_messages and device_calls,
+	// for deployments that only care about recent ones: a command goes once
+	// it was created (or first heard of) and last moved before the limit, a
+	// message once it was first pending (or first heard of) and last moved
+	// before it, a call once it was sent (or first recorded) and last moved
+	// before it.
 	Commands time.Duration
 }
 
 // PruneResult counts deleted rows.
 type PruneResult struct {
-	DeadLetters, Commands, Messages int64
+	DeadLetters, Commands, Messages, Calls int64
 }
 
 // pruneBatch keeps each delete short, so retention never holds locks or
@@ -38,7 +40,8 @@ type kept struct {
 	day string
 	// finalRank is the status_rank of its final statuses: a row pruned with
 	// one leaves a tombstone in tombstones, keyed like the table, so that
-	// heard of again it is not counted as finished again.
+	// heard of again it is not counted as finished again. A kind nothing
+	// hears of again (a call: only its sender writes it) has none ("").
 	finalRank  int
 	tombstones string
 	// count is where its pruned rows are counted.
@@ -52,6 +55,8 @@ var keptRows = []kept{
 		finalRank: 3, tombstones: "command_tombstones", count: func(r *PruneResult) *int64 { return &r.Commands }},
 	{table: "device_messages", key: "device_id, message_id", day: "coalesce(pending_time, first_seen_at)",
 		finalRank: 1, tombstones: "message_tombstones", count: func(r *PruneResult) *int64 { return &r.Messages }},
+	{table: "device_calls", key: "call_id", day: "coalesce(sent_time, first_seen_at)",
+		count: func(r *PruneResult) *int64 { return &r.Calls }},
 }
 
 // pruneSQL deletes at most pruneBatch of k's rows that began and last moved
@@ -59,6 +64,15 @@ var keptRows = []kept{
 // last_event_time, is kept). A final one leaves a tombstone (migrations 013,
 // 017); its row is locked, so its status is the one deleted.
 func (k kept) pruneSQL() string {
+	if k.tombstones == "" {
+		return fmt.Sprintf(`WITH doomed AS (
+			SELECT %[2]s FROM %[1]s
+			WHERE %[3]s < $1 AND last_event_time < $1
+			LIMIT %[4]s FOR UPDATE SKIP LOCKED
+		)
+		DELETE FROM %[1]s WHERE (%[2]s) IN (SELECT %[2]s FROM doomed)`,
+			k.table, k.key, k.day, pruneLimit)
+	}
 	return fmt.Sprintf(`WITH doomed AS (
 			SELECT %[2]s, status, status_rank FROM %[1]s
 			WHERE %[3]s < $1 AND last_event_time < $1
@@ -105,6 +119,9 @@ func (s *Store) prune(ctx context.Context, r Retention, now time.Time) (PruneRes
 		*k.count(&res) = n
 		if err != nil {
 			return res, err
+		}
+		if k.tombstones == "" {
+			continue
 		}
 		// Tombstones are kept one more retention period.
 		if _, err := s.pruneBatches(ctx, k.tombstones, k.tombstonesSQL(), now.Add(-r.Commands)); err != nil {

@@ -149,7 +149,7 @@ func (u *Upkeep) Partitions(ctx context.Context) (later bool, err error) {
 		// what can be done is done.
 		pruned, rerr := u.st.Prune(ctx, u.cfg.Retention, now)
 		if pruned != (store.PruneResult{}) {
-			u.log.Info(LogPruned, "dead_letters", pruned.DeadLetters, "commands", pruned.Commands, "messages", pruned.Messages)
+			u.log.Info(LogPruned, "dead_letters", pruned.DeadLetters, "commands", pruned.Commands, "messages", pruned.Messages, "calls", pruned.Calls)
 		}
 		return errors.Join(perr, rerr)
 	})

@@ -1,0 +1,13 @@
+-- Command retention (CMDTRACK_RETENTION_COMMANDS) now bounds device_calls
+-- too: the synchronous commands and property sets sent through cmdtrack
+-- (migration 016) were kept for ever, and a fleet that sets a property on
+-- each of a million devices every day adds a million rows a day. A call
+-- goes once it was sent (or first recorded) and last moved before the
+-- limit, as commands and messages do; it leaves no tombstone, because
+-- nothing hears of a call again once its sender has recorded its answer.
+--
+-- This index serves the prune's batches, as device_commands_day_idx and
+-- device_messages_day_idx serve theirs. It is built in the migration's
+-- transaction: device_calls' writes (cmdtrack send only) wait for the
+-- build.
+CREATE INDEX device_calls_day_idx ON device_calls ((coalesce(sent_time, first_seen_at)));
