@@ -2,10 +2,12 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/ingest"
@@ -375,4 +377,39 @@ func TestWakeHeldWebhooks(t *testing.T) {
 	n, err = st.WakeHeldWebhooks(ctx, "e")
 	require.NoError(t, err)
 	require.Zero(t, n)
+}
+
+// Migration 028 marks the rows pending when it runs that an event of their
+// endpoint and subject waits behind (next_attempt_at infinity), so that
+// their settle makes it due; a row of another endpoint or subject, or one
+// behind nothing, is left unmarked.
+func TestHoldsBackfilledByTheMigration(t *testing.T) {
+	t.Parallel()
+	st, _, _ := testenv.EmptySchema(t)
+	ctx := context.Background()
+	require.NoError(t, st.MigrateTo(ctx, 27))
+	rows := []struct {
+		endpoint, subject, state, next string
+	}{
+		{"default", "c1", "pending", "now"},      // 1: c1's next: holds 2
+		{"default", "c1", "pending", "infinity"}, // 2: held behind 1
+		{"default", "c2", "pending", "now"},      // 3: nothing behind it here
+		{"other", "c2", "pending", "infinity"},   // 4: another endpoint's
+		{"default", "c3", "failed", "now"},       // 5: failed: holds nothing
+		{"default", "c3", "pending", "infinity"}, // 6: behind 5, which is not pending
+		{"default", "c4", "pending", "infinity"}, // 7: behind nothing earlier
+	}
+	for i, r := range rows {
+		_, err := st.Pool().Exec(ctx, `INSERT INTO webhook_deliveries
+			(endpoint, webhook_id, type, subject, product_id, status, from_status, occurred_at, next_attempt_at, state)
+			VALUES ($1, $2, 'command.finished', $3, 'p', 'SUCCESSFUL', '', now(), $4::timestamptz, $5)`,
+			r.endpoint, fmt.Sprintf("evt_%d", i+1), r.subject, r.next, r.state)
+		require.NoError(t, err)
+	}
+	require.NoError(t, st.Migrate(ctx))
+	got, err := st.Pool().Query(ctx, `SELECT id FROM webhook_deliveries WHERE holds ORDER BY id`)
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(got, pgx.RowTo[int64])
+	require.NoError(t, err)
+	require.Equal(t, []int64{1}, ids, "only the row an event of its endpoint and subject waits behind")
 }
