@@ -75,22 +75,18 @@ func OutcomeDataMany(ctx context.Context, db *pgxpool.Pool, subjects []OutcomeSu
 	}
 	rows := map[OutcomeSubject]any{}
 	if len(commands) > 0 {
-		if err := readMany(ctx, db, `SELECT `+commandColumns+` FROM device_commands WHERE command_id = ANY ($1)`,
-			[]any{commands}, scanCommand, func(c *Command) OutcomeSubject { return OutcomeSubject{"command", c.CommandID} }, rows); err != nil {
+		if err := readMany(ctx, db, outcomeCommandsSQL, []any{commands}, scanCommand, func(c *Command) OutcomeSubject { return OutcomeSubject{"command", c.CommandID} }, rows); err != nil {
 			return nil, fmt.Errorf("read commands: %w", err)
 		}
 	}
 	if len(messages) > 0 {
-		if err := readMany(ctx, db, `SELECT `+messageColumns+` FROM device_messages
-			WHERE (device_id, message_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
-			[]any{devices, messages}, scanMessage,
+		if err := readMany(ctx, db, outcomeMessagesSQL, []any{devices, messages}, scanMessage,
 			func(m *Message) OutcomeSubject { return OutcomeSubject{"message", m.DeviceID + "/" + m.MessageID} }, rows); err != nil {
 			return nil, fmt.Errorf("read messages: %w", err)
 		}
 	}
 	if len(calls) > 0 {
-		if err := readMany(ctx, db, `SELECT `+callColumns+` FROM device_calls WHERE call_id = ANY ($1)`,
-			[]any{calls}, scanCall, func(c Call) OutcomeSubject { return OutcomeSubject{"call", c.CallID} }, rows); err != nil {
+		if err := readMany(ctx, db, outcomeCallsSQL, []any{calls}, scanCall, func(c Call) OutcomeSubject { return OutcomeSubject{"call", c.CallID} }, rows); err != nil {
 			return nil, fmt.Errorf("read calls: %w", err)
 		}
 	}
@@ -109,6 +105,16 @@ func OutcomeDataMany(ctx context.Context, db *pgxpool.Pool, subjects []OutcomeSu
 	}
 	return out, nil
 }
+
+// OutcomeDataMany's statements, one a kind: each reads its rows by their
+// key whatever the plan (the deliverer's pool plans generically, store
+// Options.GenericPlans), TestOutcomeDataManyPlans.
+const (
+	outcomeCommandsSQL = `SELECT ` + commandColumns + ` FROM device_commands WHERE command_id = ANY ($1)`
+	outcomeMessagesSQL = `SELECT ` + messageColumns + ` FROM device_messages
+		WHERE (device_id, message_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`
+	outcomeCallsSQL = `SELECT ` + callColumns + ` FROM device_calls WHERE call_id = ANY ($1)`
+)
 
 // readMany scans every row of query with scan into rows, under the key
 // each gives.
