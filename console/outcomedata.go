@@ -16,7 +16,7 @@ import (
 // command of /commands/{id} (its durations, without the timeline), for
 // message.* the message of /messages/{device}/{id}, the subject being
 // 'device_id/message_id' (split at the first '/': IoTDA's device ids hold
-// none), for call.* the call of /calls/{id}. nil, without an error, when
+// none, and notification.DecodeMessage dead-letters one that does), for call.* the call of /calls/{id}. nil, without an error, when
 // the row is gone (retention deleted it).
 func OutcomeData(ctx context.Context, db *pgxpool.Pool, typ, subject string) (json.RawMessage, error) {
 	var row any

@@ -3,6 +3,7 @@ package notification
 import (
 	"crypto/sha256"
 	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -156,10 +157,17 @@ func DecodeMessage(body []byte) (Message, error) {
 	if checkFastMessage != nil {
 		checkFastMessage(body, sure, m, err)
 	}
-	if sure {
-		return m, err
+	if !sure {
+		m, err = decodeMessageStd(body)
 	}
-	return decodeMessageStd(body)
+	if err == nil && strings.IndexByte(m.DeviceID, '/') >= 0 {
+		// A message is named device_id/message_id, split at the first '/'
+		// (webhooks' subjects, the console's /messages/{device}/{id}): a
+		// device id with one would name another message.
+		return m, errorf(ClassInvalidField, "notify_data.header.device_id %.128q holds '/': IoTDA's device ids hold "+
+			"letters, digits, '_' and '-' only, and cmdtrack names a message device_id/message_id", m.DeviceID)
+	}
+	return m, err
 }
 
 // checkFastMessage is checkFast for device messages: nil but in this

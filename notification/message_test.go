@@ -119,6 +119,10 @@ func TestDecodeMessageRules(t *testing.T) {
 			env["notify_data"] = map[string]any{"header": map[string]any{"device_id": "d"}}
 		}, notification.ClassMissingField, "body"},
 		{"no device", func(_, h, _ map[string]any) { delete(h, "device_id") }, notification.ClassMissingField, "device_id"},
+		// A message is named device_id/message_id (webhooks' subjects, the
+		// console's /messages/{device}/{id}), split at the first '/'.
+		{"a '/' in the device id", func(_, h, _ map[string]any) { h["device_id"] = "prod_node/1" }, notification.ClassInvalidField,
+			`notify_data.header.device_id "prod_node/1" holds '/'`},
 		{"no message id", func(_, _, b map[string]any) { delete(b, "message_id") }, notification.ClassMissingField, "notify_data.body.message_id"},
 		{"no status", func(_, _, b map[string]any) { delete(b, "status") }, notification.ClassMissingField, "notify_data.body.status"},
 		{"unknown status", func(_, _, b map[string]any) { b["status"] = "SENT" }, notification.ClassUnknownStatus, `"SENT"`},
