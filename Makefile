@@ -107,6 +107,10 @@ bench/memory: ## peak RSS and bytes held with a backlog of large messages while 
 bench/scale: ## the schema at fleet size: 10M commands, 40M history rows, 10M device messages (BENCH_SCALE_COMMANDS, BENCH_SCALE_MESSAGES to change; ~45 GB of disk)
 	@eval "$$($(TESTENV) up)"; $(GO) run ./bench/scale -commands $${BENCH_SCALE_COMMANDS:-10000000} -messages $${BENCH_SCALE_MESSAGES:-10000000} -out bench/results/scale.txt
 
+.PHONY: bench/upgrade
+bench/upgrade: ## each migration after version 23 timed on fleet-sized tables (BENCH_UPGRADE_ROWS commands, messages and history rows of each; 10M, ~25 GB)
+	@eval "$$($(TESTENV) up)"; $(GO) run ./bench/scale -upgrade $${BENCH_UPGRADE_ROWS:-10000000} -out bench/results/upgrade.txt
+
 .PHONY: bench/go
 bench/go: ## Go benchmarks: decoder and upsert path (needs the services, like make test)
 	@$(call with_services,$(GO) test -run '^$$' -bench . -benchmem ./notification/ ./ingest/ ./consumer/ ./store/)

@@ -49,6 +49,7 @@ func main() {
 	reuse := flag.String("reuse", "", "time only the cookbook and the console's pages, on this schema kept by an earlier -keep run")
 	only := flag.String("pages", "", "with -reuse: time only the pages whose names match this regular expression, and no cookbook")
 	out := flag.String("out", "", "also write the table here")
+	upgradeN := flag.Int("upgrade", 0, "time only each migration after version 23, one by one, on a schema at that version holding this many commands, device messages and history rows of each (0: the full run instead)")
 	flag.Parse()
 	if *url == "" {
 		fmt.Fprintln(os.Stderr, "scale: -database-url (or CMDTRACK_TEST_DATABASE_URL) is required")
@@ -68,9 +69,12 @@ func main() {
 		*msgN = *n
 	}
 	var err error
-	if *reuse != "" {
+	switch {
+	case *upgradeN > 0:
+		err = upgrade(context.Background(), w, *url, *upgradeN)
+	case *reuse != "":
 		err = rerun(context.Background(), w, *url, *reuse, *only, *runs)
-	} else {
+	default:
 		err = run(context.Background(), w, *url, *n, *msgN, *ingestN, *migrateN, *runs, *keep)
 	}
 	if f != nil {
@@ -308,10 +312,7 @@ func rerun(ctx context.Context, w io.Writer, url, schema, only string, runs int)
 // report writes the rows as a Markdown table under title, then the plans
 // of the pages over slowPage.
 func report(w io.Writer, title string, rows [][2]string, slow []string) {
-	fmt.Fprintf(w, "\n| %s | |\n| --- | --- |\n", title)
-	for _, r := range rows {
-		fmt.Fprintf(w, "| %s | %s |\n", r[0], r[1])
-	}
+	table(w, title, rows)
 	if len(slow) == 0 {
 		fmt.Fprintf(w, "\nNo page over %s.\n", slowPage)
 		return
@@ -319,6 +320,14 @@ func report(w io.Writer, title string, rows [][2]string, slow []string) {
 	fmt.Fprintf(w, "\nThe pages over %s, each statement's plan (EXPLAIN (ANALYZE, BUFFERS), after the run):\n", slowPage)
 	for _, p := range slow {
 		fmt.Fprintf(w, "\n%s\n", indent(p))
+	}
+}
+
+// table writes the rows as a Markdown table under title.
+func table(w io.Writer, title string, rows [][2]string) {
+	fmt.Fprintf(w, "\n| %s | |\n| --- | --- |\n", title)
+	for _, r := range rows {
+		fmt.Fprintf(w, "| %s | %s |\n", r[0], r[1])
 	}
 }
 
