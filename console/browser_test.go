@@ -467,12 +467,12 @@ func TestBrowserMessages(t *testing.T) {
 	open(ctx, t, srv.URL+"/outcomes?days=7", "section.message-product svg.chart")
 
 	// The hostile message: nothing of it runs or becomes markup.
-	open(ctx, t, srv.URL+messageURL(hostileDevice, f.msgHostile), "#timeline")
+	open(ctx, t, srv.URL+messageURL(hostileMessageDevice, f.msgHostile), "#timeline")
 	require.Equal(t, "undefined", eval[string](ctx, t, "typeof window.pwned"))
 	require.Zero(t, eval[int](ctx, t, "document.querySelectorAll('script, img, iframe, object, embed, [onerror], [onclick]').length"))
 	require.Equal(t, f.msgHostile, text(ctx, t, "#message-id"))
 	require.Equal(t, hostileScript, text(ctx, t, "#error-msg"))
 	require.Equal(t, hostileScript, text(ctx, t, "#name"))
 	click(ctx, t, "#device a", "#device-id")
-	require.Equal(t, hostileDevice, text(ctx, t, "#device-id"))
+	require.Equal(t, hostileMessageDevice, text(ctx, t, "#device-id"))
 }

@@ -35,7 +35,11 @@ const (
 	// hostileDevice is a device id made to break out of an attribute and a
 	// URL path.
 	hostileDevice = `dev"><img src=x onerror="window.pwned='device'">/../x?y#z`
-	hostileBody   = `<script>window.pwned="dead"</script>"><img src=x onerror="window.pwned='dead-img'"><a href="javascript:window.pwned='dead-link'">click</a>`
+	// hostileMessageDevice is hostileDevice without its '/', which a device
+	// message's device id may not hold (notification.DecodeMessage: a
+	// message is named device_id/message_id): a hostile message's device.
+	hostileMessageDevice = `dev"><img src=x onerror="window.pwned='device'">%2F..?y#z`
+	hostileBody          = `<script>window.pwned="dead"</script>"><img src=x onerror="window.pwned='dead-img'"><a href="javascript:window.pwned='dead-link'">click</a>`
 )
 
 // fixture is the stream every console test reads: a walk a newcomer takes
@@ -215,7 +219,7 @@ func setup(t *testing.T) *fixture {
 	}
 	// The hostile message.
 	f.msgHostile = `msg"><img src=x onerror="window.pwned='msg'">/../x?y#z`
-	add("amqp:DefaultQueue", messageNotification(hostileDevice, f.msgHostile, "prod"+hostileImg, "FAILED", hc, false,
+	add("amqp:DefaultQueue", messageNotification(hostileMessageDevice, f.msgHostile, "prod"+hostileImg, "FAILED", hc, false,
 		map[string]string{"error_code": hostileImg, "error_msg": hostileScript},
 		map[string]any{"name": hostileScript, "topic": hostileLink, "tags": []map[string]string{{"tag_key": hostileScript, "tag_value": hostileLink}}}))
 	// Dead letters: hostile text, and bytes that are not UTF-8.

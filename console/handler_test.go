@@ -482,8 +482,8 @@ func TestHostileValuesEscaped(t *testing.T) {
 	f := setup(t)
 	srv := f.server(t, console.Config{Addr: console.DefaultAddr})
 	for _, p := range []string{"/", "/commands", "/commands/" + f.hostile, "/devices/" + url.PathEscape(hostileDevice),
-		"/dead-letters", "/dead-letters/" + itoa(f.deadID), "/dead-letters/" + itoa(f.binID), "/outcomes",
-		"/messages", "/messages/" + url.PathEscape(hostileDevice) + "/" + url.PathEscape(f.msgHostile), "/stuck?quiet=1s",
+		"/devices/" + url.PathEscape(hostileMessageDevice), "/dead-letters", "/dead-letters/" + itoa(f.deadID), "/dead-letters/" + itoa(f.binID), "/outcomes",
+		"/messages", "/messages/" + url.PathEscape(hostileMessageDevice) + "/" + url.PathEscape(f.msgHostile), "/stuck?quiet=1s",
 		"/webhooks", "/webhooks?endpoint=" + url.QueryEscape(hostileScript)} {
 		resp, body := get(t, srv.URL, p, nil)
 		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", p, body)
@@ -499,7 +499,7 @@ func TestHostileValuesEscaped(t *testing.T) {
 	require.Contains(t, body, `href="/devices/`+url.PathEscape(hostileDevice)+`"`, "the device id is one path segment")
 	require.Contains(t, body, "&lt;script&gt;", "shown as text")
 	_, body = get(t, srv.URL, "/messages", nil)
-	require.Contains(t, body, `href="/messages/`+url.PathEscape(hostileDevice)+"/"+url.PathEscape(f.msgHostile)+`"`,
+	require.Contains(t, body, `href="/messages/`+url.PathEscape(hostileMessageDevice)+"/"+url.PathEscape(f.msgHostile)+`"`,
 		"the device and message ids are a path segment each")
 }
 
