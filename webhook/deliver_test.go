@@ -149,10 +149,11 @@ func TestDeadThenBack(t *testing.T) {
 	rc := newReceiver(t, secret)
 	var dead atomic.Bool
 	dead.Store(true)
-	rc.setAnswer(func(w http.ResponseWriter, _ *http.Request, _ delivery) {
+	rc.setAnswer(func(w http.ResponseWriter, _ *http.Request, d delivery) {
 		if dead.Load() {
 			conn, _, err := http.NewResponseController(w).Hijack()
 			if err == nil {
+				d.release()
 				_ = conn.Close()
 			}
 			return

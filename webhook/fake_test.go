@@ -266,6 +266,11 @@ type delivery struct {
 	id      string
 	body    []byte
 	subject string
+	// release ends the request in the receiver's count of requests in hand,
+	// once (the handler's return does it too). An answer that drops the
+	// connection calls it first: the deliverer may retry the moment the
+	// connection closes, before the handler has returned.
+	release func()
 }
 
 // receiver is an HTTP endpoint that verifies every request's signature
@@ -318,14 +323,19 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	if rc.busy[d.subject] > 1 && d.subject != "" {
 		rc.bad = append(rc.bad, "two requests of "+d.subject+" at once")
 	}
+	var once sync.Once
+	subject := d.subject
+	d.release = func() {
+		once.Do(func() {
+			rc.mu.Lock()
+			rc.busy[subject]--
+			rc.mu.Unlock()
+		})
+	}
 	rc.got = append(rc.got, d)
 	answer := rc.answer
 	rc.mu.Unlock()
-	defer func() {
-		rc.mu.Lock()
-		rc.busy[d.subject]--
-		rc.mu.Unlock()
-	}()
+	defer d.release()
 	if answer == nil {
 		w.WriteHeader(http.StatusNoContent)
 		return

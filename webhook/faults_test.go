@@ -130,7 +130,7 @@ func TestURLTokenNeverShown(t *testing.T) {
 	secret := newSecret(t)
 	rc := newReceiver(t, secret)
 	var calls atomic.Int32
-	rc.setAnswer(func(w http.ResponseWriter, r *http.Request, _ delivery) {
+	rc.setAnswer(func(w http.ResponseWriter, r *http.Request, d delivery) {
 		switch calls.Add(1) {
 		case 1:
 			// A receiver's redirect may carry one too.
@@ -140,6 +140,7 @@ func TestURLTokenNeverShown(t *testing.T) {
 		case 3:
 			conn, _, err := http.NewResponseController(w).Hijack()
 			if err == nil {
+				d.release()
 				_ = conn.Close()
 			}
 		default:
