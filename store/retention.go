@@ -64,26 +64,22 @@ var keptRows = []kept{
 // last_event_time, is kept). A final one leaves a tombstone (migrations 013,
 // 017); its row is locked, so its status is the one deleted.
 func (k kept) pruneSQL() string {
-	if k.tombstones == "" {
-		return fmt.Sprintf(`WITH doomed AS (
+	cols, tombstones := k.key, ""
+	if k.tombstones != "" {
+		cols += ", status, status_rank"
+		tombstones = fmt.Sprintf(`, tombstones AS (
+			INSERT INTO %[1]s (%[2]s, status)
+			SELECT %[2]s, status FROM doomed WHERE status_rank = %[3]d ORDER BY %[2]s
+			ON CONFLICT (%[2]s) DO UPDATE SET status = EXCLUDED.status, pruned_at = now()
+		)`, k.tombstones, k.key, k.finalRank)
+	}
+	return fmt.Sprintf(`WITH doomed AS (
 			SELECT %[2]s FROM %[1]s
 			WHERE %[3]s < $1 AND last_event_time < $1
 			LIMIT %[4]s FOR UPDATE SKIP LOCKED
-		)
-		DELETE FROM %[1]s WHERE (%[2]s) IN (SELECT %[2]s FROM doomed)`,
-			k.table, k.key, k.day, pruneLimit)
-	}
-	return fmt.Sprintf(`WITH doomed AS (
-			SELECT %[2]s, status, status_rank FROM %[1]s
-			WHERE %[3]s < $1 AND last_event_time < $1
-			LIMIT %[6]s FOR UPDATE SKIP LOCKED
-		), tombstones AS (
-			INSERT INTO %[4]s (%[2]s, status)
-			SELECT %[2]s, status FROM doomed WHERE status_rank = %[5]d ORDER BY %[2]s
-			ON CONFLICT (%[2]s) DO UPDATE SET status = EXCLUDED.status, pruned_at = now()
-		)
-		DELETE FROM %[1]s WHERE (%[2]s) IN (SELECT %[2]s FROM doomed)`,
-		k.table, k.key, k.day, k.tombstones, k.finalRank, pruneLimit)
+		)%[5]s
+		DELETE FROM %[1]s WHERE (%[6]s) IN (SELECT %[6]s FROM doomed)`,
+		k.table, cols, k.day, pruneLimit, tombstones, k.key)
 }
 
 // tombstonesSQL deletes at most pruneBatch of k's tombstones older than $1
