@@ -16,8 +16,9 @@ import (
 // command of /commands/{id} (its durations, without the timeline), for
 // message.* the message of /messages/{device}/{id}, the subject being
 // 'device_id/message_id' (split at the first '/': IoTDA's device ids hold
-// none, and notification.DecodeMessage dead-letters one that does), for call.* the call of /calls/{id}. nil, without an error, when
-// the row is gone (retention deleted it).
+// none, and notification.DecodeMessage dead-letters one that does), for
+// call.* the call of /calls/{id}. nil, without an error, when the row is
+// gone (retention deleted it).
 func OutcomeData(ctx context.Context, db *pgxpool.Pool, typ, subject string) (json.RawMessage, error) {
 	var row any
 	var err error
@@ -75,7 +76,8 @@ func OutcomeDataMany(ctx context.Context, db *pgxpool.Pool, subjects []OutcomeSu
 	}
 	rows := map[OutcomeSubject]any{}
 	if len(commands) > 0 {
-		if err := readMany(ctx, db, outcomeCommandsSQL, []any{commands}, scanCommand, func(c *Command) OutcomeSubject { return OutcomeSubject{"command", c.CommandID} }, rows); err != nil {
+		if err := readMany(ctx, db, outcomeCommandsSQL, []any{commands}, scanCommand,
+			func(c *Command) OutcomeSubject { return OutcomeSubject{"command", c.CommandID} }, rows); err != nil {
 			return nil, fmt.Errorf("read commands: %w", err)
 		}
 	}
@@ -86,7 +88,8 @@ func OutcomeDataMany(ctx context.Context, db *pgxpool.Pool, subjects []OutcomeSu
 		}
 	}
 	if len(calls) > 0 {
-		if err := readMany(ctx, db, outcomeCallsSQL, []any{calls}, scanCall, func(c Call) OutcomeSubject { return OutcomeSubject{"call", c.CallID} }, rows); err != nil {
+		if err := readMany(ctx, db, outcomeCallsSQL, []any{calls}, scanCall,
+			func(c Call) OutcomeSubject { return OutcomeSubject{"call", c.CallID} }, rows); err != nil {
 			return nil, fmt.Errorf("read calls: %w", err)
 		}
 	}
