@@ -832,19 +832,11 @@ func ingestRate(ctx context.Context, st *store.Store, n int, seed uint64) (float
 // migrateInPlace seeds a schema at version 4 (the history one table, jsonb
 // payloads) with rows history rows and times the migration to the latest.
 func migrateInPlace(ctx context.Context, admin *pgx.Conn, url string, rows int) (time.Duration, error) {
-	schema := fmt.Sprintf("scale_migrate_%d", time.Now().Unix())
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		return 0, err
-	}
-	defer func() { _, _ = admin.Exec(context.WithoutCancel(ctx), "DROP SCHEMA "+schema+" CASCADE") }()
-	st, err := store.Open(ctx, url, store.Options{MaxConns: 2, Schema: schema})
+	st, drop, err := scratchSchema(ctx, admin, url, "scale_migrate", 4)
 	if err != nil {
 		return 0, err
 	}
-	defer st.Close()
-	if err := st.MigrateTo(ctx, 4); err != nil {
-		return 0, err
-	}
+	defer drop()
 	logf("seeding a version-4 history of %d rows", rows)
 	if _, err := st.Pool().Exec(ctx, `
 		INSERT INTO device_command_events (command_id, event_key, status, event_time, request_id, source, payload, received_at)
@@ -868,6 +860,30 @@ func migrateInPlace(ctx context.Context, admin *pgx.Conn, url string, rows int) 
 		return 0, err
 	}
 	return time.Since(start), nil
+}
+
+// scratchSchema is a new schema named for prefix and the time, migrated to
+// version, and its store; drop closes the store and drops the schema.
+func scratchSchema(ctx context.Context, admin *pgx.Conn, url, prefix string, version int32) (*store.Store, func(), error) {
+	schema := fmt.Sprintf("%s_%d", prefix, time.Now().Unix())
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		return nil, nil, err
+	}
+	dropSchema := func() { _, _ = admin.Exec(context.WithoutCancel(ctx), "DROP SCHEMA "+schema+" CASCADE") }
+	st, err := store.Open(ctx, url, store.Options{MaxConns: 2, Schema: schema})
+	if err != nil {
+		dropSchema()
+		return nil, nil, err
+	}
+	drop := func() {
+		st.Close()
+		dropSchema()
+	}
+	if err := st.MigrateTo(ctx, version); err != nil {
+		drop()
+		return nil, nil, err
+	}
+	return st, drop, nil
 }
 
 // migrationIndexes returns the CREATE INDEX statements of the named

@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cmdtrack/cmdtrack/migrations"
-	"github.com/cmdtrack/cmdtrack/store"
 )
 
 // upgradeFrom is the version -upgrade seeds: the schema before issue 30's
@@ -31,19 +30,11 @@ func upgrade(ctx context.Context, w io.Writer, url string, n int) error {
 		return err
 	}
 	defer admin.Close(ctx)
-	schema := fmt.Sprintf("scale_upgrade_%d", time.Now().Unix())
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		return err
-	}
-	defer func() { _, _ = admin.Exec(context.WithoutCancel(ctx), "DROP SCHEMA "+schema+" CASCADE") }()
-	st, err := store.Open(ctx, url, store.Options{MaxConns: 2, Schema: schema})
+	st, drop, err := scratchSchema(ctx, admin, url, "scale_upgrade", upgradeFrom)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	if err := st.MigrateTo(ctx, upgradeFrom); err != nil {
-		return err
-	}
+	defer drop()
 	var rows [][2]string
 	add := func(what, figure string) {
 		logf("%s: %s", what, figure)
