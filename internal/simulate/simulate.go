@@ -183,7 +183,7 @@ func Generate(cfg Config) *Stream {
 		}
 		dev := rng.IntN(cfg.Devices)
 		c := Command{
-			ID:          fmt.Sprintf("cmd-%d-%08d", cfg.Seed, i),
+			ID:          commandID(cfg.Seed, i),
 			DeviceID:    fmt.Sprintf("dev-%05d", dev),
 			ProductID:   fmt.Sprintf("prod-%02d", dev%cfg.Products),
 			AppID:       "app-cmdtrack-sim",
@@ -402,4 +402,12 @@ func Bodies(msgs []Message) [][]byte {
 		out[i] = m.Body
 	}
 	return out
+}
+
+// commandID is the i-th command's id: a UUID, as the platform allocates
+// (seed 002's example), derived from the seed and i so that drawing it
+// takes nothing from the stream's random source.
+func commandID(seed uint64, i int) string {
+	r := rand.New(rand.NewPCG(seed, uint64(i)))
+	return fmt.Sprintf("%08x-%04x-4%03x-b%03x-%012x", r.Uint32(), r.IntN(1<<16), r.IntN(1<<12), r.IntN(1<<12), r.Uint64()&(1<<48-1))
 }
