@@ -340,7 +340,7 @@ func indent(text string) string {
 // and says its plan's shape.
 func cookbook(ctx context.Context, db *pgxpool.Pool, runs int, add func(string, string)) error {
 	var device, command string
-	if err := db.QueryRow(ctx, `SELECT device_id, command_id FROM device_commands WHERE command_id = $1`, fmt.Sprintf("cmd-%d", mustCount(ctx, db)/2)).
+	if err := db.QueryRow(ctx, `SELECT device_id, command_id FROM device_commands WHERE command_id = `+middleCommand).
 		Scan(&device, &command); err != nil {
 		return fmt.Errorf("pick a device: %w", err)
 	}
@@ -529,6 +529,21 @@ func seededHeaderID(param, r string) string {
 	return `('x' || left(md5(format(` + param + `, ` + r + `.device_id, ` + r + `.product_id, ` + r + `.device_id)), 16))::bit(64)::bigint`
 }
 
+// fleetCommandID is the SQL of the g-th seeded command's id: a UUID, as
+// the platform allocates (seed 002), in no order, so that the indexes it
+// leads are as wide and take their inserts where a fleet's do (a rising
+// 'cmd-N' was both shorter and always at the right edge).
+func fleetCommandID(g string) string { return "md5('cmd-' || " + g + ")::uuid::text" }
+
+// fleetMessageID is the SQL of the g-th seeded message's own id, a UUID as
+// IoTDA recommends its callers choose (the others share a caller's
+// 'cfg-N' with other devices).
+func fleetMessageID(g string) string { return "md5('msg-' || " + g + ")::uuid::text" }
+
+// middleCommand is the SQL of a fleet command's id halfway through the 30
+// days: the fleet's commands are numbered in the order of their time.
+var middleCommand = fleetCommandID("((SELECT count(*) FROM device_commands) / 2)")
+
 // seed fills the schema in SQL: commands spread evenly over the last 30
 // days, ten per device, twenty products, mostly final with a few still on
 // their way, each with a history of PENDING, SENT, DELIVERED and its final
@@ -540,7 +555,7 @@ func seed(ctx context.Context, db *pgxpool.Pool, n int, now time.Time) error {
 		INSERT INTO device_commands (command_id, device_id, product_id, app_id, status, status_rank,
 			created_time, sent_time, delivered_time, response_time, result, last_event_time, last_event_key, last_request_id,
 			first_seen_at, updated_at)
-		SELECT 'cmd-' || g, 'dev-' || (g % greatest($1 / 10, 1)), 'prod-' || (g % 20), 'app-1', s.status, s.rank,
+		SELECT `+fleetCommandID("g")+`, 'dev-' || (g % greatest($1 / 10, 1)), 'prod-' || (g % 20), 'app-1', s.status, s.rank,
 			t, t + interval '1 s', CASE WHEN s.rank >= 2 THEN t + interval '3 s' END,
 			CASE WHEN s.rank = 3 THEN t + interval '9 s' END,
 			CASE WHEN s.rank = 3 THEN '{"code":0}'::jsonb END,
@@ -710,7 +725,7 @@ func seedMessages(ctx context.Context, db *pgxpool.Pool, n, commands int, now ti
 				FROM generate_series($1::int8, $2::int8) g,
 				LATERAL (SELECT g % $3::int8 AS d, hashint8(g) & 2147483647 AS h,
 				                $4::timestamptz + (g::float8 / $5::int8) * interval '30 days' AS t) x,
-				LATERAL (SELECT CASE WHEN h % 2 = 0 THEN 'msg-' || g ELSE 'cfg-' || (g / least(1000, $3::int8)) END AS id,
+				LATERAL (SELECT CASE WHEN h % 2 = 0 THEN `+fleetMessageID("g")+` ELSE 'cfg-' || (g / least(1000, $3::int8)) END AS id,
 				                CASE WHEN h % 2 = 0 THEN 'ping' ELSE 'set-interval' END AS name,
 				                h / 2 % 1000 AS k, h / 2000 % 2 = 0 AS heldflag) y,
 				LATERAL (SELECT CASE WHEN k < 30 THEN 'FAILED'

@@ -77,8 +77,7 @@ type listed struct {
 var lists = []listed{
 	{kind: "commands", table: "device_commands", key: "coalesce(created_time, first_seen_at)", ids: []string{"command_id"},
 		cursor: []string{"before_id"}, statuses: []string{"FAILED", "TIMEOUT"},
-		pick: `SELECT device_id, product_id, command_id FROM device_commands
-			WHERE command_id = 'cmd-' || (SELECT count(*) FROM device_commands WHERE command_id LIKE 'cmd-%') / 2`,
+		pick: `SELECT device_id, product_id, command_id FROM device_commands WHERE command_id = ` + middleCommand,
 		devices: [][3]string{{"a device with old commands only", "dev-old", "prod-3"}, {"a rare device", "dev-rare", "prod-5"}},
 		item:    func(_, id string) string { return "/commands/" + url.PathEscape(id) }},
 	{kind: "messages", table: "device_messages", key: "coalesce(pending_time, first_seen_at)", ids: []string{"seq"},
@@ -145,7 +144,7 @@ func pages(ctx context.Context, dbURL, schema string, runs int, only *regexp.Reg
 		return nil, fmt.Errorf("pick a dead letter: %w", err)
 	}
 	var product string
-	if err := db.QueryRow(ctx, `SELECT product_id FROM device_commands WHERE command_id = 'cmd-1'`).Scan(&product); err != nil {
+	if err := db.QueryRow(ctx, `SELECT product_id FROM device_commands WHERE command_id = `+fleetCommandID("1")).Scan(&product); err != nil {
 		return nil, fmt.Errorf("pick a product: %w", err)
 	}
 	list = append(list, []page{
@@ -423,12 +422,6 @@ func nextOf(list, base, path string) (string, error) {
 		return "", fmt.Errorf("%s: no next page", path)
 	}
 	return list + "?" + page.Next, nil
-}
-
-func mustCount(ctx context.Context, db *pgxpool.Pool) int {
-	var n int
-	_ = db.QueryRow(ctx, `SELECT count(*) FROM device_commands WHERE command_id LIKE 'cmd-%'`).Scan(&n)
-	return n
 }
 
 func getJSON(u string, into any) error {
