@@ -77,7 +77,7 @@ type listed struct {
 var lists = []listed{
 	{kind: "commands", table: "device_commands", key: "coalesce(created_time, first_seen_at)", ids: []string{"command_id"},
 		cursor: []string{"before_id"}, statuses: []string{"FAILED", "TIMEOUT"},
-		pick: `SELECT device_id, product_id, command_id FROM device_commands WHERE command_id = ` + middleCommand,
+		pick:    `SELECT device_id, product_id, command_id FROM device_commands WHERE command_id = ` + middleCommand,
 		devices: [][3]string{{"a device with old commands only", "dev-old", "prod-3"}, {"a rare device", "dev-rare", "prod-5"}},
 		item:    func(_, id string) string { return "/commands/" + url.PathEscape(id) }},
 	{kind: "messages", table: "device_messages", key: "coalesce(pending_time, first_seen_at)", ids: []string{"seq"},
