@@ -159,6 +159,7 @@ func TestReplicas(t *testing.T) {
 	}
 	f.pub.SendAll(t, bodies(s.Messages))
 	f.waitStored(t, s, 2*time.Minute)
+	waitConsumed(t, len(s.Messages), time.Minute, workers...)
 	for i, w := range workers {
 		require.Zero(t, metric(t, w, `cmdtrack_database_errors_total{class="`+string(store.DeadlockError)+`"}`), "worker %d", i)
 		require.Zero(t, metricSum(t, w, "cmdtrack_database_errors_total"), "worker %d: no write failed", i)

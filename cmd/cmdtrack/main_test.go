@@ -73,6 +73,24 @@ func (f *fixture) verify(t *testing.T, s *simulate.Stream) {
 
 func bodies(msgs []simulate.Message) [][]byte { return simulate.Bodies(msgs) }
 
+// waitConsumed waits until the workers between them have received at least
+// published messages and hold none unsettled. waitStored alone returns once
+// every distinct notification is in the database, which can be before the
+// stream's last duplicates have left the queue: stopping the workers then
+// leaves them there for VerifyStream's empty-queue check (TestReplicas
+// failed so in CI).
+func waitConsumed(t *testing.T, published int, within time.Duration, workers ...*testenv.Worker) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var received, unsettled float64
+		for _, w := range workers {
+			received += metricSum(t, w, "cmdtrack_messages_received_total")
+			unsettled += metric(t, w, "cmdtrack_messages_unsettled")
+		}
+		return received >= float64(published) && unsettled == 0
+	}, within, 50*time.Millisecond, "%d messages published, not all received and settled", published)
+}
+
 // metricSum adds up every sample of a series (all label values).
 func metricSum(t *testing.T, w *testenv.Worker, name string) float64 {
 	t.Helper()

@@ -69,14 +69,7 @@ func TestMessageOutcomesCountedOnceAcrossWorkers(t *testing.T) {
 	f.pub.SendAll(t, stream)
 	again := stream[:len(stream)/2]
 	f.pub.SendAll(t, again)
-	require.Eventually(t, func() bool {
-		var received, unsettled float64
-		for _, w := range workers {
-			received += metricSum(t, w, "cmdtrack_messages_received_total")
-			unsettled += metric(t, w, "cmdtrack_messages_unsettled")
-		}
-		return received >= float64(len(stream)+len(again)) && unsettled == 0
-	}, 2*time.Minute, 100*time.Millisecond, "every notification stored")
+	waitConsumed(t, len(stream)+len(again), 2*time.Minute, workers...)
 	require.Zero(t, f.count(t, `SELECT count(*) FROM dead_letters`), "both shapes read")
 	require.Equal(t, messages, f.count(t, `SELECT count(*) FROM device_messages`))
 	final := f.count(t, `SELECT count(*) FROM device_messages WHERE status_rank = 1`)

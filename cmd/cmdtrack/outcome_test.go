@@ -37,14 +37,7 @@ func TestOutcomesCountedOnceAcrossWorkers(t *testing.T) {
 	// The same stream again: redeliveries change nothing and count nothing.
 	again := s.Messages[:len(s.Messages)/2]
 	f.pub.SendAll(t, bodies(again))
-	require.Eventually(t, func() bool {
-		var received, unsettled float64
-		for _, w := range workers {
-			received += metricSum(t, w, "cmdtrack_messages_received_total")
-			unsettled += metric(t, w, "cmdtrack_messages_unsettled")
-		}
-		return received >= float64(len(s.Messages)+len(again)) && unsettled == 0
-	}, 2*time.Minute, 100*time.Millisecond, "the stream sent again is consumed")
+	waitConsumed(t, len(s.Messages)+len(again), 2*time.Minute, workers...)
 
 	final := f.count(t, `SELECT count(*) FROM device_commands WHERE status_rank = 3`)
 	finalCreated := f.count(t, `SELECT count(*) FROM device_commands WHERE status_rank = 3 AND created_time IS NOT NULL`)
