@@ -110,7 +110,7 @@ func (g *messageGen) message(i int, created, limit time.Time) []timedMessage {
 	}
 	m.GatewayID = m.DeviceID
 	m.Topic = "$oc/devices/" + m.DeviceID + "/sys/messages/down"
-	m.MessageID = fmt.Sprintf("%08x-%04x-4%03x-a%03x-%012x", rng.Uint32(), rng.IntN(1<<16), rng.IntN(1<<12), rng.IntN(1<<12), rng.Uint64()&(1<<48-1))
+	m.MessageID = uuid(rng, 'a')
 	// A message id is the caller's and unique per device only: the same id
 	// on another device is another message.
 	if len(g.recent) > 0 && rng.IntN(10) == 0 {

@@ -341,7 +341,7 @@ func render(c *Command, steps []step, result json.RawMessage, rng *rand.Rand) []
 		"event":         "update",
 		"event_time":    last.at.Format(stampFormat),
 		"event_time_ms": last.at.Format("2006-01-02T15:04:05.000Z"),
-		"request_id":    fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", rng.Uint32(), rng.IntN(1<<16), rng.IntN(1<<12), rng.IntN(1<<12), rng.Uint64()&(1<<48-1)),
+		"request_id":    uuid(rng, '8'),
 		"notify_data": map[string]any{
 			"header": map[string]any{
 				"app_id":     c.AppID,
@@ -408,6 +408,12 @@ func Bodies(msgs []Message) [][]byte {
 // (seed 002's example), derived from the seed and i so that drawing it
 // takes nothing from the stream's random source.
 func commandID(seed uint64, i int) string {
-	r := rand.New(rand.NewPCG(seed, uint64(i)))
-	return fmt.Sprintf("%08x-%04x-4%03x-b%03x-%012x", r.Uint32(), r.IntN(1<<16), r.IntN(1<<12), r.IntN(1<<12), r.Uint64()&(1<<48-1))
+	return uuid(rand.New(rand.NewPCG(seed, uint64(i))), 'b')
+}
+
+// uuid draws a version 4 UUID from r, its variant digit given (the
+// simulator's kinds of ids use their own, as they always have: the streams'
+// bytes stay as they were).
+func uuid(r *rand.Rand, variant byte) string {
+	return fmt.Sprintf("%08x-%04x-4%03x-%c%03x-%012x", r.Uint32(), r.IntN(1<<16), r.IntN(1<<12), variant, r.IntN(1<<12), r.Uint64()&(1<<48-1))
 }
