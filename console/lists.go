@@ -24,6 +24,12 @@ type listStatement struct {
 	inOrder bool
 	// dayOrder: run it with dayOrderOnly (a list of a kind's commonStatus).
 	dayOrder bool
+	// heads: run it with inOrderOnly; it merges the heads of one index range
+	// per product, and its one sort is of those (statusByProduct).
+	heads bool
+	// sorts: it reads one device's rows and sorts them (deviceByKey); run
+	// with JIT off, which a plan estimating many rows might otherwise take.
+	sorts bool
 }
 
 // inOrderOnly leaves a filtered list one plan that needs no sort: the scan of
@@ -53,13 +59,19 @@ const dayOrderOnly = `SELECT set_config('enable_sort', 'off', true), set_config(
 // dayOrderOnly.
 func (st listStatement) settings() string {
 	switch {
-	case st.inOrder:
+	case st.inOrder, st.heads:
 		return inOrderOnly
 	case st.dayOrder:
 		return dayOrderOnly
+	case st.sorts:
+		return jitOff
 	}
 	return ""
 }
+
+// jitOff is a sorted list's setting: its plan's estimate grows with the rows
+// it expects to sort, and compiling a plan took longer than reading them.
+const jitOff = `SELECT set_config('jit', 'off', true)`
 
 // queryList runs a list's statement and reads its rows with scan.
 func queryList[T any](ctx context.Context, db *pgxpool.Pool, st listStatement, scan func(pgx.Rows) (T, error)) (T, error) {
@@ -120,6 +132,16 @@ type listKind struct {
 	// columns are named (expr AS name) and hold list_key, the key; names
 	// are their names, in order, as the merge of a status' pages reads them.
 	columns, names string
+	// deviceByKey: the kind has no list index of a device's rows (a
+	// message's, migration 031). A device's list reads its rows through the
+	// primary key, which begins with device_id, and sorts them: the
+	// device's rows in the retention window, not a page.
+	deviceByKey bool
+	// statusByProduct: the kind has no status index (a message's, migration
+	// 031). A list of a status alone (not commonStatus) reads the head of
+	// the status' range in the product index for each product, and merges
+	// them: at most a page per product.
+	statusByProduct bool
 }
 
 // listFilter is a list's filter and its keyset cursor: rows strictly after
@@ -148,6 +170,12 @@ type listFilter struct {
 // merged as they come: about a page of rows, where one scan of the
 // device's or the product's rows would read all of them.
 func (k listKind) query(f listFilter, limit int) listStatement {
+	switch {
+	case f.Device != "" && k.deviceByKey:
+		return k.deviceQuery(f, limit)
+	case f.Device == "" && f.Product == "" && f.Status != "" && f.Status != k.commonStatus && k.statusByProduct:
+		return k.statusQuery(f, limit)
+	}
 	var where []string
 	var args []any
 	arg := func(v any) string {
@@ -180,28 +208,9 @@ func (k listKind) query(f listFilter, limit int) listStatement {
 			where = append(where, "status = "+arg(f.Status))
 		}
 	}
-	if f.Since != nil {
-		where = append(where, k.key+" >= "+arg(*f.Since))
-	}
-	if f.Until != nil {
-		where = append(where, k.key+" < "+arg(*f.Until))
-	}
-	if f.Before != nil {
-		b := arg(*f.Before)
-		cursor := []string{b}
-		for i := range k.ids {
-			cursor = append(cursor, arg(f.BeforeIDs[i]))
-		}
-		// The first bound is the one the day index can use; the others
-		// take the row comparison whole.
-		where = append(where, k.key+" <= "+b,
-			"("+k.key+", "+strings.Join(k.ids, ", ")+") < ("+strings.Join(cursor, ", ")+")")
-	}
+	where = append(where, k.bounds(f, arg)...)
 	lim := " LIMIT " + strconv.Itoa(limit)
-	tie := ""
-	for _, id := range k.ids {
-		tie += ", " + id + " DESC"
-	}
+	tie := k.tie()
 	order := k.key + " DESC" + tie
 	if lead != "" {
 		order = lead + " DESC, " + order
@@ -247,4 +256,108 @@ func (k listKind) query(f listFilter, limit int) listStatement {
 		args:    args,
 		inOrder: true,
 	}
+}
+
+// bounds are the conditions of f's window and cursor, their values added
+// with arg.
+func (k listKind) bounds(f listFilter, arg func(any) string) []string {
+	var where []string
+	if f.Since != nil {
+		where = append(where, k.key+" >= "+arg(*f.Since))
+	}
+	if f.Until != nil {
+		where = append(where, k.key+" < "+arg(*f.Until))
+	}
+	if f.Before != nil {
+		b := arg(*f.Before)
+		cursor := []string{b}
+		for i := range k.ids {
+			cursor = append(cursor, arg(f.BeforeIDs[i]))
+		}
+		// The first bound is the one the day index can use; the others
+		// take the row comparison whole.
+		where = append(where, k.key+" <= "+b,
+			"("+k.key+", "+strings.Join(k.ids, ", ")+") < ("+strings.Join(cursor, ", ")+")")
+	}
+	return where
+}
+
+// tie is the list order's tie-break, after the key: its ids, newest first.
+func (k listKind) tie() string {
+	tie := ""
+	for _, id := range k.ids {
+		tie += ", " + id + " DESC"
+	}
+	return tie
+}
+
+// deviceQuery is a device's list of a kind without a device list index
+// (deviceByKey): the device's rows, read through the primary key, filtered
+// and sorted. The fence (OFFSET 0) leaves the planner the device's rows to
+// read and nothing else: with the device's product or a status filtered
+// too, it could otherwise prefer the product index, and read the product's
+// rows for a page of the device's.
+func (k listKind) deviceQuery(f listFilter, limit int) listStatement {
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	q := `SELECT ` + k.columns + ` FROM (SELECT * FROM ` + k.table + ` WHERE device_id = ` + arg(f.Device) +
+		` OFFSET 0) AS ` + k.table
+	var where []string
+	if f.Product != "" {
+		where = append(where, "product_id = "+arg(f.Product))
+	}
+	if f.Status != "" {
+		where = append(where, "status = "+arg(f.Status))
+	}
+	where = append(where, k.bounds(f, arg)...)
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY " + k.key + " DESC" + k.tie() + " LIMIT " + strconv.Itoa(limit)
+	return listStatement{sql: q, args: args, sorts: true}
+}
+
+// statusQuery is the list of one status of a kind without a status index
+// (statusByProduct): for each product, the head of the status' range in
+// the product index (product_id, status, key, ids), which holds the list's
+// order, and the same of the rows without a product; merged, newest first.
+// The products are found in the same index, one probe each (a loose scan:
+// the recursive CTE), so a page reads at most a page per product.
+func (k listKind) statusQuery(f listFilter, limit int) listStatement {
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	where := k.bounds(f, arg)
+	// A literal of the kind's statuses, so that even a generic plan knows it.
+	status := "status = " + arg(f.Status)
+	if slices.Contains(k.statuses, f.Status) {
+		args = args[:len(args)-1]
+		status = "status = '" + f.Status + "'"
+	}
+	lim := " LIMIT " + strconv.Itoa(limit)
+	// lead: the head of the rows without a product is ordered by the index's
+	// first columns too, as a backward scan gives them (NULLs first): the
+	// planner takes IS NULL for a range, not one value, and would sort the
+	// range.
+	head := func(product, lead string) string {
+		return `SELECT ` + k.columns + ` FROM ` + k.table + ` WHERE ` +
+			strings.Join(append(slices.Clip(where), product, status), " AND ") +
+			` ORDER BY ` + lead + k.key + ` DESC` + k.tie() + lim
+	}
+	sql := `WITH RECURSIVE products (p) AS (
+	SELECT min(product_id) FROM ` + k.table + `
+	UNION ALL
+	SELECT (SELECT min(product_id) FROM ` + k.table + ` WHERE product_id > p) FROM products WHERE p IS NOT NULL
+)
+SELECT ` + k.names + ` FROM (
+	SELECT h.* FROM products, LATERAL (` + head("product_id = products.p", "") + `) h
+	UNION ALL
+	(` + head("product_id IS NULL", "product_id DESC, status DESC, ") + `)
+) c ORDER BY list_key DESC` + k.tie() + lim
+	return listStatement{sql: sql, args: args, heads: true}
 }

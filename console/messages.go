@@ -65,15 +65,18 @@ type MessagesPage struct {
 }
 
 // messageList is /messages: by a message's day, then its seq, through the
-// indexes of migration 026 (and 015's day index). /messages?status=DELIVERED
-// alone reads the day index: the status index holds the other statuses
-// only (026).
+// product index of migration 026 and 015's day index. A device's messages
+// are read through the primary key and sorted, and a status alone through
+// the product index, product by product (migration 031 dropped the device
+// and status indexes); /messages?status=DELIVERED alone reads the day
+// index.
 var messageList = listKind{table: "device_messages", key: `coalesce(pending_time, first_seen_at)`,
 	ids: []string{"seq"}, statuses: messageStatuses, commonStatus: "DELIVERED",
 	columns: `device_id, message_id, coalesce(product_id, '') AS product, coalesce(name, '') AS message_name, status,
 	coalesce(error_code, '') AS error, pending_time, coalesce(delivered_time, failed_time, timeout_time) AS finished,
 	first_seen_at, last_event_time, coalesce(pending_time, first_seen_at) AS list_key, seq`,
-	names: "device_id, message_id, product, message_name, status, error, pending_time, finished, first_seen_at, last_event_time, list_key, seq"}
+	names:       "device_id, message_id, product, message_name, status, error, pending_time, finished, first_seen_at, last_event_time, list_key, seq",
+	deviceByKey: true, statusByProduct: true}
 
 func (f MessageFilter) list() listFilter {
 	return listFilter{Device: f.Device, Product: f.Product, Status: f.Status, Since: f.Since, Until: f.Until, Before: f.Before,

@@ -1,0 +1,36 @@
+-- Device message WAL, round three (issue 28: a message costs no more CPU
+-- and WAL per notification than a command; docs/benchmarks.md, "Round
+-- three: two list indexes fewer"). A message has fewer notifications than
+-- a command (1.5 against 3.8 in make bench's stream), so more of them
+-- write a row version (0.91 against 0.62), and every version writes an
+-- entry into each index of device_messages (its status is indexed: no
+-- update is HOT). Two of those indexes are dropped; the lists they served
+-- read others (console/lists.go):
+--
+-- device_messages_device_status_day_idx: /messages?device= and the device
+-- page read the device's messages through the primary key (device_id,
+-- message_id) and sort them. A page then costs the device's messages in
+-- the retention window, not a page: a few hundred rows for a device
+-- messaged a few times a day (bench/scale's busy device has 5,000 in 30
+-- days: its page in milliseconds).
+--
+-- device_messages_status_day_idx: /messages?status= for a status other
+-- than DELIVERED reads, for each product, the head of its range of
+-- device_messages_product_status_day_idx, and merges them: at most a page
+-- per product (and one for messages without a product).
+--
+-- The identity sequence of seq (migration 026) hands each connection 1,000
+-- numbers at a time: every row the merge proposes draws one, even one that
+-- finds its message there already, and an uncached sequence logs WAL every
+-- 32 draws and locks its one page for each. seq only names a message in the
+-- lists (their tie-break), so numbers out of order between connections, or
+-- lost with one, change nothing.
+--
+-- Measured on make bench's msgs-only drain (scripts/bench-cost.sh, 100,000
+-- notifications, docs/benchmarks.md): 1,880 B of WAL per notification
+-- before, 1,704 after; the cmds-only drains beside it 1,711.
+--
+-- Dropping an index takes device_messages' write lock for a moment.
+DROP INDEX IF EXISTS device_messages_device_status_day_idx;
+DROP INDEX IF EXISTS device_messages_status_day_idx;
+ALTER TABLE device_messages ALTER COLUMN seq SET CACHE 1000;
