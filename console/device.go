@@ -65,8 +65,8 @@ func loadDevice(ctx context.Context, db *pgxpool.Pool, id string) (*DevicePage, 
 		return nil, fmt.Errorf("read device: %w", err)
 	}
 	p := &DevicePage{DeviceID: id, Sampled: len(list), Statuses: []StatusCount{}, MessageStatuses: []MessageCount{}}
-	// The device's newest messages, as /messages?device= reads them: the
-	// head of each status' range of its index, merged.
+	// The device's newest messages, as /messages?device= reads them: all of
+	// the device's, through the primary key, sorted (migration 031).
 	msgs, err := queryList(ctx, db, messageList.query(listFilter{Device: id}, deviceSample), scanMessageSummaries)
 	if err != nil {
 		return nil, fmt.Errorf("read the device's messages: %w", err)
