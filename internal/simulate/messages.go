@@ -247,25 +247,34 @@ func (g *messageGen) render(n *notification.Message, millis bool, rng *rand.Rand
 	if n.Tags != nil {
 		hdr["tags"] = n.Tags
 	}
-	data := map[string]any{"header": hdr}
-	doc := map[string]any{
-		"resource":    notification.ResourceMessageStatus,
-		"event":       "update",
-		"event_time":  n.EventTime.Format(stampFormat),
-		"request_id":  n.RequestID,
-		"notify_data": data,
-	}
+	// The envelope's members in the platform's order, the resource first
+	// (seed 000's sample), which the worker reads as a hint of the kind
+	// (ingest.decode).
+	doc := struct {
+		Resource    string `json:"resource"`
+		Event       string `json:"event"`
+		EventTime   string `json:"event_time"`
+		EventTimeMS string `json:"event_time_ms,omitempty"`
+		RequestID   string `json:"request_id"`
+		NotifyData  struct {
+			Header map[string]any `json:"header"`
+			Body   map[string]any `json:"body,omitempty"`
+		} `json:"notify_data"`
+		Body map[string]any `json:"body,omitempty"`
+	}{Resource: notification.ResourceMessageStatus, Event: "update", EventTime: n.EventTime.Format(stampFormat),
+		RequestID: n.RequestID}
+	doc.NotifyData.Header = hdr
 	if millis {
-		doc["event_time_ms"] = n.EventTime.Format("2006-01-02T15:04:05.000Z")
+		doc.EventTimeMS = n.EventTime.Format("2006-01-02T15:04:05.000Z")
 	}
 	switch r := rng.IntN(20); {
 	case r < 10:
-		data["body"] = body
+		doc.NotifyData.Body = body
 	case r < 19:
-		doc["body"] = body
+		doc.Body = body
 	default:
-		data["body"] = body
-		doc["body"] = map[string]any{"message_id": n.MessageID, "status": "PENDING", "timestamp": "20991231T000000Z", "name": "decoy"}
+		doc.NotifyData.Body = body
+		doc.Body = map[string]any{"message_id": n.MessageID, "status": "PENDING", "timestamp": "20991231T000000Z", "name": "decoy"}
 	}
 	out, err := json.Marshal(doc)
 	if err != nil {
