@@ -45,6 +45,12 @@ func TestDecodeHintChangesNoAnswer(t *testing.T) {
 		`{"resource":"device.message.status","event":"update","event_time":"20261201T100000Z",` +
 			`"notify_data":{"header":{"device_id":"d-1"},"body":{"status":"ONLINE"}}}`,
 		`{"resource":`, `{"resource":"`, `{`, ``, `"resource"`,
+		// A later resource that is not a string: the command decoder (the
+		// table's first) stops at it, a message's or a device status'
+		// decoder at a field of its own body first.
+		`{"resource":"device.message.status","event":"update","body":1,"resource":2}`,
+		`{"resource":"device.status","event":"update","body":1,"resource":2}`,
+		`{"resource":"device.message.status","event":"update","notify_data":{"body":{"message_id":7}},"resource":2}`,
 	} {
 		bodies = append(bodies, []byte(b))
 	}

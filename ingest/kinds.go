@@ -95,18 +95,17 @@ func ReceivedKinds() []string {
 // kind's decoder first: through the first kind's, which reads the whole
 // body before it learns the resource and skips it, a device message was
 // read twice (a third of its decoding time, BenchmarkClassifyStreams). It
-// is a hint only. The decoder it picks reads the whole body and checks the
-// resource as it always does; if that says another resource after all (a
-// key given twice: the last one counts), the body is decoded as any other,
-// by decodeByTable.
+// is a hint only, taken when that decoder reads the body whole: then the
+// body's last resource is that kind's (a key may be given twice: the last
+// one counts), and the table would have come to the same decoder. Any
+// other answer of it, a skip or a reason to refuse the body, is not used:
+// the body is decoded as any other, by decodeByTable, so that a dead
+// letter's reason is the table's (the first kind's decoder may stop at
+// another field of a broken body than this one).
 func decode(body []byte, receivedAt time.Time) (Record, error) {
 	if k := byResource[string(leadingResource(body))]; k != nil && k != &kinds[0] {
-		rec, err := k.Decode(body, receivedAt)
-		if err == nil {
+		if rec, err := k.Decode(body, receivedAt); err == nil {
 			return rec, nil
-		}
-		if !errors.As(err, new(*notification.SkipError)) {
-			return nil, err
 		}
 	}
 	return decodeByTable(body, receivedAt)
