@@ -223,11 +223,8 @@ func (h history) readTimeline(ctx context.Context, db *pgxpool.Pool, ids []any, 
 	// characters of those payloads alone, so that neither PostgreSQL nor the
 	// console reads more of them than a page shows.
 	var where []string
-	args := append([]any{}, ids...)
-	arg := func(v any) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args))
-	}
+	args := append(params{}, ids...)
+	arg := args.add
 	if !all {
 		from, until := timelineBounds(times...)
 		p.TimelineFrom, p.TimelineUntil = &from, &until

@@ -57,11 +57,8 @@ const previewBytes = 160
 // they came, with an incremental sort of the ties.
 func deadLettersQuery(class string, before *time.Time, beforeID int64) listStatement {
 	var where []string
-	var args []any
-	arg := func(v any) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args))
-	}
+	var args params
+	arg := args.add
 	order := "received_at DESC, id DESC"
 	if class != "" {
 		where = append(where, "reason_class = ANY("+arg([]string{class})+"::text[])")

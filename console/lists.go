@@ -73,6 +73,15 @@ func (st listStatement) settings() string {
 // it expects to sort, and compiling a plan took longer than reading them.
 const jitOff = `SELECT set_config('jit', 'off', true)`
 
+// params are a statement's arguments.
+type params []any
+
+// add appends v to p and returns its placeholder.
+func (p *params) add(v any) string {
+	*p = append(*p, v)
+	return "$" + strconv.Itoa(len(*p))
+}
+
 // queryList runs a list's statement and reads its rows with scan.
 func queryList[T any](ctx context.Context, db *pgxpool.Pool, st listStatement, scan func(pgx.Rows) (T, error)) (T, error) {
 	settings := st.settings()
@@ -177,11 +186,8 @@ func (k listKind) query(f listFilter, limit int) listStatement {
 		return k.statusQuery(f, limit)
 	}
 	var where []string
-	var args []any
-	arg := func(v any) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args))
-	}
+	var args params
+	arg := args.add
 	var lead string
 	switch {
 	case f.Device != "":
@@ -298,11 +304,8 @@ func (k listKind) tie() string {
 // too, it could otherwise prefer the product index, and read the product's
 // rows for a page of the device's.
 func (k listKind) deviceQuery(f listFilter, limit int) listStatement {
-	var args []any
-	arg := func(v any) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args))
-	}
+	var args params
+	arg := args.add
 	q := `SELECT ` + k.columns + ` FROM (SELECT * FROM ` + k.table + ` WHERE device_id = ` + arg(f.Device) +
 		` OFFSET 0) AS ` + k.table
 	var where []string
@@ -327,17 +330,13 @@ func (k listKind) deviceQuery(f listFilter, limit int) listStatement {
 // The products are found in the same index, one probe each (a loose scan:
 // the recursive CTE), so a page reads at most a page per product.
 func (k listKind) statusQuery(f listFilter, limit int) listStatement {
-	var args []any
-	arg := func(v any) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args))
-	}
+	var args params
+	arg := args.add
 	where := k.bounds(f, arg)
 	// A literal of the kind's statuses, so that even a generic plan knows it.
-	status := "status = " + arg(f.Status)
-	if slices.Contains(k.statuses, f.Status) {
-		args = args[:len(args)-1]
-		status = "status = '" + f.Status + "'"
+	status := "status = '" + f.Status + "'"
+	if !slices.Contains(k.statuses, f.Status) {
+		status = "status = " + arg(f.Status)
 	}
 	lim := " LIMIT " + strconv.Itoa(limit)
 	// lead: the head of the rows without a product is ordered by the index's

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cmdtrack/cmdtrack/internal/simulate"
+	"github.com/cmdtrack/cmdtrack/notification"
 )
 
 // The resource a body names first is a hint of its kind only (decode): every
@@ -61,7 +62,7 @@ func TestDecodeHintChangesNoAnswer(t *testing.T) {
 		want, wantErr := decodeByTable(b, at)
 		require.Equal(t, fmt.Sprint(wantErr), fmt.Sprint(err), "body %d: %s", i, b)
 		require.Equal(t, want, rec, "body %d: %s", i, b)
-		if k := byResource[string(leadingResource(b))]; k != nil && k != &kinds[0] {
+		if k := byResource[string(notification.LeadingResource(b))]; k != nil && k != &kinds[0] {
 			hinted++
 		}
 	}

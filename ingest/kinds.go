@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"errors"
 	"time"
 
@@ -103,50 +102,12 @@ func ReceivedKinds() []string {
 // letter's reason is the table's (the first kind's decoder may stop at
 // another field of a broken body than this one).
 func decode(body []byte, receivedAt time.Time) (Record, error) {
-	if k := byResource[string(leadingResource(body))]; k != nil && k != &kinds[0] {
+	if k := byResource[string(notification.LeadingResource(body))]; k != nil && k != &kinds[0] {
 		if rec, err := k.Decode(body, receivedAt); err == nil {
 			return rec, nil
 		}
 	}
 	return decodeByTable(body, receivedAt)
-}
-
-// leadingResource is the value of body's first member when that member is
-// "resource" and its value a string without escapes, as the platform
-// writes it; nil for any other body.
-func leadingResource(body []byte) []byte {
-	const key = `"resource"`
-	i := skipSpace(body, 0)
-	if i == len(body) || body[i] != '{' {
-		return nil
-	}
-	i = skipSpace(body, i+1)
-	if !bytes.HasPrefix(body[i:], []byte(key)) {
-		return nil
-	}
-	i = skipSpace(body, i+len(key))
-	if i == len(body) || body[i] != ':' {
-		return nil
-	}
-	i = skipSpace(body, i+1)
-	if i == len(body) || body[i] != '"' {
-		return nil
-	}
-	v := body[i+1:]
-	end := bytes.IndexByte(v, '"')
-	if end < 0 || bytes.IndexByte(v[:end], '\\') >= 0 {
-		return nil
-	}
-	return v[:end]
-}
-
-// skipSpace is the index of the first byte of body from i on that is not
-// JSON's whitespace.
-func skipSpace(body []byte, i int) int {
-	for i < len(body) && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r') {
-		i++
-	}
-	return i
 }
 
 // decodeByTable reads body with the table's first kind, and, if that skips

@@ -258,3 +258,23 @@ func (s *scanner) rawValue() (start, end int, ok bool) {
 	ok = s.value()
 	return start, s.pos, ok
 }
+
+// LeadingResource is the resource body names in its first member, when that
+// member is "resource" and its value a string without escapes, as the
+// platform writes a notification (seed 000); nil for any other body. It
+// reads nothing after that member: a hint of the kind, which the kind's
+// decoder then checks (ingest.decode).
+func LeadingResource(body []byte) []byte {
+	s := scanner{data: body}
+	if !s.eat('{') {
+		return nil
+	}
+	start, end, escaped, ok := s.str()
+	if !ok || escaped || string(body[start:end]) != "resource" || !s.eat(':') {
+		return nil
+	}
+	if start, end, escaped, ok = s.str(); !ok || escaped {
+		return nil
+	}
+	return body[start:end]
+}
